@@ -1,0 +1,21 @@
+"""Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
+
+from keras_trainkit.callbacks._registry import REGISTRY
+
+
+def get(identifier, **kwargs):
+    """Return a callback from a name, a config dict or an instance.
+
+    Names are matched case-insensitively in class-name, snake_case or alias form;
+    names this package lacks are passed to Keras's own look-up. ``kwargs`` go to
+    the constructor when a name is given.
+
+    Example:
+        >>> import keras_trainkit
+        >>> keras_trainkit.callbacks.get(None) is None
+        True
+    """
+    return REGISTRY.get(identifier, **kwargs)
+
+
+__all__ = ["get"]

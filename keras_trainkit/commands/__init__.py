@@ -1,0 +1,1 @@
+"""Sub-commands of the ``trainkit`` console script, one module each."""

@@ -1,0 +1,260 @@
+"""Embedded data sets that need no network: MNIST-1D and scikit-learn's 8x8 digits.
+
+* :func:`load_mnist1d` generates MNIST-1D (Greydanus 2020, "Scaling down deep
+  learning") locally with the ``mnist1d`` package's ``make_dataset``; it never
+  uses that package's download or pickle path. The arrays are cached as ``.npz``
+  in ``$KERAS_TRAINKIT_CACHE`` (default ``~/.cache/keras_trainkit``); a corrupt or
+  partial cache file is detected and regenerated.
+* :func:`load_digits` returns scikit-learn's bundled 8x8 digits as images.
+* :func:`to_dataset` turns arrays into a batched, prefetched ``tf.data.Dataset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_trainkit.utils.validation import check_positive, check_type
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "KERAS_TRAINKIT_CACHE"
+_MNIST1D_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Bump when the generated arrays change (e.g. different generator arguments).
+_MNIST1D_FORMAT = 1
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Shape and class count of one embedded data set."""
+
+    name: str
+    train_shape: tuple[int, ...]
+    test_shape: tuple[int, ...]
+    num_classes: int
+    description: str
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$KERAS_TRAINKIT_CACHE`` or ``~/.cache/keras_trainkit``."""
+    root = os.environ.get(CACHE_ENV)
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "keras_trainkit"
+    return path
+
+
+def _mnist1d_cache_path(shuffle_seq: bool, seed: int) -> Path:
+    tag = f"mnist1d_v{_MNIST1D_FORMAT}_shuffle{int(shuffle_seq)}_seed{seed}"
+    return cache_dir() / f"{tag}.npz"
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in _MNIST1D_KEYS:
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(key.encode())
+        digest.update(str(array.dtype).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """Return the cached arrays, or ``None`` if the file is missing or not intact."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in _MNIST1D_KEYS}
+            stored = str(data["sha256"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        logger.warning("Cache file %s is unreadable (%s); regenerating it.", path, error)
+        return None
+    if _checksum(arrays) != stored:
+        logger.warning("Cache file %s failed its checksum; regenerating it.", path)
+        return None
+    return arrays
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.stem, suffix=".tmp.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, sha256=np.array(_checksum(arrays)), **arrays)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _generate_mnist1d(shuffle_seq: bool, seed: int) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.shuffle_seq = shuffle_seq
+    args.seed = seed
+    # make_dataset seeds NumPy's global generator; keep the caller's state intact.
+    state = np.random.get_state()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return {
+        "x_train": np.asarray(data["x"], dtype=np.float32),
+        "y_train": np.asarray(data["y"], dtype=np.int64),
+        "x_test": np.asarray(data["x_test"], dtype=np.float32),
+        "y_test": np.asarray(data["y_test"], dtype=np.int64),
+    }
+
+
+def load_mnist1d(shuffle_seq: bool = False, seed: int = 42):
+    """Load MNIST-1D, generated locally and cached.
+
+    MNIST-1D (Greydanus 2020) has 10 classes of length-40 signals; the default
+    split is 4000 training and 1000 test examples. The data are generated with
+    ``mnist1d.data.make_dataset`` (no download), so the first call takes a few
+    seconds and later calls read the ``.npz`` cache.
+
+    Args:
+        shuffle_seq: if ``True``, the 40 positions are permuted by one fixed
+            permutation (the paper's "shuffled" variant, which removes spatial
+            structure).
+        seed: the generator seed; 42 gives the paper's data set.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: ``float32`` arrays of shape
+        ``(n, 40)`` and ``int64`` labels in ``[0, 10)``.
+
+    Example:
+        >>> (x, y), (x_test, y_test) = load_mnist1d()
+        >>> x.shape, x_test.shape
+        ((4000, 40), (1000, 40))
+    """
+    check_type("shuffle_seq", shuffle_seq, bool)
+    check_type("seed", seed, int)
+    path = _mnist1d_cache_path(shuffle_seq, seed)
+    arrays = _read_cache(path)
+    if arrays is None:
+        logger.info("Generating MNIST-1D (shuffle_seq=%s, seed=%s) into %s", shuffle_seq, seed, path)
+        arrays = _generate_mnist1d(shuffle_seq, seed)
+        try:
+            _write_cache(path, arrays)
+        except OSError as error:  # a read-only home still gets the data
+            logger.warning("Could not write the MNIST-1D cache %s: %s", path, error)
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def load_digits():
+    """Load scikit-learn's bundled 8x8 digits as images scaled to ``[0, 1]``.
+
+    1797 images of 10 classes, split with a stratified
+    ``sklearn.model_selection.train_test_split`` (``test_size=0.2``,
+    ``random_state=0``): 1437 training and 360 test images.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)`` with images ``(n, 8, 8, 1)``
+        ``float32`` and ``int64`` labels.
+
+    Example:
+        >>> (x, y), (x_test, y_test) = load_digits()
+        >>> x.shape, x_test.shape
+        ((1437, 8, 8, 1), (360, 8, 8, 1))
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[..., None]
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=labels,
+    )
+    return (x_train, y_train), (x_test, y_test)
+
+
+LOADERS = {"mnist1d": load_mnist1d, "digits": load_digits}
+
+
+def load(name: str):
+    """Load an embedded data set by name (``"mnist1d"`` or ``"digits"``)."""
+    if name not in LOADERS:
+        raise ValueError(
+            f"Argument `name` must be one of {', '.join(map(repr, LOADERS))}. Received: name={name!r}"
+        )
+    return LOADERS[name]()
+
+
+def describe(name: str) -> DatasetInfo:
+    """Load ``name`` and return its shapes and class count."""
+    (x_train, y_train), (x_test, _) = load(name)
+    descriptions = {
+        "mnist1d": "MNIST-1D (Greydanus 2020), generated locally",
+        "digits": "scikit-learn 8x8 digits, stratified 80/20 split",
+    }
+    return DatasetInfo(
+        name=name,
+        train_shape=tuple(x_train.shape),
+        test_shape=tuple(x_test.shape),
+        num_classes=int(np.unique(y_train).size),
+        description=descriptions[name],
+    )
+
+
+def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+               drop_remainder: bool = False):
+    """Turn arrays into a batched, prefetched ``tf.data.Dataset``.
+
+    Args:
+        x: features (array or nested structure of arrays).
+        y: optional targets with the same first dimension.
+        batch_size: examples per batch.
+        shuffle: shuffle the whole array each epoch (buffer = data size).
+        seed: shuffle seed, for reproducible order.
+        drop_remainder: drop a last, smaller batch.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = to_dataset(np.zeros((10, 3)), np.zeros(10), batch_size=4)
+        >>> [int(b[0].shape[0]) for b in ds]
+        [4, 4, 2]
+    """
+    import tensorflow as tf
+
+    check_positive("batch_size", batch_size, integer=True)
+    n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
+    if n == 0:
+        raise ValueError(f"Argument `x` must hold at least one example. Received: x with length {n}")
+    if y is not None and len(y) != n:
+        raise ValueError(
+            "Arguments `x` and `y` must have the same number of examples. "
+            f"Received: len(x)={n}, len(y)={len(y)}"
+        )
+    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    if shuffle:
+        data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return data.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+__all__ = [
+    "DatasetInfo",
+    "cache_dir",
+    "describe",
+    "load",
+    "load_digits",
+    "load_mnist1d",
+    "to_dataset",
+]

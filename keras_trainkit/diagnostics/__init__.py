@@ -1,0 +1,3 @@
+"""Diagnostics: learning-rate finder, initialization and gradient checks, plots."""
+
+__all__: list[str] = []

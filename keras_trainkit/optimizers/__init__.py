@@ -1,0 +1,21 @@
+"""Keras optimizers, optimizer wrappers and gradient transforms."""
+
+from keras_trainkit.optimizers._registry import REGISTRY
+
+
+def get(identifier, **kwargs):
+    """Return a optimizer from a name, a config dict or an instance.
+
+    Names are matched case-insensitively in class-name, snake_case or alias form;
+    names this package lacks are passed to Keras's own look-up. ``kwargs`` go to
+    the constructor when a name is given.
+
+    Example:
+        >>> import keras_trainkit
+        >>> keras_trainkit.optimizers.get(None) is None
+        True
+    """
+    return REGISTRY.get(identifier, **kwargs)
+
+
+__all__ = ["get"]

@@ -1,0 +1,21 @@
+"""Learning-rate schedules (``keras.optimizers.schedules.LearningRateSchedule`` subclasses)."""
+
+from keras_trainkit.schedules._registry import REGISTRY
+
+
+def get(identifier, **kwargs):
+    """Return a schedule from a name, a config dict or an instance.
+
+    Names are matched case-insensitively in class-name, snake_case or alias form;
+    names this package lacks are passed to Keras's own look-up. ``kwargs`` go to
+    the constructor when a name is given.
+
+    Example:
+        >>> import keras_trainkit
+        >>> keras_trainkit.schedules.get(None) is None
+        True
+    """
+    return REGISTRY.get(identifier, **kwargs)
+
+
+__all__ = ["get"]

@@ -1,0 +1,59 @@
+"""How the conformance suite builds, breaks and exercises each public class.
+
+Each family (one registry in ``keras_trainkit.utils.families()``) has a module
+``tests/conformance/specs/<family>.py`` that defines ``FAMILY``, a
+:class:`FamilySpec`. A new public class needs no new test code: when its
+constructor has usable defaults and the family's ``invalid`` arguments apply,
+the family spec covers it; otherwise add a :class:`ClassSpec` entry under its
+class name in ``FamilySpec.classes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ClassSpec:
+    """Per-class overrides of the family defaults.
+
+    Attributes:
+        valid: constructor kwargs for a valid instance, or a zero-argument
+            callable returning them (for arguments that are objects built fresh).
+        invalid: kwargs (merged over ``valid``) that must raise ``ValueError``
+            whose message contains ``Received:``.
+        exercise: ``exercise(instance, tmp_path)`` replacing the family's use in
+            ``model.fit`` plus save/load.
+        fuzz: whether to fuzz the scalar constructor arguments.
+    """
+
+    valid: dict[str, Any] | Callable[[], dict[str, Any]] = field(default_factory=dict)
+    invalid: dict[str, Any] | None = None
+    exercise: Callable[[Any, Any], None] | None = None
+    fuzz: bool = True
+
+    def valid_kwargs(self) -> dict[str, Any]:
+        return self.valid() if callable(self.valid) else dict(self.valid)
+
+
+@dataclass
+class FamilySpec:
+    """Defaults for every class of a family.
+
+    Attributes:
+        invalid: kwargs that break any class of the family (e.g.
+            ``{"learning_rate": -1.0}`` for optimizers); a class whose
+            constructor lacks one of them must give its own ``ClassSpec.invalid``.
+        exercise: ``exercise(instance, tmp_path)``: use the instance inside
+            ``model.fit`` and check it survives ``model.save``/``load_model``.
+        classes: per-class overrides by class name.
+    """
+
+    invalid: dict[str, Any]
+    exercise: Callable[[Any, Any], None]
+    classes: dict[str, ClassSpec] = field(default_factory=dict)
+
+    def spec_for(self, name: str) -> ClassSpec:
+        return self.classes.get(name, ClassSpec())

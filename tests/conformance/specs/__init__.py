@@ -1,0 +1,1 @@
+"""One module per registry family, each defining ``FAMILY`` (a ``FamilySpec``)."""

@@ -1,0 +1,120 @@
+import socket
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_trainkit import datasets
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_TRAINKIT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_load_mnist1d_shapes_and_classes(fresh_cache, no_network):
+    (x, y), (x_test, y_test) = datasets.load_mnist1d()
+    assert x.shape == (4000, 40) and x_test.shape == (1000, 40)
+    assert x.dtype == np.float32 and np.issubdtype(y.dtype, np.integer)
+    assert set(np.unique(y)) == set(range(10)) == set(np.unique(y_test))
+    assert np.all(np.isfinite(x))
+    assert list(fresh_cache.glob("*.npz"))
+
+
+def test_second_call_reads_cache(fresh_cache, monkeypatch):
+    first = datasets.load_mnist1d()
+
+    def must_not_generate(*args):
+        raise AssertionError("regenerated although the cache is intact")
+
+    monkeypatch.setattr(datasets, "_generate_mnist1d", must_not_generate)
+    second = datasets.load_mnist1d()
+    for a, b in zip(np.concatenate([*first[0], *first[1]], axis=None),
+                    np.concatenate([*second[0], *second[1]], axis=None)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_byte"])
+def test_corrupt_cache_is_regenerated(fresh_cache, damage):
+    (x, y), _ = datasets.load_mnist1d()
+    path = next(fresh_cache.glob("*.npz"))
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file")
+    else:  # a flipped byte inside the x_train payload keeps the zip readable
+        data = bytearray(raw)
+        data[len(data) // 3] ^= 0xFF
+        path.write_bytes(bytes(data))
+    (x2, y2), _ = datasets.load_mnist1d()
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    assert datasets._read_cache(path) is not None  # rewritten intact
+
+
+def test_generation_keeps_numpy_global_state(fresh_cache):
+    np.random.seed(123)
+    expected = np.random.rand(3)
+    np.random.seed(123)
+    datasets.load_mnist1d()
+    np.testing.assert_array_equal(np.random.rand(3), expected)
+
+
+def test_shuffled_variant_permutes_positions(fresh_cache):
+    (x, y), _ = datasets.load_mnist1d()
+    (xs, ys), _ = datasets.load_mnist1d(shuffle_seq=True)
+    assert xs.shape == x.shape
+    np.testing.assert_array_equal(y, ys)
+    assert not np.allclose(x, xs)
+    # the same fixed permutation of the 40 positions: sorted values per row agree
+    np.testing.assert_allclose(np.sort(x, axis=1), np.sort(xs, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_load_mnist1d_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="Received: shuffle_seq="):
+        datasets.load_mnist1d(shuffle_seq="yes")
+    with pytest.raises(TypeError, match="Received: seed="):
+        datasets.load_mnist1d(seed=1.5)
+
+
+def test_load_digits():
+    (x, y), (x_test, y_test) = datasets.load_digits()
+    assert x.shape == (1437, 8, 8, 1) and x_test.shape == (360, 8, 8, 1)
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert len(np.unique(y)) == 10
+    (x2, _), _ = datasets.load_digits()
+    np.testing.assert_array_equal(x, x2)  # fixed split
+
+
+def test_load_by_name_and_unknown_name():
+    assert datasets.describe("digits").num_classes == 10
+    with pytest.raises(ValueError, match="Received: name='cifar'"):
+        datasets.load("cifar")
+
+
+def test_to_dataset_batches_and_validates():
+    x = np.arange(10, dtype="float32").reshape(10, 1)
+    y = np.arange(10)
+    ds = datasets.to_dataset(x, y, batch_size=4, shuffle=True, seed=1)
+    batches = list(ds)
+    assert [int(b[0].shape[0]) for b in batches] == [4, 4, 2]
+    seen = np.concatenate([b[1].numpy() for b in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert isinstance(ds, tf.data.Dataset)
+    with pytest.raises(ValueError, match="len\\(y\\)=9"):
+        datasets.to_dataset(x, y[:9])
+    with pytest.raises(ValueError, match="batch_size"):
+        datasets.to_dataset(x, y, batch_size=0)
+    with pytest.raises(ValueError, match="at least one example"):
+        datasets.to_dataset(x[:0], y[:0])
