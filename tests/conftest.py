@@ -1,10 +1,22 @@
-"""Shared test set-up: a quiet TensorFlow and a per-session data cache."""
+"""Shared test set-up: a quiet TensorFlow, two logical CPU devices, a per-session data cache.
+
+The CPU is split into two logical devices before TensorFlow initializes, so
+``tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])`` stands in for two GPUs.
+Ops placed by default still run on ``/cpu:0``.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+LOGICAL_CPUS = ["/cpu:0", "/cpu:1"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -13,3 +25,9 @@ def _session_cache(tmp_path_factory):
     if "KERAS_TRAINKIT_CACHE" not in os.environ:
         os.environ["KERAS_TRAINKIT_CACHE"] = str(tmp_path_factory.mktemp("trainkit_cache"))
     yield
+
+
+@pytest.fixture
+def two_cpu_strategy():
+    """A ``MirroredStrategy`` over the two logical CPU devices."""
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS)

@@ -47,6 +47,8 @@ class Registry:
         base_class: instances of this class are passed through by ``get``.
         keras_get: Keras's own getter for the family (e.g.
             ``keras.optimizers.get``), tried for names this registry lacks.
+        module: the public package whose ``get`` and ``__all__`` serve this
+            family; defaults to ``keras_trainkit.<family>``.
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class Registry:
         family: str,
         base_class: type | tuple[type, ...] | None = None,
         keras_get: Callable[[Any], Any] | None = None,
+        module: str | None = None,
     ):
         self.family = family
+        self.module = module or f"{PACKAGE}.{family}"
         self.base_class = base_class
         self.keras_get = keras_get
         self._classes: dict[str, type] = {}

@@ -5,11 +5,15 @@ Each family (one registry in ``keras_trainkit.utils.families()``) has a module
 :class:`FamilySpec`. A new public class needs no new test code: when its
 constructor has usable defaults and the family's ``invalid`` arguments apply,
 the family spec covers it; otherwise add a :class:`ClassSpec` entry under its
-class name in ``FamilySpec.classes``.
+class name in a ``CLASSES`` dict of a module ``specs/<family>_<part>.py`` (one
+part module per group of classes, e.g. ``specs/optimizers_wrappers.py``);
+:func:`collect_classes` merges every part into ``FamilySpec.classes``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,3 +61,18 @@ class FamilySpec:
 
     def spec_for(self, name: str) -> ClassSpec:
         return self.classes.get(name, ClassSpec())
+
+
+def collect_classes(family: str) -> dict[str, ClassSpec]:
+    """Merge ``CLASSES`` of every ``tests/conformance/specs/<family>_*.py`` module."""
+    from tests.conformance import specs
+
+    merged: dict[str, ClassSpec] = {}
+    for info in pkgutil.iter_modules(specs.__path__):
+        if info.name.startswith(f"{family}_"):
+            part = importlib.import_module(f"{specs.__name__}.{info.name}")
+            overlap = merged.keys() & part.CLASSES.keys()
+            if overlap:
+                raise ValueError(f"ClassSpec given twice for {sorted(overlap)} ({info.name})")
+            merged.update(part.CLASSES)
+    return merged

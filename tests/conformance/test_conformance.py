@@ -35,6 +35,10 @@ def _family_spec(family: str):
     return module.FAMILY
 
 
+def _package(family: str):
+    return importlib.import_module(FAMILIES[family].module)
+
+
 def _build(family: str, name: str):
     cls = FAMILIES[family].classes[name]
     spec = _family_spec(family).spec_for(name)
@@ -57,13 +61,13 @@ def test_top_level_exposes_sub_packages():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_public_names_are_exported_and_documented(family):
-    package = importlib.import_module(f"keras_trainkit.{family}")
+    package = _package(family)
     for name in FAMILIES[family].classes:
-        assert name in package.__all__, f"{name} missing from keras_trainkit.{family}.__all__"
+        assert name in package.__all__, f"{name} missing from {package.__name__}.__all__"
         assert getattr(package, name) is FAMILIES[family].classes[name]
     for name in package.__all__:
         obj = getattr(package, name)
-        assert inspect.getdoc(obj), f"keras_trainkit.{family}.{name} has no docstring"
+        assert inspect.getdoc(obj), f"{package.__name__}.{name} has no docstring"
 
 
 @pytest.mark.parametrize("family,name", CASES)
@@ -77,7 +81,7 @@ def test_docstring_and_registration(family, name):
 
 @pytest.mark.parametrize("family,name", CASES)
 def test_get_finds_class(family, name):
-    package = importlib.import_module(f"keras_trainkit.{family}")
+    package = _package(family)
     cls, _, instance = _build(family, name)
     assert FAMILIES[family].lookup(name) is cls
     assert package.get(instance) is instance

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 
 from tests.conformance.fit_helpers import dense_model, regression_data
-from tests.conformance.spec import FamilySpec
+from tests.conformance.spec import FamilySpec, collect_classes
 
 
 def exercise(callback, tmp_path):
@@ -19,4 +19,4 @@ def exercise(callback, tmp_path):
         assert np.all(np.isfinite(history.history["loss"]))
 
 
-FAMILY = FamilySpec(invalid={"patience": -1}, exercise=exercise, classes={})
+FAMILY = FamilySpec(invalid={"patience": -1}, exercise=exercise, classes=collect_classes("callbacks"))

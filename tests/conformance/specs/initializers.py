@@ -1,7 +1,7 @@
 """Conformance spec for ``keras_trainkit.initializers``."""
 
 from tests.conformance.fit_helpers import dense_model, fit_save_load
-from tests.conformance.spec import FamilySpec
+from tests.conformance.spec import FamilySpec, collect_classes
 
 
 def exercise(initializer, tmp_path):
@@ -13,4 +13,4 @@ def exercise(initializer, tmp_path):
     assert type(restored) is type(initializer)
 
 
-FAMILY = FamilySpec(invalid={"scale": -1.0}, exercise=exercise, classes={})
+FAMILY = FamilySpec(invalid={"scale": -1.0}, exercise=exercise, classes=collect_classes("initializers"))

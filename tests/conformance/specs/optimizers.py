@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from tests.conformance.fit_helpers import dense_model, fit_save_load
-from tests.conformance.spec import FamilySpec
+from tests.conformance.spec import FamilySpec, collect_classes
 
 
 def exercise(optimizer, tmp_path):
@@ -21,4 +21,4 @@ def exercise(optimizer, tmp_path):
     assert isinstance(loaded.optimizer, keras.optimizers.Optimizer)
 
 
-FAMILY = FamilySpec(invalid={"learning_rate": -1.0}, exercise=exercise, classes={})
+FAMILY = FamilySpec(invalid={"learning_rate": -1.0}, exercise=exercise, classes=collect_classes("optimizers"))

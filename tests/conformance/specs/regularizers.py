@@ -1,7 +1,7 @@
 """Conformance spec for ``keras_trainkit.regularizers``."""
 
 from tests.conformance.fit_helpers import dense_model, fit_save_load
-from tests.conformance.spec import FamilySpec
+from tests.conformance.spec import FamilySpec, collect_classes
 
 
 def exercise(regularizer, tmp_path):
@@ -13,4 +13,4 @@ def exercise(regularizer, tmp_path):
     assert type(restored) is type(regularizer)
 
 
-FAMILY = FamilySpec(invalid={"weight": -1.0}, exercise=exercise, classes={})
+FAMILY = FamilySpec(invalid={"weight": -1.0}, exercise=exercise, classes=collect_classes("regularizers"))

@@ -3,7 +3,7 @@
 import keras
 
 from tests.conformance.fit_helpers import dense_model, fit_save_load
-from tests.conformance.spec import FamilySpec
+from tests.conformance.spec import FamilySpec, collect_classes
 
 
 def exercise(schedule, tmp_path):
@@ -16,4 +16,4 @@ def exercise(schedule, tmp_path):
     assert restored.get_config() == schedule.get_config()
 
 
-FAMILY = FamilySpec(invalid={"decay_steps": -1}, exercise=exercise, classes={})
+FAMILY = FamilySpec(invalid={"decay_steps": -1}, exercise=exercise, classes=collect_classes("schedules"))

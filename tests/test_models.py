@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from keras_trainkit import models
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (40,)), ("cnn", (40,)), ("cnn", (8, 8, 1)),
+                                        ("mlp", (8, 8, 1))])
+def test_builders_give_logits(name, shape):
+    model = models.build(name, shape, 10)
+    out = model(np.zeros((2, *shape), "float32"))
+    assert tuple(out.shape) == (2, 10)
+
+
+def test_mlp_layer_names_and_depth():
+    model = models.mlp((40,), 10, depth=4, width=16, batch_norm=True, dropout=0.1)
+    names = [layer.name for layer in model.layers]
+    assert [n for n in names if n.startswith("dense_")] == [f"dense_{i}" for i in range(4)]
+    assert "bn_3" in names and "dropout_3" in names and names[-1] == "logits"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Received: depth=0"):
+        models.mlp((40,), 10, depth=0)
+    with pytest.raises(ValueError, match="Received: model='resnet'"):
+        models.build("resnet", (40,), 10)
+    with pytest.raises(ValueError, match="Received: filters=()"):
+        models.cnn((40,), 10, filters=())
