@@ -1,6 +1,7 @@
 """Keras optimizers, optimizer wrappers and gradient transforms."""
 
 from keras_trainkit.optimizers._registry import REGISTRY
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 
 
 def get(identifier, **kwargs):
@@ -19,3 +20,4 @@ def get(identifier, **kwargs):
 
 
 __all__ = ["get"]
+__all__ += ["OptimizerWrapper"]

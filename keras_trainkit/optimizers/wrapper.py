@@ -1,0 +1,293 @@
+"""``OptimizerWrapper``: a Keras optimizer that drives another ("inner") optimizer.
+
+The wrapper is itself a ``keras.optimizers.Optimizer`` (usable in ``compile()``)
+and delegates ``learning_rate`` (get/set, schedules included), ``iterations``,
+``build``, ``apply``, ``scale_loss`` and ``finalize_variable_values`` to the
+inner optimizer. ``wrapper.variables`` lists the wrapper's own variables, then
+every variable of the inner optimizer, so ``model.save``/``load_model`` and
+``tf.train.Checkpoint`` keep the inner slots. ``get_config`` serializes the
+inner optimizer; ``from_config`` rebuilds it.
+
+How a subclass hooks in (each hook is optional)::
+
+    class MyWrapper(OptimizerWrapper):
+        def build(self, variables):
+            super().build(variables)          # builds the inner optimizer first
+            self.slow = self.add_optimizer_variables(variables, "slow")
+
+        def transform_gradients(self, grads, variables):
+            return [g * 0.5 for g in grads]   # (grads, variables) -> grads
+
+        def after_inner_step(self, variables):
+            ...                               # runs after the inner update
+
+``apply`` runs, in order: build if needed, gradient aggregation across
+replicas (``tf.distribute``: gradients are all-reduced once, so every hook
+sees the same global gradient on every replica), ``transform_gradients``,
+``apply_inner`` (the inner optimizer's update and step counter), and
+``after_inner_step``. A subclass needing a different flow overrides
+``wrapped_apply(grads, variables)``; ``apply_inner_if(pred, grads, variables)``
+runs the inner update only where the scalar boolean ``pred`` holds (skipped
+steps leave weights, slots and ``iterations`` unchanged), working under
+``tf.distribute`` and XLA alike.
+
+Base-optimizer features (``weight_decay``, ``clipnorm``, ``use_ema``,
+gradient accumulation, ...) belong to the inner optimizer: set them there.
+The inner optimizer's ``loss_scale_factor`` moves to the wrapper, so the
+wrapper's hooks see unscaled gradients.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_trainkit.optimizers._registry import REGISTRY, register
+from keras_trainkit.utils.validation import check_type
+
+_BASE_DEFAULTS = {
+    "learning_rate": None,
+    "weight_decay": None,
+    "clipnorm": None,
+    "global_clipnorm": None,
+    "clipvalue": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "gradient_accumulation_steps": None,
+}
+
+
+def _tf_distribution():
+    """``(tf, replica_context)`` inside a replica context of a real strategy, else ``None``."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or tf.distribute.get_strategy().num_replicas_in_sync <= 1:
+        return None
+    return tf, context
+
+
+@register
+class OptimizerWrapper(keras.optimizers.Optimizer):
+    """Base class of optimizers that wrap another Keras optimizer.
+
+    Subclasses override ``transform_gradients(grads, variables) -> grads``,
+    ``after_inner_step(variables)`` or, for a different flow,
+    ``wrapped_apply(grads, variables)``; state goes in ``build`` with
+    ``add_variable``/``add_optimizer_variables`` (saved and checkpointed with
+    the inner optimizer's slots). Used alone it applies the inner optimizer
+    unchanged: ``w_{t+1} = inner(w_t, g_t)``.
+
+    Args:
+        optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``
+            instance, a name (``"adam"``, ``"radam"``) or a config dict.
+        loss_scale_factor: optional static loss scale; defaults to the inner
+            optimizer's, which is moved here.
+        name: the optimizer's name.
+        **kwargs: base-optimizer arguments other than these are refused with
+            a ``ValueError``: set them on the inner optimizer.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers import OptimizerWrapper
+        >>> opt = OptimizerWrapper(keras.optimizers.SGD(0.1))
+        >>> float(opt.learning_rate)
+        0.1
+
+    No paper: this is the shared machinery behind ``TransformedOptimizer``,
+    ``Lookahead`` and ``SAM`` (Keras's own ``LossScaleOptimizer`` follows the
+    same delegation pattern).
+    """
+
+    def __init__(self, optimizer, loss_scale_factor=None, name=None, **kwargs):
+        for key, default in _BASE_DEFAULTS.items():
+            if key in kwargs:
+                value = kwargs.pop(key)
+                if value != default:
+                    raise ValueError(
+                        f"Argument `{key}` is not accepted by {type(self).__name__}; "
+                        f"set it on the wrapped optimizer instead. Received: {key}={value!r}"
+                    )
+        if kwargs:
+            raise ValueError(
+                f"{type(self).__name__} got unexpected arguments. Received: "
+                + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            )
+        check_type("name", name, (str, type(None)))
+        inner = self._resolve_optimizer(optimizer)
+        if loss_scale_factor is not None:
+            if isinstance(loss_scale_factor, bool) or not isinstance(loss_scale_factor, (int, float)) or not (
+                loss_scale_factor > 0 and loss_scale_factor < float("inf")
+            ):
+                raise ValueError(
+                    "Argument `loss_scale_factor` must be a finite number > 0 or None. "
+                    f"Received: loss_scale_factor={loss_scale_factor!r}"
+                )
+        if loss_scale_factor is None:
+            loss_scale_factor = inner.loss_scale_factor
+        super().__init__(learning_rate=0.0, loss_scale_factor=loss_scale_factor, name=name)
+        self.inner_optimizer = inner
+        # The wrapper unscales before its hooks; the inner must not unscale again.
+        self.inner_optimizer.loss_scale_factor = None
+
+    @staticmethod
+    def _resolve_optimizer(optimizer):
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            return optimizer
+        if isinstance(optimizer, (str, dict)):
+            resolved = REGISTRY.get(optimizer)
+            if isinstance(resolved, keras.optimizers.Optimizer):
+                return resolved
+        raise ValueError(
+            "Argument `optimizer` must be a keras.optimizers.Optimizer, an optimizer "
+            f"name or a config dict. Received: optimizer={optimizer!r}"
+        )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def variables(self):
+        return self._variables[:] + list(self.inner_optimizer.variables)
+
+    def build(self, variables):
+        """Build the inner optimizer, then this wrapper (subclasses: call first)."""
+        variables = list(variables)
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(variables)
+        super().build(variables)
+
+    # -------------------------------------------------------- delegation
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    # ------------------------------------------------------------- update
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if not grads:
+            return
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer must already "
+                    "be built: call `optimizer.build(trainable_variables)` first. "
+                    "Received: trainable_variables=None"
+                )
+            variables = list(self._trainable_variables)
+        else:
+            variables = list(trainable_variables)
+            if not self.built:
+                with keras.name_scope(self.name, caller=self):
+                    self.build(variables)
+                self.built = True
+        if len(grads) != len(variables):
+            raise ValueError(
+                f"Expected one gradient per variable ({len(variables)}). "
+                f"Received: len(grads)={len(grads)}"
+            )
+        if self.loss_scale_factor is not None:
+            grads = [None if g is None else g / self.loss_scale_factor for g in grads]
+        grads = self.aggregate_gradients(grads)
+        with keras.name_scope(self.name, caller=self):
+            self.wrapped_apply(grads, variables)
+
+    def aggregate_gradients(self, grads):
+        """Sum the gradients over replicas (``tf.distribute``); identity otherwise."""
+        distribution = _tf_distribution()
+        if distribution is None:
+            return grads
+        _, context = distribution
+        present = [g for g in grads if g is not None]
+        reduced = iter(context.all_reduce("sum", present)) if present else iter(())
+        return [None if g is None else next(reduced) for g in grads]
+
+    def wrapped_apply(self, grads, variables):
+        """The step on aggregated gradients: transform, inner update, post-step hook."""
+        grads = self.transform_gradients(grads, variables)
+        self.apply_inner(grads, variables)
+        self.after_inner_step(variables)
+
+    def transform_gradients(self, grads, variables):
+        """Hook: map aggregated ``grads`` (with ``None`` entries kept) to new grads."""
+        return grads
+
+    def after_inner_step(self, variables):
+        """Hook: runs after the inner optimizer updated ``variables``."""
+        return None
+
+    def apply_inner(self, grads, variables):
+        """Hand aggregated gradients to the inner optimizer (update + step count)."""
+        distribution = _tf_distribution()
+        if distribution is not None:
+            # The inner optimizer all-reduces (sums) again: give each replica
+            # its share so the sum is the aggregated gradient.
+            _, context = distribution
+            share = 1.0 / context.num_replicas_in_sync
+            grads = [None if g is None else g * ops.cast(share, g.dtype) for g in grads]
+        self.inner_optimizer.apply(grads, variables)
+
+    def apply_inner_if(self, pred, grads, variables, otherwise=None):
+        """Run ``apply_inner`` only where the scalar boolean ``pred`` holds.
+
+        ``otherwise`` (no arguments) runs in the other branch. Under a
+        ``tf.distribute`` strategy the condition is evaluated in cross-replica
+        context (as Keras's ``LossScaleOptimizer`` does), since a replica-context
+        ``cond`` cannot contain the inner optimizer's ``merge_call``; ``pred``
+        must then be the same on every replica (true for aggregated gradients).
+        """
+        otherwise = otherwise or (lambda: None)
+        distribution = _tf_distribution()
+        if distribution is None:
+            ops.cond(pred, lambda: self.apply_inner(grads, variables), otherwise)
+            return
+        tf, context = distribution
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            ops.cond(pred, lambda: self.apply_inner(grads, variables), otherwise)
+            return
+
+        def cross_replica(strategy, pred, grads):
+            first = strategy.experimental_local_results(pred)[0]
+
+            def run():
+                strategy.extended.call_for_each_replica(self.apply_inner, args=(grads, variables))
+
+            def other():
+                strategy.extended.call_for_each_replica(otherwise)
+
+            ops.cond(first, run, other)
+
+        context.merge_call(cross_replica, args=(pred, grads))
+
+    # ------------------------------------------------------ serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "loss_scale_factor": self.loss_scale_factor,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = config.pop("optimizer")
+        if isinstance(inner, dict):
+            inner = keras.saving.deserialize_keras_object(inner, custom_objects=custom_objects)
+        return cls(inner, **config)
