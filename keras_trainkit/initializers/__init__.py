@@ -1,6 +1,14 @@
-"""Keras initializers and model-level initialization functions."""
+"""Keras initializers and model-level initialization functions.
+
+* :class:`GeometricFan`: variance ``c / sqrt(fan_in * fan_out)`` (Defazio & Bottou 2019).
+* :func:`lsuv_initialize`: layer-sequential unit variance on a data batch (Mishkin & Matas 2016).
+* :func:`select_weights`: initialize a small model from a larger one (Xu et al. 2024).
+"""
 
 from keras_trainkit.initializers._registry import REGISTRY
+from keras_trainkit.initializers.geometric import GeometricFan, compute_fans
+from keras_trainkit.initializers.lsuv import lsuv_initialize
+from keras_trainkit.initializers.selection import select_weights
 
 
 def get(identifier, **kwargs):
@@ -18,4 +26,4 @@ def get(identifier, **kwargs):
     return REGISTRY.get(identifier, **kwargs)
 
 
-__all__ = ["get"]
+__all__ = ["GeometricFan", "compute_fans", "get", "lsuv_initialize", "select_weights"]
