@@ -1,3 +1,5 @@
 """Diagnostics: learning-rate finder, initialization and gradient checks, plots."""
 
-__all__: list[str] = []
+from keras_trainkit.schedules.plot import plot_schedule  # noqa: E402
+
+__all__: list[str] = ["plot_schedule"]

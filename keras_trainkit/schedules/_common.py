@@ -1,0 +1,88 @@
+"""Shared pieces of the schedules: step casting, nested-schedule handling, shapes.
+
+Every schedule here is a pure function of ``step``, the number of optimizer
+updates already applied (Keras passes ``optimizer.iterations``). The math is
+written with ``keras.ops`` and element-wise ``where`` selections instead of
+``cond``, so a schedule also accepts a vector of steps and compiles under XLA.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_trainkit.utils import validation
+
+LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
+
+#: The counting sentence every schedule's docstring carries.
+COUNTING_NOTE = (
+    "``step`` counts optimizer updates (Keras passes ``optimizer.iterations``): "
+    "with gradient accumulation one step is one applied update, not one "
+    "micro-batch, and epochs are never counted (convert with "
+    ":func:`keras_trainkit.schedules.epochs_to_steps`)."
+)
+
+
+def as_float(step):
+    """Cast a step (Python number, array, tensor or variable) to ``float32``."""
+    return ops.cast(step, "float32")
+
+
+def cosine_factor(progress):
+    """``(1 + cos(pi * progress)) / 2``: 1 at ``progress = 0``, 0 at ``progress = 1``."""
+    return 0.5 * (1.0 + ops.cos(math.pi * progress))
+
+
+def check_steps(name: str, value, *, allow_zero: bool = False) -> int:
+    """Validate a step count (an integer, > 0 or >= 0) and return it as ``int``."""
+    if allow_zero:
+        validation.check_non_negative(name, value, integer=True)
+    else:
+        validation.check_positive(name, value, integer=True)
+    return int(value)
+
+
+def check_rate(name: str, value, *, allow_zero: bool = False) -> float:
+    """Validate a learning rate (a finite real, > 0 or >= 0) and return it as ``float``."""
+    if allow_zero:
+        validation.check_non_negative(name, value)
+    else:
+        validation.check_positive(name, value)
+    return float(value)
+
+
+def resolve_schedule(name: str, value):
+    """Accept a ``LearningRateSchedule``, a non-negative number or a serialized schedule.
+
+    A config dict (as written by ``keras.saving.serialize_keras_object``) is
+    deserialized; a number is returned as ``float``. Plain callables are refused
+    because they cannot be saved with the model.
+    """
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if isinstance(value, LearningRateSchedule):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a keras.optimizers.schedules.LearningRateSchedule "
+            f"or a non-negative number, not {type(value).__name__}. Received: {name}={value!r}"
+        )
+    return check_rate(name, value, allow_zero=True)
+
+
+def serialize_schedule(value):
+    """The config form of a nested schedule (a float stays a float)."""
+    if isinstance(value, LearningRateSchedule):
+        return keras.saving.serialize_keras_object(value)
+    return value
+
+
+def evaluate(schedule, step):
+    """The value of a nested schedule (or constant) at ``step`` as ``float32``."""
+    if isinstance(schedule, LearningRateSchedule):
+        return ops.cast(schedule(step), "float32")
+    return ops.zeros_like(as_float(step)) + schedule
