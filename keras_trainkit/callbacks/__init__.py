@@ -1,6 +1,8 @@
 """Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
 
 from keras_trainkit.callbacks._registry import REGISTRY
+from keras_trainkit.callbacks.early_stopping import EarlyStopping
+from keras_trainkit.callbacks.time_budget import TimeBudget
 
 
 def get(identifier, **kwargs):
@@ -18,4 +20,8 @@ def get(identifier, **kwargs):
     return REGISTRY.get(identifier, **kwargs)
 
 
-__all__ = ["get"]
+__all__ = [
+    "EarlyStopping",
+    "TimeBudget",
+    "get",
+]
