@@ -1,0 +1,317 @@
+"""Pruning of unpromising KerasTuner trials from their per-epoch results.
+
+A tuner built on :class:`PruningTunerMixin` reports the objective after every
+epoch to the oracle (``oracle.update_trial(trial_id, logs, step=epoch)``). An
+oracle built on :class:`PruningOracleMixin` asks its pruner whether the trial
+should stop; if so it marks the returned trial ``STOPPED`` (the signal
+KerasTuner reserves for early stopping) and the tuner ends the trial's
+``model.fit`` after that epoch. This works in-process and across KerasTuner's
+chief/worker protocol, since the decision travels with ``update_trial``.
+
+A pruned trial is not a failure: it ends ``COMPLETED`` and keeps the best
+score it reached, so Bayesian optimization learns from it; the oracle records
+it in ``oracle.pruned_trials`` (``{trial_id: {"epoch", "rule", "reason"}}``),
+saved with the oracle's state, and puts the reason in ``trial.message``.
+
+Rules:
+
+* :class:`MedianPruner` (the median stopping rule of Google Vizier, Golovin et
+  al. 2017): after ``warmup_epochs``, stop a trial whose best value so far is
+  worse than the median of the other trials' best values up to the same epoch,
+  once ``startup_trials`` trials have reported that epoch.
+* :class:`ASHAPruner` (asynchronous successive halving, Li et al. 2020): rungs
+  at epochs ``min_epochs * reduction_factor**k``; at a rung a trial continues
+  only if its value ranks in the top ``1 / reduction_factor`` of the values
+  recorded at that rung so far.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras_tuner
+import numpy as np
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine import tuner_utils
+
+from keras_trainkit.utils.validation import check_number, check_positive
+
+STOPPED = trial_module.TrialStatus.STOPPED
+
+
+class Pruner:
+    """Base of the pruning rules.
+
+    ``decide(step, value, others)`` gets the trial's best value up to
+    ``step`` (larger is better: the oracle negates minimized objectives) and
+    ``others``, a list of the other trials' best values up to ``step`` (only
+    trials that reached ``step``). It returns a reason string to prune, or
+    ``None``.
+    """
+
+    name = "pruner"
+
+    def decide(self, step: int, value: float, others: list[float]) -> str | None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """The constructor arguments."""
+        return {}
+
+
+class MedianPruner(Pruner):
+    """Stop a trial that is worse than the median of the others at the same epoch.
+
+    Args:
+        startup_trials: how many other trials must have reported an epoch
+            before trials are pruned at that epoch.
+        warmup_epochs: epochs (counted from 0) that are never pruned.
+
+    Example:
+        >>> MedianPruner(startup_trials=2).decide(3, 0.5, [0.7, 0.9]) is not None
+        True
+    """
+
+    name = "median"
+
+    def __init__(self, startup_trials: int = 5, warmup_epochs: int = 1):
+        self.startup_trials = check_positive("startup_trials", startup_trials, integer=True)
+        self.warmup_epochs = check_number("warmup_epochs", warmup_epochs, minimum=0, integer=True)
+
+    def decide(self, step, value, others):
+        if step < self.warmup_epochs or len(others) < self.startup_trials:
+            return None
+        median = float(np.median(others))
+        if value < median:
+            return (f"best value {value:.4g} by epoch {step} is below the median {median:.4g} "
+                    f"of {len(others)} other trials")
+        return None
+
+    def get_config(self):
+        return {"startup_trials": self.startup_trials, "warmup_epochs": self.warmup_epochs}
+
+
+class ASHAPruner(Pruner):
+    """Asynchronous successive halving (Li et al. 2020, "A System for Massively
+    Parallel Hyperparameter Tuning").
+
+    Rungs are the epochs ``min_epochs * reduction_factor**k - 1`` (0-based);
+    at a rung a trial continues only if its best value so far is among the
+    top ``max(1, floor(n / reduction_factor))`` of the ``n`` values recorded
+    at that rung (its own included).
+
+    Args:
+        min_epochs: epochs of the first rung (the minimum resource).
+        reduction_factor: ``eta``; a rung keeps the top ``1/eta``.
+
+    Example:
+        >>> pruner = ASHAPruner(min_epochs=1, reduction_factor=3)
+        >>> pruner.rungs(10)
+        [0, 2, 8]
+    """
+
+    name = "asha"
+
+    def __init__(self, min_epochs: int = 1, reduction_factor: int = 3):
+        self.min_epochs = check_positive("min_epochs", min_epochs, integer=True)
+        self.reduction_factor = check_number("reduction_factor", reduction_factor, minimum=2,
+                                             integer=True)
+
+    def rungs(self, max_epochs: int) -> list[int]:
+        """The 0-based epochs at which trials are compared, below ``max_epochs``."""
+        rungs, resource = [], self.min_epochs
+        while resource <= max_epochs:
+            rungs.append(resource - 1)
+            resource *= self.reduction_factor
+        return rungs
+
+    def decide(self, step, value, others):
+        if step + 1 < self.min_epochs:
+            return None
+        ratio = (step + 1) / self.min_epochs
+        k = round(math.log(ratio, self.reduction_factor))
+        if self.min_epochs * self.reduction_factor**k != step + 1:
+            return None  # not a rung
+        values = sorted([*others, value], reverse=True)
+        keep = max(1, len(values) // self.reduction_factor)
+        if value < values[keep - 1]:
+            return (f"value {value:.4g} at rung epoch {step} is outside the top {keep} of "
+                    f"{len(values)} trials")
+        return None
+
+    def get_config(self):
+        return {"min_epochs": self.min_epochs, "reduction_factor": self.reduction_factor}
+
+
+PRUNERS = {"median": MedianPruner, "asha": ASHAPruner}
+
+
+def get_pruner(identifier) -> Pruner | None:
+    """A pruner from ``"median"``, ``"asha"``, ``"none"``/``None`` or an instance."""
+    if identifier is None or identifier == "none":
+        return None
+    if isinstance(identifier, Pruner):
+        return identifier
+    if isinstance(identifier, str) and identifier in PRUNERS:
+        return PRUNERS[identifier]()
+    raise ValueError("Argument `pruner` must be 'median', 'asha', 'none' or a Pruner. "
+                     f"Received: pruner={identifier!r}")
+
+
+class PruningOracleMixin:
+    """Adds pruning to a KerasTuner ``Oracle`` (put it first among the bases).
+
+    Args:
+        pruner: a :class:`Pruner`, ``"median"``, ``"asha"`` or ``None``.
+    """
+
+    def __init__(self, *args, pruner=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pruner = get_pruner(pruner)
+        self.pruned_trials: dict[str, dict] = {}
+
+    def _best_by_step(self, trial, step: int) -> float | None:
+        """The trial's best objective value up to ``step``, larger-is-better."""
+        name = self.objective.name
+        if not trial.metrics.exists(name):
+            return None
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        values = [sign * obs.value[0] for obs in trial.metrics.get_history(name)
+                  if obs.step <= step and np.isfinite(obs.value[0])]
+        return max(values) if values else None
+
+    def _reached(self, trial, step: int) -> bool:
+        name = self.objective.name
+        return trial.metrics.exists(name) and any(
+            obs.step >= step for obs in trial.metrics.get_history(name))
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        trial = super().update_trial(trial_id, metrics, step=step)
+        if self.pruner is None or self.objective.name not in metrics:
+            return trial
+        value = self._best_by_step(trial, step)
+        if value is None:
+            return trial
+        others = [self._best_by_step(t, step) for t in self.trials.values()
+                  if t.trial_id != trial_id and self._reached(t, step)]
+        reason = self.pruner.decide(int(step), value, [v for v in others if v is not None])
+        if reason:
+            self.pruned_trials[trial_id] = {"epoch": int(step), "rule": self.pruner.name,
+                                            "reason": reason}
+            trial.message = f"pruned at epoch {step} by the {self.pruner.name} rule: {reason}"
+            trial.status = STOPPED
+        return trial
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        if trial.trial_id in self.pruned_trials:
+            info = self.pruned_trials[trial.trial_id]
+            trial.message = (f"pruned at epoch {info['epoch']} by the {info['rule']} rule: "
+                             f"{info['reason']}")
+        super().end_trial(trial)
+
+    def get_state(self):
+        state = super().get_state()
+        state["pruned_trials"] = self.pruned_trials
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.pruned_trials = state.get("pruned_trials", {})
+
+
+class PruningTunerMixin:
+    """Adds per-epoch reporting and pruning to a KerasTuner ``Tuner``
+    (put it first among the bases; the oracle must be a pruning oracle)."""
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        if not logs or self.oracle.objective.name not in logs:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
+        reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
+        if getattr(reported, "status", None) == STOPPED:
+            model.stop_training = True
+
+    def _run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        # Results already reached the oracle epoch by epoch (``on_epoch_end``);
+        # KerasTuner's default would report them again and warn.
+        results = self.run_trial(trial, *fit_args, **fit_kwargs)
+        if not self.oracle.get_trial(trial.trial_id).metrics.exists(self.oracle.objective.name):
+            self.oracle.update_trial(
+                trial.trial_id,
+                tuner_utils.convert_to_metrics_dict(
+                    results, self.oracle.objective),
+                step=tuner_utils.get_best_step(
+                    results, self.oracle.objective))
+
+
+class PruningRandomSearchOracle(PruningOracleMixin, keras_tuner.oracles.RandomSearchOracle):
+    """KerasTuner's ``RandomSearchOracle`` with a ``pruner`` argument."""
+
+
+class PruningBayesianOptimizationOracle(PruningOracleMixin,
+                                        keras_tuner.oracles.BayesianOptimizationOracle):
+    """KerasTuner's ``BayesianOptimizationOracle`` with a ``pruner`` argument."""
+
+
+class PrunedRandomSearch(PruningTunerMixin, keras_tuner.Tuner):
+    """``keras_tuner.RandomSearch`` whose trials are pruned by ``pruner``.
+
+    Args:
+        hypermodel: a ``HyperModel`` (e.g. :class:`RecipeHyperModel`) or build function.
+        objective, max_trials, seed, hyperparameters, tune_new_entries,
+        allow_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
+            as for ``keras_tuner.RandomSearch``.
+        pruner: ``"median"``, ``"asha"``, a :class:`Pruner` or ``None``.
+        **kwargs: ``directory``, ``project_name``, ``overwrite``, ... as for
+            ``keras_tuner.Tuner``.
+    """
+
+    def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=10, seed=None,
+                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
+                 max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner="median",
+                 **kwargs):
+        oracle = PruningRandomSearchOracle(
+            objective=objective, max_trials=max_trials, seed=seed,
+            hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
+        super().__init__(oracle, hypermodel, **kwargs)
+
+
+class PrunedBayesianOptimization(PruningTunerMixin, keras_tuner.Tuner):
+    """``keras_tuner.BayesianOptimization`` whose trials are pruned by ``pruner``.
+
+    Args: as :class:`PrunedRandomSearch`, plus ``num_initial_points``, ``alpha``
+    and ``beta`` of ``keras_tuner.BayesianOptimization``.
+    """
+
+    def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=10,
+                 num_initial_points=None, alpha=1e-4, beta=2.6, seed=None,
+                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
+                 max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner="median",
+                 **kwargs):
+        oracle = PruningBayesianOptimizationOracle(
+            objective=objective, max_trials=max_trials, num_initial_points=num_initial_points,
+            alpha=alpha, beta=beta, seed=seed, hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries, allow_new_entries=allow_new_entries,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
+        super().__init__(oracle, hypermodel, **kwargs)
+
+
+__all__ = [
+    "ASHAPruner",
+    "MedianPruner",
+    "PRUNERS",
+    "PrunedBayesianOptimization",
+    "PrunedRandomSearch",
+    "Pruner",
+    "PruningBayesianOptimizationOracle",
+    "PruningOracleMixin",
+    "PruningRandomSearchOracle",
+    "PruningTunerMixin",
+    "get_pruner",
+]

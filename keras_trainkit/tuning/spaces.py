@@ -1,0 +1,382 @@
+"""Search spaces over training recipes, as composable pieces for KerasTuner.
+
+Each space registers its hyperparameters on a ``keras_tuner.HyperParameters``
+object (``hp``) and builds the matching Keras object. Hyperparameters that
+belong to one choice only (Nesterov for SGD, ``beta_2`` for Adam) live in a
+``hp.conditional_scope`` of that choice, so a tuner never samples or reports
+them when they do not apply.
+
+Every space takes ``fixed`` (a mapping from its own hyperparameter names to
+values that are then registered with ``hp.Fixed``) and range arguments that
+narrow its defaults. Defaults follow the course notes: the learning rate on a
+log scale around 3e-4 for the Adam family, AdamW among the first choices.
+
+Example:
+    >>> import keras_tuner
+    >>> hp = keras_tuner.HyperParameters()
+    >>> name, kwargs = OptimizerSpace(families=["adamw", "sgd"]).sample(hp)
+    >>> name, sorted(kwargs)[:2]
+    ('adamw', ['beta_1', 'beta_2'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from keras_trainkit import models
+from keras_trainkit.utils.validation import check_condition, check_in
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable value: a log/linear float or int range, a choice, or a boolean."""
+
+    kind: str  # "float", "int", "choice" or "bool"
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    values: tuple = ()
+
+    def narrowed(self, bounds) -> "Param":
+        """This parameter with ``bounds`` (a ``(low, high)`` pair or a list of choices)."""
+        if self.kind in ("float", "int"):
+            low, high = bounds
+            check_condition("bounds", bounds, low <= high, "must satisfy low <= high")
+            default = min(max(self.default, low), high)
+            return Param(self.kind, default, low, high, self.log)
+        values = tuple(bounds)
+        check_condition("bounds", bounds, len(values) > 0, "must list at least one value")
+        default = self.default if self.default in values else values[0]
+        return Param("choice", default, values=values)
+
+    def register(self, hp, name: str):
+        """Register this parameter as ``name`` on ``hp`` and return its value."""
+        if self.kind == "float":
+            return hp.Float(name, self.low, self.high, sampling="log" if self.log else "linear",
+                            default=self.default)
+        if self.kind == "int":
+            return hp.Int(name, int(self.low), int(self.high), sampling="log" if self.log else "linear",
+                          default=int(self.default))
+        if self.kind == "bool":
+            return hp.Boolean(name, default=self.default)
+        return hp.Choice(name, list(self.values), default=self.default)
+
+
+def _float(low, high, default, log=False):
+    return Param("float", default, low, high, log)
+
+
+def _choice(values, default=None):
+    values = tuple(values)
+    return Param("choice", values[0] if default is None else default, values=values)
+
+
+class Space:
+    """Base of the spaces: a name prefix, user-fixed values and narrowed ranges.
+
+    Args:
+        fixed: ``{parameter name: value}`` registered with ``hp.Fixed``.
+        ranges: ``{parameter name: (low, high) or [choices]}`` narrowing the defaults.
+        prefix: prepended to every hyperparameter name, so two spaces of the
+            same kind can live in one search.
+    """
+
+    def __init__(self, fixed: Mapping[str, Any] | None = None,
+                 ranges: Mapping[str, Any] | None = None, prefix: str = ""):
+        self.fixed = dict(fixed or {})
+        self.ranges = dict(ranges or {})
+        self.prefix = prefix
+
+    def _value(self, hp, name: str, param: Param):
+        full = f"{self.prefix}{name}"
+        if name in self.fixed:
+            return hp.Fixed(full, self.fixed[name])
+        if name in self.ranges:
+            param = param.narrowed(self.ranges[name])
+        return param.register(hp, full)
+
+
+def _scoped_values(space: Space, hp, parent: str, choice: str, params: Mapping[str, Param],
+                   key=lambda n: n) -> dict[str, Any]:
+    """Register ``params`` inside the conditional scope ``parent == choice``."""
+    with hp.conditional_scope(f"{space.prefix}{parent}", [choice]):
+        return {name: space._value(hp, key(name), param) for name, param in params.items()}
+
+
+_ADAM_BETAS = {"beta_1": _float(0.8, 0.95, 0.9), "beta_2": _choice((0.999, 0.99, 0.98))}
+
+#: Each optimizer family's own hyperparameters (``learning_rate`` first).
+OPTIMIZER_FAMILIES: dict[str, dict[str, Param]] = {
+    "adamw": {"learning_rate": _float(1e-5, 1e-2, 3e-4, log=True),
+              "weight_decay": _float(1e-5, 3e-1, 1e-2, log=True), **_ADAM_BETAS},
+    "adam": {"learning_rate": _float(1e-5, 1e-2, 3e-4, log=True), **_ADAM_BETAS},
+    "sgd": {"learning_rate": _float(1e-4, 1.0, 1e-2, log=True),
+            "momentum": _float(0.0, 0.99, 0.9), "nesterov": Param("bool", True)},
+    "rmsprop": {"learning_rate": _float(1e-5, 1e-2, 1e-3, log=True),
+                "rho": _float(0.8, 0.99, 0.9), "momentum": _float(0.0, 0.9, 0.0)},
+    "nadam": {"learning_rate": _float(1e-5, 1e-2, 3e-4, log=True), **_ADAM_BETAS},
+    "lion": {"learning_rate": _float(1e-6, 1e-3, 3e-5, log=True),
+             "weight_decay": _float(1e-4, 1.0, 1e-1, log=True)},
+}
+
+
+class OptimizerSpace(Space):
+    """The optimizer family and that family's own hyperparameters.
+
+    Registers ``optimizer`` (a choice among ``families``) and, in the scope of
+    each family, ``<family>_<parameter>`` (e.g. ``adamw_learning_rate``,
+    ``sgd_momentum``). ``ranges``/``fixed`` keys use the short parameter name
+    (``"learning_rate"``) to apply to every family, or the full name
+    (``"sgd_momentum"``) for one.
+
+    Args:
+        families: optimizer names, keys of ``OPTIMIZER_FAMILIES``
+            (the first is the default).
+        extra_families: more families as ``{name: {parameter: Param}}``; names
+            are resolved with ``keras_trainkit.optimizers.get``.
+    """
+
+    def __init__(self, families: Sequence[str] = ("adamw", "adam", "sgd"),
+                 extra_families: Mapping[str, Mapping[str, Param]] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.table = {**OPTIMIZER_FAMILIES, **dict(extra_families or {})}
+        check_condition("families", families, len(families) > 0, "must name at least one optimizer")
+        for family in families:
+            check_in("families", family, self.table)
+        self.families = tuple(families)
+
+    def _family_value(self, hp, family: str, short: str, param: Param):
+        name = f"{family}_{short}"
+        for key in (name, short):
+            if key in self.fixed:
+                return hp.Fixed(f"{self.prefix}{name}", self.fixed[key])
+        for key in (name, short):
+            if key in self.ranges:
+                param = param.narrowed(self.ranges[key])
+                break
+        return param.register(hp, f"{self.prefix}{name}")
+
+    def sample(self, hp) -> tuple[str, dict[str, Any]]:
+        """Register the hyperparameters; return ``(optimizer name, constructor kwargs)``."""
+        family = self._value(hp, "optimizer", _choice(self.families))
+        with hp.conditional_scope(f"{self.prefix}optimizer", [family]):
+            kwargs = {short: self._family_value(hp, family, short, param)
+                      for short, param in self.table[family].items()}
+        return family, kwargs
+
+    def build(self, hp, learning_rate=None, **overrides) -> keras.optimizers.Optimizer:
+        """Sample and build the optimizer; ``learning_rate`` may replace the sampled
+        value with a schedule built from it."""
+        from keras_trainkit import optimizers
+
+        family, kwargs = self.sample(hp)
+        if learning_rate is not None:
+            kwargs["learning_rate"] = learning_rate
+        kwargs.update(overrides)
+        return optimizers.get(family, **kwargs)
+
+
+#: Each schedule family's own hyperparameters; fractions are of the whole run.
+SCHEDULE_FAMILIES: dict[str, dict[str, Param]] = {
+    "constant": {},
+    "step": {"gamma": _float(0.1, 0.5, 0.2), "every_fraction": _float(0.2, 0.5, 0.33)},
+    "cosine": {"alpha": _float(0.0, 0.1, 0.0)},
+    "warmup_cosine": {"warmup_fraction": _float(0.01, 0.2, 0.05), "alpha": _float(0.0, 0.1, 0.0)},
+}
+
+
+class ScheduleSpace(Space):
+    """The learning-rate schedule family and its parameters.
+
+    Registers ``schedule`` and, in each family's scope, ``<family>_<parameter>``.
+    Durations are fractions of the run's total number of optimizer updates, so
+    the schedule follows the tuned batch size and epochs.
+
+    Families: ``constant``; ``step`` (multiply by ``gamma`` every
+    ``every_fraction`` of the run); ``cosine`` (cosine annealing to
+    ``alpha * lr``); ``warmup_cosine`` (linear warm-up over ``warmup_fraction``
+    from 0, then cosine to ``alpha * lr``).
+    """
+
+    def __init__(self, families: Sequence[str] = ("constant", "cosine", "warmup_cosine", "step"),
+                 **kwargs):
+        super().__init__(**kwargs)
+        check_condition("families", families, len(families) > 0, "must name at least one schedule")
+        for family in families:
+            check_in("families", family, SCHEDULE_FAMILIES)
+        self.families = tuple(families)
+
+    def build(self, hp, learning_rate: float, total_steps: int):
+        """Register the hyperparameters; return a float or a ``LearningRateSchedule``."""
+        family = self._value(hp, "schedule", _choice(self.families))
+        p = _scoped_values(self, hp, "schedule", family, SCHEDULE_FAMILIES[family],
+                           key=lambda n: f"{family}_{n}")
+        total_steps = max(int(total_steps), 1)
+        schedules = keras.optimizers.schedules
+        if family == "constant":
+            return float(learning_rate)
+        if family == "step":
+            every = max(int(round(p["every_fraction"] * total_steps)), 1)
+            return schedules.ExponentialDecay(learning_rate, every, p["gamma"], staircase=True)
+        if family == "cosine":
+            return schedules.CosineDecay(learning_rate, total_steps, alpha=p["alpha"])
+        warmup = max(int(round(p["warmup_fraction"] * total_steps)), 1)
+        return schedules.CosineDecay(0.0, max(total_steps - warmup, 1), alpha=p["alpha"],
+                                     warmup_target=float(learning_rate), warmup_steps=warmup)
+
+
+class TrainingSpace(Space):
+    """Batch size, number of epochs, gradient clipping and label smoothing.
+
+    Registers ``batch_size`` (choice), ``epochs`` (int), ``clipping``
+    (``"none"`` or ``"global_norm"``) with ``clip_norm`` in its scope, and
+    ``label_smoothing``. Clipping uses the optimizer's ``global_clipnorm``,
+    which every Keras optimizer supports.
+    """
+
+    def __init__(self, batch_sizes: Sequence[int] = (32, 64, 128, 256),
+                 epochs: tuple[int, int] | int = 20, clipping: bool = True,
+                 label_smoothing: tuple[float, float] | None = (0.0, 0.2), **kwargs):
+        super().__init__(**kwargs)
+        check_condition("batch_sizes", batch_sizes, len(batch_sizes) > 0 and
+                        all(isinstance(b, int) and b > 0 for b in batch_sizes),
+                        "must list positive integers")
+        self.batch_sizes = tuple(batch_sizes)
+        if isinstance(epochs, int):
+            check_condition("epochs", epochs, epochs > 0, "must be positive")
+            self.fixed.setdefault("epochs", epochs)
+            epochs = (epochs, epochs)
+        check_condition("epochs", epochs, 0 < epochs[0] <= epochs[1], "must satisfy 0 < low <= high")
+        self.epochs = epochs
+        self.clipping = clipping
+        self.label_smoothing = label_smoothing
+
+    def sample(self, hp) -> dict[str, Any]:
+        """Register the hyperparameters; return ``batch_size``, ``epochs``,
+        ``clip_norm`` (``None`` when off) and ``label_smoothing``."""
+        default_batch = 128 if 128 in self.batch_sizes else self.batch_sizes[0]
+        values = {
+            "batch_size": self._value(hp, "batch_size", _choice(self.batch_sizes, default_batch)),
+            "epochs": self._value(hp, "epochs", Param("int", self.epochs[1], *self.epochs)),
+            "clip_norm": None,
+            "label_smoothing": 0.0,
+        }
+        if self.clipping:
+            mode = self._value(hp, "clipping", _choice(("none", "global_norm")))
+            if mode == "global_norm":
+                values["clip_norm"] = _scoped_values(
+                    self, hp, "clipping", "global_norm",
+                    {"clip_norm": _float(0.1, 10.0, 1.0, log=True)})["clip_norm"]
+        if self.label_smoothing is not None:
+            values["label_smoothing"] = self._value(
+                hp, "label_smoothing", _float(*self.label_smoothing, self.label_smoothing[0]))
+        return values
+
+
+class RegularizationSpace(Space):
+    """Dropout and an L2 kernel penalty (weight decay lives in the optimizer space).
+
+    Registers ``dropout`` and ``l2`` (``"off"`` or ``"on"``) with ``l2_factor``
+    (log-uniform) in its scope.
+    """
+
+    def __init__(self, dropout: tuple[float, float] = (0.0, 0.5), l2: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = dropout
+        self.l2 = l2
+
+    def sample(self, hp) -> dict[str, Any]:
+        """Return ``dropout`` and ``kernel_regularizer`` (``None`` when off)."""
+        values = {"dropout": self._value(hp, "dropout", _float(*self.dropout, self.dropout[0])),
+                  "kernel_regularizer": None}
+        if self.l2 and self._value(hp, "l2", _choice(("off", "on"))) == "on":
+            factor = _scoped_values(self, hp, "l2", "on",
+                                    {"l2_factor": _float(1e-6, 1e-2, 1e-4, log=True)})["l2_factor"]
+            values["kernel_regularizer"] = keras.regularizers.L2(factor)
+        return values
+
+
+class InitializerSpace(Space):
+    """The kernel initializer, by Keras name (any name ``keras.initializers.get`` knows)."""
+
+    def __init__(self, choices: Sequence[str] = ("he_normal", "glorot_uniform", "orthogonal"),
+                 **kwargs):
+        super().__init__(**kwargs)
+        check_condition("choices", choices, len(choices) > 0, "must name at least one initializer")
+        self.choices = tuple(choices)
+
+    def sample(self, hp) -> str:
+        """Register ``initializer``; return the chosen name."""
+        return self._value(hp, "initializer", _choice(self.choices))
+
+
+class MLPSpace(Space):
+    """An MLP (``keras_trainkit.models.mlp``): depth, width, activation, batch norm."""
+
+    def __init__(self, depth: tuple[int, int] = (1, 4), widths: Sequence[int] = (64, 128, 256, 512),
+                 activations: Sequence[str] = ("relu", "gelu", "tanh"), batch_norm: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.depth, self.widths, self.activations = depth, tuple(widths), tuple(activations)
+        self.batch_norm = batch_norm
+
+    def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
+        """Register the architecture's hyperparameters and build the model."""
+        return models.mlp(
+            input_shape, num_classes,
+            depth=self._value(hp, "depth", Param("int", 2, *self.depth)),
+            width=self._value(hp, "width", _choice(self.widths, 256 if 256 in self.widths else None)),
+            activation=self._value(hp, "activation", _choice(self.activations)),
+            batch_norm=self._value(hp, "batch_norm", Param("bool", False)) if self.batch_norm else False,
+            **layer_kwargs,
+        )
+
+
+class CNNSpace(Space):
+    """A 1-D/2-D CNN (``keras_trainkit.models.cnn``): blocks, base filters, kernel size,
+    dense units, activation, batch norm. Block ``i`` has ``filters * 2**min(i, 1)`` filters."""
+
+    def __init__(self, blocks: tuple[int, int] = (2, 4), filters: Sequence[int] = (16, 32, 64),
+                 kernel_sizes: Sequence[int] = (3, 5, 7), dense_units: Sequence[int] = (64, 128, 256),
+                 activations: Sequence[str] = ("relu", "gelu"), batch_norm: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks, self.filters = blocks, tuple(filters)
+        self.kernel_sizes, self.dense_units = tuple(kernel_sizes), tuple(dense_units)
+        self.activations, self.batch_norm = tuple(activations), batch_norm
+
+    def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
+        """Register the architecture's hyperparameters and build the model."""
+        blocks = self._value(hp, "blocks", Param("int", 3, *self.blocks))
+        base = self._value(hp, "filters", _choice(self.filters, 32 if 32 in self.filters else None))
+        return models.cnn(
+            input_shape, num_classes,
+            filters=tuple(base * 2 ** min(i, 1) for i in range(blocks)),
+            kernel_size=self._value(hp, "kernel_size", _choice(self.kernel_sizes, 5 if 5 in self.kernel_sizes else None)),
+            dense_units=self._value(hp, "dense_units", _choice(self.dense_units, 128 if 128 in self.dense_units else None)),
+            activation=self._value(hp, "activation", _choice(self.activations)),
+            batch_norm=self._value(hp, "batch_norm", Param("bool", True)) if self.batch_norm else False,
+            **layer_kwargs,
+        )
+
+
+ARCHITECTURES = {"mlp": MLPSpace, "cnn": CNNSpace}
+
+__all__ = [
+    "ARCHITECTURES",
+    "CNNSpace",
+    "InitializerSpace",
+    "MLPSpace",
+    "OPTIMIZER_FAMILIES",
+    "OptimizerSpace",
+    "Param",
+    "RegularizationSpace",
+    "SCHEDULE_FAMILIES",
+    "ScheduleSpace",
+    "Space",
+    "TrainingSpace",
+]

@@ -1,0 +1,81 @@
+import keras_tuner
+import pytest
+
+from keras_trainkit import tuning
+
+
+def test_median_rule_by_hand():
+    pruner = tuning.MedianPruner(startup_trials=3, warmup_epochs=2)
+    assert pruner.decide(1, 0.0, [0.9, 0.9, 0.9]) is None  # warm-up
+    assert pruner.decide(2, 0.5, [0.9, 0.9]) is None  # too few others
+    assert pruner.decide(2, 0.5, [0.4, 0.6, 0.9]) is not None  # median 0.6 > 0.5
+    assert pruner.decide(2, 0.6, [0.4, 0.6, 0.9]) is None  # equal to the median
+
+
+def test_asha_rungs_and_decisions():
+    pruner = tuning.ASHAPruner(min_epochs=1, reduction_factor=3)
+    assert pruner.rungs(27) == [0, 2, 8, 26]
+    assert pruner.decide(1, 0.0, [1.0, 1.0]) is None  # epoch 1 is no rung
+    # rung at epoch 2: 6 values -> keep top 2
+    others = [0.9, 0.8, 0.7, 0.6, 0.5]
+    assert pruner.decide(2, 0.85, others) is None
+    assert pruner.decide(2, 0.75, others) is not None
+    assert pruner.decide(0, 0.1, []) is None  # the first trial at a rung always continues
+
+
+def test_pruner_arguments():
+    with pytest.raises(ValueError, match="Received: reduction_factor=1"):
+        tuning.ASHAPruner(reduction_factor=1)
+    with pytest.raises(ValueError, match="Received: startup_trials=0"):
+        tuning.MedianPruner(startup_trials=0)
+    with pytest.raises(ValueError, match="Received: pruner='best'"):
+        tuning.get_pruner("best")
+    assert tuning.get_pruner("none") is None
+
+
+def _oracle(tmp_path, pruner, objective="val_accuracy"):
+    oracle = tuning.PruningRandomSearchOracle(
+        objective=keras_tuner.Objective(objective, "max" if "acc" in objective else "min"),
+        max_trials=10, seed=0, pruner=pruner)
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = keras_tuner.HyperParameters()
+    hp.Float("x", 0, 1)
+    oracle.update_space(hp)
+    return oracle
+
+
+def _report(oracle, tuner_id, values, name="val_accuracy"):
+    trial = oracle.create_trial(tuner_id)
+    statuses = []
+    for step, value in enumerate(values):
+        statuses.append(oracle.update_trial(trial.trial_id, {name: value}, step=step).status)
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    return trial.trial_id, statuses
+
+
+def test_oracle_prunes_worse_trial_and_records_it(tmp_path):
+    oracle = _oracle(tmp_path, tuning.MedianPruner(startup_trials=2, warmup_epochs=1))
+    _report(oracle, "a", [0.5, 0.6, 0.7])
+    _report(oracle, "b", [0.5, 0.7, 0.8])
+    trial_id, statuses = _report(oracle, "c", [0.5, 0.55])
+    assert statuses == ["RUNNING", "STOPPED"]
+    assert oracle.pruned_trials[trial_id]["epoch"] == 1
+    trial = oracle.get_trial(trial_id)
+    assert trial.status == "COMPLETED" and trial.score == pytest.approx(0.55)
+    assert "median" in trial.message
+    # the state survives a save and reload
+    oracle.save()
+    fresh = _oracle(tmp_path, "median")
+    fresh.reload()
+    assert trial_id in fresh.pruned_trials
+
+
+def test_minimized_objective_prunes_larger_loss(tmp_path):
+    oracle = _oracle(tmp_path, tuning.MedianPruner(startup_trials=2, warmup_epochs=0),
+                     objective="val_loss")
+    _report(oracle, "a", [1.0, 0.5], name="val_loss")
+    _report(oracle, "b", [1.0, 0.4], name="val_loss")
+    _, good = _report(oracle, "c", [0.9, 0.3], name="val_loss")
+    _, bad = _report(oracle, "d", [2.0], name="val_loss")
+    assert "STOPPED" not in good and bad == ["STOPPED"]
