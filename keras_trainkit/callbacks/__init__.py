@@ -1,6 +1,7 @@
 """Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
 
 from keras_trainkit.callbacks._registry import REGISTRY
+from keras_trainkit.callbacks.swa import SWA
 from keras_trainkit.callbacks.early_stopping import EarlyStopping
 from keras_trainkit.callbacks.time_budget import TimeBudget
 
@@ -21,6 +22,7 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
+    "SWA",
     "EarlyStopping",
     "TimeBudget",
     "get",

@@ -1,0 +1,355 @@
+"""Stochastic Weight Averaging (Izmailov et al. 2018) as a Keras callback."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_trainkit.callbacks._monitor import TrainkitCallback, check_bool
+from keras_trainkit.callbacks._registry import register
+from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive, check_type
+
+logger = logging.getLogger(__name__)
+
+
+def _batch_norm_layers(model):
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers
+    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _iterate_inputs(data, batch_size, steps):
+    """Yield input batches from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        iterator = iter(data)
+    else:
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        n = len(data)
+        iterator = (data[i:i + batch_size] for i in range(0, n, batch_size))
+    for index, batch in enumerate(iterator):
+        if steps is not None and index >= steps:
+            return
+        if isinstance(batch, (tuple, list)):
+            batch = keras.utils.unpack_x_y_sample_weight(tuple(batch))[0]
+        yield batch
+
+
+def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
+    """Recompute every BatchNormalization layer's moving statistics over ``data``.
+
+    The moving mean and variance become the plain (cumulative) average of the
+    batch statistics over the data: for the ``i``-th batch (1-based) each BN
+    layer's momentum is set to ``(i - 1) / i``, so
+    ``moving = moving * (i - 1) / i + batch_stat / i``. Momenta are restored
+    afterwards. The forward passes run with ``training=True`` and change no
+    trainable weight.
+
+    Args:
+        model: a Keras model.
+        data: input arrays, an ``(x, y)`` tuple of arrays, or a
+            ``tf.data.Dataset`` yielding ``x`` or ``(x, y[, sample_weight])``.
+        batch_size: batch size when ``data`` holds arrays.
+        steps: at most this many batches (``None``: all).
+
+    Returns:
+        The number of batches used.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+        >>> recompute_batch_norm_statistics(model, np.ones((8, 3), "float32"), batch_size=4)
+        2
+    """
+    layers = _batch_norm_layers(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        for batch in _iterate_inputs(data, batch_size, steps):
+            count += 1
+            for layer in layers:
+                layer.momentum = (count - 1) / count
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
+
+
+@register
+class SWA(TrainkitCallback):
+    """Stochastic Weight Averaging: average the weights visited late in training.
+
+    From the end of epoch ``start_epoch`` (0-based, so ``start_epoch`` epochs
+    of ordinary training come first) and then every ``frequency`` epochs, the
+    trainable weights ``w`` are added to a running average:
+    ``w_swa <- (w_swa * n + w) / (n + 1)``, ``n <- n + 1``
+    (kept as a float64 sum). At the end of training the average is swapped
+    into the model and, when ``bn_data`` is given, every BatchNormalization
+    layer's moving statistics are recomputed over it (the averaged weights
+    make the old statistics stale). The swap happens at the end of the last
+    scheduled epoch, before callbacks listed after this one (so a
+    ``ModelCheckpoint`` after it saves the averaged weights), or at
+    ``on_train_end`` when training stopped early.
+
+    SWA learning rate: with ``swa_learning_rate``, from epoch ``start_epoch``
+    the optimizer's learning rate moves from its value ``lr_0`` at that epoch
+    to ``swa_learning_rate`` over ``anneal_epochs`` epochs (``t =
+    min(1, (epoch - start_epoch + 1) / anneal_epochs)``; linear
+    ``lr = (1 - t) lr_0 + t lr_swa``, or cosine ``lr = lr_swa + (lr_0 - lr_swa)
+    (1 + cos(pi t)) / 2``) and then stays constant; the original learning rate
+    is put back at ``on_train_end``. This needs an optimizer with a float
+    learning rate, not a ``LearningRateSchedule``.
+
+    Args:
+        start_epoch: first epoch (0-based) whose final weights are averaged.
+        frequency: average every this many epochs (>= 1).
+        swa_learning_rate: the SWA learning rate, or ``None`` to leave the
+            learning rate alone.
+        anneal_epochs: epochs to move to ``swa_learning_rate`` (0: at once).
+        anneal_strategy: ``"linear"`` or ``"cos"``.
+        bn_data: training data for the BatchNorm statistics: arrays, an
+            ``(x, y)`` tuple or a ``tf.data.Dataset``. Not part of the config;
+            shared, not copied, by ``copy.deepcopy``. Without it a model with
+            BatchNorm keeps stale statistics (a warning says so).
+        bn_batch_size: batch size for array ``bn_data``.
+        bn_steps: at most this many ``bn_data`` batches (``None``: all).
+        swap_for_validation: evaluate validation data with the averaged weights
+            (swapped in at ``on_test_begin``, out at ``on_test_end``; BatchNorm
+            statistics are not recomputed for it).
+        state_path: a ``.npz`` file where the running average is saved after
+            each averaging step (atomically) and read back at
+            ``on_train_begin`` when it exists, so an interrupted run resumed
+            with ``keras.callbacks.BackupAndRestore`` keeps its average. Delete
+            it to start a new average.
+        verbose: 0 logs at INFO level, 1 at WARNING level.
+
+    Attributes:
+        n_averaged: snapshots in the average.
+        averaged_epochs: the epochs that were averaged.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> swa = SWA(start_epoch=1, swa_learning_rate=0.005)
+        >>> _ = model.fit(np.ones((8, 2)), np.ones(8), epochs=3, verbose=0, callbacks=[swa])
+        >>> swa.n_averaged
+        2
+
+    Reference:
+        P. Izmailov, D. Podoprikhin, T. Garipov, D. Vetrov, A. G. Wilson,
+        "Averaging Weights Leads to Wider Optima and Better Generalization", UAI 2018.
+    """
+
+    _reference_args = ("bn_data",)
+
+    def __init__(
+        self,
+        start_epoch=10,
+        frequency=1,
+        swa_learning_rate=None,
+        anneal_epochs=0,
+        anneal_strategy="linear",
+        bn_data=None,
+        bn_batch_size=32,
+        bn_steps=None,
+        swap_for_validation=False,
+        state_path=None,
+        verbose=0,
+    ):
+        super().__init__()
+        check_non_negative("start_epoch", start_epoch, integer=True)
+        check_positive("frequency", frequency, integer=True)
+        if swa_learning_rate is not None:
+            check_non_negative("swa_learning_rate", swa_learning_rate)
+        check_non_negative("anneal_epochs", anneal_epochs, integer=True)
+        check_in("anneal_strategy", anneal_strategy, ("linear", "cos"))
+        check_positive("bn_batch_size", bn_batch_size, integer=True)
+        if bn_steps is not None:
+            check_positive("bn_steps", bn_steps, integer=True)
+        check_bool("swap_for_validation", swap_for_validation)
+        if state_path is not None:
+            check_type("state_path", state_path, (str, os.PathLike))
+            if not str(state_path):
+                raise ValueError(f"Argument `state_path` must not be empty. Received: state_path={state_path!r}")
+        check_non_negative("verbose", verbose, integer=True)
+        self.start_epoch = int(start_epoch)
+        self.frequency = int(frequency)
+        self.swa_learning_rate = None if swa_learning_rate is None else float(swa_learning_rate)
+        self.anneal_epochs = int(anneal_epochs)
+        self.anneal_strategy = anneal_strategy
+        self.bn_data = bn_data
+        self.bn_batch_size = int(bn_batch_size)
+        self.bn_steps = None if bn_steps is None else int(bn_steps)
+        self.swap_for_validation = swap_for_validation
+        self.state_path = None if state_path is None else str(state_path)
+        self.verbose = int(verbose)
+        self._reset_state()
+
+    def _reset_state(self):
+        self.n_averaged = 0
+        self.averaged_epochs = []
+        self._sum = None
+        self._initial_lr = None
+        self._swa_lr_start = None
+        self._finalized = False
+        self._training = False
+        self._backup = None
+
+    # ----------------------------------------------------------------- helpers
+    def _log(self, message, *args):
+        logger.log(logging.WARNING if self.verbose else logging.INFO, message, *args)
+
+    def _variables(self):
+        return list(self.model.trainable_variables)
+
+    def averaged_weights(self):
+        """The current average as a list of arrays (one per trainable variable), or ``None``."""
+        if self._sum is None or self.n_averaged == 0:
+            return None
+        return [
+            (total / self.n_averaged).astype(keras.backend.standardize_dtype(v.dtype))
+            for total, v in zip(self._sum, self._variables())
+        ]
+
+    def _assign(self, values):
+        for variable, value in zip(self._variables(), values):
+            variable.assign(value)
+
+    def _save_state(self):
+        path = Path(self.state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, n_averaged=np.array(self.n_averaged),
+                         averaged_epochs=np.array(self.averaged_epochs, dtype=np.int64),
+                         **{f"sum_{i}": s for i, s in enumerate(self._sum)})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load_state(self):
+        if not self.state_path or not Path(self.state_path).exists():
+            return
+        with np.load(self.state_path, allow_pickle=False) as data:
+            sums = [data[f"sum_{i}"] for i in range(len(self._variables()))
+                    if f"sum_{i}" in data]
+            shapes = [tuple(v.shape) for v in self._variables()]
+            if [s.shape for s in sums] != shapes:
+                logger.warning("SWA: %s does not match this model's weights; starting a new average.",
+                               self.state_path)
+                return
+            self._sum = sums
+            self.n_averaged = int(data["n_averaged"])
+            self.averaged_epochs = [int(e) for e in data["averaged_epochs"]]
+        self._log("SWA: resumed an average of %d snapshots from %s.", self.n_averaged, self.state_path)
+
+    # ------------------------------------------------------------------- hooks
+    def on_train_begin(self, logs=None):
+        self._reset_state()
+        self._training = True
+        if self.swa_learning_rate is not None:
+            optimizer = self.model.optimizer
+            schedule = getattr(optimizer, "_learning_rate", None)
+            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+                raise ValueError(
+                    "SWA with `swa_learning_rate` needs an optimizer with a float learning rate, "
+                    "not a LearningRateSchedule. Received: swa_learning_rate="
+                    f"{self.swa_learning_rate!r} with a {type(schedule).__name__} schedule"
+                )
+            self._initial_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        self._load_state()
+
+    def _learning_rate(self, epoch):
+        t = 1.0 if self.anneal_epochs == 0 else min(1.0, (epoch - self.start_epoch + 1) / self.anneal_epochs)
+        lr0, lr1 = self._swa_lr_start, self.swa_learning_rate
+        if self.anneal_strategy == "linear":
+            return (1.0 - t) * lr0 + t * lr1
+        return lr1 + (lr0 - lr1) * (1.0 + math.cos(math.pi * t)) / 2.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.swa_learning_rate is None or epoch < self.start_epoch:
+            return
+        optimizer = self.model.optimizer
+        if self._swa_lr_start is None:
+            self._swa_lr_start = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        optimizer.learning_rate = self._learning_rate(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.frequency == 0
+        if due and epoch not in self.averaged_epochs:
+            values = [np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64) for v in self._variables()]
+            if self._sum is None:
+                self._sum = values
+            else:
+                self._sum = [total + value for total, value in zip(self._sum, values)]
+            self.n_averaged += 1
+            self.averaged_epochs.append(int(epoch))
+            if self.state_path:
+                self._save_state()
+        last = (self.params or {}).get("epochs")
+        if last is not None and epoch == last - 1:
+            self._finalize()
+
+    def on_test_begin(self, logs=None):
+        if self._training and self.swap_for_validation and not self._finalized and self.n_averaged:
+            self._backup = [keras.ops.convert_to_numpy(v) for v in self._variables()]
+            self._assign(self.averaged_weights())
+
+    def on_test_end(self, logs=None):
+        if self._backup is not None:
+            self._assign(self._backup)
+            self._backup = None
+
+    def on_train_end(self, logs=None):
+        self._finalize()
+        self._training = False
+        if self._initial_lr is not None:
+            self.model.optimizer.learning_rate = self._initial_lr
+
+    def _finalize(self):
+        if self._finalized:
+            return
+        self._finalized = True
+        averaged = self.averaged_weights()
+        if averaged is None:
+            logger.warning("SWA: no epoch was averaged (start_epoch=%d); the weights are unchanged.",
+                           self.start_epoch)
+            return
+        self._assign(averaged)
+        if _batch_norm_layers(self.model):
+            if self.bn_data is None:
+                logger.warning("SWA: the model has BatchNormalization layers but no `bn_data` was "
+                               "given; their statistics belong to the last weights, not the average.")
+            else:
+                used = recompute_batch_norm_statistics(self.model, self.bn_data, self.bn_batch_size,
+                                                       self.bn_steps)
+                self._log("SWA: recomputed BatchNorm statistics over %d batches.", used)
+        self._log("SWA: swapped in the average of %d snapshots (epochs %s).", self.n_averaged,
+                  [e + 1 for e in self.averaged_epochs])
+
+    def get_config(self):
+        return {
+            "start_epoch": self.start_epoch,
+            "frequency": self.frequency,
+            "swa_learning_rate": self.swa_learning_rate,
+            "anneal_epochs": self.anneal_epochs,
+            "anneal_strategy": self.anneal_strategy,
+            "bn_batch_size": self.bn_batch_size,
+            "bn_steps": self.bn_steps,
+            "swap_for_validation": self.swap_for_validation,
+            "state_path": self.state_path,
+            "verbose": self.verbose,
+        }
