@@ -1,3 +1,10 @@
-"""The ``GradientTape`` training loop (``Trainer``) and its step hooks."""
+"""The ``GradientTape`` training loop (``Trainer``) and its step hooks.
 
-__all__: list[str] = []
+See ``docs/custom_loop.md`` for the path from a plain ``GradientTape`` loop to the
+Trainer, its hooks, distribution and resume.
+"""
+
+from keras_trainkit.training._data import check_arrays, check_dataset
+from keras_trainkit.training.trainer import NonFiniteLossError, Trainer
+
+__all__ = ["NonFiniteLossError", "Trainer", "check_arrays", "check_dataset"]

@@ -1,0 +1,261 @@
+"""Input checks and input pipelines of the :class:`~keras_trainkit.training.Trainer`.
+
+Every check runs before the first training step and raises a ``ValueError`` (or
+``TypeError``) that names the argument, what must hold and what was received, so
+bad data never surfaces as a stack trace from deep inside TensorFlow.
+
+NumPy arrays are checked completely (lengths, dtype, shape against the model's
+input, emptiness, non-finite values). A ``tf.data.Dataset`` is checked through
+its ``element_spec`` (dtype, shape), its cardinality (empty) and its first batch
+(non-finite values); later batches are covered by the Trainer's ``on_nan`` policy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+
+def _flat(structure):
+    return tf.nest.flatten(structure)
+
+
+def is_dataset(data) -> bool:
+    """Whether ``data`` is a ``tf.data.Dataset`` (or a distributed dataset)."""
+    return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
+
+
+def unpack(data):
+    """Split a batch into ``(x, y, sample_weight)`` like Keras does for ``fit``."""
+    if isinstance(data, (list, tuple)):
+        if len(data) == 1:
+            return data[0], None, None
+        if len(data) == 2:
+            return data[0], data[1], None
+        if len(data) == 3:
+            return data[0], data[1], data[2]
+        raise ValueError(
+            "A batch must be `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`. "
+            f"Received: a tuple of length {len(data)}"
+        )
+    return data, None, None
+
+
+def _model_input_shapes(model):
+    """The model's declared input shapes (without the batch axis), or ``None``."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    return [tuple(t.shape[1:]) for t in inputs]
+
+
+def _check_numeric(name: str, array: np.ndarray) -> None:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(
+            f"Argument `{name}` must hold numbers (a numeric dtype). "
+            f"Received: {name} with dtype {array.dtype}. Convert it first, e.g. "
+            f"`np.asarray({name}, dtype='float32')`."
+        )
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            count = int(bad.sum())
+            first = np.argwhere(bad)[0]
+            raise ValueError(
+                f"Argument `{name}` must be finite (no NaN or Inf). Received: {name} with "
+                f"{count} non-finite value(s), the first at index {tuple(int(i) for i in first)}. "
+                "Clean or impute the data before training."
+            )
+
+
+def _check_shapes_against_model(name: str, shapes, model) -> None:
+    expected = _model_input_shapes(model)
+    if expected is None or len(expected) != len(shapes):
+        return
+    for got, want in zip(shapes, expected):
+        got = tuple(got)
+        if len(got) != len(want):
+            raise ValueError(
+                f"Argument `{name}` must have rank {len(want) + 1} (batch axis + "
+                f"{want}) to match the model's input. Received: {name} with per-example "
+                f"shape {got}"
+            )
+        for g, w in zip(got, want):
+            if g is not None and w is not None and g != w:
+                raise ValueError(
+                    f"Argument `{name}` must have per-example shape {want} to match the "
+                    f"model's input. Received: {name} with per-example shape {got}"
+                )
+
+
+def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") -> None:
+    """Check NumPy-like inputs before training: lengths, dtype, shape, emptiness, finiteness.
+
+    Args:
+        x: features, an array or a list/dict of arrays.
+        y: optional targets, an array or a structure of arrays.
+        sample_weight: optional per-example weights.
+        model: when given, ``x``'s per-example shape is compared with the
+            model's declared input shape.
+        name: the argument name used in messages (``"x"`` or ``"validation_data"``).
+
+    Raises:
+        ValueError: lengths differ, data are empty, a value is NaN/Inf, or a
+            shape does not match the model.
+        TypeError: a non-numeric dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> check_arrays(np.zeros((3, 2)), np.zeros(4))
+        Traceback (most recent call last):
+        ...
+        ValueError: Arguments `x` and `y` must have the same number of examples. ...
+    """
+    xs = [np.asarray(a) for a in _flat(x)]
+    if not xs:
+        raise ValueError(f"Argument `{name}` must hold data. Received: {name}={x!r}")
+    labelled = {f"{name}": xs}
+    if y is not None:
+        labelled["y" if name == "x" else f"{name}[1]"] = [np.asarray(a) for a in _flat(y)]
+    if sample_weight is not None:
+        labelled["sample_weight"] = [np.asarray(a) for a in _flat(sample_weight)]
+    for label, arrays in labelled.items():
+        for array in arrays:
+            if array.ndim == 0:
+                raise ValueError(
+                    f"Argument `{label}` must have a batch axis (rank >= 1). "
+                    f"Received: {label} with shape {array.shape}"
+                )
+    n = len(xs[0])
+    lengths = {label: [len(a) for a in arrays] for label, arrays in labelled.items()}
+    for label, lens in lengths.items():
+        if any(length != n for length in lens):
+            other = "y" if label == name else label
+            raise ValueError(
+                f"Arguments `{name}` and `{other}` must have the same number of examples. "
+                f"Received: len({name})={n}, len({other})={lens if len(lens) > 1 else lens[0]}"
+            )
+    if n == 0:
+        raise ValueError(
+            f"Argument `{name}` must hold at least one example. Received: {name} with 0 examples"
+        )
+    for label, arrays in labelled.items():
+        for array in arrays:
+            _check_numeric(label, array)
+            _check_finite(label, array)
+    if model is not None:
+        _check_shapes_against_model(name, [a.shape[1:] for a in xs], model)
+
+
+def check_dataset(dataset, model=None, *, name: str = "x") -> None:
+    """Check a ``tf.data.Dataset`` before training: dtype, shape, emptiness, first batch.
+
+    The dataset must yield batches ``x``, ``(x,)``, ``(x, y)`` or
+    ``(x, y, sample_weight)``. Only the first batch is scanned for NaN/Inf.
+
+    Raises:
+        ValueError: the dataset is empty, its first batch holds NaN/Inf, or a
+            shape does not match the model.
+        TypeError: a non-numeric dtype.
+    """
+    if isinstance(dataset, tf.distribute.DistributedDataset):
+        return
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0:
+        raise ValueError(
+            f"Argument `{name}` must yield at least one batch. Received: an empty "
+            "tf.data.Dataset (cardinality 0); check its filtering and `batch(drop_remainder=...)`."
+        )
+    spec_x, spec_y, spec_w = unpack(dataset.element_spec)
+    for label, spec in (("x", spec_x), ("y", spec_y), ("sample_weight", spec_w)):
+        for s in _flat(spec) if spec is not None else []:
+            dtype = getattr(s, "dtype", None)
+            if dtype is not None and not (dtype.is_floating or dtype.is_integer or dtype.is_bool
+                                          or dtype.is_complex):
+                raise TypeError(
+                    f"Argument `{name}` must yield numeric tensors. Received: {label} "
+                    f"with dtype {dtype.name}"
+                )
+    if model is not None:
+        shapes = [tuple(s.shape[1:]) if s.shape.rank is not None else None for s in _flat(spec_x)]
+        if all(s is not None for s in shapes):
+            _check_shapes_against_model(name, shapes, model)
+    try:
+        first = next(iter(dataset.take(1)))
+    except StopIteration:
+        raise ValueError(
+            f"Argument `{name}` must yield at least one batch. Received: an empty tf.data.Dataset"
+        ) from None
+    for label, part in zip(("x", "y", "sample_weight"), unpack(first)):
+        if part is None:
+            continue
+        for tensor in _flat(part):
+            if tensor.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+                raise ValueError(
+                    f"Argument `{name}` must yield finite values (no NaN or Inf). Received: "
+                    f"a first batch whose {label} holds non-finite values"
+                )
+
+
+def _gather_fn(arrays):
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, arrays)
+
+    def gather(indices):
+        return tf.nest.map_structure(lambda t: tf.gather(t, indices), tensors)
+
+    return gather
+
+
+def array_dataset(x, y=None, sample_weight=None, *, batch_size: int = 32, shuffle: bool = True,
+                  seed: int | None = None) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` over arrays, reshuffled each epoch from ``seed``.
+
+    The data become tensors once; each batch is a ``tf.gather`` of shuffled
+    indices, so an epoch copies no array and a re-iterated dataset reshuffles.
+    """
+    n = len(_flat(x)[0])
+    parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
+    parts = tf.nest.map_structure(_as_float32_if_float64, parts)
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    batches = indices.batch(int(batch_size))
+    data = batches.map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def _as_float32_if_float64(array):
+    array = np.asarray(array)
+    if array.dtype == np.float64:
+        return array.astype(np.float32)
+    return array
+
+
+def split_validation(x, y, sample_weight, fraction: float):
+    """Hold out the last ``fraction`` of the examples (before shuffling), like ``fit``."""
+    n = len(_flat(x)[0])
+    n_val = int(round(n * fraction))
+    if n_val == 0 or n_val >= n:
+        raise ValueError(
+            "Argument `validation_split` must leave at least one example on each side. "
+            f"Received: validation_split={fraction} with {n} examples"
+        )
+    cut = n - n_val
+
+    def head(s):
+        return None if s is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], s)
+
+    def tail(s):
+        return None if s is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], s)
+
+    return (head(x), head(y), head(sample_weight)), (tail(x), tail(y), tail(sample_weight))

@@ -1,0 +1,631 @@
+"""The :class:`Trainer`: a compiled ``GradientTape`` loop with Keras callbacks and gradient hooks."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_trainkit.training import _data
+from keras_trainkit.utils.validation import (
+    check_in,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_type,
+)
+
+logger = logging.getLogger(__name__)
+
+ON_NAN_POLICIES = ("stop", "skip", "raise")
+_FROM_MODEL = object()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by ``Trainer.fit`` under ``on_nan="raise"`` when a loss is NaN or Inf."""
+
+
+def _pythonify(logs) -> dict:
+    out = {}
+    for key, value in (logs or {}).items():
+        if isinstance(value, dict):
+            out.update(_pythonify(value))
+            continue
+        try:
+            out[key] = float(np.asarray(value))
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _sync_on_read_zeros(like, name: str) -> tf.Variable:
+    """A non-trainable per-replica buffer (each replica keeps its own copy)."""
+    return tf.Variable(
+        tf.zeros(like.shape, dtype=like.dtype),
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
+
+
+class Trainer:
+    """A ``GradientTape`` training loop for any Keras model, as fast as ``model.fit``.
+
+    Each training step is::
+
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = compute_loss(x, y, y_pred, sample_weight)   # + model.losses + penalties
+        g = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
+        g = accumulate(g)            # mean over k micro-batches (k = gradient_accumulation_steps)
+        g = transforms(g)            # clipping, noise, ... on the (averaged) gradient
+        optimizer.apply(g)           # once every k micro-batches
+
+    The step runs inside ``tf.function`` (``jit_compile=True`` adds XLA), and
+    ``steps_per_execution`` steps run per call in an in-graph loop, with the
+    callbacks' batch hooks called once per call (as ``fit`` does). Loss and
+    metrics accumulate in the model's ``keras.metrics`` variables; no Python
+    list of tensors grows during training (the classic "running_loss += loss"
+    leak of eager loops cannot happen).
+
+    The Trainer compiles the model with the given optimizer, loss and metrics,
+    so ``model.optimizer``, ``model.metrics``, ``model.save`` and every Keras
+    callback (``EarlyStopping``, ``ModelCheckpoint``, ``TensorBoard``,
+    ``CSVLogger``, ``ReduceLROnPlateau``, ``LearningRateScheduler``,
+    ``TerminateOnNaN``, ``BackupAndRestore``) see what they see under ``fit``.
+
+    Non-finite losses follow ``on_nan``:
+
+    * ``"stop"`` (default): the step's update is skipped, training stops at the
+      end of that call (``model.stop_training``) and a warning is logged;
+    * ``"skip"``: the step's update and metric updates are skipped and training
+      goes on; ``trainer.skipped_steps`` counts them;
+    * ``"raise"``: the update is skipped and :class:`NonFiniteLossError` is raised.
+
+    Weights are never updated from a non-finite loss. (Non-finite *gradients*
+    with a finite loss are the job of a skip-non-finite gradient transform, or of
+    the loss-scale optimizer under ``mixed_float16``.)
+
+    Custom objectives: subclass and override :meth:`compute_loss` (the loss from
+    ``x, y, y_pred``) or, for full control, :meth:`train_step`.
+
+    Args:
+        model: any Keras model (Sequential, functional or subclassed).
+        optimizer: a Keras optimizer instance or name.
+        loss: a Keras loss (instance, name or callable ``loss(y_true, y_pred)``).
+        metrics: metrics as for ``model.compile``.
+        jit_compile: ``True`` for XLA, ``False`` for a plain ``tf.function``,
+            ``"auto"`` as in ``fit``: XLA when a GPU/TPU is present, the model
+            supports it and no distribution strategy is active.
+        steps_per_execution: training steps per compiled call (>= 1).
+        gradient_accumulation_steps: micro-batches per optimizer update (>= 1).
+            The optimizer's ``iterations`` (and so its schedules) counts updates,
+            not micro-batches. A partial accumulation carries over epochs.
+        gradient_transforms: transforms applied, in order, to the gradients
+            before each update (see ``keras_trainkit.optimizers``).
+        on_nan: ``"stop"``, ``"skip"`` or ``"raise"`` (see above).
+        strategy: a ``tf.distribute`` strategy; by default the current one.
+            Build the model under ``strategy.scope()``.
+        shuffle: reshuffle NumPy inputs every epoch.
+        seed: seed of the NumPy-input shuffling.
+        run_eagerly: run the step eagerly (for debugging).
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> trainer = Trainer(model, keras.optimizers.SGD(0.1), "mse", jit_compile=False)
+        >>> history = trainer.fit(np.ones((8, 4)), np.ones((8, 1)), batch_size=4, verbose=0)
+        >>> sorted(history.history)
+        ['loss']
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        loss,
+        metrics=None,
+        *,
+        jit_compile="auto",
+        steps_per_execution: int = 1,
+        gradient_accumulation_steps: int = 1,
+        gradient_transforms=None,
+        on_nan: str = "stop",
+        strategy=None,
+        shuffle: bool = True,
+        seed: int | None = None,
+        run_eagerly: bool = False,
+    ):
+        check_type("model", model, keras.Model)
+        check_in("jit_compile", jit_compile, ("auto", True, False))
+        check_positive("steps_per_execution", steps_per_execution, integer=True)
+        check_positive("gradient_accumulation_steps", gradient_accumulation_steps, integer=True)
+        check_in("on_nan", on_nan, ON_NAN_POLICIES)
+        check_type("shuffle", shuffle, bool)
+        check_type("run_eagerly", run_eagerly, bool)
+        if seed is not None:
+            check_type("seed", seed, int)
+        if strategy is not None:
+            check_type("strategy", strategy, tf.distribute.Strategy)
+        transforms = list(gradient_transforms or [])
+        for transform in transforms:
+            if not callable(transform) and not hasattr(transform, "apply"):
+                raise TypeError(
+                    "Argument `gradient_transforms` must hold gradient transforms "
+                    f"(callables of the gradients). Received: gradient_transforms={gradient_transforms!r}"
+                )
+        self.model = model
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.steps_per_execution = int(steps_per_execution)
+        self.gradient_accumulation_steps = int(gradient_accumulation_steps)
+        self.gradient_transforms = transforms
+        self.on_nan = on_nan
+        self.shuffle = shuffle
+        self.seed = seed
+        self.run_eagerly = run_eagerly
+        with self.strategy.scope():
+            if optimizer is _FROM_MODEL:
+                if not getattr(model, "compiled", False) or model.optimizer is None:
+                    raise ValueError(
+                        "`Trainer.from_compiled` needs a model compiled with an optimizer and "
+                        f"a loss. Received: model={model.name!r} (not compiled)"
+                    )
+            else:
+                model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
+        if getattr(self.model.optimizer, "gradient_accumulation_steps", None):
+            raise ValueError(
+                "Give gradient accumulation to the Trainer, not to the optimizer: the "
+                "optimizer's own accumulation makes schedules count micro-batches. "
+                f"Received: optimizer.gradient_accumulation_steps="
+                f"{self.model.optimizer.gradient_accumulation_steps}"
+            )
+        self.jit_compile = self._resolve_jit(jit_compile)
+        self._train_function = None
+        self._test_function = None
+        self._predict_function = None
+        self._state_built = False
+        self.skipped_steps = 0
+
+    @classmethod
+    def from_compiled(cls, model, **kwargs) -> "Trainer":
+        """A Trainer using the optimizer, loss and metrics of a compiled ``model``.
+
+        Example:
+            >>> import keras
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+            >>> model.compile(optimizer="sgd", loss="mse")
+            >>> trainer = Trainer.from_compiled(model, jit_compile=False)
+        """
+        return cls(model, _FROM_MODEL, _FROM_MODEL, **kwargs)
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def optimizer(self):
+        """The optimizer (``model.optimizer``; a loss-scale wrapper under ``mixed_float16``)."""
+        return self.model.optimizer
+
+    def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
+        """The scalar objective of one batch; override for a custom objective.
+
+        The default is the compiled loss plus the model's own losses
+        (``model.losses``: regularizers, ``add_loss``), exactly as in ``fit``.
+        """
+        if hasattr(self.model, "_compute_loss"):
+            return self.model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                            training=training)
+        return self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+    def compute_gradients(self, x, y, sample_weight=None):
+        """Forward and backward pass: returns ``(loss, y_pred, gradients)``.
+
+        Gradients are those of ``optimizer.scale_loss(loss)``; the Trainer unscales
+        them before the hooks when a loss-scale optimizer is used.
+        """
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        return loss, y_pred, grads
+
+    def transform_gradients(self, grads, variables):
+        """Apply ``gradient_transforms`` in order to the (unscaled, averaged) gradients."""
+        for transform in self.gradient_transforms:
+            if hasattr(transform, "apply"):
+                grads = transform.apply(grads, variables)
+            else:
+                grads = transform(grads)
+        return list(grads)
+
+    def apply_gradients(self, grads, variables):
+        """Transform ``grads`` (unscaled) and apply them with the optimizer."""
+        scale = self._loss_scale()
+        if self.gradient_transforms:
+            grads = self.transform_gradients(grads, variables)
+        if scale is not None:
+            grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+        self.optimizer.apply(grads, variables)
+
+    def train_step(self, data):
+        """One micro-batch: forward, backward, NaN policy, accumulation, update, metrics.
+
+        Runs in a replica context. Returns a boolean scalar: whether the loss was
+        finite (on every replica).
+        """
+        x, y, sample_weight = _data.unpack(data)
+        loss, y_pred, grads = self.compute_gradients(x, y, sample_weight)
+        variables = self.model.trainable_variables
+        scale = self._loss_scale()
+        if scale is not None:
+            grads = [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
+        finite = self._all_replicas_finite(loss)
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+
+        def update():
+            if self.gradient_accumulation_steps == 1:
+                self.apply_gradients(grads, variables)
+            else:
+                self._accumulate(grads, variables)
+            self._update_metrics(loss, batch, x, y, y_pred, sample_weight)
+            return tf.constant(True)
+
+        def skip():
+            self._skipped.assign_add(1)
+            return tf.constant(False)
+
+        tf.cond(finite, update, skip)
+        return finite
+
+    def test_step(self, data):
+        """One evaluation batch: forward pass, loss and metrics (no update)."""
+        x, y, sample_weight = _data.unpack(data)
+        y_pred = self.model(x, training=False)
+        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        self._update_metrics(loss, batch, x, y, y_pred, sample_weight)
+        return tf.constant(True)
+
+    def predict_step(self, data):
+        """One prediction batch: ``model(x, training=False)``."""
+        x, _, _ = _data.unpack(data)
+        return self.model(x, training=False)
+
+    # -------------------------------------------------------------- internals
+    def _resolve_jit(self, jit_compile):
+        if self.run_eagerly:
+            return False
+        if jit_compile == "auto":
+            # Like `fit`: XLA on an accelerator, not on CPU (where compiling takes
+            # seconds that short runs never win back), never under a strategy.
+            if self.strategy.num_replicas_in_sync > 1 or tf.distribute.has_strategy():
+                return False
+            if not any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
+                return False
+            from keras.src.trainers.trainer import model_supports_jit
+
+            return bool(model_supports_jit(self.model))
+        return bool(jit_compile)
+
+    def _loss_scale(self):
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            return self.optimizer.dynamic_scale
+        return None
+
+    def _all_replicas_finite(self, loss):
+        finite = tf.reduce_all(tf.math.is_finite(loss))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
+            finite = tf.equal(bad, 0.0)
+        return finite
+
+    def _update_metrics(self, loss, batch, x, y, y_pred, sample_weight):
+        tracker = getattr(self.model, "_loss_tracker", None)
+        if tracker is not None:
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            tracker.update_state(loss * replicas, sample_weight=batch)
+        self.model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _accumulate(self, grads, variables):
+        k = self.gradient_accumulation_steps
+        for acc, g in zip(self._accumulators, grads):
+            if g is not None:
+                acc.assign_add(tf.cast(g, acc.dtype))
+        self._micro_step.assign_add(1)
+
+        def apply():
+            averaged = [None if g is None else tf.cast(acc / k, g.dtype)
+                        for acc, g in zip(self._accumulators, grads)]
+            self.apply_gradients(averaged, variables)
+            for acc in self._accumulators:
+                acc.assign(tf.zeros_like(acc))
+            return tf.constant(True)
+
+        tf.cond(tf.equal(self._micro_step % k, 0), apply, lambda: tf.constant(False))
+
+    def _build_state(self):
+        """Create optimizer slots and the Trainer's own variables eagerly, once."""
+        if self._state_built:
+            return
+        with self.strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self.model.trainable_variables)
+            self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self._micro_step = _sync_on_read_zeros(tf.constant(0, tf.int64), "micro_step")
+            self._accumulators = []
+            if self.gradient_accumulation_steps > 1:
+                self._accumulators = [
+                    _sync_on_read_zeros(tf.zeros(v.shape, dtype=v.dtype), "grad_accumulator")
+                    for v in self.model.trainable_variables
+                ]
+        self._state_built = True
+
+    def _ensure_built(self, dataset):
+        """Build the model, compiled loss and metrics on one batch, eagerly, once.
+
+        Runs ``model(x, training=False)`` (no update, no dropout randomness) so
+        that every variable exists before the step is traced.
+        """
+        if not self._state_built:
+            batch = next(iter(dataset.take(1)))
+            x, y, sample_weight = _data.unpack(batch)
+            with self.strategy.scope():
+                y_pred = self.model(x, training=False)
+                if y is not None:
+                    self.compute_loss(x, y, y_pred, sample_weight, training=False)
+                    self.model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+                self.model.reset_metrics()
+        self._build_state()
+
+    def _make_multi_step(self, step_fn, halt_on_nonfinite: bool):
+        strategy = self.strategy
+        k = self.steps_per_execution
+        jit = self.jit_compile and strategy.num_replicas_in_sync == 1
+        replica_fn = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
+
+        def one_step(data):
+            finite = strategy.run(replica_fn, args=(data,))
+            return strategy.experimental_local_results(finite)[0]
+
+        def multi_step(iterator):
+            def cond(i, ok, optional):
+                go = tf.logical_and(i < k, optional.has_value())
+                return tf.logical_and(go, ok) if halt_on_nonfinite else go
+
+            def body(i, ok, optional):
+                ok = one_step(optional.get_value())
+                nxt = tf.cond(i + 1 < k, iterator.get_next_as_optional, lambda: optional)
+                return i + 1, ok, nxt
+
+            n, ok, _ = tf.while_loop(
+                cond, body, [tf.constant(0), tf.constant(True), iterator.get_next_as_optional()]
+            )
+            return n, ok, self.model.get_metrics_result()
+
+        if self.run_eagerly:
+            return multi_step
+        return tf.function(multi_step, reduce_retracing=True)
+
+    def _distribute(self, dataset):
+        if isinstance(dataset, tf.distribute.DistributedDataset):
+            return dataset
+        if self.strategy.num_replicas_in_sync > 1 or tf.distribute.has_strategy():
+            return self.strategy.experimental_distribute_dataset(dataset)
+        return dataset
+
+    def _prepare(self, x, y, sample_weight, batch_size, *, shuffle, name="x"):
+        """Check inputs and return ``(tf.data.Dataset, steps or None)``."""
+        if _data.is_dataset(x):
+            if y is not None:
+                raise ValueError(
+                    f"Argument `y` must be None when `{name}` is a tf.data.Dataset (it yields "
+                    f"the targets). Received: y of type {type(y).__name__}"
+                )
+            if batch_size is not None:
+                raise ValueError(
+                    "Argument `batch_size` must be None when `x` is a tf.data.Dataset "
+                    f"(batch the dataset instead). Received: batch_size={batch_size}"
+                )
+            _data.check_dataset(x, self.model, name=name)
+            cardinality = int(x.cardinality()) if isinstance(x, tf.data.Dataset) else -1
+            return x, (cardinality if cardinality > 0 else None)
+        if x is None:
+            raise ValueError(f"Argument `{name}` must hold data. Received: {name}=None")
+        batch_size = 32 if batch_size is None else batch_size
+        check_positive("batch_size", batch_size, integer=True)
+        _data.check_arrays(x, y, sample_weight, self.model, name=name)
+        n = len(tf.nest.flatten(x)[0])
+        dataset = _data.array_dataset(x, y, sample_weight, batch_size=batch_size,
+                                      shuffle=shuffle, seed=self.seed)
+        return dataset, math.ceil(n / int(batch_size))
+
+    def _callback_list(self, callbacks, verbose, epochs, steps, history):
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError(
+                "Argument `callbacks` must be a list of keras.callbacks.Callback. "
+                f"Received: callbacks={callbacks!r}"
+            )
+        for callback in callbacks or []:
+            if not isinstance(callback, keras.callbacks.Callback):
+                raise TypeError(
+                    "Argument `callbacks` must hold keras.callbacks.Callback instances. "
+                    f"Received: callbacks={callbacks!r}"
+                )
+        return keras.callbacks.CallbackList(
+            list(callbacks or []), add_history=history, add_progbar=verbose != 0,
+            verbose=verbose, epochs=epochs, steps=steps, model=self.model,
+        )
+
+    def _check_verbose(self, verbose):
+        check_in("verbose", verbose, ("auto", 0, 1, 2))
+        return 1 if verbose == "auto" else verbose
+
+    # ------------------------------------------------------------ public loop
+    def fit(self, x, y=None, batch_size=None, epochs=1, validation_data=None,
+            validation_split=0.0, callbacks=None, initial_epoch=0, verbose="auto",
+            sample_weight=None):
+        """Train for ``epochs`` epochs; returns a ``keras.callbacks.History``.
+
+        Args:
+            x: NumPy array(s) or a ``tf.data.Dataset`` yielding ``(x, y)`` or
+                ``(x, y, sample_weight)`` batches.
+            y: targets for array ``x`` (``None`` for a dataset).
+            batch_size: batch size for arrays (default 32); ``None`` for a dataset.
+            epochs: index of the last epoch, as in ``fit``.
+            validation_data: ``(x_val, y_val)`` arrays or a dataset, evaluated
+                after each epoch (``val_`` logs).
+            validation_split: fraction of array inputs held out (the last examples).
+            callbacks: Keras callbacks, run unchanged.
+            initial_epoch: epoch to start from.
+            verbose: ``"auto"``/1 progress bar, 2 one line per epoch, 0 silent.
+            sample_weight: per-example weights for array inputs.
+        """
+        check_non_negative("epochs", epochs, integer=True)
+        check_type("initial_epoch", initial_epoch, int)
+        check_probability("validation_split", validation_split)
+        verbose = self._check_verbose(verbose)
+        if validation_split and validation_data is None:
+            if _data.is_dataset(x):
+                raise ValueError(
+                    "Argument `validation_split` only works with array inputs; pass "
+                    f"`validation_data` with a dataset. Received: validation_split={validation_split}"
+                )
+            _data.check_arrays(x, y, sample_weight, self.model)
+            (x, y, sample_weight), validation_data = _data.split_validation(
+                x, y, sample_weight, validation_split)
+        dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=self.shuffle)
+        val_dataset = None
+        if validation_data is not None:
+            if _data.is_dataset(validation_data):
+                val_dataset, _ = self._prepare(validation_data, None, None, None, shuffle=False,
+                                               name="validation_data")
+            else:
+                vx, vy, vw = _data.unpack(tuple(validation_data))
+                val_dataset, _ = self._prepare(vx, vy, vw, batch_size, shuffle=False,
+                                               name="validation_data")
+        self._ensure_built(dataset)
+        distributed = self._distribute(dataset)
+        if self._train_function is None:
+            self._train_function = self._make_multi_step(self.train_step,
+                                                         halt_on_nonfinite=self.on_nan != "skip")
+        callbacks = self._callback_list(callbacks, verbose, epochs, steps, history=True)
+        self.model.stop_training = False
+        self.model._initial_epoch = None
+        skipped_before = int(self._skipped.numpy())
+        callbacks.on_train_begin()
+        initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
+        training_logs = None
+        for epoch in range(initial_epoch, epochs):
+            self.model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            logs = self._run_epoch(distributed, steps, callbacks, epoch)
+            epoch_logs = dict(logs)
+            if val_dataset is not None and not self.model.stop_training:
+                val_logs = self.evaluate(val_dataset, callbacks=callbacks, return_dict=True,
+                                         verbose=0, _internal=True)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callbacks.on_epoch_end(epoch, epoch_logs)
+            training_logs = epoch_logs
+            if self.model.stop_training:
+                break
+        self.skipped_steps = int(self._skipped.numpy())
+        if self.skipped_steps > skipped_before:
+            logger.warning("Skipped %d step(s) with a non-finite loss (on_nan='skip').",
+                           self.skipped_steps - skipped_before)
+        if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
+            self.optimizer.finalize_variable_values(self.model.trainable_variables)
+        callbacks.on_train_end(logs=training_logs)
+        return self.model.history
+
+    def _run_epoch(self, distributed, steps, callbacks, epoch):
+        iterator = iter(distributed)
+        step = 0
+        logs = {}
+        while steps is None or step < steps:
+            callbacks.on_train_batch_begin(step)
+            n, ok, step_logs = self._train_function(iterator)
+            n = int(n)
+            if n == 0:
+                break
+            logs = step_logs
+            step += n
+            callbacks.on_train_batch_end(step - 1, logs)
+            if not bool(ok) and self.on_nan != "skip":
+                message = (f"Non-finite loss at epoch {epoch + 1}, step {step}: the update was "
+                           "skipped and training stops (on_nan={!r}).".format(self.on_nan))
+                if self.on_nan == "raise":
+                    raise NonFiniteLossError(message)
+                logger.warning(message)
+                self.model.stop_training = True
+            if self.model.stop_training or n < self.steps_per_execution:
+                break
+        return _pythonify(logs)
+
+    def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 callbacks=None, return_dict=False, _internal=False):
+        """Loss and metrics over ``x``; like ``model.evaluate``."""
+        verbose = self._check_verbose(verbose)
+        if _internal:
+            dataset, steps = x, None
+        else:
+            dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=False)
+        self._ensure_built(dataset)
+        distributed = self._distribute(dataset)
+        if self._test_function is None:
+            self._test_function = self._make_multi_step(self.test_step, halt_on_nonfinite=False)
+        callbacks = self._callback_list(callbacks, verbose, 1, steps, history=False)
+        callbacks.on_test_begin()
+        self.model.reset_metrics()
+        iterator = iter(distributed)
+        step, logs = 0, {}
+        while steps is None or step < steps:
+            callbacks.on_test_batch_begin(step)
+            n, _, step_logs = self._test_function(iterator)
+            n = int(n)
+            if n == 0:
+                break
+            logs = step_logs
+            step += n
+            callbacks.on_test_batch_end(step - 1, logs)
+            if n < self.steps_per_execution:
+                break
+        logs = _pythonify(logs)
+        callbacks.on_test_end(logs)
+        if return_dict:
+            return logs
+        values = [logs[name] for name in logs]
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays."""
+        verbose = self._check_verbose(verbose)
+        if _data.is_dataset(x):
+            dataset = x
+        else:
+            _data.check_arrays(x, None, None, self.model)
+            dataset = _data.array_dataset(x, batch_size=32 if batch_size is None else batch_size,
+                                          shuffle=False)
+        if self._predict_function is None:
+            strategy = self.strategy
+
+            def one_step(data):
+                out = strategy.run(self.predict_step, args=(data,))
+                return tf.nest.map_structure(
+                    lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), out)
+
+            self._predict_function = one_step if self.run_eagerly else tf.function(
+                one_step, reduce_retracing=True)
+        outputs = []
+        for batch in self._distribute(dataset):
+            outputs.append(tf.nest.map_structure(lambda t: t.numpy(), self._predict_function(batch)))
+        if not outputs:
+            raise ValueError("Argument `x` must yield at least one batch. Received: empty data")
+        return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)

@@ -1,0 +1,110 @@
+"""Standard Keras callbacks have the same effects under the Trainer as under fit."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_trainkit.training import Trainer
+
+SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    # Noisy validation labels: val_loss turns up after a few epochs.
+    xv = rng.normal(size=(32, 5)).astype("float32")
+    yv = rng.integers(0, 2, size=32)
+    return x, y, xv, yv
+
+
+def model():
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(2)])
+
+
+def run(use_trainer, callbacks, epochs=30):
+    x, y, xv, yv = problem()
+    net = model()
+    if use_trainer:
+        trainer = Trainer(net, keras.optimizers.Adam(0.05), SCE, ["accuracy"], jit_compile=False,
+                          shuffle=False)
+        history = trainer.fit(x, y, batch_size=16, epochs=epochs, validation_data=(xv, yv),
+                              callbacks=callbacks, verbose=0)
+    else:
+        net.compile(optimizer=keras.optimizers.Adam(0.05), loss=SCE, metrics=["accuracy"])
+        history = net.fit(x, y, batch_size=16, epochs=epochs, validation_data=(xv, yv),
+                          callbacks=callbacks, shuffle=False, verbose=0)
+    return net, history
+
+
+def test_early_stopping_model_checkpoint_csv_logger(tmp_path):
+    results = {}
+    for use_trainer in (False, True):
+        folder = tmp_path / ("trainer" if use_trainer else "fit")
+        folder.mkdir()
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                             restore_best_weights=True)
+        ckpt = keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor="val_loss",
+                                               save_best_only=True)
+        csv = keras.callbacks.CSVLogger(str(folder / "log.csv"))
+        net, history = run(use_trainer, [stop, ckpt, csv])
+        loaded = keras.models.load_model(folder / "best.keras")
+        results[use_trainer] = dict(
+            stopped=stop.stopped_epoch, best=stop.best, epochs=len(history.history["loss"]),
+            weights=net.get_weights(), saved=loaded.get_weights(),
+            csv=(folder / "log.csv").read_text().splitlines()[0],
+        )
+    fit, ours = results[False], results[True]
+    assert 0 < ours["stopped"] < 29, "early stopping must trigger in this problem"
+    assert ours["stopped"] == fit["stopped"] and ours["epochs"] == fit["epochs"]
+    assert ours["best"] == pytest.approx(fit["best"], rel=1e-5)
+    assert ours["csv"] == fit["csv"]
+    for a, b, c in zip(ours["weights"], fit["weights"], ours["saved"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)  # best weights restored
+        np.testing.assert_allclose(a, c, atol=1e-6)  # and saved by ModelCheckpoint
+
+
+def test_tensorboard_reduce_lr_scheduler_terminate(tmp_path):
+    for use_trainer in (False, True):
+        logdir = tmp_path / ("trainer" if use_trainer else "fit")
+        callbacks = [
+            keras.callbacks.TensorBoard(str(logdir), update_freq="epoch"),
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.05 * 0.5 ** epoch),
+            keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=100),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        net, history = run(use_trainer, callbacks, epochs=3)
+        assert history.history["learning_rate"] == pytest.approx([0.05, 0.025, 0.0125])
+        for part in ("train", "validation"):
+            events = list((logdir / part).glob("events.out.tfevents.*"))
+            assert events and events[0].stat().st_size > 0, (use_trainer, part)
+        assert float(net.optimizer.learning_rate) == pytest.approx(0.0125)
+
+
+def test_backup_and_restore_resumes_the_epoch(tmp_path):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("crash")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    x, y, _, _ = problem()
+    trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer.fit(x, y, epochs=4, callbacks=[backup, Crash()], verbose=0)
+    trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
+    history = trainer.fit(x, y, epochs=4, callbacks=[backup], verbose=0)
+    assert history.epoch == [2, 3]  # epoch 1 was backed up before the crash
+
+
+def test_progress_bar_like_fit(capsys):
+    x, y, _, _ = problem()
+    trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, ["accuracy"], jit_compile=False)
+    trainer.fit(x, y, batch_size=16, epochs=2, verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "4/4" in out and "accuracy:" in out
+    trainer.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""

@@ -1,0 +1,165 @@
+"""Core behaviour of the Trainer: equivalence with fit, models, data, NaN policy, hooks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_trainkit.training import NonFiniteLossError, Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(n=64, d=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, classes, size=n)
+
+
+def dense(seed=0, d=6, classes=3):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((d,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(classes)])
+
+
+def test_same_weights_and_logs_as_fit():
+    # Deterministic ops are process-wide, so the comparison runs in a subprocess:
+    # NumPy arrays (fit with shuffle=False) and a tf.data.Dataset (steps_per_execution=2).
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/training/_equivalence_script.py"), "arrays", "dataset"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for mode, diffs in json.loads(result.stdout.strip().splitlines()[-1]).items():
+        assert diffs["weights"] <= 1e-5, mode
+        assert diffs["loss"] <= 1e-6 and diffs["accuracy"] <= 1e-6, mode
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.out = keras.layers.Dense(3)
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(x))
+
+
+def functional():
+    inputs = keras.Input((6,))
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8)(inputs)))
+
+
+@pytest.mark.parametrize("build", [dense, functional, Subclassed], ids=["sequential", "functional",
+                                                                       "subclassed"])
+def test_any_model_learns(build):
+    keras.utils.set_random_seed(0)
+    x, y = data()
+    trainer = Trainer(build(), keras.optimizers.Adam(0.05), SCE, ["accuracy"], jit_compile=False)
+    history = trainer.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    assert isinstance(history, keras.callbacks.History)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert set(history.history) == {"loss", "accuracy"}
+    assert trainer.predict(x).shape == (64, 3)
+    loss, acc = trainer.evaluate(x, y, verbose=0)
+    assert 0.0 <= acc <= 1.0 and np.isfinite(loss)
+
+
+def test_steps_per_execution_gives_the_same_weights_and_batches_callbacks():
+    x, y = data()
+    weights, batches = [], []
+    for k in (1, 3):
+        seen = []
+        probe = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+        model = dense()
+        Trainer(model, keras.optimizers.SGD(0.1), SCE, jit_compile=False, shuffle=False,
+                steps_per_execution=k).fit(x, y, batch_size=8, epochs=2, callbacks=[probe], verbose=0)
+        weights.append(model.get_weights())
+        batches.append(seen)
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert batches[0] == list(range(8)) * 2
+    assert batches[1] == [2, 5, 7] * 2  # one call per 3 steps, the last one partial
+
+
+def test_validation_data_split_and_from_compiled():
+    x, y = data(80)
+    model = dense()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=SCE, metrics=["accuracy"])
+    trainer = Trainer.from_compiled(model, jit_compile=False)
+    history = trainer.fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(20)
+    history = trainer.fit(ds, epochs=1, validation_data=ds, verbose=0)
+    np.testing.assert_allclose(history.history["val_loss"][0], trainer.evaluate(ds, verbose=0)[0],
+                               rtol=1e-5)
+
+
+def test_custom_objective_by_overriding_compute_loss():
+    class LabelSmoothing(Trainer):
+        def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
+            targets = tf.one_hot(tf.cast(y, tf.int32), 3) * 0.9 + 0.1 / 3
+            return tf.reduce_mean(keras.losses.categorical_crossentropy(targets, y_pred,
+                                                                        from_logits=True))
+
+    x, y = data()
+    model = dense()
+    LabelSmoothing(model, keras.optimizers.SGD(0.1), SCE, jit_compile=False).fit(
+        x, y, batch_size=16, verbose=0)
+    # The minimum of the smoothed loss is above zero: logits stay bounded.
+    logits = model.predict(x, verbose=0)
+    assert np.isfinite(logits).all()
+
+
+def nan_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    # A log of a possibly negative value: NaN loss for some batches.
+    hidden = keras.layers.Dense(1, kernel_initializer="ones")(inputs)
+    out = keras.layers.Lambda(lambda t: tf.math.log(t))(hidden)
+    return keras.Model(inputs, out)
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip", "raise"])
+def test_nan_policy(policy):
+    x = np.ones((32, 6), "float32")
+    x[8:16] = -1.0  # batch 1 gives log(-6) = NaN
+    y = np.zeros((32, 1), "float32")
+    model = nan_model()
+    trainer = Trainer(model, keras.optimizers.SGD(0.01), "mse", jit_compile=False, shuffle=False,
+                      on_nan=policy)
+    if policy == "raise":
+        with pytest.raises(NonFiniteLossError, match="Non-finite loss at epoch 1, step 2"):
+            trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        assert int(model.optimizer.iterations) == 1
+        return
+    history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    if policy == "stop":
+        assert len(history.history["loss"]) == 1 and int(model.optimizer.iterations) == 1
+    else:
+        assert trainer.skipped_steps == 2 and int(model.optimizer.iterations) == 6
+        assert np.isfinite(history.history["loss"]).all()
+
+
+def test_invalid_constructor_arguments():
+    model = dense()
+    with pytest.raises(ValueError, match="on_nan.*Received: on_nan='ignore'"):
+        Trainer(model, "sgd", "mse", on_nan="ignore")
+    with pytest.raises(ValueError, match="Received: steps_per_execution=0"):
+        Trainer(model, "sgd", "mse", steps_per_execution=0)
+    with pytest.raises(ValueError, match="Received: gradient_accumulation_steps=-1"):
+        Trainer(model, "sgd", "mse", gradient_accumulation_steps=-1)
+    with pytest.raises(TypeError, match="Received: model="):
+        Trainer("model", "sgd", "mse")
+    with pytest.raises(ValueError, match="optimizer.gradient_accumulation_steps=2"):
+        Trainer(model, keras.optimizers.SGD(gradient_accumulation_steps=2), "mse")
+    with pytest.raises(ValueError, match="not compiled"):
+        Trainer.from_compiled(dense())
