@@ -3,6 +3,8 @@
 from keras_trainkit.callbacks._registry import REGISTRY
 from keras_trainkit.callbacks.swa import SWA
 from keras_trainkit.callbacks.early_stopping import EarlyStopping
+from keras_trainkit.callbacks.hyperparameter_scheduler import HyperparameterScheduler
+from keras_trainkit.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from keras_trainkit.callbacks.time_budget import TimeBudget
 
 
@@ -24,6 +26,8 @@ def get(identifier, **kwargs):
 __all__ = [
     "SWA",
     "EarlyStopping",
+    "HyperparameterScheduler",
+    "ReduceLROnPlateau",
     "TimeBudget",
     "get",
 ]

@@ -22,6 +22,7 @@ from keras_trainkit.schedules.cosine import CosineAnnealing, CosineAnnealingWarm
 from keras_trainkit.schedules.cyclical import CyclicalLearningRate
 from keras_trainkit.schedules.decay import InverseSqrtDecay, LinearDecay, StepDecay, epochs_to_steps
 from keras_trainkit.schedules.one_cycle import OneCycle
+from keras_trainkit.schedules.scaled import ScaledSchedule
 from keras_trainkit.schedules.plot import plot_schedule, schedule_values
 from keras_trainkit.schedules.sequential import SequentialSchedule
 from keras_trainkit.schedules.warmup import Warmup
@@ -62,6 +63,7 @@ __all__ = [
     "InverseSqrtDecay",
     "LinearDecay",
     "OneCycle",
+    "ScaledSchedule",
     "SequentialSchedule",
     "StepDecay",
     "Warmup",

@@ -1,0 +1,330 @@
+"""``HyperparameterScheduler``: set any optimizer hyperparameter from a schedule.
+
+Why a variable is needed: Keras 3 optimizers keep most hyperparameters as plain
+Python floats (``Adam.beta_1``, ``SGD.momentum``, ``weight_decay``, ...) and read
+them inside ``update_step``. ``model.fit`` traces that code once into a
+``tf.function``, so a float is frozen into the graph as a constant: assigning
+``optimizer.beta_1 = 0.85`` after the first step changes the attribute but not
+the update. This callback therefore replaces the float by a
+:class:`HyperparameterVariable` (a ``keras.Variable``) before the train function
+is traced (or forces a retrace once, if it already was), then assigns the
+scheduled value to that variable every step or epoch, which a traced or
+XLA-compiled step reads at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+
+import keras
+
+from keras_trainkit.callbacks._optimizer_access import (
+    leaf_optimizers,
+    retrace_train_function,
+    to_float,
+    update_count,
+)
+from keras_trainkit.callbacks._registry import register
+from keras_trainkit.utils.validation import check_in, check_type
+
+logger = logging.getLogger(__name__)
+
+FREQUENCIES = ("step", "epoch")
+_MISSING = object()
+
+
+class HyperparameterVariable(keras.Variable):
+    """A scalar ``keras.Variable`` standing in for a float optimizer hyperparameter.
+
+    Arithmetic and tensor conversion read the variable, so a compiled update
+    step sees every new value. Comparisons with a Python number (``momentum !=
+    0`` in ``SGD``, ``momentum > 0`` in ``RMSprop``) return a Python ``bool``
+    computed from the last value set on the host: such checks choose the code
+    path when the step is traced, exactly as they do for a float, so the
+    scheduled value must stay on the same side of them (e.g. an ``SGD``
+    momentum schedule must stay above 0).
+    """
+
+    def __init__(self, value, name):
+        super().__init__(float(value), dtype="float32", trainable=False, name=name)
+        self._host_value = float(value)
+
+    def set_value(self, value: float) -> None:
+        """Assign ``value`` (a Python float) to the variable and its host copy."""
+        self._host_value = float(value)
+        self.assign(self._host_value)
+
+    @property
+    def host_value(self) -> float:
+        """The last value set, as a Python float (no device read)."""
+        return self._host_value
+
+    def _compare(self, other, op, fallback):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return op(self._host_value, float(other))
+        return fallback(other)
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b, super().__eq__)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b, super().__ne__)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b, super().__lt__)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b, super().__le__)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b, super().__gt__)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b, super().__ge__)
+
+    __hash__ = object.__hash__
+
+    def __float__(self):
+        return self._host_value
+
+
+class _ConfigWithFloats:
+    """Stands in for ``optimizer.get_config``: scheduled variables are written as floats.
+
+    Without it ``model.save`` would serialize the variable as a tensor, which
+    Keras's own constructors (``SGD`` checks ``isinstance(momentum, float)``)
+    refuse on load.
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __call__(self):
+        config = type(self.optimizer).get_config(self.optimizer)
+        return {
+            key: value.host_value if isinstance(value, HyperparameterVariable) else value
+            for key, value in config.items()
+        }
+
+
+def install_hyperparameter_variable(optimizer, name: str) -> HyperparameterVariable:
+    """Make ``optimizer.<name>`` a :class:`HyperparameterVariable` (idempotent) and return it.
+
+    The variable is not tracked in ``optimizer.variables`` (so saved optimizer
+    states keep their layout); its current value is written into
+    ``optimizer.get_config()`` as a float.
+
+    Raises:
+        ValueError: if the optimizer has no such attribute or it is not a real
+            number (``weight_decay=None`` is accepted and starts at 0).
+    """
+    attribute = _storage_name(optimizer, name)
+    current = getattr(optimizer, attribute, _MISSING)
+    if isinstance(current, HyperparameterVariable):
+        return current
+    if current is _MISSING:
+        raise ValueError(
+            f"Argument `hyperparameter` must name an attribute of the optimizer, but "
+            f"{type(optimizer).__name__} has no `{name}`. Received: hyperparameter={name!r}"
+        )
+    if current is None and name == "weight_decay":
+        current = 0.0
+    if isinstance(current, keras.Variable) or isinstance(current, bool) or not isinstance(
+        current, numbers.Real
+    ):
+        raise ValueError(
+            f"Argument `hyperparameter` must name a float hyperparameter of the optimizer; "
+            f"{type(optimizer).__name__}.{name} is {current!r}. Received: hyperparameter={name!r}"
+        )
+    variable = HyperparameterVariable(current, name=f"{name}_scheduled")
+    # Plain attribute set: the Keras tracker would add the variable to
+    # `optimizer.variables` and change the saved optimizer layout.
+    object.__setattr__(optimizer, attribute, variable)
+    if not isinstance(optimizer.__dict__.get("get_config"), _ConfigWithFloats):
+        object.__setattr__(optimizer, "get_config", _ConfigWithFloats(optimizer))
+    return variable
+
+
+def _storage_name(optimizer, name: str) -> str:
+    """Where ``name`` is stored: itself, or ``_name`` behind a class property.
+
+    ``TrainkitOptimizer.weight_decay`` (and Keras's ``learning_rate``) are
+    properties over ``_weight_decay`` (``_learning_rate``); the variable goes
+    into the backing attribute so the property keeps working.
+    """
+    if isinstance(getattr(type(optimizer), name, None), property):
+        backing = f"_{name}"
+        if backing in vars(optimizer):
+            return backing
+        raise ValueError(
+            f"{type(optimizer).__name__}.{name} is a computed property without a stored "
+            f"value, so it cannot be scheduled. Received: hyperparameter={name!r}"
+        )
+    return name
+
+
+@register
+class HyperparameterScheduler(keras.callbacks.Callback):
+    """Set an optimizer hyperparameter from a schedule every step or every epoch.
+
+    Formula: before step ``t`` (``frequency="step"``) or epoch ``e``
+    (``frequency="epoch"``) the hyperparameter ``h`` becomes
+
+        h = schedule(t)   or   h = schedule(e)
+
+    where ``t`` counts optimizer updates (``optimizer.iterations``, which Keras
+    divides by ``gradient_accumulation_steps``), not micro-batches, and ``e`` is
+    the 0-based epoch index passed by ``fit``.
+
+    Any float hyperparameter of a Keras or keras_trainkit optimizer works
+    (``momentum``, ``beta_1``, ``beta_2``, ``weight_decay``, ``epsilon``,
+    ``rho``...), and ``learning_rate`` when the optimizer was built with a float
+    learning rate. The float attribute is replaced by a
+    :class:`HyperparameterVariable` before the train function is traced, so the
+    new values take effect inside a compiled ``model.fit`` step (a plain
+    attribute assignment would not: the float is a trace-time constant). The
+    attribute keeps its name; ``optimizer.get_config()`` reports its current
+    value as a float, so ``model.save`` still works. ``weight_decay=None``
+    starts at 0 and is then decayed like any other value. For a wrapper
+    (``inner_optimizer``) or a per-layer set (``MultiOptimizer``) every inner
+    optimizer is scheduled. The value is logged in the epoch logs under the
+    hyperparameter's name.
+
+    Args:
+        hyperparameter: the optimizer attribute to set, e.g. ``"momentum"``.
+        schedule: a ``keras.optimizers.schedules.LearningRateSchedule`` or any
+            callable of the step (or epoch) returning a number.
+        frequency: ``"step"`` (default) or ``"epoch"``.
+        verbose: 0 is quiet; 1 prints the value at each epoch start.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.callbacks import HyperparameterScheduler
+        >>> momentum = keras.optimizers.schedules.PolynomialDecay(
+        ...     0.95, decay_steps=100, end_learning_rate=0.85)
+        >>> callback = HyperparameterScheduler("beta_1", momentum)
+        >>> callback.frequency
+        'step'
+
+    Reference: Smith, "A disciplined approach to neural network
+    hyper-parameters: Part 1" (2018), arXiv:1803.09820, which cycles momentum
+    inversely to the learning rate in the one-cycle policy.
+    """
+
+    def __init__(self, hyperparameter, schedule, frequency="step", verbose=0):
+        super().__init__()
+        check_type("hyperparameter", hyperparameter, str)
+        if not hyperparameter or not hyperparameter.isidentifier():
+            raise ValueError(
+                "Argument `hyperparameter` must be an attribute name such as 'momentum'. "
+                f"Received: hyperparameter={hyperparameter!r}"
+            )
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        if not callable(schedule):
+            raise TypeError(
+                "Argument `schedule` must be a LearningRateSchedule or a callable of the "
+                f"step, not {type(schedule).__name__}. Received: schedule={schedule!r}"
+            )
+        check_in("frequency", frequency, FREQUENCIES)
+        check_in("verbose", verbose, (0, 1))
+        self.hyperparameter = hyperparameter
+        self.schedule = schedule
+        self.frequency = frequency
+        self.verbose = verbose
+        self._targets = []
+
+    # -- wiring ---------------------------------------------------------------
+
+    def _resolve_targets(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        leaves = leaf_optimizers(optimizer)
+        if not leaves:
+            raise ValueError(
+                "HyperparameterScheduler needs a compiled model with an optimizer. "
+                f"Received: model.optimizer={optimizer!r}"
+            )
+        targets = []
+        retrace = False
+        for leaf in leaves:
+            if self.hyperparameter == "learning_rate":
+                learning_rate = leaf._learning_rate
+                if not isinstance(learning_rate, keras.Variable):
+                    raise ValueError(
+                        f"{type(leaf).__name__} uses a learning-rate schedule "
+                        f"({type(learning_rate).__name__}); HyperparameterScheduler can only "
+                        "set a float learning rate. Pass the schedule to the optimizer "
+                        f"instead. Received: hyperparameter={self.hyperparameter!r}"
+                    )
+                targets.append((leaf, learning_rate))
+                continue
+            already = isinstance(getattr(leaf, self.hyperparameter, None), HyperparameterVariable)
+            targets.append((leaf, install_hyperparameter_variable(leaf, self.hyperparameter)))
+            retrace = retrace or not already
+        if retrace:
+            retrace_train_function(self.model)
+        return targets
+
+    def _value(self, count) -> float:
+        value = to_float(self.schedule(count))
+        return value
+
+    def _apply(self, count_of) -> None:
+        for leaf, variable in self._targets:
+            value = self._value(count_of(leaf))
+            if isinstance(variable, HyperparameterVariable):
+                variable.set_value(value)
+            else:
+                variable.assign(value)
+
+    # -- callback hooks -------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._targets = self._resolve_targets()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.frequency == "epoch":
+            self._apply(lambda leaf: epoch)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: HyperparameterScheduler setting "
+                  f"{self.hyperparameter} to {self.current_values()}.")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.frequency == "step":
+            self._apply(update_count)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._targets:
+            values = self.current_values()
+            logs[self.hyperparameter] = values[0] if len(values) == 1 else values
+
+    def current_values(self) -> list[float]:
+        """The hyperparameter's current value on each scheduled optimizer."""
+        return [to_float(variable) for _, variable in self._targets]
+
+    # -- serialization --------------------------------------------------------
+
+    def get_config(self):
+        """The constructor arguments; the schedule is serialized with Keras."""
+        return {
+            "hyperparameter": self.hyperparameter,
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "frequency": self.frequency,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config`."""
+        return cls(**config)
+
+    def __deepcopy__(self, memo):
+        # A copy is a fresh, unbound callback with the same arguments.
+        import copy
+
+        copied = type(self)(
+            self.hyperparameter, copy.deepcopy(self.schedule, memo), self.frequency, self.verbose
+        )
+        memo[id(self)] = copied
+        return copied
