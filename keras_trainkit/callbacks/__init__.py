@@ -1,6 +1,7 @@
 """Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
 
 from keras_trainkit.callbacks._registry import REGISTRY
+from keras_trainkit.callbacks.learning_curve import LearningCurveDiagnosis
 from keras_trainkit.callbacks.swa import SWA
 from keras_trainkit.callbacks.early_stopping import EarlyStopping
 from keras_trainkit.callbacks.hyperparameter_scheduler import HyperparameterScheduler
@@ -24,6 +25,7 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
+    "LearningCurveDiagnosis",
     "SWA",
     "EarlyStopping",
     "HyperparameterScheduler",
