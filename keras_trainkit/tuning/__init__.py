@@ -3,22 +3,27 @@
 Built on KerasTuner, not instead of it: the spaces register ordinary
 ``keras_tuner.HyperParameters``; :class:`RecipeHyperModel` is a
 ``keras_tuner.HyperModel``; the pruning tuners are ``keras_tuner.Tuner``
-subclasses with pruning oracles.
+subclasses with pruning oracles, crash-safe resume and optional per-trial
+process isolation.
 """
 
 from keras_trainkit.tuning.pruning import (
     ASHAPruner,
     MedianPruner,
-    PrunedBayesianOptimization,
-    PrunedRandomSearch,
     Pruner,
     PruningBayesianOptimizationOracle,
     PruningOracleMixin,
     PruningRandomSearchOracle,
-    PruningTunerMixin,
     get_pruner,
 )
 from keras_trainkit.tuning.recipe import RecipeHyperModel
+from keras_trainkit.tuning.tuners import (
+    BayesianOptimization,
+    EpochCheckpoint,
+    NonFiniteLoss,
+    RandomSearch,
+    TrainkitTunerMixin,
+)
 from keras_trainkit.tuning.spaces import (
     CNNSpace,
     InitializerSpace,
@@ -39,17 +44,19 @@ __all__ = [
     "MedianPruner",
     "OptimizerSpace",
     "Param",
-    "PrunedBayesianOptimization",
-    "PrunedRandomSearch",
+    "BayesianOptimization",
+    "EpochCheckpoint",
+    "NonFiniteLoss",
     "Pruner",
     "PruningBayesianOptimizationOracle",
     "PruningOracleMixin",
     "PruningRandomSearchOracle",
-    "PruningTunerMixin",
+    "RandomSearch",
     "RecipeHyperModel",
     "RegularizationSpace",
     "ScheduleSpace",
     "Space",
     "TrainingSpace",
+    "TrainkitTunerMixin",
     "get_pruner",
 ]

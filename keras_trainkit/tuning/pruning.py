@@ -1,6 +1,6 @@
 """Pruning of unpromising KerasTuner trials from their per-epoch results.
 
-A tuner built on :class:`PruningTunerMixin` reports the objective after every
+A tuner built on ``keras_trainkit.tuning.TrainkitTunerMixin`` reports the objective after every
 epoch to the oracle (``oracle.update_trial(trial_id, logs, step=epoch)``). An
 oracle built on :class:`PruningOracleMixin` asks its pruner whether the trial
 should stop; if so it marks the returned trial ``STOPPED`` (the signal
@@ -32,7 +32,6 @@ import math
 import keras_tuner
 import numpy as np
 from keras_tuner.src.engine import trial as trial_module
-from keras_tuner.src.engine import tuner_utils
 
 from keras_trainkit.utils.validation import check_number, check_positive
 
@@ -221,32 +220,6 @@ class PruningOracleMixin:
         self.pruned_trials = state.get("pruned_trials", {})
 
 
-class PruningTunerMixin:
-    """Adds per-epoch reporting and pruning to a KerasTuner ``Tuner``
-    (put it first among the bases; the oracle must be a pruning oracle)."""
-
-    def on_epoch_end(self, trial, model, epoch, logs=None):
-        super().on_epoch_end(trial, model, epoch, logs=logs)
-        if not logs or self.oracle.objective.name not in logs:
-            return
-        metrics = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
-        reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
-        if getattr(reported, "status", None) == STOPPED:
-            model.stop_training = True
-
-    def _run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
-        # Results already reached the oracle epoch by epoch (``on_epoch_end``);
-        # KerasTuner's default would report them again and warn.
-        results = self.run_trial(trial, *fit_args, **fit_kwargs)
-        if not self.oracle.get_trial(trial.trial_id).metrics.exists(self.oracle.objective.name):
-            self.oracle.update_trial(
-                trial.trial_id,
-                tuner_utils.convert_to_metrics_dict(
-                    results, self.oracle.objective),
-                step=tuner_utils.get_best_step(
-                    results, self.oracle.objective))
-
-
 class PruningRandomSearchOracle(PruningOracleMixin, keras_tuner.oracles.RandomSearchOracle):
     """KerasTuner's ``RandomSearchOracle`` with a ``pruner`` argument."""
 
@@ -256,62 +229,13 @@ class PruningBayesianOptimizationOracle(PruningOracleMixin,
     """KerasTuner's ``BayesianOptimizationOracle`` with a ``pruner`` argument."""
 
 
-class PrunedRandomSearch(PruningTunerMixin, keras_tuner.Tuner):
-    """``keras_tuner.RandomSearch`` whose trials are pruned by ``pruner``.
-
-    Args:
-        hypermodel: a ``HyperModel`` (e.g. :class:`RecipeHyperModel`) or build function.
-        objective, max_trials, seed, hyperparameters, tune_new_entries,
-        allow_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
-            as for ``keras_tuner.RandomSearch``.
-        pruner: ``"median"``, ``"asha"``, a :class:`Pruner` or ``None``.
-        **kwargs: ``directory``, ``project_name``, ``overwrite``, ... as for
-            ``keras_tuner.Tuner``.
-    """
-
-    def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=10, seed=None,
-                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
-                 max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner="median",
-                 **kwargs):
-        oracle = PruningRandomSearchOracle(
-            objective=objective, max_trials=max_trials, seed=seed,
-            hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-            allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
-        super().__init__(oracle, hypermodel, **kwargs)
-
-
-class PrunedBayesianOptimization(PruningTunerMixin, keras_tuner.Tuner):
-    """``keras_tuner.BayesianOptimization`` whose trials are pruned by ``pruner``.
-
-    Args: as :class:`PrunedRandomSearch`, plus ``num_initial_points``, ``alpha``
-    and ``beta`` of ``keras_tuner.BayesianOptimization``.
-    """
-
-    def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=10,
-                 num_initial_points=None, alpha=1e-4, beta=2.6, seed=None,
-                 hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
-                 max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner="median",
-                 **kwargs):
-        oracle = PruningBayesianOptimizationOracle(
-            objective=objective, max_trials=max_trials, num_initial_points=num_initial_points,
-            alpha=alpha, beta=beta, seed=seed, hyperparameters=hyperparameters,
-            tune_new_entries=tune_new_entries, allow_new_entries=allow_new_entries,
-            max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
-        super().__init__(oracle, hypermodel, **kwargs)
-
-
 __all__ = [
     "ASHAPruner",
     "MedianPruner",
     "PRUNERS",
-    "PrunedBayesianOptimization",
-    "PrunedRandomSearch",
     "Pruner",
     "PruningBayesianOptimizationOracle",
     "PruningOracleMixin",
     "PruningRandomSearchOracle",
-    "PruningTunerMixin",
     "get_pruner",
 ]

@@ -75,7 +75,7 @@ def test_batch_size_and_epochs_are_applied(data, tmp_path):
 
 def test_pruned_random_search_stops_bad_trials(data, tmp_path):
     (x, y), validation = data
-    tuner = tuning.PrunedRandomSearch(
+    tuner = tuning.RandomSearch(
         _small_recipe(epochs=3), max_trials=4, seed=3,
         pruner=tuning.MedianPruner(startup_trials=1, warmup_epochs=0),
         directory=str(tmp_path), project_name="pruned")
@@ -89,3 +89,21 @@ def test_pruned_random_search_stops_bad_trials(data, tmp_path):
         steps = [obs.step for obs in trial.metrics.get_history("val_accuracy")]
         assert max(steps) == info["epoch"] < 2  # stopped early
         assert "pruned" in trial.message and np.isfinite(trial.score)
+
+
+def test_nan_trial_is_recorded_and_search_goes_on(data, tmp_path):
+    (x, y), validation = data
+    recipe = tuning.RecipeHyperModel(
+        (40,), 10, architecture=tuning.MLPSpace(fixed={"depth": 1}, widths=(32,)),
+        optimizer=tuning.OptimizerSpace(families=["sgd"], fixed={"learning_rate": 1e12,
+                                                                 "momentum": 0.9}),
+        schedule=tuning.ScheduleSpace(families=["constant"]),
+        training=tuning.TrainingSpace(batch_sizes=(64,), epochs=2, clipping=False))
+    tuner = tuning.RandomSearch(recipe, max_trials=2, seed=0, max_consecutive_failed_trials=5,
+                                directory=str(tmp_path), project_name="nan")
+    tuner.search(x, y, validation_data=validation, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.status == "FAILED"
+        assert "non-finite loss" in trial.message
