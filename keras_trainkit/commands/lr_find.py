@@ -1,0 +1,67 @@
+"""``trainkit lr-find``: run the learning-rate range test on an embedded data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "learning-rate range test (Smith 2017): print the suggested learning rate and plot the sweep"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"],
+                        help="embedded data set (default: mnist1d)")
+    parser.add_argument("--model", default="cnn", choices=["cnn", "mlp"],
+                        help="reference architecture from keras_trainkit.models (default: cnn)")
+    parser.add_argument("--optimizer", default="adam",
+                        help="optimizer name for keras_trainkit.optimizers.get (default: adam)")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    parser.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    parser.add_argument("--num-steps", type=int, default=100, help="learning rates tried (default: 100)")
+    parser.add_argument("--mode", default="exponential", choices=["exponential", "linear"],
+                        help="sweep shape (default: exponential)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default: 0)")
+    parser.add_argument("--output", default=".",
+                        help="folder for lr_find.png and lr_find.json (default: current folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_trainkit import datasets, models, optimizers
+    from keras_trainkit.diagnostics import lr_find
+
+    (x, y), _ = datasets.load(args.dataset)
+    keras.utils.set_random_seed(args.seed)
+    model = models.build(args.model, x.shape[1:], int(y.max()) + 1)
+    model.compile(
+        optimizer=optimizers.get(args.optimizer),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    result = lr_find(
+        model,
+        (x, y),
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        num_steps=args.num_steps,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    title = f"lr-find: {args.model} on {args.dataset}, {args.optimizer}, batch {args.batch_size}"
+    plot_path = result.plot(output / "lr_find.png", title=title)
+    summary = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
+               "batch_size": args.batch_size, **result.to_dict()}
+    (output / "lr_find.json").write_text(json.dumps(summary, indent=2))
+
+    print(f"suggested learning rate (valley): {result.suggestion:.3g}")
+    for name in ("steep", "minimum"):
+        print(f"  {name:<8} {result.suggestions[name]:.3g}")
+    state = "diverged" if result.diverged else "did not diverge"
+    print(f"steps: {len(result.learning_rates)} of {args.num_steps} ({state})")
+    print(f"plot: {plot_path}")
+    return 0
