@@ -2,6 +2,19 @@
 
 from keras_trainkit.optimizers._registry import REGISTRY
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.optimizers import transforms
+from keras_trainkit.optimizers.transforms import (
+    AdaptiveGradientClipping,
+    AutoClip,
+    ClipByGlobalNorm,
+    ClipByValue,
+    GradientCentralization,
+    GradientNoise,
+    GradientTransform,
+    NonFiniteGradientError,
+    SkipNonFinite,
+)
+from keras_trainkit.optimizers.transformed import TransformedOptimizer
 
 
 def get(identifier, **kwargs):
@@ -21,3 +34,16 @@ def get(identifier, **kwargs):
 
 __all__ = ["get"]
 __all__ += ["OptimizerWrapper"]
+__all__ += [
+    "transforms",
+    "AdaptiveGradientClipping",
+    "AutoClip",
+    "ClipByGlobalNorm",
+    "ClipByValue",
+    "GradientCentralization",
+    "GradientNoise",
+    "GradientTransform",
+    "NonFiniteGradientError",
+    "SkipNonFinite",
+    "TransformedOptimizer",
+]

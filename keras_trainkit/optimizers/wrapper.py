@@ -247,27 +247,36 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     def apply_inner_if(self, pred, grads, variables, otherwise=None):
         """Run ``apply_inner`` only where the scalar boolean ``pred`` holds.
 
-        ``otherwise`` (no arguments) runs in the other branch. Under a
-        ``tf.distribute`` strategy the condition is evaluated in cross-replica
-        context (as Keras's ``LossScaleOptimizer`` does), since a replica-context
-        ``cond`` cannot contain the inner optimizer's ``merge_call``; ``pred``
-        must then be the same on every replica (true for aggregated gradients).
+        Skipped steps leave weights, inner slots and ``iterations`` unchanged.
+        ``otherwise`` (no arguments) runs in the other branch.
+        """
+        self.run_if(pred, self.apply_inner, grads, variables, otherwise=otherwise)
+
+    def run_if(self, pred, fn, grads, variables, otherwise=None):
+        """Run ``fn(grads, variables)`` (which may update the inner optimizer) where ``pred`` holds.
+
+        Under a ``tf.distribute`` strategy the condition is evaluated in
+        cross-replica context (as Keras's ``LossScaleOptimizer`` does), since a
+        replica-context ``cond`` cannot contain the inner optimizer's
+        ``merge_call``; ``pred`` must then be the same on every replica (true
+        when computed from aggregated gradients). ``fn`` returns nothing.
         """
         otherwise = otherwise or (lambda: None)
         distribution = _tf_distribution()
+        if distribution is not None:
+            tf, context = distribution
+            if tf.__internal__.distribute.strategy_supports_no_merge_call():
+                distribution = None
         if distribution is None:
-            ops.cond(pred, lambda: self.apply_inner(grads, variables), otherwise)
+            ops.cond(pred, lambda: fn(grads, variables), otherwise)
             return
         tf, context = distribution
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            ops.cond(pred, lambda: self.apply_inner(grads, variables), otherwise)
-            return
 
         def cross_replica(strategy, pred, grads):
             first = strategy.experimental_local_results(pred)[0]
 
             def run():
-                strategy.extended.call_for_each_replica(self.apply_inner, args=(grads, variables))
+                strategy.extended.call_for_each_replica(fn, args=(grads, variables))
 
             def other():
                 strategy.extended.call_for_each_replica(otherwise)

@@ -1,0 +1,157 @@
+"""``GradientTransform``: a small, stateful map ``(grads, variables) -> grads``.
+
+One transform serves three callers: ``TransformedOptimizer`` (inside
+``model.fit``), a callback, and a custom ``GradientTape`` loop. The protocol:
+
+* ``t.build(variables)`` creates the transform's state as ``keras.Variable`` s
+  (checkpointable, usable inside ``tf.function``/XLA); ``t(grads, variables)``
+  builds lazily on first use.
+* ``t(grads, variables) -> grads`` maps a list of gradients (``None`` entries
+  are passed through) to new gradients, updating the state.
+* ``t.gate(grads, variables)`` returns ``None`` (always apply the update) or a
+  scalar boolean tensor: apply this step's update only where it is ``True``
+  (``SkipNonFinite``). Call it before ``t(...)``; a caller that honours it
+  leaves weights, optimizer slots and step counter unchanged when ``False``.
+* ``t.variables`` lists the state; ``t.statistics`` maps readable names
+  (``"grad_norm"``, ``"clip_fraction"``, ...) to scalar variables, and
+  ``t.get_statistics()`` returns them as Python floats for logs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+from keras import ops
+
+from keras_trainkit.utils.validation import check_condition, check_type
+
+
+def _snake_case(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def check_name(name):
+    """Validate a transform ``name``: ``None`` or a non-empty string without ``/``."""
+    check_type("name", name, (str, type(None)))
+    if name is not None:
+        check_condition("name", name, bool(name) and "/" not in name, "must be a non-empty string without '/'")
+    return name
+
+
+def global_norm(grads):
+    """The L2 norm of all gradients together (``None`` entries skipped), in float32."""
+    squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+    if not squares:
+        return ops.zeros((), "float32")
+    return ops.sqrt(ops.sum(ops.stack(squares)))
+
+
+def scale_grads(grads, scale):
+    """Multiply every gradient by the float32 scalar ``scale`` (in the gradient's dtype)."""
+    return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
+
+
+def variable_path(variable) -> str:
+    """The path of a model variable (``"dense/kernel"``), or its name."""
+    return str(getattr(variable, "path", None) or getattr(variable, "name", ""))
+
+
+class GradientTransform:
+    """Base class of gradient transforms: a stateful map ``(grads, variables) -> grads``.
+
+    Subclasses implement ``call(grads, variables)``, create state in
+    ``build(variables)`` with ``add_variable`` (after ``super().build``) and
+    extend ``get_config``. State lives in ``keras.Variable`` s so it is saved,
+    checkpointed and works inside ``tf.function``/XLA.
+
+    Args:
+        name: the transform's name, used as the name scope of its variables;
+            defaults to the snake_case class name.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers.transforms import ClipByGlobalNorm
+        >>> clip = ClipByGlobalNorm(1.0)
+        >>> w = keras.Variable([0.0, 0.0])
+        >>> [g] = clip([keras.ops.convert_to_tensor([3.0, 4.0])], [w])
+        >>> [round(float(x), 3) for x in g], float(clip.statistics["grad_norm"])
+        ([0.6, 0.8], 5.0)
+
+    No single paper: see each subclass.
+    """
+
+    def __init__(self, name=None):
+        check_name(name)
+        self.name = name or _snake_case(type(self).__name__)
+        self.built = False
+        self._variables = []
+        self._statistics = {}
+
+    # ------------------------------------------------------------- state
+    def build(self, variables):
+        """Create the state for the model ``variables`` (subclasses: call first)."""
+        self.built = True
+
+    def add_variable(self, name, shape=(), dtype="float32", initializer="zeros", statistic=False):
+        """Create a non-trainable state variable; ``statistic=True`` lists it in ``statistics``."""
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=initializer,
+                shape=shape,
+                dtype=dtype,
+                trainable=False,
+                aggregation="only_first_replica",
+                name=name,
+            )
+        self._variables.append(variable)
+        if statistic:
+            self._statistics[name] = variable
+        return variable
+
+    @property
+    def variables(self):
+        """The transform's state variables (empty before ``build``)."""
+        return list(self._variables)
+
+    @property
+    def statistics(self):
+        """``{name: scalar keras.Variable}`` of readable statistics of the last step."""
+        return dict(self._statistics)
+
+    def get_statistics(self):
+        """The statistics as Python floats, e.g. for a callback's ``logs``."""
+        return {key: float(ops.convert_to_numpy(v)) for key, v in self._statistics.items()}
+
+    # ------------------------------------------------------------- update
+    def __call__(self, grads, variables=None):
+        grads = list(grads)
+        variables = None if variables is None else list(variables)
+        if variables is not None and len(variables) != len(grads):
+            raise ValueError(
+                f"Expected one gradient per variable ({len(variables)}). Received: len(grads)={len(grads)}"
+            )
+        if not self.built:
+            self.build(variables if variables is not None else [])
+        return self.call(grads, variables)
+
+    def call(self, grads, variables):
+        """Return the transformed gradients (subclasses implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement call(grads, variables).")
+
+    def gate(self, grads, variables=None):
+        """``None``, or a scalar boolean tensor: apply this step only where ``True``."""
+        return None
+
+    # ------------------------------------------------------- serialization
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"

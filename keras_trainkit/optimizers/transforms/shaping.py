@@ -1,0 +1,220 @@
+"""Transforms that gate, perturb or re-center gradients: SkipNonFinite, GradientNoise,
+GradientCentralization."""
+
+from __future__ import annotations
+
+import re
+
+import keras
+from keras import ops
+
+from keras_trainkit.optimizers.transforms._registry import register
+from keras_trainkit.optimizers.transforms.base import GradientTransform, variable_path
+from keras_trainkit.optimizers.transforms.clipping import _check_patterns
+from keras_trainkit.utils.validation import check_non_negative, check_number
+
+
+class NonFiniteGradientError(RuntimeError):
+    """Raised when ``SkipNonFinite`` skipped ``max_consecutive`` steps in a row."""
+
+
+def _all_finite(grads):
+    checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
+    if not checks:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack(checks))
+
+
+@register
+class SkipNonFinite(GradientTransform):
+    """Skip any update whose gradients hold NaN or Inf; stop after too many in a row.
+
+    ``gate(grads)`` is ``all_i all(isfinite(g_i))``; where it is ``False`` the
+    caller (``TransformedOptimizer``, the Trainer) skips the whole step:
+    weights, optimizer slots, later transforms' state and the step counter are
+    left unchanged. ``skipped_steps`` counts every skip, ``consecutive_skips``
+    the current run; when ``consecutive_skips`` reaches ``max_consecutive``,
+    training stops with an error naming the cause. Called as a map,
+    ``t(grads)`` returns the gradients unchanged if finite and zeros otherwise,
+    so nothing downstream ever sees a NaN. Place it first in a chain.
+
+    Where the error is raised: eagerly and inside ``tf.function`` the step
+    fails at once with ``tf.errors.InvalidArgumentError`` carrying the message
+    below; XLA drops in-graph assertions, so under ``jit_compile=True`` the
+    steps keep being skipped (weights stay finite) and
+    ``NonFiniteGradientError`` is raised by ``raise_if_exhausted()``, which
+    ``TransformedOptimizer`` calls at the end of ``fit`` and callbacks/loops can
+    call after every step.
+
+    Args:
+        max_consecutive: how many consecutive skipped steps stop training (an
+            integer >= 1), or ``None`` to skip forever.
+        name: the transform's name.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers import TransformedOptimizer, SkipNonFinite
+        >>> opt = TransformedOptimizer(keras.optimizers.Adam(1e-3), [SkipNonFinite(max_consecutive=5)])
+
+    Paper: the dynamic loss scaling of Micikevicius et al., "Mixed Precision
+    Training", ICLR 2018, which skips steps with non-finite gradients.
+    """
+
+    def __init__(self, max_consecutive=10, name=None):
+        super().__init__(name=name)
+        if max_consecutive is not None:
+            max_consecutive = int(check_number("max_consecutive", max_consecutive, minimum=1, integer=True))
+        self.max_consecutive = max_consecutive
+
+    def build(self, variables):
+        super().build(variables)
+        self.skipped_steps = self.add_variable("skipped_steps", dtype="int32", statistic=True)
+        self.consecutive_skips = self.add_variable("consecutive_skips", dtype="int32", statistic=True)
+
+    def error_message(self, count=None):
+        return (
+            f"SkipNonFinite: the gradients held NaN or Inf in {count or self.max_consecutive} consecutive "
+            f"steps (max_consecutive={self.max_consecutive}); each was skipped, so the weights are "
+            "still finite, and training is stopped. Check the data and loss for NaN/Inf, lower the "
+            "learning rate, add gradient clipping, or use loss scaling under float16."
+        )
+
+    def gate(self, grads, variables=None):
+        if not self.built:
+            self.build(variables or [])
+        finite = _all_finite(grads)
+        skipped = 1 - ops.cast(finite, "int32")
+        consecutive = ops.where(finite, 0, self.consecutive_skips + 1)
+        self.skipped_steps.assign(self.skipped_steps + skipped)
+        self.consecutive_skips.assign(consecutive)
+        if self.max_consecutive is not None and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.executing_eagerly():
+                tf.debugging.Assert(ops.less(consecutive, self.max_consecutive), [self.error_message()])
+            elif int(consecutive) >= self.max_consecutive:
+                raise NonFiniteGradientError(self.error_message())
+        return finite
+
+    def call(self, grads, variables):
+        finite = _all_finite(grads)
+        return [None if g is None else ops.where(finite, g, ops.zeros_like(g)) for g in grads]
+
+    def raise_if_exhausted(self):
+        """Raise ``NonFiniteGradientError`` if ``max_consecutive`` steps in a row were skipped."""
+        if not self.built or self.max_consecutive is None:
+            return
+        count = int(ops.convert_to_numpy(self.consecutive_skips))
+        if count >= self.max_consecutive:
+            raise NonFiniteGradientError(self.error_message(count))
+
+    def get_config(self):
+        return {**super().get_config(), "max_consecutive": self.max_consecutive}
+
+
+@register
+class GradientNoise(GradientTransform):
+    """Add annealed Gaussian noise to the gradients.
+
+    ``g_t <- g_t + N(0, sigma_t^2)`` with ``sigma_t^2 = eta / (1 + t)^gamma``,
+    ``t = 0, 1, ...`` counting this transform's applied steps. The noise is
+    drawn from a ``keras.random.SeedGenerator`` whose state is a variable, so
+    a seeded run is reproducible and resumes exactly after save/load.
+    Statistic: ``noise_std`` (``sigma_t`` of the last step).
+
+    Args:
+        eta: the initial variance, >= 0 (the paper tries 0.01, 0.3 and 1.0).
+        gamma: the annealing exponent, >= 0 (0.55 in the paper).
+        seed: an integer seed, or ``None`` for a random one.
+        name: the transform's name.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers import TransformedOptimizer, GradientNoise
+        >>> opt = TransformedOptimizer(keras.optimizers.Adam(1e-3), [GradientNoise(0.01, seed=1)])
+
+    Paper: Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach & Martens,
+    "Adding Gradient Noise Improves Learning for Very Deep Networks", 2015
+    (arXiv:1511.06807).
+    """
+
+    def __init__(self, eta=0.01, gamma=0.55, seed=None, name=None):
+        super().__init__(name=name)
+        self.eta = float(check_non_negative("eta", eta))
+        self.gamma = float(check_non_negative("gamma", gamma))
+        if seed is not None:
+            seed = int(check_non_negative("seed", seed, integer=True))
+        self.seed = seed
+
+    def build(self, variables):
+        super().build(variables)
+        self.step = self.add_variable("step", dtype="int32")
+        self.noise_std = self.add_variable("noise_std", statistic=True)
+        with keras.name_scope(self.name, caller=self):
+            self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
+        self._variables.append(self.seed_generator.state)
+
+    def call(self, grads, variables):
+        t = ops.cast(self.step, "float32")
+        std = ops.sqrt(self.eta / ops.power(1.0 + t, self.gamma))
+        out = []
+        for g in grads:
+            if g is None:
+                out.append(None)
+                continue
+            noise = keras.random.normal(tuple(g.shape), dtype="float32", seed=self.seed_generator)
+            out.append(g + ops.cast(std * noise, g.dtype))
+        self.step.assign(self.step + 1)
+        self.noise_std.assign(std)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "eta": self.eta, "gamma": self.gamma, "seed": self.seed}
+
+
+@register
+class GradientCentralization(GradientTransform):
+    """Center each kernel gradient on its output units' fan-in (zero mean).
+
+    For a kernel of rank > 1 shaped ``(..., units)`` (Dense ``(in, out)``,
+    Conv ``(kh, kw, in, out)``): ``G <- G - mean(G, axes=all but the last)``,
+    i.e. every output unit's gradient column has zero mean. Biases and other
+    rank <= 1 variables, and variables matching ``exclude``, are unchanged.
+
+    Args:
+        exclude: regular expressions searched in variable paths; matches are
+            left unchanged (e.g. ``"embedding"``).
+        name: the transform's name.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers import TransformedOptimizer, GradientCentralization
+        >>> opt = TransformedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), [GradientCentralization()])
+
+    Paper: Yong, Huang, Hua & Zhang, "Gradient Centralization: A New
+    Optimization Technique for Deep Neural Networks", ECCV 2020.
+    """
+
+    def __init__(self, exclude=(), name=None):
+        super().__init__(name=name)
+        self.exclude = _check_patterns("exclude", exclude)
+        self._pattern = re.compile("|".join(f"(?:{p})" for p in self.exclude)) if self.exclude else None
+
+    def call(self, grads, variables):
+        out = []
+        for i, g in enumerate(grads):
+            excluded = (
+                self._pattern is not None
+                and variables is not None
+                and self._pattern.search(variable_path(variables[i])) is not None
+            )
+            if g is None or len(g.shape) <= 1 or excluded:
+                out.append(g)
+                continue
+            axes = tuple(range(len(g.shape) - 1))
+            out.append(g - ops.mean(g, axis=axes, keepdims=True))
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "exclude": list(self.exclude)}
+

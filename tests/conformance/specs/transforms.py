@@ -1,0 +1,33 @@
+"""Conformance spec for ``keras_trainkit.optimizers.transforms`` (gradient transforms)."""
+
+import keras
+import numpy as np
+
+from tests.conformance.fit_helpers import dense_model, fit_save_load
+from tests.conformance.spec import FamilySpec, collect_classes
+
+
+def exercise(transform, tmp_path):
+    """Train with ``TransformedOptimizer(SGD, [transform])`` under XLA, save, load, compare state."""
+    from keras_trainkit.optimizers import TransformedOptimizer
+
+    model = dense_model()
+    optimizer = TransformedOptimizer(keras.optimizers.SGD(0.01, momentum=0.9), [transform])
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    loaded = fit_save_load(model, tmp_path)
+    assert type(loaded.optimizer) is TransformedOptimizer
+    [restored] = loaded.optimizer.transforms
+    assert type(restored) is type(transform)
+    assert restored.get_config() == transform.get_config()
+    assert len(restored.variables) == len(transform.variables)
+    for a, b in zip(transform.variables, restored.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    saved = [np.asarray(v) for v in model.optimizer.variables]
+    again = [np.asarray(v) for v in loaded.optimizer.variables]
+    assert len(saved) == len(again)
+    for a, b in zip(saved, again):
+        np.testing.assert_array_equal(a, b)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
+
+
+FAMILY = FamilySpec(invalid={"name": ""}, exercise=exercise, classes=collect_classes("transforms"))
