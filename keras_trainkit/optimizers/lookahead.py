@@ -1,0 +1,105 @@
+"""Lookahead: k fast steps forward, one interpolation step back (Zhang et al. 2019)."""
+
+from __future__ import annotations
+
+from keras import ops
+
+from keras_trainkit.optimizers._registry import register
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.utils import validation as v
+
+
+@register
+class Lookahead(OptimizerWrapper):
+    """Lookahead around any Keras optimizer.
+
+    The wrapped ("fast") optimizer updates the model weights ``w`` as usual; a
+    copy of slow weights ``phi`` (initialized to ``w`` before the first update)
+    is pulled towards them every ``sync_period`` updates, and the fast weights
+    restart from the slow ones::
+
+        w_t = inner_update(w_{t-1}, g_t)                     every step
+        if t % sync_period == 0:                             t counts inner updates
+            phi <- phi + slow_step_size * (w_t - phi)
+            w_t <- phi
+
+    ``t`` is the inner optimizer's update count (``iterations``), so a step the
+    inner optimizer skips or accumulates (``gradient_accumulation_steps``) does
+    not count. The slow weights are optimizer variables: saved by
+    ``model.save``, restored by ``load_model`` and checkpointed. The model's
+    weights are the fast weights; right after a synchronization they equal the
+    slow weights. This matches ``optax.lookahead(fast, sync_period,
+    slow_step_size)`` (which keeps the (fast, slow) pair as parameters) with the
+    fast state not reset.
+
+    Args:
+        optimizer: the fast optimizer: a ``keras.optimizers.Optimizer``, a name
+            or a config dict.
+        sync_period: fast steps between synchronizations (``k``), an integer
+            ``>= 1``. Defaults to ``6``.
+        slow_step_size: interpolation factor ``alpha`` in ``(0, 1]``. Defaults to
+            ``0.5``.
+        name: the optimizer's name.
+        **kwargs: ``loss_scale_factor``; other base-optimizer arguments belong
+            on the inner optimizer.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_trainkit.optimizers import Lookahead
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer=Lookahead(keras.optimizers.Adam(1e-3), sync_period=5), loss="mse")
+        >>> _ = model.fit(np.ones((8, 4)), np.zeros((8, 1)), verbose=0)
+
+    Reference:
+        Zhang, Lucas, Hinton & Ba, "Lookahead Optimizer: k steps forward, 1 step
+        back", NeurIPS 2019.
+    """
+
+    def __init__(self, optimizer, sync_period=6, slow_step_size=0.5, name=None, **kwargs):
+        v.check_number("sync_period", sync_period, minimum=1, integer=True)
+        v.check_number("slow_step_size", slow_step_size, minimum=0.0, maximum=1.0, min_inclusive=False)
+        super().__init__(optimizer, name=name, **kwargs)
+        self.sync_period = int(sync_period)
+        self.slow_step_size = float(slow_step_size)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._slow_weights = self.add_optimizer_variables(variables, "slow")
+        # Every replica writes the same value, so no cross-replica aggregation
+        # ("only_first_replica" would need a merge_call inside the cond below).
+        self._synced_at = self.add_variable(
+            (), initializer="zeros", dtype="int64", aggregation="none", name="lookahead_synced_at"
+        )
+
+    def wrapped_apply(self, grads, variables):
+        slots = [self._slow_weights[self._get_variable_index(w)] for w in variables]
+
+        def initialize():
+            for slow, fast in zip(slots, variables):
+                slow.assign(fast)
+
+        # Slow weights start at the weights seen before the first inner update.
+        ops.cond(ops.equal(self.iterations, 0), initialize, lambda: None)
+        super().wrapped_apply(grads, variables)
+        iteration = ops.cast(self.iterations, "int64")
+        due = ops.logical_and(
+            ops.equal(iteration % self.sync_period, 0),
+            ops.not_equal(iteration, self._synced_at),
+        )
+
+        def synchronize():
+            alpha = self.slow_step_size
+            for slow, fast in zip(slots, variables):
+                new_slow = slow + ops.cast(alpha, slow.dtype) * (ops.cast(fast, slow.dtype) - slow)
+                slow.assign(new_slow)
+                fast.assign(ops.cast(new_slow, fast.dtype))
+            self._synced_at.assign(iteration)
+
+        ops.cond(due, synchronize, lambda: None)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sync_period": self.sync_period, "slow_step_size": self.slow_step_size})
+        return config
