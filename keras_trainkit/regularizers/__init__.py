@@ -1,6 +1,22 @@
-"""Keras weight regularizers and model-level penalties."""
+"""Keras weight regularizers and model-level penalties.
 
+* Weight regularizers (``kernel_regularizer=``): :class:`SpectralNorm`,
+  :class:`SoftOrthogonality`, :class:`SRIP`.
+* Model-level penalties that need the inputs: :class:`JacobianPenalty`,
+  :class:`InputGradientPenalty`, used through :class:`PenalizedModel` in
+  ``model.fit`` or as hooks of the custom-loop ``Trainer`` (protocol in
+  :mod:`keras_trainkit.regularizers.penalties`).
+"""
+
+from keras_trainkit.regularizers import penalties
 from keras_trainkit.regularizers._registry import REGISTRY
+from keras_trainkit.regularizers.penalties import (
+    InputGradientPenalty,
+    JacobianPenalty,
+    ModelPenalty,
+    PenalizedModel,
+)
+from keras_trainkit.regularizers.weight import SRIP, SoftOrthogonality, SpectralNorm
 
 
 def get(identifier, **kwargs):
@@ -8,7 +24,8 @@ def get(identifier, **kwargs):
 
     Names are matched case-insensitively in class-name, snake_case or alias form;
     names this package lacks are passed to Keras's own look-up. ``kwargs`` go to
-    the constructor when a name is given.
+    the constructor when a name is given. Model-level penalties are found by
+    ``keras_trainkit.regularizers.penalties.get``.
 
     Example:
         >>> import keras_trainkit
@@ -18,4 +35,14 @@ def get(identifier, **kwargs):
     return REGISTRY.get(identifier, **kwargs)
 
 
-__all__ = ["get"]
+__all__ = [
+    "InputGradientPenalty",
+    "JacobianPenalty",
+    "ModelPenalty",
+    "PenalizedModel",
+    "SRIP",
+    "SoftOrthogonality",
+    "SpectralNorm",
+    "get",
+    "penalties",
+]

@@ -13,4 +13,4 @@ def exercise(regularizer, tmp_path):
     assert type(restored) is type(regularizer)
 
 
-FAMILY = FamilySpec(invalid={"weight": -1.0}, exercise=exercise, classes=collect_classes("regularizers"))
+FAMILY = FamilySpec(invalid={"factor": -1.0}, exercise=exercise, classes=collect_classes("regularizers"))

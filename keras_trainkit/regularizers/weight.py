@@ -1,0 +1,280 @@
+"""Weight regularizers: spectral norm, soft orthogonality and SRIP.
+
+Each is a ``keras.regularizers.Regularizer`` (use it as ``kernel_regularizer=``).
+A kernel of any rank is read as the matrix ``W`` of shape
+``(prod(shape[:-1]), shape[-1])``: one column per output unit / filter, as Keras
+lays out Dense ``(fan_in, units)`` and convolution ``(*k, in, out)`` kernels.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_trainkit.regularizers._registry import register
+from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive, check_type
+
+_EPSILON = 1e-12
+
+try:  # Keras builds models symbolically in a stateless scope, where no variable may be created.
+    from keras.src.backend import in_stateless_scope as _in_stateless_scope
+except ImportError:  # pragma: no cover - other Keras layouts
+    def _in_stateless_scope():
+        return False
+
+
+def _as_matrix(x):
+    shape = tuple(x.shape)
+    if len(shape) == 0:
+        return ops.reshape(x, (1, 1))
+    if len(shape) == 1:
+        return ops.reshape(x, (1, shape[0]))
+    return ops.reshape(x, (-1, shape[-1]))
+
+
+def _normalize(v):
+    return v / (ops.sqrt(ops.sum(ops.square(v))) + _EPSILON)
+
+
+def _start_vector(key: str, size: int) -> np.ndarray:
+    """A fixed unit vector, reproducible from ``key`` (no global random state)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    v = rng.normal(size=size)
+    return v / np.linalg.norm(v)
+
+
+def _gram_minus_identity(matrix, mode):
+    rows, cols = matrix.shape
+    if mode == "auto":
+        mode = "columns" if cols <= rows else "rows"
+    if mode == "columns":
+        gram = ops.matmul(ops.transpose(matrix), matrix)
+        size = cols
+    else:
+        gram = ops.matmul(matrix, ops.transpose(matrix))
+        size = rows
+    return gram - ops.eye(size, dtype=matrix.dtype)
+
+
+def _check_factor(factor):
+    check_non_negative("factor", factor)
+    return float(factor)
+
+
+@register(aliases=("spectral_norm", "spectral_norm_regularizer"))
+class SpectralNorm(keras.regularizers.Regularizer):
+    """Penalty on the largest singular value of a kernel, by power iteration.
+
+    Spectral norm regularization (Yoshida & Miyato 2017):
+
+        penalty = factor * sigma(W)^2        (squared=True, the paper's form)
+        penalty = factor * sigma(W)          (squared=False)
+
+    ``sigma(W)`` is estimated by power iteration with a vector ``u`` kept between
+    calls (one per weight, keyed by the variable's path), so one iteration per
+    training step suffices once training is under way:
+
+        v <- W u / ||W u||,   u <- W^T v / ||W^T v||,   sigma = v^T W u.
+
+    ``u`` and ``v`` are held constant in the gradient, which is then
+    ``d sigma / d W = v u^T`` (exact at convergence).
+
+    **State.** ``u`` lives in a non-trainable ``keras.Variable`` created on the
+    first call (outside any ``tf.function``) and updated in place every call. It
+    is not a layer weight: it is saved in this regularizer's config (``state``,
+    ``{key: [floats]}``), which ``model.save("m.keras")`` writes as part of the
+    layer's config, so a loaded model resumes from the saved vectors. Under
+    ``tf.distribute`` the first replica's update is kept.
+
+    Args:
+        factor: penalty weight (>= 0).
+        power_iterations: power-iteration steps per call (positive integer).
+        squared: penalize ``sigma^2`` (default) or ``sigma``.
+        state: saved power-iteration vectors (from ``get_config``); leave ``None``.
+
+    Example:
+        >>> import keras
+        >>> layer = keras.layers.Dense(32, kernel_regularizer=SpectralNorm(factor=1e-3))
+
+    Reference:
+        Y. Yoshida, T. Miyato, "Spectral Norm Regularization for Improving the
+        Generalizability of Deep Learning", arXiv:1705.10941, 2017.
+    """
+
+    def __init__(self, factor: float = 0.01, power_iterations: int = 1, squared: bool = True,
+                 state: dict | None = None):
+        self.factor = _check_factor(factor)
+        check_positive("power_iterations", power_iterations, integer=True)
+        check_type("squared", squared, bool)
+        self.power_iterations = int(power_iterations)
+        self.squared = squared
+        self._initial_state: dict[str, list[float]] = {}
+        if state is not None:
+            check_type("state", state, dict)
+            for key, vector in state.items():
+                check_type("state key", key, str)
+                values = np.asarray(vector, dtype="float64")
+                if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+                    raise ValueError(
+                        "Argument `state` must map names to non-empty finite vectors. "
+                        f"Received: state[{key!r}]={vector!r}"
+                    )
+                self._initial_state[key] = [float(v) for v in values]
+        self._vectors: dict[str, keras.Variable] = {}
+
+    def _vector(self, key: str, size: int) -> keras.Variable:
+        if key in self._vectors:
+            return self._vectors[key]
+        initial = self._initial_state.get(key)
+        if initial is None or len(initial) != size:
+            initial = _start_vector(key, size)
+        value = np.asarray(initial, dtype="float32")
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            with tf.init_scope():  # create eagerly even when first called in a tf.function
+                variable = keras.Variable(value, trainable=False, name="spectral_norm_u",
+                                          aggregation="only_first_replica")
+        else:
+            variable = keras.Variable(value, trainable=False, name="spectral_norm_u",
+                                      aggregation="only_first_replica")
+        self._vectors[key] = variable
+        return variable
+
+    def sigma(self, x, update: bool = True):
+        """The power-iteration estimate of the largest singular value of ``x``."""
+        matrix = _as_matrix(ops.convert_to_tensor(x))
+        key = getattr(x, "path", None) or "x".join(str(d) for d in matrix.shape)
+        size = int(matrix.shape[1])
+        if key not in self._vectors and _in_stateless_scope():
+            # Symbolic build: use the start vector, create the state on the first real call.
+            u_var, update = None, False
+            u = ops.convert_to_tensor(_start_vector(key, size), dtype="float32")
+        else:
+            u_var = self._vector(key, size)
+            u = ops.convert_to_tensor(u_var)
+        w = ops.stop_gradient(ops.cast(matrix, "float32"))
+        for _ in range(self.power_iterations):
+            v = _normalize(ops.matmul(w, u))
+            u = _normalize(ops.matmul(ops.transpose(w), v))
+        if update:
+            u_var.assign(u)
+        u = ops.cast(ops.stop_gradient(u), matrix.dtype)
+        v = ops.cast(ops.stop_gradient(v), matrix.dtype)
+        return ops.sum(v * ops.matmul(matrix, u))
+
+    def __call__(self, x):
+        sigma = self.sigma(x)
+        value = ops.square(sigma) if self.squared else sigma
+        return ops.convert_to_tensor(self.factor, dtype=value.dtype) * value
+
+    def get_config(self):
+        state = dict(self._initial_state)
+        for key, variable in self._vectors.items():
+            state[key] = [float(v) for v in keras.ops.convert_to_numpy(variable)]
+        return {"factor": self.factor, "power_iterations": self.power_iterations,
+                "squared": self.squared, "state": state or None}
+
+
+@register(aliases=("soft_orthogonality", "so"))
+class SoftOrthogonality(keras.regularizers.Regularizer):
+    """Soft orthogonality: the squared Frobenius distance of the Gram matrix to ``I``.
+
+    Bansal et al. (2018), "SO":
+
+        penalty = factor * || W^T W - I ||_F^2      (mode="columns")
+        penalty = factor * || W W^T - I ||_F^2      (mode="rows")
+
+    ``mode="auto"`` (default) takes the smaller Gram matrix, the only one that
+    can reach ``I`` (``columns`` when ``units <= fan_in``). The gradient is
+    ``4 W (W^T W - I)`` (columns). Unlike ``keras.regularizers.OrthogonalRegularizer``,
+    which penalizes the mean absolute cosine between normalized rows or columns
+    (orthogonal *directions*, any norms), this penalty also pulls every column to
+    unit norm, i.e. towards an orthonormal, isometric ``W``.
+
+    Args:
+        factor: penalty weight (>= 0).
+        mode: ``"auto"``, ``"columns"`` or ``"rows"``.
+
+    Example:
+        >>> import keras
+        >>> layer = keras.layers.Dense(32, kernel_regularizer=SoftOrthogonality(factor=1e-4))
+
+    Reference:
+        N. Bansal, X. Chen, Z. Wang, "Can We Gain More from Orthogonality
+        Regularizations in Training Deep CNNs?", NeurIPS 2018.
+    """
+
+    def __init__(self, factor: float = 1e-4, mode: str = "auto"):
+        self.factor = _check_factor(factor)
+        check_in("mode", mode, ("auto", "columns", "rows"))
+        self.mode = mode
+
+    def __call__(self, x):
+        residual = _gram_minus_identity(_as_matrix(ops.convert_to_tensor(x)), self.mode)
+        return ops.convert_to_tensor(self.factor, dtype=residual.dtype) * ops.sum(ops.square(residual))
+
+    def get_config(self):
+        return {"factor": self.factor, "mode": self.mode}
+
+
+@register(aliases=("srip",))
+class SRIP(keras.regularizers.Regularizer):
+    """Spectral restricted isometry property (SRIP) regularizer.
+
+    Bansal et al. (2018): the spectral norm of the Gram residual,
+
+        penalty = factor * sigma(W^T W - I)     (mode="columns"; "rows" uses W W^T)
+
+    ``sigma`` is estimated by ``power_iterations`` steps of power iteration on
+    the symmetric residual ``A``, from a fixed start vector ``x``:
+    ``x <- A x / ||A x||``, then ``sigma = ||A x||``. The iterate is held
+    constant in the gradient, which is ``sign(lambda) 2 W x x^T`` at convergence
+    (``lambda`` the eigenvalue of largest magnitude). The paper uses two
+    iterations from a random start each step; the fixed start makes the penalty
+    deterministic, a lower bound of ``sigma`` that tightens with more iterations.
+
+    Args:
+        factor: penalty weight (>= 0).
+        power_iterations: power-iteration steps per call (positive integer).
+        mode: ``"auto"``, ``"columns"`` or ``"rows"`` (see ``SoftOrthogonality``).
+
+    Example:
+        >>> import keras
+        >>> layer = keras.layers.Dense(32, kernel_regularizer=SRIP(factor=1e-3))
+
+    Reference:
+        N. Bansal, X. Chen, Z. Wang, "Can We Gain More from Orthogonality
+        Regularizations in Training Deep CNNs?", NeurIPS 2018.
+    """
+
+    def __init__(self, factor: float = 1e-3, power_iterations: int = 5, mode: str = "auto"):
+        self.factor = _check_factor(factor)
+        check_positive("power_iterations", power_iterations, integer=True)
+        check_in("mode", mode, ("auto", "columns", "rows"))
+        self.power_iterations = int(power_iterations)
+        self.mode = mode
+
+    def sigma(self, x):
+        """The power-iteration estimate of ``sigma(W^T W - I)``."""
+        residual = _gram_minus_identity(_as_matrix(ops.convert_to_tensor(x)), self.mode)
+        size = int(residual.shape[0])
+        vector = ops.convert_to_tensor(_start_vector(f"srip{size}", size), dtype=residual.dtype)
+        frozen = ops.stop_gradient(residual)
+        for _ in range(self.power_iterations):
+            vector = _normalize(ops.matmul(frozen, vector))
+        vector = ops.stop_gradient(vector)
+        return ops.sqrt(ops.sum(ops.square(ops.matmul(residual, vector))) + _EPSILON * _EPSILON)
+
+    def __call__(self, x):
+        sigma = self.sigma(x)
+        return ops.convert_to_tensor(self.factor, dtype=sigma.dtype) * sigma
+
+    def get_config(self):
+        return {"factor": self.factor, "power_iterations": self.power_iterations, "mode": self.mode}
+
+
+__all__ = ["SRIP", "SoftOrthogonality", "SpectralNorm"]
