@@ -5,4 +5,9 @@ from tests.conformance.spec import ClassSpec
 
 CLASSES = {
     "TimeBudget": ClassSpec(valid={"seconds": 60.0}, invalid={"seconds": -1.0}),
+    # start_epoch=0 so the two-epoch exercise really averages and swaps.
+    "SWA": ClassSpec(valid={"start_epoch": 0}, invalid={"frequency": 0}),
+    "LearningCurveDiagnosis": ClassSpec(invalid={"overfit_tolerance": -1.0}),
+    "GradientClipping": ClassSpec(valid={"mode": "global_norm", "max_norm": 0.5},
+                                  invalid={"max_norm": -1.0}),
 }
