@@ -27,6 +27,26 @@ def leaf_optimizers(optimizer) -> list:
     return [optimizer]
 
 
+def model_leaf_optimizers(model) -> list:
+    """The leaf optimizers of ``model.optimizer``, building a per-layer set if needed.
+
+    A ``MultiOptimizer`` given a selector function learns its inner optimizers
+    only when it is built, which ``fit`` does in the first traced step; it is
+    built here first (as ``fit`` itself does under a distribution strategy).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    children = getattr(optimizer, "optimizers", None)
+    if (isinstance(children, (list, tuple)) and not children and not optimizer.built
+            and getattr(model, "built", False)):
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is not None:
+            with strategy.scope():
+                optimizer.build(model.trainable_variables)
+        else:
+            optimizer.build(model.trainable_variables)
+    return leaf_optimizers(optimizer)
+
+
 def update_count(optimizer) -> int:
     """The number of optimizer updates applied so far (not micro-batches).
 

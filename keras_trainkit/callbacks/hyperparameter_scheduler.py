@@ -20,7 +20,7 @@ import numbers
 import keras
 
 from keras_trainkit.callbacks._optimizer_access import (
-    leaf_optimizers,
+    model_leaf_optimizers,
     retrace_train_function,
     to_float,
     update_count,
@@ -239,7 +239,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
 
     def _resolve_targets(self):
         optimizer = getattr(self.model, "optimizer", None)
-        leaves = leaf_optimizers(optimizer)
+        leaves = model_leaf_optimizers(self.model)
         if not leaves:
             raise ValueError(
                 "HyperparameterScheduler needs a compiled model with an optimizer. "

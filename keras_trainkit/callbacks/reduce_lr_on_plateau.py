@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_trainkit.callbacks._monitor import MonitorBase
 from keras_trainkit.callbacks._optimizer_access import (
-    leaf_optimizers,
+    model_leaf_optimizers,
     retrace_train_function,
     to_float,
 )
@@ -151,7 +151,7 @@ class ReduceLROnPlateau(MonitorBase):
     # -- optimizer side -------------------------------------------------------
 
     def _leaves(self):
-        leaves = leaf_optimizers(getattr(self.model, "optimizer", None))
+        leaves = model_leaf_optimizers(self.model)
         if not leaves:
             raise ValueError(
                 "ReduceLROnPlateau needs a compiled model with an optimizer. "

@@ -319,8 +319,6 @@ def lr_find(
     batches = _batches(data, int(batch_size), seed)
     pending = [next(batches)]
     optimizer = model.optimizer
-    leaves = leaf_optimizers(optimizer)
-    accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
 
     if not model.built:
         model(_unpack(pending[0])[0])
@@ -331,6 +329,8 @@ def lr_find(
                 optimizer.build(model.trainable_variables)
         else:
             optimizer.build(model.trainable_variables)
+    leaves = leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
+    accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
 
     model_variables = list(model.variables)
     optimizer_variables, seen = [], set()

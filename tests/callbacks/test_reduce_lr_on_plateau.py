@@ -218,3 +218,21 @@ def test_deepcopy_and_config_round_trip():
 def test_bad_arguments_name_argument_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ReduceLROnPlateau(**kwargs)
+
+
+def test_per_layer_set_of_learning_rates():
+    """A MultiOptimizer: a float rate on one layer, a schedule on the other; both reduced."""
+    first = keras.optimizers.SGD(0.1, name="first")
+    second = keras.optimizers.SGD(CosineAnnealing(0.1, decay_steps=TOTAL, alpha=0.1), name="second")
+    optimizer = keras.optimizers.MultiOptimizer(
+        lambda variable: first if "dense_first" in variable.path else second)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, name="dense_first"),
+                              keras.layers.Dense(1, name="dense_second")])
+    model.compile(optimizer=optimizer, loss=mean_output)
+    x = np.ones((16, 1), "float32")
+    history = model.fit(x, x, batch_size=4, epochs=EPOCHS, verbose=0, callbacks=[
+        Plateau(), ReduceLROnPlateau(monitor="plateau", mode="min", factor=0.5, patience=2,
+                                     min_delta=0.0)])
+    assert float(first.learning_rate) == pytest.approx(0.1 * 0.25)
+    assert second._learning_rate.scale == pytest.approx(0.25)
+    assert {"learning_rate_first", "learning_rate_second"} <= set(history.history)
