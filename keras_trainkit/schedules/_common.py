@@ -32,9 +32,36 @@ def as_float(step):
     return ops.cast(step, "float32")
 
 
-def cosine_factor(progress):
-    """``(1 + cos(pi * progress)) / 2``: 1 at ``progress = 0``, 0 at ``progress = 1``."""
-    return 0.5 * (1.0 + ops.cos(math.pi * progress))
+def progress(t, begin, end):
+    """``(done, left)``: the fractions of ``[begin, end]`` behind and ahead of ``t``.
+
+    Both are computed from a difference of step counts (exact in ``float32``
+    for steps below 2**24) and one division, so each is accurate to a relative
+    rounding error even where it is tiny; ``1 - done`` would not be near the end.
+    """
+    span = end - begin
+    return (t - begin) / span, (end - t) / span
+
+
+def linear_mix(start, end, done, left):
+    """Linear interpolation ``start * left + end * done`` (``done + left = 1``).
+
+    For non-negative ``start``/``end`` both terms are non-negative, so the result
+    keeps full relative precision even when it is close to 0.
+    """
+    return start * left + end * done
+
+
+def cosine_mix(start, end, done, left):
+    """Half-cosine interpolation from ``start`` (``done = 0``) to ``end`` (``done = 1``).
+
+    Equals ``end + (start - end) * (1 + cos(pi * done)) / 2``, written as
+    ``start * sin(pi/2 * left)**2 + end * sin(pi/2 * done)**2`` so that no
+    cancellation happens near either end of the interval.
+    """
+    return start * ops.square(ops.sin(0.5 * math.pi * left)) + end * ops.square(
+        ops.sin(0.5 * math.pi * done)
+    )
 
 
 def check_steps(name: str, value, *, allow_zero: bool = False) -> int:

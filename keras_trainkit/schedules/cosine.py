@@ -11,7 +11,8 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
-    cosine_factor,
+    cosine_mix,
+    progress,
 )
 from keras_trainkit.schedules._registry import register
 from keras_trainkit.utils import validation
@@ -56,9 +57,10 @@ class CosineAnnealing(LearningRateSchedule):
         self.alpha = float(alpha)
 
     def __call__(self, step):
-        progress = ops.minimum(as_float(step), float(self.decay_steps)) / self.decay_steps
-        factor = self.alpha + (1.0 - self.alpha) * cosine_factor(progress)
-        return self.initial_learning_rate * factor
+        decay_steps = float(self.decay_steps)
+        done, left = progress(ops.minimum(as_float(step), decay_steps), 0.0, decay_steps)
+        peak = self.initial_learning_rate
+        return cosine_mix(peak, self.alpha * peak, done, left)
 
     def get_config(self):
         return {
@@ -113,33 +115,40 @@ class CosineAnnealingWarmRestarts(LearningRateSchedule):
         self.m_mul = float(m_mul)
         self.alpha = float(alpha)
 
+    def _growth(self, cycle):
+        """``t_mul ** cycle`` as float32; exact (integer arithmetic) for an integer ``t_mul``."""
+        if float(self.t_mul).is_integer():
+            exact = ops.power(ops.cast(int(self.t_mul), "int64"), ops.cast(cycle, "int64"))
+            return ops.cast(exact, "float32")
+        return ops.power(self.t_mul, cycle)
+
     def _cycle_start(self, cycle):
         if self.t_mul == 1.0:
             return cycle * self.first_decay_steps
-        return self.first_decay_steps * (ops.power(self.t_mul, cycle) - 1.0) / (self.t_mul - 1.0)
+        return self.first_decay_steps * (self._growth(cycle) - 1.0) / (self.t_mul - 1.0)
 
     def _cycle(self, t):
         """The cycle index of ``t``; the float estimate is corrected at the boundaries."""
         first = float(self.first_decay_steps)
         if self.t_mul == 1.0:
-            cycle = ops.floor(t / first)
-        else:
-            ratio = 1.0 + t * (self.t_mul - 1.0) / first
-            cycle = ops.floor(ops.log(ratio) / math.log(self.t_mul))
+            return ops.floor(t / first)
+        ratio = 1.0 + t * (self.t_mul - 1.0) / first
+        cycle = ops.maximum(ops.floor(ops.log(ratio) / math.log(self.t_mul)), 0.0)
         # log() in float32 may land just below an integer at an exact restart
         # (or just above one a step before it); move to the cycle holding ``t``.
-        cycle = ops.where(t < self._cycle_start(cycle), cycle - 1.0, cycle)
+        cycle = ops.where(t < self._cycle_start(cycle), ops.maximum(cycle - 1.0, 0.0), cycle)
         cycle = ops.where(t >= self._cycle_start(cycle + 1.0), cycle + 1.0, cycle)
         return cycle
 
     def __call__(self, step):
-        t = as_float(step)
+        t = ops.maximum(as_float(step), 0.0)
         cycle = self._cycle(t)
         start = self._cycle_start(cycle)
-        length = self.first_decay_steps * ops.power(self.t_mul, cycle)
-        progress = (t - start) / length
-        peak = self.initial_learning_rate * ops.power(self.m_mul, cycle)
-        return peak * (self.alpha + (1.0 - self.alpha) * cosine_factor(progress))
+        length = self.first_decay_steps * self._growth(cycle)
+        done, left = progress(t, start, start + length)
+        # m_mul ** cycle as exp(cycle * log(m_mul)) with the log taken in float64.
+        peak = self.initial_learning_rate * ops.exp(cycle * math.log(self.m_mul))
+        return cosine_mix(peak, self.alpha * peak, done, left)
 
     def get_config(self):
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from keras import ops
 
 from keras_trainkit.schedules._common import (
@@ -82,14 +84,15 @@ class CyclicalLearningRate(LearningRateSchedule):
         t = as_float(step)
         up = float(self.step_size)
         length = up + float(self.step_size_down or self.step_size)
-        ratio = up / length
         cycles = ops.floor(t / length)
-        x = (t - cycles * length) / length
-        height = ops.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
+        into = t - cycles * length  # steps into the current cycle, exact for integer steps
+        height = ops.where(into <= up, into / up, (length - into) / (length - up))
         if self.mode == "triangular2":
             height = height / ops.power(2.0, cycles)
         elif self.mode == "exp_range":
-            height = height * ops.power(self.gamma, t)
+            # gamma ** t as exp(t * log(gamma)) with log(gamma) taken in float64:
+            # float32 rounding of a gamma near 1 would shift log(gamma) noticeably.
+            height = height * ops.exp(t * math.log(self.gamma))
         return self.initial_learning_rate + (self.maximal_learning_rate - self.initial_learning_rate) * height
 
     def get_config(self):

@@ -9,6 +9,8 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
+    linear_mix,
+    progress,
 )
 from keras_trainkit.schedules._registry import register
 from keras_trainkit.utils import validation
@@ -135,8 +137,10 @@ class LinearDecay(LearningRateSchedule):
         self.alpha = float(alpha)
 
     def __call__(self, step):
-        progress = ops.minimum(as_float(step), float(self.decay_steps)) / self.decay_steps
-        return self.initial_learning_rate * (1.0 - (1.0 - self.alpha) * progress)
+        decay_steps = float(self.decay_steps)
+        done, left = progress(ops.minimum(as_float(step), decay_steps), 0.0, decay_steps)
+        peak = self.initial_learning_rate
+        return linear_mix(peak, self.alpha * peak, done, left)
 
     def get_config(self):
         return {
@@ -190,9 +194,9 @@ class InverseSqrtDecay(LearningRateSchedule):
     def __call__(self, step):
         t = as_float(step)
         warmup_steps = float(self.warmup_steps)
-        warm = self.start_learning_rate + (
-            self.learning_rate - self.start_learning_rate
-        ) * (t / warmup_steps)
+        warm = linear_mix(
+            self.start_learning_rate, self.learning_rate, *progress(t, 0.0, warmup_steps)
+        )
         decay = self.learning_rate * ops.sqrt(warmup_steps / ops.maximum(t, warmup_steps))
         return ops.where(t < warmup_steps, warm, decay)
 

@@ -9,7 +9,9 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
-    cosine_factor,
+    cosine_mix,
+    linear_mix,
+    progress,
 )
 from keras_trainkit.schedules._registry import register
 from keras_trainkit.utils import validation
@@ -86,7 +88,7 @@ class OneCycle(LearningRateSchedule):
             "pct_start",
             pct_start,
             warm_end > 0.0,
-            f"must leave at least two warm-up steps, i.e. pct_start * total_steps > 1 "
+            f"must make the warm-up phase end after step 0, i.e. pct_start * total_steps > 1 "
             f"(total_steps={self.total_steps})",
         )
         initial = self.max_learning_rate / self.div_factor
@@ -110,17 +112,16 @@ class OneCycle(LearningRateSchedule):
                 (self.total_steps - 1.0, self.max_learning_rate, minimum),
             )
 
-    def _anneal(self, start, end, progress):
-        if self.anneal_strategy == "cos":
-            return end + (start - end) * cosine_factor(progress)
-        return start + (end - start) * progress
+    def _anneal(self, start, end, done, left):
+        mix = cosine_mix if self.anneal_strategy == "cos" else linear_mix
+        return mix(start, end, done, left)
 
     def __call__(self, step):
         t = ops.clip(as_float(step), 0.0, float(self.total_steps - 1))
         values = []
         begin = 0.0
         for end_step, start_lr, end_lr in self._phases:
-            values.append(self._anneal(start_lr, end_lr, (t - begin) / (end_step - begin)))
+            values.append(self._anneal(start_lr, end_lr, *progress(t, begin, end_step)))
             begin = end_step
         # The first phase whose (inclusive) end is not before ``t``; the last otherwise.
         value = values[-1]

@@ -10,7 +10,9 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
-    cosine_factor,
+    cosine_mix,
+    linear_mix,
+    progress,
     evaluate,
     resolve_schedule,
     serialize_schedule,
@@ -91,14 +93,14 @@ class Warmup(LearningRateSchedule):
         else:
             target = evaluate(self.schedule, self.warmup_steps)
             after = evaluate(self.schedule, step)
-        progress = ops.minimum(t, warmup_steps) / warmup_steps
+        done, left = progress(ops.minimum(t, warmup_steps), 0.0, warmup_steps)
         start = self.start_learning_rate
         if self.warmup_type == "linear":
-            warm = start + (target - start) * progress
+            warm = linear_mix(start, target, done, left)
         elif self.warmup_type == "cosine":
-            warm = start + (target - start) * (1.0 - cosine_factor(progress))
+            warm = cosine_mix(start, target, done, left)
         else:
-            warm = start * ops.power(target / start, progress)
+            warm = start * ops.power(target / start, done)
         return ops.where(t < warmup_steps, warm, after)
 
     def get_config(self):

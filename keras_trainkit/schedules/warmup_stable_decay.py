@@ -9,7 +9,9 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
-    cosine_factor,
+    cosine_mix,
+    linear_mix,
+    progress,
 )
 from keras_trainkit.schedules._registry import register
 from keras_trainkit.utils import validation
@@ -84,20 +86,21 @@ class WarmupStableDecay(LearningRateSchedule):
     def __call__(self, step):
         t = as_float(step)
         peak = self.learning_rate
+        floor = self.alpha * peak
+        total = float(self.total_steps)
         decay_start = float(self.total_steps - self.decay_steps)
-        q = ops.clip((t - decay_start) / self.decay_steps, 0.0, 1.0)
+        done, left = progress(ops.clip(t, decay_start, total), decay_start, total)
         if self.decay_type == "linear":
-            shape = 1.0 - q
+            value = linear_mix(peak, floor, done, left)
         elif self.decay_type == "cosine":
-            shape = cosine_factor(q)
+            value = cosine_mix(peak, floor, done, left)
         else:
-            shape = 1.0 - ops.sqrt(q)
-        value = peak * (self.alpha + (1.0 - self.alpha) * shape)
+            # 1 - sqrt(q) written as (1 - q) / (1 + sqrt(q)): no cancellation near q = 1.
+            value = floor + (peak - floor) * (left / (1.0 + ops.sqrt(done)))
         if self.warmup_steps > 0:
-            warm = self.start_learning_rate + (peak - self.start_learning_rate) * (
-                t / float(self.warmup_steps)
-            )
-            value = ops.where(t < float(self.warmup_steps), warm, value)
+            warmup_steps = float(self.warmup_steps)
+            warm = linear_mix(self.start_learning_rate, peak, *progress(t, 0.0, warmup_steps))
+            value = ops.where(t < warmup_steps, warm, value)
         return value
 
     def get_config(self):
