@@ -226,3 +226,11 @@ def test_bad_arguments(kwargs, match):
         HyperparameterScheduler(**arguments)
     with pytest.raises(TypeError, match="Received: schedule=0.5"):
         HyperparameterScheduler("momentum", 0.5)
+
+
+def test_scheduled_momentum_under_mirrored_strategy(two_cpu_strategy):
+    with two_cpu_strategy.scope():
+        model = _model(keras.optimizers.SGD(0.02, momentum=0.9))
+    w0 = model.get_weights()[0].astype(np.float64)
+    w = _fit(model, HyperparameterScheduler("momentum", momentum_schedule))
+    np.testing.assert_allclose(w, _numpy_sgd(w0, 0.02, momentum_schedule), rtol=2e-4, atol=1e-5)
