@@ -86,15 +86,14 @@ def sam_perturbation(grads, variables, rho=0.05, adaptive=False, eps=1e-12, eta=
 def _perturbed_gradients(loss_fn, variables, perturbation):
     import tensorflow as tf
 
-    points = []
-    for var, e in zip(variables, perturbation):
-        value = ops.convert_to_tensor(var)
-        points.append(value if e is None else value + e)
+    pairs = [(var, var + e) for var, e in zip(variables, perturbation) if e is not None]
+    points = [point for _, point in pairs]
     with tf.GradientTape() as tape:
         tape.watch(points)
-        with keras.StatelessScope(state_mapping=list(zip(variables, points))):
+        with keras.StatelessScope(state_mapping=pairs):
             loss = loss_fn()
-    return loss, tape.gradient(loss, points)
+    grads = iter(tape.gradient(loss, points))
+    return loss, [None if e is None else next(grads) for e in perturbation]
 
 
 def sam_gradients(loss_fn, variables, rho=0.05, adaptive=False, eps=1e-12, eta=0.0):

@@ -1,0 +1,162 @@
+"""Layer-wise learning rates: per-variable multipliers of the inner optimizer's step."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+
+import keras
+from keras import ops
+
+from keras_trainkit.optimizers._registry import register
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.utils import validation as v
+
+
+def _variable_path(variable) -> str:
+    return getattr(variable, "path", None) or variable.name
+
+
+def match_multiplier(path: str, multipliers: Mapping[str, float], default: float = 1.0) -> float:
+    """The factor for a variable path: the first pattern (in mapping order) that matches.
+
+    Patterns are shell-style (``fnmatch``, case-sensitive) and match the
+    variable's ``path`` either whole or after any ``/``: ``"head/*"`` matches
+    ``"head/kernel"`` and ``"model/head/bias"`` but not ``"myhead/kernel"``.
+
+    Example:
+        >>> match_multiplier("model/head/kernel", {"head/*": 10.0})
+        10.0
+    """
+    for pattern, factor in multipliers.items():
+        if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, "*/" + pattern):
+            return float(factor)
+    return float(default)
+
+
+def depth_decay_multipliers(layers, decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay: ``{pattern: decay ** (depth - 1 - i)}``.
+
+    The deepest level (the head) keeps factor 1, the one below ``decay``, ...,
+    the input level ``decay ** (depth - 1)``, as used for fine-tuning
+    (Howard & Ruder 2018's discriminative fine-tuning; Clark et al. 2020 and
+    Bao et al. 2022's layer-wise learning-rate decay).
+
+    Args:
+        layers: a ``keras.Model`` (its top-level layers holding trainable
+            weights, in order, are the levels) or a sequence from input to
+            output whose items are a layer name / pattern or a list of them (one
+            depth level, e.g. all layers of one transformer block).
+        decay: factor in ``(0, 1]``.
+
+    Returns:
+        A mapping for :class:`LayerwiseLearningRate`'s ``multipliers``, with
+        patterns ``"<layer name>/*"``.
+
+    Example:
+        >>> depth_decay_multipliers(["embed", ["block1_attn", "block1_mlp"], "head"], 0.5)
+        {'embed/*': 0.25, 'block1_attn/*': 0.5, 'block1_mlp/*': 0.5, 'head/*': 1.0}
+    """
+    v.check_number("decay", decay, minimum=0.0, maximum=1.0, min_inclusive=False)
+    if isinstance(layers, keras.Model):
+        levels = [[layer.name] for layer in layers.layers if layer.trainable_weights]
+    elif isinstance(layers, Sequence) and not isinstance(layers, str):
+        levels = [[item] if isinstance(item, str) else list(item) for item in layers]
+    else:
+        raise TypeError(
+            "Argument `layers` must be a keras.Model or a sequence of layer names. "
+            f"Received: layers={layers!r}"
+        )
+    depth = len(levels)
+    out = {}
+    for i, level in enumerate(levels):
+        for name in level:
+            v.check_type("layers", name, str)
+            pattern = name if any(c in name for c in "*?[/") else f"{name}/*"
+            out[pattern] = float(decay) ** (depth - 1 - i)
+    return out
+
+
+@register(aliases=["layerwise_lr"])
+class LayerwiseLearningRate(OptimizerWrapper):
+    """Per-layer learning-rate multipliers on top of any optimizer and schedule.
+
+    Each variable ``w`` gets a factor ``f`` from ``multipliers`` (first matching
+    pattern, else ``default``; see :func:`match_multiplier`). The inner
+    optimizer makes its usual update ``w' = inner_update(w, g)`` (with its own
+    learning rate, schedule, clipping and decoupled weight decay), and the
+    wrapper scales that whole update delta::
+
+        w <- w + f * (inner_update(w, g) - w)
+
+    What is scaled is the *change of the weight*: for SGD (with or without
+    momentum) and Adam-type optimizers this is exactly training that variable
+    with learning rate ``f * lr``, and it scales decoupled weight decay too,
+    as torch's parameter groups do (``lr * wd`` per group). The inner
+    optimizer's slots (momentum, moments) are not scaled. Variables with
+    ``f == 1`` cost nothing; ``f == 0`` freezes a variable.
+
+    The base learning rate stays the inner optimizer's (``learning_rate`` is
+    delegated), so schedules and callbacks that change it at run time
+    (``LearningRateScheduler``, ``ReduceLROnPlateau``) act on every layer,
+    with the multipliers kept.
+
+    Args:
+        optimizer: the inner optimizer: an instance, a name or a config dict.
+        multipliers: mapping from ``fnmatch`` patterns on variable paths (e.g.
+            ``"head/*"``, ``"*bias"``) to factors ``>= 0``; the first match wins.
+            :func:`depth_decay_multipliers` builds one for layer-wise decay.
+        default: factor of variables no pattern matches, ``>= 0``. Defaults to 1.
+        name: the optimizer's name.
+        **kwargs: ``loss_scale_factor``.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_trainkit.optimizers import LayerwiseLearningRate
+        >>> inputs = keras.Input((4,))
+        >>> x = keras.layers.Dense(8, name="body")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+        >>> opt = LayerwiseLearningRate(keras.optimizers.SGD(0.01), {"body/*": 0.1})
+        >>> model.compile(optimizer=opt, loss="mse")
+        >>> _ = model.fit(np.ones((8, 4)), np.zeros((8, 1)), verbose=0)
+
+    References:
+        Howard & Ruder, "Universal Language Model Fine-tuning for Text
+        Classification", ACL 2018 (discriminative fine-tuning); Clark et al.,
+        "ELECTRA", ICLR 2020 (layer-wise learning-rate decay).
+    """
+
+    def __init__(self, optimizer, multipliers=None, default=1.0, name=None, **kwargs):
+        multipliers = {} if multipliers is None else multipliers
+        if not isinstance(multipliers, Mapping):
+            raise TypeError(
+                "Argument `multipliers` must be a mapping from name patterns to factors. "
+                f"Received: multipliers={multipliers!r}"
+            )
+        for pattern, factor in multipliers.items():
+            v.check_type("multipliers", pattern, str)
+            v.check_non_negative(f"multipliers[{pattern!r}]", factor)
+        v.check_non_negative("default", default)
+        super().__init__(optimizer, name=name, **kwargs)
+        self.multipliers = {str(k): float(f) for k, f in multipliers.items()}
+        self.default = float(default)
+
+    def factor_for(self, variable) -> float:
+        """The multiplier applied to ``variable``'s update."""
+        return match_multiplier(_variable_path(variable), self.multipliers, self.default)
+
+    def wrapped_apply(self, grads, variables):
+        scaled = []
+        for var, grad in zip(variables, grads):
+            factor = self.factor_for(var)
+            if grad is not None and factor != 1.0:
+                scaled.append((var, factor, ops.copy(var)))
+        super().wrapped_apply(grads, variables)
+        for var, factor, before in scaled:
+            after = ops.copy(var)
+            var.assign(before + ops.cast(factor, after.dtype) * (after - before))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"multipliers": dict(self.multipliers), "default": self.default})
+        return config
