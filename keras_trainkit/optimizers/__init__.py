@@ -15,6 +15,14 @@ from keras_trainkit.optimizers.transforms import (
     SkipNonFinite,
 )
 from keras_trainkit.optimizers.transformed import TransformedOptimizer
+from keras_trainkit.optimizers.shampoo import Shampoo
+from keras_trainkit.optimizers.lookahead import Lookahead
+from keras_trainkit.optimizers.sam import SAM, SAMModel, sam_gradients, sam_perturbation
+from keras_trainkit.optimizers.layerwise import (
+    LayerwiseLearningRate,
+    depth_decay_multipliers,
+    match_multiplier,
+)
 
 
 def get(identifier, **kwargs):
@@ -47,3 +55,5 @@ __all__ += [
     "SkipNonFinite",
     "TransformedOptimizer",
 ]
+__all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_perturbation"]
+__all__ += ["LayerwiseLearningRate", "depth_decay_multipliers", "match_multiplier"]
