@@ -1,6 +1,14 @@
 """Keras optimizers, optimizer wrappers and gradient transforms."""
 
 from keras_trainkit.optimizers._registry import REGISTRY
+from keras_trainkit.optimizers._base import TrainkitOptimizer
+from keras_trainkit.optimizers.adabelief import AdaBelief
+from keras_trainkit.optimizers.adan import Adan
+from keras_trainkit.optimizers.lars import LARS
+from keras_trainkit.optimizers.novograd import NovoGrad
+from keras_trainkit.optimizers.prodigy import Prodigy
+from keras_trainkit.optimizers.radam import RAdam
+from keras_trainkit.optimizers.yogi import Yogi
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.optimizers import transforms
 from keras_trainkit.optimizers.transforms import (
@@ -57,3 +65,4 @@ __all__ += [
 ]
 __all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_perturbation"]
 __all__ += ["LayerwiseLearningRate", "depth_decay_multipliers", "match_multiplier"]
+__all__ += ["TrainkitOptimizer", "AdaBelief", "Adan", "LARS", "NovoGrad", "Prodigy", "RAdam", "Yogi"]

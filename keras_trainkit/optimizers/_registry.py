@@ -1,8 +1,58 @@
-"""The registry behind ``keras_trainkit.optimizers.get``."""
+"""The registry behind ``keras_trainkit.optimizers.get``.
+
+Names this package lacks fall back to Keras's built-in optimizers. Keras's own
+``keras.optimizers.get`` only knows the classes in its deserialization table,
+which in Keras 3.15 leaves out ``Lamb`` (``keras.optimizers.get("lamb")``
+raises ``ValueError``) and accepts only the exact lower-case class name (not
+``"schedule_free_adamw"``). The fallback here builds its table from every
+``keras.optimizers.Optimizer`` subclass exported by ``keras.optimizers``, so
+each built-in resolves by class name, snake_case or lower-case spelling.
+"""
+
+import inspect
 
 import keras
 
-from keras_trainkit.utils.registry import Registry
+from keras_trainkit.utils.registry import Registry, _normalize, _snake_case
 
-REGISTRY = Registry("optimizers", base_class=keras.optimizers.Optimizer, keras_get=keras.optimizers.get)
+# Exported by keras.optimizers but not optimizers one picks by name: the abstract
+# base and the wrappers that need an inner optimizer (their configs still resolve
+# through keras.optimizers.get).
+_NOT_BY_NAME = {"Optimizer", "LossScaleOptimizer", "MultiOptimizer"}
+
+
+def keras_builtins() -> dict[str, type]:
+    """Keras's built-in optimizer classes by class name (``"Adam"``, ``"Lamb"``, ...)."""
+    found = {}
+    for name, obj in vars(keras.optimizers).items():
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, keras.optimizers.Optimizer)
+            and name not in _NOT_BY_NAME
+        ):
+            found[obj.__name__] = obj
+    return found
+
+
+_BUILTINS = keras_builtins()
+_BUILTIN_LOOKUP = {}
+for _name, _cls in _BUILTINS.items():
+    for _key in (_name, _snake_case(_name)):
+        _BUILTIN_LOOKUP[_normalize(_key)] = _cls
+
+
+def keras_get(identifier):
+    """Keras's ``keras.optimizers.get`` with every built-in resolvable by name or config."""
+    if isinstance(identifier, str):
+        cls = _BUILTIN_LOOKUP.get(_normalize(identifier))
+        if cls is not None:
+            return cls()
+    if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+        cls = _BUILTIN_LOOKUP.get(_normalize(identifier["class_name"]))
+        if cls is not None and identifier.get("module") in (None, "keras.optimizers"):
+            return cls.from_config(dict(identifier.get("config", {})))
+    return keras.optimizers.get(identifier)
+
+
+REGISTRY = Registry("optimizers", base_class=keras.optimizers.Optimizer, keras_get=keras_get)
 register = REGISTRY.register
