@@ -28,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import math
+import time
 
 import keras_tuner
 import numpy as np
@@ -168,6 +169,14 @@ class PruningOracleMixin:
         super().__init__(*args, **kwargs)
         self.pruner = get_pruner(pruner)
         self.pruned_trials: dict[str, dict] = {}
+        # Wall-clock time (``time.time()``) after which no new trial starts;
+        # set by the tuner's ``time_budget``.
+        self.deadline: float | None = None
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and time.time() > self.deadline:
+            return {"status": STOPPED, "values": None}
+        return super().populate_space(trial_id)
 
     def _best_by_step(self, trial, step: int) -> float | None:
         """The trial's best objective value up to ``step``, larger-is-better."""

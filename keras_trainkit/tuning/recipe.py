@@ -131,6 +131,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         validation = None
         if validation_data is not None:
             validation = self._dataset(*validation_data, batch_size=512, shuffle=False)
+        kwargs.setdefault("shuffle", False)  # the dataset shuffles itself each epoch
         return model.fit(train, validation_data=validation, epochs=epochs,
                          callbacks=callbacks, verbose=verbose, **kwargs)
 

@@ -187,6 +187,10 @@ SCHEDULE_FAMILIES: dict[str, dict[str, Param]] = {
     "step": {"gamma": _float(0.1, 0.5, 0.2), "every_fraction": _float(0.2, 0.5, 0.33)},
     "cosine": {"alpha": _float(0.0, 0.1, 0.0)},
     "warmup_cosine": {"warmup_fraction": _float(0.01, 0.2, 0.05), "alpha": _float(0.0, 0.1, 0.0)},
+    "one_cycle": {"pct_start": _float(0.1, 0.5, 0.3), "div_factor": _float(5.0, 50.0, 25.0, log=True)},
+    "warmup_stable_decay": {"warmup_fraction": _float(0.01, 0.2, 0.05),
+                            "decay_fraction": _float(0.1, 0.5, 0.2),
+                            "decay_type": _choice(("linear", "cosine", "1-sqrt"))},
 }
 
 
@@ -195,16 +199,20 @@ class ScheduleSpace(Space):
 
     Registers ``schedule`` and, in each family's scope, ``<family>_<parameter>``.
     Durations are fractions of the run's total number of optimizer updates, so
-    the schedule follows the tuned batch size and epochs.
+    the schedule follows the tuned batch size and epochs. The schedules are
+    ``keras_trainkit.schedules`` classes:
 
-    Families: ``constant``; ``step`` (multiply by ``gamma`` every
-    ``every_fraction`` of the run); ``cosine`` (cosine annealing to
-    ``alpha * lr``); ``warmup_cosine`` (linear warm-up over ``warmup_fraction``
-    from 0, then cosine to ``alpha * lr``).
+    * ``constant``: the sampled learning rate throughout;
+    * ``step``: ``StepDecay``, multiply by ``gamma`` every ``every_fraction`` of the run;
+    * ``cosine``: ``CosineAnnealing`` to ``alpha * lr``;
+    * ``warmup_cosine``: ``Warmup`` (linear from 0 over ``warmup_fraction``) then
+      ``CosineAnnealing`` over the rest;
+    * ``one_cycle``: ``OneCycle`` peaking at the sampled learning rate;
+    * ``warmup_stable_decay``: ``WarmupStableDecay``.
     """
 
-    def __init__(self, families: Sequence[str] = ("constant", "cosine", "warmup_cosine", "step"),
-                 **kwargs):
+    def __init__(self, families: Sequence[str] = ("constant", "cosine", "warmup_cosine", "step",
+                                                   "one_cycle", "warmup_stable_decay"), **kwargs):
         super().__init__(**kwargs)
         check_condition("families", families, len(families) > 0, "must name at least one schedule")
         for family in families:
@@ -213,21 +221,34 @@ class ScheduleSpace(Space):
 
     def build(self, hp, learning_rate: float, total_steps: int):
         """Register the hyperparameters; return a float or a ``LearningRateSchedule``."""
+        from keras_trainkit import schedules
+
         family = self._value(hp, "schedule", _choice(self.families))
         p = _scoped_values(self, hp, "schedule", family, SCHEDULE_FAMILIES[family],
                            key=lambda n: f"{family}_{n}")
-        total_steps = max(int(total_steps), 1)
-        schedules = keras.optimizers.schedules
+        total_steps = max(int(total_steps), 2)
+        lr = float(learning_rate)
+
+        def steps(fraction):
+            return max(int(round(fraction * total_steps)), 1)
+
         if family == "constant":
-            return float(learning_rate)
+            return lr
         if family == "step":
-            every = max(int(round(p["every_fraction"] * total_steps)), 1)
-            return schedules.ExponentialDecay(learning_rate, every, p["gamma"], staircase=True)
+            return schedules.StepDecay(lr, steps(p["every_fraction"]), gamma=p["gamma"])
         if family == "cosine":
-            return schedules.CosineDecay(learning_rate, total_steps, alpha=p["alpha"])
-        warmup = max(int(round(p["warmup_fraction"] * total_steps)), 1)
-        return schedules.CosineDecay(0.0, max(total_steps - warmup, 1), alpha=p["alpha"],
-                                     warmup_target=float(learning_rate), warmup_steps=warmup)
+            return schedules.CosineAnnealing(lr, total_steps, alpha=p["alpha"])
+        if family == "warmup_cosine":
+            warmup = min(steps(p["warmup_fraction"]), total_steps - 1)
+            return schedules.Warmup(
+                schedules.CosineAnnealing(lr, total_steps - warmup, alpha=p["alpha"]), warmup)
+        if family == "one_cycle":
+            return schedules.OneCycle(lr, total_steps, pct_start=p["pct_start"],
+                                      div_factor=p["div_factor"])
+        warmup = steps(p["warmup_fraction"])
+        decay = min(steps(p["decay_fraction"]), total_steps - warmup)
+        return schedules.WarmupStableDecay(lr, total_steps, warmup, max(decay, 1),
+                                           decay_type=p["decay_type"])
 
 
 class TrainingSpace(Space):

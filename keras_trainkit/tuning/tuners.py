@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import keras
 import keras_tuner
@@ -44,6 +45,7 @@ from keras_trainkit.tuning.pruning import (
     PruningBayesianOptimizationOracle,
     PruningRandomSearchOracle,
 )
+from keras_trainkit.utils.validation import check_positive
 
 RESUME_FILE = "resume.json"
 
@@ -135,24 +137,47 @@ class TrainkitTunerMixin:
 
     Args:
         isolate_trials: run each trial in a fresh subprocess.
+        time_budget: seconds from the start of ``search`` after which no new
+            trial starts and running trials stop at their next epoch end.
+        progress: ``progress(tuner, trial)`` called after every trial (e.g. to
+            print "trial k of N, best so far, pruned").
     """
 
-    def __init__(self, *args, isolate_trials: bool = False, **kwargs):
+    def __init__(self, *args, isolate_trials: bool = False, time_budget: float | None = None,
+                 progress=None, **kwargs):
         if not isinstance(isolate_trials, bool):
             raise TypeError(f"Argument `isolate_trials` must be a bool. Received: isolate_trials={isolate_trials!r}")
+        if time_budget is not None:
+            check_positive("time_budget", time_budget)
         self.isolate_trials = isolate_trials
+        self.time_budget = time_budget
+        self.progress = progress
+        self._deadline = None
         super().__init__(*args, **kwargs)
+
+    def search(self, *fit_args, **fit_kwargs):
+        if self.time_budget is not None:
+            self._deadline = time.time() + self.time_budget
+            if hasattr(self.oracle, "deadline"):  # in-process or chief oracle
+                self.oracle.deadline = self._deadline
+        return super().search(*fit_args, **fit_kwargs)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.progress is not None:
+            self.progress(self, trial)
 
     # -- per-epoch reporting -------------------------------------------------
     def report_epoch(self, trial, epoch: int, logs) -> bool:
         """Send an epoch's logs to the oracle; return ``True`` if the trial must stop."""
         metrics = _scalar_logs(logs)
+        out_of_time = self._deadline is not None and time.time() > self._deadline
         if self.oracle.objective.name not in metrics:
-            return False
+            return out_of_time
         if not math.isfinite(metrics[self.oracle.objective.name]):
             return True
         reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
-        return getattr(reported, "status", None) == STOPPED
+        return out_of_time or getattr(reported, "status", None) == STOPPED
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
@@ -178,6 +203,10 @@ class TrainkitTunerMixin:
         return callbacks, nan_guard, resume_epoch
 
     def run_trial(self, trial, *args, **kwargs):
+        # Which worker ran the trial (visible in parallel searches).
+        with open(os.path.join(self.get_trial_dir(trial.trial_id), "runner.json"), "w") as handle:
+            json.dump({"tuner_id": self.tuner_id, "pid": os.getpid(),
+                       "isolated": self.isolate_trials}, handle)
         if self.isolate_trials:
             from keras_trainkit.tuning.isolation import run_isolated_trial
 

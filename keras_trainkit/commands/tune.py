@@ -1,0 +1,129 @@
+"""``trainkit tune``: search a whole training recipe on an embedded data set."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+HELP = "search a training recipe with KerasTuner (pruning, resume, parallel trials)"
+
+VALIDATION_FRACTION = 0.2
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"])
+    parser.add_argument("--model", default="cnn", choices=["mlp", "cnn"])
+    parser.add_argument("--trials", type=int, default=30, help="maximum number of trials")
+    parser.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"])
+    parser.add_argument("--pruner", default="median", choices=["median", "asha", "none"],
+                        help="pruning rule (ignored by hyperband, which prunes by brackets)")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs of a full trial (hyperband: its max_epochs)")
+    parser.add_argument("--parallel", type=int, default=1, help="worker processes on this host")
+    parser.add_argument("--isolate", action="store_true", help="run each trial in a fresh process")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="no new trial starts after this many minutes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="trainkit_output/tune",
+                        help="folder for the search state and the report")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh instead of resuming a search in --output")
+
+
+def split(dataset: str, validation_fraction: float = VALIDATION_FRACTION):
+    """Training, validation (the last fraction of the training split) and test arrays."""
+    from keras_trainkit import datasets
+
+    (x, y), (x_test, y_test) = datasets.load(dataset)
+    cut = int(len(x) * (1 - validation_fraction))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:]), (x_test, y_test)
+
+
+def _print_progress(tuner, trial, started=None, total=None):
+    """One line per finished trial; works in-process and in parallel workers
+    (whose oracle is a KerasTuner ``OracleClient``)."""
+    oracle = tuner.oracle
+    ended = oracle.get_trial(trial.trial_id)
+    best = oracle.get_best_trials(1)
+    best_score = best[0].score if best and best[0].score is not None else float("nan")
+    message = ended.message or ""
+    status = "pruned" if message.startswith("pruned") else ended.status.lower()
+    score = f"{ended.score:.4f}" if ended.score is not None else "-"
+    pruned = getattr(oracle, "pruned_trials", None)
+    pruned_text = f"  pruned so far={len(pruned)}" if pruned is not None else ""
+    worker = f" [{tuner.tuner_id}]" if tuner.tuner_id != "tuner0" else ""
+    print(f"trial {int(trial.trial_id) + 1} of {total}{worker}: {status:<9} "
+          f"val_accuracy={score}  best so far={best_score:.4f}{pruned_text}  "
+          f"elapsed={(time.time() - started) / 60:.1f} min", flush=True)
+
+
+def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None):
+    """Build (or reload) the tuner the arguments describe."""
+    import keras_tuner
+
+    from keras_trainkit import tuning
+
+    recipe = tuning.RecipeHyperModel(
+        input_shape, num_classes, architecture=args.model, seed=args.seed,
+        training=tuning.TrainingSpace(epochs=args.epochs))
+    common = dict(directory=os.path.dirname(os.path.abspath(args.project_dir)),
+                  project_name=os.path.basename(args.project_dir), overwrite=False,
+                  max_consecutive_failed_trials=max(3, args.trials // 3))
+    if args.tuner == "hyperband":
+        return keras_tuner.Hyperband(recipe, objective="val_accuracy", max_epochs=args.epochs,
+                                     factor=3, seed=args.seed, **common)
+    extra = dict(pruner=None if args.pruner == "none" else args.pruner,
+                 isolate_trials=args.isolate, max_trials=args.trials, seed=args.seed,
+                 time_budget=args.budget_minutes * 60 if args.budget_minutes else None,
+                 progress=functools.partial(_print_progress, started=started or time.time(),
+                                            total=args.trials))
+    tuner_class = tuning.RandomSearch if args.tuner == "random" else tuning.BayesianOptimization
+    return tuner_class(recipe, objective="val_accuracy", **extra, **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from keras_trainkit.tuning.parallel import parallel_search
+    from keras_trainkit.tuning.report import write_report
+
+    for name in ("trials", "epochs", "parallel"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
+    args.project_dir = os.path.join(args.output, "search")
+    if args.overwrite and os.path.isdir(args.project_dir):
+        import shutil
+
+        shutil.rmtree(args.project_dir)
+    train, validation, (x_test, y_test) = split(args.dataset)
+    input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
+    started = time.time()
+    print(f"Searching {args.trials} {args.model} recipes on {args.dataset} with the {args.tuner} "
+          f"tuner (pruner: {args.pruner}, parallel: {args.parallel}); state in {args.project_dir}",
+          flush=True)
+    factory = functools.partial(make_tuner, args, input_shape, num_classes, started)
+    if args.parallel > 1:
+        if args.tuner == "hyperband":
+            raise ValueError("Argument `--parallel` > 1 needs --tuner random or bayesian. "
+                             f"Received: parallel={args.parallel}, tuner='hyperband'")
+        tuner = parallel_search(factory, *train, validation_data=validation,
+                                parallel_trials=args.parallel)
+    else:
+        tuner = factory()
+        tuner.search(*train, validation_data=validation, verbose=0 if args.tuner != "hyperband" else 1)
+    report = write_report(tuner, args.output)
+    print()
+    print(report["summary"])
+    best = tuner.get_best_models(1)[0]
+    test_accuracy = float(np.mean(np.argmax(best.predict(x_test, verbose=0), axis=1) == y_test))
+    print(f"\nBest model's test accuracy: {test_accuracy:.4f} "
+          f"(search took {(time.time() - started) / 60:.1f} min)")
+    print(f"Report: {os.path.abspath(args.output)} (summary.txt, best_hyperparameters.json, "
+          "PNG plots, hparams/ for TensorBoard)")
+    sys.stdout.flush()
+    return 0
