@@ -1,0 +1,221 @@
+"""Gradient check: automatic differentiation against central finite differences.
+
+The course's "numeric vs. automatic differentiation": for a weight coordinate
+``w_k``,
+
+    numeric_k = (L(w + h e_k) - L(w - h e_k)) / (2 h)       (error O(h^2))
+
+is compared with the ``tf.GradientTape`` gradient ``analytic_k`` through the
+relative error
+
+    rel_k = |analytic_k - numeric_k| / max(|analytic_k|, |numeric_k|)
+
+(``0`` when both are below ``abs_tolerance``). A correct model in float64 gives
+``max_k rel_k`` around 1e-8 or below; a wrong gradient (a custom layer's or
+loss's ``tf.custom_gradient``) gives errors of order 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from keras_trainkit.utils.validation import check_positive, check_type
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CoordinateCheck:
+    """One checked weight coordinate."""
+
+    weight: str
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float
+    relative_error: float
+
+
+@dataclass
+class GradientCheckResult:
+    """The result of :func:`gradient_check`.
+
+    Attributes:
+        max_relative_error: the largest relative error over the coordinates.
+        threshold: the verdict threshold.
+        passed: ``max_relative_error < threshold``.
+        dtype: the dtype the check ran in (``"float64"`` unless the model
+            could not be cloned in float64).
+        coordinates: every checked coordinate, worst first.
+    """
+
+    max_relative_error: float
+    threshold: float
+    passed: bool
+    dtype: str
+    coordinates: list[CoordinateCheck] = field(default_factory=list)
+
+    def __str__(self):
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [f"gradient check {verdict}: max relative error {self.max_relative_error:.3e} "
+                 f"(threshold {self.threshold:.0e}, {self.dtype}, {len(self.coordinates)} coordinates)"]
+        for c in self.coordinates[:5]:
+            lines.append(f"  {c.weight}{list(c.index)}: autodiff {c.analytic:+.6e}  "
+                         f"numeric {c.numeric:+.6e}  rel {c.relative_error:.2e}")
+        return "\n".join(lines)
+
+
+def _float64_clone(model):
+    """A float64 copy of ``model`` with the same weights, or ``None`` if it cannot be cloned."""
+    def clone_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = "float64"
+        return layer.__class__.from_config(config)
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer)
+        if not clone.built:
+            clone.build(model.input_shape)
+        weights = model.get_weights()
+        clone.set_weights([np.asarray(w, dtype="float64") if np.issubdtype(np.asarray(w).dtype, np.floating)
+                           else w for w in weights])
+    except Exception as error:  # noqa: BLE001 - any failure means: check in the model's own dtype
+        logger.warning("gradient_check: cannot clone %s in float64 (%s); checking in its own dtype",
+                       model.name, error)
+        return None
+    if any(v.dtype != "float64" for v in clone.trainable_variables):
+        return None
+    return clone
+
+
+def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
+                   epsilon: float | None = None, threshold: float | None = None,
+                   float64: bool = True, seed: int = 0,
+                   abs_tolerance: float = 1e-12) -> GradientCheckResult:
+    """Compare ``GradientTape`` gradients with central finite differences on random coordinates.
+
+    The model is cloned in float64 (each layer rebuilt with ``dtype="float64"``,
+    weights copied) unless ``float64=False`` or cloning fails; ``model`` itself is
+    never modified. The loss is ``mean(loss(y, model(x, training=False)))``
+    (dropout off); a ``keras.losses.Loss`` instance is evaluated through its
+    unreduced ``call`` so that it runs in the model's dtype. Every trainable variable gets at least one coordinate while
+    ``num_coordinates`` allows, the rest are drawn uniformly over all
+    parameters.
+
+    Args:
+        model: the model to check (a functional, Sequential or subclassed model;
+            subclassed ones run in their own dtype unless they clone).
+        x: an input batch (keep it small).
+        y: the targets.
+        loss: a Keras loss identifier/instance or a callable ``loss(y_true, y_pred)``.
+        num_coordinates: how many weight coordinates to check (positive integer).
+        epsilon: the finite-difference step ``h`` (default ``1e-6`` in float64,
+            ``5e-3`` in float32).
+        threshold: the pass threshold on the maximum relative error (default
+            ``1e-6`` in float64, ``5e-2`` in float32, a coarse check).
+        float64: run in float64 when the model allows.
+        seed: seed of the coordinate choice.
+        abs_tolerance: gradients below this in both estimates count as agreeing.
+
+    Returns:
+        a :class:`GradientCheckResult` (``print(result)`` for a summary).
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh")])
+        >>> x, y = np.ones((4, 3)), np.zeros((4, 2))
+        >>> gradient_check(model, x, y, "mse", num_coordinates=5).passed
+        True
+    """
+    import tensorflow as tf
+
+    check_type("model", model, keras.Model)
+    check_positive("num_coordinates", num_coordinates, integer=True)
+    if epsilon is not None:
+        check_positive("epsilon", epsilon)
+    if threshold is not None:
+        check_positive("threshold", threshold)
+    check_type("float64", float64, bool)
+    check_type("seed", seed, int)
+    if isinstance(loss, (str, dict)) or loss is None:
+        loss_fn = keras.losses.get(loss)
+        if loss_fn is None:
+            raise ValueError(f"Argument `loss` must be a loss. Received: loss={loss!r}")
+    elif callable(loss):
+        loss_fn = loss
+    else:
+        raise TypeError(f"Argument `loss` must be a loss identifier or a callable. Received: loss={loss!r}")
+
+    target = _float64_clone(model) if float64 else None
+    target = target if target is not None else model
+    variables = list(target.trainable_variables)
+    if not variables:
+        raise ValueError(f"Argument `model` has no trainable weights. Received: model={model.name!r}")
+    dtype = str(variables[0].dtype)
+    wide = dtype == "float64"
+    h = epsilon if epsilon is not None else (1e-6 if wide else 5e-3)
+    limit = threshold if threshold is not None else (1e-6 if wide else 5e-2)
+    x_in = tf.nest.map_structure(
+        lambda a: tf.cast(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else tf.constant(a), x)
+    y_in = tf.convert_to_tensor(y)
+    if y_in.dtype.is_floating:
+        y_in = tf.cast(y_in, dtype)
+
+    # A keras.losses.Loss computes in its own dtype (float32): call its unreduced ``call``.
+    per_example = loss_fn.call if isinstance(loss_fn, keras.losses.Loss) else loss_fn
+
+    def loss_value():
+        prediction = target(x_in, training=False)
+        return tf.reduce_mean(tf.cast(per_example(y_in, prediction), dtype))
+
+    with tf.GradientTape() as tape:
+        value = loss_value()
+    grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    rng = np.random.default_rng(seed)
+    sizes = np.array([int(np.prod(v.shape)) for v in variables])
+    chosen = []
+    order = rng.permutation(len(variables))[:num_coordinates]
+    for i in order:
+        chosen.append((int(i), int(rng.integers(sizes[i]))))
+    remaining = num_coordinates - len(chosen)
+    if remaining > 0:
+        flat = rng.choice(int(sizes.sum()), size=min(remaining, int(sizes.sum())), replace=False)
+        bounds = np.cumsum(sizes)
+        for f in flat:
+            i = int(np.searchsorted(bounds, f, side="right"))
+            chosen.append((i, int(f - (bounds[i - 1] if i else 0))))
+
+    checks = []
+    for i, flat_index in chosen:
+        variable = variables[i]
+        index = tuple(int(k) for k in np.unravel_index(flat_index, tuple(variable.shape)))
+        original = variable.numpy() if hasattr(variable, "numpy") else keras.ops.convert_to_numpy(variable)
+        try:
+            plus, minus = original.copy(), original.copy()
+            plus[index] += h
+            minus[index] -= h
+            variable.assign(plus)
+            f_plus = float(loss_value())
+            variable.assign(minus)
+            f_minus = float(loss_value())
+        finally:
+            variable.assign(original)
+        numeric = (f_plus - f_minus) / (2 * h)
+        analytic = float(keras.ops.convert_to_numpy(grads[i])[index])
+        scale = max(abs(analytic), abs(numeric))
+        rel = 0.0 if scale < abs_tolerance else abs(analytic - numeric) / scale
+        checks.append(CoordinateCheck(weight=variable.path, index=index, analytic=analytic,
+                                      numeric=numeric, relative_error=rel))
+    checks.sort(key=lambda c: c.relative_error, reverse=True)
+    worst = checks[0].relative_error if checks else 0.0
+    result = GradientCheckResult(max_relative_error=worst, threshold=limit, passed=worst < limit,
+                                 dtype=dtype, coordinates=checks)
+    logger.info("%s", result)
+    return result
+
+
+__all__ = ["CoordinateCheck", "GradientCheckResult", "gradient_check"]

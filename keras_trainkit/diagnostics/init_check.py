@@ -1,0 +1,329 @@
+"""Initialization check: per-layer activation and gradient statistics after one pass.
+
+:func:`check_initialization` runs one forward and one backward pass of a batch
+and reports, per layer, the mean and standard deviation of the activations, the
+standard deviation of the gradient of the loss with respect to the layer's
+output (and to its kernel), and the fraction of dead ReLU units. It warns, with
+the reason, about the failure modes of a bad start (course notes, "where to
+start"):
+
+* **identical units**: a constant (e.g. all-zero) kernel gives every unit of
+  the layer the same output and the same gradient, so gradient descent never
+  makes them differ (symmetry is never broken);
+* **vanishing / exploding activations**: the activation standard deviation of
+  the last Dense/convolution layer is more than ``ratio_threshold`` (10) times
+  smaller or larger than the first's;
+* **vanishing / exploding gradients**: the same for the gradient standard
+  deviation, read backwards (first layer compared with the last);
+* **dead ReLUs**: more than ``dead_threshold`` of a ReLU layer's units are zero
+  on every example of the batch;
+* **non-finite** activations or gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import keras
+import numpy as np
+
+from keras_trainkit.utils.validation import check_number, check_probability, check_type
+
+logger = logging.getLogger(__name__)
+
+_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_TINY = 1e-30
+
+
+@dataclass
+class LayerInitStats:
+    """Statistics of one layer after one forward/backward pass.
+
+    Attributes:
+        name: layer name.
+        kind: layer class name.
+        activation_mean: mean of the layer's output over the batch.
+        activation_std: standard deviation of the layer's output.
+        gradient_std: standard deviation of d loss / d output.
+        kernel_gradient_std: standard deviation of d loss / d kernel, or ``None``.
+        dead_fraction: fraction of ReLU units that are zero on every example
+            (``None`` for non-ReLU layers).
+        has_kernel: whether the layer is a Dense/convolution layer.
+    """
+
+    name: str
+    kind: str
+    activation_mean: float
+    activation_std: float
+    gradient_std: float
+    kernel_gradient_std: float | None = None
+    dead_fraction: float | None = None
+    has_kernel: bool = False
+
+
+@dataclass
+class InitWarning:
+    """One problem found by :func:`check_initialization`.
+
+    Attributes:
+        kind: ``"identical_units"``, ``"vanishing_activations"``,
+            ``"exploding_activations"``, ``"vanishing_gradients"``,
+            ``"exploding_gradients"``, ``"dead_relu"`` or ``"non_finite"``.
+        layer: the layer concerned (the first one for depth-wise warnings).
+        reason: a sentence explaining the problem.
+    """
+
+    kind: str
+    layer: str
+    reason: str
+
+    def __str__(self):
+        return f"[{self.kind}] {self.layer}: {self.reason}"
+
+
+@dataclass
+class InitCheckResult:
+    """The result of :func:`check_initialization`: per-layer statistics and warnings.
+
+    ``str(result)`` (or :meth:`format_table`) is a readable table followed by
+    the warnings; ``result.passed`` is ``True`` when there is no warning.
+    """
+
+    layers: list[LayerInitStats]
+    warnings: list[InitWarning] = field(default_factory=list)
+    loss: float = float("nan")
+    plot_path: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """``True`` when no warning was raised."""
+        return not self.warnings
+
+    def kinds(self) -> set[str]:
+        """The set of warning kinds raised."""
+        return {w.kind for w in self.warnings}
+
+    def to_dict(self) -> dict:
+        """A JSON-serializable dictionary of the result."""
+        return {"loss": self.loss, "passed": self.passed,
+                "layers": [asdict(layer) for layer in self.layers],
+                "warnings": [asdict(w) for w in self.warnings]}
+
+    def format_table(self) -> str:
+        """The per-layer table and the warnings as text."""
+        def fmt(value):
+            return "-" if value is None else f"{value:.3g}"
+
+        header = (f"{'layer':<16} {'type':<14} {'act mean':>10} {'act std':>10} "
+                  f"{'grad std':>10} {'kernel grad':>11} {'dead ReLU':>9}")
+        lines = [header, "-" * len(header)]
+        for s in self.layers:
+            dead = "-" if s.dead_fraction is None else f"{100 * s.dead_fraction:.0f}%"
+            lines.append(f"{s.name[:16]:<16} {s.kind[:14]:<14} {fmt(s.activation_mean):>10} "
+                         f"{fmt(s.activation_std):>10} {fmt(s.gradient_std):>10} "
+                         f"{fmt(s.kernel_gradient_std):>11} {dead:>9}")
+        lines.append(f"loss: {self.loss:.4g}")
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines.extend(f"  {w}" for w in self.warnings)
+        else:
+            lines.append("no warnings: the initialization looks healthy")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.format_table()
+
+
+def _is_relu(layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) == "relu"
+
+
+def _std(a) -> float:
+    return float(np.std(a)) if a.size else float("nan")
+
+
+def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *,
+                         ratio_threshold: float = 10.0, dead_threshold: float = 0.5,
+                         plot_path=None, seed: int = 0) -> InitCheckResult:
+    """Check a freshly initialized model on one batch; return per-layer statistics and warnings.
+
+    One forward pass (``training=False``) records every layer's output; one
+    backward pass of the loss gives the gradient with respect to each output and
+    kernel. With ``y_batch`` the loss is ``loss`` (default: sparse categorical
+    cross-entropy on logits); without labels it is the surrogate
+    ``mean_i r_i . f(x_i)`` with a fixed random ``r ~ N(0, I)``, whose gradient at
+    the output has the same scale whatever the output's, so only the network's
+    own growth or decay shows. See the module docstring for the warnings.
+
+    Args:
+        model: a built flat functional or Sequential model.
+        x_batch: an input batch (a few hundred examples).
+        y_batch: optional targets for ``loss``.
+        loss: a Keras loss identifier or instance (used with ``y_batch``).
+        ratio_threshold: the growth/decay factor across depth that triggers a
+            warning (> 1; default 10).
+        dead_threshold: the fraction of dead ReLU units that triggers a warning.
+        plot_path: if given, a PNG with the per-layer standard deviations is written there.
+        seed: seed of the surrogate loss's random direction.
+
+    Returns:
+        an :class:`InitCheckResult` (``print(result)`` shows the table).
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((16,)),
+        ...                           keras.layers.Dense(32, kernel_initializer="zeros"),
+        ...                           keras.layers.Dense(4)])
+        >>> result = check_initialization(model, np.ones((8, 16), "float32"))
+        >>> "identical_units" in result.kinds()
+        True
+    """
+    import tensorflow as tf
+
+    check_type("model", model, keras.Model)
+    check_number("ratio_threshold", ratio_threshold, minimum=1, min_inclusive=False)
+    check_probability("dead_threshold", dead_threshold, include_one=True)
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError("Argument `model` must be a built functional or Sequential model. "
+                         f"Received: model={model.name!r}")
+    x = np.asarray(x_batch)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"Argument `x_batch` must hold at least one example. Received: x_batch shape {x.shape}")
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    model_outputs = list(model.outputs)
+    probe = keras.Model(inputs, [layer.output for layer in layers] + model_outputs)
+    kernels = [layer.kernel for layer in layers if isinstance(layer, _KERNEL_LAYERS)]
+
+    with tf.GradientTape() as tape:
+        everything = list(probe(x, training=False))
+        outputs, predictions = everything[:len(layers)], everything[len(layers):]
+        if y_batch is not None:
+            if len(predictions) != 1:
+                raise ValueError("Argument `y_batch` is only supported for single-output models. "
+                                 f"Received: a model with {len(predictions)} outputs")
+            loss_fn = keras.losses.get(loss) if loss is not None else \
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            value = tf.reduce_mean(loss_fn(np.asarray(y_batch), predictions[0]))
+        else:
+            rng = np.random.default_rng(seed)
+            value = 0.0
+            for prediction in predictions:
+                direction = tf.constant(rng.normal(size=tuple(prediction.shape[1:])), prediction.dtype)
+                flat = tf.reshape(prediction * direction, (tf.shape(prediction)[0], -1))
+                value = value + tf.reduce_mean(tf.reduce_sum(flat, axis=1))
+    gradients = tape.gradient(value, outputs + kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    output_grads, kernel_grads = gradients[:len(outputs)], gradients[len(outputs):]
+    kernel_grad_by_layer = {}
+    k = 0
+    for layer in layers:
+        if isinstance(layer, _KERNEL_LAYERS):
+            kernel_grad_by_layer[layer.name] = _std(np.asarray(kernel_grads[k]))
+            k += 1
+
+    stats: list[LayerInitStats] = []
+    warnings: list[InitWarning] = []
+    for layer, out, grad in zip(layers, outputs, output_grads):
+        out = np.asarray(out, dtype="float64")
+        grad = np.asarray(grad, dtype="float64")
+        dead = None
+        if _is_relu(layer) and out.ndim >= 2:
+            units = out.reshape(out.shape[0], -1)
+            dead = float(np.mean(np.all(units <= 0, axis=0)))
+        stats.append(LayerInitStats(
+            name=layer.name, kind=type(layer).__name__,
+            activation_mean=float(np.mean(out)), activation_std=_std(out),
+            gradient_std=_std(grad), kernel_gradient_std=kernel_grad_by_layer.get(layer.name),
+            dead_fraction=dead, has_kernel=isinstance(layer, _KERNEL_LAYERS)))
+        if not (np.all(np.isfinite(out)) and np.all(np.isfinite(grad))):
+            warnings.append(InitWarning("non_finite", layer.name,
+                                        "non-finite activations or gradients after one pass"))
+        if isinstance(layer, _KERNEL_LAYERS):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            columns = kernel.reshape(-1, kernel.shape[-1])
+            if columns.shape[1] > 1 and np.all(columns == columns[:, :1]):
+                what = "all zero" if not np.any(kernel) else \
+                    ("constant" if np.all(kernel == kernel.flat[0]) else "made of identical columns")
+                warnings.append(InitWarning(
+                    "identical_units", layer.name,
+                    f"the kernel is {what}: its {columns.shape[1]} units compute the same value and "
+                    "receive the same gradient, so training can never make them differ "
+                    "(symmetry is never broken); use a random initializer"))
+        if dead is not None and dead > dead_threshold:
+            warnings.append(InitWarning(
+                "dead_relu", layer.name,
+                f"{100 * dead:.0f}% of the ReLU units are zero on every example of the batch "
+                "(no gradient flows through them); check the initializer's scale and the biases"))
+
+    depth_stats = [s for s in stats if s.has_kernel]
+    if len(depth_stats) >= 2:
+        first, last = depth_stats[0], depth_stats[-1]
+        _ratio_warning(warnings, "activations", first.activation_std, last.activation_std,
+                       first.name, last.name, ratio_threshold, forward=True)
+        _ratio_warning(warnings, "gradients", first.gradient_std, last.gradient_std,
+                       first.name, last.name, ratio_threshold, forward=False)
+    result = InitCheckResult(layers=stats, warnings=warnings, loss=float(value))
+    for w in warnings:
+        logger.info("check_initialization: %s", w)
+    if plot_path is not None:
+        result.plot_path = str(plot_initialization(result, plot_path))
+    return result
+
+
+def _ratio_warning(warnings, what, first_std, last_std, first, last, threshold, forward):
+    if not (math.isfinite(first_std) and math.isfinite(last_std)):
+        return
+    # activations: last / first (forward); gradients: first / last (they flow backwards)
+    start, end = (first_std, last_std) if forward else (last_std, first_std)
+    src, dst = (first, last) if forward else (last, first)
+    ratio = (end + _TINY) / (start + _TINY)
+    direction = "forward" if forward else "backward"
+    if ratio < 1 / threshold:
+        warnings.append(InitWarning(
+            f"vanishing_{what}", dst,
+            f"the {what[:-1]} standard deviation shrinks {1 / ratio:.3g}x going {direction} from "
+            f"{src} ({start:.3g}) to {dst} ({end:.3g}), more than {threshold:g}x across the depth; "
+            "the initial weights are too small for this depth (try He/Glorot/LSUV)"))
+    elif ratio > threshold:
+        warnings.append(InitWarning(
+            f"exploding_{what}", dst,
+            f"the {what[:-1]} standard deviation grows {ratio:.3g}x going {direction} from "
+            f"{src} ({start:.3g}) to {dst} ({end:.3g}), more than {threshold:g}x across the depth; "
+            "the initial weights are too large for this depth"))
+
+
+def plot_initialization(result: InitCheckResult, path):
+    """Write a PNG of the per-layer activation and gradient standard deviations; return the path.
+
+    Example:
+        >>> # plot_initialization(check_initialization(model, x), "init.png")
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    layers = [s for s in result.layers if s.has_kernel] or result.layers
+    names = [s.name for s in layers]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, title in ((axes[0], "activation_std", "activation std"),
+                           (axes[1], "gradient_std", "gradient std (d loss / d output)")):
+        values = [max(getattr(s, key), _TINY) for s in layers]
+        ax.semilogy(range(len(values)), values, marker="o")
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(names, rotation=60, fontsize=7)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("initialization check" + ("" if result.passed else f" ({len(result.warnings)} warnings)"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["InitCheckResult", "InitWarning", "LayerInitStats", "check_initialization", "plot_initialization"]
