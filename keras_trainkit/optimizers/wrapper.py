@@ -96,7 +96,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         >>> import keras
         >>> from keras_trainkit.optimizers import OptimizerWrapper
         >>> opt = OptimizerWrapper(keras.optimizers.SGD(0.1))
-        >>> float(opt.learning_rate)
+        >>> round(float(opt.learning_rate), 6)
         0.1
 
     No paper: this is the shared machinery behind ``TransformedOptimizer``,

@@ -201,3 +201,21 @@ def test_mixed_float16_with_loss_scaling(tmp_path):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_tf_checkpoint_restores_transform_state(tmp_path):
+    variables = [keras.Variable(np.ones((3, 2), "float32")), keras.Variable(np.zeros(2, "float32"))]
+
+    def make():
+        return TransformedOptimizer(keras.optimizers.Adam(0.1), [AutoClip(10.0, 4), GradientNoise(0.1, seed=1)])
+
+    opt = make()
+    for i in range(3):
+        opt.apply([tf.ones((3, 2)) * i, tf.ones(2)], variables)
+    prefix = tf.train.Checkpoint(optimizer=opt).save(str(tmp_path / "ckpt"))
+    fresh = make()
+    fresh.build(variables)
+    tf.train.Checkpoint(optimizer=fresh).restore(prefix).assert_consumed()
+    assert len(fresh.variables) == len(opt.variables)
+    for a, b in zip(opt.variables, fresh.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
