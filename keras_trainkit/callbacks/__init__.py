@@ -1,6 +1,7 @@
 """Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
 
 from keras_trainkit.callbacks._registry import REGISTRY
+from keras_trainkit.callbacks.training_monitor import TrainingMonitor
 from keras_trainkit.callbacks.gradient_clipping import GradientClipping
 from keras_trainkit.callbacks.learning_curve import LearningCurveDiagnosis
 from keras_trainkit.callbacks.swa import SWA
@@ -26,6 +27,7 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
+    "TrainingMonitor",
     "GradientClipping",
     "LearningCurveDiagnosis",
     "SWA",

@@ -81,9 +81,11 @@ def _install(model, state):
     return wrapper
 
 
-def attach(model, owner, transforms):
+def attach(model, owner, transforms, first=False):
     """Chain ``transforms`` (owned by the callback ``owner``) in front of ``model.optimizer``.
 
+    Transforms run in the order their owners attached; ``first=True`` puts
+    them ahead of all others (an observer that must see raw gradients).
     Returns the installed wrapper. Call from ``on_train_begin``.
     """
     state = _STATE.get(model)
@@ -103,7 +105,10 @@ def attach(model, owner, transforms):
         state = _Attachment(optimizer)
         _STATE[model] = state
     state.entries = [e for e in state.entries if e[0] is not owner]
-    state.entries.append((owner, list(transforms)))
+    if first:
+        state.entries.insert(0, (owner, list(transforms)))
+    else:
+        state.entries.append((owner, list(transforms)))
     return _install(model, state)
 
 
