@@ -213,3 +213,23 @@ def test_plot_schedule_handles_non_vectorized_schedules_and_constants(tmp_path):
     assert (tmp_path / "k.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="Received: steps=0"):
         schedules.plot_schedule(keras_schedule, 0, tmp_path / "x.png")
+
+
+def test_docs_plot_script_writes_every_png(tmp_path):
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("plot_schedules", root / "scripts" / "plot_schedules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Drawing all 13 takes ~10 s on a busy 2-core machine: draw two kinds, check all names.
+    written = module.main(["--out", str(tmp_path), "--only", "one_cycle", "warmup_types"])
+    assert [pathlib.Path(p).name for p in written] == ["one_cycle.png", "warmup_types.png"]
+    for path in written:
+        assert pathlib.Path(path).read_bytes()[:4] == b"\x89PNG"
+    docs = (root / "docs" / "schedules.md").read_text()
+    for stem in module.figures():
+        name = f"{stem}.png"
+        assert f"img/schedules/{name}" in docs, f"{name} is not shown in docs/schedules.md"
+        assert (root / "docs" / "img" / "schedules" / name).exists(), f"{name} not committed"
