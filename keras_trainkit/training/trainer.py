@@ -105,8 +105,13 @@ class Trainer:
         gradient_accumulation_steps: micro-batches per optimizer update (>= 1).
             The optimizer's ``iterations`` (and so its schedules) counts updates,
             not micro-batches. A partial accumulation carries over epochs.
-        gradient_transforms: transforms applied, in order, to the gradients
-            before each update (see ``keras_trainkit.optimizers``).
+        gradient_transforms: a transform or a list of transforms applied, in
+            order, to the unscaled (and averaged, under accumulation) gradients
+            before each update: ``keras_trainkit.optimizers.transforms``
+            (``ClipByGlobalNorm``, ``AutoClip``, ``AdaptiveGradientClipping``,
+            ``GradientNoise``, ``SkipNonFinite``, ...) or any callable
+            ``t(grads, variables) -> grads``. A transform's ``gate`` (e.g.
+            ``SkipNonFinite``) can veto an update.
         on_nan: ``"stop"``, ``"skip"`` or ``"raise"`` (see above).
         strategy: a ``tf.distribute`` strategy; by default the current one.
             Build the model under ``strategy.scope()``.
@@ -151,12 +156,15 @@ class Trainer:
             check_type("seed", seed, int)
         if strategy is not None:
             check_type("strategy", strategy, tf.distribute.Strategy)
+        if gradient_transforms is not None and not isinstance(gradient_transforms, (list, tuple)):
+            gradient_transforms = [gradient_transforms]
         transforms = list(gradient_transforms or [])
         for transform in transforms:
-            if not callable(transform) and not hasattr(transform, "apply"):
+            if not callable(transform):
                 raise TypeError(
-                    "Argument `gradient_transforms` must hold gradient transforms "
-                    f"(callables of the gradients). Received: gradient_transforms={gradient_transforms!r}"
+                    "Argument `gradient_transforms` must hold gradient transforms, callables "
+                    "`t(grads, variables) -> grads` such as keras_trainkit.optimizers."
+                    f"ClipByGlobalNorm. Received: gradient_transforms={gradient_transforms!r}"
                 )
         self.model = model
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -234,22 +242,44 @@ class Trainer:
         return loss, y_pred, grads
 
     def transform_gradients(self, grads, variables):
-        """Apply ``gradient_transforms`` in order to the (unscaled, averaged) gradients."""
+        """Apply ``gradient_transforms`` in order; returns ``(grads, gate)``.
+
+        ``gate`` is ``None`` or a scalar boolean tensor, the AND of the transforms'
+        ``gate(grads, variables)`` (each asked before its own transform, as the
+        protocol of ``keras_trainkit.optimizers.transforms.GradientTransform``
+        says): the update is applied only where it is ``True``.
+        """
+        gate = None
+        grads = list(grads)
         for transform in self.gradient_transforms:
-            if hasattr(transform, "apply"):
-                grads = transform.apply(grads, variables)
-            else:
-                grads = transform(grads)
-        return list(grads)
+            own = transform.gate(grads, variables) if hasattr(transform, "gate") else None
+            if own is not None:
+                own = tf.cast(own, tf.bool)
+                gate = own if gate is None else tf.logical_and(gate, own)
+            grads = list(transform(grads, variables))
+        return grads, gate
 
     def apply_gradients(self, grads, variables):
-        """Transform ``grads`` (unscaled) and apply them with the optimizer."""
+        """Transform ``grads`` (unscaled) and apply them with the optimizer.
+
+        When a transform's gate says no (e.g. ``SkipNonFinite``), weights,
+        optimizer slots and ``optimizer.iterations`` stay unchanged.
+        """
         scale = self._loss_scale()
+        gate = None
         if self.gradient_transforms:
-            grads = self.transform_gradients(grads, variables)
+            grads, gate = self.transform_gradients(grads, variables)
         if scale is not None:
             grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
-        self.optimizer.apply(grads, variables)
+        if gate is None:
+            self.optimizer.apply(grads, variables)
+            return
+
+        def apply():
+            self.optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        tf.cond(gate, apply, lambda: tf.constant(False))
 
     def train_step(self, data):
         """One micro-batch: forward, backward, NaN policy, accumulation, update, metrics.
@@ -355,6 +385,9 @@ class Trainer:
         with self.strategy.scope():
             if not self.optimizer.built:
                 self.optimizer.build(self.model.trainable_variables)
+            for transform in self.gradient_transforms:
+                if hasattr(transform, "build") and not getattr(transform, "built", True):
+                    transform.build(list(self.model.trainable_variables))
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self._micro_step = _sync_on_read_zeros(tf.constant(0, tf.int64), "micro_step")

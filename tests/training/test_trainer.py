@@ -163,3 +163,38 @@ def test_invalid_constructor_arguments():
         Trainer(model, keras.optimizers.SGD(gradient_accumulation_steps=2), "mse")
     with pytest.raises(ValueError, match="not compiled"):
         Trainer.from_compiled(dense())
+
+
+def test_gradient_transforms_match_keras_global_clipnorm_and_gate_skips():
+    from keras_trainkit.optimizers.transforms import ClipByGlobalNorm, SkipNonFinite
+
+    x, y = data()
+    reference = dense()
+    reference.compile(optimizer=keras.optimizers.SGD(0.5, global_clipnorm=0.1), loss=SCE)
+    reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    model = dense()
+    clip = ClipByGlobalNorm(0.1)
+    Trainer(model, keras.optimizers.SGD(0.5), SCE, jit_compile=False, shuffle=False,
+            gradient_transforms=[clip]).fit(x, y, batch_size=16, epochs=2, verbose=0)
+    for a, b in zip(reference.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert float(clip.statistics["grad_norm"]) > 0.1
+
+    # A gradient that is Inf while the loss is finite: SkipNonFinite's gate vetoes the update.
+    class InfGrad(keras.layers.Layer):
+        def call(self, t):
+            @tf.custom_gradient
+            def ident(v):
+                return v, lambda dy: dy * np.inf
+            return ident(t)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    net = keras.Model(inputs, InfGrad()(keras.layers.Dense(3)(inputs)))
+    before = [w.copy() for w in net.get_weights()]
+    skip = SkipNonFinite()
+    Trainer(net, keras.optimizers.Adam(0.1), SCE, jit_compile=False,
+            gradient_transforms=skip).fit(x, y, batch_size=32, verbose=0)
+    assert int(net.optimizer.iterations) == 0
+    for a, b in zip(before, net.get_weights()):
+        np.testing.assert_array_equal(a, b)

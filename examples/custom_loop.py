@@ -1,0 +1,61 @@
+"""An MLP on scikit-learn's 8x8 digits trained with the Trainer (the custom-loop way).
+
+Uses a few keras-trainkit components in the loop the Trainer runs:
+``schedules.Warmup`` around ``schedules.CosineAnnealing``, the
+``optimizers.transforms.ClipByGlobalNorm`` gradient transform (applied by the
+Trainer between the gradient and the update) and ``callbacks.EarlyStopping``.
+``examples/fit_integration.py`` trains the same model the ``model.fit`` way.
+
+Run: ``python examples/custom_loop.py`` (``--smoke`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import keras_trainkit as tk  # noqa: E402
+from keras_trainkit.optimizers.transforms import ClipByGlobalNorm  # noqa: E402
+from keras_trainkit.training import Trainer  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a short run for CI")
+    parser.add_argument("--epochs", type=int, default=None)
+    args = parser.parse_args(argv)
+    epochs = args.epochs or (2 if args.smoke else 40)
+
+    keras.utils.set_random_seed(0)
+    (x, y), (x_test, y_test) = tk.datasets.load_digits()
+    model = tk.models.mlp(x.shape[1:], 10, depth=2, width=128)
+    batch_size = 64
+    steps = epochs * -(-int(0.9 * len(x)) // batch_size)
+    schedule = tk.schedules.Warmup(tk.schedules.CosineAnnealing(3e-3, decay_steps=steps),
+                                   warmup_steps=max(1, steps // 20))
+    trainer = Trainer(
+        model,
+        keras.optimizers.AdamW(schedule, weight_decay=1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        gradient_transforms=[ClipByGlobalNorm(1.0)],
+        steps_per_execution=4,
+        seed=0,
+    )
+    history = trainer.fit(
+        x, y, batch_size=batch_size, epochs=epochs, validation_split=0.1,
+        callbacks=[tk.callbacks.EarlyStopping(monitor="val_loss", patience=5,
+                                              restore_best_weights=True)],
+        verbose=2,
+    )
+    loss, accuracy = trainer.evaluate(x_test, y_test, verbose=0)
+    print(f"epochs run: {len(history.epoch)}; test loss {loss:.4f}, test accuracy {accuracy:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
