@@ -16,7 +16,7 @@ import sys
 # Keep TensorFlow's C++ start-up chatter out of the command's output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = ("datasets", "demo", "lr-find", "tune")
+COMMANDS = ("datasets", "demo", "lr-find", "tune", "check-init")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,65 @@
+"""``trainkit check-init``: one forward/backward pass of a fresh model, per-layer statistics and warnings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "check an initialization: per-layer activation/gradient statistics, dead ReLUs and warnings"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"],
+                        help="embedded data set (default: mnist1d)")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"],
+                        help="reference architecture from keras_trainkit.models (default: mlp)")
+    parser.add_argument("--depth", type=int, default=10,
+                        help="hidden layers of the mlp / convolution blocks of the cnn (default: 10)")
+    parser.add_argument("--width", type=int, default=128,
+                        help="units per hidden layer / filters per block (default: 128)")
+    parser.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    parser.add_argument("--initializer", default="he_normal",
+                        help="kernel initializer for keras_trainkit.initializers.get (e.g. he_normal, "
+                             "glorot_uniform, orthogonal, geometric_fan), or 'lsuv' (default: he_normal)")
+    parser.add_argument("--batch-size", type=int, default=256, help="examples in the batch (default: 256)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
+    parser.add_argument("--plot", default=None, help="write the per-layer plot to this PNG file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+
+    from keras_trainkit import datasets, initializers, models
+    from keras_trainkit.diagnostics import check_initialization
+    from keras_trainkit.utils.validation import check_positive
+
+    check_positive("depth", args.depth, integer=True)
+    check_positive("width", args.width, integer=True)
+    check_positive("batch_size", args.batch_size, integer=True)
+    (x, y), _ = datasets.load(args.dataset)
+    x, y = x[: args.batch_size], y[: args.batch_size]
+    lsuv = args.initializer.lower() == "lsuv"
+    initializer = initializers.get("orthogonal" if lsuv else args.initializer)
+    keras.utils.set_random_seed(args.seed)
+    if args.model == "mlp":
+        extra = {"depth": args.depth, "width": args.width}
+    else:
+        extra = {"filters": (args.width,) * args.depth, "batch_norm": False}
+    model = models.build(args.model, x.shape[1:], int(y.max()) + 1, activation=args.activation,
+                         kernel_initializer=initializer, **extra)
+    if lsuv:
+        initializers.lsuv_initialize(model, x, seed=args.seed)
+    result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None)
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, "model": args.model, "depth": args.depth,
+                          "initializer": args.initializer, **result.to_dict()}, indent=2))
+    else:
+        print(f"check-init: {args.model} depth {args.depth} width {args.width} {args.activation}, "
+              f"{args.initializer} on {len(x)} {args.dataset} examples")
+        print(result.format_table())
+        if result.plot_path:
+            print(f"plot: {result.plot_path}")
+    return 1 if (args.strict and not result.passed) else 0
