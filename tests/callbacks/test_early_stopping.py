@@ -193,3 +193,54 @@ def test_reuse_and_deepcopy_reset_state():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"{name}=.*|Received: {name}="):
         EarlyStopping(**kwargs)
+
+
+def test_all_callbacks_in_the_trainer_and_a_keras_tuner_search(tmp_path):
+    import keras_tuner as kt
+
+    from keras_trainkit.callbacks import (
+        SWA,
+        GradientClipping,
+        LearningCurveDiagnosis,
+        TimeBudget,
+        TrainingMonitor,
+    )
+    from keras_trainkit.training import Trainer
+
+    rng = np.random.default_rng(0)
+    x = (3 * rng.normal(size=(32, 4))).astype("float32")
+    y = (x @ rng.normal(size=(4, 1))).astype("float32")
+
+    def callbacks():
+        return [GradientClipping(max_norm=1.0), EarlyStopping(patience=5, GL_alpha=50.0), TimeBudget(600),
+                SWA(start_epoch=1), TrainingMonitor(log_dir=str(tmp_path / "tb"), log_every_n_steps=2),
+                LearningCurveDiagnosis()]
+
+    # Trainer: one full-batch step of clipped SGD on a linear model, checked in numpy.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    clip = GradientClipping(max_norm=1.0)
+    Trainer(model, keras.optimizers.SGD(0.1), "mse", jit_compile=False).fit(
+        x, y, batch_size=32, epochs=1, callbacks=[clip], verbose=0)
+    gw, gb = 2 * x.T @ (-y) / 32, 2 * (-y).mean(axis=0)
+    norm = np.sqrt((gw ** 2).sum() + (gb ** 2).sum())
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), -0.1 * gw / norm, rtol=1e-4, atol=1e-6)
+    assert clip.transform.get_statistics()["grad_norm"] == pytest.approx(norm, rel=1e-4)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    history = Trainer(model, keras.optimizers.SGD(0.05), "mse", jit_compile=False).fit(
+        x, y, batch_size=16, epochs=4, validation_data=(x, y), callbacks=callbacks(), verbose=0)
+    assert {"grad_norm", "clip_fraction", "val_loss"} <= set(history.history)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+
+    def build(hp):
+        net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 4, 8, step=4),
+                                                                       activation="tanh"), keras.layers.Dense(1)])
+        net.compile(keras.optimizers.Adam(1e-2), "mse")
+        return net
+
+    tuner = kt.RandomSearch(build, objective="val_loss", max_trials=2, directory=str(tmp_path),
+                            project_name="search", overwrite=True, seed=0)
+    tuner.search(x, y, epochs=3, batch_size=16, validation_data=(x, y), callbacks=callbacks(), verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2 and all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials)
