@@ -16,7 +16,9 @@ from keras_trainkit.tuning.pruning import (
     PruningRandomSearchOracle,
     get_pruner,
 )
+from keras_trainkit.tuning.parallel import parallel_search
 from keras_trainkit.tuning.recipe import RecipeHyperModel
+from keras_trainkit.tuning.report import summary_table, write_report
 from keras_trainkit.tuning.tuners import (
     BayesianOptimization,
     EpochCheckpoint,
@@ -59,4 +61,7 @@ __all__ = [
     "TrainingSpace",
     "TrainkitTunerMixin",
     "get_pruner",
+    "parallel_search",
+    "summary_table",
+    "write_report",
 ]

@@ -107,3 +107,16 @@ def test_nan_trial_is_recorded_and_search_goes_on(data, tmp_path):
     for trial in trials:
         assert trial.status == "FAILED"
         assert "non-finite loss" in trial.message
+
+
+def test_search_is_reproducible_given_a_seed(data, tmp_path):
+    (x, y), validation = data
+    runs = []
+    for name in ("first", "second"):
+        tuner = tuning.RandomSearch(_small_recipe(epochs=1), max_trials=2, seed=11,
+                                    directory=str(tmp_path), project_name=name)
+        tuner.search(x, y, validation_data=validation, verbose=0)
+        runs.append([(t.hyperparameters.values, t.score)
+                     for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)])
+    assert [values for values, _ in runs[0]] == [values for values, _ in runs[1]]
+    np.testing.assert_allclose([s for _, s in runs[0]], [s for _, s in runs[1]], rtol=0, atol=1e-6)
