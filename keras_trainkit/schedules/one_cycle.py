@@ -55,7 +55,7 @@ class OneCycle(LearningRateSchedule):
 
     Example:
         >>> schedule = OneCycle(0.1, total_steps=100, pct_start=0.25)
-        >>> [round(float(schedule(t)), 6) for t in (0, 24, 99)]
+        >>> [float(f"{float(schedule(t)):.3g}") for t in (0, 24, 99)]
         [0.004, 0.1, 4e-07]
 
     Reference: Smith, "A disciplined approach to neural network hyper-parameters:

@@ -74,8 +74,8 @@ def plot_schedule(
 
     Example:
         >>> from keras_trainkit.schedules import OneCycle
-        >>> plot_schedule(OneCycle(0.1, total_steps=1000), 1000, "/tmp/one_cycle.png")
-        '/tmp/one_cycle.png'
+        >>> plot_schedule(OneCycle(0.1, total_steps=1000), 1000, "one_cycle.png")
+        'one_cycle.png'
     """
     validation.check_positive("dpi", dpi)
     if log_scale not in (True, False):

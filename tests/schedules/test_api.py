@@ -233,3 +233,17 @@ def test_docs_plot_script_writes_every_png(tmp_path):
         name = f"{stem}.png"
         assert f"img/schedules/{name}" in docs, f"{name} is not shown in docs/schedules.md"
         assert (root / "docs" / "img" / "schedules" / name).exists(), f"{name} not committed"
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["_common", "cosine", "cyclical", "decay", "one_cycle", "plot", "sequential", "warmup", "warmup_stable_decay"],
+)
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(tmp_path)  # plot_schedule's example writes a file
+    mod = importlib.import_module(f"keras_trainkit.schedules.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0, f"{result.failed} doctest failure(s) in {module}"
