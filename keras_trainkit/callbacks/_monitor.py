@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import keras
 import numpy as np
-from keras.src.callbacks.monitor_callback import MonitorCallback
+
+try:  # Keras's direction inference; not part of the public API, so guarded.
+    from keras.src.callbacks.monitor_callback import MonitorCallback
+except ImportError:  # pragma: no cover - a Keras without it
+    MonitorCallback = None
 
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
 
@@ -111,6 +113,15 @@ class MonitorBase(TrainkitCallback):
         if self.mode != "auto":
             self._lower_is_better = self.mode == "min"
             return
+        if MonitorCallback is None:
+            name = self.monitor.removeprefix("val_")
+            if name != "loss" and not name.endswith("loss") and not name.endswith("error"):
+                raise ValueError(
+                    f"{type(self).__name__} cannot tell whether `{self.monitor}` should go up or "
+                    f"down: pass mode='min' or mode='max'. Received: mode={self.mode!r}"
+                )
+            self._lower_is_better = True
+            return
         probe = MonitorCallback(self.monitor, "auto")
         probe.set_model(self.model)
         probe._set_monitor_op()
@@ -143,7 +154,3 @@ class MonitorBase(TrainkitCallback):
                 stacklevel=3,
             )
         return value
-
-
-def is_finite(value) -> bool:
-    return isinstance(value, numbers.Real) and math.isfinite(value)
