@@ -41,17 +41,6 @@ def _pythonify(logs) -> dict:
     return out
 
 
-def _sync_on_read_zeros(like, name: str) -> tf.Variable:
-    """A non-trainable per-replica buffer (each replica keeps its own copy)."""
-    return tf.Variable(
-        tf.zeros(like.shape, dtype=like.dtype),
-        trainable=False,
-        name=name,
-        synchronization=tf.VariableSynchronization.ON_READ,
-        aggregation=tf.VariableAggregation.SUM,
-    )
-
-
 class Trainer:
     """A ``GradientTape`` training loop for any Keras model, as fast as ``model.fit``.
 
@@ -260,59 +249,84 @@ class Trainer:
         return grads, gate
 
     def apply_gradients(self, grads, variables):
-        """Transform ``grads`` (unscaled) and apply them with the optimizer.
+        """Transform ``grads`` (unscaled, summed over replicas) and apply them.
 
-        When a transform's gate says no (e.g. ``SkipNonFinite``), weights,
-        optimizer slots and ``optimizer.iterations`` stay unchanged.
+        Runs in a cross-replica context. When a transform's gate says no (e.g.
+        ``SkipNonFinite``), weights, optimizer slots and ``optimizer.iterations``
+        stay unchanged.
         """
-        scale = self._loss_scale()
         gate = None
         if self.gradient_transforms:
             grads, gate = self.transform_gradients(grads, variables)
-        if scale is not None:
-            grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
         if gate is None:
-            self.optimizer.apply(grads, variables)
+            self._optimizer_apply(grads, variables)
             return
 
         def apply():
-            self.optimizer.apply(grads, variables)
+            self._optimizer_apply(grads, variables)
             return tf.constant(True)
 
         tf.cond(gate, apply, lambda: tf.constant(False))
 
-    def train_step(self, data):
-        """One micro-batch: forward, backward, NaN policy, accumulation, update, metrics.
+    def replica_step(self, data):
+        """Forward and backward pass of one replica; updates loss and metrics if finite.
 
-        Runs in a replica context. Returns a boolean scalar: whether the loss was
-        finite (on every replica).
+        Runs in a replica context. Returns ``(finite, grads)``: whether the loss
+        was finite on every replica, and this replica's unscaled gradients.
         """
         x, y, sample_weight = _data.unpack(data)
         loss, y_pred, grads = self.compute_gradients(x, y, sample_weight)
-        variables = self.model.trainable_variables
         scale = self._loss_scale()
         if scale is not None:
             grads = [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
         finite = self._all_replicas_finite(loss)
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
 
+        def update_metrics():
+            self._update_metrics(loss, batch, x, y, y_pred, sample_weight)
+            return tf.constant(True)
+
+        tf.cond(finite, update_metrics, lambda: tf.constant(False))
+        return finite, grads
+
+    def train_step(self, data):
+        """One micro-batch: replica passes, NaN policy, accumulation, transforms, update.
+
+        Runs in a cross-replica context (the replicas' :meth:`replica_step` via
+        ``strategy.run``, then one update from the summed gradients). Returns a
+        boolean scalar: whether the loss was finite.
+        """
+        strategy = self.strategy
+        finite, grads = strategy.run(self.replica_step, args=(data,))
+        finite = strategy.experimental_local_results(finite)[0]
+        if strategy.num_replicas_in_sync > 1:
+            # Keras scales each replica's loss by 1 / replicas: the sum is the mean gradient.
+            grads = [None if g is None else strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)
+                     for g in grads]
+        else:
+            grads = [None if g is None else strategy.experimental_local_results(g)[0]
+                     for g in grads]
+        variables = self.model.trainable_variables
+
         def update():
             if self.gradient_accumulation_steps == 1:
                 self.apply_gradients(grads, variables)
             else:
                 self._accumulate(grads, variables)
-            self._update_metrics(loss, batch, x, y, y_pred, sample_weight)
             return tf.constant(True)
 
         def skip():
             self._skipped.assign_add(1)
             return tf.constant(False)
 
-        tf.cond(finite, update, skip)
-        return finite
+        return tf.cond(finite, update, skip)
+
+    def _cross_replica_test_step(self, data):
+        self.strategy.run(self.test_step, args=(data,))
+        return tf.constant(True)
 
     def test_step(self, data):
-        """One evaluation batch: forward pass, loss and metrics (no update)."""
+        """One evaluation batch of one replica: forward pass, loss and metrics (no update)."""
         x, y, sample_weight = _data.unpack(data)
         y_pred = self.model(x, training=False)
         loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
@@ -340,6 +354,22 @@ class Trainer:
 
             return bool(model_supports_jit(self.model))
         return bool(jit_compile)
+
+    def _optimizer_apply(self, grads, variables):
+        """``optimizer.apply`` from a cross-replica context, with the loss scale put back."""
+        scale = self._loss_scale()
+        if scale is not None:
+            grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            self.optimizer.apply(grads, variables)
+            return
+        # Keras optimizers all-reduce (sum) the gradients they get in a replica
+        # context; hand each replica its share of the already summed gradient.
+        shares = self.strategy.experimental_distribute_values_from_function(
+            lambda context: [None if g is None else tf.identity(g) / replicas for g in grads])
+        self.strategy.extended.call_for_each_replica(
+            lambda g: self.optimizer.apply(list(g), variables), args=(shares,))
 
     def _loss_scale(self):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
@@ -390,11 +420,12 @@ class Trainer:
                     transform.build(list(self.model.trainable_variables))
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            self._micro_step = _sync_on_read_zeros(tf.constant(0, tf.int64), "micro_step")
+            self._micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
             self._accumulators = []
             if self.gradient_accumulation_steps > 1:
                 self._accumulators = [
-                    _sync_on_read_zeros(tf.zeros(v.shape, dtype=v.dtype), "grad_accumulator")
+                    tf.Variable(tf.zeros(v.shape, dtype=v.dtype), trainable=False,
+                                name="grad_accumulator")
                     for v in self.model.trainable_variables
                 ]
         self._state_built = True
@@ -420,11 +451,7 @@ class Trainer:
         strategy = self.strategy
         k = self.steps_per_execution
         jit = self.jit_compile and strategy.num_replicas_in_sync == 1
-        replica_fn = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
-
-        def one_step(data):
-            finite = strategy.run(replica_fn, args=(data,))
-            return strategy.experimental_local_results(finite)[0]
+        one_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
 
         def multi_step(iterator):
             def cond(i, ok, optional):
@@ -613,7 +640,8 @@ class Trainer:
         self._ensure_built(dataset)
         distributed = self._distribute(dataset)
         if self._test_function is None:
-            self._test_function = self._make_multi_step(self.test_step, halt_on_nonfinite=False)
+            self._test_function = self._make_multi_step(self._cross_replica_test_step,
+                                                        halt_on_nonfinite=False)
         callbacks = self._callback_list(callbacks, verbose, 1, steps, history=False)
         callbacks.on_test_begin()
         self.model.reset_metrics()

@@ -1,0 +1,36 @@
+"""`trainkit demo` in a very short run: outputs exist and the summary is printed."""
+
+import json
+
+from keras_trainkit import cli
+
+
+def test_demo_mnist1d_short_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--models", "mlp", "--epochs", "1", "--subset", "300", "--seed", "1",
+                     "--verbose", "0", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert str(out.resolve()) in text
+    assert "Test accuracy on mnist1d" in text and "logistic regression" in text and "94%" in text
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in summary["results"]] == ["mlp"]
+    for result in summary["results"]:
+        assert 0.0 <= result["test_accuracy"] <= 1.0 and result["epochs_run"] == 1
+        assert list((out / "tensorboard" / result["model"] / "train").glob("events.out.tfevents.*"))
+        assert list((out / "tensorboard" / result["model"] / "validation").glob("events.*"))
+
+
+def test_demo_digits_one_model(tmp_path, capsys):
+    out = tmp_path / "digits"
+    assert cli.main(["demo", "--dataset", "digits", "--models", "cnn", "--epochs", "1",
+                     "--subset", "200", "--verbose", "2", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy:" in text and "Test accuracy on digits (360 examples)" in text
+    assert (out / "learning_curves.png").exists()
+
+
+def test_demo_bad_arguments(capsys):
+    assert cli.main(["demo", "--models", "resnet"]) == 2
+    assert "Received: --models=resnet" in capsys.readouterr().err
+    assert cli.main(["demo", "--epochs", "0"]) == 2
