@@ -229,7 +229,7 @@ def test_all_callbacks_in_the_trainer_and_a_keras_tuner_search(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
     history = Trainer(model, keras.optimizers.SGD(0.05), "mse", jit_compile=False).fit(
-        x, y, batch_size=16, epochs=4, validation_data=(x, y), callbacks=callbacks(), verbose=0)
+        x, y, batch_size=16, epochs=3, validation_data=(x, y), callbacks=callbacks(), verbose=0)
     assert {"grad_norm", "clip_fraction", "val_loss"} <= set(history.history)
     assert isinstance(model.optimizer, keras.optimizers.SGD)
 
@@ -241,6 +241,6 @@ def test_all_callbacks_in_the_trainer_and_a_keras_tuner_search(tmp_path):
 
     tuner = kt.RandomSearch(build, objective="val_loss", max_trials=2, directory=str(tmp_path),
                             project_name="search", overwrite=True, seed=0)
-    tuner.search(x, y, epochs=3, batch_size=16, validation_data=(x, y), callbacks=callbacks(), verbose=0)
+    tuner.search(x, y, epochs=2, batch_size=32, validation_data=(x, y), callbacks=callbacks(), verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2 and all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials)

@@ -38,12 +38,14 @@ def _deep_net(optimizer, jit_compile=False, activation="relu", depth=3):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_diverging_run_stays_finite_and_learns(jit_compile):
     x, y = _regression()
-    # A 3-layer ReLU network on inputs of scale 10 with SGD(0.005) blows up to NaN.
-    plain = _deep_net(keras.optimizers.SGD(0.005), jit_compile)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        unclipped = plain.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
-    assert not np.isfinite(unclipped[-1]), unclipped
+    # A 3-layer ReLU network on inputs of scale 10 with SGD(0.005) blows up to NaN
+    # (shown without XLA; the XLA run only checks the clipped side, to save compile time).
+    if not jit_compile:
+        plain = _deep_net(keras.optimizers.SGD(0.005), jit_compile)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unclipped = plain.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
+        assert not np.isfinite(unclipped[-1]), unclipped
     model = _deep_net(keras.optimizers.SGD(0.005), jit_compile)
     original = model.optimizer
     clip = GradientClipping("global_norm", max_norm=1.0)
