@@ -7,11 +7,12 @@ every hidden layer's activations on a batch of real data, and the loss and test
 accuracy after a few epochs of Adam. What it shows (course notes, "where to start"):
 
 * uniform[-1, 1] ignores the fan-in: ReLU activations explode layer after layer,
-  tanh units saturate;
-* Glorot keeps tanh networks in range but halves the ReLU variance at each layer
-  (the factor 2 He adds), so deep ReLU activations shrink;
-* He, orthogonal (for tanh), GeometricFan and LSUV keep the variance roughly
-  constant with depth, and train.
+  tanh units saturate, and neither network learns;
+* Glorot and orthogonal (gain 1) halve the ReLU variance at each layer (the
+  factor 2 He adds is missing), so deep ReLU activations shrink;
+* He, GeometricFan and LSUV keep the variance roughly constant with depth.
+
+Measured results are in docs/initialization.md.
 
 Usage::
 
