@@ -11,7 +11,7 @@ def test_demo_mnist1d_short_run(tmp_path, capsys):
                      "--verbose", "0", "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert str(out.resolve()) in text
-    assert "Test accuracy on mnist1d" in text and "logistic regression" in text and "94%" in text
+    assert "Test accuracy on mnist1d" in text and "logistic regression" in text and "68%" in text
     assert (out / "learning_curves.png").stat().st_size > 1000
     summary = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in summary["results"]] == ["mlp"]

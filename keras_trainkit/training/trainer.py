@@ -24,6 +24,17 @@ ON_NAN_POLICIES = ("stop", "skip", "raise")
 _FROM_MODEL = object()
 
 
+def _find_sam(optimizer):
+    """The SAM optimizer in ``optimizer``'s wrapper chain (its two-pass hook), or ``None``."""
+    seen = optimizer
+    while seen is not None:
+        if callable(getattr(seen, "compute_gradients", None)) and hasattr(seen, "rho"):
+            return seen
+        inner = getattr(seen, "inner_optimizer", None)
+        seen = inner if inner is not seen else None
+    return None
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised by ``Trainer.fit`` under ``on_nan="raise"`` when a loss is NaN or Inf."""
 
@@ -101,6 +112,11 @@ class Trainer:
             ``GradientNoise``, ``SkipNonFinite``, ...) or any callable
             ``t(grads, variables) -> grads``. A transform's ``gate`` (e.g.
             ``SkipNonFinite``) can veto an update.
+        penalties: model-level penalties added to the loss inside the tape, each
+            a callable ``penalty(model, x, y, training)`` returning a weighted
+            scalar (``keras_trainkit.regularizers.JacobianPenalty``,
+            ``InputGradientPenalty``). A ``keras_trainkit.optimizers.SAM``
+            optimizer is detected and its two-pass ``compute_gradients`` hook used.
         on_nan: ``"stop"``, ``"skip"`` or ``"raise"`` (see above).
         strategy: a ``tf.distribute`` strategy; by default the current one.
             Build the model under ``strategy.scope()``.
@@ -128,6 +144,7 @@ class Trainer:
         steps_per_execution: int = 1,
         gradient_accumulation_steps: int = 1,
         gradient_transforms=None,
+        penalties=None,
         on_nan: str = "stop",
         strategy=None,
         shuffle: bool = True,
@@ -160,6 +177,16 @@ class Trainer:
         self.steps_per_execution = int(steps_per_execution)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         self.gradient_transforms = transforms
+        if penalties is not None and not isinstance(penalties, (list, tuple)):
+            penalties = [penalties]
+        self.penalties = list(penalties or [])
+        for penalty in self.penalties:
+            if not callable(penalty):
+                raise TypeError(
+                    "Argument `penalties` must hold callables `penalty(model, x, y, training)` "
+                    "such as keras_trainkit.regularizers.JacobianPenalty. "
+                    f"Received: penalties={penalties!r}"
+                )
         self.on_nan = on_nan
         self.shuffle = shuffle
         self.seed = seed
@@ -180,6 +207,7 @@ class Trainer:
                 f"Received: optimizer.gradient_accumulation_steps="
                 f"{self.model.optimizer.gradient_accumulation_steps}"
             )
+        self._sam = _find_sam(self.model.optimizer)
         self.jit_compile = self._resolve_jit(jit_compile)
         self._train_function = None
         self._test_function = None
@@ -219,16 +247,37 @@ class Trainer:
     def compute_gradients(self, x, y, sample_weight=None):
         """Forward and backward pass: returns ``(loss, y_pred, gradients)``.
 
-        Gradients are those of ``optimizer.scale_loss(loss)``; the Trainer unscales
-        them before the hooks when a loss-scale optimizer is used.
+        The objective is :meth:`compute_loss` plus the ``penalties`` (each
+        ``penalty(model, x, y, training=True)``, divided by the number of
+        replicas like the loss), evaluated inside the tape so that input-gradient
+        penalties are differentiated through. With a
+        ``keras_trainkit.optimizers.SAM`` optimizer the gradients are SAM's, taken
+        at the perturbed weights ``w + e(w)`` (``SAM.compute_gradients``); the
+        returned loss is the one at ``w``. Gradients are those of
+        ``optimizer.scale_loss(loss)``; the Trainer unscales them afterwards.
         """
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
+        first = {}
+
+        def objective():
             y_pred = self.model(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, variables)
-        return loss, y_pred, grads
+            if self.penalties:
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                for penalty in self.penalties:
+                    extra = penalty(self.model, x, y, training=True)
+                    loss = loss + tf.cast(extra, loss.dtype) / replicas
+            first.setdefault("loss", loss)
+            first.setdefault("y_pred", y_pred)
+            return self.optimizer.scale_loss(loss)
+
+        if self._sam is not None:
+            _, grads = self._sam.compute_gradients(objective, variables)
+        else:
+            with tf.GradientTape() as tape:
+                scaled = objective()
+            grads = tape.gradient(scaled, variables)
+        return first["loss"], first["y_pred"], list(grads)
 
     def transform_gradients(self, grads, variables):
         """Apply ``gradient_transforms`` in order; returns ``(grads, gate)``.
