@@ -122,8 +122,10 @@ class Prodigy(TrainkitOptimizer):
         wide = any(keras.backend.standardize_dtype(v.dtype) == "float64" for v in var_list)
         self._scalar_dtype = "float64" if wide else "float32"
         scalar = dict(shape=(), dtype=self._scalar_dtype, aggregation="only_first_replica")
-        self._d = self.add_variable(name="d", **scalar)
-        self._d.assign(self.d0)  # exact in float64 (a Constant initializer rounds via float32)
+        # ``ops.full`` keeps d0 exact in float64 (a Constant initializer rounds via float32).
+        self._d = self.add_variable(
+            initializer=lambda shape, dtype: ops.full(shape, self.d0, dtype=dtype), name="d", **scalar
+        )
         self._previous_d = self.add_variable(name="previous_d", **scalar)
         self._numerator = self.add_variable(name="d_numerator", **scalar)
         self._numerator_step = self.add_variable(name="d_numerator_step", **scalar)
