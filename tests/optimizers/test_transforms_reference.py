@@ -1,4 +1,4 @@
-"""Each gradient transform against an independent reference over 120 steps.
+"""Each gradient transform against an independent reference over 100 steps.
 
 Problems: a random ill-conditioned quadratic (condition number 1e3) and the
 generalized Rosenbrock function, on parameters shaped like a Dense layer
@@ -41,7 +41,7 @@ from keras_trainkit.optimizers import (  # noqa: E402
     TransformedOptimizer,
 )
 
-STEPS = 120
+STEPS = 100
 SHAPES = {"kernel": (5, 4), "bias": (4,)}
 SIZE = 24
 
