@@ -152,3 +152,21 @@ def test_get_and_bad_arguments():
         InputGradientPenalty(loss="no_such_loss")
     with pytest.raises(TypeError, match="Received: model="):
         PenalizedModel("not a model", [])
+
+
+def test_penalties_as_trainer_hooks():
+    from keras_trainkit.training import Trainer
+
+    x, y = regression_data()
+    weights = {}
+    for name, hooks in (("plain", None), ("penalized", [JacobianPenalty(factor=1.0, num_projections=2),
+                                                        InputGradientPenalty(factor=1.0, loss="mse")])):
+        keras.utils.set_random_seed(0)
+        model = dense_model(kernel_regularizer=None)
+        trainer = Trainer(model, keras.optimizers.SGD(0.05), "mse", jit_compile=False, penalties=hooks,
+                          shuffle=False)
+        history = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        weights[name] = model.get_layer("hidden").kernel.numpy()
+    # the penalties' gradients reached the weights through the Trainer's tape
+    assert not np.allclose(weights["plain"], weights["penalized"])
