@@ -12,7 +12,9 @@ start"):
   makes them differ (symmetry is never broken);
 * **vanishing / exploding activations**: the activation standard deviation of
   the last Dense/convolution layer is more than ``ratio_threshold`` (10) times
-  smaller or larger than the first's;
+  smaller or larger than the first's (layers of the first one's class are
+  compared: the Dense stack of an MLP, the convolutions of a CNN, since pooling
+  rescales per-element statistics);
 * **vanishing / exploding gradients**: the same for the gradient standard
   deviation, read backwards (first layer compared with the last);
 * **dead ReLUs**: more than ``dead_threshold`` of a ReLU layer's units are zero
@@ -260,7 +262,10 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
                 f"{100 * dead:.0f}% of the ReLU units are zero on every example of the batch "
                 "(no gradient flows through them); check the initializer's scale and the biases"))
 
-    depth_stats = [s for s in stats if s.has_kernel]
+    # Compare layers of one kind (the Dense stack of an MLP, the convolutions of a CNN):
+    # pooling between a convolution stack and a Dense head rescales per-element statistics.
+    kernel_stats = [s for s in stats if s.has_kernel]
+    depth_stats = [s for s in kernel_stats if s.kind == kernel_stats[0].kind] if kernel_stats else []
     if len(depth_stats) >= 2:
         first, last = depth_stats[0], depth_stats[-1]
         _ratio_warning(warnings, "activations", first.activation_std, last.activation_std,

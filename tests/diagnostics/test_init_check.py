@@ -91,3 +91,15 @@ def test_bad_arguments():
         check_initialization(model, x, ratio_threshold=1)
     with pytest.raises(ValueError, match="Received: dead_threshold=1.5"):
         check_initialization(model, x, dead_threshold=1.5)
+
+
+def test_cnn_depth_comparison_uses_the_convolution_stack(batch):
+    x, y = batch
+    keras.utils.set_random_seed(0)
+    good = tk.models.cnn((40,), 10, filters=(16, 16, 16), batch_norm=False, kernel_initializer="he_normal")
+    assert check_initialization(good, x[:64], y[:64]).passed
+    tiny = tk.models.cnn((40,), 10, filters=(16,) * 6, batch_norm=False, activation="tanh",
+                         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+    result = check_initialization(tiny, x[:64], y[:64])
+    assert {"vanishing_activations", "vanishing_gradients"} <= result.kinds()
+    assert all(w.layer.startswith("conv_") for w in result.warnings if w.kind.startswith("vanishing"))
