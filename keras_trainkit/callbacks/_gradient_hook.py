@@ -29,11 +29,14 @@ wrapper when it reads ``model.optimizer`` while tracing after
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 
 import keras
 
 from keras_trainkit.optimizers import TransformedOptimizer
+
+logger = logging.getLogger(__name__)
 
 
 class _CallbackOptimizer(TransformedOptimizer):
@@ -42,6 +45,16 @@ class _CallbackOptimizer(TransformedOptimizer):
     It saves/loads only the wrapped optimizer's variables, so checkpoints
     written while it is installed match the model as compiled.
     """
+
+    def build(self, variables):
+        super().build(variables)
+        # Counts applied steps, so callbacks can tell whether the loop used this wrapper.
+        self.applied_steps = self.add_variable((), initializer="zeros", dtype="int32",
+                                               aggregation="only_first_replica", name="applied_steps")
+
+    def wrapped_apply(self, grads, variables):
+        self.applied_steps.assign_add(1)
+        super().wrapped_apply(grads, variables)
 
     def save_own_variables(self, store):
         self.inner_optimizer.save_own_variables(store)
@@ -110,6 +123,33 @@ def attach(model, owner, transforms, first=False):
     else:
         state.entries.append((owner, list(transforms)))
     return _install(model, state)
+
+
+def applied_steps(model):
+    """Steps the installed wrapper has applied, or ``None`` when none is installed."""
+    optimizer = getattr(model, "optimizer", None)
+    if not isinstance(optimizer, _CallbackOptimizer):
+        return None
+    return int(keras.ops.convert_to_numpy(optimizer.applied_steps))
+
+
+def warn_if_unused(model, owner):
+    """Log a warning when training ran steps without going through the wrapper.
+
+    A loop that traced its step before ``on_train_begin`` (and reuses that
+    trace) keeps calling the original optimizer: the callback then has no
+    effect, and this says so instead of failing silently.
+    """
+    steps = applied_steps(model)
+    if steps == 0:
+        logger.warning(
+            "%s: the training step did not use the wrapped optimizer, so it has no effect. The "
+            "loop traced its step before on_train_begin and reused it (a custom loop must read "
+            "model.optimizer when tracing after on_train_begin, or retrace when it changes).",
+            type(owner).__name__,
+        )
+        return True
+    return False
 
 
 def detach(model, owner):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+import keras
 import numpy as np
 
 from keras_trainkit.callbacks._monitor import (
@@ -230,7 +231,7 @@ class EarlyStopping(MonitorBase):
     def _snapshot(self):
         self.best_weights = self.model.get_weights()
         if self.restore_optimizer_state and getattr(self.model, "optimizer", None) is not None:
-            self.best_optimizer_state = [np.array(v) for v in self.model.optimizer.variables]
+            self.best_optimizer_state = [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.optimizer.variables]
 
     def _restore(self):
         if self.best_weights is None:

@@ -130,6 +130,7 @@ class GradientClipping(TrainkitCallback):
     def _reset_state(self):
         self.transform = None
         self._batch_stats = []
+        self._checked = False
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs=None):
@@ -150,6 +151,10 @@ class GradientClipping(TrainkitCallback):
     def on_train_batch_end(self, batch, logs=None):
         if self.transform is None or not self.transform.built:
             return
+        if not self._checked:
+            self._checked = True
+            if _gradient_hook.warn_if_unused(self.model, self):
+                return
         stats = self._statistics()
         self._batch_stats.append(stats)
         if self.log_statistics and logs is not None:

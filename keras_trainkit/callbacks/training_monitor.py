@@ -201,6 +201,9 @@ class TrainingMonitor(TrainkitCallback):
                             for v in self.model.trainable_variables]
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._recorder is not None and self.step == 0:
+            if _gradient_hook.warn_if_unused(self.model, self):
+                self._recorder = None  # its norms would be stale zeros
         self.step += 1
         self._batch_in_epoch += 1
         loss = self._batch_loss(logs or {})

@@ -244,3 +244,24 @@ def test_all_callbacks_in_the_trainer_and_a_keras_tuner_search(tmp_path):
     tuner.search(x, y, epochs=2, batch_size=32, validation_data=(x, y), callbacks=callbacks(), verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2 and all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials)
+
+
+def test_restore_optimizer_state_with_the_best_weights():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 2)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0]])).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    slots, weights = [], []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: (
+        slots.append([keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]), weights.append(model.get_weights())))
+    # Validating against -y: the better the fit, the worse val_loss, so epoch 0 is the best.
+    stop = EarlyStopping(patience=2, restore_best_weights=True, restore_optimizer_state=True)
+    model.fit(x, y, batch_size=8, epochs=10, verbose=0, validation_data=(x, -y), callbacks=[record, stop])
+    assert stop.best_epoch == 0 and stop.stopped_epoch == 2
+    for a, b in zip(model.get_weights(), weights[0]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.optimizer.variables, slots[0]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b)
+    assert int(model.optimizer.iterations.numpy()) == 4  # the step count of epoch 0

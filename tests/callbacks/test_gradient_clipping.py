@@ -136,7 +136,7 @@ def test_checkpoint_written_mid_training_restores_optimizer_state(tmp_path):
         loaded = keras.models.load_model(path)
     assert type(loaded.optimizer) is keras.optimizers.Adam
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 def test_two_callbacks_share_the_wrapper_and_config_round_trip():
@@ -155,3 +155,37 @@ def test_two_callbacks_share_the_wrapper_and_config_round_trip():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"Received: {name}="):
         GradientClipping(**kwargs)
+
+
+def test_custom_loop_protocol_and_warning_when_bypassed(caplog):
+    """A loop that traces its step after on_train_begin, reading model.optimizer, is
+    clipped; one that reuses a step traced with the original optimizer gets a warning."""
+    x, y = _regression(n=16, scale=3.0)
+    model = _linear(keras.optimizers.SGD(0.1))
+
+    def make_step():
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x) - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply(grads, model.trainable_variables)  # read at trace time
+        return step
+
+    clip = GradientClipping(max_norm=1e-3)
+    clip.set_model(model)
+    clip.on_train_begin()
+    make_step()()  # traced now: uses the wrapper
+    clip.on_train_batch_end(0, {})
+    clip.on_train_end()
+    step_norm = np.sqrt(sum(float(np.sum(v.numpy() ** 2)) for v in model.trainable_variables))
+    assert step_norm == pytest.approx(1e-3 * 0.1, rel=1e-4)  # lr * max_norm: clipped
+
+    stale = make_step()
+    stale()  # traced with the original SGD
+    clip.on_train_begin()
+    with caplog.at_level("WARNING", logger="keras_trainkit.callbacks._gradient_hook"):
+        stale()
+        clip.on_train_batch_end(0, {})
+    clip.on_train_end()
+    assert "did not use the wrapped optimizer" in caplog.text
