@@ -1,14 +1,14 @@
 """Keras callbacks for clipping, early stopping, weight averaging and monitoring."""
 
 from keras_trainkit.callbacks._registry import REGISTRY
-from keras_trainkit.callbacks.training_monitor import TrainingMonitor
+from keras_trainkit.callbacks.early_stopping import EarlyStopping
 from keras_trainkit.callbacks.gradient_clipping import GradientClipping
 from keras_trainkit.callbacks.learning_curve import LearningCurveDiagnosis
 from keras_trainkit.callbacks.swa import SWA
-from keras_trainkit.callbacks.early_stopping import EarlyStopping
 from keras_trainkit.callbacks.hyperparameter_scheduler import HyperparameterScheduler
 from keras_trainkit.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from keras_trainkit.callbacks.time_budget import TimeBudget
+from keras_trainkit.callbacks.training_monitor import TrainingMonitor
 
 
 def get(identifier, **kwargs):
@@ -27,13 +27,13 @@ def get(identifier, **kwargs):
 
 
 __all__ = [
-    "TrainingMonitor",
+    "EarlyStopping",
     "GradientClipping",
     "LearningCurveDiagnosis",
     "SWA",
-    "EarlyStopping",
     "HyperparameterScheduler",
     "ReduceLROnPlateau",
     "TimeBudget",
+    "TrainingMonitor",
     "get",
 ]
