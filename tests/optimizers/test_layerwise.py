@@ -6,7 +6,19 @@ import pytest
 import tensorflow as tf
 
 from keras_trainkit.optimizers import LayerwiseLearningRate, depth_decay_multipliers, match_multiplier
+from tests.conftest import LOGICAL_CPUS
 
+
+
+def _two_device_strategy():
+    """MirroredStrategy over the two logical CPUs, reducing through one device.
+
+    The default collective all-reduce keys its ops by instance number, which
+    restarts with every new strategy: two strategies in one process whose
+    models differ in size then collide ("Shape mismatch in the collective
+    instance"). ReductionToOneDevice has no such state.
+    """
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def _data():
     rng = np.random.default_rng(0)
@@ -128,3 +140,36 @@ def test_bad_arguments(kwargs, match):
         LayerwiseLearningRate(keras.optimizers.SGD(0.1), **kwargs)
     with pytest.raises(TypeError, match="Received: multipliers="):
         LayerwiseLearningRate(keras.optimizers.SGD(0.1), multipliers=[("a", 1.0)])
+
+
+def test_mirrored_strategy_equals_one_device():
+    x, y = _data()
+
+    def build():
+        return LayerwiseLearningRate(keras.optimizers.SGD(0.05, momentum=0.9), {"body/*": 0.2})
+
+    one = _model()
+    one.compile(optimizer=build(), loss="mse")
+    one.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    with _two_device_strategy().scope():
+        two = _model()
+        two.compile(optimizer=build(), loss="mse")
+    two.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    for a, b in zip(one.weights, two.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_float16_with_loss_scaling():
+    x, y = _data()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = _model()
+        opt = LayerwiseLearningRate(keras.optimizers.Adam(0.01), {"head/*": 0.0})
+        model.compile(optimizer=opt, loss="mse")
+        head = [w.numpy() for w in model.get_layer("head").weights]
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.all(np.isfinite(history.history["loss"]))
+    for a, b in zip(head, model.get_layer("head").weights):
+        np.testing.assert_array_equal(a, b.numpy())

@@ -18,6 +18,17 @@ from keras_trainkit.optimizers import Lookahead
 from tests.conftest import LOGICAL_CPUS
 
 
+
+def _two_device_strategy():
+    """MirroredStrategy over the two logical CPUs, reducing through one device.
+
+    The default collective all-reduce keys its ops by instance number, which
+    restarts with every new strategy: two strategies in one process whose
+    models differ in size then collide ("Shape mismatch in the collective
+    instance"). ReductionToOneDevice has no such state.
+    """
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
 def quadratic(n=10, seed=0):
     """0.5 (w - c)^T H (w - c), H with condition number 1e3."""
     rng = np.random.default_rng(seed)
@@ -102,18 +113,17 @@ def test_save_load_keeps_slow_weights_and_resumes(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_mirrored_strategy_equals_one_device(two_cpu_strategy):
+def test_mirrored_strategy_equals_one_device():
     x, y = _data()
     one = _model()
     one.compile(optimizer=Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3), loss="mse")
     one.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
-    with two_cpu_strategy.scope():
+    with _two_device_strategy().scope():
         two = _model()
         two.compile(optimizer=Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3), loss="mse")
     two.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
     for a, b in zip(one.weights, two.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
-    assert len(LOGICAL_CPUS) == 2
 
 
 @pytest.mark.parametrize(
@@ -140,3 +150,19 @@ def test_slow_step_size_one_and_period_one_is_the_inner_optimizer():
         la.apply([tf.constant(grad(a.numpy()), "float32")], [a])
         sgd.apply([tf.constant(grad(b.numpy()), "float32")], [b])
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_mixed_float16_with_loss_scaling():
+    x, y = _data()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = _model()
+        model.compile(optimizer=Lookahead(keras.optimizers.Adam(0.01), sync_period=2), loss="mse")
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.all(np.isfinite(history.history["loss"]))
+    slow = model.optimizer.inner_optimizer._slow_weights
+    for w, s in zip(model.trainable_variables, slow):  # 8 steps: synced at the end
+        np.testing.assert_array_equal(w.numpy(), s.numpy())

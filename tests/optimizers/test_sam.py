@@ -16,7 +16,19 @@ import tensorflow as tf
 from keras import ops
 
 from keras_trainkit.optimizers import SAM, SAMModel, sam_gradients, sam_perturbation
+from tests.conftest import LOGICAL_CPUS
 
+
+
+def _two_device_strategy():
+    """MirroredStrategy over the two logical CPUs, reducing through one device.
+
+    The default collective all-reduce keys its ops by instance number, which
+    restarts with every new strategy: two strategies in one process whose
+    models differ in size then collide ("Shape mismatch in the collective
+    instance"). ReductionToOneDevice has no such state.
+    """
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def quadratic(n=10, seed=0):
     rng = np.random.default_rng(seed)
@@ -209,3 +221,27 @@ def test_sam_model_needs_sam_optimizer():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"Received: {name}="):
         SAM(keras.optimizers.SGD(0.1), **kwargs)
+
+
+def test_sam_model_under_mirrored_strategy():
+    x, y = _data()
+    with _two_device_strategy().scope():
+        model = SAMModel(_base())
+        model.compile(optimizer=SAM(keras.optimizers.SGD(0.05, momentum=0.9), rho=0.05), loss="mse")
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_sam_model_mixed_float16():
+    x, y = _data()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = SAMModel(_base())
+        model.compile(optimizer=SAM(keras.optimizers.Adam(0.01), rho=0.05), loss="mse")
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)

@@ -15,7 +15,19 @@ import tensorflow as tf
 
 from keras_trainkit.optimizers import Shampoo
 from keras_trainkit.optimizers.shampoo import inverse_pth_root_eigh, inverse_pth_root_newton
+from tests.conftest import LOGICAL_CPUS
 
+
+
+def _two_device_strategy():
+    """MirroredStrategy over the two logical CPUs, reducing through one device.
+
+    The default collective all-reduce keys its ops by instance number, which
+    restarts with every new strategy: two strategies in one process whose
+    models differ in size then collide ("Shape mismatch in the collective
+    instance"). ReductionToOneDevice has no such state.
+    """
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def _inv_root(a, p, eps):
     lam, q = np.linalg.eigh(a)
@@ -264,3 +276,37 @@ def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"{name}=.*") as info:
         Shampoo(**kwargs)
     assert "Received:" in str(info.value)
+
+
+def test_mirrored_strategy_equals_one_device():
+    x, y = _data()
+
+    # The all-reduced gradient differs from the one-device gradient in the last bits
+    # (summation order); a larger ridge keeps the inverse roots from amplifying that.
+    def build():
+        return Shampoo(learning_rate=0.01, max_block_size=4, preconditioning_compute_steps=2,
+                       start_preconditioning_step=1, epsilon=1e-3)
+
+    one = _model()
+    one.compile(optimizer=build(), loss="mse")
+    one.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    with _two_device_strategy().scope():
+        two = _model()
+        two.compile(optimizer=build(), loss="mse")
+    two.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    for a, b in zip(one.weights, two.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_float16_with_loss_scaling():
+    x, y = _data()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = _model()
+        model.compile(optimizer=Shampoo(learning_rate=0.01, max_block_size=4, start_preconditioning_step=1), loss="mse")
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
