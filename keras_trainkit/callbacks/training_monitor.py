@@ -43,9 +43,13 @@ class _GradientNormRecorder(GradientTransform):
         return grads
 
 
-def _layer_name(variable) -> str:
-    path = str(getattr(variable, "path", None) or variable.name)
-    return path.rsplit("/", 1)[0] if "/" in path else path
+def _layer_name(variable, model_name=None) -> str:
+    """The layer part of a variable's path (``"dense/kernel"`` -> ``"dense"``), without a
+    leading model name (Sequential models prefix their variables' paths with it)."""
+    parts = str(getattr(variable, "path", None) or variable.name).split("/")
+    if len(parts) > 2 and parts[0] == model_name:
+        parts = parts[1:]
+    return "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
 
 
 def _leaf_optimizer(optimizer):
@@ -264,7 +268,7 @@ class TrainingMonitor(TrainkitCallback):
         norms = keras.ops.convert_to_numpy(self._recorder.norms).astype(np.float64)
         squares = collections.OrderedDict()
         for variable, norm in zip(self.model.trainable_variables, norms):
-            layer = _layer_name(variable)
+            layer = _layer_name(variable, self.model.name)
             squares[layer] = squares.get(layer, 0.0) + float(norm) ** 2
         record = {f"gradient_norm/{layer}": math.sqrt(s) for layer, s in squares.items()}
         record["gradient_norm/global"] = math.sqrt(sum(squares.values()))
@@ -276,7 +280,7 @@ class TrainingMonitor(TrainkitCallback):
         deltas, weights = collections.OrderedDict(), collections.OrderedDict()
         for variable, before in zip(self.model.trainable_variables, self._before):
             after = keras.ops.convert_to_numpy(variable).astype(np.float64)
-            layer = _layer_name(variable)
+            layer = _layer_name(variable, self.model.name)
             deltas[layer] = deltas.get(layer, 0.0) + float(np.sum((after - before) ** 2))
             weights[layer] = weights.get(layer, 0.0) + float(np.sum(before ** 2))
         record = {f"update_ratio/{layer}": math.sqrt(deltas[layer]) / (math.sqrt(weights[layer]) + _EPS)
