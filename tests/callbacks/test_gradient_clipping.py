@@ -189,3 +189,16 @@ def test_custom_loop_protocol_and_warning_when_bypassed(caplog):
         clip.on_train_batch_end(0, {})
     clip.on_train_end()
     assert "did not use the wrapped optimizer" in caplog.text
+
+
+def test_mirrored_strategy_clips_the_global_gradient(two_cpu_strategy):
+    x, y = _regression(n=16, scale=3.0)
+    with two_cpu_strategy.scope():
+        model = _linear(keras.optimizers.SGD(0.01))
+    clip = GradientClipping("global_norm", max_norm=1.0)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[clip])
+    # one step on the whole batch from zero weights: the gradient of the mean loss over both replicas
+    gw, gb = 2 * x.T @ (-y) / 16, 2 * (-y).mean(axis=0)
+    norm = np.sqrt((gw ** 2).sum() + (gb ** 2).sum())
+    assert history.history["grad_norm"][0] == pytest.approx(norm, rel=1e-4)
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), -0.01 * gw / norm, rtol=1e-4, atol=1e-7)
