@@ -417,8 +417,12 @@ class Trainer:
         # context; hand each replica its share of the already summed gradient.
         shares = self.strategy.experimental_distribute_values_from_function(
             lambda context: [None if g is None else tf.identity(g) / replicas for g in grads])
-        self.strategy.extended.call_for_each_replica(
-            lambda g: self.optimizer.apply(list(g), variables), args=(shares,))
+
+        def apply(share):
+            # A copy made in the replica context, on the replica's device.
+            self.optimizer.apply([None if g is None else tf.identity(g) for g in share], variables)
+
+        self.strategy.extended.call_for_each_replica(apply, args=(shares,))
 
     def _loss_scale(self):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
@@ -470,6 +474,9 @@ class Trainer:
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self._micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
+            self._halted = tf.Variable(False, trainable=False, name="halted")
+            self._batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_seen")
+            self._nan_batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="nan_batch")
             self._accumulators = []
             if self.gradient_accumulation_steps > 1:
                 self._accumulators = [
@@ -502,13 +509,26 @@ class Trainer:
         jit = self.jit_compile and strategy.num_replicas_in_sync == 1
         one_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
 
+        halted, batches, nan_batch = self._halted, self._batches, self._nan_batch
+
         def multi_step(iterator):
+            # Under on_nan "stop"/"raise" a non-finite loss sets `halted`: every later
+            # step does nothing, so Python need not read a flag after each call.
             def cond(i, ok, optional):
                 go = tf.logical_and(i < k, optional.has_value())
-                return tf.logical_and(go, ok) if halt_on_nonfinite else go
+                return tf.logical_and(go, tf.logical_not(halted)) if halt_on_nonfinite else go
 
             def body(i, ok, optional):
                 ok = one_step(optional.get_value())
+                if halt_on_nonfinite:
+                    batches.assign_add(1)
+
+                    def halt():
+                        halted.assign(True)
+                        nan_batch.assign(batches)
+                        return tf.constant(True)
+
+                    tf.cond(ok, lambda: tf.constant(False), halt)
                 nxt = tf.cond(i + 1 < k, iterator.get_next_as_optional, lambda: optional)
                 return i + 1, ok, nxt
 
@@ -611,14 +631,14 @@ class Trainer:
             (x, y, sample_weight), validation_data = _data.split_validation(
                 x, y, sample_weight, validation_split)
         dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=self.shuffle)
-        val_dataset = None
+        val_dataset, val_steps = None, 0
         if validation_data is not None:
             if _data.is_dataset(validation_data):
-                val_dataset, _ = self._prepare(validation_data, None, None, None, shuffle=False,
+                val_dataset, val_steps = self._prepare(validation_data, None, None, None, shuffle=False,
                                                name="validation_data")
             else:
                 vx, vy, vw = _data.unpack(tuple(validation_data))
-                val_dataset, _ = self._prepare(vx, vy, vw, batch_size, shuffle=False,
+                val_dataset, val_steps = self._prepare(vx, vy, vw, batch_size, shuffle=False,
                                                name="validation_data")
         self._ensure_built(dataset)
         distributed = self._distribute(dataset)
@@ -629,6 +649,8 @@ class Trainer:
         self.model.stop_training = False
         self.model._initial_epoch = None
         skipped_before = int(self._skipped.numpy())
+        self._halted.assign(False)
+        self._batches.assign(0)
         callbacks.on_train_begin()
         initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
         training_logs = None
@@ -639,7 +661,7 @@ class Trainer:
             epoch_logs = dict(logs)
             if val_dataset is not None and not self.model.stop_training:
                 val_logs = self.evaluate(val_dataset, callbacks=callbacks, return_dict=True,
-                                         verbose=0, _internal=True)
+                                         verbose=0, _internal=val_steps or 0)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, epoch_logs)
             training_logs = epoch_logs
@@ -655,35 +677,39 @@ class Trainer:
         return self.model.history
 
     def _run_epoch(self, distributed, steps, callbacks, epoch):
+        """One epoch of calls; reads nothing back from the device when ``steps`` is known."""
         iterator = iter(distributed)
+        k = self.steps_per_execution
         step = 0
         logs = {}
         while steps is None or step < steps:
             callbacks.on_train_batch_begin(step)
-            n, ok, step_logs = self._train_function(iterator)
-            n = int(n)
+            n, _, step_logs = self._train_function(iterator)
+            n = int(n) if steps is None else min(k, steps - step)
             if n == 0:
                 break
             logs = step_logs
             step += n
             callbacks.on_train_batch_end(step - 1, logs)
-            if not bool(ok) and self.on_nan != "skip":
-                message = (f"Non-finite loss at epoch {epoch + 1}, step {step}: the update was "
-                           "skipped and training stops (on_nan={!r}).".format(self.on_nan))
-                if self.on_nan == "raise":
-                    raise NonFiniteLossError(message)
-                logger.warning(message)
-                self.model.stop_training = True
-            if self.model.stop_training or n < self.steps_per_execution:
+            if self.model.stop_training or n < k:
                 break
+        if self.on_nan != "skip" and bool(self._halted.numpy()):
+            batch = int(self._nan_batch.numpy())
+            message = (f"Non-finite loss in epoch {epoch + 1} (batch {batch} of this fit): its "
+                       f"update and the rest of the epoch were skipped; training stops "
+                       f"(on_nan={self.on_nan!r}).")
+            if self.on_nan == "raise":
+                raise NonFiniteLossError(message)
+            logger.warning(message)
+            self.model.stop_training = True
         return _pythonify(logs)
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 callbacks=None, return_dict=False, _internal=False):
+                 callbacks=None, return_dict=False, _internal=None):
         """Loss and metrics over ``x``; like ``model.evaluate``."""
         verbose = self._check_verbose(verbose)
-        if _internal:
-            dataset, steps = x, None
+        if _internal is not None:  # a dataset prepared by fit, with its number of batches
+            dataset, steps = x, _internal or None
         else:
             dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=False)
         self._ensure_built(dataset)
@@ -699,7 +725,7 @@ class Trainer:
         while steps is None or step < steps:
             callbacks.on_test_batch_begin(step)
             n, _, step_logs = self._test_function(iterator)
-            n = int(n)
+            n = int(n) if steps is None else min(self.steps_per_execution, steps - step)
             if n == 0:
                 break
             logs = step_logs

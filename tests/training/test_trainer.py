@@ -136,7 +136,7 @@ def test_nan_policy(policy):
     trainer = Trainer(model, keras.optimizers.SGD(0.01), "mse", jit_compile=False, shuffle=False,
                       on_nan=policy)
     if policy == "raise":
-        with pytest.raises(NonFiniteLossError, match="Non-finite loss at epoch 1, step 2"):
+        with pytest.raises(NonFiniteLossError, match=r"Non-finite loss in epoch 1 \(batch 2 of this fit\)"):
             trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
         assert int(model.optimizer.iterations) == 1
         return
