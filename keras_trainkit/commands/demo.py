@@ -30,8 +30,8 @@ RECIPES = {
     "mnist1d": {
         "mlp": dict(epochs=40, batch_size=128, learning_rate=2e-3, weight_decay=5e-2, shift=3,
                     model=dict(depth=3, width=512, dropout=0.1)),
-        "cnn": dict(epochs=25, batch_size=64, learning_rate=3e-3, weight_decay=1e-2, shift=3,
-                    model=dict(filters=(32, 64, 64), kernel_size=5, dense_units=128)),
+        "cnn": dict(epochs=30, batch_size=128, learning_rate=4e-3, weight_decay=1e-2, shift=3,
+                    model=dict(filters=(64, 128, 128), kernel_size=5, dense_units=128)),
     },
     "digits": {
         "mlp": dict(epochs=40, batch_size=64, learning_rate=2e-3, weight_decay=1e-2, shift=0,
