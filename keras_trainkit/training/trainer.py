@@ -80,18 +80,22 @@ class Trainer:
 
     Non-finite losses follow ``on_nan``:
 
-    * ``"stop"`` (default): the step's update is skipped, training stops at the
-      end of that call (``model.stop_training``) and a warning is logged;
+    * ``"stop"`` (default): that step's update and every later step of the
+      epoch are skipped (in the graph, so no per-step read-back is needed), a
+      warning is logged and training stops at the end of the epoch
+      (``model.stop_training``);
     * ``"skip"``: the step's update and metric updates are skipped and training
       goes on; ``trainer.skipped_steps`` counts them;
-    * ``"raise"``: the update is skipped and :class:`NonFiniteLossError` is raised.
+    * ``"raise"``: as ``"stop"``, then :class:`NonFiniteLossError` is raised at
+      the end of the epoch.
 
     Weights are never updated from a non-finite loss. (Non-finite *gradients*
     with a finite loss are the job of a skip-non-finite gradient transform, or of
     the loss-scale optimizer under ``mixed_float16``.)
 
     Custom objectives: subclass and override :meth:`compute_loss` (the loss from
-    ``x, y, y_pred``) or, for full control, :meth:`train_step`.
+    ``x, y, y_pred``, per replica, inside the tape); for more control override
+    :meth:`compute_gradients`, :meth:`replica_step` or :meth:`train_step`.
 
     Args:
         model: any Keras model (Sequential, functional or subclassed).
