@@ -148,8 +148,8 @@ def signature(obj) -> str | None:
 
 def registry_names() -> dict[type, tuple[str, list[str]]]:
     """``{class: (the get() that resolves it, [accepted names])}`` over every family."""
-    for extra in _EXTRA_IMPORTS:
-        _import(extra)
+    for name in (*(f"{PACKAGE}.{sub}" for sub in SUBPACKAGES), *_EXTRA_IMPORTS):
+        _import(name)  # a family exists once its module is imported
     utils = _import(f"{PACKAGE}.utils")
     registry_module = _import(f"{PACKAGE}.utils.registry")
     _snake_case, _normalize = registry_module._snake_case, registry_module._normalize

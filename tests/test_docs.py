@@ -125,6 +125,8 @@ def test_link_checker_finds_links(tmp_path):
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions_eagerly`")
 def test_fit_integration_snippets_run(tmp_path, monkeypatch):
     """Exec every ```python block in order in one namespace.
 
