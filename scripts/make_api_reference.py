@@ -182,6 +182,12 @@ def _kind(obj) -> str:
 
 
 def _origin(obj) -> str | None:
+    # Keras's own objects: their public name (Keras's export path), not keras.src.
+    export = vars(obj).get("_api_export_path") if hasattr(obj, "__dict__") else None
+    if isinstance(export, (list, tuple)):
+        export = sorted(export)[0] if export else None
+    if isinstance(export, str):
+        return export
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if inspect.ismodule(obj):
@@ -227,7 +233,9 @@ def render() -> str:
             out += ["```python", f"{name}{sig}", "```", ""]
         origin = _origin(obj)
         meta = f"*{kind}*"
-        if origin and origin != f"{PACKAGE}.{sub}.{name}":
+        if origin and not origin.startswith(f"{PACKAGE}."):
+            meta += f", re-exported from `{origin}`"
+        elif origin and origin != f"{PACKAGE}.{sub}.{name}":
             meta += f", defined in `{origin}`"
         out += [meta, ""]
         summary = first_paragraph(own_docstring(obj, sub, name))

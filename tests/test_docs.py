@@ -57,6 +57,17 @@ def test_api_reference_lists_every_public_name_and_registry_name():
     assert "0x" not in text  # no memory addresses: the output is deterministic
 
 
+def test_every_registered_class_is_public():
+    """A class that get() can build is in some sub-package's __all__, so it is documented."""
+    public = {id(obj) for _sub, _name, obj in GENERATOR.iter_public()}
+    hidden = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in GENERATOR.registry_names()
+        if id(cls) not in public
+    )
+    assert not hidden, f"registered but in no sub-package's __all__: {hidden}"
+
+
 # (b) every public name has its own docstring --------------------------------------
 
 _PUBLIC = sorted((sub, name) for sub, name, _ in GENERATOR.iter_public())
