@@ -4,10 +4,11 @@ One process, one model: an MLP 784-512-512-10 (ReLU, softmax cross-entropy) on a
 random batch of 128, trained with ``model.fit``: a compiled train step
 (``tf.function``), with Keras's default ``jit_compile="auto"`` unless
 ``--jit-compile true|false`` says otherwise ("auto" is XLA on GPU and a plain
-TensorFlow graph on CPU-only machines, where Keras disables XLA). For each candidate a fresh model is
-compiled and fitted once to warm up (tracing/compilation excluded); then
-``--repeats`` timed fits of ``--steps`` steps each; the figure is the median
-time per step. Ratios are against ``keras.optimizers.Adam`` (for wrappers and
+TensorFlow graph on CPU-only machines, where Keras disables XLA). For each
+candidate a fresh model is compiled and fitted once to warm up (tracing and
+compilation excluded); then ``--repeats`` timed fits of ``--steps`` steps each,
+alternating with as many steps of an Adam model, also warmed up; the figures are
+the median time per step and the median of the per-pair ratios. Ratios are against ``keras.optimizers.Adam`` (for wrappers and
 transforms, which wrap Adam here, that is their overhead over the optimizer
 they wrap).
 
@@ -23,7 +24,7 @@ built with default arguments is reported as skipped.
 
 Usage::
 
-    python benchmarks/optimizer_step.py              # full: 50 steps x 5 repeats
+    python benchmarks/optimizer_step.py              # full: 50 steps x 6 repeats
     python benchmarks/optimizer_step.py --quick      # smoke: 5 steps x 2 repeats
     python benchmarks/optimizer_step.py --only Lookahead,SAM,Shampoo --jit-compile true
 
@@ -126,35 +127,57 @@ def candidates():
     return out, skipped
 
 
-def time_candidate(make, sam_model, x, y, steps, repeats, jit_compile):
-    import tensorflow as tf
+class Timed:
+    """A compiled, warmed-up model whose ``run(steps)`` returns seconds per step."""
 
-    model = _mlp()
-    if sam_model:
-        from keras_trainkit.optimizers import SAMModel
+    def __init__(self, make, sam_model, x, y, jit_compile):
+        import tensorflow as tf
 
-        model = SAMModel(model)
-    model.compile(
-        optimizer=make(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()  # the same batch every step
-    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # warm-up: trace + compile
-    time_candidate.resolved_jit = model.jit_compile
-    per_step = []
-    for _ in range(repeats):
+        model = _mlp()
+        if sam_model:
+            from keras_trainkit.optimizers import SAMModel
+
+            model = SAMModel(model)
+        model.compile(
+            optimizer=make(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        self.data = tf.data.Dataset.from_tensors((x, y)).repeat()  # the same batch every step
+        model.fit(self.data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # warm-up: trace + compile
+        self.model = model
+        self.jit_compile = model.jit_compile
+
+    def run(self, steps):
         start = time.perf_counter()
-        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-        per_step.append((time.perf_counter() - start) / steps)
-    return statistics.median(per_step)
+        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        return (time.perf_counter() - start) / steps
+
+
+def time_against(baseline, candidate, steps, repeats):
+    """Alternate baseline and candidate runs; medians of the time and of the per-pair ratio.
+
+    Alternating cancels most of the drift of a shared, busy machine: each ratio
+    compares two runs taken seconds apart, in ABBA order.
+    """
+    times, ratios = [], []
+    for repeat in range(repeats):
+        if repeat % 2:  # ABBA order: no side is always the first of a pair
+            cand = candidate.run(steps)
+            base = baseline.run(steps)
+        else:
+            base = baseline.run(steps)
+            cand = candidate.run(steps)
+        times.append(cand)
+        ratios.append(cand / base)
+    return statistics.median(times), statistics.median(ratios)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: 5 steps x 2 repeats")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default 50)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 6)")
     parser.add_argument(
         "--jit-compile", choices=["auto", "true", "false"], default="auto",
         help='XLA for the train step: Keras\'s "auto" (default: off on CPU-only machines), true or false',
@@ -162,7 +185,7 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated label prefixes to run")
     args = parser.parse_args(argv)
     steps = args.steps or (5 if args.quick else 50)
-    repeats = args.repeats or (2 if args.quick else 5)
+    repeats = args.repeats or (2 if args.quick else 6)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     rng = np.random.default_rng(0)
@@ -178,22 +201,22 @@ def main(argv=None):
 
     print(f"MLP 784-512-512-10, batch 128, jit_compile={jit!r}, {steps} steps x {repeats} repeats, median")
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}")
-    results = {}
-    print(f"{'candidate':34s} {'kind':26s} {'ms/step':>9s} {'x Adam':>8s} {'target':>8s}")
+    print(f"{'candidate':36s} {'kind':26s} {'ms/step':>9s} {'x Adam':>8s} {'target':>8s}")
+    baseline = Timed(found[0][2], False, x, y, jit)
+    resolved = baseline.jit_compile
     for label, kind, make, sam in found:
         try:
-            seconds = time_candidate(make, sam, x, y, steps, repeats, jit)
+            candidate = baseline if label == "keras.Adam" else Timed(make, sam, x, y, jit)
+            seconds, ratio = time_against(baseline, candidate, steps, repeats)
         except Exception as error:  # noqa: BLE001 - one failing candidate must not stop the run
-            print(f"{label:34s} {kind:26s} failed: {type(error).__name__}: {str(error)[:80]}")
+            print(f"{label:36s} {kind:26s} failed: {type(error).__name__}: {str(error)[:80]}")
             continue
-        results[label] = seconds
-        base = results.get("keras.Adam", seconds)
         target = TARGETS.get(kind)
-        ratio = seconds / base
         flag = "" if target is None else ("ok" if ratio <= target else "OVER")
         target_text = "" if target is None else f"<= {target:.2f}"
-        print(f"{label:34s} {kind:26s} {seconds * 1e3:9.2f} {ratio:8.2f} {target_text:>8s} {flag}", flush=True)
-    print(f"jit_compile resolved to: {getattr(time_candidate, 'resolved_jit', '?')}")
+        print(f"{label:36s} {kind:26s} {seconds * 1e3:9.2f} {ratio:8.2f} {target_text:>8s} {flag}", flush=True)
+        del candidate
+    print(f"jit_compile resolved to: {resolved}")
     for name in skipped:
         print(f"skipped (not available): {name}")
     return 0
