@@ -27,7 +27,18 @@ def _session_cache(tmp_path_factory):
     yield
 
 
+def mirrored_two_cpus():
+    """A ``MirroredStrategy`` over the two logical CPU devices.
+
+    Reduction goes through one device: two strategies with collective all-reduce
+    in one process collide ("Shape mismatch in the collective instance") once
+    their models differ.
+    """
+    return tf.distribute.MirroredStrategy(
+        LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
 @pytest.fixture
 def two_cpu_strategy():
-    """A ``MirroredStrategy`` over the two logical CPU devices."""
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    """A ``MirroredStrategy`` over the two logical CPU devices (see ``mirrored_two_cpus``)."""
+    return mirrored_two_cpus()

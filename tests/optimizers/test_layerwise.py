@@ -6,19 +6,10 @@ import pytest
 import tensorflow as tf
 
 from keras_trainkit.optimizers import LayerwiseLearningRate, depth_decay_multipliers, match_multiplier
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import mirrored_two_cpus
 
 
 
-def _two_device_strategy():
-    """MirroredStrategy over the two logical CPUs, reducing through one device.
-
-    The default collective all-reduce keys its ops by instance number, which
-    restarts with every new strategy: two strategies in one process whose
-    models differ in size then collide ("Shape mismatch in the collective
-    instance"). ReductionToOneDevice has no such state.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def _data():
     rng = np.random.default_rng(0)
@@ -151,7 +142,7 @@ def test_mirrored_strategy_equals_one_device():
     one = _model()
     one.compile(optimizer=build(), loss="mse")
     one.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
-    with _two_device_strategy().scope():
+    with mirrored_two_cpus().scope():
         two = _model()
         two.compile(optimizer=build(), loss="mse")
     two.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)

@@ -15,19 +15,10 @@ import pytest
 import tensorflow as tf
 
 from keras_trainkit.optimizers import Lookahead
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import mirrored_two_cpus
 
 
 
-def _two_device_strategy():
-    """MirroredStrategy over the two logical CPUs, reducing through one device.
-
-    The default collective all-reduce keys its ops by instance number, which
-    restarts with every new strategy: two strategies in one process whose
-    models differ in size then collide ("Shape mismatch in the collective
-    instance"). ReductionToOneDevice has no such state.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def quadratic(n=10, seed=0):
     """0.5 (w - c)^T H (w - c), H with condition number 1e3."""
@@ -118,7 +109,7 @@ def test_mirrored_strategy_equals_one_device():
     one = _model()
     one.compile(optimizer=Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3), loss="mse")
     one.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
-    with _two_device_strategy().scope():
+    with mirrored_two_cpus().scope():
         two = _model()
         two.compile(optimizer=Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3), loss="mse")
     two.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)

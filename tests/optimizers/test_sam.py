@@ -16,19 +16,10 @@ import tensorflow as tf
 from keras import ops
 
 from keras_trainkit.optimizers import SAM, SAMModel, sam_gradients, sam_perturbation
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import mirrored_two_cpus
 
 
 
-def _two_device_strategy():
-    """MirroredStrategy over the two logical CPUs, reducing through one device.
-
-    The default collective all-reduce keys its ops by instance number, which
-    restarts with every new strategy: two strategies in one process whose
-    models differ in size then collide ("Shape mismatch in the collective
-    instance"). ReductionToOneDevice has no such state.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def quadratic(n=10, seed=0):
     rng = np.random.default_rng(seed)
@@ -225,7 +216,7 @@ def test_bad_arguments(kwargs, name):
 
 def test_sam_model_under_mirrored_strategy():
     x, y = _data()
-    with _two_device_strategy().scope():
+    with mirrored_two_cpus().scope():
         model = SAMModel(_base())
         model.compile(optimizer=SAM(keras.optimizers.SGD(0.05, momentum=0.9), rho=0.05), loss="mse")
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)

@@ -15,19 +15,10 @@ import tensorflow as tf
 
 from keras_trainkit.optimizers import Shampoo
 from keras_trainkit.optimizers.shampoo import inverse_pth_root_eigh, inverse_pth_root_newton
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import mirrored_two_cpus
 
 
 
-def _two_device_strategy():
-    """MirroredStrategy over the two logical CPUs, reducing through one device.
-
-    The default collective all-reduce keys its ops by instance number, which
-    restarts with every new strategy: two strategies in one process whose
-    models differ in size then collide ("Shape mismatch in the collective
-    instance"). ReductionToOneDevice has no such state.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 def _inv_root(a, p, eps):
     lam, q = np.linalg.eigh(a)
@@ -290,7 +281,7 @@ def test_mirrored_strategy_equals_one_device():
     one = _model()
     one.compile(optimizer=build(), loss="mse")
     one.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
-    with _two_device_strategy().scope():
+    with mirrored_two_cpus().scope():
         two = _model()
         two.compile(optimizer=build(), loss="mse")
     two.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)

@@ -13,19 +13,11 @@ from keras_trainkit.optimizers import (
     SkipNonFinite,
     TransformedOptimizer,
 )
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import LOGICAL_CPUS, mirrored_two_cpus
 
 BATCH = 8
 
 
-def _mirrored():
-    """MirroredStrategy over the two logical CPUs, reducing without collective ops.
-
-    Two MirroredStrategy objects using collective all-reduce in one process collide on
-    collective instance keys (\"Shape mismatch in the collective instance 100\", plain
-    Keras optimizers too), so these tests use ReductionToOneDevice.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _data(nan_batches=(), n=64, seed=0):
@@ -172,7 +164,7 @@ def test_bad_arguments(kwargs, error, match):
 
 
 def test_mirrored_strategy_matches_single_device():
-    two_cpu_strategy = _mirrored()
+    two_cpu_strategy = mirrored_two_cpus()
     x, y = _data(nan_batches=[2])
 
     def run(strategy):

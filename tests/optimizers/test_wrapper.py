@@ -6,17 +6,9 @@ import pytest
 import tensorflow as tf
 
 from keras_trainkit.optimizers import OptimizerWrapper
-from tests.conftest import LOGICAL_CPUS
+from tests.conftest import LOGICAL_CPUS, mirrored_two_cpus
 
 
-def _mirrored():
-    """MirroredStrategy over the two logical CPUs, reducing without collective ops.
-
-    Two MirroredStrategy objects using collective all-reduce in one process collide on
-    collective instance keys (\"Shape mismatch in the collective instance 100\", plain
-    Keras optimizers too), so these tests use ReductionToOneDevice.
-    """
-    return tf.distribute.MirroredStrategy(LOGICAL_CPUS, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _data(n=64, features=5, seed=0):
@@ -205,7 +197,7 @@ def _fit_strategy(optimizer_fn, strategy):
 
 
 def test_mirrored_strategy_matches_single_device():
-    two_cpu_strategy = _mirrored()
+    two_cpu_strategy = mirrored_two_cpus()
     def make():
         return HalfGradient(keras.optimizers.Adam(0.01))
 
