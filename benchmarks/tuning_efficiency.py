@@ -1,8 +1,10 @@
 """Search efficiency of pruning, and memory of in-process vs isolated trials.
 
 Part 1 (``--part efficiency``): on MNIST-1D with one search space and the same
-seeds, KerasTuner ``RandomSearch`` without pruning against the same search with
-our median and ASHA pruning, and KerasTuner ``Hyperband``. Selection uses the
+seeds, KerasTuner ``RandomSearch`` without pruning (``--trials`` trials) against
+the same search with our median and ASHA pruning, with the same number of
+trials and with twice as many (pruning frees epochs for more configurations),
+and KerasTuner ``Hyperband``. Selection uses the
 validation split only (the last 20% of the training set); the test split is
 used once, for the best model. Prints, per method and over the seeds, the best
 validation accuracy, the best model's test accuracy, the epochs trained and
@@ -48,6 +50,9 @@ def epochs_trained(tuner) -> int:
     return total
 
 
+METHODS = ["random", "median", "asha", "median_2x", "asha_2x", "hyperband"]
+
+
 def run_method(method, seed, trials, epochs, data, folder):
     train, validation, (x_test, y_test) = data
     common = dict(objective="val_accuracy", seed=seed, directory=folder, project_name=method,
@@ -56,8 +61,11 @@ def run_method(method, seed, trials, epochs, data, folder):
         tuner = keras_tuner.Hyperband(recipe(epochs, seed), max_epochs=epochs, factor=3,
                                       hyperband_iterations=1, **common)
     else:
+        rule = method.split("_")[0]
         pruner = {"random": None, "median": tuning.MedianPruner(startup_trials=3, warmup_epochs=2),
-                  "asha": tuning.ASHAPruner(min_epochs=1, reduction_factor=3)}[method]
+                  "asha": tuning.ASHAPruner(min_epochs=1, reduction_factor=3)}[rule]
+        if method.endswith("_2x"):
+            trials *= 2
         tuner = tuning.RandomSearch(recipe(epochs, seed), max_trials=trials, pruner=pruner,
                                     **common)
     started = time.perf_counter()
@@ -73,7 +81,7 @@ def run_method(method, seed, trials, epochs, data, folder):
 
 def efficiency(args):
     data = split("mnist1d")
-    methods = ["random", "median", "asha", "hyperband"]
+    methods = METHODS
     results = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
