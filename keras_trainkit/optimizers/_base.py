@@ -11,8 +11,10 @@ only what Keras lacks:
   ``keras.optimizers.schedules.LearningRateSchedule``. A schedule is evaluated
   at the current *update* count ``optimizer.iterations`` (optimizer updates
   applied so far, starting at 0; with ``gradient_accumulation_steps=k`` this is
-  micro-batches // k, whereas Keras evaluates the learning-rate schedule at the
-  micro-batch count).
+  micro-batches // k).
+* The learning-rate schedule counts updates too (``UpdateCountScheduleMixin``):
+  under ``gradient_accumulation_steps=k`` Keras 3.15 evaluates it at the
+  micro-batch count; ours evaluate it at ``optimizer.iterations``.
 * Weight decay is decoupled and multiplied by the learning rate, as in Keras's
   ``AdamW`` and Loshchilov & Hutter (2019): before the update step,
   ``w <- w - learning_rate * weight_decay * w``. Optimizers whose paper puts
@@ -36,6 +38,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_trainkit.optimizers._update_count import UpdateCountScheduleMixin
 from keras_trainkit.utils import validation
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -91,7 +94,7 @@ def _check_keras_arguments(kwargs: dict[str, Any]) -> None:
         validation.check_number("gradient_accumulation_steps", steps, minimum=2, integer=True)
 
 
-class TrainkitOptimizer(keras.optimizers.Optimizer):
+class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
     """Base of keras_trainkit's optimizers: Keras's ``Optimizer`` plus weight-decay schedules.
 
     Subclasses write ``build()`` and ``update_step()`` as in

@@ -69,3 +69,18 @@ def test_learning_rate_property(accumulation):
     assert float(update_count_learning_rate(optimizer)) == pytest.approx(_reference(update))
     plain = CountedSGD(0.25, gradient_accumulation_steps=accumulation)
     assert float(plain.learning_rate) == pytest.approx(0.25)
+
+
+def _trainkit_optimizers():
+    from keras_trainkit import optimizers
+
+    return [cls for name, cls in sorted(optimizers._registry.REGISTRY.classes.items())
+            if issubclass(cls, optimizers.TrainkitOptimizer)]
+
+
+@pytest.mark.parametrize("cls", _trainkit_optimizers(), ids=lambda c: c.__name__)
+def test_every_trainkit_optimizer_counts_updates(cls):
+    optimizer = cls(learning_rate=_schedule(), gradient_accumulation_steps=3)
+    optimizer.build([keras.Variable(np.zeros(1, "float32"))])
+    optimizer._iterations.assign(7)  # 7 micro-batches = 2 updates applied
+    assert float(optimizer.learning_rate) == pytest.approx(_reference(2))
