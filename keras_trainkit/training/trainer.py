@@ -214,6 +214,7 @@ class Trainer:
         self._sam = _find_sam(self.model.optimizer)
         self.jit_compile = self._resolve_jit(jit_compile)
         self._train_function = None
+        self._traced_optimizer = None
         self._test_function = None
         self._predict_function = None
         self._state_built = False
@@ -646,9 +647,6 @@ class Trainer:
                                                name="validation_data")
         self._ensure_built(dataset)
         distributed = self._distribute(dataset)
-        if self._train_function is None:
-            self._train_function = self._make_multi_step(self.train_step,
-                                                         halt_on_nonfinite=self.on_nan != "skip")
         callbacks = self._callback_list(callbacks, verbose, epochs, steps, history=True)
         self.model.stop_training = False
         self.model._initial_epoch = None
@@ -656,6 +654,7 @@ class Trainer:
         self._halted.assign(False)
         self._batches.assign(0)
         callbacks.on_train_begin()
+        self._ensure_train_function()
         initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
         training_logs = None
         for epoch in range(initial_epoch, epochs):
@@ -679,6 +678,27 @@ class Trainer:
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
         callbacks.on_train_end(logs=training_logs)
         return self.model.history
+
+    def _ensure_train_function(self):
+        """(Re)build the compiled step when ``model.optimizer`` is not the one it traced.
+
+        Called after ``on_train_begin``: callbacks such as
+        ``keras_trainkit.callbacks.GradientClipping`` swap ``model.optimizer`` for a
+        wrapper there, and a trace kept from an earlier ``fit`` would go on calling
+        the optimizer it captured. An unchanged optimizer keeps the existing trace.
+        """
+        optimizer = self.model.optimizer
+        if self._train_function is not None and self._traced_optimizer is optimizer:
+            return
+        if self._train_function is not None:
+            logger.debug("model.optimizer changed since the step was traced; retracing.")
+        if not optimizer.built:
+            with self.strategy.scope():
+                optimizer.build(self.model.trainable_variables)
+        self._sam = _find_sam(optimizer)
+        self._traced_optimizer = optimizer
+        self._train_function = self._make_multi_step(self.train_step,
+                                                     halt_on_nonfinite=self.on_nan != "skip")
 
     def _run_epoch(self, distributed, steps, callbacks, epoch):
         """One epoch of calls; reads nothing back from the device when ``steps`` is known."""
