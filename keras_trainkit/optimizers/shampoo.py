@@ -12,6 +12,7 @@ import math
 import keras
 from keras import ops
 
+from keras_trainkit.optimizers._base import TrainkitOptimizer
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation as v
 
@@ -120,7 +121,7 @@ def inverse_pth_root_newton(stat, p: int, epsilon: float, iterations: int):
 
 
 @register
-class Shampoo(keras.optimizers.Optimizer):
+class Shampoo(TrainkitOptimizer):
     """Shampoo with block preconditioners, periodic refresh and layer-wise grafting.
 
     Each variable of rank >= 2 is viewed as a matrix ``(prod(shape[:-1]),
@@ -186,8 +187,11 @@ class Shampoo(keras.optimizers.Optimizer):
         inverse_root: ``"eigh"`` or ``"newton"``. Defaults to ``"eigh"``.
         newton_iterations: iterations of the coupled Newton method, ``>= 1``.
             Defaults to ``40``.
-        **kwargs: Keras optimizer arguments (``weight_decay``, ``clipnorm``,
-            ``global_clipnorm``, ``use_ema``, ``gradient_accumulation_steps``, ...).
+        **kwargs: ``weight_decay`` (a float or a schedule, decoupled and
+            multiplied by the learning rate), ``exclude_from_weight_decay``
+            (name patterns), as for every ``TrainkitOptimizer``; and Keras
+            optimizer arguments (``clipnorm``, ``global_clipnorm``, ``use_ema``,
+            ``gradient_accumulation_steps``, ...).
 
     Example:
         >>> import keras, numpy as np

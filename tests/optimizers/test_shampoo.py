@@ -301,3 +301,20 @@ def test_mixed_float16_with_loss_scaling():
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.all(np.isfinite(history.history["loss"]))
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
+
+
+def test_weight_decay_schedule_and_exclusions():
+    """Shampoo takes the TrainkitOptimizer weight decay: a schedule, decoupled, scaled by
+    the learning rate, with name exclusions. With zero gradients (and preconditioning
+    not started) only the decay moves the weights: w1 = w0 * (1 - lr * wd(0))."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.5, decay_steps=1, decay_rate=0.5)
+    optimizer = Shampoo(learning_rate=0.1, weight_decay=schedule, exclude_from_weight_decay=["bias"])
+    kernel = keras.Variable(np.full((3, 2), 2.0, "float32"), name="kernel")
+    bias = keras.Variable(np.full((2,), 2.0, "float32"), name="bias")
+    optimizer.apply([np.zeros((3, 2), "float32"), np.zeros((2,), "float32")], [kernel, bias])
+    np.testing.assert_allclose(kernel.numpy(), 2.0 * (1 - 0.1 * 0.5), rtol=1e-6)
+    np.testing.assert_allclose(bias.numpy(), 2.0)
+    optimizer.apply([np.zeros((3, 2), "float32"), np.zeros((2,), "float32")], [kernel, bias])
+    np.testing.assert_allclose(kernel.numpy(), 2.0 * 0.95 * (1 - 0.1 * 0.25), rtol=1e-6)
+    restored = Shampoo.from_config(optimizer.get_config())
+    assert isinstance(restored._weight_decay, keras.optimizers.schedules.ExponentialDecay)
