@@ -5,6 +5,7 @@ Trainer, its hooks, distribution and resume.
 """
 
 from keras_trainkit.training._data import check_arrays, check_dataset
+from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.training.trainer import NonFiniteLossError, Trainer
 
-__all__ = ["NonFiniteLossError", "Trainer", "check_arrays", "check_dataset"]
+__all__ = ["BatchSizeSchedule", "NonFiniteLossError", "Trainer", "check_arrays", "check_dataset"]

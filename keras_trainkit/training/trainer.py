@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.training import _data
+from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.utils.validation import (
     check_in,
     check_non_negative,
@@ -612,7 +613,9 @@ class Trainer:
             x: NumPy array(s) or a ``tf.data.Dataset`` yielding ``(x, y)`` or
                 ``(x, y, sample_weight)`` batches.
             y: targets for array ``x`` (``None`` for a dataset).
-            batch_size: batch size for arrays (default 32); ``None`` for a dataset.
+            batch_size: batch size for arrays (default 32), or a
+                :class:`~keras_trainkit.training.BatchSizeSchedule` applied between
+                epochs (arrays only); ``None`` for a dataset.
             epochs: index of the last epoch, as in ``fit``.
             validation_data: ``(x_val, y_val)`` arrays or a dataset, evaluated
                 after each epoch (``val_`` logs).
@@ -626,6 +629,15 @@ class Trainer:
         check_type("initial_epoch", initial_epoch, int)
         check_probability("validation_split", validation_split)
         verbose = self._check_verbose(verbose)
+        schedule = batch_size if isinstance(batch_size, BatchSizeSchedule) else None
+        if schedule is not None:
+            if _data.is_dataset(x):
+                raise ValueError(
+                    "A BatchSizeSchedule re-batches NumPy inputs; a tf.data.Dataset is batched "
+                    "by its owner (re-batch it per epoch there, or pass arrays). "
+                    f"Received: batch_size={schedule!r} with x of type {type(x).__name__}"
+                )
+            batch_size = schedule(max(int(initial_epoch), 0))
         if validation_split and validation_data is None:
             if _data.is_dataset(x):
                 raise ValueError(
@@ -658,6 +670,10 @@ class Trainer:
         initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
         training_logs = None
         for epoch in range(initial_epoch, epochs):
+            if schedule is not None and schedule(epoch) != batch_size:
+                batch_size = schedule(epoch)
+                distributed, steps = self._rebatch(x, y, sample_weight, batch_size)
+                callbacks.set_params({**callbacks.params, "steps": steps})
             self.model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
             logs = self._run_epoch(distributed, steps, callbacks, epoch)
@@ -678,6 +694,14 @@ class Trainer:
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
         callbacks.on_train_end(logs=training_logs)
         return self.model.history
+
+    def _rebatch(self, x, y, sample_weight, batch_size):
+        """The (distributed) array dataset at a new ``batch_size``, and its number of steps."""
+        logger.info("Batch size schedule: batch size %d.", batch_size)
+        n = len(tf.nest.flatten(x)[0])
+        dataset = _data.array_dataset(x, y, sample_weight, batch_size=batch_size,
+                                      shuffle=self.shuffle, seed=self.seed)
+        return self._distribute(dataset), math.ceil(n / int(batch_size))
 
     def _ensure_train_function(self):
         """(Re)build the compiled step when ``model.optimizer`` is not the one it traced.
