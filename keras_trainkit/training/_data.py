@@ -234,6 +234,15 @@ def array_dataset(x, y=None, sample_weight=None, *, batch_size: int = 32, shuffl
     return data.prefetch(tf.data.AUTOTUNE)
 
 
+def ordered_dataset(x, y=None, sample_weight=None, *, order, batch_size: int) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` over arrays in the given example ``order`` (one epoch)."""
+    parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
+    parts = tf.nest.map_structure(_as_float32_if_float64, parts)
+    indices = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype=np.int64))
+    data = indices.batch(int(batch_size)).map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
 def _as_float32_if_float64(array):
     array = np.asarray(array)
     if array.dtype == np.float64:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trainkit.training import _data
+from keras_trainkit.training import _checkpoint, _data
 from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.utils.validation import (
     check_in,
@@ -606,7 +607,7 @@ class Trainer:
     # ------------------------------------------------------------ public loop
     def fit(self, x, y=None, batch_size=None, epochs=1, validation_data=None,
             validation_split=0.0, callbacks=None, initial_epoch=0, verbose="auto",
-            sample_weight=None):
+            sample_weight=None, checkpoint_dir=None, checkpoint_every_n_steps=None):
         """Train for ``epochs`` epochs; returns a ``keras.callbacks.History``.
 
         Args:
@@ -624,6 +625,16 @@ class Trainer:
             initial_epoch: epoch to start from.
             verbose: ``"auto"``/1 progress bar, 2 one line per epoch, 0 silent.
             sample_weight: per-example weights for array inputs.
+            checkpoint_dir: a folder for crash-safe resume (array inputs). The
+                Trainer writes atomic checkpoints there (model variables,
+                optimizer and transform variables, its accumulators, the epoch and
+                step position and the data-order seed) at each epoch end and every
+                ``checkpoint_every_n_steps`` steps; when the folder holds a
+                complete checkpoint, ``fit`` restores it and continues from its
+                position (the same script rerun after a crash resumes). Each
+                epoch's example order comes from ``seed`` and the epoch number.
+            checkpoint_every_n_steps: steps between checkpoints inside an
+                epoch (a positive integer), or ``None`` for epoch ends only.
         """
         check_non_negative("epochs", epochs, integer=True)
         check_type("initial_epoch", initial_epoch, int)
@@ -638,6 +649,21 @@ class Trainer:
                     f"Received: batch_size={schedule!r} with x of type {type(x).__name__}"
                 )
             batch_size = schedule(max(int(initial_epoch), 0))
+        if checkpoint_dir is not None:
+            check_type("checkpoint_dir", checkpoint_dir, (str, os.PathLike))
+            checkpoint_dir = os.fspath(checkpoint_dir)
+            if _data.is_dataset(x):
+                raise ValueError(
+                    "Argument `checkpoint_dir` needs array inputs (the Trainer must control the "
+                    f"data order to resume mid-epoch). Received: x of type {type(x).__name__}"
+                )
+        if checkpoint_every_n_steps is not None:
+            check_positive("checkpoint_every_n_steps", checkpoint_every_n_steps, integer=True)
+            if checkpoint_dir is None:
+                raise ValueError(
+                    "Argument `checkpoint_every_n_steps` needs a `checkpoint_dir`. "
+                    f"Received: checkpoint_every_n_steps={checkpoint_every_n_steps}"
+                )
         if validation_split and validation_data is None:
             if _data.is_dataset(x):
                 raise ValueError(
@@ -662,6 +688,10 @@ class Trainer:
         callbacks = self._callback_list(callbacks, verbose, epochs, steps, history=True)
         self.model.stop_training = False
         self.model._initial_epoch = None
+        resume_step, save = 0, None
+        if checkpoint_dir is not None:
+            seed, initial_epoch, resume_step = self._restore_checkpoint(checkpoint_dir, initial_epoch)
+            save = self._checkpoint_saver(checkpoint_dir, seed)
         skipped_before = int(self._skipped.numpy())
         self._halted.assign(False)
         self._batches.assign(0)
@@ -670,13 +700,24 @@ class Trainer:
         initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
         training_logs = None
         for epoch in range(initial_epoch, epochs):
+            first_step = resume_step if epoch == initial_epoch else 0
             if schedule is not None and schedule(epoch) != batch_size:
                 batch_size = schedule(epoch)
                 distributed, steps = self._rebatch(x, y, sample_weight, batch_size)
                 callbacks.set_params({**callbacks.params, "steps": steps})
+            if save is not None:
+                n = len(tf.nest.flatten(x)[0])
+                order = (np.random.default_rng([save.seed, epoch]).permutation(n) if self.shuffle
+                         else np.arange(n))
+                epoch_data = _data.ordered_dataset(x, y, sample_weight, order=order,
+                                                   batch_size=batch_size)
+                distributed = self._distribute(epoch_data.skip(first_step))
+                steps = math.ceil(n / int(batch_size))
+                callbacks.set_params({**callbacks.params, "steps": steps})
             self.model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
-            logs = self._run_epoch(distributed, steps, callbacks, epoch)
+            logs = self._run_epoch(distributed, steps, callbacks, epoch, first_step=first_step,
+                                   save=save, every=checkpoint_every_n_steps)
             epoch_logs = dict(logs)
             if val_dataset is not None and not self.model.stop_training:
                 val_logs = self.evaluate(val_dataset, callbacks=callbacks, return_dict=True,
@@ -684,6 +725,8 @@ class Trainer:
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, epoch_logs)
             training_logs = epoch_logs
+            if save is not None:
+                save(epoch + 1, 0)
             if self.model.stop_training:
                 break
         self.skipped_steps = int(self._skipped.numpy())
@@ -694,6 +737,43 @@ class Trainer:
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
         callbacks.on_train_end(logs=training_logs)
         return self.model.history
+
+    def _checkpoint_variables(self):
+        variables = list(self.model.weights) + list(self._checkpoint_optimizer.variables)
+        for transform in self.gradient_transforms:
+            variables += list(getattr(transform, "variables", None) or [])
+        return variables + [self._skipped, self._micro_step] + list(self._accumulators)
+
+    def _restore_checkpoint(self, directory, initial_epoch):
+        """Load the newest complete checkpoint in ``directory``; returns ``(seed, epoch, step)``."""
+        # The optimizer as compiled: callbacks may wrap it during fit, its variables stay.
+        self._checkpoint_optimizer = self.optimizer
+        loaded = _checkpoint.load(directory)
+        if loaded is None:
+            seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+            return seed, initial_epoch, 0
+        arrays, manifest = loaded
+        variables = self._checkpoint_variables()
+        if len(arrays) != len(variables) or any(
+                tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
+            raise ValueError(
+                "The checkpoint does not match this model, optimizer and Trainer (other "
+                "variables or shapes). Use a new folder or the same script. "
+                f"Received: checkpoint_dir={directory!r}"
+            )
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
+        logger.info("Resuming from %s: epoch %d, step %d.", manifest["checkpoint"],
+                    manifest["epoch"], manifest["step"])
+        return int(manifest["seed"]), int(manifest["epoch"]), int(manifest["step"])
+
+    def _checkpoint_saver(self, directory, seed):
+        def save(epoch, step):
+            arrays = [np.array(keras.ops.convert_to_numpy(v)) for v in self._checkpoint_variables()]
+            _checkpoint.save(directory, arrays, {"epoch": epoch, "step": step, "seed": seed})
+
+        save.seed = seed
+        return save
 
     def _rebatch(self, x, y, sample_weight, batch_size):
         """The (distributed) array dataset at a new ``batch_size``, and its number of steps."""
@@ -724,11 +804,15 @@ class Trainer:
         self._train_function = self._make_multi_step(self.train_step,
                                                      halt_on_nonfinite=self.on_nan != "skip")
 
-    def _run_epoch(self, distributed, steps, callbacks, epoch):
-        """One epoch of calls; reads nothing back from the device when ``steps`` is known."""
+    def _run_epoch(self, distributed, steps, callbacks, epoch, first_step=0, save=None, every=None):
+        """One epoch of calls; reads nothing back from the device when ``steps`` is known.
+
+        ``first_step`` batches were done before (a resumed epoch); ``save(epoch,
+        step)`` writes a checkpoint each time ``step`` passes a multiple of ``every``.
+        """
         iterator = iter(distributed)
         k = self.steps_per_execution
-        step = 0
+        step = first_step
         logs = {}
         while steps is None or step < steps:
             callbacks.on_train_batch_begin(step)
@@ -739,6 +823,9 @@ class Trainer:
             logs = step_logs
             step += n
             callbacks.on_train_batch_end(step - 1, logs)
+            if save is not None and every and step // every > (step - n) // every and (
+                    steps is None or step < steps):
+                save(epoch, step)
             if self.model.stop_training or n < k:
                 break
         if self.on_nan != "skip" and bool(self._halted.numpy()):
