@@ -129,6 +129,7 @@ def cnn(
 
 
 BUILDERS = {"mlp": mlp, "cnn": cnn}
+"""The reference architectures by name: ``{"mlp": mlp, "cnn": cnn}``."""
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> keras.Model:

@@ -146,9 +146,10 @@ class Registry:
 
     def _unknown(self, identifier: Any) -> ValueError:
         known = ", ".join(sorted(self._classes))
+        keras_too = ", plus Keras's own" if self.keras_get is not None else ""
         return ValueError(
             f"Unknown {self.family[:-1]} identifier. Known keras_trainkit "
-            f"{self.family}: {known or '(none)'}, plus Keras's own. "
+            f"{self.family}: {known or '(none)'}{keras_too}. "
             f"Received: identifier={identifier!r}"
         )
 

@@ -1,13 +1,29 @@
 import keras
 import pytest
 
+from keras_trainkit.utils import registry as registry_module
 from keras_trainkit.utils.registry import Registry
 
 
 @pytest.fixture
-def registry():
-    return Registry("widgets_for_test", base_class=keras.optimizers.Optimizer,
-                    keras_get=keras.optimizers.get)
+def make_registry():
+    """Registries made here are removed from ``families()`` afterwards, so other tests
+    that walk every family (conformance, docs) never see them."""
+    names = []
+
+    def make(family, **kwargs):
+        names.append(family)
+        return Registry(family, **kwargs)
+
+    yield make
+    for family in names:
+        registry_module._FAMILIES.pop(family, None)
+
+
+@pytest.fixture
+def registry(make_registry):
+    return make_registry("widgets_for_test", base_class=keras.optimizers.Optimizer,
+                         keras_get=keras.optimizers.get)
 
 
 def test_register_and_get_by_every_spelling(registry):
@@ -52,3 +68,10 @@ def test_duplicate_class_name_rejected(registry):
             """Second."""
 
         registry.register(DupForRegistryTest)
+
+
+def test_unknown_name_message_mentions_keras_only_with_a_fallback(make_registry):
+    plain = make_registry("gadgets_for_test")
+    with pytest.raises(ValueError) as info:
+        plain.get("nope")
+    assert "Keras's own" not in str(info.value)
