@@ -43,9 +43,18 @@ def recipe(epochs: int, seed: int):
 
 
 def epochs_trained(tuner) -> int:
+    """Epochs actually trained over all trials.
+
+    Our tuners report every epoch, so a trial's history has one entry per epoch.
+    KerasTuner's Hyperband reports once per trial; its trials train from
+    ``tuner/initial_epoch`` to ``tuner/epochs``.
+    """
     total = 0
     for trial in tuner.oracle.trials.values():
-        if trial.metrics.exists("val_accuracy"):
+        values = trial.hyperparameters.values
+        if "tuner/epochs" in values:
+            total += values["tuner/epochs"] - values.get("tuner/initial_epoch", 0)
+        elif trial.metrics.exists("val_accuracy"):
             total += len(trial.metrics.get_history("val_accuracy"))
     return total
 
