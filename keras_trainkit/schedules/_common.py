@@ -113,3 +113,33 @@ def evaluate(schedule, step):
     if isinstance(schedule, LearningRateSchedule):
         return ops.cast(schedule(step), "float32")
     return ops.zeros_like(as_float(step)) + schedule
+
+
+class AnnealToFloor(LearningRateSchedule):
+    """Base of the schedules that go from ``initial_learning_rate`` at step 0 to
+    the floor ``alpha * initial_learning_rate`` at ``decay_steps`` and stay there.
+
+    A subclass gives the shape as ``mix(start, end, done, left)``
+    (``linear_mix``, ``cosine_mix``) and its own docstring with the formula.
+    """
+
+    mix = None
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
+        self.initial_learning_rate = check_rate("initial_learning_rate", initial_learning_rate)
+        self.decay_steps = check_steps("decay_steps", decay_steps)
+        validation.check_number("alpha", alpha, minimum=0.0, maximum=1.0)
+        self.alpha = float(alpha)
+
+    def __call__(self, step):
+        decay_steps = float(self.decay_steps)
+        done, left = progress(ops.minimum(as_float(step), decay_steps), 0.0, decay_steps)
+        peak = self.initial_learning_rate
+        return type(self).mix(peak, self.alpha * peak, done, left)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+        }

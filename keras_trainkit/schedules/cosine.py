@@ -7,6 +7,7 @@ import math
 from keras import ops
 
 from keras_trainkit.schedules._common import (
+    AnnealToFloor,
     LearningRateSchedule,
     as_float,
     check_rate,
@@ -19,7 +20,7 @@ from keras_trainkit.utils import validation
 
 
 @register(aliases=("cosine", "cosine_annealing_lr"))
-class CosineAnnealing(LearningRateSchedule):
+class CosineAnnealing(AnnealToFloor):
     """Cosine annealing from ``initial_learning_rate`` down to a floor ``alpha * initial_learning_rate``.
 
     Formula (the course notes' ``eta_t = alpha + (1 - alpha)(1 + cos(pi t / T)) / 2``
@@ -50,24 +51,7 @@ class CosineAnnealing(LearningRateSchedule):
     Restarts", ICLR 2017.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
-        self.initial_learning_rate = check_rate("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = check_steps("decay_steps", decay_steps)
-        validation.check_number("alpha", alpha, minimum=0.0, maximum=1.0)
-        self.alpha = float(alpha)
-
-    def __call__(self, step):
-        decay_steps = float(self.decay_steps)
-        done, left = progress(ops.minimum(as_float(step), decay_steps), 0.0, decay_steps)
-        peak = self.initial_learning_rate
-        return cosine_mix(peak, self.alpha * peak, done, left)
-
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "alpha": self.alpha,
-        }
+    mix = staticmethod(cosine_mix)
 
 
 @register(aliases=("sgdr", "cosine_restarts"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit.schedules._common import (
+    AnnealToFloor,
     LearningRateSchedule,
     as_float,
     check_rate,
@@ -102,7 +103,7 @@ class StepDecay(LearningRateSchedule):
 
 
 @register(aliases=("linear", "budgeted_linear"))
-class LinearDecay(LearningRateSchedule):
+class LinearDecay(AnnealToFloor):
     """Linear decay to a floor over a fixed budget of steps (budgeted training).
 
     Formula (``T = decay_steps``; constant at the floor after ``T``)::
@@ -130,24 +131,7 @@ class LinearDecay(LearningRateSchedule):
     Network Training under Resource Constraints", ICLR 2020.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
-        self.initial_learning_rate = check_rate("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = check_steps("decay_steps", decay_steps)
-        validation.check_number("alpha", alpha, minimum=0.0, maximum=1.0)
-        self.alpha = float(alpha)
-
-    def __call__(self, step):
-        decay_steps = float(self.decay_steps)
-        done, left = progress(ops.minimum(as_float(step), decay_steps), 0.0, decay_steps)
-        peak = self.initial_learning_rate
-        return linear_mix(peak, self.alpha * peak, done, left)
-
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "alpha": self.alpha,
-        }
+    mix = staticmethod(linear_mix)
 
 
 @register(aliases=("inverse_sqrt", "rsqrt", "noam"))
