@@ -46,14 +46,14 @@ def _child_main(connection, payload: bytes) -> None:
         import keras_tuner
         from keras_tuner.src import utils as kt_utils
 
-        from keras_trainkit.tuning.tuners import NonFiniteLoss
+        from keras_trainkit.tuning.tuners import NonFiniteLoss, before_checkpoint
 
         job = pickle.loads(payload)
         hp = keras_tuner.HyperParameters.from_config(job["hyperparameters"])
         hypermodel = job["hypermodel"]
         model = hypermodel.build(hp)
         kt_utils.save_json(job["build_config_path"], model.get_build_config())
-        callbacks = [*job["callbacks"], _ReportToParent(connection)]
+        callbacks = before_checkpoint(job["callbacks"], _ReportToParent(connection))
         nan_guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))
         history = hypermodel.fit(hp, model, *job["args"], callbacks=callbacks, **job["kwargs"])
         connection.send(("done", dict(history.history), nan_guard.where))

@@ -27,7 +27,9 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 
 import keras_tuner
@@ -158,6 +160,14 @@ def get_pruner(identifier) -> Pruner | None:
                      f"Received: pruner={identifier!r}")
 
 
+def _write_json_atomically(path: str, state: dict) -> None:
+    """Write ``state`` as JSON to ``path`` so that a reader sees the old or the new file."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(state, handle)
+    os.replace(temporary, path)
+
+
 class PruningOracleMixin:
     """Adds pruning to a KerasTuner ``Oracle`` (put it first among the bases).
 
@@ -218,6 +228,15 @@ class PruningOracleMixin:
             trial.message = (f"pruned at epoch {info['epoch']} by the {info['rule']} rule: "
                              f"{info['reason']}")
         super().end_trial(trial)
+
+    # KerasTuner writes ``trial.json`` and ``oracle.json`` in place; a kill during
+    # the write would leave a truncated file that stops the search from resuming.
+    def _save_trial(self, trial):
+        _write_json_atomically(
+            os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+    def save(self):
+        _write_json_atomically(self._get_oracle_fname(), self.get_state())
 
     def get_state(self):
         state = super().get_state()

@@ -111,6 +111,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 pass
 
 
+def before_checkpoint(callbacks: list, reporter) -> list:
+    """``callbacks`` (ending with an :class:`EpochCheckpoint`) with ``reporter`` put
+    just before the checkpoint, so each epoch reaches the oracle before it is
+    checkpointed. A resumed trial then never misses an epoch's metrics."""
+    if not callbacks or not isinstance(callbacks[-1], EpochCheckpoint):
+        raise ValueError("Argument `callbacks` must end with an EpochCheckpoint. "
+                         f"Received: callbacks={callbacks!r}")
+    return [*callbacks[:-1], reporter, callbacks[-1]]
+
+
 class NonFiniteLoss(keras.callbacks.Callback):
     """Stop training at the first batch whose loss is NaN or Inf, remembering where."""
 
@@ -186,7 +196,12 @@ class TrainkitTunerMixin:
 
     # -- running a trial -----------------------------------------------------
     def _trial_callbacks(self, trial, original_callbacks, execution):
-        """Fresh copies of the user's callbacks plus the tuner's own."""
+        """Fresh copies of the user's callbacks plus the tuner's own.
+
+        The epoch checkpoint comes last: insert the callback that reports the
+        epoch to the oracle with :func:`before_checkpoint`, so a kill between the
+        two never leaves a checkpoint whose epoch the oracle has not recorded.
+        """
         folder = self.get_trial_dir(trial.trial_id)
         resume_epoch = EpochCheckpoint.last_epoch(folder)
         callbacks = self._deepcopy_callbacks(original_callbacks)
@@ -199,7 +214,7 @@ class TrainkitTunerMixin:
             if history.exists(name):
                 best.best_value = history.get_best_value(name)
         nan_guard = NonFiniteLoss()
-        callbacks += [nan_guard, EpochCheckpoint(folder, restore=resume_epoch is not None), best]
+        callbacks += [nan_guard, best, EpochCheckpoint(folder, restore=resume_epoch is not None)]
         return callbacks, nan_guard, resume_epoch
 
     def run_trial(self, trial, *args, **kwargs):
@@ -216,7 +231,7 @@ class TrainkitTunerMixin:
         for execution in range(self.executions_per_trial):
             callbacks, nan_guard, resume_epoch = self._trial_callbacks(
                 trial, original_callbacks, execution)
-            callbacks.append(tuner_utils.TunerCallback(self, trial))
+            callbacks = before_checkpoint(callbacks, tuner_utils.TunerCallback(self, trial))
             fit_kwargs = dict(kwargs, callbacks=callbacks)
             if resume_epoch is not None:
                 fit_kwargs["initial_epoch"] = resume_epoch + 1

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+import keras_tuner
 import pytest
+
+from keras_trainkit import datasets, tuning
+from keras_trainkit.tuning.tuners import EpochCheckpoint, before_checkpoint
 
 SCRIPT = Path(__file__).with_name("_search_script.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +84,71 @@ def test_sigkill_then_rerun_resumes(tmp_path, mode):
         steps = [obs["step"] for obs in
                  trial["metrics"]["metrics"]["val_accuracy"]["observations"]]
         assert steps == sorted(set(steps)) == list(range(5)), (path, steps)
+
+
+def _tiny_recipe(epochs):
+    return tuning.RecipeHyperModel(
+        (40,), 10, architecture=tuning.MLPSpace(depth=(1, 1), widths=(16,)),
+        training=tuning.TrainingSpace(batch_sizes=(128,), epochs=epochs, clipping=False))
+
+
+def test_each_epoch_reaches_the_oracle_before_its_checkpoint(tmp_path):
+    """A kill between the two must never leave a checkpoint for an unrecorded epoch."""
+    seen = []
+
+    class Watching(tuning.RandomSearch):
+        def report_epoch(self, trial, epoch, logs):
+            checkpointed = EpochCheckpoint.last_epoch(self.get_trial_dir(trial.trial_id))
+            seen.append((epoch, checkpointed))
+            return super().report_epoch(trial, epoch, logs)
+
+    (x, y), _ = datasets.load_mnist1d()
+    tuner = Watching(_tiny_recipe(epochs=3), max_trials=1, seed=0, directory=str(tmp_path),
+                     project_name="order")
+    tuner.search(x[:256], y[:256], validation_data=(x[3000:3128], y[3000:3128]), verbose=0)
+    assert seen == [(0, None), (1, 0), (2, 1)]
+
+
+def test_before_checkpoint_needs_a_checkpoint_last():
+    with pytest.raises(ValueError, match="callbacks"):
+        before_checkpoint([keras.callbacks.History()], keras.callbacks.History())
+
+
+_SAVE_ON_A_FULL_DISK = """
+import resource, signal, sys
+import keras_tuner
+from keras_trainkit import tuning
+
+oracle = tuning.PruningRandomSearchOracle(objective="val_accuracy", max_trials=2, seed=0)
+oracle._set_project_dir(sys.argv[1], "atomic")
+hp = keras_tuner.HyperParameters()
+hp.Float("x", 0.0, 1.0)
+oracle.update_space(hp)
+trial = oracle.create_trial("tuner0")
+oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+oracle.save()
+# From here on no file may grow past 64 KiB, as on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+trial.message = "m" * 1_000_000
+oracle.pruned_trials[trial.trial_id] = {"reason": "r" * 1_000_000}
+for save in (lambda: oracle._save_trial(trial), oracle.save):
+    try:
+        save()
+    except Exception:  # OSError here; KerasTuner's own writer raises its own type
+        print("write failed")
+"""
+
+
+def test_oracle_files_survive_a_failed_write(tmp_path):
+    """KerasTuner writes trial.json and oracle.json in place; ours are replaced
+    whole, so a write cut short (full disk, kill) leaves the previous file."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", _SAVE_ON_A_FULL_DISK, str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split("\n").count("write failed") == 2, result.stderr[-3000:]
+    trial = json.loads((tmp_path / "atomic" / "trial_0" / "trial.json").read_text())
+    assert trial["message"] is None
+    assert trial["metrics"]["metrics"]["val_accuracy"]["observations"][0]["value"] == [0.5]
+    oracle = json.loads((tmp_path / "atomic" / "oracle.json").read_text())
+    assert oracle["pruned_trials"] == {}
