@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import keras
-import keras_tuner
 import pytest
 
 from keras_trainkit import datasets, tuning
@@ -116,7 +115,6 @@ def test_before_checkpoint_needs_a_checkpoint_last():
 
 _SAVE_ON_A_FULL_DISK = """
 import resource, signal, sys
-import keras_tuner
 from keras_trainkit import tuning
 
 oracle = tuning.PruningRandomSearchOracle(objective="val_accuracy", max_trials=2, seed=0)
