@@ -1,0 +1,101 @@
+"""The XLA-compiled Trainer step (``jit_compile=True``): its two-cluster layout and results.
+
+The default step compiles as two XLA clusters (the gradient pass, then the update
+under the NaN policy's ``tf.cond``); one cluster let Grappler sink the
+weight-gradient convolutions into the conditional, where XLA:CPU runs them as naive
+loops (see docs/custom_loop.md, "Performance"). These tests check the layout and
+that it changes no result.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_trainkit.training import Trainer
+
+SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def conv_data(n=48, length=12, classes=3):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, length)).astype("float32"), rng.integers(0, classes, size=n)
+
+
+def conv_model(length=12, classes=3):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((length,))
+    x = keras.layers.Reshape((length, 1))(inputs)
+    x = keras.layers.Conv1D(4, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Conv1D(4, 3, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+
+def compiled_functions(trainer, x, y):
+    """Names of the XLA-compiled functions the training function calls."""
+    dataset, _ = trainer._prepare(x, y, None, 8, shuffle=False)
+    graph = trainer._train_function.get_concrete_function(iter(dataset)).graph
+    names = []
+    for function in graph.as_graph_def().library.function:
+        attr = function.attr.get("_XlaMustCompile")
+        if attr is not None and attr.b:
+            names.append(function.signature.name)
+    return names
+
+
+def test_xla_step_is_two_clusters_and_matches_the_plain_step():
+    x, y = conv_data()
+    weights, losses = {}, {}
+    for jit in (False, True):
+        model = conv_model()
+        trainer = Trainer(model, keras.optimizers.Adam(1e-3), SCE, ["accuracy"], jit_compile=jit,
+                          steps_per_execution=2, shuffle=False)
+        history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        weights[jit], losses[jit] = model.get_weights(), history.history["loss"]
+        if jit:
+            names = compiled_functions(trainer, x, y)
+            assert any("_gradient_pass" in n for n in names), names
+            assert any("_update_pass" in n for n in names), names
+            assert not any("train_step" in n for n in names), names
+    for a, b in zip(weights[False], weights[True]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(losses[False], losses[True], rtol=1e-5)
+
+
+def nan_model():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(1, kernel_initializer="ones")(inputs)
+    return keras.Model(inputs, keras.layers.Lambda(lambda t: tf.math.log(t))(hidden))
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nan_policy_under_xla(policy):
+    x = np.ones((32, 6), "float32")
+    x[8:16] = -1.0  # batch 1 gives log(-6) = NaN
+    y = np.zeros((32, 1), "float32")
+    model = nan_model()
+    trainer = Trainer(model, keras.optimizers.SGD(0.01), "mse", jit_compile=True, shuffle=False,
+                      on_nan=policy, steps_per_execution=2)
+    history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    if policy == "stop":
+        assert len(history.history["loss"]) == 1 and int(model.optimizer.iterations) == 1
+    else:
+        assert trainer.skipped_steps == 2 and int(model.optimizer.iterations) == 6
+
+
+def test_overridden_train_step_is_compiled_whole():
+    class Counting(Trainer):
+        def train_step(self, data):
+            return super().train_step(data)
+
+    x, y = conv_data(n=16)
+    model = conv_model()
+    trainer = Counting(model, keras.optimizers.SGD(0.1), SCE, jit_compile=True, shuffle=False)
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    names = compiled_functions(trainer, x, y)
+    assert any("train_step" in n for n in names), names
