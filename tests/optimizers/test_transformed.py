@@ -82,15 +82,83 @@ def test_consecutive_skips_stop_training_with_a_clear_error():
         np.testing.assert_array_equal(a, b)
 
 
-def test_consecutive_skips_under_xla_raise_at_end_of_fit():
-    x, y = _data(nan_batches=[2, 3, 4, 5, 6, 7])
+def test_consecutive_skips_under_xla_stop_updates_and_raise_at_end_of_fit():
+    # Three NaN batches (2, 3, 4) stop training; the finite batches 5..7 must not train on.
+    x, y = _data(nan_batches=[2, 3, 4])
     model = _model()
     model.compile(TransformedOptimizer(keras.optimizers.SGD(0.01), [SkipNonFinite(max_consecutive=3)]), "mse",
                   jit_compile=True)
-    with pytest.raises(NonFiniteGradientError, match="6 consecutive"):
-        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    recorder = Recorder()
+    with pytest.raises(NonFiniteGradientError, match="3 consecutive"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
+    assert len(recorder.weights) == 8  # no callback: XLA cannot raise, so fit ran to its end
     assert int(model.optimizer.iterations) == 2
+    for a, b in zip(recorder.weights[1], model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_skip_callback_stops_fit_at_the_batch_that_reaches_the_limit(jit_compile):
+    x, y = _data(nan_batches=[2, 3, 4, 5, 6, 7])
+    skip = SkipNonFinite(max_consecutive=3)
+    model = _model()
+    model.compile(TransformedOptimizer(keras.optimizers.SGD(0.01), [skip]), "mse", jit_compile=jit_compile)
+    recorder = Recorder()
+    error = NonFiniteGradientError if jit_compile else tf.errors.InvalidArgumentError
+    with pytest.raises(error, match="NaN or Inf in 3 consecutive"):
+        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[recorder, skip.callback()])
+    # Batch 4 reached the limit: with XLA its end is the first host check; without, the step fails.
+    assert len(recorder.weights) == (5 if jit_compile else 4)
+    assert int(model.optimizer.iterations) == 2
+    for a, b in zip(recorder.weights[1], model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Stopped until reset(): the next fit fails at once; after reset() it trains on finite data.
+    clean_x, clean_y = _data()
+    with pytest.raises(error):
+        model.fit(clean_x, clean_y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[skip.callback()])
+    assert int(model.optimizer.iterations) == 2
+    skip.reset()
+    model.fit(clean_x, clean_y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[skip.callback()])
+    assert int(model.optimizer.iterations) == 2 + len(clean_x) // BATCH
+
+
+class _InfGradWhenFlagged(keras.layers.Layer):
+    """Identity on ``h``; its gradient is Inf for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
+
+    def call(self, h, x):
+        flagged = tf.reduce_max(x[:, 3]) > 100.0
+
+        @tf.custom_gradient
+        def ident(v):
+            return v, lambda dy: dy * tf.where(flagged, np.inf, 1.0)
+
+        return ident(h)
+
+
+def test_skip_callback_stops_the_trainer_under_xla():
+    from keras_trainkit.training import Trainer
+
+    x, y = _data()
+    for batch in (1, 2, 3, 4, 5, 6):  # finite loss, Inf gradients: the gate's job, not on_nan's
+        x[batch * BATCH, 3] = 1000.0
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, _InfGradWhenFlagged()(keras.layers.Dense(1)(inputs), inputs))
+    skip = SkipNonFinite(max_consecutive=2)
+    batches = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+
+    trainer = Trainer(model, keras.optimizers.SGD(1e-4), "mse", jit_compile=True, shuffle=False,
+                      gradient_transforms=[skip])
+    with pytest.raises(NonFiniteGradientError, match="2 consecutive"):
+        trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[Count(), skip.callback()])
+    assert batches == [0, 1, 2]  # batch 2 reached the limit; nothing after it ran
+    assert int(model.optimizer.iterations) == 1
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
 def _stateful_optimizer():

@@ -143,7 +143,13 @@ def test_skip_non_finite_standalone_gate_counts_and_raises():
         skip.gate(bad, w)
     with pytest.raises(NonFiniteGradientError, match="max_consecutive=2"):
         skip.raise_if_exhausted()
+    # Stopped: even a finite gradient is skipped (and raises again) until reset().
+    with pytest.raises(NonFiniteGradientError, match="2 consecutive"):
+        skip.gate(good, w)
+    assert skip.is_stopped() and skip.get_statistics()["skipped_steps"] == 3.0
+    skip.reset()
     assert bool(skip.gate(good, w)) and skip.get_statistics()["consecutive_skips"] == 0.0
+    assert not skip.is_stopped()
 
 
 def test_custom_loop_under_xla():

@@ -3,6 +3,7 @@ GradientCentralization."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import keras
@@ -12,6 +13,8 @@ from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform, variable_path
 from keras_trainkit.optimizers.transforms.clipping import _check_patterns
 from keras_trainkit.utils.validation import check_non_negative, check_number
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -25,26 +28,65 @@ def _all_finite(grads):
     return ops.all(ops.stack(checks))
 
 
+def _in_xla_context() -> bool:
+    """Whether the graph being traced is compiled by XLA (``jit_compile=True``)."""
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - a TensorFlow without these internals
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
+
+
+class _RaiseWhenStopped(keras.callbacks.Callback):
+    """Raise ``NonFiniteGradientError`` after the batch in which ``SkipNonFinite`` stopped training."""
+
+    def __init__(self, transform):
+        super().__init__()
+        self.transform = transform
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.transform.raise_if_exhausted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.transform.raise_if_exhausted()
+
+    def on_train_end(self, logs=None):
+        self.transform.raise_if_exhausted()
+
+
 @register
 class SkipNonFinite(GradientTransform):
     """Skip any update whose gradients hold NaN or Inf; stop after too many in a row.
 
-    ``gate(grads)`` is ``all_i all(isfinite(g_i))``; where it is ``False`` the
-    caller (``TransformedOptimizer``, the Trainer) skips the whole step:
-    weights, optimizer slots, later transforms' state and the step counter are
-    left unchanged. ``skipped_steps`` counts every skip, ``consecutive_skips``
-    the current run; when ``consecutive_skips`` reaches ``max_consecutive``,
-    training stops with an error naming the cause. Called as a map,
+    ``gate(grads)`` is ``all_i all(isfinite(g_i))`` and not yet stopped; where
+    it is ``False`` the caller (``TransformedOptimizer``, the Trainer) skips
+    the whole step: weights, optimizer slots, later transforms' state and the
+    step counter are left unchanged. ``skipped_steps`` counts every skip,
+    ``consecutive_skips`` the current run of non-finite steps. When
+    ``consecutive_skips`` reaches ``max_consecutive`` training is *stopped*:
+    from then on every step is skipped, finite or not, until :meth:`reset`, and
+    an error naming the cause is raised (see below). Called as a map,
     ``t(grads)`` returns the gradients unchanged if finite and zeros otherwise,
     so nothing downstream ever sees a NaN. Place it first in a chain.
 
-    Where the error is raised: eagerly and inside ``tf.function`` the step
-    fails at once with ``tf.errors.InvalidArgumentError`` carrying the message
-    below; XLA drops in-graph assertions, so under ``jit_compile=True`` the
-    steps keep being skipped (weights stay finite) and
-    ``NonFiniteGradientError`` is raised by ``raise_if_exhausted()``, which
-    ``TransformedOptimizer`` calls at the end of ``fit`` and callbacks/loops can
-    call after every step.
+    Where the error is raised:
+
+    * eagerly: ``NonFiniteGradientError`` from the step that reaches the limit;
+    * in a ``tf.function`` without XLA (``model.fit`` with
+      ``jit_compile=False``, the Trainer without XLA): the same step fails
+      with ``tf.errors.InvalidArgumentError`` carrying the message below (an
+      in-graph ``tf.debugging.Assert``), so ``fit`` stops at that batch;
+    * under XLA (``jit_compile=True``): XLA compiles assertions to nothing and
+      has no way to raise from compiled code, so the step cannot fail. Training
+      is stopped in the graph instead (every later step is skipped, the
+      weights stay as they were before the first skipped step of the run) and
+      ``NonFiniteGradientError`` is raised by :meth:`raise_if_exhausted` when
+      host code calls it: ``TransformedOptimizer`` does at the end of ``fit``;
+      pass ``callbacks=[skip.callback()]`` to ``fit`` (Keras or the Trainer)
+      to raise it at the end of the batch (the ``steps_per_execution`` call)
+      in which the limit was reached. A warning says so when the gate is
+      traced under XLA.
 
     Args:
         max_consecutive: how many consecutive skipped steps stop training (an
@@ -54,7 +96,9 @@ class SkipNonFinite(GradientTransform):
     Example:
         >>> import keras
         >>> from keras_trainkit.optimizers import TransformedOptimizer, SkipNonFinite
-        >>> opt = TransformedOptimizer(keras.optimizers.Adam(1e-3), [SkipNonFinite(max_consecutive=5)])
+        >>> skip = SkipNonFinite(max_consecutive=5)
+        >>> opt = TransformedOptimizer(keras.optimizers.Adam(1e-3), [skip])
+        >>> # model.compile(opt, loss, jit_compile=True); model.fit(..., callbacks=[skip.callback()])
 
     Paper: the dynamic loss scaling of Micikevicius et al., "Mixed Precision
     Training", ICLR 2018, which skips steps with non-finite gradients.
@@ -76,37 +120,80 @@ class SkipNonFinite(GradientTransform):
             f"SkipNonFinite: the gradients held NaN or Inf in {count or self.max_consecutive} consecutive "
             f"steps (max_consecutive={self.max_consecutive}); each was skipped, so the weights are "
             "still finite, and training is stopped. Check the data and loss for NaN/Inf, lower the "
-            "learning rate, add gradient clipping, or use loss scaling under float16."
+            "learning rate, add gradient clipping, or use loss scaling under float16. Call "
+            "reset() on the transform to train on."
         )
 
     def gate(self, grads, variables=None):
         if not self.built:
             self.build(variables or [])
         finite = _all_finite(grads)
-        skipped = 1 - ops.cast(finite, "int32")
-        consecutive = ops.where(finite, 0, self.consecutive_skips + 1)
-        self.skipped_steps.assign(self.skipped_steps + skipped)
+        previous = self.consecutive_skips
+        if self.max_consecutive is None:
+            apply = finite
+            consecutive = ops.where(finite, 0, previous + 1)
+        else:
+            stopped = ops.greater_equal(previous, self.max_consecutive)
+            apply = ops.logical_and(finite, ops.logical_not(stopped))
+            consecutive = ops.where(stopped, previous, ops.where(finite, 0, previous + 1))
+        self.skipped_steps.assign(self.skipped_steps + (1 - ops.cast(apply, "int32")))
         self.consecutive_skips.assign(consecutive)
         if self.max_consecutive is not None and keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            if not tf.executing_eagerly():
+            if tf.executing_eagerly():
+                if int(consecutive) >= self.max_consecutive:
+                    raise NonFiniteGradientError(self.error_message())
+            elif _in_xla_context():
+                logger.warning(
+                    "SkipNonFinite(max_consecutive=%d) under XLA: compiled code cannot raise, so after %d "
+                    "consecutive non-finite steps training is stopped in the graph (every later step is "
+                    "skipped) and NonFiniteGradientError is raised only when raise_if_exhausted() runs: at "
+                    "the end of fit, or after every batch with fit(callbacks=[skip.callback()]).",
+                    self.max_consecutive,
+                    self.max_consecutive,
+                )
+            else:
                 tf.debugging.Assert(ops.less(consecutive, self.max_consecutive), [self.error_message()])
-            elif int(consecutive) >= self.max_consecutive:
-                raise NonFiniteGradientError(self.error_message())
-        return finite
+        return apply
 
     def call(self, grads, variables):
         finite = _all_finite(grads)
         return [None if g is None else ops.where(finite, g, ops.zeros_like(g)) for g in grads]
 
-    def raise_if_exhausted(self):
-        """Raise ``NonFiniteGradientError`` if ``max_consecutive`` steps in a row were skipped."""
+    def is_stopped(self) -> bool:
+        """Whether ``max_consecutive`` steps in a row were skipped (training is stopped)."""
         if not self.built or self.max_consecutive is None:
-            return
-        count = int(ops.convert_to_numpy(self.consecutive_skips))
-        if count >= self.max_consecutive:
-            raise NonFiniteGradientError(self.error_message(count))
+            return False
+        return int(ops.convert_to_numpy(self.consecutive_skips)) >= self.max_consecutive
+
+    def raise_if_exhausted(self):
+        """Raise ``NonFiniteGradientError`` if ``max_consecutive`` steps in a row were skipped.
+
+        Reads one scalar from the device. Training stays stopped (every step
+        skipped) until :meth:`reset`.
+        """
+        if self.is_stopped():
+            raise NonFiniteGradientError(self.error_message())
+
+    def reset(self):
+        """Clear the run of consecutive skips, so that training can go on after a stop."""
+        if self.built:
+            self.consecutive_skips.assign(0)
+
+    def callback(self):
+        """A Keras callback that calls :meth:`raise_if_exhausted` after every batch.
+
+        Needed under XLA (``jit_compile=True``) to stop ``model.fit`` or
+        ``Trainer.fit`` at the end of the batch (``steps_per_execution`` call)
+        that reached ``max_consecutive``; without XLA the step itself fails.
+        Costs one scalar read from the device per batch.
+
+        Example:
+            >>> skip = SkipNonFinite(max_consecutive=3)
+            >>> callbacks = [skip.callback()]  # model.fit(..., callbacks=callbacks)
+        """
+        return _RaiseWhenStopped(self)
 
     def get_config(self):
         return {**super().get_config(), "max_consecutive": self.max_consecutive}
