@@ -1,40 +1,54 @@
-"""Per-step time of every keras_trainkit optimizer, wrapper and transform against Adam.
+"""Time one optimizer step of every keras_trainkit optimizer, wrapper and transform against Adam.
 
-One process, one model: an MLP 784-512-512-10 (ReLU, softmax cross-entropy) on a
-random batch of 128, trained with ``model.fit``: a compiled train step
-(``tf.function``), with Keras's default ``jit_compile="auto"`` unless
-``--jit-compile true|false`` says otherwise ("auto" is XLA on GPU and a plain
-TensorFlow graph on CPU-only machines, where Keras disables XLA). For each
-candidate a fresh model is compiled and fitted once to warm up (tracing and
-compilation excluded); then ``--repeats`` timed fits of ``--steps`` steps each,
-alternating with as many steps of an Adam model, also warmed up; the figures are
-the median time per step and the median of the per-pair ratios. Ratios are against ``keras.optimizers.Adam`` (for wrappers and
-transforms, which wrap Adam here, that is their overhead over the optimizer
-they wrap).
+What is timed: a compiled train step (``tf.function``; XLA only with ``--jit``)
+on an MLP 784-512-512-10 (ReLU, softmax cross-entropy, about 670k weights) and
+one fixed random batch of 128 held in memory: forward pass, backward pass and
+``optimizer.apply_gradients``. ``SAM`` runs its real two passes through
+``SAM.compute_gradients`` (the hook the ``Trainer`` and ``SAMModel`` use). One
+timed call runs ``--steps`` steps inside the compiled function (a
+``tf.while_loop``) and ends by reading the last loss back to the host (a device
+sync), so Python, ``model.fit`` and data-pipeline overheads are not in the
+figures. Each candidate is compiled and run once before timing (tracing,
+compilation and slot creation excluded).
 
-Candidates are read from the registries, so classes added later are timed
-without editing this file: every element-wise optimizer of
-``keras_trainkit.optimizers`` with its defaults, ``Shampoo`` (refresh every 10
-steps; eigendecomposition and coupled-Newton inverse roots), the wrappers
-(``OptimizerWrapper``, ``Lookahead``, ``SAM`` through ``SAMModel``,
-``LayerwiseLearningRate``, ``TransformedOptimizer``) around Adam, and every
-gradient transform of ``keras_trainkit.optimizers.transforms`` inside
-``TransformedOptimizer(Adam, [transform])``. Whatever is missing or cannot be
-built with default arguments is reported as skipped.
+All candidates live in ONE process and are timed round-robin: each repeat runs
+every candidate once, in an order rotated from repeat to repeat, and each
+candidate's run comes right after a run of Adam (and, for a transform, of the
+optimizer it wraps), so every ratio compares runs taken back to back and the
+drift of a busy machine's load cancels out. Reported per candidate: the median
+ms/step over repeats, and the medians over repeats of the ratios to
+``keras.optimizers.Adam`` ("x Adam") and to the optimizer it wraps ("x wrapped"):
+
+* wrappers (``OptimizerWrapper``, ``Lookahead``, ``SAM``,
+  ``LayerwiseLearningRate``, ``TransformedOptimizer`` with no transform) wrap
+  ``keras.optimizers.Adam``;
+* each gradient transform runs as ``TransformedOptimizer(Adam, [transform])``
+  and is compared with ``TransformedOptimizer(Adam, [])`` (its own cost) as
+  well as with Adam.
+
+Targets (issue 3): element-wise optimizers <= 1.3x Adam; a transform or
+Lookahead <= 1.10x what it wraps (AutoClip, AdaptiveGradientClipping <= 1.15x);
+SAM <= 2.1x Adam; Shampoo (second order, refresh every 10 steps) <= 3x Adam.
+
+Candidates are read from the registries, so classes added later are timed too;
+what cannot be built with default arguments is reported as skipped.
 
 Usage::
 
-    python benchmarks/optimizer_step.py              # full: 50 steps x 6 repeats
-    python benchmarks/optimizer_step.py --quick      # smoke: 5 steps x 2 repeats
-    python benchmarks/optimizer_step.py --only Lookahead,SAM,Shampoo --jit-compile true
+    python benchmarks/optimizer_step.py                        # 20 steps x 7 repeats
+    python benchmarks/optimizer_step.py --steps 50 --repeats 9
+    python benchmarks/optimizer_step.py --only Shampoo SAM --jit   # adds Shampoo(newton)
+    python benchmarks/optimizer_step.py --cpu-time   # busy machine: 1 thread, CPU clock
 
-Targets (issue 3): element-wise <= 1.3x Adam; a transform or Lookahead <= +10%
-over what it wraps (AutoClip, AGC <= +15%); SAM <= 2.1x; second order <= 3x.
+``--cpu-time`` runs TensorFlow on one thread and reads the process CPU clock:
+figures that other processes on a shared machine barely disturb (a proxy for
+the quiet-machine ratios, not the multi-threaded wall time).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -44,16 +58,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
+BASELINE = "keras.Adam"
+EMPTY_CHAIN = "TransformedOptimizer(Adam, [])"
+# label -> (target ratio, "adam" or "wrapped": which ratio the target applies to)
+ELEMENTWISE_TARGET = (1.3, "adam")
+WRAPPER_TARGET = (1.10, "wrapped")
 TARGETS = {
-    "elementwise": 1.3,
-    "wrapper": 1.10,
-    "transform": 1.10,
-    "AutoClip": 1.15,
-    "AdaptiveGradientClipping": 1.15,
-    "SAM": 2.1,
-    "second-order": 3.0,
+    "Lookahead(Adam)": (1.10, "wrapped"),
+    "SAM(Adam)": (2.1, "adam"),
+    "AutoClip": (1.15, "wrapped"),
+    "AdaptiveGradientClipping": (1.15, "wrapped"),
 }
+SHAMPOO_TARGET = (3.0, "adam")
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
 
 
 def _mlp():
@@ -68,155 +87,203 @@ def _mlp():
     )
 
 
-def candidates():
-    """``[(label, kind, make_optimizer, use_sam_model)]`` from the registries."""
-    out = [("keras.Adam", "baseline", lambda: keras.optimizers.Adam(1e-3), False)]
+class Candidate:
+    """One optimizer on its own copy of the MLP, with a compiled ``steps``-step function."""
+
+    def __init__(self, label, make, wraps=None, target=None, sam=False):
+        self.label, self.make, self.wraps, self.target, self.sam = label, make, wraps, target, sam
+        self.times = []
+
+    def compile(self, x, y, jit):
+        model = _mlp()
+        optimizer = self.make()
+        variables = model.trainable_variables
+        optimizer.build(variables)
+        loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        def loss_fn():
+            return loss_object(y, model(x, training=True))
+
+        def one_step():
+            if self.sam:
+                loss, grads = optimizer.compute_gradients(loss_fn, variables)
+            else:
+                with tf.GradientTape() as tape:
+                    loss = loss_fn()
+                grads = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(grads, variables))
+            return loss
+
+        @tf.function(jit_compile=jit)
+        def run(steps):
+            loss = tf.constant(0.0)
+            for _ in tf.range(steps):
+                loss = one_step()
+            return loss
+
+        self.model, self.optimizer, self._run = model, optimizer, run
+        self.run(2)  # trace, compile and create every slot; not timed
+
+    def run(self, steps):
+        """Seconds per step of ``steps`` steps in one call, synced by reading the loss."""
+        start = CLOCK()
+        loss = float(self._run(tf.constant(steps)).numpy())
+        elapsed = CLOCK() - start
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"{self.label}: non-finite loss {loss}")
+        return elapsed / steps
+
+
+def candidates(jit=False):
+    """``(list of Candidate, list of skipped names)`` read from the registries."""
+    adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
+    out = [Candidate(BASELINE, adam)]
     skipped = []
     try:
         import keras_trainkit.optimizers as kto
     except Exception as error:  # noqa: BLE001 - report, do not crash the benchmark
         return out, [f"keras_trainkit.optimizers ({error})"]
-
     classes = kto.REGISTRY.classes
-    wrapper_base = getattr(kto, "OptimizerWrapper", None)
-
-    def adam():
-        return keras.optimizers.Adam(1e-3)
+    wrapper_base = classes.get("OptimizerWrapper")
 
     for name, cls in sorted(classes.items()):
         if wrapper_base is not None and issubclass(cls, wrapper_base):
             continue
         if name == "Shampoo":
-            for block in (128, 64):
-                for root in ("eigh", "newton"):
-                    out.append((
-                        f"Shampoo({root}, block {block}, every 10)",
-                        "second-order",
-                        lambda cls=cls, block=block, root=root: cls(
-                            max_block_size=block, preconditioning_compute_steps=10, inverse_root=root
-                        ),
-                        False,
-                    ))
+            default_block = inspect.signature(cls).parameters["max_block_size"].default
+            other_block = 64 if default_block == 128 else 128
+            out.append(Candidate(f"Shampoo (defaults, block {default_block})", cls, target=SHAMPOO_TARGET))
+            out.append(Candidate(
+                f"Shampoo (block {other_block})", lambda cls=cls, b=other_block: cls(max_block_size=b)
+            ))
+            if jit:  # the coupled Newton iteration is the XLA variant; without XLA eigh is faster
+                out.append(Candidate(
+                    "Shampoo (newton)", lambda cls=cls: cls(inverse_root="newton")
+                ))
             continue
-        out.append((name, "elementwise", lambda cls=cls: cls(), False))
+        out.append(Candidate(name, cls, target=ELEMENTWISE_TARGET))
 
     wrappers = {
-        "OptimizerWrapper": ("wrapper", lambda: classes["OptimizerWrapper"](adam()), False),
-        "Lookahead": ("wrapper", lambda: classes["Lookahead"](adam()), False),
-        "LayerwiseLearningRate": (
-            "wrapper",
-            lambda: classes["LayerwiseLearningRate"](adam(), {"dense1/*": 0.5, "dense2/*": 0.75}),
-            False,
-        ),
-        "SAM": ("SAM", lambda: classes["SAM"](adam(), rho=0.05), True),
+        "OptimizerWrapper": (lambda c: c(adam()), False),
+        "Lookahead": (lambda c: c(adam()), False),
+        "LayerwiseLearningRate": (lambda c: c(adam(), {"dense1/*": 0.5, "dense2/*": 0.75}), False),
+        "SAM": (lambda c: c(adam(), rho=0.05), True),
     }
-    for name, (kind, make, sam) in wrappers.items():
-        if name in classes:
-            out.append((f"{name}(Adam)", kind, make, sam))
-        else:
+    for name, (make, sam) in wrappers.items():
+        if name not in classes:
             skipped.append(name)
+            continue
+        label = f"{name}(Adam)"
+        target = TARGETS.get(label, WRAPPER_TARGET)
+        out.append(Candidate(label, lambda make=make, c=classes[name]: make(c), wraps=BASELINE, target=target, sam=sam))
 
     transformed = classes.get("TransformedOptimizer")
     transforms = getattr(kto, "transforms", None)
     if transformed is None or transforms is None:
         skipped.append("TransformedOptimizer / transforms")
-    else:
-        for name, tcls in sorted(transforms.REGISTRY.classes.items()):
-            kind = name if name in TARGETS else "transform"
-            out.append((f"{name}(Adam)", kind, lambda tcls=tcls: transformed(adam(), [tcls()]), False))
+        return out, skipped
+    out.append(Candidate(EMPTY_CHAIN, lambda: transformed(adam(), []), wraps=BASELINE, target=WRAPPER_TARGET))
+    for name, tcls in sorted(transforms.REGISTRY.classes.items()):
+        out.append(Candidate(
+            f"{name}(Adam)",
+            lambda tcls=tcls: transformed(adam(), [tcls()]),
+            wraps=EMPTY_CHAIN,
+            target=TARGETS.get(name, WRAPPER_TARGET),
+        ))
     return out, skipped
-
-
-class Timed:
-    """A compiled, warmed-up model whose ``run(steps)`` returns seconds per step."""
-
-    def __init__(self, make, sam_model, x, y, jit_compile):
-        import tensorflow as tf
-
-        model = _mlp()
-        if sam_model:
-            from keras_trainkit.optimizers import SAMModel
-
-            model = SAMModel(model)
-        model.compile(
-            optimizer=make(),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=jit_compile,
-        )
-        self.data = tf.data.Dataset.from_tensors((x, y)).repeat()  # the same batch every step
-        model.fit(self.data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # warm-up: trace + compile
-        self.model = model
-        self.jit_compile = model.jit_compile
-
-    def run(self, steps):
-        start = time.perf_counter()
-        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-        return (time.perf_counter() - start) / steps
-
-
-def time_against(baseline, candidate, steps, repeats):
-    """Alternate baseline and candidate runs; medians of the time and of the per-pair ratio.
-
-    Alternating cancels most of the drift of a shared, busy machine: each ratio
-    compares two runs taken seconds apart, in ABBA order.
-    """
-    times, ratios = [], []
-    for repeat in range(repeats):
-        if repeat % 2:  # ABBA order: no side is always the first of a pair
-            cand = candidate.run(steps)
-            base = baseline.run(steps)
-        else:
-            base = baseline.run(steps)
-            cand = candidate.run(steps)
-        times.append(cand)
-        ratios.append(cand / base)
-    return statistics.median(times), statistics.median(ratios)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke mode: 5 steps x 2 repeats")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default 50)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 6)")
-    parser.add_argument(
-        "--jit-compile", choices=["auto", "true", "false"], default="auto",
-        help='XLA for the train step: Keras\'s "auto" (default: off on CPU-only machines), true or false',
-    )
-    parser.add_argument("--only", default="", help="comma-separated label prefixes to run")
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed call (default 20)")
+    parser.add_argument("--repeats", type=int, default=7, help="round-robin repeats (default 7)")
+    parser.add_argument("--jit", action="store_true", help="compile the step with XLA (jit_compile=True)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one TensorFlow thread, timed by the process CPU clock (for a shared, busy machine)")
+    parser.add_argument("--only", nargs="*", default=[], metavar="NAME",
+                        help="time only candidates whose label starts with one of these (plus their baselines)")
     args = parser.parse_args(argv)
-    steps = args.steps or (5 if args.quick else 50)
-    repeats = args.repeats or (2 if args.quick else 6)
-    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be >= 1")
 
+    global CLOCK
+    if args.cpu_time:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        CLOCK = time.process_time
+    tf.get_logger().setLevel("ERROR")  # one tf.function per candidate is intended, not retracing
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 784)).astype("float32")
-    y = rng.integers(0, 10, size=(128,)).astype("int32")
+    x = tf.constant(rng.normal(size=(128, 784)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, size=(128,)).astype("int32"))
 
-    found, skipped = candidates()
-    if jit is not True:  # coupled Newton is the XLA variant; without XLA eigh is faster
-        found = [c for c in found if "newton" not in c[0]]
-    only = [s for s in args.only.split(",") if s]
-    if only:
-        found = [c for c in found if c[0] == "keras.Adam" or any(c[0].startswith(o) for o in only)]
+    found, skipped = candidates(args.jit)
+    if args.only:
+        wanted = [c for c in found if any(c.label.startswith(o) for o in args.only)]
+        needed = {BASELINE} | {c.wraps for c in wanted if c.wraps}
+        found = [c for c in found if c in wanted or c.label in needed]
 
-    print(f"MLP 784-512-512-10, batch 128, jit_compile={jit!r}, {steps} steps x {repeats} repeats, median")
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}")
-    print(f"{'candidate':36s} {'kind':26s} {'ms/step':>9s} {'x Adam':>8s} {'target':>8s}")
-    baseline = Timed(found[0][2], False, x, y, jit)
-    resolved = baseline.jit_compile
-    for label, kind, make, sam in found:
+    print(f"MLP 784-512-512-10, batch 128, forward+backward+apply_gradients in tf.function "
+          f"(jit_compile={args.jit}), {args.steps} steps per call x {args.repeats} round-robin repeats, "
+          f"medians; clock: {'process CPU time, 1 thread' if args.cpu_time else 'wall'}")
+    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, "
+          f"devices {[d.device_type for d in tf.config.list_logical_devices()]}")
+    ready = []
+    for candidate in found:
         try:
-            candidate = baseline if label == "keras.Adam" else Timed(make, sam, x, y, jit)
-            seconds, ratio = time_against(baseline, candidate, steps, repeats)
+            candidate.compile(x, y, args.jit)
+            ready.append(candidate)
         except Exception as error:  # noqa: BLE001 - one failing candidate must not stop the run
-            print(f"{label:36s} {kind:26s} failed: {type(error).__name__}: {str(error)[:80]}")
-            continue
-        target = TARGETS.get(kind)
-        flag = "" if target is None else ("ok" if ratio <= target else "OVER")
-        target_text = "" if target is None else f"<= {target:.2f}"
-        print(f"{label:36s} {kind:26s} {seconds * 1e3:9.2f} {ratio:8.2f} {target_text:>8s} {flag}", flush=True)
-        del candidate
-    print(f"jit_compile resolved to: {resolved}")
+            print(f"{candidate.label}: failed to build: {type(error).__name__}: {str(error)[:100]}")
+    by_label = {c.label: c for c in ready}
+    if BASELINE not in by_label:
+        print("the Adam baseline failed; no ratios")
+        return 1
+
+    # Round-robin: every repeat times every candidate once, in an order rotated from
+    # repeat to repeat. Each candidate's run is preceded by a run of Adam (and of what it
+    # wraps): the ratios compare runs taken back to back, so the slow drift of a shared
+    # machine's load cancels out.
+    adam = by_label[BASELINE]
+    ratios = {c.label: {"adam": [], "wrapped": []} for c in ready}
+    others = [c for c in ready if c is not adam]
+    for repeat in range(args.repeats):
+        shift = repeat % max(len(others), 1)
+        for candidate in others[shift:] + others[:shift]:
+            base = adam.run(args.steps)
+            adam.times.append(base)
+            wrapped = by_label.get(candidate.wraps) if candidate.wraps not in (None, BASELINE) else None
+            inner = wrapped.run(args.steps) if wrapped is not None else None
+            own = candidate.run(args.steps)
+            candidate.times.append(own)
+            ratios[candidate.label]["adam"].append(own / base)
+            if candidate.wraps == BASELINE:
+                ratios[candidate.label]["wrapped"].append(own / base)
+            elif inner is not None:
+                ratios[candidate.label]["wrapped"].append(own / inner)
+
+    def ratio(candidate, against):
+        if candidate is adam:
+            return 1.0 if against == "adam" else None
+        values = ratios[candidate.label][against]
+        return statistics.median(values) if values else None
+
+    header = f"{'candidate':34s} {'ms/step':>8s} {'x Adam':>7s} {'wraps':>30s} {'x wrapped':>9s}  target"
+    print(header)
+    print("-" * len(header))
+    for candidate in ready:
+        ms = statistics.median(candidate.times) * 1e3
+        to_adam = ratio(candidate, "adam")
+        to_wrapped = ratio(candidate, "wrapped")
+        target_text = ""
+        if candidate.target is not None:
+            limit, against = candidate.target
+            value = to_adam if against == "adam" else to_wrapped
+            verdict = "ok" if value is not None and value <= limit else "OVER"
+            target_text = f"<= {limit:.2f}x {'Adam' if against == 'adam' else 'wrapped'}: {verdict}"
+        print(
+            f"{candidate.label:34s} {ms:8.2f} {to_adam:7.2f} {candidate.wraps or '':>30s} "
+            f"{'' if to_wrapped is None else f'{to_wrapped:9.2f}':>9s}  {target_text}"
+        )
     for name in skipped:
         print(f"skipped (not available): {name}")
     return 0
