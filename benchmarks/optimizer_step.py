@@ -56,9 +56,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 BASELINE = "keras.Adam"
 EMPTY_CHAIN = "TransformedOptimizer(Adam, [])"
@@ -136,7 +136,7 @@ class Candidate:
 
 def candidates(jit=False):
     """``(list of Candidate, list of skipped names)`` read from the registries."""
-    adam = lambda: keras.optimizers.Adam(1e-3)  # noqa: E731
+    adam = lambda: keras.optimizers.Adam(1e-3)
     out = [Candidate(BASELINE, adam)]
     skipped = []
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
 
 from keras_trainkit.optimizers._base import TrainkitOptimizer
