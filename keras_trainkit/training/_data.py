@@ -268,3 +268,91 @@ def split_validation(x, y, sample_weight, fraction: float):
         return None if s is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], s)
 
     return (head(x), head(y), head(sample_weight)), (tail(x), tail(y), tail(sample_weight))
+
+
+# Ops that draw random numbers from `seed`/`seed2` inputs (their positions in the
+# op's inputs); both 0 means "unseeded": fresh random seeds in every process.
+_SEEDED_OPS = {
+    "ShuffleDataset": (2, 3), "ShuffleDatasetV3": (2, 3),
+    "ShuffleAndRepeatDataset": (2, 3), "ShuffleAndRepeatDatasetV2": (2, 3),
+    "RandomDataset": (0, 1), "RandomDatasetV2": (0, 1), "GlobalShuffleDataset": (1, 2),
+    "SamplingDataset": (2, 3),
+}
+
+
+def _graph_def(dataset):
+    """The dataset's ``GraphDef`` (a private TF method), or ``None`` when unavailable."""
+    try:
+        serialized = dataset._as_serialized_graph()  # pylint: disable=protected-access
+        graph = tf.compat.v1.GraphDef()
+        graph.ParseFromString(serialized.numpy())
+        return graph
+    except Exception:  # noqa: BLE001 - an inspection aid only; never block training on it
+        logger.debug("Could not inspect the dataset graph.", exc_info=True)
+        return None
+
+
+def _pipeline_problem(graph):
+    """What makes the pipeline's element order differ between runs, or ``None``."""
+    scopes = [list(graph.node)] + [list(f.node_def) for f in graph.library.function]
+    for nodes in scopes:
+        by_name = {node.name: node for node in nodes}
+
+        def const(ref):
+            node = by_name.get(ref.lstrip("^").split(":")[0])
+            if node is None or node.op != "Const":
+                return None
+            return tf.make_ndarray(node.attr["value"].tensor)
+
+        for node in nodes:
+            if node.op in _SEEDED_OPS:
+                positions = _SEEDED_OPS[node.op]
+                if max(positions) < len(node.input):
+                    seeds = [const(node.input[i]) for i in positions]
+                    if all(s is not None and int(s) == 0 for s in seeds):
+                        return (f"an unseeded random op ({node.op}): pass `seed=` to "
+                                "`shuffle` (or `Dataset.random`, `sample_from_datasets`), or "
+                                "call `keras.utils.set_random_seed` before building the dataset")
+            deterministic = node.attr.get("deterministic")
+            if deterministic is not None and deterministic.s == b"false":
+                return (f"a non-deterministic op ({node.op} with deterministic=False): drop "
+                        "`deterministic=False` from its `map`/`interleave`")
+            sloppy = node.attr.get("sloppy")
+            if sloppy is not None and sloppy.b:
+                return f"a non-deterministic op ({node.op} with sloppy=True)"
+    return None
+
+
+def check_resumable(dataset, *, name: str = "x") -> None:
+    """Check that a ``tf.data.Dataset`` yields the same batches when a run is resumed.
+
+    Crash-safe resume replays the dataset's order from its random state, so the
+    order must be a function of the seeds: every random op seeded (an explicit
+    ``seed=`` or a global seed set before the dataset is built) and no op asked
+    to be non-deterministic. Random ops that keep state *inside* ``map``
+    functions (``tf.random.uniform``, ``py_function``, ``from_generator``) are
+    caught later, when TensorFlow refuses to save the iterator state.
+
+    Raises:
+        ValueError: ``dataset`` is a distributed dataset, holds an unseeded
+            random op, or a ``deterministic=False`` op / option.
+    """
+    if isinstance(dataset, tf.distribute.DistributedDataset):
+        raise ValueError(
+            "Argument `checkpoint_dir` needs array inputs or a tf.data.Dataset that the Trainer "
+            "distributes itself (its position can then be saved). Pass the dataset before "
+            f"`experimental_distribute_dataset`. Received: {name} of type {type(dataset).__name__}"
+        )
+    if dataset.options().deterministic is False:
+        raise ValueError(
+            "Argument `checkpoint_dir` needs a dataset with a reproducible order. Received: "
+            f"{name} with tf.data.Options.deterministic=False"
+        )
+    graph = _graph_def(dataset)
+    problem = None if graph is None else _pipeline_problem(graph)
+    if problem is not None:
+        raise ValueError(
+            "Argument `checkpoint_dir` needs a dataset with a reproducible order, so that a "
+            f"resumed run sees the batches an uninterrupted run would. Received: {name} with "
+            f"{problem}."
+        )

@@ -637,14 +637,18 @@ class Trainer:
             initial_epoch: epoch to start from.
             verbose: ``"auto"``/1 progress bar, 2 one line per epoch, 0 silent.
             sample_weight: per-example weights for array inputs.
-            checkpoint_dir: a folder for crash-safe resume (array inputs). The
-                Trainer writes atomic checkpoints there (model variables,
-                optimizer and transform variables, its accumulators, the epoch and
-                step position and the data-order seed) at each epoch end and every
-                ``checkpoint_every_n_steps`` steps; when the folder holds a
-                complete checkpoint, ``fit`` restores it and continues from its
-                position (the same script rerun after a crash resumes). Each
-                epoch's example order comes from ``seed`` and the epoch number.
+            checkpoint_dir: a folder for crash-safe resume. The Trainer writes
+                atomic checkpoints there (model variables and random-seed
+                states, optimizer and transform variables, its accumulators,
+                the epoch and step position and the data order's state) at each
+                epoch end and every ``checkpoint_every_n_steps`` steps; when the
+                folder holds a complete checkpoint, ``fit`` restores it and
+                continues from its position (the same script rerun after a
+                crash resumes). For arrays, each epoch's example order comes
+                from ``seed`` and the epoch number; a ``tf.data.Dataset`` must
+                have a reproducible order (seeded shuffles, no
+                ``deterministic=False``, state TensorFlow can save), and its
+                random state is saved (see ``docs/custom_loop.md``).
             checkpoint_every_n_steps: steps between checkpoints inside an
                 epoch (a positive integer), or ``None`` for epoch ends only.
         """
@@ -665,10 +669,7 @@ class Trainer:
             check_type("checkpoint_dir", checkpoint_dir, (str, os.PathLike))
             checkpoint_dir = os.fspath(checkpoint_dir)
             if _data.is_dataset(x):
-                raise ValueError(
-                    "Argument `checkpoint_dir` needs array inputs (the Trainer must control the "
-                    f"data order to resume mid-epoch). Received: x of type {type(x).__name__}"
-                )
+                _data.check_resumable(x)
         if checkpoint_every_n_steps is not None:
             check_positive("checkpoint_every_n_steps", checkpoint_every_n_steps, integer=True)
             if checkpoint_dir is None:
@@ -702,8 +703,10 @@ class Trainer:
         self.model._initial_epoch = None
         resume_step, save = 0, None
         if checkpoint_dir is not None:
-            seed, initial_epoch, resume_step = self._restore_checkpoint(checkpoint_dir, initial_epoch)
-            save = self._checkpoint_saver(checkpoint_dir, seed)
+            cursor = _checkpoint.DatasetCursor(dataset) if _data.is_dataset(x) else None
+            seed, initial_epoch, resume_step = self._restore_checkpoint(checkpoint_dir, initial_epoch,
+                                                                        cursor)
+            save = self._checkpoint_saver(checkpoint_dir, seed, cursor)
         skipped_before = int(self._skipped.numpy())
         self._halted.assign(False)
         self._batches.assign(0)
@@ -717,7 +720,10 @@ class Trainer:
                 batch_size = schedule(epoch)
                 distributed, steps = self._rebatch(x, y, sample_weight, batch_size)
                 callbacks.set_params({**callbacks.params, "steps": steps})
-            if save is not None:
+            if save is not None and save.cursor is not None:
+                save.cursor.mark()  # the random state this epoch's iterator starts from
+                distributed = self._distribute(dataset.skip(first_step) if first_step else dataset)
+            elif save is not None:
                 n = len(tf.nest.flatten(x)[0])
                 order = (np.random.default_rng([save.seed, epoch]).permutation(n) if self.shuffle
                          else np.arange(n))
@@ -751,20 +757,31 @@ class Trainer:
         return self.model.history
 
     def _checkpoint_variables(self):
-        variables = list(self.model.weights) + list(self._checkpoint_optimizer.variables)
+        # model.variables: the weights and the layers' seed-generator states (dropout, ...).
+        variables = list(self.model.variables) + list(self._checkpoint_optimizer.variables)
         for transform in self.gradient_transforms:
             variables += list(getattr(transform, "variables", None) or [])
         return variables + [self._skipped, self._micro_step] + list(self._accumulators)
 
-    def _restore_checkpoint(self, directory, initial_epoch):
-        """Load the newest complete checkpoint in ``directory``; returns ``(seed, epoch, step)``."""
+    def _restore_checkpoint(self, directory, initial_epoch, cursor=None):
+        """Load the newest complete checkpoint in ``directory``; returns ``(seed, epoch, step)``.
+
+        ``cursor`` (a ``_checkpoint.DatasetCursor``, for a dataset input) gets
+        the saved random state of the dataset.
+        """
         # The optimizer as compiled: callbacks may wrap it during fit, its variables stay.
         self._checkpoint_optimizer = self.optimizer
         loaded = _checkpoint.load(directory)
         if loaded is None:
             seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
             return seed, initial_epoch, 0
-        arrays, manifest = loaded
+        arrays, manifest, data_state = loaded
+        if (cursor is None) != (data_state is None):
+            raise ValueError(
+                "The checkpoint was written for " + ("array" if data_state is None else "dataset")
+                + " inputs and this fit has " + ("array" if cursor is None else "dataset")
+                + f" inputs. Use a new folder or the same script. Received: checkpoint_dir={directory!r}"
+            )
         variables = self._checkpoint_variables()
         if len(arrays) != len(variables) or any(
                 tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
@@ -775,16 +792,23 @@ class Trainer:
             )
         for variable, array in zip(variables, arrays):
             variable.assign(array)
+        if cursor is not None:
+            cursor.restore(data_state)
         logger.info("Resuming from %s: epoch %d, step %d.", manifest["checkpoint"],
                     manifest["epoch"], manifest["step"])
         return int(manifest["seed"]), int(manifest["epoch"]), int(manifest["step"])
 
-    def _checkpoint_saver(self, directory, seed):
+    def _checkpoint_saver(self, directory, seed, cursor=None):
         def save(epoch, step):
             arrays = [np.array(keras.ops.convert_to_numpy(v)) for v in self._checkpoint_variables()]
-            _checkpoint.save(directory, arrays, {"epoch": epoch, "step": step, "seed": seed})
+            data_state = None
+            if cursor is not None:  # mid-epoch: the state the epoch started from
+                data_state = cursor.state() if step == 0 else cursor.epoch_state
+            _checkpoint.save(directory, arrays, {"epoch": epoch, "step": step, "seed": seed},
+                             data_state=data_state)
 
         save.seed = seed
+        save.cursor = cursor
         return save
 
     def _rebatch(self, x, y, sample_weight, batch_size):
