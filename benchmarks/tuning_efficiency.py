@@ -1,14 +1,35 @@
 """Search efficiency of pruning, and memory of in-process vs isolated trials.
 
-Part 1 (``--part efficiency``): on MNIST-1D with one search space and the same
-seeds, KerasTuner ``RandomSearch`` without pruning (``--trials`` trials) against
-the same search with our median and ASHA pruning, with the same number of
-trials and with twice as many (pruning frees epochs for more configurations),
-and KerasTuner ``Hyperband``. Selection uses the
-validation split only (the last 20% of the training set); the test split is
-used once, for the best model. Prints, per method and over the seeds, the best
-validation accuracy, the best model's test accuracy, the epochs trained and
-the wall time, then the ratios against unpruned RandomSearch.
+Part 1 (``--part efficiency``): on MNIST-1D with one search space (an MLP recipe)
+and the same seeds, KerasTuner ``RandomSearch`` without pruning (``--trials``
+trials of ``--epochs`` epochs) against our ``RandomSearch`` with the median and
+the ASHA rule, and KerasTuner ``Hyperband`` (``max_epochs=--epochs``, factor 3,
+one iteration). Selection uses the validation split only (the last 20% of the
+training set); the test split is used once, for the best model of each search.
+
+Each pruned search runs with the unpruned search's epoch budget
+(``trials * epochs``) and reports three views of that one run, in the order
+its trials ran (trial ``k``'s hyperparameters do not depend on pruning, and
+pruning decisions only on earlier trials, so a prefix of the run is exactly
+the shorter search):
+
+* ``median`` / ``asha``: its first ``--trials`` trials (same trials as unpruned);
+* ``...@50%``: its longest prefix of trials within half the unpruned epochs;
+* ``...@100%``: the whole run (equal epochs; pruning buys more trials).
+
+Ops are deterministic (``tf.config.experimental.enable_op_determinism``; the
+recipe seeds Keras before every build), so a configuration trains identically
+whether or not it is pruned; the script checks this (same hyperparameters and
+the same per-epoch validation accuracy for every epoch both runs trained) and
+prints the result. Seeds start at 1: KerasTuner's oracles take ``seed=0`` as
+"no seed" and draw one at random. Pruner settings are fixed once, before the
+run, for every seed (median: 3 startup trials, 2 warm-up epochs; ASHA: first
+rung after 2 epochs, reduction factor 3).
+
+Prints one line per seed and method (best validation accuracy, the best
+model's test accuracy, epochs trained, trials, pruned trials, wall time up to
+the end of the view's last trial), then the means over seeds and the ratios
+against unpruned RandomSearch.
 
 Part 2 (``--part memory``): the search process's resident set size (RSS) after
 each of N small trials, in-process vs ``isolate_trials=True``; prints the growth
@@ -21,17 +42,19 @@ per trial (least-squares slope).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras_tuner  # noqa: E402
-import numpy as np  # noqa: E402
+import keras_tuner
+import numpy as np
+import tensorflow as tf
 
-from keras_trainkit import tuning  # noqa: E402
-from keras_trainkit.commands.tune import split  # noqa: E402
+from keras_trainkit import tuning
+from keras_trainkit.commands.tune import split
 
 
 def recipe(epochs: int, seed: int):
@@ -42,74 +65,183 @@ def recipe(epochs: int, seed: int):
         seed=seed)
 
 
-def epochs_trained(tuner) -> int:
-    """Epochs actually trained over all trials.
-
-    Our tuners report every epoch, so a trial's history has one entry per epoch.
-    KerasTuner's Hyperband reports once per trial; its trials train from
-    ``tuner/initial_epoch`` to ``tuner/epochs``.
-    """
-    total = 0
-    for trial in tuner.oracle.trials.values():
-        values = trial.hyperparameters.values
-        if "tuner/epochs" in values:
-            total += values["tuner/epochs"] - values.get("tuner/initial_epoch", 0)
-        elif trial.metrics.exists("val_accuracy"):
-            total += len(trial.metrics.get_history("val_accuracy"))
-    return total
+RULES = ("median", "asha")
+METHODS = ["random", *RULES, "hyperband"]
 
 
-METHODS = ["random", "median", "asha", "median_2x", "asha_2x", "hyperband"]
+def make_pruner(rule, args):
+    """The pruning rules, with settings fixed once for every seed (see --help)."""
+    if rule == "median":
+        return tuning.MedianPruner(startup_trials=args.median_startup,
+                                   warmup_epochs=args.median_warmup)
+    return tuning.ASHAPruner(min_epochs=args.asha_min_epochs,
+                             reduction_factor=args.asha_factor)
 
 
-def run_method(method, seed, trials, epochs, data, folder):
-    train, validation, (x_test, y_test) = data
-    common = dict(objective="val_accuracy", seed=seed, directory=folder, project_name=method,
-                  overwrite=True)
+class EpochBudgetRandomSearch(tuning.RandomSearch):
+    """Our ``RandomSearch`` that stops once ``epoch_budget`` epochs were trained
+    over all trials (the running trial stops at that epoch; none starts after)."""
+
+    def __init__(self, *args, epoch_budget, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch_budget = epoch_budget
+        self.epochs_used = 0
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        self.epochs_used += 1
+        if self.epochs_used >= self.epoch_budget:
+            model.stop_training = True
+            self.oracle.deadline = 0.0  # ``populate_space`` now ends the search
+
+
+def trial_record(tuner, trial, ended_at):
+    """What the tables need from one finished trial, in the order trials ran."""
+    values = trial.hyperparameters.values
+    history = ([float(obs.value[0]) for obs in trial.metrics.get_history("val_accuracy")]
+               if trial.metrics.exists("val_accuracy") else [])
+    if "tuner/epochs" in values:  # Hyperband reports once per trial
+        epochs = values["tuner/epochs"] - values.get("tuner/initial_epoch", 0)
+    else:  # our tuners report every epoch
+        epochs = len(history)
+    return {"id": trial.trial_id, "values": dict(values), "history": history,
+            "epochs": int(epochs), "score": float(trial.score) if trial.score is not None
+            else float("nan"), "status": trial.status, "ended_at": ended_at,
+            "pruned": trial.trial_id in getattr(tuner.oracle, "pruned_trials", {})}
+
+
+def search(method, seed, args, data, folder):
+    """Run one search; return the tuner and its trial records in running order."""
+    train, validation, _ = data
+    records, started = [], time.perf_counter()
+
+    def progress(tuner, trial):
+        ended = tuner.oracle.get_trial(trial.trial_id)
+        records.append(trial_record(tuner, ended, time.perf_counter() - started))
+
+    common = {"objective": "val_accuracy", "seed": seed, "directory": folder,
+              "project_name": f"{method}_{seed}", "overwrite": True}
+    recipe_ = recipe(args.epochs, seed)
     if method == "hyperband":
-        tuner = keras_tuner.Hyperband(recipe(epochs, seed), max_epochs=epochs, factor=3,
+        tuner = keras_tuner.Hyperband(recipe_, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, **common)
+    elif method == "random":
+        tuner = tuning.RandomSearch(recipe_, max_trials=args.trials, progress=progress, **common)
     else:
-        rule = method.split("_")[0]
-        pruner = {"random": None, "median": tuning.MedianPruner(startup_trials=3, warmup_epochs=2),
-                  "asha": tuning.ASHAPruner(min_epochs=1, reduction_factor=3)}[rule]
-        if method.endswith("_2x"):
-            trials *= 2
-        tuner = tuning.RandomSearch(recipe(epochs, seed), max_trials=trials, pruner=pruner,
-                                    **common)
-    started = time.perf_counter()
+        # One pruned search with the unpruned search's epoch budget; its first
+        # ``trials`` trials are the same-trials comparison, and its longest prefix
+        # of trials within half the budget is the half-budget comparison.
+        tuner = EpochBudgetRandomSearch(
+            recipe_, max_trials=100 * args.trials, pruner=make_pruner(method, args),
+            epoch_budget=args.trials * args.epochs, progress=progress, **common)
     tuner.search(*train, validation_data=validation, verbose=0)
-    seconds = time.perf_counter() - started
-    best_trial = tuner.oracle.get_best_trials(1)[0]
-    best_model = tuner.get_best_models(1)[0]
-    test_accuracy = float(np.mean(np.argmax(best_model.predict(x_test, verbose=0), 1) == y_test))
-    return {"val": float(best_trial.score), "test": test_accuracy,
-            "epochs": epochs_trained(tuner), "seconds": seconds,
-            "trials": len(tuner.oracle.trials)}
+    if method == "hyperband":  # KerasTuner's Hyperband takes no progress callback
+        elapsed = time.perf_counter() - started
+        records = [trial_record(tuner, trial, elapsed) for trial in tuner.oracle.trials.values()]
+    return tuner, records
+
+
+def summarize(tuner, records, data):
+    """Best validation accuracy over ``records``, the best model's test accuracy,
+    the epochs trained and the wall time up to the end of the last record."""
+    x_test, y_test = data[2]
+    scored = [r for r in records if np.isfinite(r["score"])]
+    best = max(scored, key=lambda r: r["score"])  # first among equals
+    model = tuner.load_model(tuner.oracle.get_trial(best["id"]))
+    test = float(np.mean(np.argmax(model.predict(x_test, verbose=0), 1) == y_test))
+    return {"val": best["score"], "test": test, "epochs": sum(r["epochs"] for r in records),
+            "seconds": max(r["ended_at"] for r in records), "trials": len(records),
+            "pruned": sum(r["pruned"] for r in records)}
+
+
+def within_budget(records, budget):
+    """The longest prefix of ``records`` whose epochs add up to at most ``budget``."""
+    total, prefix = 0, []
+    for record in records:
+        total += record["epochs"]
+        if total > budget:
+            break
+        prefix.append(record)
+    return prefix
+
+
+def same_training(pruned, unpruned):
+    """Check that each configuration trained identically with and without pruning:
+    the same hyperparameters and the same per-epoch validation accuracies for the
+    epochs both runs trained. Returns (trials compared, trials identical, max |diff|)."""
+    compared = identical = 0
+    worst = 0.0
+    for a, b in zip(pruned, unpruned):
+        compared += 1
+        n = min(len(a["history"]), len(b["history"]))
+        diff = max((abs(x - y) for x, y in zip(a["history"][:n], b["history"][:n])),
+                   default=0.0)
+        worst = max(worst, diff)
+        identical += a["values"] == b["values"] and diff == 0.0
+    return compared, identical, worst
 
 
 def efficiency(args):
+    if args.deterministic:
+        # Same configuration, same seed -> the same training whether or not it
+        # is pruned (otherwise float-order differences change chaotic trials).
+        tf.config.experimental.enable_op_determinism()
     data = split("mnist1d")
-    methods = METHODS
-    results = {m: [] for m in methods}
+    budget = args.trials * args.epochs
+    rows = {}  # (label) -> list of per-seed results
+    dumped = {}
+    labels = ["random", *[f"{rule}{suffix}" for rule in RULES
+                          for suffix in ("", "@50%", "@100%")], "hyperband"]
     with tempfile.TemporaryDirectory() as folder:
-        for seed in range(args.seeds):
-            for method in methods:
-                result = run_method(method, seed, args.trials, args.epochs, data, folder)
-                results[method].append(result)
-                print(f"seed {seed} {method:<9} val={result['val']:.4f} test={result['test']:.4f} "
-                      f"epochs={result['epochs']:>4} trials={result['trials']:>3} "
-                      f"time={result['seconds']:.0f}s", flush=True)
-    base = results["random"]
-    print(f"\n{'method':<10} {'best val (mean)':>15} {'test (mean)':>12} {'epochs':>8} "
-          f"{'time s':>8} {'epochs vs random':>17} {'val - random':>13}")
-    for method in methods:
-        rows = results[method]
-        val = np.mean([r["val"] for r in rows])
-        print(f"{method:<10} {val:>15.4f} {np.mean([r['test'] for r in rows]):>12.4f} "
-              f"{sum(r['epochs'] for r in rows):>8} {sum(r['seconds'] for r in rows):>8.0f} "
-              f"{sum(r['epochs'] for r in rows) / sum(r['epochs'] for r in base):>17.2f} "
-              f"{100 * (val - np.mean([r['val'] for r in base])):>+12.2f}pt")
+        for seed in args.seed_list:
+            base = None
+            for method in args.methods:
+                tuner, records = search(method, seed, args, data, folder)
+                dumped[f"{method}_{seed}"] = records
+                if method in RULES:
+                    views = {method: records[:args.trials],
+                             f"{method}@50%": within_budget(records, budget // 2),
+                             f"{method}@100%": records}
+                else:
+                    views = {method: records}
+                for label, view in views.items():
+                    result = summarize(tuner, view, data)
+                    rows.setdefault(label, []).append(result)
+                    print(f"seed {seed} {label:<12} val={result['val']:.4f} "
+                          f"test={result['test']:.4f} epochs={result['epochs']:>4} "
+                          f"trials={result['trials']:>3} pruned={result['pruned']:>3} "
+                          f"time={result['seconds']:.0f}s", flush=True)
+                if method == "random":
+                    base = records
+                elif method in RULES and base is not None:
+                    compared, identical, worst = same_training(records, base)
+                    print(f"seed {seed} {method}: {identical} of {compared} trials trained "
+                          f"identically to unpruned (same hyperparameters, same val accuracy "
+                          f"per epoch); max |diff| {worst:.2e}", flush=True)
+    if args.dump:
+        with open(args.dump, "w") as handle:
+            json.dump(dumped, handle)
+    if "random" not in rows:
+        return
+    base = rows["random"]
+    base_val = np.mean([r["val"] for r in base])
+    base_epochs = sum(r["epochs"] for r in base)
+    print(f"\nMean over seeds {list(args.seed_list)} ({args.trials} trials x {args.epochs} "
+          f"epochs unpruned; @50%/@100%: pruned search within 50%/100% of its epochs)")
+    print(f"{'method':<12} {'best val':>9} {'test':>7} {'epochs':>7} {'trials':>7} "
+          f"{'pruned':>7} {'time s':>7} {'epochs/random':>14} {'val-random':>11} "
+          f"{'worst seed':>11}")
+    for label in [l for l in labels if l in rows]:
+        res = rows[label]
+        val = np.mean([r["val"] for r in res])
+        worst = min(r["val"] - b["val"] for r, b in zip(res, base))
+        print(f"{label:<12} {val:>9.4f} {np.mean([r['test'] for r in res]):>7.4f} "
+              f"{np.mean([r['epochs'] for r in res]):>7.1f} "
+              f"{np.mean([r['trials'] for r in res]):>7.1f} "
+              f"{np.mean([r['pruned'] for r in res]):>7.1f} "
+              f"{np.mean([r['seconds'] for r in res]):>7.0f} "
+              f"{sum(r['epochs'] for r in res) / base_epochs:>14.2f} "
+              f"{100 * (val - base_val):>+10.2f}pt {100 * worst:>+10.2f}pt")
 
 
 def rss_mb() -> float:
@@ -133,7 +265,7 @@ def memory(args):
             tuner = tuning.RandomSearch(
                 hypermodel, max_trials=args.memory_trials, seed=0, directory=folder,
                 project_name="memory", isolate_trials=isolate,
-                progress=lambda tuner, trial: samples.append(rss_mb()))
+                progress=lambda tuner, trial, samples=samples: samples.append(rss_mb()))
             tuner.search(*small, validation_data=(validation[0][:128], validation[1][:128]),
                          verbose=0)
         slope = np.polyfit(np.arange(len(samples)), samples, 1)[0]
@@ -145,11 +277,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["efficiency", "memory", "all"], default="all")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="run seeds 1 .. SEEDS (KerasTuner's oracles treat seed=0 as no "
+                             "seed and draw a random one)")
+    parser.add_argument("--seed-list", type=int, nargs="+", help="run these seeds instead")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--median-startup", type=int, default=3)
+    parser.add_argument("--median-warmup", type=int, default=2)
+    parser.add_argument("--asha-min-epochs", type=int, default=2)
+    parser.add_argument("--asha-factor", type=int, default=3)
+    parser.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                        help="skip tf.config.experimental.enable_op_determinism()")
+    parser.add_argument("--dump", help="write every trial's record (JSON) here")
     parser.add_argument("--memory-trials", type=int, default=50)
     args = parser.parse_args()
+    args.seed_list = args.seed_list or list(range(1, args.seeds + 1))
     if args.part in ("efficiency", "all"):
         efficiency(args)
     if args.part in ("memory", "all"):
