@@ -34,3 +34,5 @@ def test_demo_bad_arguments(capsys):
     assert cli.main(["demo", "--models", "resnet"]) == 2
     assert "Received: --models=resnet" in capsys.readouterr().err
     assert cli.main(["demo", "--epochs", "0"]) == 2
+    assert cli.main(["demo", "--seed", "-1"]) == 2
+    assert "Received: --seed=-1" in capsys.readouterr().err
