@@ -36,3 +36,5 @@ def test_demo_bad_arguments(capsys):
     assert cli.main(["demo", "--epochs", "0"]) == 2
     assert cli.main(["demo", "--seed", "-1"]) == 2
     assert "Received: --seed=-1" in capsys.readouterr().err
+    assert cli.main(["demo", "--seed", str(2**32)]) == 2
+    assert f"Received: --seed={2**32}" in capsys.readouterr().err

@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
                              f"--models={args.models}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"Argument `--epochs` must be >= 1. Received: --epochs={args.epochs}")
-    if args.seed < 0:
-        raise ValueError(f"Argument `--seed` must be >= 0. Received: --seed={args.seed}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: --seed={args.seed}")
     if args.subset is not None and args.subset < 10:
         raise ValueError(f"Argument `--subset` must be >= 10. Received: --subset={args.subset}")
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
