@@ -287,7 +287,7 @@ def _graph_def(dataset):
         graph = tf.compat.v1.GraphDef()
         graph.ParseFromString(serialized.numpy())
         return graph
-    except Exception:  # noqa: BLE001 - an inspection aid only; never block training on it
+    except Exception:  # an inspection aid only; never block training on it
         logger.debug("Could not inspect the dataset graph.", exc_info=True)
         return None
 
@@ -298,7 +298,7 @@ def _pipeline_problem(graph):
     for nodes in scopes:
         by_name = {node.name: node for node in nodes}
 
-        def const(ref):
+        def const(ref, by_name=by_name):
             node = by_name.get(ref.lstrip("^").split(":")[0])
             if node is None or node.op != "Const":
                 return None
@@ -334,11 +334,12 @@ def check_resumable(dataset, *, name: str = "x") -> None:
     caught later, when TensorFlow refuses to save the iterator state.
 
     Raises:
-        ValueError: ``dataset`` is a distributed dataset, holds an unseeded
-            random op, or a ``deterministic=False`` op / option.
+        TypeError: ``dataset`` is already distributed.
+        ValueError: ``dataset`` holds an unseeded random op, or a
+            ``deterministic=False`` op / option.
     """
     if isinstance(dataset, tf.distribute.DistributedDataset):
-        raise ValueError(
+        raise TypeError(
             "Argument `checkpoint_dir` needs array inputs or a tf.data.Dataset that the Trainer "
             "distributes itself (its position can then be saved). Pass the dataset before "
             f"`experimental_distribute_dataset`. Received: {name} of type {type(dataset).__name__}"
