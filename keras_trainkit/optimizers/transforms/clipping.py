@@ -131,10 +131,15 @@ def unitwise_norm(x):
     ``(kh, kw, in, out)``), so each output unit's fan-in is one slice. The
     result keeps dims so it broadcasts against ``x``.
     """
+    return ops.sqrt(_unitwise_sum_of_squares(x))
+
+
+def _unitwise_sum_of_squares(x):
+    """The square of :func:`unitwise_norm`."""
     x = ops.cast(x, "float32")
     rank = len(x.shape)
     axes = tuple(range(rank - 1)) if rank >= 2 else None
-    return ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True))
+    return ops.sum(ops.square(x), axis=axes, keepdims=True)
 
 
 @register(aliases=("agc",))
@@ -190,22 +195,31 @@ class AdaptiveGradientClipping(_ClippingTransform):
                 "AdaptiveGradientClipping needs the variables the gradients belong to: "
                 "call it as t(grads, variables). Received: variables=None"
             )
-        self.grad_norm.assign(global_norm(grads))
         clipping = ops.cast(self.clipping, "float32")
         units = 0
         clipped = ops.zeros((), "float32")
         out = []
+        # The global norm (a diagnostic) reuses the unit-wise sums: one pass less.
+        squares = []
         for g, w in zip(grads, variables):
-            if g is None or self.is_excluded(w):
+            if g is None:
                 out.append(g)
                 continue
-            g_norm = unitwise_norm(g)
+            if self.is_excluded(w):
+                out.append(g)
+                squares.append(ops.sum(ops.square(ops.cast(g, "float32"))))
+                continue
+            g_squares = _unitwise_sum_of_squares(g)
+            squares.append(ops.sum(g_squares))
+            g_norm = ops.sqrt(g_squares)
             max_norm = clipping * ops.maximum(unitwise_norm(w), self.eps)
             over = ops.greater(g_norm, max_norm)
             factor = ops.where(over, max_norm / ops.maximum(g_norm, 1e-6), 1.0)
             out.append(g * ops.cast(factor, g.dtype))
             units += math.prod(g_norm.shape)
             clipped = clipped + ops.sum(ops.cast(over, "float32"))
+        self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(squares))) if squares
+                              else ops.zeros((), "float32"))
         self.clip_fraction.assign(clipped / max(units, 1))
         return out
 
