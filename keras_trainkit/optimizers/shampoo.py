@@ -26,15 +26,33 @@ def matrix_shape(shape) -> tuple[int, int]:
     return int(math.prod(shape[:-1])), shape[-1]
 
 
+def balanced_block_size(dim: int, max_block_size: int) -> tuple[int, int]:
+    """``(blocks, size)``: the fewest blocks of at most ``max_block_size`` covering ``dim``,
+    made as even as possible.
+
+    ``blocks = ceil(dim / max_block_size)`` (as many blocks as a plain cut into
+    ``max_block_size`` pieces) and ``size = ceil(dim / blocks)``; the last block
+    holds ``dim - (blocks - 1) * size`` entries and is zero-padded by fewer than
+    ``blocks`` entries. For example 784 with ``max_block_size=128`` gives 7 blocks
+    of 112 (no padding) instead of 6 of 128 and one of 16 padded to 128.
+    """
+    blocks = -(-dim // max_block_size)
+    return blocks, -(-dim // blocks)
+
+
 def block_layout(shape, max_block_size: int) -> tuple[int, int, int, int]:
     """``(row_blocks, col_blocks, block_rows, block_cols)`` for a variable shape.
 
-    Rows and columns of the 2-D view are cut into blocks of ``min(dim,
-    max_block_size)``; the last block of a dimension is zero-padded.
+    Rows and columns of the 2-D view are each cut by :func:`balanced_block_size`;
+    the last block of a dimension is zero-padded (by fewer rows or columns than
+    there are blocks). Zero padding does not change the result: a padded block's
+    statistics are block-diagonal between its real and padded parts, so the
+    inverse roots act on the real part exactly as on an unpadded block.
     """
     m, n = matrix_shape(shape)
-    br, bc = min(m, max_block_size), min(n, max_block_size)
-    return -(-m // br), -(-n // bc), br, bc
+    nr, br = balanced_block_size(m, max_block_size)
+    nc, bc = balanced_block_size(n, max_block_size)
+    return nr, nc, br, bc
 
 
 def block_view(x, layout):
@@ -326,10 +344,10 @@ class Shampoo(TrainkitOptimizer):
         precond_left, precond_right = self._preconditioners[key]
         layout = block_layout(variable.shape, self.max_block_size)
         blocks = block_view(gradient, layout)
-        blocks_t = ops.swapaxes(blocks, -1, -2)
         weight = 1.0 if self.beta_2 == 1.0 else 1.0 - self.beta_2
-        self.assign(stat_left, self.beta_2 * stat_left + weight * ops.matmul(blocks, blocks_t))
-        self.assign(stat_right, self.beta_2 * stat_right + weight * ops.matmul(blocks_t, blocks))
+        # G G^T and G^T G as batched products with the transpose folded in (no copy).
+        self.assign(stat_left, self.beta_2 * stat_left + weight * ops.einsum("...ij,...kj->...ik", blocks, blocks))
+        self.assign(stat_right, self.beta_2 * stat_right + weight * ops.einsum("...ji,...jk->...ik", blocks, blocks))
 
         def refresh():
             self.assign(precond_left, self._inverse_root(stat_left))
