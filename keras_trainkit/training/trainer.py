@@ -11,6 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.training import _checkpoint, _data
+
+try:  # XLA's optimization barrier (TensorFlow exports no public alias of it)
+    from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _xla_barrier
+except ImportError:  # pragma: no cover - other TensorFlow builds
+    _xla_barrier = None
 from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.utils.validation import (
     check_in,
@@ -352,11 +357,31 @@ class Trainer:
         ``strategy.run``, then one update from the summed gradients). Returns a
         boolean scalar: whether the loss was finite.
 
-        Under XLA the default step compiles as two clusters, the gradient pass
-        and the update (see ``_ensure_train_function``); a ``train_step``
-        override is compiled whole.
+        Under XLA the gradients reach the update through an XLA optimization
+        barrier (see :meth:`_pin_gradients`).
         """
-        return self._update_pass(*self._gradient_pass(data))
+        finite, grads = self._gradient_pass(data)
+        if self.jit_compile and self.strategy.num_replicas_in_sync == 1:
+            finite, grads = self._pin_gradients(finite, grads)
+        return self._update_pass(finite, grads)
+
+    @staticmethod
+    def _pin_gradients(finite, grads):
+        """Pass ``finite`` and ``grads`` through one XLA optimization barrier (XLA steps only).
+
+        Without it TensorFlow's graph optimizer (Grappler's control-flow sinking,
+        ``tfg-cf-sink``) moves ops used only inside the update's ``tf.cond``, such
+        as the weight-gradient convolutions, into that conditional, where XLA:CPU
+        compiles them as naive loops: the 1-D CNN's step ran 4-8x slower than
+        ``fit``'s. The barrier's ``finite`` output feeds the ``tf.cond`` predicate,
+        outside the branches, so the gradients stay in the main computation.
+        """
+        if _xla_barrier is None:
+            return finite, grads
+        present = [g for g in grads if g is not None]
+        pinned = list(_xla_barrier(finite, *present))
+        finite, rest = pinned[0], pinned[1:]
+        return finite, [None if g is None else rest.pop(0) for g in grads]
 
     def _gradient_pass(self, data):
         """The replicas' :meth:`replica_step`: ``(finite, grads)``, grads summed over replicas."""
@@ -522,10 +547,10 @@ class Trainer:
                 self.model.reset_metrics()
         self._build_state()
 
-    def _make_multi_step(self, step_fn, halt_on_nonfinite: bool, compile_step: bool = True):
+    def _make_multi_step(self, step_fn, halt_on_nonfinite: bool):
         strategy = self.strategy
         k = self.steps_per_execution
-        jit = compile_step and self.jit_compile and strategy.num_replicas_in_sync == 1
+        jit = self.jit_compile and strategy.num_replicas_in_sync == 1
         one_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
 
         halted, batches, nan_batch = self._halted, self._batches, self._nan_batch
@@ -837,24 +862,8 @@ class Trainer:
                 optimizer.build(self.model.trainable_variables)
         self._sam = _find_sam(optimizer)
         self._traced_optimizer = optimizer
-        step, compile_whole = self.train_step, True
-        if (self.jit_compile and self.strategy.num_replicas_in_sync == 1
-                and type(self).train_step is Trainer.train_step):
-            # Two XLA clusters, not one: inside one, TensorFlow's graph optimizer
-            # (Grappler's control-flow sinking, `tfg-cf-sink`) moves the ops used
-            # only by the update, such as the weight-gradient convolutions, into
-            # the `tf.cond` of the NaN policy, where XLA:CPU emits them as naive
-            # loops (a 1-D CNN step ran 4-8x slower than fit's XLA step).
-            gradient_pass = tf.function(self._gradient_pass, jit_compile=True,
-                                        reduce_retracing=True)
-            update_pass = tf.function(self._update_pass, jit_compile=True, reduce_retracing=True)
-
-            def step(data):
-                return update_pass(*gradient_pass(data))
-
-            compile_whole = False
-        self._train_function = self._make_multi_step(step, halt_on_nonfinite=self.on_nan != "skip",
-                                                     compile_step=compile_whole)
+        self._train_function = self._make_multi_step(self.train_step,
+                                                     halt_on_nonfinite=self.on_nan != "skip")
 
     def _run_epoch(self, distributed, steps, callbacks, epoch, first_step=0, save=None, every=None):
         """One epoch of calls; reads nothing back from the device when ``steps`` is known.
