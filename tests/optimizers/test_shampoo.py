@@ -25,8 +25,6 @@ from keras_trainkit.optimizers.shampoo import (
 from tests.conftest import mirrored_two_cpus
 
 
-
-
 def _inv_root(a, p, eps):
     lam, q = np.linalg.eigh(a)
     lam = np.maximum(lam, 0.0)
@@ -101,18 +99,18 @@ def _problem(seed=0):
 
 
 def _run(dtype, steps, **kwargs):
-    keras_kwargs = dict(
-        learning_rate=0.01,
-        beta_1=0.9,
-        beta_2=0.99,
-        epsilon=1e-4,
-        max_block_size=3,
-        preconditioning_compute_steps=4,
-        start_preconditioning_step=3,
-        graft="adam",
-        graft_beta_2=0.99,
-        graft_epsilon=1e-8,
-    )
+    keras_kwargs = {
+        "learning_rate": 0.01,
+        "beta_1": 0.9,
+        "beta_2": 0.99,
+        "epsilon": 1e-4,
+        "max_block_size": 3,
+        "preconditioning_compute_steps": 4,
+        "start_preconditioning_step": 3,
+        "graft": "adam",
+        "graft_beta_2": 0.99,
+        "graft_epsilon": 1e-8,
+    }
     keras_kwargs.update(kwargs)
     w0, b0, grads = _problem()
     w = keras.Variable(w0.astype(dtype), dtype=dtype)
@@ -162,6 +160,12 @@ def test_matches_numpy_reference_float32():
     assert errors.max() < 1e-5, errors.max()
 
 
+def test_summed_statistics_match_reference():
+    # beta_2 = 1: L and R are plain sums of G G^T and G^T G (Gupta et al. 2018).
+    errors, _ = _run("float64", 100, beta_2=1.0, learning_rate=2.0**-7)
+    assert errors.max() < 1e-9, errors.max()
+
+
 def test_balanced_blocks_match_reference():
     # max_block_size=4 on the (7, 5) matrix: rows 4 + 3, columns 3 + 2 (a plain cut
     # would give columns 4 + 1); the padded column of the last block must not leak.
@@ -199,9 +203,9 @@ def test_rosenbrock_matches_reference():
         x, y = xy[0, 0], xy[0, 1]
         return np.array([[-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)]])
 
-    kw = dict(learning_rate=2.0**-10, beta_1=0.9, beta_2=0.99, epsilon=1e-3, max_block_size=4,
-              preconditioning_compute_steps=5, start_preconditioning_step=2, graft="adam",
-              graft_beta_2=0.999, graft_epsilon=1e-8)
+    kw = {"learning_rate": 2.0**-10, "beta_1": 0.9, "beta_2": 0.99, "epsilon": 1e-3, "max_block_size": 4,
+              "preconditioning_compute_steps": 5, "start_preconditioning_step": 2, "graft": "adam",
+              "graft_beta_2": 0.999, "graft_epsilon": 1e-8}
     var = keras.Variable(np.array([[-1.0, 1.5]]), dtype="float64")
     opt = Shampoo(**kw)
     ref = NumpyShampoo(*[kw[k] for k in ("learning_rate", "beta_1", "beta_2", "epsilon", "max_block_size",
@@ -217,7 +221,7 @@ def test_rosenbrock_matches_reference():
         np.testing.assert_allclose(var.numpy(), r, rtol=1e-9)
         var.assign(r)
     start = np.array([[-1.0, 1.5]])
-    f = lambda p: (1 - p[0, 0]) ** 2 + 100 * (p[0, 1] - p[0, 0] ** 2) ** 2  # noqa: E731
+    f = lambda p: (1 - p[0, 0]) ** 2 + 100 * (p[0, 1] - p[0, 0] ** 2) ** 2
     assert f(r) < f(start)
 
 
