@@ -26,7 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--isolate", action="store_true", help="run each trial in a fresh process")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="no new trial starts after this many minutes")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the search and of every trial (default 1; >= 1 for "
+                             "hyperband, since KerasTuner's Hyperband reads 0 as unseeded)")
     parser.add_argument("--output", default="trainkit_output/tune",
                         help="folder for the search state and the report")
     parser.add_argument("--overwrite", action="store_true",
@@ -93,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("trials", "epochs", "parallel"):
         if getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
+    lowest_seed = 1 if args.tuner == "hyperband" else 0
+    if args.seed < lowest_seed:
+        raise ValueError(f"Argument `--seed` must be >= {lowest_seed} for the {args.tuner} tuner. "
+                         f"Received: seed={args.seed}")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
     args.project_dir = os.path.join(args.output, "search")

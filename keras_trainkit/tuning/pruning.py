@@ -168,6 +168,22 @@ def _write_json_atomically(path: str, state: dict) -> None:
     os.replace(temporary, path)
 
 
+def honor_zero_seed(oracle, seed) -> None:
+    """Make ``seed=0`` a seed for a KerasTuner ``oracle``.
+
+    KerasTuner's ``Oracle`` stores ``seed or random.randint(1, 10000)``, so
+    ``seed=0`` silently means *unseeded* and every search draws different
+    hyperparameters. Called right after the oracle is built; a no-op for any
+    other ``seed``.
+    """
+    if seed != 0 or isinstance(seed, bool):
+        return
+    oracle.seed = oracle._seed_state = 0
+    if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
+        oracle._random_state = np.random.RandomState(0)
+        oracle.gpr = oracle._make_gpr()
+
+
 class PruningOracleMixin:
     """Adds pruning to a KerasTuner ``Oracle`` (put it first among the bases).
 
@@ -177,6 +193,7 @@ class PruningOracleMixin:
 
     def __init__(self, *args, pruner=None, **kwargs):
         super().__init__(*args, **kwargs)
+        honor_zero_seed(self, kwargs.get("seed"))
         self.pruner = get_pruner(pruner)
         self.pruned_trials: dict[str, dict] = {}
         # Wall-clock time (``time.time()``) after which no new trial starts;

@@ -79,3 +79,19 @@ def test_minimized_objective_prunes_larger_loss(tmp_path):
     _, good = _report(oracle, "c", [0.9, 0.3], name="val_loss")
     _, bad = _report(oracle, "d", [2.0], name="val_loss")
     assert "STOPPED" not in good and bad == ["STOPPED"]
+
+
+@pytest.mark.parametrize("oracle_class", [tuning.PruningRandomSearchOracle,
+                                          tuning.PruningBayesianOptimizationOracle])
+def test_seed_zero_is_a_seed(oracle_class, tmp_path):
+    """KerasTuner's Oracle turns seed=0 into a random seed; ours keep it."""
+    def first_values(run):
+        oracle = oracle_class(objective="val_accuracy", max_trials=5, seed=0)
+        oracle._set_project_dir(str(tmp_path), f"seed0_{run}")
+        hp = keras_tuner.HyperParameters()
+        hp.Float("learning_rate", 1e-5, 1e-1, sampling="log")
+        hp.Int("width", 8, 512)
+        oracle.update_space(hp)
+        return [oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(3)]
+
+    assert first_values(0) == first_values(1)

@@ -57,3 +57,5 @@ def test_trainkit_tune_small_budget(tmp_path, capsys):
 def test_tune_rejects_bad_arguments(tmp_path):
     assert cli.main(["tune", "--trials", "0", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--budget-minutes", "-1", "--output", str(tmp_path)]) == 2
+    assert cli.main(["tune", "--seed", "-1", "--output", str(tmp_path)]) == 2
+    assert cli.main(["tune", "--tuner", "hyperband", "--seed", "0", "--output", str(tmp_path)]) == 2
