@@ -200,7 +200,7 @@ class Shampoo(TrainkitOptimizer):
     or 32 cuts the per-step products at the price of a coarser preconditioner.
 
     ``inverse_root="eigh"`` (default) uses an eigendecomposition: exact up to
-    round-off and, in a TensorFlow graph on CPU, 4-15x faster than the coupled
+    round-off and, in a TensorFlow graph on CPU, 3.5-15x faster than the coupled
     Newton iteration (one thread, a batch of ``128 x 128`` statistics: eigh
     about 2 ms per matrix; Newton 7 ms at 10 iterations, still 0.5 relative
     error, 15 ms at 20), but slow under XLA on CPU (XLA's CPU eigensolver).
