@@ -103,7 +103,11 @@ class ASHAPruner(Pruner):
     at that rung (its own included).
 
     Args:
-        min_epochs: epochs of the first rung (the minimum resource).
+        min_epochs: epochs of the first rung (the minimum resource). The
+            default 2 skips a ranking after one epoch, which warm-up and
+            one-cycle schedules make unreliable (a first rung at 1 epoch
+            pruned the best trial of one of three seeds in
+            ``benchmarks/tuning_efficiency.py``; see docs/benchmarks.md).
         reduction_factor: ``eta``; a rung keeps the top ``1/eta``.
 
     Example:
@@ -114,7 +118,7 @@ class ASHAPruner(Pruner):
 
     name = "asha"
 
-    def __init__(self, min_epochs: int = 1, reduction_factor: int = 3):
+    def __init__(self, min_epochs: int = 2, reduction_factor: int = 3):
         self.min_epochs = check_positive("min_epochs", min_epochs, integer=True)
         self.reduction_factor = check_number("reduction_factor", reduction_factor, minimum=2,
                                              integer=True)
