@@ -761,6 +761,11 @@ class Trainer:
             callbacks.on_epoch_begin(epoch)
             logs = self._run_epoch(distributed, steps, callbacks, epoch, first_step=first_step,
                                    save=save, every=checkpoint_every_n_steps)
+            # A transform that stopped training in the graph (SkipNonFinite under XLA,
+            # where compiled code cannot raise) raises here at the latest.
+            for transform in self.gradient_transforms:
+                if hasattr(transform, "raise_if_exhausted"):
+                    transform.raise_if_exhausted()
             epoch_logs = dict(logs)
             if val_dataset is not None and not self.model.stop_training:
                 val_logs = self.evaluate(val_dataset, callbacks=callbacks, return_dict=True,

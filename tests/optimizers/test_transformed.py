@@ -164,6 +164,27 @@ def test_skip_non_finite_stops_the_trainer_promptly(jit_compile):
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
+def test_trainer_raises_at_the_epoch_end_without_the_callback_under_xla():
+    """Without ``skip.callback()`` the XLA Trainer still raises, at the end of the epoch."""
+    from keras_trainkit.training import Trainer
+
+    x, y = _data()
+    for batch in (1, 2, 3, 4, 5, 6):
+        x[batch * BATCH, 3] = 1000.0
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, _InfGradWhenFlagged()(keras.layers.Dense(1)(inputs), inputs))
+    skip = SkipNonFinite(max_consecutive=2)
+    epochs_ended = []
+    trainer = Trainer(model, keras.optimizers.SGD(1e-4), "mse", jit_compile=True, shuffle=False,
+                      gradient_transforms=[skip])
+    with pytest.raises(NonFiniteGradientError, match="2 consecutive"):
+        trainer.fit(x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=[
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epochs_ended.append(e))])
+    assert epochs_ended == []
+    assert int(model.optimizer.iterations) == 1
+
+
 def _stateful_optimizer():
     return TransformedOptimizer(
         keras.optimizers.Adam(0.01),

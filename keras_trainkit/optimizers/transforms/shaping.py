@@ -85,8 +85,8 @@ class SkipNonFinite(GradientTransform):
       host code calls it: ``TransformedOptimizer`` does at the end of ``fit``;
       pass ``callbacks=[skip.callback()]`` to ``fit`` (Keras or the Trainer)
       to raise it at the end of the batch (the ``steps_per_execution`` call)
-      in which the limit was reached. A warning says so when the gate is
-      traced under XLA.
+      in which the limit was reached (without it, the Trainer raises at the
+      end of that epoch). A warning says so when the gate is traced under XLA.
 
     Args:
         max_consecutive: how many consecutive skipped steps stop training (an
