@@ -115,6 +115,7 @@ def test_before_checkpoint_needs_a_checkpoint_last():
 
 _SAVE_ON_A_FULL_DISK = """
 import resource, signal, sys
+import keras_tuner
 from keras_trainkit import tuning
 
 oracle = tuning.PruningRandomSearchOracle(objective="val_accuracy", max_trials=2, seed=0)
