@@ -136,16 +136,21 @@ class _InfGradWhenFlagged(keras.layers.Layer):
         return ident(h)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_skip_non_finite_stops_the_trainer_promptly(jit_compile):
-    from keras_trainkit.training import Trainer
-
+def _inf_gradients_from_batch_1():
+    """Data and a model whose gradients are Inf (the loss finite) in batches 1-6."""
     x, y = _data()
     for batch in (1, 2, 3, 4, 5, 6):  # finite loss, Inf gradients: the gate's job, not on_nan's
         x[batch * BATCH, 3] = 1000.0
     keras.utils.set_random_seed(1)
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, _InfGradWhenFlagged()(keras.layers.Dense(1)(inputs), inputs))
+    return x, y, keras.Model(inputs, _InfGradWhenFlagged()(keras.layers.Dense(1)(inputs), inputs))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_skip_non_finite_stops_the_trainer_promptly(jit_compile):
+    from keras_trainkit.training import Trainer
+
+    x, y, model = _inf_gradients_from_batch_1()
     skip = SkipNonFinite(max_consecutive=2)
     batches = []
 
@@ -168,12 +173,7 @@ def test_trainer_raises_at_the_epoch_end_without_the_callback_under_xla():
     """Without ``skip.callback()`` the XLA Trainer still raises, at the end of the epoch."""
     from keras_trainkit.training import Trainer
 
-    x, y = _data()
-    for batch in (1, 2, 3, 4, 5, 6):
-        x[batch * BATCH, 3] = 1000.0
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, _InfGradWhenFlagged()(keras.layers.Dense(1)(inputs), inputs))
+    x, y, model = _inf_gradients_from_batch_1()
     skip = SkipNonFinite(max_consecutive=2)
     epochs_ended = []
     trainer = Trainer(model, keras.optimizers.SGD(1e-4), "mse", jit_compile=True, shuffle=False,
