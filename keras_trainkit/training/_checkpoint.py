@@ -29,26 +29,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit.utils.files import write_atomically
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _PREFIX = "ckpt-"
-
-
-def _commit(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file, fsync, ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save(directory: str, arrays, meta: dict, data_state: dict | None = None) -> str:
@@ -65,11 +51,11 @@ def save(directory: str, arrays, meta: dict, data_state: dict | None = None) -> 
              for i, s in enumerate(suffixes)}
     np.savez(buffer, *arrays, **named)
     data = buffer.getvalue()
-    _commit(os.path.join(directory, name), data)
+    write_atomically(os.path.join(directory, name), data)
     manifest = {**meta, "checkpoint": name, "arrays": len(arrays), "bytes": len(data)}
     if data_state is not None:
         manifest["data_state"] = suffixes
-    _commit(os.path.join(directory, MANIFEST), json.dumps(manifest, sort_keys=True).encode())
+    write_atomically(os.path.join(directory, MANIFEST), json.dumps(manifest, sort_keys=True).encode())
     for other in os.listdir(directory):
         if other.startswith(_PREFIX) and other != name:
             try:

@@ -36,6 +36,7 @@ import keras_tuner
 import numpy as np
 from keras_tuner.src.engine import trial as trial_module
 
+from keras_trainkit.utils.files import write_atomically
 from keras_trainkit.utils.validation import check_number, check_positive
 
 STOPPED = trial_module.TrialStatus.STOPPED
@@ -164,14 +165,6 @@ def get_pruner(identifier) -> Pruner | None:
                      f"Received: pruner={identifier!r}")
 
 
-def _write_json_atomically(path: str, state: dict) -> None:
-    """Write ``state`` as JSON to ``path`` so that a reader sees the old or the new file."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(state, handle)
-    os.replace(temporary, path)
-
-
 def honor_zero_seed(oracle, seed) -> None:
     """Make ``seed=0`` a seed for a KerasTuner ``oracle``.
 
@@ -253,11 +246,11 @@ class PruningOracleMixin:
     # KerasTuner writes ``trial.json`` and ``oracle.json`` in place; a kill during
     # the write would leave a truncated file that stops the search from resuming.
     def _save_trial(self, trial):
-        _write_json_atomically(
-            os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+        write_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                         json.dumps(trial.get_state()).encode())
 
     def save(self):
-        _write_json_atomically(self._get_oracle_fname(), self.get_state())
+        write_atomically(self._get_oracle_fname(), json.dumps(self.get_state()).encode())
 
     def get_state(self):
         state = super().get_state()

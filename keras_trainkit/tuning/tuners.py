@@ -45,6 +45,7 @@ from keras_trainkit.tuning.pruning import (
     PruningBayesianOptimizationOracle,
     PruningRandomSearchOracle,
 )
+from keras_trainkit.utils.files import write_atomically
 from keras_trainkit.utils.validation import check_positive
 
 RESUME_FILE = "resume.json"
@@ -101,9 +102,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if os.path.exists(path):
             with open(path) as handle:
                 previous = json.load(handle).get("weights")
-        with open(path + ".tmp", "w") as handle:
-            json.dump({"epoch": int(epoch), "weights": name}, handle)
-        os.replace(path + ".tmp", path)
+        write_atomically(path, json.dumps({"epoch": int(epoch), "weights": name}).encode())
         if previous and previous != name:
             try:
                 os.remove(os.path.join(self.folder, previous))

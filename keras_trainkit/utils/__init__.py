@@ -1,4 +1,4 @@
-"""Shared helpers: argument validation and name registries."""
+"""Shared helpers: argument validation, name registries and crash-safe file writes."""
 
 from keras_trainkit.utils.registry import Registry, families
 from keras_trainkit.utils.validation import (

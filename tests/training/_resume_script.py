@@ -46,11 +46,11 @@ kill_job, kill_mode, kill_at = (sys.argv[3].split(":") if len(sys.argv) > 3 else
 kill_at = int(kill_at)
 state = {"job": None, "writes": 0}
 
-_commit = _checkpoint._commit
+write_atomically = _checkpoint.write_atomically
 
 
 def dying_commit(path, data):
-    """``_checkpoint._commit`` that dies half-way through the chosen checkpoint file."""
+    """``_checkpoint.write_atomically`` that dies half-way through the chosen checkpoint file."""
     if state["job"] == kill_job and kill_mode == "mid_write" and path.endswith(".npz"):
         state["writes"] += 1
         if state["writes"] == kill_at:
@@ -59,10 +59,10 @@ def dying_commit(path, data):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
-    _commit(path, data)
+    write_atomically(path, data)
 
 
-_checkpoint._commit = dying_commit
+_checkpoint.write_atomically = dying_commit
 
 
 class Steps(keras.callbacks.Callback):

@@ -1,0 +1,27 @@
+"""Crash-safe file writes, shared by the Trainer's checkpoints and the tuners' records."""
+
+from __future__ import annotations
+
+import os
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk and
+    renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows); the
+    folder is then synced so that the rename itself survives a power cut. A
+    write cut short (a kill, a full disk) leaves at most the temporary file.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
