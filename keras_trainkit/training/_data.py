@@ -224,21 +224,22 @@ def array_dataset(x, y=None, sample_weight=None, *, batch_size: int = 32, shuffl
     indices, so an epoch copies no array and a re-iterated dataset reshuffles.
     """
     n = len(_flat(x)[0])
-    parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
-    parts = tf.nest.map_structure(_as_float32_if_float64, parts)
     indices = tf.data.Dataset.range(n)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    batches = indices.batch(int(batch_size))
-    data = batches.map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return _gathered_batches(x, y, sample_weight, indices, batch_size)
 
 
 def ordered_dataset(x, y=None, sample_weight=None, *, order, batch_size: int) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` over arrays in the given example ``order`` (one epoch)."""
+    indices = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype=np.int64))
+    return _gathered_batches(x, y, sample_weight, indices, batch_size)
+
+
+def _gathered_batches(x, y, sample_weight, indices, batch_size: int) -> tf.data.Dataset:
+    """Batches of the arrays' examples at ``indices`` (a dataset of indices), one gather each."""
     parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
     parts = tf.nest.map_structure(_as_float32_if_float64, parts)
-    indices = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype=np.int64))
     data = indices.batch(int(batch_size)).map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 

@@ -11,11 +11,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.training import _checkpoint, _data
-
-try:  # XLA's optimization barrier (TensorFlow exports no public alias of it)
-    from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _xla_barrier
-except ImportError:  # pragma: no cover - other TensorFlow builds
-    _xla_barrier = None
 from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.utils.validation import (
     check_in,
@@ -24,6 +19,11 @@ from keras_trainkit.utils.validation import (
     check_probability,
     check_type,
 )
+
+try:  # XLA's optimization barrier (TensorFlow exports no public alias of it)
+    from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _xla_barrier
+except ImportError:  # pragma: no cover - other TensorFlow builds
+    _xla_barrier = None
 
 logger = logging.getLogger(__name__)
 
@@ -741,8 +741,11 @@ class Trainer:
         training_logs = None
         for epoch in range(initial_epoch, epochs):
             first_step = resume_step if epoch == initial_epoch else 0
-            if schedule is not None and schedule(epoch) != batch_size:
+            rebatch = schedule is not None and schedule(epoch) != batch_size
+            if rebatch:
                 batch_size = schedule(epoch)
+                logger.info("Batch size schedule: batch size %d.", batch_size)
+            if rebatch and save is None:  # with a checkpoint, the epoch's data is built below
                 distributed, steps = self._rebatch(x, y, sample_weight, batch_size)
                 callbacks.set_params({**callbacks.params, "steps": steps})
             if save is not None and save.cursor is not None:
@@ -843,7 +846,6 @@ class Trainer:
 
     def _rebatch(self, x, y, sample_weight, batch_size):
         """The (distributed) array dataset at a new ``batch_size``, and its number of steps."""
-        logger.info("Batch size schedule: batch size %d.", batch_size)
         n = len(tf.nest.flatten(x)[0])
         dataset = _data.array_dataset(x, y, sample_weight, batch_size=batch_size,
                                       shuffle=self.shuffle, seed=self.seed)
