@@ -10,9 +10,9 @@ changes no result.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_trainkit.training import Trainer
+from tests.training.test_trainer import nan_model
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -61,12 +61,6 @@ def test_xla_step_pins_the_gradients_and_matches_the_plain_step():
     for a, b in zip(weights[False], weights[True]):
         np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(losses[False], losses[True], rtol=1e-5)
-
-
-def nan_model():
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(1, kernel_initializer="ones")(inputs)
-    return keras.Model(inputs, keras.layers.Lambda(lambda t: tf.math.log(t))(hidden))
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

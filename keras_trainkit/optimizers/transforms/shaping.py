@@ -48,12 +48,6 @@ class _RaiseWhenStopped(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.transform.raise_if_exhausted()
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.transform.raise_if_exhausted()
-
-    def on_train_end(self, logs=None):
-        self.transform.raise_if_exhausted()
-
 
 @register
 class SkipNonFinite(GradientTransform):
