@@ -9,10 +9,8 @@ changes no result.
 
 import keras
 import numpy as np
-import pytest
 
 from keras_trainkit.training import Trainer
-from tests.training.test_trainer import nan_model
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -61,20 +59,3 @@ def test_xla_step_pins_the_gradients_and_matches_the_plain_step():
     for a, b in zip(weights[False], weights[True]):
         np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(losses[False], losses[True], rtol=1e-5)
-
-
-@pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_nan_policy_under_xla(policy):
-    x = np.ones((32, 6), "float32")
-    x[8:16] = -1.0  # batch 1 gives log(-6) = NaN
-    y = np.zeros((32, 1), "float32")
-    model = nan_model()
-    trainer = Trainer(model, keras.optimizers.SGD(0.01), "mse", jit_compile=True, shuffle=False,
-                      on_nan=policy, steps_per_execution=2)
-    history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert all(np.isfinite(w).all() for w in model.get_weights())
-    if policy == "stop":
-        assert len(history.history["loss"]) == 1 and int(model.optimizer.iterations) == 1
-    else:
-        assert trainer.skipped_steps == 2 and int(model.optimizer.iterations) == 6
-
