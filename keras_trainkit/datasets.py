@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_trainkit.utils.validation import check_positive, check_type
+from keras_trainkit.utils.validation import check_number, check_positive, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,43 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
     return data.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
+def random_shift(data, shift: int, seed: int | None = None):
+    """Augment a batched ``(x, y)`` dataset of 1-D signals with random circular shifts.
+
+    Each example's signal is rolled along its first axis after the batch axis by
+    ``s`` positions, ``s`` drawn uniformly from ``[-shift, shift]`` for every
+    example and every epoch: ``x'[i] = x[(i - s) mod length]``. Translation is the
+    nuisance MNIST-1D's generator itself varies, so shifted signals keep their label.
+
+    Args:
+        data: a batched ``tf.data.Dataset`` of ``(x, y)`` with ``x`` of shape
+            ``(batch, length, ...)``.
+        shift: the largest shift, >= 0 (0 returns ``data`` unchanged).
+        seed: seed of the shifts, for a reproducible run.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = random_shift(to_dataset(np.arange(8.0)[None], np.zeros(1)), shift=2, seed=0)
+        >>> sorted(next(iter(ds))[0].numpy()[0].tolist())
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    """
+    import tensorflow as tf
+
+    shift = check_number("shift", shift, minimum=0, integer=True)
+    if shift == 0:
+        return data
+    generator = (tf.random.Generator.from_seed(seed) if seed is not None
+                 else tf.random.Generator.from_non_deterministic_state())
+
+    def augment(x, y):
+        length = tf.shape(x)[1]
+        offsets = generator.uniform([tf.shape(x)[0]], -shift, shift + 1, dtype=tf.int32)
+        index = (tf.range(length)[None, :] - offsets[:, None]) % length
+        return tf.gather(x, index, batch_dims=1), y
+
+    return data.map(augment)
+
+
 __all__ = [
     "DatasetInfo",
     "cache_dir",
@@ -256,5 +293,6 @@ __all__ = [
     "load",
     "load_digits",
     "load_mnist1d",
+    "random_shift",
     "to_dataset",
 ]

@@ -118,3 +118,21 @@ def test_to_dataset_batches_and_validates():
         datasets.to_dataset(x, y, batch_size=0)
     with pytest.raises(ValueError, match="at least one example"):
         datasets.to_dataset(x[:0], y[:0])
+
+
+def test_random_shift_rolls_each_signal_within_the_bound():
+    x = np.tile(np.arange(10, dtype="float32"), (64, 1))
+    data = datasets.random_shift(datasets.to_dataset(x, np.zeros(64), batch_size=16), 2, seed=1)
+    shifted = np.concatenate([xb.numpy() for xb, _ in data])
+    offsets = (-shifted[:, 0]) % 10  # x'[0] = x[-s mod 10] = -s mod 10, so this is s mod 10
+    assert set(offsets.astype(int)) == {0, 1, 2, 8, 9}  # s in [-2, 2], all seen
+    for row, s in zip(shifted, offsets.astype(int)):
+        np.testing.assert_array_equal(row, np.roll(np.arange(10), s))
+    again = np.concatenate([xb.numpy() for xb, _ in
+                            datasets.random_shift(datasets.to_dataset(x, np.zeros(64), batch_size=16),
+                                                  2, seed=1)])
+    np.testing.assert_array_equal(shifted, again)  # seeded: reproducible
+    plain = datasets.to_dataset(x, np.zeros(64), batch_size=16)
+    assert datasets.random_shift(plain, 0) is plain
+    with pytest.raises(ValueError, match="Received: shift=-1"):
+        datasets.random_shift(plain, -1)

@@ -85,21 +85,13 @@ def _optimizer(recipe: dict, steps_per_epoch: int):
 
 
 def training_dataset(x, y, batch_size: int, shift: int, seed: int):
-    """Shuffled batches of ``(x, y)``; 1-D signals get a random circular shift in ``[-shift, shift]``."""
+    """Shuffled batches of ``(x, y)``; signals get a random circular shift in ``[-shift, shift]``."""
     import tensorflow as tf
 
+    from keras_trainkit.datasets import random_shift
+
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(batch_size)
-    if shift and x.ndim == 2:
-        length = x.shape[1]
-        generator = tf.random.Generator.from_seed(seed)
-
-        def augment(xb, yb):
-            offsets = generator.uniform([tf.shape(xb)[0]], -shift, shift + 1, dtype=tf.int32)
-            index = (tf.range(length)[None, :] - offsets[:, None]) % length
-            return tf.gather(xb, index, batch_dims=1), yb
-
-        data = data.map(augment)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return random_shift(data, shift, seed).prefetch(tf.data.AUTOTUNE)
 
 
 def train_one(name, dataset, data, recipe, seed, output: Path, verbose) -> dict:
