@@ -10,8 +10,6 @@ import time
 
 HELP = "search a training recipe with KerasTuner (pruning, resume, parallel trials)"
 
-VALIDATION_FRACTION = 0.2
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"])
@@ -20,8 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"])
     parser.add_argument("--pruner", default="median", choices=["median", "asha", "none"],
                         help="pruning rule (ignored by hyperband, which prunes by brackets)")
-    parser.add_argument("--epochs", type=int, default=20,
-                        help="epochs of a full trial (hyperband: its max_epochs)")
+    parser.add_argument("--space", default="focused", choices=["focused", "full"],
+                        help="focused (default): around the `trainkit demo` recipe, which is "
+                             "the first trial's; full: the library's default spaces")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of a full trial (hyperband: its max_epochs; "
+                             "default: the demo recipe's)")
     parser.add_argument("--parallel", type=int, default=1, help="worker processes on this host")
     parser.add_argument("--isolate", action="store_true", help="run each trial in a fresh process")
     parser.add_argument("--budget-minutes", type=float, default=None,
@@ -35,13 +37,57 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="start afresh instead of resuming a search in --output")
 
 
-def split(dataset: str, validation_fraction: float = VALIDATION_FRACTION):
-    """Training, validation (the last fraction of the training split) and test arrays."""
-    from keras_trainkit import datasets
+def split(dataset: str, seed: int):
+    """Training, validation and test arrays: the same split as ``trainkit demo --seed``
+    (a random tenth of the training set held out), so both train on the same examples."""
+    from keras_trainkit.commands.demo import _split
 
-    (x, y), (x_test, y_test) = datasets.load(dataset)
-    cut = int(len(x) * (1 - validation_fraction))
-    return (x[:cut], y[:cut]), (x[cut:], y[cut:]), (x_test, y_test)
+    return _split(dataset, None, seed)
+
+
+def recipe(args: argparse.Namespace, input_shape, num_classes):
+    """The search space: the library's default spaces (``--space full``) or the
+    ``focused`` space, whose defaults are the demo's recipe and whose ranges stay
+    near it (Adam-family learning rates within 4x of the demo's, schedules with a
+    decay, shift augmentation for 1-D signals)."""
+    from keras_trainkit import tuning
+    from keras_trainkit.commands.demo import CLIP_NORM, RECIPES, WARMUP_FRACTION
+
+    demo = RECIPES[args.dataset][args.model]
+    epochs = args.epochs or demo["epochs"]
+    if args.space == "full":
+        return tuning.RecipeHyperModel(input_shape, num_classes, architecture=args.model,
+                                       seed=args.seed, training=tuning.TrainingSpace(epochs=epochs))
+    lr = demo["learning_rate"]
+    layers = demo["model"]
+    if args.model == "cnn":
+        architecture = tuning.CNNSpace(
+            filters=(32, 64), defaults={"blocks": len(layers["filters"]),
+                                        "filters": layers["filters"][0],
+                                        "kernel_size": layers["kernel_size"],
+                                        "dense_units": layers["dense_units"]})
+    else:
+        architecture = tuning.MLPSpace(widths=(128, 256, 512),
+                                       defaults={"depth": layers["depth"], "width": layers["width"]})
+    signals = len(input_shape) == 1
+    return tuning.RecipeHyperModel(
+        input_shape, num_classes, architecture=architecture, seed=args.seed,
+        optimizer=tuning.OptimizerSpace(
+            families=("adamw", "adam"), ranges={"learning_rate": (lr / 4, lr * 4)},
+            defaults={"learning_rate": lr, "weight_decay": demo["weight_decay"]}),
+        schedule=tuning.ScheduleSpace(
+            families=("warmup_cosine", "cosine", "one_cycle", "warmup_stable_decay"),
+            defaults={"warmup_cosine_warmup_fraction": WARMUP_FRACTION}),
+        training=tuning.TrainingSpace(
+            batch_sizes=(64, 128, 256), epochs=epochs, label_smoothing=(0.0, 0.1),
+            shift=(0, 6) if signals else None,
+            defaults={"batch_size": demo["batch_size"], "clipping": "global_norm",
+                      "clip_norm": CLIP_NORM, "shift": demo["shift"]}),
+        regularization=tuning.RegularizationSpace(
+            dropout=(0.0, 0.3), l2=False, defaults={"dropout": layers.get("dropout", 0.0)}),
+        initializer=tuning.InitializerSpace(
+            defaults={"initializer": "he_normal" if args.model == "cnn" else "glorot_uniform"}),
+    )
 
 
 def _print_progress(tuner, trial, started=None, total=None):
@@ -68,22 +114,22 @@ def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None)
 
     from keras_trainkit import tuning
 
-    recipe = tuning.RecipeHyperModel(
-        input_shape, num_classes, architecture=args.model, seed=args.seed,
-        training=tuning.TrainingSpace(epochs=args.epochs))
+    hypermodel = recipe(args, input_shape, num_classes)
+    epochs = args.epochs or hypermodel.training_space.epochs[1]
     common = dict(directory=os.path.dirname(os.path.abspath(args.project_dir)),
                   project_name=os.path.basename(args.project_dir), overwrite=False,
                   max_consecutive_failed_trials=max(3, args.trials // 3))
     if args.tuner == "hyperband":
-        return keras_tuner.Hyperband(recipe, objective="val_accuracy", max_epochs=args.epochs,
+        return keras_tuner.Hyperband(hypermodel, objective="val_accuracy", max_epochs=epochs,
                                      factor=3, seed=args.seed, **common)
     extra = dict(pruner=None if args.pruner == "none" else args.pruner,
+                 start_from_defaults=args.space == "focused",
                  isolate_trials=args.isolate, max_trials=args.trials, seed=args.seed,
                  time_budget=args.budget_minutes * 60 if args.budget_minutes else None,
                  progress=functools.partial(_print_progress, started=started or time.time(),
                                             total=args.trials))
     tuner_class = tuning.RandomSearch if args.tuner == "random" else tuning.BayesianOptimization
-    return tuner_class(recipe, objective="val_accuracy", **extra, **common)
+    return tuner_class(hypermodel, objective="val_accuracy", **extra, **common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_trainkit.tuning.report import write_report
 
     for name in ("trials", "epochs", "parallel"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
     lowest_seed = 1 if args.tuner == "hyperband" else 0
     if args.seed < lowest_seed:
@@ -106,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(args.project_dir)
-    train, validation, (x_test, y_test) = split(args.dataset)
+    train, validation, (x_test, y_test) = split(args.dataset, args.seed)
     input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
     started = time.time()
-    print(f"Searching {args.trials} {args.model} recipes on {args.dataset} with the {args.tuner} "
+    print(f"Searching {args.trials} {args.model} recipes ({args.space} space) on {args.dataset} "
+          f"with the {args.tuner} "
           f"tuner (pruner: {args.pruner}, parallel: {args.parallel}); state in {args.project_dir}",
           flush=True)
     factory = functools.partial(make_tuner, args, input_shape, num_classes, started)

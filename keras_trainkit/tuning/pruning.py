@@ -37,9 +37,10 @@ import numpy as np
 from keras_tuner.src.engine import trial as trial_module
 
 from keras_trainkit.utils.files import write_atomically
-from keras_trainkit.utils.validation import check_number, check_positive
+from keras_trainkit.utils.validation import check_number, check_positive, check_type
 
 STOPPED = trial_module.TrialStatus.STOPPED
+RUNNING = trial_module.TrialStatus.RUNNING
 
 
 class Pruner:
@@ -186,12 +187,16 @@ class PruningOracleMixin:
 
     Args:
         pruner: a :class:`Pruner`, ``"median"``, ``"asha"`` or ``None``.
+        start_from_defaults: the first trial takes every hyperparameter's default
+            instead of the oracle's suggestion, so a search can start from a known
+            recipe (set the defaults with the spaces' ``defaults``).
     """
 
-    def __init__(self, *args, pruner=None, **kwargs):
+    def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         honor_zero_seed(self, kwargs.get("seed"))
         self.pruner = get_pruner(pruner)
+        self.start_from_defaults = check_type("start_from_defaults", start_from_defaults, bool)
         self.pruned_trials: dict[str, dict] = {}
         # Wall-clock time (``time.time()``) after which no new trial starts;
         # set by the tuner's ``time_budget``.
@@ -200,7 +205,18 @@ class PruningOracleMixin:
     def populate_space(self, trial_id):
         if self.deadline is not None and time.time() > self.deadline:
             return {"status": STOPPED, "values": None}
+        if self.start_from_defaults and not self.trials:
+            return {"status": RUNNING, "values": self._default_values()}
         return super().populate_space(trial_id)
+
+    def _default_values(self) -> dict:
+        """Every active hyperparameter at its default."""
+        values = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:
+            values.merge([hp])
+            if values.is_active(hp):
+                values.values[hp.name] = hp.default
+        return values.values
 
     def _best_by_step(self, trial, step: int) -> float | None:
         """The trial's best objective value up to ``step``, larger-is-better."""

@@ -21,6 +21,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit.datasets import random_shift
 from keras_trainkit.tuning.spaces import (
     ARCHITECTURES,
     InitializerSpace,
@@ -127,12 +128,14 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         schedule = self.schedule_space.build(hp, base_learning_rate, total_steps)
         # Recompiling swaps the optimizer and keeps the weights.
         self._compile(model, self.optimizer_space.build(hp, learning_rate=schedule), training)
-        train = self._dataset(x, y, batch_size, shuffle=True)
+        train = random_shift(self._dataset(x, y, batch_size, shuffle=True), training["shift"],
+                             self.seed)
         validation = None
         if validation_data is not None:
             validation = self._dataset(*validation_data, batch_size=512, shuffle=False)
+            validation = validation.prefetch(tf.data.AUTOTUNE)
         kwargs.setdefault("shuffle", False)  # the dataset shuffles itself each epoch
-        return model.fit(train, validation_data=validation, epochs=epochs,
+        return model.fit(train.prefetch(tf.data.AUTOTUNE), validation_data=validation, epochs=epochs,
                          callbacks=callbacks, verbose=verbose, **kwargs)
 
     def _dataset(self, x, y, batch_size, shuffle):
@@ -140,7 +143,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         data = tf.data.Dataset.from_tensor_slices((np.asarray(x, dtype="float32"), y))
         if shuffle:
             data = data.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-        return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return data.batch(batch_size)
 
 
 __all__ = ["RecipeHyperModel"]

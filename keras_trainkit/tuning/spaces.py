@@ -54,6 +54,15 @@ class Param:
         default = self.default if self.default in values else values[0]
         return Param("choice", default, values=values)
 
+    def with_default(self, default) -> "Param":
+        """This parameter with another default (the value a first or grid trial takes)."""
+        if self.kind in ("float", "int"):
+            check_condition("default", default, self.low <= default <= self.high,
+                            f"must lie in [{self.low}, {self.high}]")
+        elif self.kind == "choice":
+            check_in("default", default, self.values)
+        return Param(self.kind, default, self.low, self.high, self.log, self.values)
+
     def register(self, hp, name: str):
         """Register this parameter as ``name`` on ``hp`` and return its value."""
         if self.kind == "float":
@@ -77,28 +86,43 @@ def _choice(values, default=None):
 
 
 class Space:
-    """Base of the spaces: a name prefix, user-fixed values and narrowed ranges.
+    """Base of the spaces: a name prefix, user-fixed values, narrowed ranges and defaults.
 
     Args:
         fixed: ``{parameter name: value}`` registered with ``hp.Fixed``.
         ranges: ``{parameter name: (low, high) or [choices]}`` narrowing the defaults.
+        defaults: ``{parameter name: value}`` replacing a parameter's default, the
+            value it takes in a tuner's first trial with ``start_from_defaults``
+            (e.g. a known good recipe to search around) and when it is inactive.
         prefix: prepended to every hyperparameter name, so two spaces of the
             same kind can live in one search.
     """
 
     def __init__(self, fixed: Mapping[str, Any] | None = None,
-                 ranges: Mapping[str, Any] | None = None, prefix: str = ""):
+                 ranges: Mapping[str, Any] | None = None,
+                 defaults: Mapping[str, Any] | None = None, prefix: str = ""):
         self.fixed = dict(fixed or {})
         self.ranges = dict(ranges or {})
+        self.defaults = dict(defaults or {})
         self.prefix = prefix
+
+    def _shaped(self, param: Param, *keys: str) -> Param:
+        """``param`` narrowed by the first of ``keys`` in ``ranges`` and given the
+        default of the first of ``keys`` in ``defaults``."""
+        for key in keys:
+            if key in self.ranges:
+                param = param.narrowed(self.ranges[key])
+                break
+        for key in keys:
+            if key in self.defaults:
+                return param.with_default(self.defaults[key])
+        return param
 
     def _value(self, hp, name: str, param: Param):
         full = f"{self.prefix}{name}"
         if name in self.fixed:
             return hp.Fixed(full, self.fixed[name])
-        if name in self.ranges:
-            param = param.narrowed(self.ranges[name])
-        return param.register(hp, full)
+        return self._shaped(param, name).register(hp, full)
 
 
 def _scoped_values(space: Space, hp, parent: str, choice: str, params: Mapping[str, Param],
@@ -130,7 +154,7 @@ class OptimizerSpace(Space):
 
     Registers ``optimizer`` (a choice among ``families``) and, in the scope of
     each family, ``<family>_<parameter>`` (e.g. ``adamw_learning_rate``,
-    ``sgd_momentum``). ``ranges``/``fixed`` keys use the short parameter name
+    ``sgd_momentum``). ``ranges``/``fixed``/``defaults`` keys use the short parameter name
     (``"learning_rate"``) to apply to every family, or the full name
     (``"sgd_momentum"``) for one.
 
@@ -155,11 +179,7 @@ class OptimizerSpace(Space):
         for key in (name, short):
             if key in self.fixed:
                 return hp.Fixed(f"{self.prefix}{name}", self.fixed[key])
-        for key in (name, short):
-            if key in self.ranges:
-                param = param.narrowed(self.ranges[key])
-                break
-        return param.register(hp, f"{self.prefix}{name}")
+        return self._shaped(param, name, short).register(hp, f"{self.prefix}{name}")
 
     def sample(self, hp) -> tuple[str, dict[str, Any]]:
         """Register the hyperparameters; return ``(optimizer name, constructor kwargs)``."""
@@ -252,17 +272,20 @@ class ScheduleSpace(Space):
 
 
 class TrainingSpace(Space):
-    """Batch size, number of epochs, gradient clipping and label smoothing.
+    """Batch size, number of epochs, gradient clipping, label smoothing and shift augmentation.
 
     Registers ``batch_size`` (choice), ``epochs`` (int), ``clipping``
-    (``"none"`` or ``"global_norm"``) with ``clip_norm`` in its scope, and
-    ``label_smoothing``. Clipping uses the optimizer's ``global_clipnorm``,
-    which every Keras optimizer supports.
+    (``"none"`` or ``"global_norm"``) with ``clip_norm`` in its scope,
+    ``label_smoothing`` and, when ``shift`` is given, ``shift`` (int): the
+    largest random circular shift of 1-D signals in the training batches
+    (``keras_trainkit.datasets.random_shift``; 0 turns it off). Clipping uses the
+    optimizer's ``global_clipnorm``, which every Keras optimizer supports.
     """
 
     def __init__(self, batch_sizes: Sequence[int] = (32, 64, 128, 256),
                  epochs: tuple[int, int] | int = 20, clipping: bool = True,
-                 label_smoothing: tuple[float, float] | None = (0.0, 0.2), **kwargs):
+                 label_smoothing: tuple[float, float] | None = (0.0, 0.2),
+                 shift: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         check_condition("batch_sizes", batch_sizes, len(batch_sizes) > 0 and
                         all(isinstance(b, int) and b > 0 for b in batch_sizes),
@@ -276,16 +299,21 @@ class TrainingSpace(Space):
         self.epochs = epochs
         self.clipping = clipping
         self.label_smoothing = label_smoothing
+        if shift is not None:
+            check_condition("shift", shift, len(shift) == 2 and 0 <= shift[0] <= shift[1],
+                            "must be a (low, high) pair with 0 <= low <= high")
+        self.shift = shift
 
     def sample(self, hp) -> dict[str, Any]:
         """Register the hyperparameters; return ``batch_size``, ``epochs``,
-        ``clip_norm`` (``None`` when off) and ``label_smoothing``."""
+        ``clip_norm`` (``None`` when off), ``label_smoothing`` and ``shift`` (0 when off)."""
         default_batch = 128 if 128 in self.batch_sizes else self.batch_sizes[0]
         values = {
             "batch_size": self._value(hp, "batch_size", _choice(self.batch_sizes, default_batch)),
             "epochs": self._value(hp, "epochs", Param("int", self.epochs[1], *self.epochs)),
             "clip_norm": None,
             "label_smoothing": 0.0,
+            "shift": 0,
         }
         if self.clipping:
             mode = self._value(hp, "clipping", _choice(("none", "global_norm")))
@@ -296,6 +324,8 @@ class TrainingSpace(Space):
         if self.label_smoothing is not None:
             values["label_smoothing"] = self._value(
                 hp, "label_smoothing", _float(*self.label_smoothing, self.label_smoothing[0]))
+        if self.shift is not None:
+            values["shift"] = self._value(hp, "shift", Param("int", self.shift[0], *self.shift))
         return values
 
 

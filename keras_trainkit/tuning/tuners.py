@@ -266,6 +266,8 @@ class RandomSearch(TrainkitTunerMixin, keras_tuner.Tuner):
         allow_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
             as for ``keras_tuner.RandomSearch``.
         pruner: ``"median"``, ``"asha"``, a ``Pruner`` or ``None``.
+        start_from_defaults: the first trial takes every hyperparameter's default
+            (a known recipe to search around) instead of a random sample.
         isolate_trials: run each trial in a fresh subprocess.
         **kwargs: ``directory``, ``project_name``, ``overwrite``,
             ``executions_per_trial``, ... as for ``keras_tuner.Tuner``.
@@ -279,12 +281,13 @@ class RandomSearch(TrainkitTunerMixin, keras_tuner.Tuner):
     def __init__(self, hypermodel=None, objective="val_accuracy", max_trials=10, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner=None,
-                 isolate_trials=False, **kwargs):
+                 start_from_defaults=False, isolate_trials=False, **kwargs):
         oracle = PruningRandomSearchOracle(
             objective=objective, max_trials=max_trials, seed=seed,
             hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
             allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
+            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner,
+            start_from_defaults=start_from_defaults)
         super().__init__(oracle=oracle, hypermodel=hypermodel, isolate_trials=isolate_trials,
                          **kwargs)
 
@@ -301,13 +304,14 @@ class BayesianOptimization(TrainkitTunerMixin, keras_tuner.Tuner):
                  num_initial_points=None, alpha=1e-4, beta=2.6, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3, pruner=None,
-                 isolate_trials=False, **kwargs):
+                 start_from_defaults=False, isolate_trials=False, **kwargs):
         oracle = PruningBayesianOptimizationOracle(
             objective=objective, max_trials=max_trials, num_initial_points=num_initial_points,
             alpha=alpha, beta=beta, seed=seed, hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries, allow_new_entries=allow_new_entries,
             max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner)
+            max_consecutive_failed_trials=max_consecutive_failed_trials, pruner=pruner,
+            start_from_defaults=start_from_defaults)
         super().__init__(oracle=oracle, hypermodel=hypermodel, isolate_trials=isolate_trials,
                          **kwargs)
 

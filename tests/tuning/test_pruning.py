@@ -95,3 +95,23 @@ def test_seed_zero_is_a_seed(oracle_class, tmp_path):
         return [oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(3)]
 
     assert first_values(0) == first_values(1)
+
+
+@pytest.mark.parametrize("oracle_class", [tuning.PruningRandomSearchOracle,
+                                          tuning.PruningBayesianOptimizationOracle])
+def test_start_from_defaults_runs_the_defaults_first(oracle_class, tmp_path):
+    oracle = oracle_class(objective="val_accuracy", max_trials=5, seed=3, start_from_defaults=True)
+    oracle._set_project_dir(str(tmp_path), "defaults")
+    hp = keras_tuner.HyperParameters()
+    hp.Float("learning_rate", 1e-5, 1e-1, sampling="log", default=4e-3)
+    family = hp.Choice("optimizer", ["sgd", "adam"], default="adam")
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.0, 0.99, default=0.9)
+    assert family == "adam"
+    oracle.update_space(hp)
+    first = oracle.create_trial("tuner0").hyperparameters.values
+    assert first == {"learning_rate": 4e-3, "optimizer": "adam"}  # momentum is inactive
+    second = oracle.create_trial("tuner0").hyperparameters.values
+    assert second != first
+    with pytest.raises(TypeError, match="start_from_defaults"):
+        oracle_class(objective="val_accuracy", start_from_defaults="yes")

@@ -59,3 +59,35 @@ def test_tune_rejects_bad_arguments(tmp_path):
     assert cli.main(["tune", "--budget-minutes", "-1", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--seed", "-1", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--tuner", "hyperband", "--seed", "0", "--output", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("dataset, model, shape", [("mnist1d", "cnn", (40,)), ("digits", "mlp", (64,))])
+def test_focused_space_starts_from_the_demo_recipe(tmp_path, dataset, model, shape):
+    """`trainkit tune`'s first trial is the `trainkit demo` recipe; `--space full` is wider."""
+    import argparse
+
+    from keras_trainkit.commands import demo, tune
+
+    parser = argparse.ArgumentParser()
+    tune.configure(parser)
+    args = parser.parse_args(["--dataset", dataset, "--model", model])
+    args.project_dir = str(tmp_path / "search")
+    first = tune.make_tuner(args, shape, 10).oracle.create_trial("tuner0").hyperparameters.values
+    recipe = demo.RECIPES[dataset][model]
+    assert first["optimizer"] == "adamw" and first["schedule"] == "warmup_cosine"
+    assert first["adamw_learning_rate"] == recipe["learning_rate"]
+    assert first["adamw_weight_decay"] == recipe["weight_decay"]
+    assert (first["batch_size"], first["epochs"]) == (recipe["batch_size"], recipe["epochs"])
+    assert first["clip_norm"] == demo.CLIP_NORM
+    assert first.get("shift", 0) == recipe["shift"]
+    assert first["dropout"] == recipe["model"].get("dropout", 0.0)
+    if model == "cnn":
+        filters = recipe["model"]["filters"]
+        assert (first["blocks"], first["filters"]) == (len(filters), filters[0])
+    else:
+        assert (first["depth"], first["width"]) == (recipe["model"]["depth"], recipe["model"]["width"])
+
+    args = parser.parse_args(["--dataset", dataset, "--model", model, "--space", "full"])
+    full = tune.recipe(args, shape, 10)
+    assert "sgd" in full.optimizer_space.families and "constant" in full.schedule_space.families
+    assert full.training_space.epochs == (recipe["epochs"], recipe["epochs"])

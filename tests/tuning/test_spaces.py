@@ -72,3 +72,37 @@ def test_recipe_build_registers_every_hyperparameter():
     for expected in ["optimizer", "schedule", "batch_size", "epochs", "clipping",
                      "label_smoothing", "dropout", "l2", "initializer", "blocks", "filters"]:
         assert expected in names, expected
+
+
+def test_defaults_replace_a_parameters_default():
+    hp = keras_tuner.HyperParameters()
+    space = tuning.OptimizerSpace(families=["adamw", "sgd"], ranges={"learning_rate": (1e-3, 1e-2)},
+                                  defaults={"learning_rate": 4e-3, "sgd_momentum": 0.5,
+                                            "optimizer": "sgd"})
+    name, kwargs = space.sample(hp)
+    assert name == "sgd" and kwargs["momentum"] == 0.5 and kwargs["learning_rate"] == 4e-3
+    lr = hp._hps["sgd_learning_rate"][0]
+    assert (lr.min_value, lr.max_value, lr.default) == (1e-3, 1e-2, 4e-3)
+    shift = tuning.TrainingSpace(shift=(0, 6), defaults={"shift": 3}).sample(
+        keras_tuner.HyperParameters())["shift"]
+    assert shift == 3
+
+
+def test_bad_defaults_name_the_value():
+    with pytest.raises(ValueError, match=r"Received: default=0\.5"):
+        tuning.OptimizerSpace(families=["adam"], ranges={"learning_rate": (1e-4, 1e-3)},
+                              defaults={"learning_rate": 0.5}).sample(keras_tuner.HyperParameters())
+    with pytest.raises(ValueError, match="Received: default='rmsprop'"):
+        tuning.OptimizerSpace(families=["adam"], defaults={"optimizer": "rmsprop"}).sample(
+            keras_tuner.HyperParameters())
+    with pytest.raises(ValueError, match="shift"):
+        tuning.TrainingSpace(shift=(3, 1))
+
+
+def test_shift_is_off_unless_asked_for():
+    values = tuning.TrainingSpace().sample(keras_tuner.HyperParameters())
+    assert values["shift"] == 0
+    hp = keras_tuner.HyperParameters()
+    tuning.TrainingSpace(shift=(0, 4)).sample(hp)
+    shift = hp._hps["shift"][0]
+    assert (shift.min_value, shift.max_value, shift.default) == (0, 4, 0)
