@@ -551,28 +551,34 @@ class Trainer:
         strategy = self.strategy
         k = self.steps_per_execution
         jit = self.jit_compile and strategy.num_replicas_in_sync == 1
-        one_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True) if jit else step_fn
-
         halted, batches, nan_batch = self._halted, self._batches, self._nan_batch
 
-        def multi_step(iterator):
+        def counted_step(data):
             # Under on_nan "stop"/"raise" a non-finite loss sets `halted`: every later
-            # step does nothing, so Python need not read a flag after each call.
+            # step does nothing, so Python need not read a flag after each call. The
+            # bookkeeping sits inside the (XLA-compiled) step, not in the loop body.
+            ok = step_fn(data)
+            if halt_on_nonfinite:
+                batches.assign_add(1)
+
+                def halt():
+                    halted.assign(True)
+                    nan_batch.assign(batches)
+                    return tf.constant(True)
+
+                tf.cond(ok, lambda: tf.constant(False), halt)
+            return ok
+
+        one_step = (tf.function(counted_step, jit_compile=True, reduce_retracing=True) if jit
+                    else counted_step)
+
+        def multi_step(iterator):
             def cond(i, ok, optional):
                 go = tf.logical_and(i < k, optional.has_value())
                 return tf.logical_and(go, tf.logical_not(halted)) if halt_on_nonfinite else go
 
             def body(i, ok, optional):
                 ok = one_step(optional.get_value())
-                if halt_on_nonfinite:
-                    batches.assign_add(1)
-
-                    def halt():
-                        halted.assign(True)
-                        nan_batch.assign(batches)
-                        return tf.constant(True)
-
-                    tf.cond(ok, lambda: tf.constant(False), halt)
                 nxt = tf.cond(i + 1 < k, iterator.get_next_as_optional, lambda: optional)
                 return i + 1, ok, nxt
 
