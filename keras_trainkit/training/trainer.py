@@ -572,6 +572,16 @@ class Trainer:
         one_step = (tf.function(counted_step, jit_compile=True, reduce_retracing=True) if jit
                     else counted_step)
 
+        def single_step(iterator):
+            # steps_per_execution=1: one conditional step, no in-graph loop to run.
+            optional = iterator.get_next_as_optional()
+            go = optional.has_value()
+            if halt_on_nonfinite:
+                go = tf.logical_and(go, tf.logical_not(halted))
+            n, ok = tf.cond(go, lambda: (tf.constant(1), one_step(optional.get_value())),
+                            lambda: (tf.constant(0), tf.constant(True)))
+            return n, ok, self.model.get_metrics_result()
+
         def multi_step(iterator):
             def cond(i, ok, optional):
                 go = tf.logical_and(i < k, optional.has_value())
@@ -587,9 +597,10 @@ class Trainer:
             )
             return n, ok, self.model.get_metrics_result()
 
+        step = single_step if k == 1 else multi_step
         if self.run_eagerly:
-            return multi_step
-        return tf.function(multi_step, reduce_retracing=True)
+            return step
+        return tf.function(step, reduce_retracing=True)
 
     def _distribute(self, dataset):
         if isinstance(dataset, tf.distribute.DistributedDataset):
