@@ -115,7 +115,7 @@ def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None)
     from keras_trainkit import tuning
 
     hypermodel = recipe(args, input_shape, num_classes)
-    epochs = args.epochs or hypermodel.training_space.epochs[1]
+    epochs = hypermodel.training_space.epochs[1]  # --epochs, or the demo recipe's
     common = dict(directory=os.path.dirname(os.path.abspath(args.project_dir)),
                   project_name=os.path.basename(args.project_dir), overwrite=False,
                   max_consecutive_failed_trials=max(3, args.trials // 3))

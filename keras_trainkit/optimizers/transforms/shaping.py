@@ -30,7 +30,10 @@ def _all_finite(grads):
 
 
 def _in_xla_context() -> bool:
-    """Whether the graph being traced is compiled by XLA (``jit_compile=True``)."""
+    """Whether a TensorFlow graph being traced is compiled by XLA (``jit_compile=True``);
+    always ``False`` on other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return False
     try:
         from tensorflow.python.framework import ops as tf_ops
         from tensorflow.python.ops import control_flow_util
@@ -290,7 +293,7 @@ class GradientNoise(GradientTransform):
     def call(self, grads, variables):
         t = ops.cast(self.step, "float32")
         variance = self.eta / ops.power(1.0 + t, self.gamma)
-        draw = _normal_noise_xla if keras.backend.backend() == "tensorflow" and _in_xla_context() else _normal_noise
+        draw = _normal_noise_xla if _in_xla_context() else _normal_noise
         out = []
         for g in grads:
             if g is None:
