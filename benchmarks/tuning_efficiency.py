@@ -21,10 +21,16 @@ Ops are deterministic (``tf.config.experimental.enable_op_determinism``; the
 recipe seeds Keras before every build), so a configuration trains identically
 whether or not it is pruned; the script checks this (same hyperparameters and
 the same per-epoch validation accuracy for every epoch both runs trained) and
-prints the result. Seeds start at 1: KerasTuner's oracles take ``seed=0`` as
-"no seed" and draw one at random. Pruner settings are fixed once, before the
-run, for every seed (median: 3 startup trials, 2 warm-up epochs; ASHA: first
-rung after 2 epochs, reduction factor 3).
+prints the result. Every search's oracle gets ``tuning.seed_oracle``, so the
+seeds give independent hyperparameter streams. Pruner settings are fixed once, before the
+run, for every seed (median: 1 startup trial, 1 warm-up epoch; ASHA: first
+rung after 2 epochs, reduction factor 3); both were chosen on the replays of
+an earlier run (seeds 1-3 of the oracles' old, overlapping seed streams), so
+this run's seeds are held out.
+
+Last, the unpruned searches are replayed through a grid of pruner settings
+(the same-trials view, exact for a sequential search; checked against the live
+pruned searches first).
 
 Prints one line per seed and method (best validation accuracy, the best
 model's test accuracy, epochs trained, trials, pruned trials, wall time up to
@@ -53,8 +59,14 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from keras_trainkit import tuning
-from keras_trainkit.commands.tune import split
+from keras_trainkit import datasets, tuning
+
+
+def split(validation_fraction: float = 0.2):
+    """MNIST-1D training, validation (the last fifth of the training set) and test arrays."""
+    (x, y), test = datasets.load("mnist1d")
+    cut = int(len(x) * (1 - validation_fraction))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:]), test
 
 
 def recipe(epochs: int, seed: int):
@@ -125,6 +137,7 @@ def search(method, seed, args, data, folder):
     if method == "hyperband":
         tuner = keras_tuner.Hyperband(recipe_, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, **common)
+        tuning.seed_oracle(tuner.oracle, seed)  # independent seeds, like our oracles
     elif method == "random":
         tuner = tuning.RandomSearch(recipe_, max_trials=args.trials, progress=progress, **common)
     else:
@@ -181,15 +194,67 @@ def same_training(pruned, unpruned):
     return compared, identical, worst
 
 
+def replay(records, pruner):
+    """The same-trials view of a pruned search, replayed from unpruned records.
+
+    Exact for a sequential search: trials run one after another, and trial
+    ``k``'s pruning decisions depend only on the epochs trials ``1..k-1`` trained
+    (the oracle's rule, ``PruningOracleMixin.update_trial``). Returns the best
+    validation accuracy and the epochs trained."""
+    curves, best = [], -np.inf
+    for record in records:
+        curve = np.fmax.accumulate(np.nan_to_num(record["history"], nan=-np.inf))
+        trained = len(curve)
+        for step, value in enumerate(curve):
+            others = [float(c[step]) for c in curves if len(c) > step and np.isfinite(c[step])]
+            if np.isfinite(value) and pruner.decide(step, float(value), others):
+                trained = step + 1
+                break
+        curves.append(curve[:trained])
+        best = max(best, curve[trained - 1])
+    return float(best), sum(len(c) for c in curves)
+
+
+REPLAY_GRID = ([tuning.MedianPruner(startup_trials=n, warmup_epochs=w)
+                for n in (1, 2, 3, 5) for w in (0, 1, 2)]
+               + [tuning.ASHAPruner(min_epochs=m, reduction_factor=f)
+                  for m in (1, 2, 3) for f in (2, 3)])
+
+
+def print_replays(unpruned, live, args):
+    """Replay the unpruned searches through a grid of pruner settings; first check
+    the replay against the live pruned searches of the configured settings."""
+    for (rule, seed), records in live.items():
+        value, epochs = replay(unpruned[seed], make_pruner(rule, args))
+        same = records[:args.trials]
+        print(f"replay check, seed {seed} {rule}: replayed val={value:.4f} epochs={epochs}, "
+              f"live val={max(r['score'] for r in same):.4f} "
+              f"epochs={sum(r['epochs'] for r in same)}")
+    print("\nSame-trials view replayed for other settings (points vs random, epoch fraction)")
+    for pruner in REPLAY_GRID:
+        cells, diffs, fractions = [], [], []
+        for seed, records in unpruned.items():
+            base_val = max(r["score"] for r in records)
+            base_epochs = sum(r["epochs"] for r in records)
+            value, epochs = replay(records, pruner)
+            diffs.append(100 * (value - base_val))
+            fractions.append(epochs / base_epochs)
+            cells.append(f"{diffs[-1]:+.2f}, {fractions[-1]:.2f}")
+        config = ", ".join(f"{k}={v}" for k, v in pruner.get_config().items())
+        print(f"{pruner.name} {config:<36} " + " | ".join(cells)
+              + f" | mean {np.mean(diffs):+.2f} pt, {np.mean(fractions):.2f}")
+
+
 def efficiency(args):
     if args.deterministic:
         # Same configuration, same seed -> the same training whether or not it
         # is pruned (otherwise float-order differences change chaotic trials).
         tf.config.experimental.enable_op_determinism()
-    data = split("mnist1d")
+    data = split()
     budget = args.trials * args.epochs
     rows = {}  # (label) -> list of per-seed results
     dumped = {}
+    unpruned, live = {}, {}  # records by seed, by (rule, seed)
     labels = ["random", *[f"{rule}{suffix}" for rule in RULES
                           for suffix in ("", "@50%", "@100%")], "hyperband"]
     with tempfile.TemporaryDirectory() as folder:
@@ -212,8 +277,9 @@ def efficiency(args):
                           f"trials={result['trials']:>3} pruned={result['pruned']:>3} "
                           f"time={result['seconds']:.0f}s", flush=True)
                 if method == "random":
-                    base = records
+                    base = unpruned[seed] = records
                 elif method in RULES and base is not None:
+                    live[method, seed] = records
                     compared, identical, worst = same_training(records, base)
                     print(f"seed {seed} {method}: {identical} of {compared} trials trained "
                           f"identically to unpruned (same hyperparameters, same val accuracy "
@@ -242,6 +308,7 @@ def efficiency(args):
               f"{np.mean([r['seconds'] for r in res]):>7.0f} "
               f"{sum(r['epochs'] for r in res) / base_epochs:>14.2f} "
               f"{100 * (val - base_val):>+10.2f}pt {100 * worst:>+10.2f}pt")
+    print_replays(unpruned, live, args)
 
 
 def rss_mb() -> float:
@@ -253,7 +320,7 @@ def rss_mb() -> float:
 
 
 def memory(args):
-    train, validation, _ = split("mnist1d")
+    train, validation, _ = split()
     small = (train[0][:256], train[1][:256])
     print(f"{'mode':<10} {'RSS first MB':>12} {'RSS last MB':>12} {'growth MB/trial':>16}")
     for isolate in (False, True):
@@ -278,14 +345,13 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["efficiency", "memory", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=3,
-                        help="run seeds 1 .. SEEDS (KerasTuner's oracles treat seed=0 as no "
-                             "seed and draw a random one)")
+                        help="run seeds 1 .. SEEDS")
     parser.add_argument("--seed-list", type=int, nargs="+", help="run these seeds instead")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--median-startup", type=int, default=3)
-    parser.add_argument("--median-warmup", type=int, default=2)
+    parser.add_argument("--median-startup", type=int, default=1)
+    parser.add_argument("--median-warmup", type=int, default=1)
     parser.add_argument("--asha-min-epochs", type=int, default=2)
     parser.add_argument("--asha-factor", type=int, default=3)
     parser.add_argument("--no-deterministic", dest="deterministic", action="store_false",

@@ -171,7 +171,10 @@ def plot_curves(results: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _split(dataset: str, subset: int | None, seed: int):
+def split(dataset: str, seed: int, subset: int | None = None):
+    """Training, validation and test arrays of an embedded data set: a random
+    ``VALIDATION_FRACTION`` of the training set (drawn by ``seed``) is held out
+    for validation. ``subset`` keeps only the first training examples."""
     import numpy as np
 
     from keras_trainkit import datasets
@@ -205,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     print(f"trainkit demo: {args.dataset}, models {', '.join(names)}, seed {args.seed}")
     print(f"output directory: {output.resolve()}")
-    data = _split(args.dataset, args.subset, args.seed)
+    data = split(args.dataset, args.seed, args.subset)
     print(f"train {len(data[0][0])}, validation {len(data[1][0])}, test {len(data[2][0])} examples\n")
     results = []
     total = time.perf_counter()

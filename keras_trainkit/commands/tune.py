@@ -29,20 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="no new trial starts after this many minutes")
     parser.add_argument("--seed", type=int, default=1,
-                        help="seed of the search and of every trial (default 1; >= 1 for "
-                             "hyperband, since KerasTuner's Hyperband reads 0 as unseeded)")
+                        help="seed of the search, of every trial and of the data split "
+                             "(default 1)")
     parser.add_argument("--output", default="trainkit_output/tune",
                         help="folder for the search state and the report")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh instead of resuming a search in --output")
-
-
-def split(dataset: str, seed: int):
-    """Training, validation and test arrays: the same split as ``trainkit demo --seed``
-    (a random tenth of the training set held out), so both train on the same examples."""
-    from keras_trainkit.commands.demo import _split
-
-    return _split(dataset, None, seed)
 
 
 def recipe(args: argparse.Namespace, input_shape, num_classes):
@@ -120,8 +112,11 @@ def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None)
                   project_name=os.path.basename(args.project_dir), overwrite=False,
                   max_consecutive_failed_trials=max(3, args.trials // 3))
     if args.tuner == "hyperband":
-        return keras_tuner.Hyperband(hypermodel, objective="val_accuracy", max_epochs=epochs,
-                                     factor=3, seed=args.seed, **common)
+        tuner = keras_tuner.Hyperband(hypermodel, objective="val_accuracy", max_epochs=epochs,
+                                      factor=3, seed=args.seed, **common)
+        if not tuner.oracle.trials:  # a fresh search, not a resumed one
+            tuning.seed_oracle(tuner.oracle, args.seed)
+        return tuner
     extra = dict(pruner=None if args.pruner == "none" else args.pruner,
                  start_from_defaults=args.space == "focused",
                  isolate_trials=args.isolate, max_trials=args.trials, seed=args.seed,
@@ -135,16 +130,15 @@ def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None)
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from keras_trainkit.commands.demo import split
     from keras_trainkit.tuning.parallel import parallel_search
     from keras_trainkit.tuning.report import write_report
 
     for name in ("trials", "epochs", "parallel"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
-    lowest_seed = 1 if args.tuner == "hyperband" else 0
-    if args.seed < lowest_seed:
-        raise ValueError(f"Argument `--seed` must be >= {lowest_seed} for the {args.tuner} tuner. "
-                         f"Received: seed={args.seed}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: seed={args.seed}")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
     args.project_dir = os.path.join(args.output, "search")

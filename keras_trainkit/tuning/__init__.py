@@ -15,6 +15,7 @@ from keras_trainkit.tuning.pruning import (
     PruningOracleMixin,
     PruningRandomSearchOracle,
     get_pruner,
+    seed_oracle,
 )
 from keras_trainkit.tuning.parallel import parallel_search
 from keras_trainkit.tuning.recipe import RecipeHyperModel
@@ -62,6 +63,7 @@ __all__ = [
     "TrainkitTunerMixin",
     "get_pruner",
     "parallel_search",
+    "seed_oracle",
     "summary_table",
     "write_report",
 ]

@@ -166,20 +166,31 @@ def get_pruner(identifier) -> Pruner | None:
                      f"Received: pruner={identifier!r}")
 
 
-def honor_zero_seed(oracle, seed) -> None:
-    """Make ``seed=0`` a seed for a KerasTuner ``oracle``.
+SEED_STRIDE = 1_000_003
+"""Draws between the random streams of consecutive seeds (see :func:`seed_oracle`)."""
 
-    KerasTuner's ``Oracle`` stores ``seed or random.randint(1, 10000)``, so
-    ``seed=0`` silently means *unseeded* and every search draws different
-    hyperparameters. Called right after the oracle is built; a no-op for any
-    other ``seed``.
+
+def seed_oracle(oracle, seed) -> None:
+    """Give a KerasTuner ``oracle`` a random stream of its own for ``seed``.
+
+    Called right after the oracle is built (a resumed search then restores its
+    saved position in the stream). Two fixes to KerasTuner's seeding:
+
+    * ``seed=0`` is a seed. KerasTuner's ``Oracle`` stores ``seed or
+      random.randint(1, 10000)``, so 0 silently meant *unseeded*.
+    * Nearby seeds give independent searches. KerasTuner seeds its ``n``-th
+      draw with ``seed + n``, so the stream of seed 2 is that of seed 1 shifted
+      by one draw, and two such searches fall into step (trial for trial) after
+      a conditional hyperparameter. The stream now starts at
+      ``seed * SEED_STRIDE``, so searches of fewer than a million draws with
+      different seeds never share one.
     """
-    if seed != 0 or isinstance(seed, bool):
-        return
-    oracle.seed = oracle._seed_state = 0
-    if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
-        oracle._random_state = np.random.RandomState(0)
-        oracle.gpr = oracle._make_gpr()
+    if seed == 0 and not isinstance(seed, bool):
+        oracle.seed = 0
+        if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
+            oracle._random_state = np.random.RandomState(0)
+            oracle.gpr = oracle._make_gpr()
+    oracle._seed_state = oracle.seed * SEED_STRIDE
 
 
 class PruningOracleMixin:
@@ -194,7 +205,7 @@ class PruningOracleMixin:
 
     def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        honor_zero_seed(self, kwargs.get("seed"))
+        seed_oracle(self, kwargs.get("seed"))
         self.pruner = get_pruner(pruner)
         self.start_from_defaults = check_type("start_from_defaults", start_from_defaults, bool)
         self.pruned_trials: dict[str, dict] = {}
@@ -295,5 +306,7 @@ __all__ = [
     "PruningBayesianOptimizationOracle",
     "PruningOracleMixin",
     "PruningRandomSearchOracle",
+    "SEED_STRIDE",
     "get_pruner",
+    "seed_oracle",
 ]

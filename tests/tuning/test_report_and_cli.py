@@ -7,6 +7,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from keras_trainkit import cli
+from keras_trainkit.tuning.pruning import SEED_STRIDE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -58,7 +59,6 @@ def test_tune_rejects_bad_arguments(tmp_path):
     assert cli.main(["tune", "--trials", "0", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--budget-minutes", "-1", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--seed", "-1", "--output", str(tmp_path)]) == 2
-    assert cli.main(["tune", "--tuner", "hyperband", "--seed", "0", "--output", str(tmp_path)]) == 2
 
 
 @pytest.mark.parametrize("dataset, model, shape", [("mnist1d", "cnn", (40,)), ("digits", "mlp", (64,))])
@@ -91,3 +91,29 @@ def test_focused_space_starts_from_the_demo_recipe(tmp_path, dataset, model, sha
     full = tune.recipe(args, shape, 10)
     assert "sgd" in full.optimizer_space.families and "constant" in full.schedule_space.families
     assert full.training_space.epochs == (recipe["epochs"], recipe["epochs"])
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_hyperband_searches_get_a_seed_stream_of_their_own(tmp_path, seed):
+    """`trainkit tune --tuner hyperband` seeds KerasTuner's Hyperband like our oracles
+    (0 is a seed, nearby seeds are far apart) and keeps a resumed search's stream."""
+    import argparse
+
+    from keras_trainkit.commands import tune
+
+    parser = argparse.ArgumentParser()
+    tune.configure(parser)
+    args = parser.parse_args(["--dataset", "digits", "--model", "mlp", "--tuner", "hyperband",
+                              "--seed", str(seed)])
+    args.project_dir = str(tmp_path / "search")
+    tuner = tune.make_tuner(args, (64,), 10)
+    oracle = tuner.oracle
+    assert (oracle.seed, oracle._seed_state) == (seed, seed * SEED_STRIDE)
+    trial = oracle.create_trial("tuner0")
+    drawn = oracle._seed_state
+    assert drawn > seed * SEED_STRIDE
+    oracle.end_trial(trial)  # saves the oracle
+    tuner.save()  # as after every trial of a search
+
+    resumed = tune.make_tuner(args, (64,), 10).oracle
+    assert resumed._seed_state == drawn
