@@ -279,6 +279,13 @@ class PruningOracleMixin:
     def save(self):
         write_atomically(self._get_oracle_fname(), json.dumps(self.get_state()).encode())
 
+    def reload(self):
+        super().reload()
+        # KerasTuner reloads the trials in file-listing order, which is arbitrary,
+        # and ranks equal scores in that order: a resumed search could name
+        # another best trial than the search that ran. Keep creation order.
+        self.trials = dict(sorted(self.trials.items(), key=lambda item: (len(item[0]), item[0])))
+
     def get_state(self):
         state = super().get_state()
         state["pruned_trials"] = self.pruned_trials

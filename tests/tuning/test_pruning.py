@@ -147,3 +147,30 @@ def test_start_from_defaults_runs_the_defaults_first(oracle_class, tmp_path):
     assert second != first
     with pytest.raises(TypeError, match="start_from_defaults"):
         oracle_class(objective="val_accuracy", start_from_defaults="yes")
+
+
+def test_equal_scores_rank_in_trial_order_after_a_reload(tmp_path, monkeypatch):
+    """KerasTuner reloads trials in file-listing order; among equal scores the
+    earliest trial stays the best, as in the search that ran."""
+    from keras_tuner.src import backend
+
+    def oracle():
+        made = tuning.PruningRandomSearchOracle(objective="val_accuracy", max_trials=5, seed=1)
+        made._set_project_dir(str(tmp_path), "ties")
+        made.update_space(_conditional_space())
+        return made
+
+    first = oracle()
+    for _ in range(3):
+        trial = first.create_trial("tuner0")
+        first.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+        trial.status = "COMPLETED"
+        first.end_trial(trial)
+    ids = [t.trial_id for t in first.get_best_trials(3)]
+    assert ids == sorted(ids)
+
+    glob = backend.io.glob
+    monkeypatch.setattr(backend.io, "glob", lambda pattern: sorted(glob(pattern), reverse=True))
+    again = oracle()
+    again.reload()
+    assert [t.trial_id for t in again.get_best_trials(3)] == ids

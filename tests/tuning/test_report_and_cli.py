@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -29,11 +30,16 @@ def _hparams_events(folder):
 def test_trainkit_tune_small_budget(tmp_path, capsys):
     output = tmp_path / "out"
     status = cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "3",
-                       "--epochs", "2", "--pruner", "asha", "--output", str(output)])
+                       "--epochs", "2", "--pruner", "asha", "--refit", "--output", str(output)])
     assert status == 0
     printed = capsys.readouterr().out
     assert "trial 3 of 3" in printed and "best so far" in printed
-    assert "rank  trial status" in printed and "Best model's test accuracy" in printed
+    assert "rank  trial status" in printed and "Best trial's model" in printed
+    # --refit: the best recipe trained again on training + validation
+    digits_examples = 1437  # 80% of scikit-learn's 1797 digits
+    assert f"refit on training + validation ({digits_examples} examples)" in printed
+    refit = keras.models.load_model(output / "best_model.keras")
+    assert refit.output_shape == (None, 10)
 
     best = json.loads((output / "best_hyperparameters.json").read_text())
     assert best["objective"] == "val_accuracy" and "optimizer" in best["hyperparameters"]
@@ -52,7 +58,8 @@ def test_trainkit_tune_small_budget(tmp_path, capsys):
     # rerunning resumes the finished search instead of starting again
     assert cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "3",
                      "--epochs", "2", "--output", str(output)]) == 0
-    assert "trial 1 of 3" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trial 1 of 3" not in printed and "refit" not in printed
 
 
 def test_tune_rejects_bad_arguments(tmp_path):
