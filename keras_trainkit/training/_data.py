@@ -222,11 +222,19 @@ def array_dataset(x, y=None, sample_weight=None, *, batch_size: int = 32, shuffl
 
     The data become tensors once; each batch is a ``tf.gather`` of shuffled
     indices, so an epoch copies no array and a re-iterated dataset reshuffles.
+    Each pass draws one seed (``Dataset.random``, re-randomized per iteration)
+    and permutes all indices with a stateless shuffle: with
+    ``Dataset.shuffle(n)`` instead, the process's RSS climbed for 20-30 epochs
+    (about 6 MiB on MNIST-1D), where ``model.fit``'s own array pipeline stays flat.
     """
     n = len(_flat(x)[0])
-    indices = tf.data.Dataset.range(n)
     if shuffle:
-        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        indices = seeds.map(lambda s: tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([s, tf.constant(0, tf.int64)])))
+        indices = indices.unbatch()
+    else:
+        indices = tf.data.Dataset.range(n)
     return _gathered_batches(x, y, sample_weight, indices, batch_size)
 
 
