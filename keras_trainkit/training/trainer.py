@@ -59,22 +59,37 @@ def _pythonify(logs) -> dict:
     return out
 
 
+class _StepLimits:
+    """The ``limit`` tensor of a call: ``min(k, remaining)``, made once per value."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self._tensors = {}
+
+    def __call__(self, remaining):
+        limit = self.k if remaining is None else min(self.k, remaining)
+        if limit not in self._tensors:
+            self._tensors[limit] = tf.constant(limit, tf.int32)
+        return self._tensors[limit]
+
+
 def _bound_call(function, iterator):
-    """A no-argument callable that runs ``function(iterator)``, for calling step after step.
+    """A callable ``call(limit)`` that runs ``function(iterator, limit)``, step after step.
 
     A ``tf.function`` call looks up its trace from the argument types, then
     binds and flattens the arguments: on CPU about a quarter of a small MLP's
-    step. Every call of an epoch passes the same iterator, so the lookup and
-    the flattening are done once here, and each call runs the traced graph on
-    the flat inputs (the iterator's resource tensors and the graph's captured
-    variables). Eager functions (``run_eagerly``) are called as they are.
+    step. The calls of an epoch pass the same iterator and a scalar ``limit``,
+    so the lookup and the flattening are done once here, and each call runs
+    the traced graph on the flat inputs (the iterator's resource tensors, the
+    limit, the graph's captured variables). Eager functions (``run_eagerly``)
+    are called as they are.
     """
     if not isinstance(function, tf.types.experimental.PolymorphicFunction):
-        return lambda: function(iterator)
-    concrete = function.get_concrete_function(iterator)
+        return lambda limit: function(iterator, limit)
+    concrete = function.get_concrete_function(iterator, tf.TensorSpec([], tf.int32))
     inputs = tf.nest.flatten(iterator, expand_composites=True)
     captured = concrete.captured_inputs
-    return lambda: concrete._call_flat(inputs, captured)
+    return lambda limit: concrete._call_flat(inputs + [limit], captured)
 
 
 class Trainer:
@@ -590,8 +605,9 @@ class Trainer:
         one_step = (tf.function(counted_step, jit_compile=True, reduce_retracing=True) if jit
                     else counted_step)
 
-        def single_step(iterator):
-            # steps_per_execution=1: one conditional step, no in-graph loop to run.
+        def single_step(iterator, limit):
+            # steps_per_execution=1: one conditional step, no in-graph loop to run
+            # (the caller never asks for 0 steps, so `limit` is 1).
             optional = iterator.get_next_as_optional()
             go = optional.has_value()
             if halt_on_nonfinite:
@@ -600,14 +616,16 @@ class Trainer:
                             lambda: (tf.constant(0), tf.constant(True)))
             return n, ok, self.model.get_metrics_result()
 
-        def multi_step(iterator):
+        def multi_step(iterator, limit):
+            # Up to `limit` (<= k) steps: an epoch's last call stops at its end,
+            # also on an iterator that runs on into the next epoch.
             def cond(i, ok, optional):
-                go = tf.logical_and(i < k, optional.has_value())
+                go = tf.logical_and(i < limit, optional.has_value())
                 return tf.logical_and(go, tf.logical_not(halted)) if halt_on_nonfinite else go
 
             def body(i, ok, optional):
                 ok = one_step(optional.get_value())
-                nxt = tf.cond(i + 1 < k, iterator.get_next_as_optional, lambda: optional)
+                nxt = tf.cond(i + 1 < limit, iterator.get_next_as_optional, lambda: optional)
                 return i + 1, ok, nxt
 
             n, ok, _ = tf.while_loop(
@@ -627,8 +645,13 @@ class Trainer:
             return self.strategy.experimental_distribute_dataset(dataset)
         return dataset
 
-    def _prepare(self, x, y, sample_weight, batch_size, *, shuffle, name="x"):
-        """Check inputs and return ``(tf.data.Dataset, steps or None)``."""
+    def _prepare(self, x, y, sample_weight, batch_size, *, shuffle, repeat=False, name="x"):
+        """Check inputs and return ``(tf.data.Dataset, steps or None)``.
+
+        Arrays become an :func:`_data.array_dataset` (epoch after epoch with
+        ``repeat``; ``steps`` is then the length of one epoch); a dataset is
+        used as it is.
+        """
         if _data.is_dataset(x):
             if y is not None:
                 raise ValueError(
@@ -650,7 +673,7 @@ class Trainer:
         _data.check_arrays(x, y, sample_weight, self.model, name=name)
         n = len(tf.nest.flatten(x)[0])
         dataset = _data.array_dataset(x, y, sample_weight, batch_size=batch_size,
-                                      shuffle=shuffle, seed=self.seed)
+                                      shuffle=shuffle, seed=self.seed, repeat=repeat)
         return dataset, math.ceil(n / int(batch_size))
 
     def _callback_list(self, callbacks, verbose, epochs, steps, history):
@@ -746,7 +769,11 @@ class Trainer:
             _data.check_arrays(x, y, sample_weight, self.model)
             (x, y, sample_weight), validation_data = _data.split_validation(
                 x, y, sample_weight, validation_split)
-        dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=self.shuffle)
+        # Arrays: one iterator over epoch after epoch for the whole fit (unless the
+        # epochs' data are rebuilt for checkpoints); a dataset: an iterator per epoch.
+        repeating = not _data.is_dataset(x) and checkpoint_dir is None
+        dataset, steps = self._prepare(x, y, sample_weight, batch_size, shuffle=self.shuffle,
+                                       repeat=repeating)
         val_dataset, val_steps = None, 0
         if validation_data is not None:
             if _data.is_dataset(validation_data):
@@ -774,6 +801,7 @@ class Trainer:
         self._ensure_train_function()
         initial_epoch = getattr(self.model, "_initial_epoch", None) or initial_epoch
         training_logs = None
+        iterator = None
         for epoch in range(initial_epoch, epochs):
             first_step = resume_step if epoch == initial_epoch else 0
             rebatch = schedule is not None and schedule(epoch) != batch_size
@@ -783,6 +811,7 @@ class Trainer:
             if rebatch and save is None:  # with a checkpoint, the epoch's data is built below
                 distributed, steps = self._rebatch(x, y, sample_weight, batch_size)
                 callbacks.set_params({**callbacks.params, "steps": steps})
+                iterator = None
             if save is not None and save.cursor is not None:
                 save.cursor.mark()  # the random state this epoch's iterator starts from
                 distributed = self._distribute(dataset.skip(first_step) if first_step else dataset)
@@ -795,9 +824,11 @@ class Trainer:
                 distributed = self._distribute(epoch_data.skip(first_step))
                 steps = math.ceil(n / int(batch_size))
                 callbacks.set_params({**callbacks.params, "steps": steps})
+            if iterator is None or not repeating:
+                iterator = iter(distributed)
             self.model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
-            logs = self._run_epoch(distributed, steps, callbacks, epoch, first_step=first_step,
+            logs = self._run_epoch(iterator, steps, callbacks, epoch, first_step=first_step,
                                    save=save, every=checkpoint_every_n_steps)
             # A transform that stopped training in the graph (SkipNonFinite under XLA,
             # where compiled code cannot raise) raises here at the latest.
@@ -883,7 +914,7 @@ class Trainer:
         """The (distributed) array dataset at a new ``batch_size``, and its number of steps."""
         n = len(tf.nest.flatten(x)[0])
         dataset = _data.array_dataset(x, y, sample_weight, batch_size=batch_size,
-                                      shuffle=self.shuffle, seed=self.seed)
+                                      shuffle=self.shuffle, seed=self.seed, repeat=True)
         return self._distribute(dataset), math.ceil(n / int(batch_size))
 
     def _ensure_train_function(self):
@@ -907,20 +938,22 @@ class Trainer:
         self._train_function = self._make_multi_step(self.train_step,
                                                      halt_on_nonfinite=self.on_nan != "skip")
 
-    def _run_epoch(self, distributed, steps, callbacks, epoch, first_step=0, save=None, every=None):
+    def _run_epoch(self, iterator, steps, callbacks, epoch, first_step=0, save=None, every=None):
         """One epoch of calls; reads nothing back from the device when ``steps`` is known.
 
-        ``first_step`` batches were done before (a resumed epoch); ``save(epoch,
-        step)`` writes a checkpoint each time ``step`` passes a multiple of ``every``.
+        ``iterator`` may run on past this epoch (arrays); each call then asks
+        for at most the epoch's remaining steps. ``first_step`` batches were done
+        before (a resumed epoch); ``save(epoch, step)`` writes a checkpoint each
+        time ``step`` passes a multiple of ``every``.
         """
-        iterator = iter(distributed)
         train_step = _bound_call(self._train_function, iterator)
         k = self.steps_per_execution
+        limits = _StepLimits(k)
         step = first_step
         logs = {}
         while steps is None or step < steps:
             callbacks.on_train_batch_begin(step)
-            n, _, step_logs = train_step()
+            n, _, step_logs = train_step(limits(None if steps is None else steps - step))
             n = int(n) if steps is None else min(k, steps - step)
             if n == 0:
                 break
@@ -961,10 +994,11 @@ class Trainer:
         self.model.reset_metrics()
         iterator = iter(distributed)
         test_step = _bound_call(self._test_function, iterator)
+        limits = _StepLimits(self.steps_per_execution)
         step, logs = 0, {}
         while steps is None or step < steps:
             callbacks.on_test_batch_begin(step)
-            n, _, step_logs = test_step()
+            n, _, step_logs = test_step(limits(None if steps is None else steps - step))
             n = int(n) if steps is None else min(self.steps_per_execution, steps - step)
             if n == 0:
                 break

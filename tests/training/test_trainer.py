@@ -89,6 +89,48 @@ def test_steps_per_execution_gives_the_same_weights_and_batches_callbacks():
     assert batches[1] == [2, 5, 7] * 2  # one call per 3 steps, the last one partial
 
 
+class OrderRecorder(Trainer):
+    """A Trainer whose step also writes the ids (column 0 of x) of its batch, in order."""
+
+    def __init__(self, *args, capacity, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = tf.Variable(tf.fill([capacity], -1))
+        self.position = tf.Variable(0)
+
+    def train_step(self, data):
+        ids = tf.cast(data[0][:, 0], tf.int32)
+        positions = self.position + tf.range(tf.shape(ids)[0])
+        self.seen.scatter_nd_update(positions[:, None], ids)
+        self.position.assign_add(tf.shape(ids)[0])
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("steps_per_execution, jit_compile", [(1, False), (3, False), (3, True)])
+def test_array_epochs_are_whole_permutations_reshuffled_each_epoch(steps_per_execution, jit_compile):
+    # 50 examples in batches of 8: 7 steps an epoch, so calls of 3 steps straddle the
+    # epoch ends of the one iterator a fit keeps over its epochs.
+    n, epochs = 50, 4
+    x, y = data(n)
+    x[:, 0] = np.arange(n)
+
+    def order(seed):
+        trainer = OrderRecorder(dense(), keras.optimizers.SGD(0.01), SCE, seed=seed,
+                                jit_compile=jit_compile, steps_per_execution=steps_per_execution,
+                                capacity=n * epochs + 8)
+        trainer.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
+        assert int(trainer.optimizer.iterations) == 7 * epochs
+        seen = trainer.seen.numpy()
+        assert (seen[n * epochs:] == -1).all()
+        return seen[:n * epochs].reshape(epochs, n)
+
+    first = order(seed=3)
+    for epoch in first:
+        assert sorted(epoch) == list(range(n))
+    assert len({tuple(epoch) for epoch in first}) == epochs  # a new order every epoch
+    np.testing.assert_array_equal(order(seed=3), first)  # reproducible from the seed
+    assert not np.array_equal(order(seed=4), first)
+
+
 def test_validation_data_split_and_from_compiled():
     x, y = data(80)
     model = dense()

@@ -9,6 +9,7 @@ changes no result.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_trainkit.training import Trainer
 
@@ -35,7 +36,8 @@ def conv_model(length=12, classes=3):
 def compiled_op_types(trainer, x, y):
     """The op types in the XLA-compiled functions the training function calls."""
     dataset, _ = trainer._prepare(x, y, None, 8, shuffle=False)
-    graph = trainer._train_function.get_concrete_function(iter(dataset)).graph
+    graph = trainer._train_function.get_concrete_function(
+        iter(dataset), tf.TensorSpec([], tf.int32)).graph
     types = set()
     for function in graph.as_graph_def().library.function:
         attr = function.attr.get("_XlaMustCompile")
