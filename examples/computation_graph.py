@@ -44,7 +44,7 @@ def chain_rule(a: float, b: float):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a short run for CI")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)  # --smoke is accepted for CI; the example is already short
     points = [(2.0, 1.0)]
     points += [tuple(p) for p in np.random.default_rng(0).uniform(-3, 3, size=(5, 2))]
     for a, b in points:
