@@ -1,0 +1,128 @@
+"""Averaging the best models of a search: numbers against numpy, saving, a real tuner."""
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from keras_trainkit import models as zoo
+from keras_trainkit.tuning import ProbabilityAverage, average_models, ensemble_best_models
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _members(count, activation=None):
+    members = []
+    for seed in range(count):
+        keras.utils.set_random_seed(seed)
+        model = zoo.mlp((12,), 5, depth=1, width=16)
+        if activation:
+            model = keras.Model(model.input, keras.layers.Activation(activation)(model.output))
+        members.append(model)
+    return members
+
+
+def _x(n=32):
+    return np.random.default_rng(0).normal(size=(n, 12)).astype("float32") * 3
+
+
+def test_logits_average_is_log_of_mean_probability():
+    members = _members(3)
+    x = _x()
+    logits = [np.asarray(m.predict(x, verbose=0), dtype="float64") for m in members]
+    expected = np.log(np.mean([_softmax(z) for z in logits], axis=0))
+    ensemble = average_models(members)
+    got = ensemble.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the output is logits: softmax gives the averaged probabilities back
+    np.testing.assert_allclose(_softmax(got.astype("float64")).sum(axis=1), 1.0, atol=1e-6)
+    # ... and not the mean of the logits, which ranks classes differently here
+    assert not np.allclose(got, np.mean(logits, axis=0), atol=1e-3)
+
+
+def test_one_member_keeps_its_probabilities():
+    member = _members(1)[0]
+    x = _x()
+    np.testing.assert_allclose(_softmax(average_models([member]).predict(x, verbose=0)),
+                               _softmax(member.predict(x, verbose=0)), atol=1e-6)
+
+
+def test_probability_members_are_averaged_as_probabilities():
+    members = _members(2, activation="softmax")
+    x = _x()
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    got = average_models(members, from_logits=False).predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_saved_ensemble_loads_with_every_member(tmp_path):
+    members = _members(3)
+    ensemble = average_models(members, name="three")
+    path = tmp_path / "ensemble.keras"
+    ensemble.save(path)
+    loaded = keras.models.load_model(path)
+    x = _x()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ensemble.predict(x, verbose=0),
+                               atol=1e-6)
+    assert [layer.name for layer in loaded.layers if isinstance(layer, keras.Model)] == [
+        "member_0", "member_1", "member_2"]
+    assert isinstance(loaded.get_layer("probability_average"), ProbabilityAverage)
+
+
+def test_bad_arguments_are_named():
+    members = _members(2)
+    with pytest.raises(ValueError, match="at least one model"):
+        average_models([])
+    with pytest.raises(TypeError, match="list of keras.Model"):
+        average_models(members[0])
+    with pytest.raises(TypeError, match="keras.Model instances"):
+        average_models([members[0], "model"])
+    keras.utils.set_random_seed(0)
+    with pytest.raises(ValueError, match="same input and output shapes"):
+        average_models([members[0], zoo.mlp((12,), 4, depth=1, width=16)])
+    with pytest.raises(ValueError, match="member_names"):
+        average_models(members, member_names=["a"])
+    with pytest.raises(ValueError, match="member_names"):
+        average_models(members, member_names=["a", "a"])
+
+
+def _search(tmp_path, trials):
+    """KerasTuner's own RandomSearch over a tiny MLP, one epoch per trial."""
+    def build(hp):
+        model = zoo.mlp((12,), 3, depth=1, width=hp.Choice("width", [4, 8, 16, 32]))
+        model.compile(keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-1, sampling="log")),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 12)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0.5).astype("int32")
+    tuner = keras_tuner.RandomSearch(build, objective="val_loss", max_trials=trials, seed=3,
+                                     directory=str(tmp_path), project_name="search")
+    tuner.search(x[:64], y[:64], validation_data=(x[64:], y[64:]), epochs=1, verbose=0)
+    return tuner, x[64:]
+
+
+def test_ensemble_of_a_kerastuner_search_averages_its_best_trials(tmp_path):
+    tuner, x = _search(tmp_path, trials=4)
+    ranked = sorted(tuner.oracle.trials.values(), key=lambda t: t.score)  # val_loss: lower first
+    ensemble = ensemble_best_models(tuner, 3)
+    names = [layer.name for layer in ensemble.layers if isinstance(layer, keras.Model)]
+    assert names == [f"trial_{t.trial_id}" for t in ranked[:3]]
+    expected = np.log(np.mean([_softmax(np.asarray(tuner.load_model(t).predict(x, verbose=0),
+                                                   dtype="float64")) for t in ranked[:3]], axis=0))
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, atol=1e-5)
+    # asking for more members than trials gives them all
+    assert len(ensemble_best_models(tuner, 10).layers) == 4 + 2
+    with pytest.raises(ValueError, match="num_models"):
+        ensemble_best_models(tuner, 0)
+
+
+def test_search_without_scored_trials_is_refused(tmp_path):
+    tuner = keras_tuner.RandomSearch(lambda hp: zoo.mlp((12,), 3), objective="val_loss",
+                                     max_trials=1, directory=str(tmp_path), project_name="empty")
+    with pytest.raises(ValueError, match="no scored trial"):
+        ensemble_best_models(tuner)
