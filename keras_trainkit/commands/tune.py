@@ -35,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="after the search, train the best recipe again on the training "
                              "and validation examples together and save it as "
                              "OUTPUT/best_model.keras")
+    parser.add_argument("--ensemble", type=int, default=5,
+                        help="average the class probabilities of the N best trials' models "
+                             "(ranked on validation) into the search's final model, saved as "
+                             "OUTPUT/ensemble_model.keras (default 5; 1: the best trial alone)")
     parser.add_argument("--output", default="trainkit_output/tune",
                         help="folder for the search state and the report")
     parser.add_argument("--overwrite", action="store_true",
@@ -150,10 +154,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_trainkit.commands.demo import split
+    from keras_trainkit.tuning.ensemble import ensemble_best_models
     from keras_trainkit.tuning.parallel import parallel_search
     from keras_trainkit.tuning.report import write_report
 
-    for name in ("trials", "epochs", "parallel"):
+    for name in ("trials", "epochs", "parallel", "ensemble"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
     if not 0 <= args.seed < 2**32:
@@ -192,6 +197,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nBest trial's model (trained on {len(train[0])} examples): test accuracy "
           f"{test_accuracy(tuner.get_best_models(1)[0]):.4f} "
           f"(search took {(time.time() - started) / 60:.1f} min)", flush=True)
+    if args.ensemble > 1:
+        ensemble = ensemble_best_models(tuner, args.ensemble)
+        members = [layer.name.removeprefix("trial_") for layer in ensemble.layers[1:-1]]
+        path = os.path.join(args.output, "ensemble_model.keras")
+        ensemble.save(path)
+        print(f"Ensemble of the {len(members)} best trials' models (trials {', '.join(members)}): "
+              f"test accuracy {test_accuracy(ensemble):.4f} (saved to {path})", flush=True)
     if args.refit:
         model, examples = refit(tuner, train, validation)
         path = os.path.join(args.output, "best_model.keras")

@@ -3,11 +3,13 @@
 import json
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from keras_trainkit import cli
+from keras_trainkit.commands.demo import split
 from keras_trainkit.tuning.pruning import SEED_STRIDE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,6 +42,14 @@ def test_trainkit_tune_small_budget(tmp_path, capsys):
     assert f"refit on training + validation ({digits_examples} examples)" in printed
     refit = keras.models.load_model(output / "best_model.keras")
     assert refit.output_shape == (None, 10)
+    # --ensemble (default 5, so all three trials): saved, and the printed accuracy is its own
+    ensemble = keras.models.load_model(output / "ensemble_model.keras")
+    members = [layer.name for layer in ensemble.layers if isinstance(layer, keras.Model)]
+    assert sorted(members) == ["trial_0", "trial_1", "trial_2"]
+    _, _, (x_test, y_test) = split("digits", 1)
+    accuracy = np.mean(np.argmax(ensemble.predict(x_test, verbose=0), axis=1) == y_test)
+    assert f"Ensemble of the 3 best trials' models (trials {members[0].removeprefix('trial_')}, " in printed
+    assert f"test accuracy {accuracy:.4f} (saved to " in printed
 
     best = json.loads((output / "best_hyperparameters.json").read_text())
     assert best["objective"] == "val_accuracy" and "optimizer" in best["hyperparameters"]
@@ -66,6 +76,7 @@ def test_tune_rejects_bad_arguments(tmp_path):
     assert cli.main(["tune", "--trials", "0", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--budget-minutes", "-1", "--output", str(tmp_path)]) == 2
     assert cli.main(["tune", "--seed", "-1", "--output", str(tmp_path)]) == 2
+    assert cli.main(["tune", "--ensemble", "0", "--output", str(tmp_path)]) == 2
 
 
 @pytest.mark.parametrize("dataset, model, shape", [("mnist1d", "cnn", (40,)), ("digits", "mlp", (64,))])
