@@ -94,8 +94,9 @@ def training_dataset(x, y, batch_size: int, shift: int, seed: int):
     return random_shift(data, shift, seed).prefetch(tf.data.AUTOTUNE)
 
 
-def train_one(name, dataset, data, recipe, seed, output: Path, verbose) -> dict:
-    """Train one model of the demo; returns its results (accuracy, epochs, time)."""
+def train_one(name, dataset, data, recipe, seed, output: Path, verbose):
+    """Train one model of the demo; returns its results (accuracy, epochs, time)
+    and the trained model (best-epoch weights)."""
     import keras
 
     from keras_trainkit import callbacks as tk_callbacks
@@ -128,7 +129,7 @@ def train_one(name, dataset, data, recipe, seed, output: Path, verbose) -> dict:
                           callbacks=[stopper, board], verbose=verbose)
     seconds = time.perf_counter() - start
     test = trainer.evaluate(x_test, y_test, batch_size=512, verbose=0, return_dict=True)
-    return {
+    result = {
         "model": name,
         "parameters": int(model.count_params()),
         "test_accuracy": test["accuracy"],
@@ -141,6 +142,7 @@ def train_one(name, dataset, data, recipe, seed, output: Path, verbose) -> dict:
                    if k != "model"} | {"model": {k: (list(v) if isinstance(v, tuple) else v)
                                                  for k, v in recipe["model"].items()}},
     }
+    return result, model
 
 
 def plot_curves(results: list[dict], path: Path, title: str) -> None:
@@ -218,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"== {name}: AdamW (peak lr {recipe['learning_rate']}, weight decay "
               f"{recipe['weight_decay']}), warm-up + cosine, global-norm clipping {CLIP_NORM}, "
               f"early stopping, up to {recipe['epochs']} epochs, batch {recipe['batch_size']}{shift}")
-        results.append(train_one(name, args.dataset, data, recipe, args.seed, output, verbose))
+        results.append(train_one(name, args.dataset, data, recipe, args.seed, output, verbose)[0])
     total = time.perf_counter() - total
 
     print(f"\nTest accuracy on {args.dataset} ({len(data[2][0])} examples):")
