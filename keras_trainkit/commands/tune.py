@@ -151,6 +151,7 @@ def refit(tuner, train, validation):
 
 
 def run(args: argparse.Namespace) -> int:
+    import keras
     import numpy as np
 
     from keras_trainkit.commands.demo import split
@@ -199,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
           f"(search took {(time.time() - started) / 60:.1f} min)", flush=True)
     if args.ensemble > 1:
         ensemble = ensemble_best_models(tuner, args.ensemble)
-        members = [layer.name.removeprefix("trial_") for layer in ensemble.layers[1:-1]]
+        members = [layer.name.removeprefix("trial_") for layer in ensemble.layers
+                   if isinstance(layer, keras.Model)]
         path = os.path.join(args.output, "ensemble_model.keras")
         ensemble.save(path)
         print(f"Ensemble of the {len(members)} best trials' models (trials {', '.join(members)}): "

@@ -116,9 +116,9 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
 
     The members are the oracle's best trials by the objective (validation data
     only), each loaded from its saved best checkpoint, as
-    ``tuner.get_best_models`` loads them. Works with any KerasTuner tuner, ours or KerasTuner's own;
-    a search with fewer scored trials gives a smaller ensemble. The members
-    are named ``trial_<id>``, best first.
+    ``tuner.get_best_models`` loads them. Works with any KerasTuner tuner, ours
+    or KerasTuner's own; a search with fewer scored trials gives a smaller
+    ensemble. The members are named ``trial_<id>``, best first.
 
     Example:
         >>> ensemble = ensemble_best_models(tuner, 5)          # doctest: +SKIP
