@@ -5,7 +5,7 @@ seed S (the split of `trainkit demo --seed S` and `trainkit tune --seed S`),
 the demo's CNN recipe is trained ``--runs`` times with training seeds S,
 S + 1000, S + 2000, ... (run 0 is exactly `trainkit demo --models cnn --seed S`).
 It prints each run's test accuracy, their mean, and the test accuracy of the
-runs averaged into one model (``tuning.average_models``): how far a single run
+runs averaged into one model (``models.average_models``): how far a single run
 of the recipe moves with its seed, and what averaging the recipe's own runs
 gives, beside what a search and its ensemble give.
 
@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_trainkit.commands import demo  # noqa: E402
-from keras_trainkit.tuning import average_models  # noqa: E402
+from keras_trainkit.models import average_models  # noqa: E402
 
 
 def spread(split_seed: int, runs: int, dataset: str = "mnist1d", model: str = "cnn") -> dict:

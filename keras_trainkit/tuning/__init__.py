@@ -7,7 +7,7 @@ subclasses with pruning oracles, crash-safe resume and optional per-trial
 process isolation.
 """
 
-from keras_trainkit.tuning.ensemble import ProbabilityAverage, average_models, ensemble_best_models
+from keras_trainkit.tuning.ensemble import ensemble_best_models
 from keras_trainkit.tuning.pruning import (
     ASHAPruner,
     MedianPruner,
@@ -53,7 +53,6 @@ __all__ = [
     "NonFiniteLoss",
     "Pruner",
     "PruningBayesianOptimizationOracle",
-    "ProbabilityAverage",
     "PruningOracleMixin",
     "PruningRandomSearchOracle",
     "RandomSearch",
@@ -63,7 +62,6 @@ __all__ = [
     "Space",
     "TrainingSpace",
     "TrainkitTunerMixin",
-    "average_models",
     "ensemble_best_models",
     "get_pruner",
     "parallel_search",

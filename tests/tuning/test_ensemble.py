@@ -1,12 +1,17 @@
 """Averaging the best models of a search: numbers against numpy, saving, a real tuner."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 
 from keras_trainkit import models as zoo
-from keras_trainkit.tuning import ProbabilityAverage, average_models, ensemble_best_models
+from keras_trainkit.models import ProbabilityAverage, average_models
+from keras_trainkit.tuning import ensemble_best_models
 
 
 def _softmax(z):
@@ -70,6 +75,24 @@ def test_saved_ensemble_loads_with_every_member(tmp_path):
     assert [layer.name for layer in loaded.layers if isinstance(layer, keras.Model)] == [
         "member_0", "member_1", "member_2"]
     assert isinstance(loaded.get_layer("probability_average"), ProbabilityAverage)
+
+
+def test_saved_ensemble_loads_in_a_fresh_process_without_kerastuner(tmp_path):
+    ensemble = average_models(_members(2))
+    ensemble.save(tmp_path / "ensemble.keras")
+    np.save(tmp_path / "x.npy", _x())
+    script = (
+        "import sys, keras, numpy as np, keras_trainkit\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "model = keras.models.load_model(folder + '/ensemble.keras')\n"
+        "np.save(folder + '/predicted.npy', model.predict(np.load(folder + '/x.npy'), verbose=0))\n"
+        "print('keras_tuner' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"  # KerasTuner was not needed
+    np.testing.assert_allclose(np.load(tmp_path / "predicted.npy"),
+                               ensemble.predict(_x(), verbose=0), atol=1e-6)
 
 
 def test_bad_arguments_are_named():
