@@ -15,23 +15,10 @@ from __future__ import annotations
 import warnings
 
 import keras
-import numpy as np
 
 from keras_trainkit._compat.keras import metric_direction
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
-
-
-def to_float(value):
-    """A log value as a Python float, or ``None`` when it is missing or not a scalar."""
-    if value is None:
-        return None
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if array.size != 1:
-        return None
-    return float(array.reshape(()))
+from keras_trainkit.utils.values import to_float
 
 
 def check_optional_number(name, value, **kwargs):
@@ -39,11 +26,6 @@ def check_optional_number(name, value, **kwargs):
     if value is None:
         return None
     return check_number(name, value, **kwargs)
-
-
-def check_bool(name, value):
-    """Require a real ``bool``."""
-    return check_type(name, value, bool)
 
 
 class TrainkitCallback(keras.callbacks.Callback):
