@@ -216,13 +216,17 @@ def describe(name: str) -> DatasetInfo:
 
 def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
                drop_remainder: bool = False):
-    """Turn arrays into a batched, prefetched ``tf.data.Dataset``.
+    """Turn arrays into a batched, prefetched ``tf.data.Dataset`` (float64 becomes float32).
+
+    The pipeline is the Trainer's own (``keras_trainkit.utils.pipelines``):
+    each batch is a gather of (shuffled) indices, so no array is copied per
+    epoch, and each epoch of a shuffled dataset has its own order.
 
     Args:
         x: features (array or nested structure of arrays).
         y: optional targets with the same first dimension.
         batch_size: examples per batch.
-        shuffle: shuffle the whole array each epoch (buffer = data size).
+        shuffle: shuffle all examples anew each epoch.
         seed: shuffle seed, for reproducible order.
         drop_remainder: drop a last, smaller batch.
 
@@ -232,7 +236,7 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
         >>> [int(b[0].shape[0]) for b in ds]
         [4, 4, 2]
     """
-    import tensorflow as tf
+    from keras_trainkit.utils.pipelines import array_dataset
 
     check_positive("batch_size", batch_size, integer=True)
     n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
@@ -243,10 +247,8 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
             "Arguments `x` and `y` must have the same number of examples. "
             f"Received: len(x)={n}, len(y)={len(y)}"
         )
-    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
-    if shuffle:
-        data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return data.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return array_dataset(x, y, batch_size=int(batch_size), shuffle=shuffle, seed=seed,
+                         drop_remainder=drop_remainder)
 
 
 def random_shift(data, shift: int, seed: int | None = None):
