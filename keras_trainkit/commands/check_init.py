@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                          kernel_initializer=initializer, **extra)
     if lsuv:
         initializers.lsuv_initialize(model, x, seed=args.seed)
-    result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None)
+    result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None,
+                                  initialized_with="lsuv" if lsuv else None)
     if args.json:
         print(json.dumps({"dataset": args.dataset, "model": args.model, "depth": args.depth,
                           "initializer": args.initializer, **result.to_dict()}, indent=2))

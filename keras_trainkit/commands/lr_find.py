@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_trainkit import datasets, models, optimizers
     from keras_trainkit.diagnostics import lr_find
+    from keras_trainkit.diagnostics.lr_finder import SUGGESTION_RULES
 
     (x, y), _ = datasets.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
@@ -71,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
                "batch_size": args.batch_size, **result.to_dict()}
     (output / "lr_find.json").write_text(json.dumps(summary, indent=2))
 
-    print(f"suggested learning rate (valley): {result.suggestion:.3g}")
+    print(f"suggested learning rate (valley): {result.suggestion:.3g}  ({SUGGESTION_RULES['valley']})")
     for name in ("steep", "minimum"):
-        print(f"  {name:<8} {result.suggestions[name]:.3g}")
+        print(f"  {name:<8} {result.suggestions[name]:.3g}  ({SUGGESTION_RULES[name]})")
+    print(f"lowest smoothed loss at learning rate {result.lowest_loss_learning_rate:.3g}")
     state = "diverged" if result.diverged else "did not diverge"
     print(f"steps: {len(result.learning_rates)} of {args.num_steps} ({state})")
     print(f"plot: {plot_path}")
