@@ -99,3 +99,15 @@ def initial_epoch_set_by_callbacks(model, default: int) -> int:
     :func:`clear_initial_epoch` before ``on_train_begin`` and this after it.
     """
     return getattr(model, "_initial_epoch", None) or default
+
+
+def nested_layers(model) -> list:
+    """Every layer inside ``model``, nested ones included (not the model itself).
+
+    Upstream: ``Layer._flatten_layers`` (``keras/src/layers/layer.py``),
+    Keras 3.5-3.15. Public fallback: ``model.layers`` (the top level only).
+    """
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return list(model.layers)
+    return list(flatten(include_self=False))
