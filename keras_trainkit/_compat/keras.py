@@ -111,3 +111,33 @@ def nested_layers(model) -> list:
     if flatten is None:
         return list(model.layers)
     return list(flatten(include_self=False))
+
+
+def in_stateless_scope() -> bool:
+    """Whether Keras is tracing in a stateless scope (symbolic build, ``stateless_call``), where no
+    variable may be created.
+
+    Upstream: ``keras/src/backend/common/stateless_scope.py`` (``in_stateless_scope``),
+    Keras 3.5-3.15. Without it, ``False``.
+    """
+    try:
+        from keras.src.backend import in_stateless_scope as check
+    except ImportError:  # pragma: no cover - other Keras layouts
+        return False
+    return bool(check())
+
+
+def unscale_loss_for_distribution(loss):
+    """``loss`` times the number of replicas: the value ``fit`` records for a per-replica scaled loss.
+
+    Upstream: ``keras/src/losses/loss.py`` (``unscale_loss_for_distribution``),
+    Keras 3.5-3.15, what Keras's own ``train_step`` passes to its loss tracker.
+    Fallback: the same multiplication with TensorFlow's replica count.
+    """
+    try:
+        from keras.src.losses.loss import unscale_loss_for_distribution as unscale
+    except ImportError:  # pragma: no cover - other Keras layouts
+        import tensorflow as tf
+
+        return loss * tf.distribute.get_strategy().num_replicas_in_sync
+    return unscale(loss)
