@@ -6,14 +6,10 @@ import keras
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    check_beta,
-    check_bool,
-    check_epsilon,
-)
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
+from keras_trainkit.utils.validation import check_bool
 
 
 @register(aliases=("prodigy",))
