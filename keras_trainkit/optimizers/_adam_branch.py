@@ -1,8 +1,9 @@
-"""Arguments of the AdamW branch that MARS and Muon use for the variables they leave out.
+"""The AdamW branch that MARS and Muon use for the variables they leave out.
 
 Both take an ``adam_learning_rate`` and an ``adam_weight_decay`` that are
 either ``None`` (follow the main ``learning_rate`` / ``weight_decay``), a float,
-or a ``LearningRateSchedule`` of the update count ``optimizer.iterations``.
+or a ``LearningRateSchedule`` of the update count ``optimizer.iterations``;
+:class:`AdamBranchMixin` gives their current values.
 """
 
 from __future__ import annotations
@@ -37,17 +38,24 @@ def current_value(optimizer, value, default):
     return value
 
 
-def adam_decay_rate(optimizer, variable, adam_weight_decay):
-    """The AdamW branch's decay for ``variable`` in its dtype, or ``None`` when not decayed.
+class AdamBranchMixin:
+    """For a ``TrainkitOptimizer`` with ``adam_learning_rate`` and ``adam_weight_decay`` attributes."""
 
-    ``None`` falls back to the main ``weight_decay``; the optimizer's
-    ``exclude_from_weight_decay`` patterns apply either way.
-    """
-    if adam_weight_decay is None:
-        return optimizer._decay_rate(variable)
-    if not optimizer._use_weight_decay(variable):
-        return None
-    return ops.cast(current_value(optimizer, adam_weight_decay, None), variable.dtype)
+    def _adam_learning_rate(self, learning_rate):
+        """The AdamW branch's learning rate now (``learning_rate`` when ``adam_learning_rate`` is ``None``)."""
+        return current_value(self, self.adam_learning_rate, learning_rate)
+
+    def _adam_decay_rate(self, variable):
+        """The AdamW branch's decay for ``variable`` in its dtype, or ``None`` when not decayed.
+
+        ``adam_weight_decay=None`` falls back to the main ``weight_decay``; the
+        ``exclude_from_weight_decay`` patterns apply either way.
+        """
+        if self.adam_weight_decay is None:
+            return self._decay_rate(variable)
+        if not self._use_weight_decay(variable):
+            return None
+        return ops.cast(current_value(self, self.adam_weight_decay, None), variable.dtype)
 
 
 def serialize(value):

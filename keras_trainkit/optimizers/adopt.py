@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_bool, check_epsilon
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
 from keras_trainkit.optimizers._dense import dense_gradient
 from keras_trainkit.optimizers._registry import register
+from keras_trainkit.utils import validation
 
 
 @register(aliases=("adopt",))
@@ -87,8 +88,8 @@ class ADOPT(TrainkitOptimizer):
         self.beta_1 = check_beta("beta_1", beta_1)
         self.beta_2 = check_beta("beta_2", beta_2)
         self.epsilon = check_epsilon("epsilon", epsilon)
-        self.use_clipping = check_bool("use_clipping", use_clipping)
-        self.nesterov = check_bool("nesterov", nesterov)
+        self.use_clipping = validation.check_bool("use_clipping", use_clipping)
+        self.nesterov = validation.check_bool("nesterov", nesterov)
 
     def build(self, var_list):
         if self.built:

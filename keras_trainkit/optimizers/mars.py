@@ -9,7 +9,6 @@ from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
     check_beta,
-    check_bool,
     check_epsilon,
 )
 from keras_trainkit.optimizers._dense import dense_gradient
@@ -18,7 +17,7 @@ from keras_trainkit.utils import validation
 
 
 @register(aliases=("mars", "mars_adamw"))
-class MARS(TrainkitOptimizer):
+class MARS(adam_branch.AdamBranchMixin, TrainkitOptimizer):
     """MARS-AdamW: AdamW on a variance-reduced, norm-clipped gradient estimate.
 
     For each variable of rank >= 2 (all variables with ``optimize_1d=True``),
@@ -112,7 +111,7 @@ class MARS(TrainkitOptimizer):
         self.beta_2 = check_beta("beta_2", beta_2)
         self.gamma = float(validation.check_non_negative("gamma", gamma))
         self.epsilon = check_epsilon("epsilon", epsilon)
-        self.optimize_1d = check_bool("optimize_1d", optimize_1d)
+        self.optimize_1d = validation.check_bool("optimize_1d", optimize_1d)
         self.adam_learning_rate = adam_branch.check_adam_learning_rate(adam_learning_rate)
         self.adam_beta_1 = check_beta("adam_beta_1", adam_beta_1)
         self.adam_beta_2 = check_beta("adam_beta_2", adam_beta_2)
@@ -141,9 +140,9 @@ class MARS(TrainkitOptimizer):
             decay = self._decay_rate(variable)
             estimate = self._corrected_gradient(gradient, self._previous_gradients[index])
         else:
-            lr = adam_branch.current_value(self, self.adam_learning_rate, learning_rate)
+            lr = self._adam_learning_rate(learning_rate)
             beta_1, beta_2 = self.adam_beta_1, self.adam_beta_2
-            decay = adam_branch.adam_decay_rate(self, variable, self.adam_weight_decay)
+            decay = self._adam_decay_rate(variable)
             estimate = gradient
         lr = ops.cast(lr, dtype)
         m, v = self._momentums[index], self._velocities[index]

@@ -8,7 +8,7 @@ import re
 from keras import ops
 
 from keras_trainkit.optimizers import _adam_branch as adam_branch
-from keras_trainkit.optimizers._base import TrainkitOptimizer, bias_correction, check_beta, check_bool, check_epsilon
+from keras_trainkit.optimizers._base import TrainkitOptimizer, bias_correction, check_beta, check_epsilon
 from keras_trainkit.optimizers._dense import dense_gradient
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import matrix_shape
@@ -49,7 +49,7 @@ def shape_scale(fan_in: int, fan_out: int, consistent_rms: float | None) -> floa
 
 
 @register(aliases=("muon",))
-class Muon(TrainkitOptimizer):
+class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
     """Muon for every kernel of rank >= 2 (Dense and convolutions), AdamW for the rest.
 
     A kernel of shape ``(..., fan_out)`` is viewed as the matrix ``fan_in x
@@ -158,13 +158,13 @@ class Muon(TrainkitOptimizer):
             **kwargs,
         )
         self.beta = check_beta("beta", beta)
-        self.nesterov = check_bool("nesterov", nesterov)
+        self.nesterov = validation.check_bool("nesterov", nesterov)
         self.ns_steps = int(validation.check_positive("ns_steps", ns_steps, integer=True))
         if consistent_rms is not None:
             consistent_rms = float(validation.check_positive("consistent_rms", consistent_rms))
         self.consistent_rms = consistent_rms
         self.epsilon = check_epsilon("epsilon", epsilon)
-        self.exclude_embeddings = check_bool("exclude_embeddings", exclude_embeddings)
+        self.exclude_embeddings = validation.check_bool("exclude_embeddings", exclude_embeddings)
         self.exclude_layers = _check_patterns("exclude_layers", exclude_layers)
         self.adam_learning_rate = adam_branch.check_adam_learning_rate(adam_learning_rate)
         self.adam_beta_1 = check_beta("adam_beta_1", adam_beta_1)
@@ -199,9 +199,9 @@ class Muon(TrainkitOptimizer):
             direction = self._muon_direction(gradient, variable, self._momentums[index])
             decay = self._decay_rate(variable)
         else:
-            lr = ops.cast(adam_branch.current_value(self, self.adam_learning_rate, learning_rate), dtype)
+            lr = ops.cast(self._adam_learning_rate(learning_rate), dtype)
             direction = self._adam_direction(gradient, variable, self._momentums[index], self._velocities[index])
-            decay = adam_branch.adam_decay_rate(self, variable, self.adam_weight_decay)
+            decay = self._adam_decay_rate(variable)
         if decay is not None:
             direction = direction + decay * variable
         self.assign_sub(variable, lr * direction)

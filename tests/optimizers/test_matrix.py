@@ -45,7 +45,7 @@ MIRRORED_SKIPPED = {
         "its bases are eigenvectors of statistics that are rank-deficient at the first step here "
         "(a 4 x 8 kernel's 8 x 8 statistic has rank 4); inside the null space the eigensolver's "
         "choice follows the rounding of the summed gradient, so the two runs take different, equally "
-        "valid bases; tests/optimizers/test_soap_training.py checks the mirrored run where the "
+        "valid bases; tests/optimizers/test_frontier_training.py checks the mirrored run where the "
         "statistics are full rank"
     ),
 }
