@@ -1,7 +1,10 @@
 """The one seam to framework internals (Keras, TensorFlow, KerasTuner).
 
-Only modules in this package may import ``keras.src``, ``keras_tuner.src``,
-``tensorflow.python`` or touch private attributes of framework objects. Each
-need is one function (or one small hook class) named for what it does, whose
-docstring names the upstream file and the versions it was tested with.
+Every use of a non-public API (``keras.src``, ``keras_tuner.src``,
+``tensorflow.python``, ``tensorflow.compiler``, ``tf.__internal__``, or a
+private attribute of a framework object) lives here, one function per need,
+named for what it does. Each function's docstring names the upstream file it
+leans on and the versions it was tested with, and falls back to a public
+behaviour where one exists. ``tests/test_compat_seam.py`` scans the package and
+fails when any other module reaches into framework internals.
 """

@@ -8,13 +8,10 @@ import math
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks._monitor import (
-    MonitorBase,
-    check_bool,
-    check_optional_number,
-    to_float,
-)
+from keras_trainkit.callbacks._monitor import MonitorBase, check_optional_number
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.utils.validation import check_bool
+from keras_trainkit.utils.values import to_float
 from keras_trainkit.utils.validation import check_condition, check_non_negative, check_positive, check_type
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks._optimizer_access import leaf_optimizers
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.validation import (
     check_in,
     check_non_negative,
@@ -180,17 +180,6 @@ def suggest(learning_rates, smoothed_losses) -> dict[str, float]:
     return suggestions
 
 
-def _unpack(batch):
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0], None, None
-        if len(batch) == 2:
-            return batch[0], batch[1], None
-        if len(batch) == 3:
-            return tuple(batch)
-    return batch, None, None
-
-
 def _batches(data, batch_size, seed):
     import tensorflow as tf
 
@@ -321,7 +310,7 @@ def lr_find(
     optimizer = model.optimizer
 
     if not model.built:
-        model(_unpack(pending[0])[0])
+        model(keras.utils.unpack_x_y_sample_weight(pending[0])[0])
     if not optimizer.built:
         strategy = getattr(model, "distribute_strategy", None)
         if strategy is not None:
@@ -329,7 +318,7 @@ def lr_find(
                 optimizer.build(model.trainable_variables)
         else:
             optimizer.build(model.trainable_variables)
-    leaves = leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
+    leaves = control.leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
     accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
 
     model_variables = list(model.variables)
@@ -340,20 +329,13 @@ def lr_find(
             optimizer_variables.append(variable)
     model_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in model_variables]
     optimizer_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in optimizer_variables]
-    saved_learning_rates = [leaf._learning_rate for leaf in leaves]
     saved_train_function = model.train_function
     saved_stop = getattr(model, "stop_training", False)
 
-    lr_variables, swapped = [], False
-    for leaf, original in zip(leaves, saved_learning_rates):
-        if isinstance(original, keras.Variable):
-            lr_variables.append(original)
-        else:  # a schedule or callable: a temporary variable for the sweep
-            variable = keras.Variable(float(start_lr), dtype="float32", trainable=False,
-                                      name="lr_find_learning_rate")
-            object.__setattr__(leaf, "_learning_rate", variable)
-            lr_variables.append(variable)
-            swapped = True
+    # A float learning rate's own variable is swept; a schedule is replaced by a variable for a while.
+    handles = [control.LearningRateHandle(leaf) for leaf in leaves]
+    swapped = any([handle.begin_override(float(start_lr)) for handle in handles])
+    lr_variables = [handle.override_variable for handle in handles]
     if swapped:
         model.train_function = None  # trace a step that reads the temporary variable
 
@@ -366,7 +348,7 @@ def lr_find(
             step_losses = []
             for _ in range(accumulation):
                 batch = pending.pop() if pending else next(batches)
-                x, y, sample_weight = _unpack(batch)
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
                 logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
                 step_losses.append(float(logs["loss"]))
             loss = float(np.mean(step_losses))
@@ -387,8 +369,8 @@ def lr_find(
             variable.assign(value)
         for variable, value in zip(optimizer_variables, optimizer_state):
             variable.assign(value)
-        for leaf, original in zip(leaves, saved_learning_rates):
-            object.__setattr__(leaf, "_learning_rate", original)
+        for handle in handles:
+            handle.end_override()
         if swapped:
             model.train_function = saved_train_function
         model.stop_training = saved_stop

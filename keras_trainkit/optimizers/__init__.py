@@ -17,10 +17,12 @@ from keras_trainkit.optimizers.transforms import (
     ClipByGlobalNorm,
     ClipByValue,
     GradientCentralization,
+    GradientChain,
     GradientNoise,
     GradientTransform,
     NonFiniteGradientError,
     SkipNonFinite,
+    SkipTransform,
 )
 from keras_trainkit.optimizers.transformed import TransformedOptimizer
 from keras_trainkit.optimizers.shampoo import Shampoo
@@ -31,6 +33,7 @@ from keras_trainkit.optimizers.layerwise import (
     depth_decay_multipliers,
     match_multiplier,
 )
+from keras_trainkit.optimizers import control
 
 
 def get(identifier, **kwargs):
@@ -48,7 +51,7 @@ def get(identifier, **kwargs):
     return REGISTRY.get(identifier, **kwargs)
 
 
-__all__ = ["get"]
+__all__ = ["get", "control"]
 __all__ += ["OptimizerWrapper"]
 __all__ += [
     "transforms",
@@ -57,10 +60,12 @@ __all__ += [
     "ClipByGlobalNorm",
     "ClipByValue",
     "GradientCentralization",
+    "GradientChain",
     "GradientNoise",
     "GradientTransform",
     "NonFiniteGradientError",
     "SkipNonFinite",
+    "SkipTransform",
     "TransformedOptimizer",
 ]
 __all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_perturbation"]

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit.optimizers.transforms import GradientChain
 from keras_trainkit.training import _checkpoint, _data
 from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
 from keras_trainkit.utils.validation import (
@@ -206,21 +207,13 @@ class Trainer:
             check_type("seed", seed, int)
         if strategy is not None:
             check_type("strategy", strategy, tf.distribute.Strategy)
-        if gradient_transforms is not None and not isinstance(gradient_transforms, (list, tuple)):
-            gradient_transforms = [gradient_transforms]
-        transforms = list(gradient_transforms or [])
-        for transform in transforms:
-            if not callable(transform):
-                raise TypeError(
-                    "Argument `gradient_transforms` must hold gradient transforms, callables "
-                    "`t(grads, variables) -> grads` such as keras_trainkit.optimizers."
-                    f"ClipByGlobalNorm. Received: gradient_transforms={gradient_transforms!r}"
-                )
+        chain = GradientChain(gradient_transforms, allow_callables=True)
         self.model = model
         self.strategy = strategy or tf.distribute.get_strategy()
         self.steps_per_execution = int(steps_per_execution)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
-        self.gradient_transforms = transforms
+        self._chain = chain
+        self.gradient_transforms = list(chain.transforms)
         if penalties is not None and not isinstance(penalties, (list, tuple)):
             penalties = [penalties]
         self.penalties = list(penalties or [])
@@ -324,43 +317,16 @@ class Trainer:
             grads = tape.gradient(scaled, variables)
         return first["loss"], first["y_pred"], list(grads)
 
-    def transform_gradients(self, grads, variables):
-        """Apply ``gradient_transforms`` in order; returns ``(grads, gate)``.
-
-        ``gate`` is ``None`` or a scalar boolean tensor, the AND of the transforms'
-        ``gate(grads, variables)`` (each asked before its own transform, as the
-        protocol of ``keras_trainkit.optimizers.transforms.GradientTransform``
-        says): the update is applied only where it is ``True``.
-        """
-        gate = None
-        grads = list(grads)
-        for transform in self.gradient_transforms:
-            own = transform.gate(grads, variables) if hasattr(transform, "gate") else None
-            if own is not None:
-                own = tf.cast(own, tf.bool)
-                gate = own if gate is None else tf.logical_and(gate, own)
-            grads = list(transform(grads, variables))
-        return grads, gate
-
     def apply_gradients(self, grads, variables):
-        """Transform ``grads`` (unscaled, summed over replicas) and apply them.
+        """Run ``gradient_transforms`` on ``grads`` (unscaled, summed over replicas) and apply them.
 
-        Runs in a cross-replica context. When a transform's gate says no (e.g.
-        ``SkipNonFinite``), weights, optimizer slots and ``optimizer.iterations``
-        stay unchanged.
+        Runs in a cross-replica context, through the same
+        :class:`~keras_trainkit.optimizers.transforms.GradientChain` runner as
+        ``TransformedOptimizer``: where a skipping transform (``SkipNonFinite``)
+        decides against the step, the later transforms' state, the weights,
+        the optimizer slots and ``optimizer.iterations`` stay unchanged.
         """
-        gate = None
-        if self.gradient_transforms:
-            grads, gate = self.transform_gradients(grads, variables)
-        if gate is None:
-            self._optimizer_apply(grads, variables)
-            return
-
-        def apply():
-            self._optimizer_apply(grads, variables)
-            return tf.constant(True)
-
-        tf.cond(gate, apply, lambda: tf.constant(False))
+        self._chain.apply(grads, variables, update=lambda g: self._optimizer_apply(g, variables))
 
     def replica_step(self, data):
         """Forward and backward pass of one replica; updates loss and metrics if finite.
@@ -545,9 +511,7 @@ class Trainer:
         with self.strategy.scope():
             if not self.optimizer.built:
                 self.optimizer.build(self.model.trainable_variables)
-            for transform in self.gradient_transforms:
-                if hasattr(transform, "build") and not getattr(transform, "built", True):
-                    transform.build(list(self.model.trainable_variables))
+            self._chain.build(self.model.trainable_variables)
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self._micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
@@ -832,9 +796,7 @@ class Trainer:
                                    save=save, every=checkpoint_every_n_steps)
             # A transform that stopped training in the graph (SkipNonFinite under XLA,
             # where compiled code cannot raise) raises here at the latest.
-            for transform in self.gradient_transforms:
-                if hasattr(transform, "raise_if_exhausted"):
-                    transform.raise_if_exhausted()
+            self._chain.raise_if_stopped()
             epoch_logs = dict(logs)
             if val_dataset is not None and not self.model.stop_training:
                 val_logs = self.evaluate(val_dataset, callbacks=callbacks, return_dict=True,
@@ -858,9 +820,7 @@ class Trainer:
     def _checkpoint_variables(self):
         # model.variables: the weights and the layers' seed-generator states (dropout, ...).
         variables = list(self.model.variables) + list(self._checkpoint_optimizer.variables)
-        for transform in self.gradient_transforms:
-            variables += list(getattr(transform, "variables", None) or [])
-        return variables + [self._skipped, self._micro_step] + list(self._accumulators)
+        return variables + self._chain.variables + [self._skipped, self._micro_step] + list(self._accumulators)
 
     def _restore_checkpoint(self, directory, initial_epoch, cursor=None):
         """Load the newest complete checkpoint in ``directory``; returns ``(seed, epoch, step)``.
