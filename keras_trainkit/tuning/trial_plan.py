@@ -44,11 +44,7 @@ from keras_trainkit.tuning.epoch_checkpoint import (
     save_weights_atomically,
     set_aside,
 )
-
-
-def scalar_logs(logs) -> dict[str, float]:
-    """The scalar entries of a Keras ``logs`` dict, as Python floats."""
-    return {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+from keras_trainkit.utils.values import scalar_logs
 
 
 class NonFiniteLoss(keras.callbacks.Callback):
@@ -342,5 +338,4 @@ __all__ = [
     "NonFiniteLoss",
     "TrialRun",
     "quiet_round_continuation",
-    "scalar_logs",
 ]

@@ -171,6 +171,9 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
     def _oracle_from_arguments(self, args, kwargs):
         base = _keras_tuner_base(type(self))
         signature = inspect.signature(base.__init__)
+        # ``keras_tuner.Tuner`` itself takes the oracle first: here the mixin makes it.
+        signature = signature.replace(parameters=[p for p in signature.parameters.values()
+                                                  if p.name != "oracle"])
         arguments = signature.bind(self, *args, **kwargs).arguments
         arguments.pop("self")
         var_keyword = next((p.name for p in signature.parameters.values()
@@ -178,14 +181,14 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         rest = dict(arguments.pop(var_keyword, {}))
         tuner_kwargs = {"hypermodel": arguments.pop("hypermodel", None)}
         accepted = _oracle_parameters(self.oracle_class)
-        oracle_kwargs = {k: v for k, v in arguments.items() if k in accepted}
-        oracle_kwargs.update({k: rest.pop(k) for k in list(rest) if k in accepted})
+        oracle_kwargs = {}
+        for name, value in [*arguments.items(), *rest.items()]:
+            (oracle_kwargs if name in accepted else tuner_kwargs)[name] = value
         if "objective" not in oracle_kwargs:
             hypermodel = tuner_kwargs["hypermodel"]
             oracle_kwargs["objective"] = (hypermodel.objective
                                           if isinstance(hypermodel, RecipeHyperModel)
                                           else self.default_objective)
-        tuner_kwargs.update(rest)
         return self.oracle_class(**oracle_kwargs), tuner_kwargs
 
     # -- reloading -------------------------------------------------------------
@@ -267,6 +270,10 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
                                  step=kt_compat.best_step_of_results(results, objective))
 
     def _raise_if_every_trial_failed(self, ended) -> None:
+        best = self.oracle.get_best_trials(1)
+        if best and best[0].status == TrialStatus.COMPLETED:
+            return
+        # A worker of a parallel search sees only its own trials' messages.
         trials = ended if _is_worker() else list(self.oracle.trials.values())
         finished = [t for t in trials if t.status != TrialStatus.RUNNING]
         if finished and all(t.status in _FAILED for t in finished):

@@ -194,3 +194,24 @@ def test_reporter_answers_with_a_status_or_a_trial():
         reporter.on_epoch_end(0, {"val_loss": 1.0})
         assert reporter.reported and reporter.stopped == "pruned"
         assert reporter.model.stop_training
+
+
+class OracleClassSearch(tuning.TrainkitTunerMixin, keras_tuner.Tuner):
+    """How a new search method (an Optuna-backed one, say) plugs in: name its oracle."""
+
+    oracle_class = tuning.PruningRandomSearchOracle
+    default_objective = "val_loss"
+
+
+def test_a_new_tuner_builds_its_oracle_from_the_arguments(tmp_path):
+    tuner = OracleClassSearch(_recipe(), max_trials=4, pruner="asha", seed=2,
+                              max_model_size=10**6, executions_per_trial=2,
+                              directory=str(tmp_path), time_budget=60)
+    assert isinstance(tuner.oracle, tuning.PruningRandomSearchOracle)
+    assert (tuner.oracle.max_trials, tuner.oracle.seed) == (4, 2)
+    assert isinstance(tuner.oracle.pruner, tuning.ASHAPruner)
+    assert (tuner.max_model_size, tuner.executions_per_trial) == (10**6, 2)
+    assert tuner.oracle.objective.name == "val_accuracy"  # the recipe's own
+    plain = OracleClassSearch(lambda hp: keras.Sequential(), directory=str(tmp_path),
+                              project_name="plain")
+    assert plain.oracle.objective.name == "val_loss"  # the class's default
