@@ -46,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(ranked on validation) into the search's final model, saved as "
                              "OUTPUT/ensemble_model.keras (default 5; 1: the best trial alone)")
     parser.add_argument("--output", default="trainkit_output/tune",
-                        help="folder for the search state and the report")
+                        help="folder for the search state and the report, created with any "
+                             "missing parents")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh instead of resuming a search in --output")
 
@@ -167,14 +168,9 @@ def refit(tuner, train, validation):
     return model, len(x)
 
 
-def run(args: argparse.Namespace) -> int:
-    import keras
-    import numpy as np
-
-    from keras_trainkit.commands.demo import split
-    from keras_trainkit.tuning.ensemble import ensemble_best_models
-    from keras_trainkit.tuning.parallel import parallel_search
-    from keras_trainkit.tuning.report import write_report
+def check(args: argparse.Namespace) -> None:
+    """The argument checks and the output folder (created if missing), before any work."""
+    from keras_trainkit.commands._paths import output_folder
 
     for name in ("trials", "epochs", "parallel", "ensemble"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -184,6 +180,18 @@ def run(args: argparse.Namespace) -> int:
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
     check_tuner_flags(args)
+    output_folder(args.output, "--output", "tune")
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+    import numpy as np
+
+    from keras_trainkit.commands.demo import split
+    from keras_trainkit.tuning.ensemble import ensemble_best_models
+    from keras_trainkit.tuning.parallel import parallel_search
+    from keras_trainkit.tuning.report import write_report
+
     args.project_dir = os.path.join(args.output, "search")
     if args.overwrite and os.path.isdir(args.project_dir):
         import shutil

@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 
 MODES = ("exponential", "linear")
 
+#: How each suggestion is chosen (see :func:`suggest`), for plots and printouts.
+SUGGESTION_RULES = {
+    "valley": "middle of the longest descent",
+    "steep": "steepest descent per log(lr)",
+    "minimum": "lowest loss's lr / 10",
+}
+
 
 @dataclass
 class LRFinderResult:
@@ -63,12 +70,24 @@ class LRFinderResult:
         """The "valley" suggestion (fastai's default)."""
         return self.suggestions["valley"]
 
+    @property
+    def lowest_loss_learning_rate(self) -> float:
+        """The learning rate at the lowest smoothed loss (of the points the
+        suggestions use); ``suggestions["minimum"]`` is a tenth of it."""
+        lrs, smooth = _trim(self, self.learning_rates, self.smoothed_losses)
+        finite = np.isfinite(smooth)
+        return float(lrs[finite][int(np.argmin(smooth[finite]))])
+
     def plot(self, path=None, *, title: str | None = None):
         """Plot the smoothed (and raw) loss against the learning rate.
 
-        The x axis is logarithmic for an exponential sweep; the suggestions are
-        marked. With ``path`` the figure is written as a PNG and the path is
-        returned, otherwise the ``matplotlib.figure.Figure``.
+        The x axis is logarithmic for an exponential sweep. The lowest smoothed
+        loss is marked where it is, and each suggestion at its learning rate on
+        the curve, labelled with the rule that chose it (``"minimum"`` is the
+        lowest loss's learning rate divided by 10, so it sits left of the lowest
+        point). With ``path`` the figure is written as a PNG (its folder created
+        if missing) and the path is returned, otherwise the
+        ``matplotlib.figure.Figure``.
 
         Example:
             >>> # result.plot("lr_find.png")
@@ -82,12 +101,16 @@ class LRFinderResult:
         lrs, raw, smooth = _trim(self, self.learning_rates, self.losses, self.smoothed_losses)
         axes.plot(lrs, raw, color="0.75", linewidth=1, label="loss")
         axes.plot(lrs, smooth, color="C0", linewidth=2, label="smoothed loss")
+        lowest = self.lowest_loss_learning_rate
+        axes.plot([lowest], [float(np.nanmin(smooth))], marker="*", color="k", linestyle="none",
+                  markersize=12, label=f"lowest smoothed loss: lr {lowest:.2e}")
         markers = {"valley": ("C3", "o"), "steep": ("C2", "^"), "minimum": ("C1", "s")}
         for name, value in self.suggestions.items():
             color, marker = markers.get(name, ("k", "x"))
             y = float(np.interp(np.log(value), np.log(lrs), smooth)) if len(lrs) else 0.0
+            rule = SUGGESTION_RULES.get(name, name)
             axes.plot([value], [y], marker=marker, color=color, linestyle="none",
-                      markersize=8, label=f"{name}: {value:.2e}")
+                      markersize=8, label=f"{name} ({rule}): {value:.2e}")
         if self.mode == "exponential":
             axes.set_xscale("log")
         finite = smooth[np.isfinite(smooth)]
@@ -115,7 +138,9 @@ class LRFinderResult:
             "losses": self.losses.tolist(),
             "smoothed_losses": self.smoothed_losses.tolist(),
             "suggestions": dict(self.suggestions),
+            "suggestion_rules": {name: SUGGESTION_RULES[name] for name in self.suggestions},
             "suggestion": self.suggestion,
+            "lowest_loss_learning_rate": self.lowest_loss_learning_rate,
             "diverged": self.diverged,
             "mode": self.mode,
         }
@@ -392,4 +417,5 @@ def lr_find(
     return result
 
 
-__all__ = ["LRFinderResult", "lr_find", "smooth_losses", "suggest", "sweep_learning_rates"]
+__all__ = ["LRFinderResult", "SUGGESTION_RULES", "lr_find", "smooth_losses", "suggest",
+           "sweep_learning_rates"]

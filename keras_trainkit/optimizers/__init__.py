@@ -1,4 +1,13 @@
-"""Keras optimizers, optimizer wrappers and gradient transforms."""
+"""Keras optimizers, optimizer wrappers and gradient transforms.
+
+Saving and loading: every optimizer, wrapper and gradient transform here is
+registered with Keras as ``keras_trainkit>ClassName``, so a model that uses one
+saves with ``model.save("m.keras")``, optimizer state included. To load it, run
+``import keras_trainkit`` first in the loading process: the import registers the
+classes, and then ``keras.models.load_model("m.keras")`` needs no
+``custom_objects``. Without the import, Keras cannot find the classes (a
+``TypeError``, "Could not locate class").
+"""
 
 from keras_trainkit.optimizers._registry import REGISTRY
 from keras_trainkit.optimizers._base import TrainkitOptimizer

@@ -40,7 +40,6 @@ from keras import ops
 
 from keras_trainkit.optimizers._update_count import UpdateCountScheduleMixin
 from keras_trainkit.utils import validation
-from keras_trainkit.utils.validation import check_bool  # noqa: F401  (re-exported for optimizers)
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 

@@ -38,6 +38,7 @@ from keras_trainkit.optimizers.control.attachment import (
     warn_if_unused,
 )
 from keras_trainkit.optimizers.control.chain_walk import (
+    build_optimizer,
     find_optimizer,
     leaf_optimizers,
     model_leaf_optimizers,
@@ -57,6 +58,7 @@ __all__ = [
     "LearningRateHandle",
     "applied_steps",
     "attach_transforms",
+    "build_optimizer",
     "detach_transforms",
     "find_optimizer",
     "leaf_optimizers",

@@ -53,6 +53,21 @@ def model_leaf_optimizers(model) -> list:
     return leaf_optimizers(optimizer)
 
 
+def build_optimizer(model) -> None:
+    """Build ``model.optimizer`` for the model's trainable variables now, if both exist and it is not.
+
+    ``model.fit`` builds the optimizer inside its first traced step; a
+    callback that must see the optimizer's slots (to copy them) builds it
+    first, in the model's distribution scope, as ``fit`` itself does under a
+    strategy.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or optimizer.built or not getattr(model, "built", False):
+        return
+    with _scope(model):
+        optimizer.build(model.trainable_variables)
+
+
 def find_optimizer(optimizer, predicate):
     """The first optimizer in ``optimizer``'s wrapper chain for which ``predicate`` holds, or ``None``."""
     for candidate in wrapper_chain(optimizer):

@@ -19,6 +19,7 @@ from keras import ops
 from keras_trainkit._compat.tensorflow import in_xla_context
 from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform
+from keras_trainkit.utils.non_finite import all_finite
 from keras_trainkit.utils.validation import check_number
 
 logger = logging.getLogger(__name__)
@@ -26,14 +27,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteGradientError(RuntimeError):
     """Raised when ``SkipNonFinite`` skipped ``max_consecutive`` steps in a row."""
-
-
-def all_finite(grads):
-    """A scalar boolean tensor: every entry of every gradient (``None`` skipped) is finite."""
-    checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
-    if not checks:
-        return ops.convert_to_tensor(True)
-    return ops.all(ops.stack(checks))
 
 
 class SkipTransform(GradientTransform):
