@@ -28,11 +28,13 @@ from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, bind, pin_gradients, resolve_jit
 from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
 from keras_trainkit.training.setup import (
+    build_on_one_batch,
     check_penalties,
     check_trainer_arguments,
     callback_list,
     check_fit_arguments,
     check_verbose,
+    compile_model,
     make_checkpointer,
     validation_inputs,
 )
@@ -165,7 +167,7 @@ class Trainer:
         self.shuffle = shuffle
         self.seed = seed
         self.run_eagerly = run_eagerly
-        self._compile(optimizer, loss, metrics)
+        compile_model(self.model, optimizer, loss, metrics, self.strategy, from_model=optimizer is _FROM_MODEL)
         self.jit_compile = resolve_jit(jit_compile, model, self.strategy, run_eagerly)
         # Non-finite gradients are SkipNonFinite's job when the chain has one.
         self._guard_gradients = not any(isinstance(t, SkipNonFinite) for t in self.gradient_transforms)
@@ -175,24 +177,6 @@ class Trainer:
         self._functions = StepFunctions(self)
         self._sam = None
         self._state_built = False
-
-    def _compile(self, optimizer, loss, metrics):
-        with self.strategy.scope():
-            if optimizer is _FROM_MODEL:
-                if not getattr(self.model, "compiled", False) or self.model.optimizer is None:
-                    raise ValueError(
-                        "`Trainer.from_compiled` needs a model compiled with an optimizer and "
-                        f"a loss. Received: model={self.model.name!r} (not compiled)"
-                    )
-            else:
-                self.model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
-        if getattr(self.model.optimizer, "gradient_accumulation_steps", None):
-            raise ValueError(
-                "Give gradient accumulation to the Trainer, not to the optimizer: the "
-                "optimizer's own accumulation makes schedules count micro-batches. "
-                f"Received: optimizer.gradient_accumulation_steps="
-                f"{self.model.optimizer.gradient_accumulation_steps}"
-            )
 
     @classmethod
     def from_compiled(cls, model, **kwargs) -> "Trainer":
@@ -214,11 +198,6 @@ class Trainer:
     def optimizer_changed(self, optimizer) -> None:
         """Called when a step is traced for ``optimizer``: finds a SAM optimizer in its wrappers."""
         self._sam = control.find_optimizer(optimizer, _is_sam)
-
-    @property
-    def _train_function(self):
-        """The compiled train function (``None`` before the first ``fit``)."""
-        return self._functions.train_function
 
     @property
     def skipped_steps(self) -> int:
@@ -344,21 +323,11 @@ class Trainer:
 
     # ------------------------------------------------------- building, tracing
     def _ensure_built(self, dataset):
-        """Build the model, compiled loss, metrics and every piece of state, eagerly, once.
-
-        Runs ``model(x, training=False)`` on one batch (no update, no dropout
-        randomness) so that every variable exists before the step is traced.
-        """
+        """Build the model, compiled loss, metrics and every piece of state, eagerly, once."""
         if self._state_built:
             return
-        batch = next(iter(dataset.take(1)))
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        build_on_one_batch(self.model, dataset, self.strategy, self.compute_loss)
         with self.strategy.scope():
-            y_pred = self.model(x, training=False)
-            if y is not None:
-                self.compute_loss(x, y, y_pred, sample_weight, training=False)
-                self.model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-            self.model.reset_metrics()
             if not self.optimizer.built:
                 self.optimizer.build(self.model.trainable_variables)
             self._chain.build(self.model.trainable_variables)

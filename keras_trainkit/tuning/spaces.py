@@ -487,15 +487,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "InitializerSpace",
-    "OPTIMIZER_FAMILIES",
-    "derived_family",
-    "optimizer_families",
-    "OptimizerSpace",
-    "Param",
-    "RegularizationSpace",
-    "SCHEDULE_FAMILIES",
-    "ScheduleSpace",
-    "Space",
-    "TrainingSpace",
+    "InitializerSpace", "OPTIMIZER_FAMILIES", "derived_family", "optimizer_families", "OptimizerSpace",
+    "Param", "RegularizationSpace", "SCHEDULE_FAMILIES", "ScheduleSpace", "Space", "TrainingSpace",
 ]
