@@ -28,6 +28,10 @@ only what Keras lacks:
   (e.g. ``["bias", "gamma", "beta"]`` for biases and normalization layers).
 * Validation of every constructor argument with one error shape
   (``... Received: name=value``).
+* Sparse gradients (``tf.IndexedSlices``, TensorFlow backend) are made dense
+  in ``apply``, before clipping, accumulation and ``update_step``: rows with a
+  repeated index are summed, absent rows are zero, so an update equals the one
+  the densified gradient gives (see ``keras_trainkit/optimizers/_sparse.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers._update_count import UpdateCountScheduleMixin
 from keras_trainkit.utils import validation
 
@@ -150,6 +155,18 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
     @weight_decay.setter
     def weight_decay(self, value):
         self._weight_decay = check_weight_decay(value)
+
+    def apply(self, grads, trainable_variables=None):
+        """Keras's ``apply``, with sparse gradients summed per index into dense ones first."""
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+        known = trainable_variables if trainable_variables is not None else (
+            self._trainable_variables if self.built else None
+        )
+        if known is not None and len(known) != len(grads):
+            known = None  # Keras's apply reports the mismatch.
+        return super().apply(densify_all(grads, known), trainable_variables)
 
     def _apply_weight_decay(self, variables):
         if self._applies_own_weight_decay:
