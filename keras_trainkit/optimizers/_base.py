@@ -218,6 +218,18 @@ def check_bool(name: str, value: Any) -> bool:
     return validation.check_type(name, value, bool)
 
 
+def state_dtype(dtype) -> str:
+    """The dtype to keep an optimizer's state in and compute its update in, for a variable of ``dtype``.
+
+    ``"float32"`` for 16-bit floating-point variables (``float16``,
+    ``bfloat16``): their range and precision cannot hold squared gradients,
+    second-moment statistics or matrix roots (``float16`` overflows above
+    65504 and has no eigendecomposition kernel); otherwise ``dtype`` itself.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
 def bias_correction(beta: float, step, dtype):
     """``1 - beta ** step`` in ``dtype`` (``beta`` converted straight to ``dtype``, not via float32)."""
     return 1.0 - ops.power(ops.convert_to_tensor(beta, dtype=dtype), step)
