@@ -36,6 +36,7 @@ only what Keras lacks:
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
@@ -82,6 +83,22 @@ def _check_optional_positive(name: str, value: Any) -> Any:
     return None if value is None else validation.check_positive(name, value)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    """A step count Keras uses in integer arithmetic with its int64 step counter: an ``int``.
+
+    ``2.0`` is refused: Keras would fail at the first step (``iterations % 2.0``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Argument `{name}` must be an integer (an int, not {type(value).__name__}). "
+            f"Received: {name}={value!r}"
+        )
+    validation.check_number(name, value, minimum=minimum, maximum=_INT64_MAX, integer=True)
+
+
 def _check_keras_arguments(kwargs: dict[str, Any]) -> None:
     """Validate the arguments the Keras base class takes (it checks only some)."""
     name = kwargs.get("name")
@@ -93,10 +110,10 @@ def _check_keras_arguments(kwargs: dict[str, Any]) -> None:
     validation.check_number("ema_momentum", kwargs.get("ema_momentum", 0.99), minimum=0.0, maximum=1.0)
     frequency = kwargs.get("ema_overwrite_frequency")
     if frequency is not None:
-        validation.check_number("ema_overwrite_frequency", frequency, minimum=1, integer=True)
+        _check_count("ema_overwrite_frequency", frequency, minimum=1)
     steps = kwargs.get("gradient_accumulation_steps")
     if steps is not None:
-        validation.check_number("gradient_accumulation_steps", steps, minimum=2, integer=True)
+        _check_count("gradient_accumulation_steps", steps, minimum=2)
 
 
 class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
