@@ -169,8 +169,10 @@ class Prodigy(TrainkitOptimizer):
         s = self._sums[index]
         w0 = self._initial_values[index]
         d = ops.cast(self._d, dtype)
-        self.assign(w0, ops.where(ops.equal(self.iterations, 0), variable, w0))
-        self.assign_add(self._numerator_step, ops.cast(ops.sum(gradient * (w0 - variable)), self._scalar_dtype))
+        # Values, not variables, into ops.where: JAX refuses a Keras variable there.
+        w0_value = ops.where(ops.equal(self.iterations, 0), ops.convert_to_tensor(variable), ops.convert_to_tensor(w0))
+        self.assign(w0, w0_value)
+        self.assign_add(self._numerator_step, ops.cast(ops.sum(gradient * (w0_value - variable)), self._scalar_dtype))
         scaled = d * gradient
         self.assign_add(m, (scaled - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(scaled) - v) * (1.0 - self.beta_2))

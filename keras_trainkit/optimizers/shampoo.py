@@ -379,16 +379,17 @@ class Shampoo(TrainkitOptimizer):
             self.assign(stat_left, self.beta_2 * stat_left + gram_left)
             self.assign(stat_right, self.beta_2 * stat_right + gram_right)
 
-        def refresh():
-            self.assign(precond_left, self._inverse_root(stat_left))
-            self.assign(precond_right, self._inverse_root(stat_right))
-
-        ops.cond(
+        # The branches return values and the assignment follows the cond: a JAX cond
+        # (jit, stateless_apply) cannot assign inside a branch.
+        stat_left, stat_right = ops.convert_to_tensor(stat_left), ops.convert_to_tensor(stat_right)
+        left, right = ops.cond(
             ops.equal(self.iterations % self.preconditioning_compute_steps, 0),
-            refresh,
-            lambda: None,
+            lambda: (self._inverse_root(stat_left), self._inverse_root(stat_right)),
+            lambda: (ops.convert_to_tensor(precond_left), ops.convert_to_tensor(precond_right)),
         )
-        shampoo = unblock(ops.matmul(ops.matmul(precond_left, blocks), precond_right), variable.shape)
+        self.assign(precond_left, left)
+        self.assign(precond_right, right)
+        shampoo = unblock(ops.matmul(ops.matmul(left, blocks), right), variable.shape)
         shampoo_norm = ops.sqrt(ops.sum(ops.square(shampoo)))
         graft_norm = ops.sqrt(ops.sum(ops.square(graft_direction)))
         ratio = ops.where(shampoo_norm > 0, graft_norm / ops.maximum(shampoo_norm, _TINY), 0.0)
