@@ -28,6 +28,9 @@ only what Keras lacks:
   (e.g. ``["bias", "gamma", "beta"]`` for biases and normalization layers).
 * Validation of every constructor argument with one error shape
   (``... Received: name=value``).
+* 16-bit floating-point variables (``float16``, ``bfloat16``) keep their
+  slots in float32 and subclasses compute their update in it
+  (:func:`state_dtype`); the new value is cast to the variable's dtype.
 * Sparse gradients (``tf.IndexedSlices``, TensorFlow backend) are made dense
   in ``apply``, before clipping, accumulation and ``update_step``: rows with a
   repeated index are summed, absent rows are zero, so an update equals the one
@@ -174,16 +177,43 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
         self._weight_decay = check_weight_decay(value)
 
     def apply(self, grads, trainable_variables=None):
-        """Keras's ``apply``, with sparse gradients summed per index into dense ones first."""
+        """Keras's ``apply``, with gradients made dense and put in each variable's state dtype first.
+
+        Sparse gradients are summed per index (``_sparse.densify``); a 16-bit
+        variable's gradient is cast to float32, the dtype of its slots and
+        of Keras's gradient accumulator (:func:`state_dtype`).
+        """
         grads = list(grads)
         if trainable_variables is not None:
             trainable_variables = list(trainable_variables)
         known = trainable_variables if trainable_variables is not None else (
             self._trainable_variables if self.built else None
         )
-        if known is not None and len(known) != len(grads):
-            known = None  # Keras's apply reports the mismatch.
-        return super().apply(densify_all(grads, known), trainable_variables)
+        if known is None or len(known) != len(grads):
+            # Keras's apply reports a mismatch.
+            return super().apply(densify_all(grads), trainable_variables)
+        grads = [
+            None if g is None else ops.cast(g, state_dtype(v.dtype)) if _is_half(v) else g
+            for g, v in zip(densify_all(grads, known), known)
+        ]
+        return super().apply(grads, trainable_variables)
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        """Keras's slot for ``reference_variable``, in :func:`state_dtype` (float32 for a 16-bit variable).
+
+        Every slot made through ``add_optimizer_variables`` goes through here,
+        Keras's gradient accumulators and EMA averages included.
+        """
+        dtype = state_dtype(reference_variable.dtype)
+        if dtype == keras.backend.standardize_dtype(reference_variable.dtype):
+            return super().add_variable_from_reference(reference_variable, name=name, initializer=initializer)
+        path = getattr(reference_variable, "path", None) or str(reference_variable.name).replace(":", "_")
+        return self.add_variable(
+            shape=reference_variable.shape,
+            initializer=initializer,
+            dtype=dtype,
+            name=f"{path.replace('/', '_')}_{name or 'var'}",
+        )
 
     def _apply_weight_decay(self, variables):
         if self._applies_own_weight_decay:
@@ -191,13 +221,13 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
         super()._apply_weight_decay(variables)
 
     def _decay_rate(self, variable):
-        """The weight decay for ``variable`` cast to its dtype, or ``None`` when it is not decayed.
+        """The weight decay for ``variable`` in its :func:`state_dtype`, or ``None`` when it is not decayed.
 
         For subclasses that apply the decay in ``update_step``.
         """
         if self._weight_decay is None or not self._use_weight_decay(variable):
             return None
-        return ops.cast(self.weight_decay, variable.dtype)
+        return ops.cast(self.weight_decay, state_dtype(variable.dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -245,6 +275,10 @@ def state_dtype(dtype) -> str:
     """
     dtype = keras.backend.standardize_dtype(dtype)
     return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def _is_half(variable) -> bool:
+    return state_dtype(variable.dtype) != keras.backend.standardize_dtype(variable.dtype)
 
 
 def bias_correction(beta: float, step, dtype):

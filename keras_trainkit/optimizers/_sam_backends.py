@@ -68,7 +68,9 @@ def torch_train_step(model, sam, data):
     grads = list(torch.autograd.grad(scaled, [v.value for v in variables], allow_unused=True))
     with torch.no_grad():
         perturbation = sam.perturbation(grads, variables)
-    points = [None if e is None else (v.value + e).detach().requires_grad_(True) for v, e in zip(variables, perturbation)]
+    points = [
+        None if e is None else (v.value + e).detach().requires_grad_(True) for v, e in zip(variables, perturbation)
+    ]
     mapping = [(v, p) for v, p in zip(variables, points) if p is not None]
     with keras.StatelessScope(state_mapping=mapping):
         _, second = scaled_loss(model(x, training=True))

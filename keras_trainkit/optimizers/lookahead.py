@@ -90,7 +90,8 @@ class Lookahead(OptimizerWrapper):
         )
         for slow, fast in zip(slots, variables):
             slow_value, fast_value = ops.convert_to_tensor(slow), ops.convert_to_tensor(fast)
-            moved = slow_value + ops.cast(self.slow_step_size, slow.dtype) * (ops.cast(fast_value, slow.dtype) - slow_value)
+            alpha = ops.cast(self.slow_step_size, slow.dtype)
+            moved = slow_value + alpha * (ops.cast(fast_value, slow.dtype) - slow_value)
             slow.assign(ops.where(due, moved, slow_value))
             fast.assign(ops.where(due, ops.cast(moved, fast.dtype), fast_value))
         self._synced_at.assign(ops.where(due, iteration, ops.convert_to_tensor(self._synced_at)))

@@ -181,9 +181,9 @@ class RAdam(TrainkitOptimizer):
         return rho_t >= self.sma_threshold, ops.sqrt(ops.maximum(ratio, 0.0))
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        # Step scalars in float32 at least (float16 cannot hold rho_inf's digits).
-        scalar_dtype = state_dtype(dtype)
+        # The update in float32 at least (float16 cannot hold rho_inf's digits or g**2).
+        dtype = state_dtype(variable.dtype)
+        scalar_dtype = dtype
         step = ops.cast(self.iterations + 1, scalar_dtype)
         lr = ops.cast(learning_rate, scalar_dtype)
         if self.total_steps > 0:
@@ -208,7 +208,7 @@ class RAdam(TrainkitOptimizer):
 
         decay = self._decay_rate(variable)
         if decay is not None:
-            update = update + decay * variable
+            update = update + decay * ops.cast(variable, dtype)
         self.assign_sub(variable, lr * update)
 
     def get_config(self):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
 
 from keras_trainkit.optimizers._base import TrainkitOptimizer, state_dtype
@@ -301,21 +300,19 @@ class Shampoo(TrainkitOptimizer):
     def _is_matrix(self, variable) -> bool:
         return len(variable.shape) >= 2
 
-    def _state_variable(self, variable, name, shape=None):
-        """A slot for ``variable`` in :func:`state_dtype` (float32 for a 16-bit variable)."""
-        dtype = state_dtype(variable.dtype)
-        if shape is None and dtype == keras.backend.standardize_dtype(variable.dtype):
-            return self.add_variable_from_reference(variable, name)
+    def _state_variable(self, variable, name, shape):
+        """A statistic or root of ``shape`` for ``variable``, in :func:`state_dtype`."""
         prefix = variable.path.replace("/", "_") if hasattr(variable, "path") else variable.name
-        return self.add_variable(variable.shape if shape is None else shape, dtype=dtype, name=f"{prefix}_{name}")
+        return self.add_variable(shape, dtype=state_dtype(variable.dtype), name=f"{prefix}_{name}")
 
     def build(self, var_list):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = [self._state_variable(v, "momentum") for v in var_list]
+        # In float32 for 16-bit variables: TrainkitOptimizer.add_variable_from_reference.
+        self._momentums = self.add_optimizer_variables(var_list, "momentum")
         if self.graft == "adam":
-            self._graft_velocities = [self._state_variable(v, "graft_velocity") for v in var_list]
+            self._graft_velocities = self.add_optimizer_variables(var_list, "graft_velocity")
         self._stats = {}
         self._preconditioners = {}
         for variable in var_list:

@@ -148,7 +148,8 @@ def fit_case(make, directory, save=True, wrapper=None) -> dict:
     trained.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     result["resume_difference"] = max(
-        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(trained.get_weights(), loaded.get_weights())
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(trained.get_weights(), loaded.get_weights())
     )
     return result
 
