@@ -5,38 +5,38 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_bool
+from keras_trainkit._compat.keras import nested_layers
+from keras_trainkit.callbacks._monitor import TrainkitCallback
 from keras_trainkit.callbacks._registry import register
-from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive, check_type
+from keras_trainkit.optimizers import control
+from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from keras_trainkit.utils.pipelines import array_dataset
+from keras_trainkit.utils.validation import check_bool, check_in, check_non_negative, check_positive, check_type
 
 logger = logging.getLogger(__name__)
 
 
 def _batch_norm_layers(model):
-    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers
-    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in nested_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def _iterate_inputs(data, batch_size, steps):
-    """Yield input batches from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
+    """Input batches (NumPy, any backend) from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
     import tensorflow as tf
 
-    if isinstance(data, tf.data.Dataset):
-        iterator = iter(data)
-    else:
+    if not isinstance(data, tf.data.Dataset):
         if isinstance(data, (tuple, list)):
             data = data[0]
-        n = len(data)
-        iterator = (data[i:i + batch_size] for i in range(0, n, batch_size))
-    for index, batch in enumerate(iterator):
-        if steps is not None and index >= steps:
-            return
+        data = array_dataset(data, batch_size=batch_size, shuffle=False)
+    if steps is not None:
+        data = data.take(steps)
+    for batch in data.as_numpy_iterator():
         if isinstance(batch, (tuple, list)):
             batch = keras.utils.unpack_x_y_sample_weight(tuple(batch))[0]
         yield batch
@@ -85,6 +85,32 @@ def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
     return count
 
 
+def _is_legacy_state(path) -> bool:
+    """Whether ``path`` is an SWA state of keras_trainkit 0.1 (``sum_<i>`` arrays, no header)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "n_averaged.npy" in names and "__checkpoint__.npy" not in names
+
+
+def _load_legacy_state(path, shapes):
+    """The sums and counts of a keras_trainkit 0.1 SWA state file, checked against ``shapes``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            sums = [data[f"sum_{i}"] for i in range(len(shapes))]
+            meta = {"n_averaged": int(data["n_averaged"]),
+                    "averaged_epochs": [int(e) for e in data["averaged_epochs"]]}
+    except (KeyError, ValueError, OSError, EOFError) as error:
+        raise CheckpointError(f"The SWA state {path!r} (keras_trainkit 0.1 format) is damaged "
+                              f"({type(error).__name__}). Delete it to start a new average.") from None
+    if [tuple(total.shape) for total in sums] != [tuple(shape) for shape in shapes]:
+        raise CheckpointError(f"The SWA state {path!r} was written for other weights than this model's. "
+                              "Point `state_path` to another file, or delete it to start a new average.")
+    return sums, meta
+
+
 @register
 class SWA(TrainkitCallback):
     """Stochastic Weight Averaging: average the weights visited late in training.
@@ -107,8 +133,12 @@ class SWA(TrainkitCallback):
     min(1, (epoch - start_epoch + 1) / anneal_epochs)``; linear
     ``lr = (1 - t) lr_0 + t lr_swa``, or cosine ``lr = lr_swa + (lr_0 - lr_swa)
     (1 + cos(pi t)) / 2``) and then stays constant; the original learning rate
-    is put back at ``on_train_end``. This needs an optimizer with a float
-    learning rate, not a ``LearningRateSchedule``.
+    is put back at ``on_train_end``. A ``LearningRateSchedule`` (warm-up +
+    cosine, ...) works too: ``lr_0`` is the schedule's value at ``start_epoch``,
+    and from then on the schedule is replaced by the annealed rate, as
+    PyTorch's ``SWALR`` does (the schedule comes back at ``on_train_end``, so a
+    saved model keeps it). Each optimizer of a per-layer set anneals from its
+    own ``lr_0``.
 
     Args:
         start_epoch: first epoch (0-based) whose final weights are averaged.
@@ -127,10 +157,14 @@ class SWA(TrainkitCallback):
             (swapped in at ``on_test_begin``, out at ``on_test_end``; BatchNorm
             statistics are not recomputed for it).
         state_path: a ``.npz`` file where the running average is saved after
-            each averaging step (atomically) and read back at
+            each averaging step (atomically, in the library's one checkpoint
+            format, ``keras_trainkit.utils.checkpoints``) and read back at
             ``on_train_begin`` when it exists, so an interrupted run resumed
-            with ``keras.callbacks.BackupAndRestore`` keeps its average. Delete
-            it to start a new average.
+            with ``keras.callbacks.BackupAndRestore`` or the Trainer's
+            ``checkpoint_dir`` keeps its average. A damaged file, or one
+            written for other weights, is refused with a ``CheckpointError``
+            naming it (nothing is overwritten); delete it to start a new
+            average. Files of keras_trainkit 0.1 are still read.
         verbose: 0 logs at INFO level, 1 at WARNING level.
 
     Attributes:
@@ -200,7 +234,7 @@ class SWA(TrainkitCallback):
         self.n_averaged = 0
         self.averaged_epochs = []
         self._sum = None
-        self._initial_lr = None
+        self._lr_handles = []
         self._swa_lr_start = None
         self._finalized = False
         self._training = False
@@ -227,33 +261,23 @@ class SWA(TrainkitCallback):
             variable.assign(value)
 
     def _save_state(self):
-        path = Path(self.state_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, n_averaged=np.array(self.n_averaged),
-                         averaged_epochs=np.array(self.averaged_epochs, dtype=np.int64),
-                         **{f"sum_{i}": s for i, s in enumerate(self._sum)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_checkpoint(self.state_path, self._sum,
+                        {"kind": "swa", "n_averaged": self.n_averaged, "averaged_epochs": self.averaged_epochs})
 
     def _load_state(self):
         if not self.state_path or not Path(self.state_path).exists():
             return
-        with np.load(self.state_path, allow_pickle=False) as data:
-            sums = [data[f"sum_{i}"] for i in range(len(self._variables()))
-                    if f"sum_{i}" in data]
-            shapes = [tuple(v.shape) for v in self._variables()]
-            if [s.shape for s in sums] != shapes:
-                logger.warning("SWA: %s does not match this model's weights; starting a new average.",
-                               self.state_path)
-                return
-            self._sum = sums
-            self.n_averaged = int(data["n_averaged"])
-            self.averaged_epochs = [int(e) for e in data["averaged_epochs"]]
+        shapes = [tuple(v.shape) for v in self._variables()]
+        if _is_legacy_state(self.state_path):
+            sums, meta = _load_legacy_state(self.state_path, shapes)
+        else:
+            sums, meta, _ = load_checkpoint(self.state_path, expected_shapes=shapes)
+            if meta.get("kind") != "swa":
+                raise CheckpointError(f"The checkpoint {self.state_path!r} is not an SWA average. Point "
+                                      "`state_path` to another file, or delete it to start a new average.")
+        self._sum = [np.asarray(total, np.float64) for total in sums]
+        self.n_averaged = int(meta["n_averaged"])
+        self.averaged_epochs = [int(e) for e in meta["averaged_epochs"]]
         self._log("SWA: resumed an average of %d snapshots from %s.", self.n_averaged, self.state_path)
 
     # ------------------------------------------------------------------- hooks
@@ -261,20 +285,12 @@ class SWA(TrainkitCallback):
         self._reset_state()
         self._training = True
         if self.swa_learning_rate is not None:
-            optimizer = self.model.optimizer
-            schedule = getattr(optimizer, "_learning_rate", None)
-            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-                raise ValueError(
-                    "SWA with `swa_learning_rate` needs an optimizer with a float learning rate, "
-                    "not a LearningRateSchedule. Received: swa_learning_rate="
-                    f"{self.swa_learning_rate!r} with a {type(schedule).__name__} schedule"
-                )
-            self._initial_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            self._lr_handles = control.learning_rate_handles(self.model)
         self._load_state()
 
-    def _learning_rate(self, epoch):
+    def _annealed_rate(self, start, epoch):
         t = 1.0 if self.anneal_epochs == 0 else min(1.0, (epoch - self.start_epoch + 1) / self.anneal_epochs)
-        lr0, lr1 = self._swa_lr_start, self.swa_learning_rate
+        lr0, lr1 = start, self.swa_learning_rate
         if self.anneal_strategy == "linear":
             return (1.0 - t) * lr0 + t * lr1
         return lr1 + (lr0 - lr1) * (1.0 + math.cos(math.pi * t)) / 2.0
@@ -282,10 +298,12 @@ class SWA(TrainkitCallback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.swa_learning_rate is None or epoch < self.start_epoch:
             return
-        optimizer = self.model.optimizer
         if self._swa_lr_start is None:
-            self._swa_lr_start = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        optimizer.learning_rate = self._learning_rate(epoch)
+            self._swa_lr_start = [handle.value() for handle in self._lr_handles]
+        changed = [handle.begin_override(self._annealed_rate(start, epoch))
+                   for handle, start in zip(self._lr_handles, self._swa_lr_start)]
+        if any(changed):  # a schedule was replaced by the SWA rate's variable
+            control.retrace(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.frequency == 0
@@ -316,8 +334,10 @@ class SWA(TrainkitCallback):
     def on_train_end(self, logs=None):
         self._finalize()
         self._training = False
-        if self._initial_lr is not None:
-            self.model.optimizer.learning_rate = self._initial_lr
+        changed = [handle.end_override() for handle in self._lr_handles]
+        self._lr_handles = []
+        if any(changed):
+            control.retrace(self.model)
 
     def _finalize(self):
         if self._finalized:

@@ -7,21 +7,18 @@ the second pass, e.g. BatchNorm statistics, is discarded), and the SAM
 optimizer applies that gradient with its inner optimizer. Loss and metrics
 are those of the first pass. Each follows its backend's own
 ``Trainer.train_step`` (``keras/src/backend/{jax,torch}/trainer.py``, Keras
-3.15), using public methods only.
+3.15), through public methods and ``_compat.keras.loss_tracker``.
 """
 
 from __future__ import annotations
 
 import keras
 
+from keras_trainkit._compat.keras import loss_tracker
+
 
 def _batch_size(x):
     return next(i for i in keras.tree.flatten(x) if i is not None).shape[0]
-
-
-def _loss_metric(model):
-    """The ``Mean`` metric named ``"loss"`` that ``fit`` logs (Keras's loss tracker)."""
-    return next(metric for metric in model.metrics if metric.name == "loss")
 
 
 def jax_train_step(model, sam, state, data):
@@ -43,7 +40,7 @@ def jax_train_step(model, sam, state, data):
 
     mapping = list(zip(model.metrics_variables, metrics_variables))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        _loss_metric(model).update_state(loss, sample_weight=_batch_size(x))
+        loss_tracker(model).update_state(loss, sample_weight=_batch_size(x))
         logs = model.compute_metrics(x, y, y_pred, sample_weight)
     metrics_variables = [
         value if (value := scope.get_current_value(v)) is not None else v.value for v in model.metrics_variables
@@ -64,7 +61,7 @@ def torch_train_step(model, sam, data):
 
     y_pred = model(x, training=True)
     loss, scaled = scaled_loss(y_pred)
-    _loss_metric(model).update_state(loss, sample_weight=_batch_size(x))
+    loss_tracker(model).update_state(loss, sample_weight=_batch_size(x))
     grads = list(torch.autograd.grad(scaled, [v.value for v in variables], allow_unused=True))
     with torch.no_grad():
         perturbation = sam.perturbation(grads, variables)

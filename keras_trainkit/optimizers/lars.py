@@ -6,9 +6,10 @@ import re
 
 from keras import ops
 
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_bool, check_exclusions, state_dtype
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_exclusions, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
+from keras_trainkit.utils.validation import check_bool
 
 
 @register(aliases=("lars",))

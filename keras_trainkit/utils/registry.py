@@ -29,7 +29,8 @@ PACKAGE = "keras_trainkit"
 _FAMILIES: dict[str, "Registry"] = {}
 
 
-def _snake_case(name: str) -> str:
+def snake_case(name: str) -> str:
+    """``"ClipByGlobalNorm"`` -> ``"clip_by_global_norm"``."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
@@ -78,7 +79,7 @@ class Registry:
                     f"keras_trainkit.{self.family}."
                 )
             self._classes[name] = klass
-            for key in (name, _snake_case(name), *aliases):
+            for key in (name, snake_case(name), *aliases):
                 self._lookup[_normalize(key)] = name
             return klass
 

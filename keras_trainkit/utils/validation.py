@@ -38,6 +38,11 @@ def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> Any:
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a real ``bool`` (not 0/1)."""
+    return check_type(name, value, bool)
+
+
 def check_number(
     name: str,
     value: Any,

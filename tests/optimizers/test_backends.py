@@ -40,9 +40,12 @@ RELATIVE_TOLERANCE = 2e-5
 # Known failures, each with its cause; strict xfail, so a fix makes the test say to remove it.
 KNOWN_FAILURES = {
     ("TransformedOptimizer", "jax"): (
-        "SkipNonFinite in the chain: OptimizerWrapper.run_if runs the inner update inside "
-        "ops.cond, and a JAX cond cannot assign variables in a branch (UnexpectedTracerError); "
-        "SkipNonFinite.gate passes a Keras variable to ops.where (refused by JAX)"
+        "SkipNonFinite on JAX (transforms/skipping.py, chain.py): decide() passes the Keras "
+        "variable consecutive_skips to ops.where ('Triggering __jax_array__()'); the check in "
+        "finalize_variable_values reads it after fit, when the JAX trainer has released the "
+        "variables' values ('NoneType' object is not callable); and chain.run_if runs the inner "
+        "update inside ops.cond, whose branches cannot assign variables under jax.jit "
+        "(UnexpectedTracerError)"
     ),
 }
 

@@ -193,14 +193,18 @@ def test_transform_sparse_equals_densified(name):
         assert changed, f"{name} never changed the gradients: the case tests nothing"
 
 
-def test_skip_non_finite_gates_on_sparse_gradients():
-    skip = transforms.SkipNonFinite()
+def test_skip_non_finite_skips_a_sparse_gradient_with_inf():
+    chain = transforms.GradientChain([transforms.SkipNonFinite()])
     variables = _variables()
     gradients = _gradients(0, sparse=True)
     gradients[0] = tf.IndexedSlices(
         tf.constant([[np.inf, 0.0, 0.0, 0.0]], "float32"), tf.constant([2]), tf.constant([ROWS, COLUMNS])
     )
-    assert not bool(skip.gate(gradients, variables))
+    updates = []
+    chain.apply(gradients, variables, updates.append)
+    assert updates == []
+    chain.apply(_gradients(1, sparse=True), variables, updates.append)
+    assert len(updates) == 1 and not isinstance(updates[0][0], tf.IndexedSlices)
 
 
 @pytest.mark.parametrize("name, jit_compile", [("Yogi", False), ("Adan", True), ("TransformedOptimizer", False)])
