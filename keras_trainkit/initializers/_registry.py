@@ -15,8 +15,8 @@ def _keras_names():
     """Keras's own initializer names (``keras.initializers``' public classes and aliases)."""
     return sorted(
         name for name, obj in vars(keras.initializers).items()
-        if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, keras.initializers.Initializer)
-        and obj is not keras.initializers.Initializer
+        if not name.startswith("_") and inspect.isclass(obj)
+        and issubclass(obj, keras.initializers.Initializer) and obj is not keras.initializers.Initializer
     )
 
 

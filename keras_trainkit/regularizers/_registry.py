@@ -15,8 +15,8 @@ def _keras_names():
     """Keras's own regularizer names (``keras.regularizers``' public classes and aliases)."""
     return sorted(
         name for name, obj in vars(keras.regularizers).items()
-        if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, keras.regularizers.Regularizer)
-        and obj is not keras.regularizers.Regularizer
+        if not name.startswith("_") and inspect.isclass(obj)
+        and issubclass(obj, keras.regularizers.Regularizer) and obj is not keras.regularizers.Regularizer
     )
 
 

@@ -159,7 +159,8 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
         ...
         ValueError: Arguments `x` and `y` must have the same number of examples. ...
     """
-    for label, part in ((name, x), ("y" if name == "x" else f"{name}[1]", y), ("sample_weight", sample_weight)):
+    y_label = "y" if name == "x" else f"{name}[1]"
+    for label, part in ((name, x), (y_label, y), ("sample_weight", sample_weight)):
         _check_python_numbers(label, part)
     xs = [np.asarray(a) for a in _flat(x)]
     if not xs:
@@ -203,8 +204,9 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
         _check_shapes_against_model(name, [a.shape[1:] for a in xs], model)
         problem = label_problem(y, model)
         if problem:
-            label = "y" if name == "x" else f"{name}[1]"
-            raise ValueError(f"Argument `{label}` must hold {problem[0]}. Received: {label} with {problem[1]}")
+            raise ValueError(
+                f"Argument `{y_label}` must hold {problem[0]}. Received: {y_label} with {problem[1]}"
+            )
 
 
 def check_dataset(dataset, model=None, *, name: str = "x") -> None:

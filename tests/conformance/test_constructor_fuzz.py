@@ -98,7 +98,8 @@ def _in_fresh_folder():
 
 # ------------------------------------------------------------------ exercises
 def _all_finite(values) -> bool:
-    return all(np.all(np.isfinite(np.asarray(keras.ops.convert_to_numpy(v), dtype="float64"))) for v in values)
+    arrays = (np.asarray(keras.ops.convert_to_numpy(v), dtype="float64") for v in values)
+    return all(np.all(np.isfinite(a)) for a in arrays)
 
 
 def _quadratic_steps(optimizer, steps=2):
