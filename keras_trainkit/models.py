@@ -5,6 +5,14 @@ and the benchmarks build their models here, so one name means one network
 everywhere. Every builder returns an uncompiled functional ``keras.Model``
 whose last layer emits logits (use ``from_logits=True`` losses), and
 ``average_models`` joins trained ones into an ensemble that emits logits too.
+
+Saving and loading: every layer here is registered with Keras as
+``keras_trainkit>ClassName``, so a model that uses one saves with
+``model.save("m.keras")`` (an ensemble from ``average_models`` holds a
+``ProbabilityAverage``). To load it, run ``import keras_trainkit`` first in the
+loading process: the import registers the classes, and then
+``keras.models.load_model("m.keras")`` needs no ``custom_objects``. Without the
+import, Keras cannot find the classes (a ``TypeError``, "Could not locate class").
 """
 
 from __future__ import annotations

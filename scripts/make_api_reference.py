@@ -43,6 +43,7 @@ SUBPACKAGES = (
     "initializers",
     "models",
     "optimizers",
+    "optimizers.control",
     "optimizers.transforms",
     "regularizers",
     "schedules",
@@ -152,7 +153,7 @@ def registry_names() -> dict[type, tuple[str, list[str]]]:
         _import(name)  # a family exists once its module is imported
     utils = _import(f"{PACKAGE}.utils")
     registry_module = _import(f"{PACKAGE}.utils.registry")
-    _snake_case, _normalize = registry_module._snake_case, registry_module._normalize
+    _snake_case, _normalize = registry_module.snake_case, registry_module._normalize
     found: dict[type, tuple[str, list[str]]] = {}
     for _family, registry in sorted(utils.families().items()):
         by_class: dict[type, set[str]] = {}

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from keras_trainkit import cli
 
@@ -23,9 +25,12 @@ def test_python_dash_m_runs_the_console_script():
 
 
 def test_unknown_command_fails():
+    """Through the console script's entry point, which parses before TensorFlow loads."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-m", "keras_trainkit", "no-such-command"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "keras_trainkit_cli", "no-such-command"],
+        capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_trainkit import datasets
+from keras_trainkit import _dataset_cache, datasets
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_corrupt_cache_is_regenerated(fresh_cache, damage):
     (x2, y2), _ = datasets.load_mnist1d()
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(y, y2)
-    assert datasets._read_cache(path) is not None  # rewritten intact
+    assert _dataset_cache.read(path, datasets._mnist1d_spec(False, 42)) is not None  # rewritten
 
 
 def test_generation_keeps_numpy_global_state(fresh_cache):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import warnings
 
 import keras
-import numpy as np
 
 try:  # Keras's direction inference; not part of the public API, so guarded.
     from keras.src.callbacks.monitor_callback import MonitorCallback
@@ -23,19 +22,7 @@ except ImportError:  # pragma: no cover - a Keras without it
     MonitorCallback = None
 
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
-
-
-def to_float(value):
-    """A log value as a Python float, or ``None`` when it is missing or not a scalar."""
-    if value is None:
-        return None
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if array.size != 1:
-        return None
-    return float(array.reshape(()))
+from keras_trainkit.utils.values import to_float
 
 
 def check_optional_number(name, value, **kwargs):
@@ -43,11 +30,6 @@ def check_optional_number(name, value, **kwargs):
     if value is None:
         return None
     return check_number(name, value, **kwargs)
-
-
-def check_bool(name, value):
-    """Require a real ``bool``."""
-    return check_type(name, value, bool)
 
 
 class TrainkitCallback(keras.callbacks.Callback):

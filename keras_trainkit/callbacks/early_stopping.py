@@ -6,15 +6,14 @@ import logging
 import math
 
 import keras
-import numpy as np
 
-from keras_trainkit.callbacks._monitor import (
-    MonitorBase,
-    check_bool,
-    check_optional_number,
-    to_float,
-)
+from keras_trainkit.callbacks._monitor import MonitorBase, check_optional_number
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
+from keras_trainkit.utils.checkpoints import variable_arrays
+from keras_trainkit.utils.non_finite import all_finite, is_finite
+from keras_trainkit.utils.validation import check_bool
+from keras_trainkit.utils.values import to_float
 from keras_trainkit.utils.validation import check_condition, check_non_negative, check_positive, check_type
 
 logger = logging.getLogger(__name__)
@@ -81,12 +80,19 @@ class EarlyStopping(MonitorBase):
     * ``UP_s``: at the end of a strip, stop when ``E_va`` has risen from one
       strip end to the next (``E_va(t) > E_va(t - k)``) ``UP_s`` times in a row.
 
-    ``check_finite`` watches the batch loss at every batch and the monitored
-    value at every check: a NaN or Inf stops training at once and restores the
-    best weights seen so far (or those at the start of training if no check
-    has passed), whatever ``restore_best_weights`` says. To do so the callback
-    keeps a host copy of the best weights whenever ``restore_best_weights`` or
-    ``check_finite`` is set.
+    ``check_finite`` watches the batch loss at every batch, the monitored value
+    at every check and the weights at every epoch end (NaN gradients with a
+    finite loss, as when oneDNN's fused ReLU zeroes a NaN input, show only
+    there): a NaN or Inf stops training at once and restores the best weights
+    seen so far (or those at the start of training if no check has passed)
+    *and the optimizer's state with them* (its slots would hold NaN too),
+    whatever ``restore_best_weights`` says. To do so the callback keeps a host
+    copy of the best weights whenever ``restore_best_weights`` or
+    ``check_finite`` is set, and of the optimizer's variables too when
+    ``check_finite`` or ``restore_optimizer_state`` is set (the optimizer is
+    built at ``on_train_begin`` so that its slots are in the first copy). If
+    the optimizer's variables cannot be put back (it gained variables since
+    the copy), the non-finite ones are reset to zero and a warning says so.
 
     Args:
         monitor: the log key to watch. Default ``"val_loss"``.
@@ -103,8 +109,8 @@ class EarlyStopping(MonitorBase):
             improvement must beat ``best`` by ``min_delta * |best|``.
         target: stop once the monitored value is at least this good.
         divergence_threshold: stop once the monitored value is worse than this.
-        check_finite: stop at once on a NaN/Inf loss or monitored value and
-            restore the best weights.
+        check_finite: stop at once on a NaN/Inf loss, monitored value or
+            weight and restore the best weights and optimizer state.
         GL_alpha: threshold for Prechelt's GL criterion (percent, > 0).
         PQ_alpha: threshold for Prechelt's PQ criterion (> 0).
         UP_s: number of successive rising strips for Prechelt's UP criterion.
@@ -223,31 +229,44 @@ class EarlyStopping(MonitorBase):
         self._reset_state()
         self._lower_is_better = None
         if self.check_finite:
+            control.build_optimizer(self.model)
             self._snapshot()
 
     def _keep_weights(self):
         return self.restore_best_weights or self.check_finite
 
+    def _keep_optimizer_state(self):
+        return (self.restore_optimizer_state or self.check_finite) and \
+            getattr(self.model, "optimizer", None) is not None
+
     def _snapshot(self):
         self.best_weights = self.model.get_weights()
-        if self.restore_optimizer_state and getattr(self.model, "optimizer", None) is not None:
-            self.best_optimizer_state = [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.optimizer.variables]
+        if self._keep_optimizer_state():
+            self.best_optimizer_state = variable_arrays(self.model.optimizer.variables)
 
-    def _restore(self):
+    def _restore(self, optimizer_too=None):
+        """Put back the kept weights and, with ``optimizer_too`` (default: ``restore_optimizer_state``), the
+        optimizer's state."""
         if self.best_weights is None:
             return
         self.model.set_weights(self.best_weights)
-        if self.restore_optimizer_state and self.best_optimizer_state is not None:
-            variables = self.model.optimizer.variables
-            if len(variables) == len(self.best_optimizer_state):
-                for variable, value in zip(variables, self.best_optimizer_state):
-                    variable.assign(value)
-            else:
-                logger.warning(
-                    "EarlyStopping: the optimizer has %d variables but %d were saved "
-                    "(it was built after the snapshot); its state was not restored.",
-                    len(variables), len(self.best_optimizer_state),
-                )
+        optimizer_too = self.restore_optimizer_state if optimizer_too is None else optimizer_too
+        if not optimizer_too or getattr(self.model, "optimizer", None) is None:
+            return
+        variables = self.model.optimizer.variables
+        if self.best_optimizer_state is not None and len(variables) == len(self.best_optimizer_state):
+            for variable, value in zip(variables, self.best_optimizer_state):
+                variable.assign(value)
+            return
+        reset = [v.path for v in variables if not is_finite(keras.ops.convert_to_numpy(v))]
+        for variable in variables:
+            if variable.path in reset:
+                variable.assign(keras.ops.zeros_like(variable))
+        logger.warning(
+            "EarlyStopping: the optimizer's state could not be restored (it has %d variables, %d were "
+            "kept: it was built after the copy); its non-finite variables were reset to zero: %s.",
+            len(variables), len(self.best_optimizer_state or []), ", ".join(reset) or "none",
+        )
 
     # ------------------------------------------------------------------ hooks
     def on_epoch_begin(self, epoch, logs=None):
@@ -267,6 +286,11 @@ class EarlyStopping(MonitorBase):
 
     def on_epoch_end(self, epoch, logs=None):
         self._epoch = epoch
+        if self.stopped_reason is None and self.check_finite and not bool(
+                keras.ops.convert_to_numpy(all_finite(self.model.trainable_variables))):
+            self._halt("non_finite", f"the weights held NaN or Inf at the end of epoch {epoch + 1} (NaN "
+                                     "gradients with a finite loss)")
+            return
         if self.stopped_reason is not None or self.check_every_n_steps:
             if self.stopped_reason is None and self.check_finite:
                 value = to_float((logs or {}).get(self.monitor))
@@ -371,7 +395,7 @@ class EarlyStopping(MonitorBase):
         logger.log(logging.WARNING if self.verbose or reason == "non_finite" else logging.INFO,
                    self.stopped_message)
         if reason == "non_finite":
-            self._restore()
+            self._restore(optimizer_too=True)
 
     def get_config(self):
         return {

@@ -6,9 +6,10 @@ import logging
 
 import numpy as np
 
-from keras_trainkit.callbacks import _gradient_hook
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_bool
+from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import (
     AdaptiveGradientClipping,
     AutoClip,
@@ -38,10 +39,11 @@ class GradientClipping(TrainkitCallback):
     * ``"autoclip"`` (``AutoClip``): clip the global norm at the ``percentile``-th
       percentile of the norms seen so far (last ``history_size`` steps).
 
-    How: in ``on_train_begin`` the compiled optimizer is wrapped in a
-    ``TransformedOptimizer`` holding the transform (same optimizer object,
-    variables and slots), the wrapper is built, and the train function is
-    retraced on its first batch (``model.fit`` traces lazily, after
+    How: in ``on_train_begin`` the transform is attached to the compiled
+    optimizer (``keras_trainkit.optimizers.control.attach_transforms``: a
+    ``TransformedOptimizer`` around the same optimizer object, variables and
+    slots, run by the same chain as every other path), the wrapper is built,
+    and the train function is retraced on its first batch (``model.fit`` traces lazily, after
     ``on_train_begin``; works with ``jit_compile`` True or False). In
     ``on_train_end`` the original optimizer is put back. Checkpoints written
     during training hold the original optimizer's variables only. Under
@@ -136,7 +138,7 @@ class GradientClipping(TrainkitCallback):
     def on_train_begin(self, logs=None):
         self._reset_state()
         self.transform = self._make_transform(self.mode)
-        _gradient_hook.attach(self.model, self, [self.transform])
+        control.attach_transforms(self.model, self, [self.transform])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batch_stats = []
@@ -153,7 +155,7 @@ class GradientClipping(TrainkitCallback):
             return
         if not self._checked:
             self._checked = True
-            if _gradient_hook.warn_if_unused(self.model, self):
+            if control.warn_if_unused(self.model, self):
                 return
         stats = self._statistics()
         self._batch_stats.append(stats)
@@ -166,7 +168,7 @@ class GradientClipping(TrainkitCallback):
                 logs[key] = float(np.mean([s[key] for s in self._batch_stats]))
 
     def on_train_end(self, logs=None):
-        _gradient_hook.detach(self.model, self)
+        control.detach_transforms(self.model, self)
 
     def get_config(self):
         return {

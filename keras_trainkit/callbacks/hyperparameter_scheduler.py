@@ -6,162 +6,24 @@ them inside ``update_step``. ``model.fit`` traces that code once into a
 ``tf.function``, so a float is frozen into the graph as a constant: assigning
 ``optimizer.beta_1 = 0.85`` after the first step changes the attribute but not
 the update. This callback therefore replaces the float by a
-:class:`HyperparameterVariable` (a ``keras.Variable``) before the train function
-is traced (or forces a retrace once, if it already was), then assigns the
-scheduled value to that variable every step or epoch, which a traced or
-XLA-compiled step reads at run time.
+``HyperparameterVariable`` (a ``keras.Variable``, through
+``keras_trainkit.optimizers.control.schedule_hyperparameter``) before the
+train function is traced (or forces a retrace once, if it already was), then
+assigns the scheduled value to that variable every step or epoch, which a
+traced or XLA-compiled step reads at run time.
 """
 
 from __future__ import annotations
 
-import logging
-import numbers
-
 import keras
 
-from keras_trainkit.callbacks._optimizer_access import (
-    model_leaf_optimizers,
-    retrace_train_function,
-    to_float,
-    update_count,
-)
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
+from keras_trainkit.optimizers.control import HyperparameterVariable  # noqa: F401  (its documented home)
+from keras_trainkit.utils.values import to_float
 from keras_trainkit.utils.validation import check_in, check_type
 
-logger = logging.getLogger(__name__)
-
 FREQUENCIES = ("step", "epoch")
-_MISSING = object()
-
-
-class HyperparameterVariable(keras.Variable):
-    """A scalar ``keras.Variable`` standing in for a float optimizer hyperparameter.
-
-    Arithmetic and tensor conversion read the variable, so a compiled update
-    step sees every new value. Comparisons with a Python number (``momentum !=
-    0`` in ``SGD``, ``momentum > 0`` in ``RMSprop``) return a Python ``bool``
-    computed from the last value set on the host: such checks choose the code
-    path when the step is traced, exactly as they do for a float, so the
-    scheduled value must stay on the same side of them (e.g. an ``SGD``
-    momentum schedule must stay above 0).
-    """
-
-    def __init__(self, value, name):
-        super().__init__(float(value), dtype="float32", trainable=False, name=name)
-        self._host_value = float(value)
-
-    def set_value(self, value: float) -> None:
-        """Assign ``value`` (a Python float) to the variable and its host copy."""
-        self._host_value = float(value)
-        self.assign(self._host_value)
-
-    @property
-    def host_value(self) -> float:
-        """The last value set, as a Python float (no device read)."""
-        return self._host_value
-
-    def _compare(self, other, op, fallback):
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return op(self._host_value, float(other))
-        return fallback(other)
-
-    def __eq__(self, other):
-        return self._compare(other, lambda a, b: a == b, super().__eq__)
-
-    def __ne__(self, other):
-        return self._compare(other, lambda a, b: a != b, super().__ne__)
-
-    def __lt__(self, other):
-        return self._compare(other, lambda a, b: a < b, super().__lt__)
-
-    def __le__(self, other):
-        return self._compare(other, lambda a, b: a <= b, super().__le__)
-
-    def __gt__(self, other):
-        return self._compare(other, lambda a, b: a > b, super().__gt__)
-
-    def __ge__(self, other):
-        return self._compare(other, lambda a, b: a >= b, super().__ge__)
-
-    __hash__ = object.__hash__
-
-    def __float__(self):
-        return self._host_value
-
-
-class _ConfigWithFloats:
-    """Stands in for ``optimizer.get_config``: scheduled variables are written as floats.
-
-    Without it ``model.save`` would serialize the variable as a tensor, which
-    Keras's own constructors (``SGD`` checks ``isinstance(momentum, float)``)
-    refuse on load.
-    """
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-
-    def __call__(self):
-        config = type(self.optimizer).get_config(self.optimizer)
-        return {
-            key: value.host_value if isinstance(value, HyperparameterVariable) else value
-            for key, value in config.items()
-        }
-
-
-def install_hyperparameter_variable(optimizer, name: str) -> HyperparameterVariable:
-    """Make ``optimizer.<name>`` a :class:`HyperparameterVariable` (idempotent) and return it.
-
-    The variable is not tracked in ``optimizer.variables`` (so saved optimizer
-    states keep their layout); its current value is written into
-    ``optimizer.get_config()`` as a float.
-
-    Raises:
-        ValueError: if the optimizer has no such attribute or it is not a real
-            number (``weight_decay=None`` is accepted and starts at 0).
-    """
-    attribute = _storage_name(optimizer, name)
-    current = getattr(optimizer, attribute, _MISSING)
-    if isinstance(current, HyperparameterVariable):
-        return current
-    if current is _MISSING:
-        raise ValueError(
-            f"Argument `hyperparameter` must name an attribute of the optimizer, but "
-            f"{type(optimizer).__name__} has no `{name}`. Received: hyperparameter={name!r}"
-        )
-    if current is None and name == "weight_decay":
-        current = 0.0
-    if isinstance(current, keras.Variable) or isinstance(current, bool) or not isinstance(
-        current, numbers.Real
-    ):
-        raise ValueError(
-            f"Argument `hyperparameter` must name a float hyperparameter of the optimizer; "
-            f"{type(optimizer).__name__}.{name} is {current!r}. Received: hyperparameter={name!r}"
-        )
-    variable = HyperparameterVariable(current, name=f"{name}_scheduled")
-    # Plain attribute set: the Keras tracker would add the variable to
-    # `optimizer.variables` and change the saved optimizer layout.
-    object.__setattr__(optimizer, attribute, variable)
-    if not isinstance(optimizer.__dict__.get("get_config"), _ConfigWithFloats):
-        object.__setattr__(optimizer, "get_config", _ConfigWithFloats(optimizer))
-    return variable
-
-
-def _storage_name(optimizer, name: str) -> str:
-    """Where ``name`` is stored: itself, or ``_name`` behind a class property.
-
-    ``TrainkitOptimizer.weight_decay`` (and Keras's ``learning_rate``) are
-    properties over ``_weight_decay`` (``_learning_rate``); the variable goes
-    into the backing attribute so the property keeps working.
-    """
-    if isinstance(getattr(type(optimizer), name, None), property):
-        backing = f"_{name}"
-        if backing in vars(optimizer):
-            return backing
-        raise ValueError(
-            f"{type(optimizer).__name__}.{name} is a computed property without a stored "
-            f"value, so it cannot be scheduled. Received: hyperparameter={name!r}"
-        )
-    return name
 
 
 @register
@@ -239,7 +101,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
 
     def _resolve_targets(self):
         optimizer = getattr(self.model, "optimizer", None)
-        leaves = model_leaf_optimizers(self.model)
+        leaves = control.model_leaf_optimizers(self.model)
         if not leaves:
             raise ValueError(
                 "HyperparameterScheduler needs a compiled model with an optimizer. "
@@ -249,21 +111,21 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         retrace = False
         for leaf in leaves:
             if self.hyperparameter == "learning_rate":
-                learning_rate = leaf._learning_rate
-                if not isinstance(learning_rate, keras.Variable):
+                handle = control.LearningRateHandle(leaf)
+                if handle.is_schedule:
                     raise ValueError(
                         f"{type(leaf).__name__} uses a learning-rate schedule "
-                        f"({type(learning_rate).__name__}); HyperparameterScheduler can only "
+                        f"({type(handle.raw).__name__}); HyperparameterScheduler can only "
                         "set a float learning rate. Pass the schedule to the optimizer "
                         f"instead. Received: hyperparameter={self.hyperparameter!r}"
                     )
-                targets.append((leaf, learning_rate))
+                targets.append((leaf, handle.raw))
                 continue
             already = isinstance(getattr(leaf, self.hyperparameter, None), HyperparameterVariable)
-            targets.append((leaf, install_hyperparameter_variable(leaf, self.hyperparameter)))
+            targets.append((leaf, control.schedule_hyperparameter(leaf, self.hyperparameter)))
             retrace = retrace or not already
         if retrace:
-            retrace_train_function(self.model)
+            control.retrace(self.model)
         return targets
 
     def _value(self, count) -> float:
@@ -292,7 +154,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.frequency == "step":
-            self._apply(update_count)
+            self._apply(control.update_count)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._targets:

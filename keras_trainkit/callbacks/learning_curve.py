@@ -7,7 +7,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback, to_float
+from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.utils.values import to_float
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.utils.validation import check_number, check_positive, check_type
 

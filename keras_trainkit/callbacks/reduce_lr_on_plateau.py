@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import keras
 import numpy as np
 
 from keras_trainkit.callbacks._monitor import MonitorBase
-from keras_trainkit.callbacks._optimizer_access import (
-    model_leaf_optimizers,
-    retrace_train_function,
-    to_float,
-)
 from keras_trainkit.callbacks._registry import register
-from keras_trainkit.schedules.scaled import ScaledSchedule
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number
 
 logger = logging.getLogger(__name__)
@@ -150,50 +144,29 @@ class ReduceLROnPlateau(MonitorBase):
 
     # -- optimizer side -------------------------------------------------------
 
-    def _leaves(self):
-        leaves = model_leaf_optimizers(self.model)
-        if not leaves:
+    def _handles(self):
+        try:
+            return control.learning_rate_handles(self.model)
+        except ValueError:
             raise ValueError(
                 "ReduceLROnPlateau needs a compiled model with an optimizer. "
                 f"Received: model.optimizer={getattr(self.model, 'optimizer', None)!r}"
-            )
-        return leaves
+            ) from None
 
     def _install_scales(self) -> None:
-        """Wrap every schedule-driven learning rate in a ``ScaledSchedule`` (once)."""
-        installed = False
-        for leaf in self._leaves():
-            learning_rate = leaf._learning_rate
-            if isinstance(learning_rate, (keras.Variable, ScaledSchedule)):
-                continue
-            if not callable(learning_rate):
-                raise ValueError(
-                    f"{type(leaf).__name__} has a learning rate of type "
-                    f"{type(learning_rate).__name__}, which ReduceLROnPlateau cannot scale. "
-                    f"Received: learning_rate={learning_rate!r}"
-                )
-            leaf._learning_rate = ScaledSchedule(learning_rate)
-            installed = True
-        if installed:
+        """Make every schedule-driven learning rate scalable (once), then retrace."""
+        changed = [handle.make_scalable() for handle in self._handles()]
+        if any(changed):
             # A train function traced before this still reads the bare schedule.
-            retrace_train_function(self.model)
+            control.retrace(self.model)
 
-    def _reduce(self, leaf, epoch) -> bool:
-        current = to_float(leaf.learning_rate)
+    def _reduce(self, handle, epoch) -> bool:
+        current = handle.value()
         if not current > np.float32(self.min_lr):
             return False
-        learning_rate = leaf._learning_rate
-        if isinstance(learning_rate, ScaledSchedule):
-            scale = learning_rate.scale
-            base = current / scale
-            new_scale = max(scale * self.factor, self.min_lr / base)
-            learning_rate.set_scale(min(new_scale, scale))
-            new = base * learning_rate.scale
-        else:
-            new = max(current * self.factor, self.min_lr)
-            leaf.learning_rate = new
+        new = handle.scale(self.factor, minimum=self.min_lr)
         message = (f"Epoch {epoch + 1}: ReduceLROnPlateau reducing the learning rate of "
-                   f"{leaf.name} from {current:.4g} to {new:.4g}.")
+                   f"{handle.optimizer.name} from {current:.4g} to {new:.4g}.")
         logger.info(message)
         if self.verbose:
             print("\n" + message)
@@ -212,12 +185,12 @@ class ReduceLROnPlateau(MonitorBase):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        leaves = self._leaves()
-        if len(leaves) == 1:
-            logs["learning_rate"] = to_float(leaves[0].learning_rate)
+        handles = self._handles()
+        if len(handles) == 1:
+            logs["learning_rate"] = handles[0].value()
         else:
-            for leaf in leaves:
-                logs[f"learning_rate_{leaf.name}"] = to_float(leaf.learning_rate)
+            for handle in handles:
+                logs[f"learning_rate_{handle.optimizer.name}"] = handle.value()
         current = self._monitor_value(logs, self._warned)
         if current is None:
             return
@@ -231,7 +204,7 @@ class ReduceLROnPlateau(MonitorBase):
         elif not self.in_cooldown():
             self.wait += 1
             if self.wait >= self.patience:
-                reduced = [self._reduce(leaf, epoch) for leaf in leaves]
+                reduced = [self._reduce(handle, epoch) for handle in handles]
                 if any(reduced):
                     self.cooldown_counter = self.cooldown
                     self.wait = 0

@@ -11,8 +11,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_bool
+from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.validation import (
     check_condition,
     check_in,
@@ -139,8 +141,12 @@ class SWA(TrainkitCallback):
     min(1, (epoch - start_epoch + 1) / anneal_epochs)``; linear
     ``lr = (1 - t) lr_0 + t lr_swa``, or cosine ``lr = lr_swa + (lr_0 - lr_swa)
     (1 + cos(pi t)) / 2``) and then stays constant; the original learning rate
-    is put back at ``on_train_end``. This needs an optimizer with a float
-    learning rate, not a ``LearningRateSchedule``.
+    is put back at ``on_train_end``. A ``LearningRateSchedule`` (warm-up +
+    cosine, ...) works too: ``lr_0`` is the schedule's value at ``start_epoch``,
+    and from then on the schedule is replaced by the annealed rate, as
+    PyTorch's ``SWALR`` does (the schedule comes back at ``on_train_end``, so a
+    saved model keeps it). Each optimizer of a per-layer set anneals from its
+    own ``lr_0``.
 
     Args:
         start_epoch: first epoch (0-based) whose final weights are averaged.
@@ -233,7 +239,7 @@ class SWA(TrainkitCallback):
         self.n_averaged = 0
         self.averaged_epochs = []
         self._sum = None
-        self._initial_lr = None
+        self._lr_handles = []
         self._swa_lr_start = None
         self._finalized = False
         self._training = False
@@ -294,20 +300,12 @@ class SWA(TrainkitCallback):
         self._reset_state()
         self._training = True
         if self.swa_learning_rate is not None:
-            optimizer = self.model.optimizer
-            schedule = getattr(optimizer, "_learning_rate", None)
-            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-                raise ValueError(
-                    "SWA with `swa_learning_rate` needs an optimizer with a float learning rate, "
-                    "not a LearningRateSchedule. Received: swa_learning_rate="
-                    f"{self.swa_learning_rate!r} with a {type(schedule).__name__} schedule"
-                )
-            self._initial_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            self._lr_handles = control.learning_rate_handles(self.model)
         self._load_state()
 
-    def _learning_rate(self, epoch):
+    def _annealed_rate(self, start, epoch):
         t = 1.0 if self.anneal_epochs == 0 else min(1.0, (epoch - self.start_epoch + 1) / self.anneal_epochs)
-        lr0, lr1 = self._swa_lr_start, self.swa_learning_rate
+        lr0, lr1 = start, self.swa_learning_rate
         if self.anneal_strategy == "linear":
             return (1.0 - t) * lr0 + t * lr1
         return lr1 + (lr0 - lr1) * (1.0 + math.cos(math.pi * t)) / 2.0
@@ -315,10 +313,12 @@ class SWA(TrainkitCallback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.swa_learning_rate is None or epoch < self.start_epoch:
             return
-        optimizer = self.model.optimizer
         if self._swa_lr_start is None:
-            self._swa_lr_start = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        optimizer.learning_rate = self._learning_rate(epoch)
+            self._swa_lr_start = [handle.value() for handle in self._lr_handles]
+        changed = [handle.begin_override(self._annealed_rate(start, epoch))
+                   for handle, start in zip(self._lr_handles, self._swa_lr_start)]
+        if any(changed):  # a schedule was replaced by the SWA rate's variable
+            control.retrace(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.frequency == 0
@@ -349,8 +349,10 @@ class SWA(TrainkitCallback):
     def on_train_end(self, logs=None):
         self._finalize()
         self._training = False
-        if self._initial_lr is not None:
-            self.model.optimizer.learning_rate = self._initial_lr
+        changed = [handle.end_override() for handle in self._lr_handles]
+        self._lr_handles = []
+        if any(changed):
+            control.retrace(self.model)
 
     def _finalize(self):
         if self._finalized:

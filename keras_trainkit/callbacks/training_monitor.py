@@ -13,9 +13,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks import _gradient_hook
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_bool, to_float
+from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.utils.validation import check_bool
+from keras_trainkit.utils.values import to_float
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientTransform
 from keras_trainkit.utils.validation import check_in, check_number, check_positive, check_type
 
@@ -52,10 +54,25 @@ def _layer_name(variable, model_name=None) -> str:
     return "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
 
 
-def _leaf_optimizer(optimizer):
-    while isinstance(getattr(optimizer, "inner_optimizer", None), keras.optimizers.Optimizer):
-        optimizer = optimizer.inner_optimizer
-    return optimizer
+def _leaf_hyperparameters(leaf, prefix) -> dict:
+    """``{prefix + name: float}``: the learning rate and every float hyperparameter of ``leaf``."""
+    record = {prefix + "learning_rate": to_float(leaf.learning_rate)}
+    try:
+        config = leaf.get_config()
+    except Exception:  # pragma: no cover - an optimizer without a usable config
+        config = {}
+    for name, value in config.items():
+        if name in _SKIPPED_CONFIG or isinstance(value, bool):
+            continue
+        if name.startswith("ema_") and not getattr(leaf, "use_ema", False):
+            continue
+        if not isinstance(value, numbers.Real) and value is not None:
+            continue
+        live = getattr(leaf, name, value)
+        number = to_float(live) if live is not None else None
+        if number is not None and math.isfinite(number):
+            record[prefix + name] = number
+    return record
 
 
 @register
@@ -177,7 +194,7 @@ class TrainingMonitor(TrainkitCallback):
         self._reset_state()
         if self.gradient_norms:
             self._recorder = _GradientNormRecorder(name="training_monitor_gradient_norms")
-            _gradient_hook.attach(self.model, self, [self._recorder], first=True)
+            control.attach_transforms(self.model, self, [self._recorder], first=True)
         if self.log_dir:
             import tensorflow as tf
 
@@ -185,7 +202,7 @@ class TrainingMonitor(TrainkitCallback):
 
     def on_train_end(self, logs=None):
         if self.gradient_norms:
-            _gradient_hook.detach(self.model, self)
+            control.detach_transforms(self.model, self)
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
@@ -206,7 +223,7 @@ class TrainingMonitor(TrainkitCallback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._recorder is not None and self.step == 0:
-            if _gradient_hook.warn_if_unused(self.model, self):
+            if control.warn_if_unused(self.model, self):
                 self._recorder = None  # its norms would be stale zeros
         self.step += 1
         self._batch_in_epoch += 1
@@ -289,26 +306,11 @@ class TrainingMonitor(TrainkitCallback):
         return record
 
     def _hyperparameter_record(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is None:
-            return {}
-        record = {"optimizer/learning_rate": to_float(keras.ops.convert_to_numpy(optimizer.learning_rate))}
-        leaf = _leaf_optimizer(optimizer)
-        try:
-            config = leaf.get_config()
-        except Exception:  # pragma: no cover - an optimizer without a usable config
-            config = {}
-        for name, value in config.items():
-            if name in _SKIPPED_CONFIG or isinstance(value, bool):
-                continue
-            if name.startswith("ema_") and not getattr(leaf, "use_ema", False):
-                continue
-            if not isinstance(value, numbers.Real) and value is not None:
-                continue
-            live = getattr(leaf, name, value)
-            number = to_float(keras.ops.convert_to_numpy(live)) if live is not None else None
-            if number is not None and math.isfinite(number):
-                record[f"optimizer/{name}"] = number
+        leaves = control.model_leaf_optimizers(self.model)
+        record = {}
+        for leaf in leaves:
+            prefix = "optimizer/" if len(leaves) == 1 else f"optimizer/{leaf.name}/"
+            record.update(_leaf_hyperparameters(leaf, prefix))
         return record
 
     def _write(self, record):

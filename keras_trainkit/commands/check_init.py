@@ -24,9 +24,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "glorot_uniform, orthogonal, geometric_fan), or 'lsuv' (default: he_normal)")
     parser.add_argument("--batch-size", type=int, default=256, help="examples in the batch (default: 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
-    parser.add_argument("--plot", default=None, help="write the per-layer plot to this PNG file")
+    parser.add_argument("--plot", default=None,
+                        help="write the per-layer plot to this PNG file (its folder is created "
+                             "with any missing parents)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
+
+
+def check(args: argparse.Namespace) -> None:
+    """The sizes and the plot's path (its folder created if missing), before any work."""
+    from keras_trainkit.commands._paths import output_file
+    from keras_trainkit.utils.validation import check_positive
+
+    check_positive("depth", args.depth, integer=True)
+    check_positive("width", args.width, integer=True)
+    check_positive("batch_size", args.batch_size, integer=True)
+    if args.plot is not None:
+        output_file(args.plot, "--plot", "check-init")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,11 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_trainkit import datasets, initializers, models
     from keras_trainkit.diagnostics import check_initialization
-    from keras_trainkit.utils.validation import check_positive
-
-    check_positive("depth", args.depth, integer=True)
-    check_positive("width", args.width, integer=True)
-    check_positive("batch_size", args.batch_size, integer=True)
     (x, y), _ = datasets.load(args.dataset)
     x, y = x[: args.batch_size], y[: args.batch_size]
     lsuv = args.initializer.lower() == "lsuv"
@@ -52,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                          kernel_initializer=initializer, **extra)
     if lsuv:
         initializers.lsuv_initialize(model, x, seed=args.seed)
-    result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None)
+    result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None,
+                                  initialized_with="lsuv" if lsuv else None)
     if args.json:
         print(json.dumps({"dataset": args.dataset, "model": args.model, "depth": args.depth,
                           "initializer": args.initializer, **result.to_dict()}, indent=2))

@@ -7,6 +7,9 @@ import json
 
 HELP = "list the embedded data sets with their shapes and class counts"
 
+#: Loading the arrays needs NumPy (and scikit-learn, mnist1d), not TensorFlow.
+NEEDS_TENSORFLOW = False
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

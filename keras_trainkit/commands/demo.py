@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="epochs per model (default: the tuned recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--output", default=None,
-                        help="output directory (default: ./trainkit-demo/<dataset>-<time>)")
+                        help="output directory, created with any missing parents "
+                             "(default: ./trainkit-demo/<dataset>-<time>)")
     parser.add_argument("--subset", type=int, default=None,
                         help="train on the first N training examples only (quick checks)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -190,24 +191,32 @@ def split(dataset: str, seed: int, subset: int | None = None):
     return (x[train], y[train]), (x[val], y[val]), (x_test, y_test)
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
+def check(args: argparse.Namespace) -> None:
+    """The argument checks and the output folder (created if missing), before any work."""
+    from keras_trainkit.commands._paths import output_folder
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    for name in names:
-        if name not in RECIPES[args.dataset]:
-            raise ValueError(f"Argument `--models` must list names among mlp, cnn. Received: "
-                             f"--models={args.models}")
+    if not names or any(name not in RECIPES[args.dataset] for name in names):
+        raise ValueError(f"Argument `--models` must list names among mlp, cnn. Received: "
+                         f"--models={args.models}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"Argument `--epochs` must be >= 1. Received: --epochs={args.epochs}")
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: --seed={args.seed}")
     if args.subset is not None and args.subset < 10:
         raise ValueError(f"Argument `--subset` must be >= 10. Received: --subset={args.subset}")
+    if args.output is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.output = str(Path("trainkit-demo") / f"{args.dataset}-{stamp}")
+    output_folder(args.output, "--output", "demo")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = Path(args.output) if args.output else Path("trainkit-demo") / f"{args.dataset}-{stamp}"
-    output.mkdir(parents=True, exist_ok=True)
+    output = Path(args.output)
     print(f"trainkit demo: {args.dataset}, models {', '.join(names)}, seed {args.seed}")
     print(f"output directory: {output.resolve()}")
     data = split(args.dataset, args.seed, args.subset)

@@ -24,7 +24,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="sweep shape (default: exponential)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default: 0)")
     parser.add_argument("--output", default=".",
-                        help="folder for lr_find.png and lr_find.json (default: current folder)")
+                        help="folder for lr_find.png and lr_find.json, created with any missing "
+                             "parents (default: current folder)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """The sweep's arguments and the output folder (created if missing), before any work."""
+    from keras_trainkit.commands._paths import output_folder
+    from keras_trainkit.utils.validation import check_number, check_positive
+
+    check_positive("start_lr", args.start_lr)
+    check_number("end_lr", args.end_lr, minimum=args.start_lr, min_inclusive=False,
+                 hint="The sweep must go from `start_lr` up to `end_lr`")
+    check_number("num_steps", args.num_steps, minimum=2, integer=True)
+    check_positive("batch_size", args.batch_size, integer=True)
+    output_folder(args.output, "--output", "lr-find")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_trainkit import datasets, models, optimizers
     from keras_trainkit.diagnostics import lr_find
+    from keras_trainkit.diagnostics.lr_finder import SUGGESTION_RULES
 
     (x, y), _ = datasets.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
@@ -51,16 +66,16 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     title = f"lr-find: {args.model} on {args.dataset}, {args.optimizer}, batch {args.batch_size}"
     plot_path = result.plot(output / "lr_find.png", title=title)
     summary = {"dataset": args.dataset, "model": args.model, "optimizer": args.optimizer,
                "batch_size": args.batch_size, **result.to_dict()}
     (output / "lr_find.json").write_text(json.dumps(summary, indent=2))
 
-    print(f"suggested learning rate (valley): {result.suggestion:.3g}")
+    print(f"suggested learning rate (valley): {result.suggestion:.3g}  ({SUGGESTION_RULES['valley']})")
     for name in ("steep", "minimum"):
-        print(f"  {name:<8} {result.suggestions[name]:.3g}")
+        print(f"  {name:<8} {result.suggestions[name]:.3g}  ({SUGGESTION_RULES[name]})")
+    print(f"lowest smoothed loss at learning rate {result.lowest_loss_learning_rate:.3g}")
     state = "diverged" if result.diverged else "did not diverge"
     print(f"steps: {len(result.learning_rates)} of {args.num_steps} ({state})")
     print(f"plot: {plot_path}")

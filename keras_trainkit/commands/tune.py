@@ -40,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(ranked on validation) into the search's final model, saved as "
                              "OUTPUT/ensemble_model.keras (default 5; 1: the best trial alone)")
     parser.add_argument("--output", default="trainkit_output/tune",
-                        help="folder for the search state and the report")
+                        help="folder for the search state and the report, created with any "
+                             "missing parents")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh instead of resuming a search in --output")
 
@@ -150,6 +151,20 @@ def refit(tuner, train, validation):
     return model, len(x)
 
 
+def check(args: argparse.Namespace) -> None:
+    """The argument checks and the output folder (created if missing), before any work."""
+    from keras_trainkit.commands._paths import output_folder
+
+    for name in ("trials", "epochs", "parallel", "ensemble"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: seed={args.seed}")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
+    output_folder(args.output, "--output", "tune")
+
+
 def run(args: argparse.Namespace) -> int:
     import keras
     import numpy as np
@@ -159,13 +174,6 @@ def run(args: argparse.Namespace) -> int:
     from keras_trainkit.tuning.parallel import parallel_search
     from keras_trainkit.tuning.report import write_report
 
-    for name in ("trials", "epochs", "parallel", "ensemble"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: seed={args.seed}")
-    if args.budget_minutes is not None and args.budget_minutes <= 0:
-        raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
     args.project_dir = os.path.join(args.output, "search")
     if args.overwrite and os.path.isdir(args.project_dir):
         import shutil

@@ -27,10 +27,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_trainkit.diagnostics._init_advice import scale_advice
 from keras_trainkit.utils.validation import check_number, check_probability, check_type
 
 logger = logging.getLogger(__name__)
@@ -151,7 +153,8 @@ def _std(a) -> float:
 
 def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *,
                          ratio_threshold: float = 10.0, dead_threshold: float = 0.5,
-                         plot_path=None, seed: int = 0) -> InitCheckResult:
+                         plot_path=None, seed: int = 0,
+                         initialized_with: str | None = None) -> InitCheckResult:
     """Check a freshly initialized model on one batch; return per-layer statistics and warnings.
 
     One forward pass (``training=False``) records every layer's output; one
@@ -160,7 +163,10 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     cross-entropy on logits); without labels it is the surrogate
     ``mean_i r_i . f(x_i)`` with a fixed random ``r ~ N(0, I)``, whose gradient at
     the output has the same scale whatever the output's, so only the network's
-    own growth or decay shows. See the module docstring for the warnings.
+    own growth or decay shows. See the module docstring for the warnings. A
+    shrinking or growing signal comes with advice that names what the model does
+    not already do (the scale-preserving initializer for its activations, LSUV,
+    then normalization layers or residual connections).
 
     Args:
         model: a built flat functional or Sequential model.
@@ -170,8 +176,12 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
         ratio_threshold: the growth/decay factor across depth that triggers a
             warning (> 1; default 10).
         dead_threshold: the fraction of dead ReLU units that triggers a warning.
-        plot_path: if given, a PNG with the per-layer standard deviations is written there.
+        plot_path: if given, a PNG with the per-layer standard deviations is written
+            there (its folder is created if missing).
         seed: seed of the surrogate loss's random direction.
+        initialized_with: how the kernels were initialized, when their
+            ``kernel_initializer`` does not tell (e.g. ``"lsuv"`` after
+            :func:`keras_trainkit.initializers.lsuv_initialize`); used in the advice.
 
     Returns:
         an :class:`InitCheckResult` (``print(result)`` shows the table).
@@ -268,10 +278,12 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     depth_stats = [s for s in kernel_stats if s.kind == kernel_stats[0].kind] if kernel_stats else []
     if len(depth_stats) >= 2:
         first, last = depth_stats[0], depth_stats[-1]
+        advice = scale_advice(layers, [layer for layer in layers if isinstance(layer, _KERNEL_LAYERS)],
+                              initialized_with)
         _ratio_warning(warnings, "activations", first.activation_std, last.activation_std,
-                       first.name, last.name, ratio_threshold, forward=True)
+                       first.name, last.name, ratio_threshold, forward=True, advice=advice)
         _ratio_warning(warnings, "gradients", first.gradient_std, last.gradient_std,
-                       first.name, last.name, ratio_threshold, forward=False)
+                       first.name, last.name, ratio_threshold, forward=False, advice=advice)
     result = InitCheckResult(layers=stats, warnings=warnings, loss=float(value))
     for w in warnings:
         logger.info("check_initialization: %s", w)
@@ -280,7 +292,7 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     return result
 
 
-def _ratio_warning(warnings, what, first_std, last_std, first, last, threshold, forward):
+def _ratio_warning(warnings, what, first_std, last_std, first, last, threshold, forward, advice):
     if not (math.isfinite(first_std) and math.isfinite(last_std)):
         return
     # activations: last / first (forward); gradients: first / last (they flow backwards)
@@ -293,17 +305,19 @@ def _ratio_warning(warnings, what, first_std, last_std, first, last, threshold, 
             f"vanishing_{what}", dst,
             f"the {what[:-1]} standard deviation shrinks {1 / ratio:.3g}x going {direction} from "
             f"{src} ({start:.3g}) to {dst} ({end:.3g}), more than {threshold:g}x across the depth; "
-            "the initial weights are too small for this depth (try He/Glorot/LSUV)"))
+            f"the initial weights are too small for this depth: {advice}"))
     elif ratio > threshold:
         warnings.append(InitWarning(
             f"exploding_{what}", dst,
             f"the {what[:-1]} standard deviation grows {ratio:.3g}x going {direction} from "
             f"{src} ({start:.3g}) to {dst} ({end:.3g}), more than {threshold:g}x across the depth; "
-            "the initial weights are too large for this depth"))
+            f"the initial weights are too large for this depth: {advice}"))
 
 
 def plot_initialization(result: InitCheckResult, path):
     """Write a PNG of the per-layer activation and gradient standard deviations; return the path.
+
+    The PNG's folder is created if missing.
 
     Example:
         >>> # plot_initialization(check_initialization(model, x), "init.png")
@@ -326,6 +340,7 @@ def plot_initialization(result: InitCheckResult, path):
         ax.grid(True, alpha=0.3)
     fig.suptitle("initialization check" + ("" if result.passed else f" ({len(result.warnings)} warnings)"))
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

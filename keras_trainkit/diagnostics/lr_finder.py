@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks._optimizer_access import leaf_optimizers
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.validation import (
     check_in,
     check_non_negative,
@@ -28,6 +28,13 @@ from keras_trainkit.utils.validation import (
 logger = logging.getLogger(__name__)
 
 MODES = ("exponential", "linear")
+
+#: How each suggestion is chosen (see :func:`suggest`), for plots and printouts.
+SUGGESTION_RULES = {
+    "valley": "middle of the longest descent",
+    "steep": "steepest descent per log(lr)",
+    "minimum": "lowest loss's lr / 10",
+}
 
 
 @dataclass
@@ -63,12 +70,24 @@ class LRFinderResult:
         """The "valley" suggestion (fastai's default)."""
         return self.suggestions["valley"]
 
+    @property
+    def lowest_loss_learning_rate(self) -> float:
+        """The learning rate at the lowest smoothed loss (of the points the
+        suggestions use); ``suggestions["minimum"]`` is a tenth of it."""
+        lrs, smooth = _trim(self, self.learning_rates, self.smoothed_losses)
+        finite = np.isfinite(smooth)
+        return float(lrs[finite][int(np.argmin(smooth[finite]))])
+
     def plot(self, path=None, *, title: str | None = None):
         """Plot the smoothed (and raw) loss against the learning rate.
 
-        The x axis is logarithmic for an exponential sweep; the suggestions are
-        marked. With ``path`` the figure is written as a PNG and the path is
-        returned, otherwise the ``matplotlib.figure.Figure``.
+        The x axis is logarithmic for an exponential sweep. The lowest smoothed
+        loss is marked where it is, and each suggestion at its learning rate on
+        the curve, labelled with the rule that chose it (``"minimum"`` is the
+        lowest loss's learning rate divided by 10, so it sits left of the lowest
+        point). With ``path`` the figure is written as a PNG (its folder created
+        if missing) and the path is returned, otherwise the
+        ``matplotlib.figure.Figure``.
 
         Example:
             >>> # result.plot("lr_find.png")
@@ -82,12 +101,16 @@ class LRFinderResult:
         lrs, raw, smooth = _trim(self, self.learning_rates, self.losses, self.smoothed_losses)
         axes.plot(lrs, raw, color="0.75", linewidth=1, label="loss")
         axes.plot(lrs, smooth, color="C0", linewidth=2, label="smoothed loss")
+        lowest = self.lowest_loss_learning_rate
+        axes.plot([lowest], [float(np.nanmin(smooth))], marker="*", color="k", linestyle="none",
+                  markersize=12, label=f"lowest smoothed loss: lr {lowest:.2e}")
         markers = {"valley": ("C3", "o"), "steep": ("C2", "^"), "minimum": ("C1", "s")}
         for name, value in self.suggestions.items():
             color, marker = markers.get(name, ("k", "x"))
             y = float(np.interp(np.log(value), np.log(lrs), smooth)) if len(lrs) else 0.0
+            rule = SUGGESTION_RULES.get(name, name)
             axes.plot([value], [y], marker=marker, color=color, linestyle="none",
-                      markersize=8, label=f"{name}: {value:.2e}")
+                      markersize=8, label=f"{name} ({rule}): {value:.2e}")
         if self.mode == "exponential":
             axes.set_xscale("log")
         finite = smooth[np.isfinite(smooth)]
@@ -115,7 +138,9 @@ class LRFinderResult:
             "losses": self.losses.tolist(),
             "smoothed_losses": self.smoothed_losses.tolist(),
             "suggestions": dict(self.suggestions),
+            "suggestion_rules": {name: SUGGESTION_RULES[name] for name in self.suggestions},
             "suggestion": self.suggestion,
+            "lowest_loss_learning_rate": self.lowest_loss_learning_rate,
             "diverged": self.diverged,
             "mode": self.mode,
         }
@@ -178,17 +203,6 @@ def suggest(learning_rates, smoothed_losses) -> dict[str, float]:
     start = int(first[end])
     suggestions["valley"] = float(lrs[start + (end - start) // 2])
     return suggestions
-
-
-def _unpack(batch):
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0], None, None
-        if len(batch) == 2:
-            return batch[0], batch[1], None
-        if len(batch) == 3:
-            return tuple(batch)
-    return batch, None, None
 
 
 def _batches(data, batch_size, seed):
@@ -321,7 +335,7 @@ def lr_find(
     optimizer = model.optimizer
 
     if not model.built:
-        model(_unpack(pending[0])[0])
+        model(keras.utils.unpack_x_y_sample_weight(pending[0])[0])
     if not optimizer.built:
         strategy = getattr(model, "distribute_strategy", None)
         if strategy is not None:
@@ -329,7 +343,7 @@ def lr_find(
                 optimizer.build(model.trainable_variables)
         else:
             optimizer.build(model.trainable_variables)
-    leaves = leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
+    leaves = control.leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
     accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
 
     model_variables = list(model.variables)
@@ -340,20 +354,13 @@ def lr_find(
             optimizer_variables.append(variable)
     model_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in model_variables]
     optimizer_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in optimizer_variables]
-    saved_learning_rates = [leaf._learning_rate for leaf in leaves]
     saved_train_function = model.train_function
     saved_stop = getattr(model, "stop_training", False)
 
-    lr_variables, swapped = [], False
-    for leaf, original in zip(leaves, saved_learning_rates):
-        if isinstance(original, keras.Variable):
-            lr_variables.append(original)
-        else:  # a schedule or callable: a temporary variable for the sweep
-            variable = keras.Variable(float(start_lr), dtype="float32", trainable=False,
-                                      name="lr_find_learning_rate")
-            object.__setattr__(leaf, "_learning_rate", variable)
-            lr_variables.append(variable)
-            swapped = True
+    # A float learning rate's own variable is swept; a schedule is replaced by a variable for a while.
+    handles = [control.LearningRateHandle(leaf) for leaf in leaves]
+    swapped = any([handle.begin_override(float(start_lr)) for handle in handles])
+    lr_variables = [handle.override_variable for handle in handles]
     if swapped:
         model.train_function = None  # trace a step that reads the temporary variable
 
@@ -366,7 +373,7 @@ def lr_find(
             step_losses = []
             for _ in range(accumulation):
                 batch = pending.pop() if pending else next(batches)
-                x, y, sample_weight = _unpack(batch)
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
                 logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
                 step_losses.append(float(logs["loss"]))
             loss = float(np.mean(step_losses))
@@ -387,8 +394,8 @@ def lr_find(
             variable.assign(value)
         for variable, value in zip(optimizer_variables, optimizer_state):
             variable.assign(value)
-        for leaf, original in zip(leaves, saved_learning_rates):
-            object.__setattr__(leaf, "_learning_rate", original)
+        for handle in handles:
+            handle.end_override()
         if swapped:
             model.train_function = saved_train_function
         model.stop_training = saved_stop
@@ -410,4 +417,5 @@ def lr_find(
     return result
 
 
-__all__ = ["LRFinderResult", "lr_find", "smooth_losses", "suggest", "sweep_learning_rates"]
+__all__ = ["LRFinderResult", "SUGGESTION_RULES", "lr_find", "smooth_losses", "suggest",
+           "sweep_learning_rates"]

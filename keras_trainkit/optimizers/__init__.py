@@ -1,4 +1,13 @@
-"""Keras optimizers, optimizer wrappers and gradient transforms."""
+"""Keras optimizers, optimizer wrappers and gradient transforms.
+
+Saving and loading: every optimizer, wrapper and gradient transform here is
+registered with Keras as ``keras_trainkit>ClassName``, so a model that uses one
+saves with ``model.save("m.keras")``, optimizer state included. To load it, run
+``import keras_trainkit`` first in the loading process: the import registers the
+classes, and then ``keras.models.load_model("m.keras")`` needs no
+``custom_objects``. Without the import, Keras cannot find the classes (a
+``TypeError``, "Could not locate class").
+"""
 
 from keras_trainkit.optimizers._registry import REGISTRY
 from keras_trainkit.optimizers._base import TrainkitOptimizer
@@ -17,10 +26,12 @@ from keras_trainkit.optimizers.transforms import (
     ClipByGlobalNorm,
     ClipByValue,
     GradientCentralization,
+    GradientChain,
     GradientNoise,
     GradientTransform,
     NonFiniteGradientError,
     SkipNonFinite,
+    SkipTransform,
 )
 from keras_trainkit.optimizers.transformed import TransformedOptimizer
 from keras_trainkit.optimizers.shampoo import Shampoo
@@ -31,6 +42,7 @@ from keras_trainkit.optimizers.layerwise import (
     depth_decay_multipliers,
     match_multiplier,
 )
+from keras_trainkit.optimizers import control
 
 
 def get(identifier, **kwargs):
@@ -48,7 +60,7 @@ def get(identifier, **kwargs):
     return REGISTRY.get(identifier, **kwargs)
 
 
-__all__ = ["get"]
+__all__ = ["get", "control"]
 __all__ += ["OptimizerWrapper"]
 __all__ += [
     "transforms",
@@ -57,10 +69,12 @@ __all__ += [
     "ClipByGlobalNorm",
     "ClipByValue",
     "GradientCentralization",
+    "GradientChain",
     "GradientNoise",
     "GradientTransform",
     "NonFiniteGradientError",
     "SkipNonFinite",
+    "SkipTransform",
     "TransformedOptimizer",
 ]
 __all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_perturbation"]

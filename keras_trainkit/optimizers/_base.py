@@ -45,8 +45,12 @@ _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 def check_weight_decay(value: Any) -> Any:
-    """Accept ``None``, a non-negative float or a ``LearningRateSchedule``."""
-    if value is None or isinstance(value, _Schedule):
+    """Accept ``None``, a non-negative float, a ``LearningRateSchedule`` or a scalar variable.
+
+    A ``keras.Variable`` is what ``optimizers.control.schedule_hyperparameter``
+    installs to schedule the decay from a callback.
+    """
+    if value is None or isinstance(value, (_Schedule, keras.Variable)):
         return value
     return float(validation.check_non_negative("weight_decay", value))
 
@@ -194,11 +198,6 @@ def check_beta(name: str, value: Any) -> float:
 def check_epsilon(name: str, value: Any) -> float:
     """Check a numerical-stability constant is ``> 0``."""
     return float(validation.check_positive(name, value))
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """Check ``value`` is a ``bool``."""
-    return validation.check_type(name, value, bool)
 
 
 def bias_correction(beta: float, step, dtype):

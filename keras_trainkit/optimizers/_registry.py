@@ -17,7 +17,7 @@ import inspect
 
 import keras
 
-from keras_trainkit.utils.registry import Registry, _normalize, _snake_case
+from keras_trainkit.utils.registry import Registry, _normalize, snake_case
 
 # Exported by keras.optimizers but not optimizers one picks by name: the abstract
 # base and the wrappers that need an inner optimizer (their configs still resolve
@@ -41,7 +41,7 @@ def keras_builtins() -> dict[str, type]:
 _BUILTINS = keras_builtins()
 _BUILTIN_LOOKUP = {}
 for _name, _cls in _BUILTINS.items():
-    for _key in (_name, _snake_case(_name)):
+    for _key in (_name, snake_case(_name)):
         _BUILTIN_LOOKUP[_normalize(_key)] = _cls
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_trainkit._compat.keras import micro_batch_learning_rate, raw_learning_rate
+
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
@@ -31,10 +33,10 @@ def update_count_learning_rate(optimizer):
     update count, not the micro-batch count); otherwise whatever Keras returns
     (a variable, or a zero-argument callable's value).
     """
-    learning_rate = optimizer._learning_rate
+    learning_rate = raw_learning_rate(optimizer)
     if optimizer.gradient_accumulation_steps and isinstance(learning_rate, _Schedule):
         return learning_rate(optimizer.iterations)
-    return keras.optimizers.Optimizer._get_current_learning_rate(optimizer)
+    return micro_batch_learning_rate(optimizer)
 
 
 class UpdateCountScheduleMixin:

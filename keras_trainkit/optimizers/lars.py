@@ -6,7 +6,8 @@ import re
 
 from keras import ops
 
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_bool, check_exclusions
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_exclusions
+from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 

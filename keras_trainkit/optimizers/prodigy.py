@@ -5,14 +5,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    check_beta,
-    check_bool,
-    check_epsilon,
-)
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
+from keras_trainkit.utils.validation import check_bool
 
 
 @register(aliases=("prodigy",))

@@ -42,6 +42,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit._compat.tensorflow import strategy_supports_no_merge_call
 from keras_trainkit.optimizers._registry import REGISTRY, register
 from keras_trainkit.utils.validation import check_positive, check_type
 
@@ -264,10 +265,8 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         """
         otherwise = otherwise or (lambda: None)
         distribution = _tf_distribution()
-        if distribution is not None:
-            tf, context = distribution
-            if tf.__internal__.distribute.strategy_supports_no_merge_call():
-                distribution = None
+        if distribution is not None and strategy_supports_no_merge_call():
+            distribution = None
         if distribution is None:
             ops.cond(pred, lambda: fn(grads, variables), otherwise)
             return

@@ -6,6 +6,13 @@
   :class:`InputGradientPenalty`, used through :class:`PenalizedModel` in
   ``model.fit`` or as hooks of the custom-loop ``Trainer`` (protocol in
   :mod:`keras_trainkit.regularizers.penalties`).
+
+Saving and loading: every regularizer and penalized model here is registered with
+Keras as ``keras_trainkit>ClassName``, so a model that uses one saves with
+``model.save("m.keras")``. To load it, run ``import keras_trainkit`` first in the
+loading process: the import registers the classes, and then
+``keras.models.load_model("m.keras")`` needs no ``custom_objects``. Without the
+import, Keras cannot find the classes (a ``TypeError``, "Could not locate class").
 """
 
 from keras_trainkit.regularizers import penalties

@@ -5,6 +5,13 @@ already applied (Keras passes ``optimizer.iterations``): under gradient
 accumulation a step is one applied update, not one micro-batch, and epochs are
 never counted (convert with :func:`epochs_to_steps`). Keras's own schedules are
 re-exported here and resolved by :func:`get` too.
+
+Saving and loading: every schedule here is registered with Keras as
+``keras_trainkit>ClassName``, so a model that uses one saves with
+``model.save("m.keras")`` (inside its optimizer). To load it, run ``import
+keras_trainkit`` first in the loading process: the import registers the classes, and
+then ``keras.models.load_model("m.keras")`` needs no ``custom_objects``. Without the
+import, Keras cannot find the classes (a ``TypeError``, "Could not locate class").
 """
 
 from keras.optimizers.schedules import (

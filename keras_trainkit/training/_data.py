@@ -271,67 +271,6 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
             )
 
 
-def _gather_fn(arrays):
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, arrays)
-
-    def gather(indices):
-        return tf.nest.map_structure(lambda t: tf.gather(t, indices), tensors)
-
-    return gather
-
-
-def array_dataset(x, y=None, sample_weight=None, *, batch_size: int = 32, shuffle: bool = True,
-                  seed: int | None = None, repeat: bool = False) -> tf.data.Dataset:
-    """A batched ``tf.data.Dataset`` over arrays, reshuffled each epoch from ``seed``.
-
-    The data become tensors once; each batch is a ``tf.gather`` of shuffled
-    indices, so an epoch copies no array. Each epoch draws one seed
-    (``Dataset.random``, re-randomized per iteration) and permutes all indices
-    with a stateless shuffle: with ``Dataset.shuffle(n)`` instead, the
-    process's RSS climbed for 20-30 epochs (about 6 MiB on MNIST-1D), where
-    ``model.fit``'s own array pipeline stays flat. One iteration is one epoch;
-    with ``repeat=True`` it yields epoch after epoch (each with its own order
-    and its own last, partial batch), so that one iterator serves a whole
-    ``fit`` and its prefetching runs on across epoch ends.
-    """
-    n = len(_flat(x)[0])
-    batch_size = int(batch_size)
-    if shuffle:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        if not repeat:
-            seeds = seeds.take(1)
-        epochs = seeds.map(lambda s: tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([s, tf.constant(0, tf.int64)])))
-        batched_indices = epochs.flat_map(
-            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-    else:
-        batched_indices = tf.data.Dataset.range(n).batch(batch_size)
-        if repeat:
-            batched_indices = batched_indices.repeat()
-    return _gathered_batches(x, y, sample_weight, batched_indices)
-
-
-def ordered_dataset(x, y=None, sample_weight=None, *, order, batch_size: int) -> tf.data.Dataset:
-    """A batched ``tf.data.Dataset`` over arrays in the given example ``order`` (one epoch)."""
-    indices = tf.data.Dataset.from_tensor_slices(np.asarray(order, dtype=np.int64))
-    return _gathered_batches(x, y, sample_weight, indices.batch(int(batch_size)))
-
-
-def _gathered_batches(x, y, sample_weight, batched_indices) -> tf.data.Dataset:
-    """Batches of the arrays' examples, one gather per batch of ``batched_indices``."""
-    parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
-    parts = tf.nest.map_structure(_as_float32_if_float64, parts)
-    data = batched_indices.map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
-
-
-def _as_float32_if_float64(array):
-    array = np.asarray(array)
-    if array.dtype == np.float64:
-        return array.astype(np.float32)
-    return array
-
-
 def split_validation(x, y, sample_weight, fraction: float):
     """Hold out the last ``fraction`` of the examples (before shuffling), like ``fit``."""
     n = len(_flat(x)[0])

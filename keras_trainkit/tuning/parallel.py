@@ -14,8 +14,13 @@ worker ``i`` sees only ``gpus[i % len(gpus)]`` through
 ``gpu_memory_limit_mb`` caps each one's memory. Without GPUs the workers are
 plain CPU processes.
 
+The chief listens on loopback only (:data:`HOST`): KerasTuner's oracle server
+has no authentication or encryption, and anyone who reaches its port can read
+the trials, report false scores and change the search space.
+
 Several hosts: run the same script on every host with the same three
-variables set by hand (the chief's address instead of 127.0.0.1, a
+variables set by hand (the chief bound to an address only the workers reach,
+a private interface or loopback behind SSH tunnels, never ``0.0.0.0``; a
 ``tuner<i>`` id unique across hosts) and the same ``directory`` on a shared
 file system; see ``docs/tuning.md``.
 """
@@ -31,6 +36,7 @@ from keras_trainkit.utils.validation import check_positive
 
 logger = logging.getLogger(__name__)
 
+#: The interface the chief's oracle server binds to: loopback, this host only.
 HOST = "127.0.0.1"
 
 

@@ -3,15 +3,23 @@
 ``write_report(tuner, output_dir)`` reads the tuner's oracle (so it works on a
 search reloaded from disk) and writes:
 
-* ``summary.txt``: the best trials, ranked, with status (pruned trials marked),
-  epochs trained, score and hyperparameters;
+* ``summary.txt``: the best trials, ranked, with status (pruned trials marked,
+  with the epoch they were stopped after), epochs trained, score and
+  hyperparameters;
 * ``best_hyperparameters.json``;
 * ``score_by_trial.png``, ``score_vs_<hyperparameter>.png`` (one per tuned
-  hyperparameter) and ``learning_curves.png`` (the best trials' objective per
-  epoch);
+  hyperparameter; on a log axis for those sampled on a log scale) and
+  ``learning_curves.png`` (every trial's objective per epoch);
 * ``hparams/``: TensorBoard HParams logs (an experiment config and one run per
   trial with its hyperparameters and objective), readable by TensorBoard's
   HParams dashboard.
+
+Epochs are counted from 1 everywhere in the report: "epoch 3" is the third
+epoch trained, as in Keras's progress lines (KerasTuner records them from 0).
+A Hyperband trial shows the epochs it trained itself (Hyperband continues a
+trial from an earlier one's weights at ``tuner/initial_epoch``), and its
+``epochs`` hyperparameter is the epoch Hyperband trained it to
+(``tuner/epochs``), the value its ``fit`` used.
 """
 
 from __future__ import annotations
@@ -27,7 +35,17 @@ FINISHED = ("COMPLETED", "FAILED", "INVALID")
 
 @dataclass
 class TrialRecord:
-    """One trial as the report sees it."""
+    """One trial as the report sees it.
+
+    Attributes:
+        epochs: the epochs this trial trained (a Hyperband trial that continues
+            another counts its own only).
+        pruned_after: the epoch (1-based) after which a pruner stopped the trial,
+            or ``None``.
+        hyperparameters: the values the trial trained with (a Hyperband trial's
+            ``epochs`` is ``tuner/epochs``).
+        curve: ``(epoch, objective)`` pairs, epochs 1-based.
+    """
 
     trial_id: str
     status: str
@@ -37,6 +55,38 @@ class TrialRecord:
     hyperparameters: dict
     curve: list[tuple[int, float]] = field(default_factory=list)
     message: str | None = None
+    pruned_after: int | None = None
+
+
+HYPERBAND_EPOCHS = "tuner/epochs"
+HYPERBAND_INITIAL_EPOCH = "tuner/initial_epoch"
+
+
+def _trained_with(values: dict) -> dict:
+    """The hyperparameters a trial trained with: Hyperband's epochs replace the tuned ones."""
+    values = dict(values)
+    if HYPERBAND_EPOCHS in values and "epochs" in values:
+        values["epochs"] = values[HYPERBAND_EPOCHS]
+    return values
+
+
+def _curve_and_epochs(trial, name) -> tuple[list[tuple[int, float]], int]:
+    """The trial's ``(epoch, objective)`` pairs (epochs from 1) and the epochs it trained.
+
+    Our tuners report every epoch at ``step=epoch`` (Keras's 0-based epoch). A
+    Hyperband trial (``tuner/epochs`` among its hyperparameters) trains epochs
+    ``tuner/initial_epoch .. tuner/epochs - 1`` and KerasTuner reports it once, at
+    the index of its best epoch within that ``fit`` (``tuner_utils.get_best_step``),
+    so its step counts from ``tuner/initial_epoch``.
+    """
+    values = trial.hyperparameters.values
+    history = trial.metrics.get_history(name) if trial.metrics.exists(name) else []
+    if HYPERBAND_EPOCHS in values:
+        start = int(values.get(HYPERBAND_INITIAL_EPOCH, 0))
+        by_epoch = {start + int(obs.step) + 1: float(obs.value[0]) for obs in history}
+        return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start
+    by_epoch = {int(obs.step) + 1: float(obs.value[0]) for obs in history}
+    return sorted(by_epoch.items()), len(by_epoch)
 
 
 def trial_records(tuner) -> list[TrialRecord]:
@@ -47,15 +97,14 @@ def trial_records(tuner) -> list[TrialRecord]:
     pruned = getattr(oracle, "pruned_trials", {})
     records = []
     for trial in oracle.trials.values():
-        curve = []
-        if trial.metrics.exists(name):
-            curve = [(int(obs.step), float(obs.value[0])) for obs in trial.metrics.get_history(name)]
+        curve, epochs = _curve_and_epochs(trial, name)
         score = trial.score if trial.score is not None and np.isfinite(trial.score) else None
+        stopped = pruned.get(trial.trial_id)
         records.append(TrialRecord(
-            trial_id=trial.trial_id, status=trial.status, score=score,
-            epochs=(max(step for step, _ in curve) + 1) if curve else 0,
-            pruned=trial.trial_id in pruned, hyperparameters=dict(trial.hyperparameters.values),
-            curve=curve, message=trial.message))
+            trial_id=trial.trial_id, status=trial.status, score=score, epochs=epochs,
+            pruned=stopped is not None, hyperparameters=_trained_with(trial.hyperparameters.values),
+            curve=curve, message=trial.message,
+            pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
     maximize = oracle.objective.direction == "max"
     records.sort(key=lambda r: (r.score is None, -(r.score or 0) if maximize else (r.score or 0)))
     return records
@@ -69,7 +118,7 @@ def summary_table(tuner, num_trials: int = 10) -> str:
                    if not k.startswith("tuner/")})
     lines = [f"{'rank':>4} {'trial':>6} {'status':<9} {'epochs':>6} {name:>14}  hyperparameters"]
     for rank, record in enumerate(records[:num_trials], 1):
-        status = "PRUNED" if record.pruned else record.status
+        status = f"PRUNED@{record.pruned_after}" if record.pruned else record.status
         score = f"{record.score:.4f}" if record.score is not None else "-"
         values = ", ".join(f"{k}={_short(record.hyperparameters[k])}" for k in keys
                            if k in record.hyperparameters)
@@ -78,7 +127,8 @@ def summary_table(tuner, num_trials: int = 10) -> str:
     pruned = sum(r.pruned for r in records)
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
     lines.append(f"\n{len(records)} trials, {pruned} pruned, {failed} failed, "
-                 f"{total_epochs} epochs trained in all")
+                 f"{total_epochs} epochs trained in all"
+                 + (" (PRUNED@E: stopped after epoch E, counted from 1)" if pruned else ""))
     return "\n".join(lines)
 
 
@@ -103,7 +153,8 @@ def _plot_score_by_trial(records, name, path):
     plt.close(fig)
 
 
-def _plot_score_vs(records, key, name, path):
+def _plot_score_vs(records, key, name, path, log_scale: bool):
+    """Score against one hyperparameter; ``log_scale``: the search sampled it on a log scale."""
     import matplotlib.pyplot as plt
 
     points = [(r.hyperparameters[key], r.score) for r in records
@@ -114,14 +165,19 @@ def _plot_score_vs(records, key, name, path):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
         ax.scatter(xs, ys)
-        positive = all(x > 0 for x in xs)
-        if positive and max(xs) / min(xs) > 100:
+        if log_scale and all(x > 0 for x in xs):
+            from matplotlib import ticker
+
             ax.set_xscale("log")
+            if max(xs) / min(xs) < 100:  # two decades or less: ticks at 1, 2 and 5 per decade
+                ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     else:
         labels = sorted({str(x) for x in xs})
         ax.scatter([labels.index(str(x)) for x in xs], ys)
         ax.set_xticks(range(len(labels)), labels, rotation=30)
-    ax.set_xlabel(key)
+    ax.set_xlabel(f"{key} (log scale)" if ax.get_xscale() == "log" else key)
     ax.set_ylabel(name)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -129,16 +185,37 @@ def _plot_score_vs(records, key, name, path):
     return True
 
 
-def _plot_learning_curves(records, name, path, top=5):
+def _log_sampled(tuner) -> set[str]:
+    """Names of the hyperparameters the search samples on a log scale."""
+    return {hp.name for hp in tuner.oracle.get_space().space
+            if getattr(hp, "sampling", None) in ("log", "reverse_log")}
+
+
+def _plot_learning_curves(records, name, path, labelled=10):
+    """Every trial's objective per epoch (1-based); the ``labelled`` best in colour
+    with their trial id, pruned trials dashed."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for record in [r for r in records if r.curve][:top]:
-        steps, values = zip(*record.curve)
-        ax.plot(steps, values, marker=".", label=f"trial {record.trial_id}")
+    with_curve = [r for r in records if r.curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for rank, record in enumerate(with_curve):
+        epochs, values = zip(*record.curve)
+        style = dict(linestyle="--" if record.pruned else "-", marker=".")
+        if rank < labelled:
+            ax.plot(epochs, values, label=f"trial {record.trial_id}"
+                    + (" (pruned)" if record.pruned else ""), **style)
+        else:
+            ax.plot(epochs, values, color="0.7", linewidth=0.8, **style)
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
-    ax.legend(fontsize="small")
+    title = f"{len(with_curve)} trials"
+    if len(with_curve) > labelled:
+        title += f", the {labelled} best in colour"
+    if any(HYPERBAND_EPOCHS in r.hyperparameters for r in with_curve):
+        title += "; KerasTuner's Hyperband reports each trial's best epoch only"
+    ax.set_title(title, fontsize="medium")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -146,7 +223,7 @@ def _plot_learning_curves(records, name, path, top=5):
 
 def _hparam(hp, hp_api):
     """The TensorBoard ``HParam`` (name and domain) of a KerasTuner hyperparameter."""
-    from keras_tuner.src.engine import hyperparameters as kt_hp
+    from keras_tuner.engine import hyperparameters as kt_hp
 
     if isinstance(hp, kt_hp.Choice):
         domain = hp_api.Discrete(list(hp.values))
@@ -178,7 +255,8 @@ def write_hparams_logs(tuner, log_dir: str) -> None:
         values = {hparams[k]: v for k, v in record.hyperparameters.items() if k in hparams}
         with tf.summary.create_file_writer(os.path.join(log_dir, f"trial_{record.trial_id}")).as_default():
             hp_api.hparams(values, trial_id=record.trial_id)
-            tf.summary.scalar(name, record.score, step=max(record.epochs - 1, 0))
+            last_epoch = record.curve[-1][0] if record.curve else 0
+            tf.summary.scalar(name, record.score, step=last_epoch)  # epochs from 1
 
 
 def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
@@ -213,12 +291,13 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
         _plot_score_by_trial(records, name, path)
         files.append(path)
         keys = sorted({k for r in scored for k in r.hyperparameters if not k.startswith("tuner/")})
+        log_sampled = _log_sampled(tuner)
         for key in keys:
             path = os.path.join(output_dir, f"score_vs_{key.replace('/', '_')}.png")
-            if _plot_score_vs(scored, key, name, path):
+            if _plot_score_vs(scored, key, name, path, log_scale=key in log_sampled):
                 files.append(path)
         path = os.path.join(output_dir, "learning_curves.png")
-        _plot_learning_curves(scored, name, path)
+        _plot_learning_curves(records, name, path)
         files.append(path)
         hparams_dir = os.path.join(output_dir, "hparams")
         write_hparams_logs(tuner, hparams_dir)

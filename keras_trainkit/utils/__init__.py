@@ -1,6 +1,7 @@
 """Shared helpers: argument validation, name registries and crash-safe file writes."""
 
-from keras_trainkit.utils.registry import Registry, families
+import importlib
+
 from keras_trainkit.utils.validation import (
     check_condition,
     check_in,
@@ -11,6 +12,15 @@ from keras_trainkit.utils.validation import (
     check_probability,
     check_type,
 )
+
+
+def __getattr__(name):
+    # The registry imports Keras (and so TensorFlow); `keras_trainkit.utils.validation`
+    # stays light for the console script's argument checks and `trainkit datasets`.
+    if name in ("Registry", "families"):
+        return getattr(importlib.import_module("keras_trainkit.utils.registry"), name)
+    raise AttributeError(f"module 'keras_trainkit.utils' has no attribute {name!r}")
+
 
 __all__ = [
     "Registry",

@@ -60,7 +60,8 @@ _KERAS_MODULES = (
 _keras_public_names: set[str] | None = None
 
 
-def _snake_case(name: str) -> str:
+def snake_case(name: str) -> str:
+    """``"ClipByGlobalNorm"`` -> ``"clip_by_global_norm"``."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
@@ -92,7 +93,7 @@ def bare_keras_names(cls: type) -> list[str]:
     custom = keras.saving.get_custom_objects()
     taken = keras_public_names()
     names = []
-    for name in dict.fromkeys((cls.__name__, _snake_case(cls.__name__), cls.__name__.lower())):
+    for name in dict.fromkeys((cls.__name__, snake_case(cls.__name__), cls.__name__.lower())):
         if _normalize(name) in taken or custom.get(name, cls) is not cls:
             continue
         names.append(name)
@@ -172,12 +173,12 @@ class Registry:
                     f"keras_trainkit.{self.family}."
                 )
             self._classes[name] = klass
-            for key in (name, _snake_case(name), *aliases):
+            for key in (name, snake_case(name), *aliases):
                 self._lookup[_normalize(key)] = name
             if abstract:
                 self._abstract.add(name)
                 return klass
-            for key in (*aliases, _snake_case(name)):
+            for key in (*aliases, snake_case(name)):
                 self._spellings.setdefault(_normalize(key), key)
             if self.keras_names == "config" or (self.keras_names == "name" and _needs_no_arguments(klass)):
                 custom = keras.saving.get_custom_objects()

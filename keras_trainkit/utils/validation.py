@@ -89,6 +89,11 @@ def _check_bounds(name, value, minimum, maximum, min_inclusive, max_inclusive, h
             raise _fail(name, value, f"must be {op} {bound}{where}", hint)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Raise ``TypeError`` unless ``value`` is a real ``bool`` (not 0/1)."""
+    return check_type(name, value, bool)
+
+
 def check_number(
     name: str,
     value: Any,

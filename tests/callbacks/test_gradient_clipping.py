@@ -184,7 +184,7 @@ def test_custom_loop_protocol_and_warning_when_bypassed(caplog):
     stale = make_step()
     stale()  # traced with the original SGD
     clip.on_train_begin()
-    with caplog.at_level("WARNING", logger="keras_trainkit.callbacks._gradient_hook"):
+    with caplog.at_level("WARNING", logger="keras_trainkit.optimizers.control.attachment"):
         stale()
         clip.on_train_batch_end(0, {})
     clip.on_train_end()

@@ -149,8 +149,28 @@ def test_reuse_deepcopy_and_bad_arguments():
                          ({"swa_learning_rate": -1.0}, "swa_learning_rate")]:
         with pytest.raises(ValueError, match=f"Received: {name}="):
             SWA(**kwargs)
-    scheduled = _model()
-    scheduled.compile(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)),
-                      loss="mse")
-    with pytest.raises(ValueError, match="swa_learning_rate"):
-        scheduled.fit(x, y, epochs=1, verbose=0, callbacks=[SWA(swa_learning_rate=0.01)])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_schedule_is_annealed_from_its_current_value_like_torch_swalr(jit_compile):
+    """Warm-up + cosine is what guides recommend: SWA anneals from the schedule's value at
+    ``start_epoch`` to the SWA rate (torch's SWALR), then the schedule comes back."""
+    x, y = _data()  # 64 examples, batch 32: 2 updates per epoch
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse", jit_compile=jit_compile)
+    snaps = _Snapshots()
+    swa = SWA(start_epoch=2, swa_learning_rate=0.01, anneal_epochs=2, anneal_strategy="linear")
+    model.fit(x, y, batch_size=32, epochs=5, shuffle=False, verbose=0, callbacks=[swa, snaps])
+    lr0 = 0.1 * 0.5 ** 2  # the schedule after the 4 updates of epochs 0-1
+    expected = [0.1, 0.1 * 0.5, 0.5 * lr0 + 0.5 * 0.01, 0.01, 0.01]
+    np.testing.assert_allclose(snaps.lrs, expected, rtol=1e-5)
+    assert model.optimizer.learning_rate is not None and model.optimizer.get_config()["learning_rate"]["class_name"] \
+        == "ExponentialDecay"
+    # The annealed rate really drove the updates: epoch 3 equals SGD at 0.01 (epoch 4's end
+    # snapshot already holds the swapped-in average).
+    probe = _model(lr=0.01)
+    probe.set_weights([w.copy() for w in snaps.weights[2]])
+    probe.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(probe.get_weights(), snaps.weights[3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

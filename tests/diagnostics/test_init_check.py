@@ -103,3 +103,34 @@ def test_cnn_depth_comparison_uses_the_convolution_stack(batch):
     result = check_initialization(tiny, x[:64], y[:64])
     assert {"vanishing_activations", "vanishing_gradients"} <= result.kinds()
     assert all(w.layer.startswith("conv_") for w in result.warnings if w.kind.startswith("vanishing"))
+
+
+def _advice(result, kind):
+    """What a warning of ``kind`` tells the user to try."""
+    reason = next(w.reason for w in result.warnings if w.kind == kind)
+    return reason.split("; try ", 1)[1]
+
+
+def test_advice_names_what_the_model_does_not_already_use(batch):
+    """Issue 17: a Glorot-initialized ReLU network was told to "try He/Glorot/LSUV"."""
+    x, y = batch
+    keras.utils.set_random_seed(0)
+    glorot = tk.models.mlp((40,), 10, depth=10, width=64, kernel_initializer="glorot_uniform")
+    result = check_initialization(glorot, x, y)
+    advice = _advice(result, "vanishing_activations")
+    assert "Glorot" not in advice and "He (he_normal)" in advice and "LSUV" in advice
+
+    # Already He with ReLU, and still shrinking (each block halves its output): LSUV next.
+    blocks = []
+    for _ in range(8):
+        blocks += [keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal"),
+                   keras.layers.Rescaling(0.5)]
+    halving = keras.Sequential([keras.Input((40,)), *blocks,
+                                keras.layers.Dense(10, kernel_initializer="he_normal")])
+    result = check_initialization(halving, x, y)
+    advice = _advice(result, "vanishing_activations")
+    assert "He" not in advice and "LSUV" in advice
+    # ... and after LSUV, what is left is the architecture.
+    result = check_initialization(halving, x, y, initialized_with="lsuv")
+    advice = _advice(result, "vanishing_activations")
+    assert "LSUV" not in advice and "normalization" in advice

@@ -148,3 +148,24 @@ def test_uncompiled_model_and_bad_data_are_refused():
     model.compile("sgd", "mse")
     with pytest.raises(TypeError, match="Received: data="):
         lr_find(model, np.zeros((4, 2)))
+
+
+def test_plot_marks_the_true_minimum_and_names_each_rule():
+    """The "minimum" suggestion is the lowest loss's lr / 10; the plot must not pass it
+    off as the minimum: the lowest point is marked where it is, and each suggestion's
+    label says its rule."""
+    lrs = np.logspace(-5, 0, 51)
+    smoothed = (np.log10(lrs) + 2.0) ** 2 + 1.0  # lowest at lr = 1e-2, loss 1
+    result = LRFinderResult(learning_rates=lrs, losses=smoothed, smoothed_losses=smoothed)
+    result.suggestions = suggest(lrs, smoothed)
+    assert result.suggestions["minimum"] == pytest.approx(1e-3)
+    figure = result.plot()
+    points = {line.get_label(): (line.get_xdata(), line.get_ydata())
+              for line in figure.axes[0].lines if len(line.get_xdata()) == 1}
+    at_minimum = [label for label, (x, y) in points.items()
+                  if x[0] == pytest.approx(1e-2) and y[0] == pytest.approx(1.0)]
+    assert len(at_minimum) == 1 and "lowest" in at_minimum[0]
+    minimum_label = next(label for label in points if label.startswith("minimum"))
+    assert "/ 10" in minimum_label and "1.00e-03" in minimum_label
+    assert any(label.startswith("valley") and "longest descent" in label for label in points)
+    assert result.lowest_loss_learning_rate == pytest.approx(1e-2)

@@ -12,6 +12,7 @@ from keras_trainkit.optimizers.transforms import (
     ClipByGlobalNorm,
     ClipByValue,
     GradientCentralization,
+    GradientChain,
     GradientNoise,
     NonFiniteGradientError,
     SkipNonFinite,
@@ -129,51 +130,55 @@ def test_centralization_only_for_kernels():
     np.testing.assert_allclose(kernel.sum(axis=0), 0.0, atol=1e-6)
 
 
-def test_skip_non_finite_standalone_gate_counts_and_raises():
+def _step_through_chain(skip, grads, w):
+    """One step of ``GradientChain([skip])`` on ``grads``; returns whether the update ran."""
+    ran = []
+    GradientChain([skip]).apply(grads, w, lambda g: ran.append([np.array(t) for t in g]))
+    return bool(ran), ran
+
+
+def test_skip_non_finite_in_a_chain_counts_and_raises():
     skip = SkipNonFinite(max_consecutive=2)
     w = _vars(np.zeros(2))
     good, bad = [tf.constant([1.0, 2.0])], [tf.constant([1.0, np.inf])]
-    assert bool(skip.gate(good, w))
-    assert not bool(skip.gate(bad, w))
+    applied, seen = _step_through_chain(skip, good, w)
+    assert applied
+    np.testing.assert_array_equal(seen[0][0], [1.0, 2.0])
+    assert not _step_through_chain(skip, bad, w)[0]
     np.testing.assert_array_equal(_np(skip(bad, w))[0], [0.0, 0.0])
     np.testing.assert_array_equal(_np(skip(good, w))[0], [1.0, 2.0])
     assert skip.get_statistics() == {"skipped_steps": 1.0, "consecutive_skips": 1.0}
     skip.raise_if_exhausted()
     with pytest.raises(NonFiniteGradientError, match="2 consecutive"):
-        skip.gate(bad, w)
+        _step_through_chain(skip, bad, w)
     with pytest.raises(NonFiniteGradientError, match="max_consecutive=2"):
         skip.raise_if_exhausted()
     # Stopped: even a finite gradient is skipped (and raises again) until reset().
     with pytest.raises(NonFiniteGradientError, match="2 consecutive"):
-        skip.gate(good, w)
+        _step_through_chain(skip, good, w)
     assert skip.is_stopped() and skip.get_statistics()["skipped_steps"] == 3.0
     skip.reset()
-    assert bool(skip.gate(good, w)) and skip.get_statistics()["consecutive_skips"] == 0.0
+    assert _step_through_chain(skip, good, w)[0] and skip.get_statistics()["consecutive_skips"] == 0.0
     assert not skip.is_stopped()
 
 
 def test_custom_loop_under_xla():
-    """The protocol a Trainer uses: build, gate, transform, conditional apply, inside XLA."""
+    """The protocol a custom loop uses: one GradientChain, applied inside XLA."""
     w = keras.Variable(np.ones(3, "float32"), name="w")
-    chain = [SkipNonFinite(None), ClipByGlobalNorm(1.0)]
+    chain = GradientChain([SkipNonFinite(None), ClipByGlobalNorm(1.0)])
     opt = keras.optimizers.SGD(0.5)
     opt.build([w])
-    for t in chain:
-        t.build([w])
+    chain.build([w])
 
     @tf.function(jit_compile=True)
     def step(g):
-        grads = [g]
-        ok = chain[0].gate(grads, [w])
-        for t in chain:
-            grads = t(grads, [w])
-        keras.ops.cond(ok, lambda: opt.apply(grads, [w]), lambda: None)
+        chain.apply([g], [w], lambda grads: opt.apply(grads, [w]))
 
     step(tf.constant([3.0, 0.0, 4.0]))
     np.testing.assert_allclose(np.asarray(w), [1 - 0.3, 1.0, 1 - 0.4], rtol=1e-6)
     step(tf.constant([np.nan, 0.0, 0.0]))
     np.testing.assert_allclose(np.asarray(w), [0.7, 1.0, 0.6], rtol=1e-6)
-    assert int(opt.iterations) == 1 and chain[0].get_statistics()["skipped_steps"] == 1.0
+    assert int(opt.iterations) == 1 and chain.transforms[0].get_statistics()["skipped_steps"] == 1.0
 
 
 ALL = [

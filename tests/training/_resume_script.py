@@ -31,7 +31,8 @@ tf.config.experimental.enable_op_determinism()
 import keras
 
 from keras_trainkit.optimizers import AutoClip
-from keras_trainkit.training import Trainer, _checkpoint
+from keras_trainkit.training import Trainer
+from keras_trainkit.utils import checkpoints
 
 # job: (input, strategy); 3 epochs each, 8 steps an epoch for "arrays", 10 for the others.
 JOBS = {
@@ -46,11 +47,11 @@ kill_job, kill_mode, kill_at = (sys.argv[3].split(":") if len(sys.argv) > 3 else
 kill_at = int(kill_at)
 state = {"job": None, "writes": 0}
 
-write_atomically = _checkpoint.write_atomically
+write_atomically = checkpoints.write_atomically
 
 
 def dying_commit(path, data):
-    """``_checkpoint.write_atomically`` that dies half-way through the chosen checkpoint file."""
+    """``checkpoints.write_atomically`` that dies half-way through the chosen checkpoint file."""
     if state["job"] == kill_job and kill_mode == "mid_write" and path.endswith(".npz"):
         state["writes"] += 1
         if state["writes"] == kill_at:
@@ -62,7 +63,7 @@ def dying_commit(path, data):
     write_atomically(path, data)
 
 
-_checkpoint.write_atomically = dying_commit
+checkpoints.write_atomically = dying_commit
 
 
 class Steps(keras.callbacks.Callback):

@@ -9,7 +9,6 @@ job must end with the reference's variables (<= 1e-6, deterministic ops) having
 run only the steps its checkpoint did not hold.
 """
 
-import json
 import os
 import re
 import signal
@@ -23,7 +22,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_trainkit.training import Trainer, _checkpoint
+from keras_trainkit.training import Trainer
+from keras_trainkit.training.checkpointer import CHECKPOINT_FILE
+from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests/training/_resume_script.py"
@@ -50,15 +51,15 @@ def run(ckpt, out, kill=None):
 
 
 def snapshot(ckpt):
-    """Per job: the manifest's (epoch, step) and data_state flag, and the temporary files left."""
+    """Per job: the complete checkpoint's (epoch, step) and data-state flag, and the temporary files left."""
     state = {}
     for job in JOBS:
         folder = ckpt / job
-        path = folder / _checkpoint.MANIFEST
-        manifest = json.loads(path.read_text()) if path.exists() else None
+        loaded = load_checkpoint(folder / CHECKPOINT_FILE)
+        meta, blobs = (None, None) if loaded is None else loaded[1:]
         state[job] = SimpleNamespace(
-            position=None if manifest is None else (manifest["epoch"], manifest["step"]),
-            data_state=manifest is not None and "data_state" in manifest,
+            position=None if meta is None else (meta["epoch"], meta["step"]),
+            data_state=bool(blobs),
             leftovers=sorted(f for f in os.listdir(folder) if ".tmp-" in f) if folder.exists() else [],
         )
     return state
@@ -106,8 +107,9 @@ def test_uninterrupted_reference(chain):
 
 def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(chain):
     after = killed(chain, 0).after["arrays"]
+    # The 5th write, (1, 6), died half written: its temporary file is all it left.
     assert after.position == (1, 3) and not after.data_state
-    assert len(after.leftovers) == 1 and after.leftovers[0].startswith("ckpt-000001-000000006")
+    assert len(after.leftovers) == 1 and after.leftovers[0].startswith(CHECKPOINT_FILE + ".tmp-")
     rerun = resumed(chain, 1)
     assert rerun.steps["arrays"] == 5 + 8  # only the steps after (1, 3)
     check_same(chain, "arrays")
@@ -125,8 +127,9 @@ def test_dataset_input_killed_mid_epoch_resumes_to_the_uninterrupted_weights(cha
 
 def test_mirrored_dataset_killed_while_writing_an_epoch_end_checkpoint(chain):
     after = killed(chain, 2).after["mirrored_dataset"]
+    # The 3rd write, the epoch end (1, 0), died half written.
     assert after.position == (0, 8) and after.data_state
-    assert len(after.leftovers) == 1 and after.leftovers[0].startswith("ckpt-000001-000000000")
+    assert len(after.leftovers) == 1 and after.leftovers[0].startswith(CHECKPOINT_FILE + ".tmp-")
     rerun = resumed(chain, 3)
     assert rerun.steps["mirrored_dataset"] == FULL["mirrored_dataset"] - 8
     check_same(chain, "mirrored_dataset")
@@ -152,13 +155,12 @@ def make():
 XY = (np.zeros((8, 3), "float32"), np.zeros((8, 1), "float32"))
 
 
-def test_incomplete_checkpoint_named_by_manifest_is_refused(tmp_path):
+def test_incomplete_checkpoint_is_refused(tmp_path):
     x, y = XY
     make().fit(x, y, batch_size=4, epochs=1, verbose=0, checkpoint_dir=str(tmp_path))
-    manifest = json.loads((tmp_path / _checkpoint.MANIFEST).read_text())
-    path = tmp_path / manifest["checkpoint"]
+    path = tmp_path / CHECKPOINT_FILE
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="incomplete"):
+    with pytest.raises(CheckpointError, match="(?s)damaged or truncated.*Delete it"):
         make().fit(x, y, batch_size=4, epochs=2, verbose=0, checkpoint_dir=str(tmp_path))
 
 
@@ -225,13 +227,13 @@ def test_dataset_whose_order_cannot_be_reproduced_is_refused(tmp_path, no_global
     trainer = make()  # after the dataset: make() sets a global seed
     with pytest.raises(ValueError, match=f"(?s)checkpoint_dir.*Received.*{re.escape(message)}"):
         trainer.fit(dataset, epochs=1, verbose=0, checkpoint_dir=str(tmp_path / case))
-    assert not (tmp_path / case / _checkpoint.MANIFEST).exists()
+    assert not (tmp_path / case / CHECKPOINT_FILE).exists()
 
 
 def test_seeded_dataset_is_accepted_and_its_distributed_form_is_refused(tmp_path, two_cpu_strategy):
     dataset = tf.data.Dataset.from_tensor_slices(XY).shuffle(8, seed=1).batch(4)
     make().fit(dataset, epochs=1, verbose=0, checkpoint_dir=str(tmp_path / "a"))
-    assert json.loads((tmp_path / "a" / _checkpoint.MANIFEST).read_text())["data_state"]
+    assert load_checkpoint(tmp_path / "a" / CHECKPOINT_FILE)[2]  # the dataset's state is saved
     with pytest.raises(TypeError, match="checkpoint_dir.*Received: x of type Distributed"):
         make().fit(two_cpu_strategy.experimental_distribute_dataset(dataset), epochs=1, verbose=0,
                    checkpoint_dir=str(tmp_path / "b"))

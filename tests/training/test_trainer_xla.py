@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.training import Trainer
+from keras_trainkit.training.epoch_plan import prepare_inputs
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -35,7 +36,7 @@ def conv_model(length=12, classes=3):
 
 def compiled_op_types(trainer, x, y):
     """The op types in the XLA-compiled functions the training function calls."""
-    dataset, _ = trainer._prepare(x, y, None, 8, shuffle=False)
+    dataset, _ = prepare_inputs(x, y, None, 8, trainer.model, shuffle=False, seed=None)
     graph = trainer._train_function.get_concrete_function(
         iter(dataset), tf.TensorSpec([], tf.int32)).graph
     types = set()

@@ -1,9 +1,10 @@
 """Gradient transforms: small stateful maps ``(grads, variables) -> grads``.
 
 Written once and used three ways: inside ``TransformedOptimizer`` (``model.fit``),
-by a callback, and in a custom training loop. See ``base.GradientTransform``
-for the protocol (``build``, ``t(grads, variables)``, ``gate``, ``statistics``)
-and docs/gradient_transforms.md.
+by a callback, and in a custom training loop, always through one runner,
+:class:`GradientChain`. See ``base.GradientTransform`` for the protocol
+(``build``, ``t(grads, variables)``, ``statistics``), ``skipping.SkipTransform``
+for transforms that skip a step, and docs/gradient_transforms.md.
 """
 
 from keras_trainkit.optimizers.transforms._registry import REGISTRY
@@ -15,11 +16,14 @@ from keras_trainkit.optimizers.transforms.clipping import (
     ClipByValue,
     unitwise_norm,
 )
-from keras_trainkit.optimizers.transforms.shaping import (
-    GradientCentralization,
-    GradientNoise,
+from keras_trainkit.optimizers.transforms.centralization import GradientCentralization
+from keras_trainkit.optimizers.transforms.chain import GradientChain
+from keras_trainkit.optimizers.transforms.noise import GradientNoise
+from keras_trainkit.optimizers.transforms.skipping import (
     NonFiniteGradientError,
     SkipNonFinite,
+    SkipTransform,
+    all_finite,
 )
 
 
@@ -44,10 +48,13 @@ __all__ = [
     "ClipByGlobalNorm",
     "ClipByValue",
     "GradientCentralization",
+    "GradientChain",
     "GradientNoise",
     "GradientTransform",
     "NonFiniteGradientError",
     "SkipNonFinite",
+    "SkipTransform",
+    "all_finite",
     "get",
     "global_norm",
     "unitwise_norm",

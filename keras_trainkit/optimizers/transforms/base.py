@@ -8,10 +8,11 @@ One transform serves three callers: ``TransformedOptimizer`` (inside
   builds lazily on first use.
 * ``t(grads, variables) -> grads`` maps a list of gradients (``None`` entries
   are passed through) to new gradients, updating the state.
-* ``t.gate(grads, variables)`` returns ``None`` (always apply the update) or a
-  scalar boolean tensor: apply this step's update only where it is ``True``
-  (``SkipNonFinite``). Call it before ``t(...)``; a caller that honours it
-  leaves weights, optimizer slots and step counter unchanged when ``False``.
+* A :class:`~keras_trainkit.optimizers.transforms.SkipTransform`
+  (``SkipNonFinite``) also decides whether the step happens; the chain runner
+  (:class:`~keras_trainkit.optimizers.transforms.GradientChain`) runs the rest
+  of the chain only where it does. Run several transforms through a
+  ``GradientChain`` rather than calling them one by one.
 * ``t.variables`` lists the state; ``t.statistics`` maps readable names
   (``"grad_norm"``, ``"clip_fraction"``, ...) to scalar variables, and
   ``t.get_statistics()`` returns them as Python floats for logs.
@@ -24,12 +25,8 @@ import re
 import keras
 from keras import ops
 
+from keras_trainkit.utils.registry import snake_case
 from keras_trainkit.utils.validation import check_condition, check_type
-
-
-def _snake_case(name: str) -> str:
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
 def check_name(name):
@@ -51,6 +48,20 @@ def global_norm(grads):
 def scale_grads(grads, scale):
     """Multiply every gradient by the float32 scalar ``scale`` (in the gradient's dtype)."""
     return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
+
+
+def check_patterns(name, patterns):
+    """Check ``patterns``: a regular expression or a list of them; returns a tuple."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    check_type(name, patterns, (list, tuple))
+    for pattern in patterns:
+        check_type(name, pattern, str)
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            check_condition(name, patterns, False, f"must hold valid regular expressions ({error})")
+    return tuple(patterns)
 
 
 def variable_path(variable) -> str:
@@ -84,7 +95,7 @@ class GradientTransform:
 
     def __init__(self, name=None):
         check_name(name)
-        self.name = name or _snake_case(type(self).__name__)
+        self.name = name or snake_case(type(self).__name__)
         self.built = False
         self._variables = []
         self._statistics = {}
@@ -139,10 +150,6 @@ class GradientTransform:
     def call(self, grads, variables):
         """Return the transformed gradients (subclasses implement this)."""
         raise NotImplementedError(f"{type(self).__name__} must implement call(grads, variables).")
-
-    def gate(self, grads, variables=None):
-        """``None``, or a scalar boolean tensor: apply this step only where ``True``."""
-        return None
 
     # ------------------------------------------------------- serialization
     def get_config(self):

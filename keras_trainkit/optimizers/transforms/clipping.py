@@ -8,8 +8,14 @@ import re
 from keras import ops
 
 from keras_trainkit.optimizers.transforms._registry import register
-from keras_trainkit.optimizers.transforms.base import GradientTransform, global_norm, scale_grads, variable_path
-from keras_trainkit.utils.validation import check_condition, check_number, check_positive, check_type
+from keras_trainkit.optimizers.transforms.base import (
+    GradientTransform,
+    check_patterns,
+    global_norm,
+    scale_grads,
+    variable_path,
+)
+from keras_trainkit.utils.validation import check_number, check_positive
 
 
 class _ClippingTransform(GradientTransform):
@@ -111,19 +117,6 @@ class ClipByValue(_ClippingTransform):
         return {**super().get_config(), "clip_value": self.clip_value}
 
 
-def _check_patterns(name, patterns):
-    if isinstance(patterns, str):
-        patterns = (patterns,)
-    check_type(name, patterns, (list, tuple))
-    for pattern in patterns:
-        check_type(name, pattern, str)
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            check_condition(name, patterns, False, f"must hold valid regular expressions ({error})")
-    return tuple(patterns)
-
-
 def unitwise_norm(x):
     """L2 norm per output unit: over all axes but the last for rank >= 2, whole tensor for rank <= 1.
 
@@ -182,7 +175,7 @@ class AdaptiveGradientClipping(_ClippingTransform):
         super().__init__(name=name)
         self.clipping = float(check_positive("clipping", clipping))
         self.eps = float(check_positive("eps", eps))
-        self.exclude = _check_patterns("exclude", exclude)
+        self.exclude = check_patterns("exclude", exclude)
         self._pattern = re.compile("|".join(f"(?:{p})" for p in self.exclude)) if self.exclude else None
 
     def is_excluded(self, variable):

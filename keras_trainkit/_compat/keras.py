@@ -1,0 +1,101 @@
+"""Keras internals used by keras_trainkit (tested with Keras 3.15).
+
+Each function names the upstream file it leans on; where Keras has a public
+way, it is used and the private one is only the fallback.
+"""
+
+from __future__ import annotations
+
+
+def raw_learning_rate(optimizer):
+    """The learning rate as ``optimizer`` stores it: a variable, a schedule or a callable.
+
+    ``optimizer.learning_rate`` evaluates a schedule (at the micro-batch
+    counter); this returns the object itself, so a caller can tell a float
+    learning rate (a ``keras.Variable``) from a ``LearningRateSchedule``.
+
+    Upstream: ``BaseOptimizer._learning_rate``
+    (``keras/src/optimizers/base_optimizer.py``), Keras 3.5-3.15. No public
+    twin exists.
+    """
+    return optimizer._learning_rate
+
+
+def replace_raw_learning_rate(optimizer, value) -> None:
+    """Store ``value`` (a variable, schedule or callable) as ``optimizer``'s learning rate.
+
+    Unlike the public ``optimizer.learning_rate = schedule`` setter, this
+    neither untracks the optimizer's learning-rate variable (which would
+    change the layout of saved optimizer states) nor refuses a variable; it is
+    for temporary replacements that are put back (the LR finder, SWA's
+    annealing). Upstream: ``BaseOptimizer._learning_rate``
+    (``keras/src/optimizers/base_optimizer.py``), Keras 3.5-3.15.
+    """
+    object.__setattr__(optimizer, "_learning_rate", value)
+
+
+def micro_batch_learning_rate(optimizer):
+    """What Keras itself would use as the learning rate now (its micro-batch counting).
+
+    Upstream: ``BaseOptimizer._get_current_learning_rate``
+    (``keras/src/optimizers/base_optimizer.py``), Keras 3.5-3.15.
+    """
+    import keras
+
+    return keras.optimizers.Optimizer._get_current_learning_rate(optimizer)
+
+
+def model_supports_jit(model) -> bool:
+    """Whether Keras would XLA-compile ``model``'s training step (``jit_compile="auto"``).
+
+    Upstream: ``keras/src/trainers/trainer.py`` (``model_supports_jit``),
+    Keras 3.5-3.15. Without it, ``True`` (the public default of
+    ``jit_compile="auto"`` on an accelerator).
+    """
+    try:
+        from keras.src.trainers.trainer import model_supports_jit as supports
+    except ImportError:  # pragma: no cover - a Keras without it
+        return True
+    return bool(supports(model))
+
+
+def compute_loss_with_training_flag(model, x, y, y_pred, sample_weight, training):
+    """``model.compute_loss`` with the ``training`` flag Keras passes inside ``fit``.
+
+    Keras 3.15's ``fit`` calls the private ``Model._compute_loss(...,
+    training=...)`` (``keras/src/trainers/trainer.py``), which forwards
+    ``training`` to a user's ``compute_loss`` override that accepts it; the
+    public ``compute_loss`` takes no such flag in older Kerases. Falls back to
+    the public call.
+    """
+    compute = getattr(model, "_compute_loss", None)
+    if compute is not None:
+        return compute(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+
+def loss_tracker(model):
+    """The ``keras.metrics.Mean`` that ``fit`` updates with the loss (``None`` if absent).
+
+    Upstream: ``Trainer._loss_tracker`` (``keras/src/trainers/trainer.py``),
+    Keras 3.5-3.15; the Trainer updates it so that ``model.metrics`` and the
+    logs hold the loss as they do under ``fit``.
+    """
+    return getattr(model, "_loss_tracker", None)
+
+
+def clear_initial_epoch(model) -> None:
+    """Forget an epoch set by a callback in an earlier ``fit`` (see :func:`initial_epoch_set_by_callbacks`)."""
+    model._initial_epoch = None
+
+
+def initial_epoch_set_by_callbacks(model, default: int) -> int:
+    """The epoch ``keras.callbacks.BackupAndRestore`` restored in ``on_train_begin``, or ``default``.
+
+    Keras's ``BackupAndRestore`` tells the training loop where to resume by
+    setting ``model._initial_epoch``, which ``fit`` reads after
+    ``on_train_begin``. Upstream: ``keras/src/callbacks/backup_and_restore.py``
+    and ``keras/src/trainers/trainer.py``, Keras 3.5-3.15. The Trainer calls
+    :func:`clear_initial_epoch` before ``on_train_begin`` and this after it.
+    """
+    return getattr(model, "_initial_epoch", None) or default

@@ -1,0 +1,73 @@
+"""Acting on a compiled optimizer from outside: the one home for it.
+
+Callbacks, diagnostics, the tuners and the Trainer change optimizers they did
+not build: they lower a learning rate on a plateau, schedule a momentum, sweep
+the learning rate, anneal it for SWA, or put gradient transforms in front of a
+compiled optimizer. Everything they need is here, so nothing else reads an
+optimizer's private attributes or walks its wrappers:
+
+* **The wrapper chain.** An optimizer may wrap others: Keras's
+  ``LossScaleOptimizer`` and keras_trainkit's ``OptimizerWrapper`` hold one in
+  ``inner_optimizer``; Keras's ``MultiOptimizer`` holds several in
+  ``optimizers``. The learning rate and the hyperparameters live on the
+  innermost ("leaf") optimizers: :func:`leaf_optimizers`,
+  :func:`model_leaf_optimizers`, :func:`wrapper_chain`, :func:`find_optimizer`.
+* **The learning rate**: :class:`LearningRateHandle` reads it, scales it (a
+  float is multiplied, a schedule is wrapped in a ``ScaledSchedule`` so it
+  keeps its shape), sets it, and overrides it for a while.
+* **Any float hyperparameter** (``beta_1``, ``momentum``, ``weight_decay``,
+  ...): :func:`schedule_hyperparameter` makes it a variable that a compiled
+  step reads at run time.
+* **Gradient transforms** on a compiled model: :func:`attach_transforms` and
+  :func:`detach_transforms`.
+* **Retracing**: :func:`retrace` makes ``model.fit`` and the Trainer trace
+  their step again after a change that a traced step would not see.
+
+What a compiled step sees (``model.fit`` traces ``train_step`` lazily, on the
+first batch, after ``on_train_begin``): a Python float read by ``update_step``
+is frozen into the trace, a ``keras.Variable`` is read at run time. So every
+change here that replaces an object (a float by a variable, a schedule by a
+scaled one, an optimizer by a wrapper) is made before tracing or followed by
+:func:`retrace`.
+"""
+
+from keras_trainkit.optimizers.control.attachment import (
+    applied_steps,
+    attach_transforms,
+    detach_transforms,
+    warn_if_unused,
+)
+from keras_trainkit.optimizers.control.chain_walk import (
+    build_optimizer,
+    find_optimizer,
+    leaf_optimizers,
+    model_leaf_optimizers,
+    retrace,
+    retrace_requests,
+    update_count,
+    wrapper_chain,
+)
+from keras_trainkit.optimizers.control.hyperparameters import (
+    HyperparameterVariable,
+    schedule_hyperparameter,
+)
+from keras_trainkit.optimizers.control.learning_rate import LearningRateHandle, learning_rate_handles
+
+__all__ = [
+    "HyperparameterVariable",
+    "LearningRateHandle",
+    "applied_steps",
+    "attach_transforms",
+    "build_optimizer",
+    "detach_transforms",
+    "find_optimizer",
+    "leaf_optimizers",
+    "learning_rate_handles",
+    "model_leaf_optimizers",
+    "retrace",
+    "retrace_requests",
+    "schedule_hyperparameter",
+    "update_count",
+    "warn_if_unused",
+    "wrapper_chain",
+]

@@ -1,0 +1,169 @@
+"""``LearningRateHandle``: read, scale, set or temporarily override a learning rate."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from keras_trainkit._compat.keras import raw_learning_rate, replace_raw_learning_rate
+from keras_trainkit.optimizers.control.chain_walk import _children, model_leaf_optimizers
+from keras_trainkit.utils.values import to_float
+from keras_trainkit.schedules.scaled import ScaledSchedule
+
+
+class LearningRateHandle:
+    """Read, scale, set or temporarily override one (leaf) optimizer's learning rate.
+
+    A float learning rate lives in a ``keras.Variable`` (assigning it reaches
+    a compiled step); a ``LearningRateSchedule`` is a function of the step, so
+    it is scaled by wrapping it once in a :class:`ScaledSchedule` whose scale
+    is a variable (:meth:`make_scalable`; retrace afterwards).
+
+    Args:
+        optimizer: a leaf optimizer (see :func:`leaf_optimizers`).
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers.control import LearningRateHandle
+        >>> handle = LearningRateHandle(keras.optimizers.SGD(0.1))
+        >>> handle.scale(0.5)
+        0.05
+    """
+
+    def __init__(self, optimizer):
+        if _children(optimizer) is not None or not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "LearningRateHandle needs a leaf optimizer (see leaf_optimizers). "
+                f"Received: optimizer={optimizer!r}"
+            )
+        self.optimizer = optimizer
+        self._saved = None
+
+    @property
+    def raw(self):
+        """The learning rate as stored: a variable, a schedule or a callable."""
+        return raw_learning_rate(self.optimizer)
+
+    @property
+    def is_schedule(self) -> bool:
+        """Whether the learning rate is a function of the step (schedule or callable)."""
+        return not isinstance(self.raw, keras.Variable)
+
+    def value(self) -> float:
+        """The learning rate the next update will use (schedules evaluated at the update count)."""
+        return to_float(self.optimizer.learning_rate)
+
+    def make_scalable(self) -> bool:
+        """Wrap a schedule in a ``ScaledSchedule`` (once); returns whether anything changed."""
+        raw = self.raw
+        if isinstance(raw, (keras.Variable, ScaledSchedule)):
+            return False
+        if not callable(raw):
+            raise ValueError(
+                f"{type(self.optimizer).__name__} has a learning rate of type {type(raw).__name__}, "
+                f"which cannot be scaled. Received: learning_rate={raw!r}"
+            )
+        self.optimizer.learning_rate = ScaledSchedule(raw)
+        return True
+
+    def scale(self, factor, minimum=0.0) -> float:
+        """Multiply the learning rate by ``factor`` (not below ``minimum``); returns the new value.
+
+        A schedule must have been made scalable first (:meth:`make_scalable`);
+        its scale is lowered so the scheduled value is ``max(value * factor,
+        minimum)`` now and keeps the schedule's shape afterwards.
+        """
+        current = self.value()
+        raw = self.raw
+        if isinstance(raw, ScaledSchedule):
+            base = current / raw.scale if raw.scale > 0 else 0.0
+            new_scale = raw.scale * factor
+            if base > 0:
+                new_scale = max(new_scale, minimum / base)
+            raw.set_scale(min(new_scale, raw.scale))
+            return base * raw.scale
+        if self.is_schedule:
+            raise ValueError(
+                f"{type(self.optimizer).__name__}'s learning-rate schedule must be made scalable "
+                "first (LearningRateHandle.make_scalable, then retrace). "
+                f"Received: learning_rate={raw!r}"
+            )
+        new = max(current * factor, minimum)
+        self.optimizer.learning_rate = new
+        return new
+
+    def set(self, value) -> None:
+        """Set a float learning rate (a schedule's is refused: override or scale it instead)."""
+        if self.is_schedule:
+            raise ValueError(
+                f"{type(self.optimizer).__name__} uses a learning-rate schedule "
+                f"({type(self.raw).__name__}), which cannot be set to a float; use "
+                f"LearningRateHandle.override for a while. Received: learning_rate={value!r}"
+            )
+        self.optimizer.learning_rate = float(value)
+
+    def begin_override(self, value) -> bool:
+        """Hold the learning rate at ``value`` until :meth:`end_override`; returns whether to retrace.
+
+        A float learning rate is assigned (its variable is the one a traced
+        step reads: no retrace). A schedule is replaced by a variable holding
+        ``value`` (returns ``True`` the first time: a step traced before reads
+        the schedule, so retrace with :func:`retrace`). Either way the
+        optimizer's saved layout is unchanged and :meth:`end_override` puts the
+        original back. Call again to change the value; :attr:`override_variable`
+        is the variable to assign directly.
+        """
+        if self._saved is not None:
+            self.override_variable.assign(float(value))
+            return False
+        raw = self.raw
+        if isinstance(raw, keras.Variable):
+            self._saved = ("value", to_float(raw))
+            raw.assign(float(value))
+            return False
+        self._saved = ("object", raw)
+        variable = keras.Variable(float(value), dtype="float32", trainable=False, name="learning_rate_override")
+        replace_raw_learning_rate(self.optimizer, variable)
+        return True
+
+    @property
+    def override_variable(self):
+        """The variable holding the overriding learning rate (``None`` without an override)."""
+        return self.raw if self._saved is not None else None
+
+    def end_override(self) -> bool:
+        """Put back what :meth:`begin_override` changed; returns whether to retrace."""
+        if self._saved is None:
+            return False
+        kind, saved = self._saved
+        self._saved = None
+        if kind == "value":
+            self.raw.assign(saved)
+            return False
+        replace_raw_learning_rate(self.optimizer, saved)
+        return True
+
+    @contextlib.contextmanager
+    def override(self, value):
+        """``with handle.override(value) as variable:``: a temporary learning rate.
+
+        For a loop traced inside the block (the LR finder's); a step traced
+        before it would not see a replaced schedule.
+        """
+        self.begin_override(value)
+        try:
+            yield self.override_variable
+        finally:
+            self.end_override()
+
+
+def learning_rate_handles(model) -> list[LearningRateHandle]:
+    """A :class:`LearningRateHandle` for each leaf optimizer of ``model.optimizer``."""
+    leaves = model_leaf_optimizers(model)
+    if not leaves:
+        raise ValueError(
+            "A compiled model with an optimizer is needed. "
+            f"Received: model.optimizer={getattr(model, 'optimizer', None)!r}"
+        )
+    return [LearningRateHandle(leaf) for leaf in leaves]

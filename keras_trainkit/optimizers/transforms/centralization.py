@@ -1,0 +1,58 @@
+"""``GradientCentralization``: each kernel gradient re-centred on its output units."""
+
+from __future__ import annotations
+
+import re
+
+from keras import ops
+
+from keras_trainkit.optimizers.transforms._registry import register
+from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns, variable_path
+
+
+@register
+class GradientCentralization(GradientTransform):
+    """Center each kernel gradient on its output units' fan-in (zero mean).
+
+    For a kernel of rank > 1 shaped ``(..., units)`` (Dense ``(in, out)``,
+    Conv ``(kh, kw, in, out)``): ``G <- G - mean(G, axes=all but the last)``,
+    i.e. every output unit's gradient column has zero mean. Biases and other
+    rank <= 1 variables, and variables matching ``exclude``, are unchanged.
+
+    Args:
+        exclude: regular expressions searched in variable paths; matches are
+            left unchanged (e.g. ``"embedding"``).
+        name: the transform's name.
+
+    Example:
+        >>> import keras
+        >>> from keras_trainkit.optimizers import TransformedOptimizer, GradientCentralization
+        >>> opt = TransformedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), [GradientCentralization()])
+
+    Paper: Yong, Huang, Hua & Zhang, "Gradient Centralization: A New
+    Optimization Technique for Deep Neural Networks", ECCV 2020.
+    """
+
+    def __init__(self, exclude=(), name=None):
+        super().__init__(name=name)
+        self.exclude = check_patterns("exclude", exclude)
+        self._pattern = re.compile("|".join(f"(?:{p})" for p in self.exclude)) if self.exclude else None
+
+    def call(self, grads, variables):
+        out = []
+        for i, g in enumerate(grads):
+            excluded = (
+                self._pattern is not None
+                and variables is not None
+                and self._pattern.search(variable_path(variables[i])) is not None
+            )
+            if g is None or len(g.shape) <= 1 or excluded:
+                out.append(g)
+                continue
+            axes = tuple(range(len(g.shape) - 1))
+            out.append(g - ops.mean(g, axis=axes, keepdims=True))
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "exclude": list(self.exclude)}
+

@@ -1,0 +1,101 @@
+"""Replica reduction for the Trainer under ``tf.distribute``: one global gradient, one update.
+
+Each replica computes its loss scaled by ``1 / replicas`` (Keras 3's
+per-replica loss scaling), so the *sum* of the replicas' gradients is the
+gradient of the global batch's mean loss. The Trainer sums them once, in the
+cross-replica context, applies its NaN policy, accumulation and transform
+chain to that global gradient, and lets the optimizer update the mirrored
+weights. Without a strategy (one replica) every function here is a pass-through.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_trainkit._compat.keras import loss_tracker
+
+
+def distribute(strategy, dataset):
+    """``dataset`` distributed over ``strategy``'s replicas (as it is for one device)."""
+    if isinstance(dataset, tf.distribute.DistributedDataset):
+        return dataset
+    if strategy.num_replicas_in_sync > 1 or tf.distribute.has_strategy():
+        return strategy.experimental_distribute_dataset(dataset)
+    return dataset
+
+
+def all_replicas_finite(loss):
+    """In a replica context: whether ``loss`` is finite on every replica (the same answer on each)."""
+    finite = tf.reduce_all(tf.math.is_finite(loss))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
+        finite = tf.equal(bad, 0.0)
+    return finite
+
+
+def summed_gradients(strategy, replica_step, data):
+    """Run ``replica_step(data) -> (finite, grads)`` on each replica; ``(finite, grads summed)``."""
+    finite, grads = strategy.run(replica_step, args=(data,))
+    finite = strategy.experimental_local_results(finite)[0]
+    if strategy.num_replicas_in_sync > 1:
+        grads = [None if g is None else strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)
+                 for g in grads]
+    else:
+        grads = [None if g is None else strategy.experimental_local_results(g)[0] for g in grads]
+    return finite, grads
+
+
+def _loss_scale(optimizer):
+    """The dynamic loss scale of a ``LossScaleOptimizer`` (``mixed_float16``), else ``None``."""
+    import keras
+
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale
+    return None
+
+
+def unscale(optimizer, grads):
+    """The gradients of ``optimizer.scale_loss(loss)`` divided by the loss scale (if any)."""
+    scale = _loss_scale(optimizer)
+    if scale is None:
+        return grads
+    return [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
+
+
+def apply_from_cross_replica(strategy, optimizer, grads, variables) -> None:
+    """``optimizer.apply(grads, variables)`` for summed, unscaled ``grads``, from the cross-replica context.
+
+    A ``LossScaleOptimizer`` gets the gradients scaled back (it checks them
+    for finiteness and unscales itself). Keras optimizers all-reduce (sum) the
+    gradients they get in a replica context, so each replica is handed its
+    share ``g / replicas`` of the summed gradient.
+    """
+    scale = _loss_scale(optimizer)
+    if scale is not None:
+        grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        optimizer.apply(grads, variables)
+        return
+    shares = strategy.experimental_distribute_values_from_function(
+        lambda context: [None if g is None else tf.identity(g) / replicas for g in grads])
+
+    def apply(share):
+        # A copy made in the replica context, on the replica's device.
+        optimizer.apply([None if g is None else tf.identity(g) for g in share], variables)
+
+    strategy.extended.call_for_each_replica(apply, args=(shares,))
+
+
+def update_loss_and_metrics(model, loss, batch, x, y, y_pred, sample_weight) -> None:
+    """In a replica context: add one batch to the model's loss tracker and metrics, as ``fit`` does.
+
+    The replica's loss is scaled by ``1 / replicas``; the tracker's mean is
+    kept of the unscaled loss, weighted by the replica's batch size.
+    """
+    tracker = loss_tracker(model)
+    if tracker is not None:
+        replicas_in_sync = tf.distribute.get_strategy().num_replicas_in_sync
+        tracker.update_state(loss * replicas_in_sync, sample_weight=batch)
+    model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

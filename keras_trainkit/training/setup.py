@@ -1,0 +1,141 @@
+"""Checks and set-up of the Trainer: its arguments, and a ``fit``'s validation data, checkpointer, callbacks."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_trainkit.training import _data
+from keras_trainkit.training.checkpointer import (
+    Checkpointer,
+    DatasetCursor,
+    data_fingerprint,
+    dataset_fingerprint,
+)
+from keras_trainkit.training.epoch_plan import prepare_inputs
+from keras_trainkit.training.non_finite import ON_NAN_POLICIES
+from keras_trainkit.utils.validation import (
+    check_in,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_type,
+)
+
+
+def check_trainer_arguments(*, model, jit_compile, steps_per_execution, gradient_accumulation_steps, on_nan,
+                            shuffle, run_eagerly, seed, strategy) -> None:
+    """Validate the Trainer's constructor arguments before any work."""
+    check_type("model", model, keras.Model)
+    check_in("jit_compile", jit_compile, ("auto", True, False))
+    check_positive("steps_per_execution", steps_per_execution, integer=True)
+    check_positive("gradient_accumulation_steps", gradient_accumulation_steps, integer=True)
+    check_in("on_nan", on_nan, ON_NAN_POLICIES)
+    check_type("shuffle", shuffle, bool)
+    check_type("run_eagerly", run_eagerly, bool)
+    if seed is not None:
+        check_type("seed", seed, int)
+    if strategy is not None:
+        check_type("strategy", strategy, tf.distribute.Strategy)
+
+
+def check_penalties(penalties) -> list:
+    """``penalties`` as a list of callables ``penalty(model, x, y, training)``."""
+    if penalties is not None and not isinstance(penalties, (list, tuple)):
+        penalties = [penalties]
+    for penalty in penalties or []:
+        if not callable(penalty):
+            raise TypeError(
+                "Argument `penalties` must hold callables `penalty(model, x, y, training)` "
+                "such as keras_trainkit.regularizers.JacobianPenalty. "
+                f"Received: penalties={penalties!r}"
+            )
+    return list(penalties or [])
+
+
+def check_verbose(verbose):
+    """``verbose`` as Keras takes it (``"auto"`` is 1)."""
+    check_in("verbose", verbose, ("auto", 0, 1, 2))
+    return 1 if verbose == "auto" else verbose
+
+
+def check_fit_arguments(x, *, epochs, initial_epoch, validation_split, verbose, checkpoint_dir,
+                        checkpoint_every_n_steps, steps_per_epoch):
+    """Validate ``fit``'s arguments before any work; returns ``verbose`` resolved."""
+    check_non_negative("epochs", epochs, integer=True)
+    check_type("initial_epoch", initial_epoch, int)
+    check_probability("validation_split", validation_split)
+    if steps_per_epoch is not None:
+        check_positive("steps_per_epoch", steps_per_epoch, integer=True)
+    if checkpoint_dir is not None:
+        check_type("checkpoint_dir", checkpoint_dir, (str, os.PathLike))
+        if _data.is_dataset(x):
+            _data.check_resumable(x)
+    if checkpoint_every_n_steps is not None:
+        check_positive("checkpoint_every_n_steps", checkpoint_every_n_steps, integer=True)
+        if checkpoint_dir is None:
+            raise ValueError(
+                "Argument `checkpoint_every_n_steps` needs a `checkpoint_dir`. "
+                f"Received: checkpoint_every_n_steps={checkpoint_every_n_steps}"
+            )
+    if validation_split and _data.is_dataset(x):
+        raise ValueError(
+            "Argument `validation_split` only works with array inputs; pass "
+            f"`validation_data` with a dataset. Received: validation_split={validation_split}"
+        )
+    return check_verbose(verbose)
+
+
+def validation_inputs(validation_data, batch_size, model, seed):
+    """``(dataset, steps)`` of the validation data, or ``None``."""
+    if validation_data is None:
+        return None
+    if _data.is_dataset(validation_data):
+        return prepare_inputs(validation_data, None, None, None, model, shuffle=False, seed=seed,
+                              name="validation_data")
+    vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+    return prepare_inputs(vx, vy, vw, batch_size, model, shuffle=False, seed=seed, name="validation_data")
+
+
+def make_checkpointer(checkpoint_dir, plan, data, variables, seed, steps_per_epoch):
+    """The :class:`Checkpointer` of a fit with ``checkpoint_dir`` (``None`` without one).
+
+    ``data`` is ``(x, y, sample_weight)``; ``variables`` returns what to save.
+    The run is identified by its input kind, batch size (or schedule), steps
+    per epoch and a fingerprint of the data.
+    """
+    if checkpoint_dir is None:
+        return None
+    x, y, sample_weight = data
+    cursor = DatasetCursor(plan.dataset) if plan.is_dataset else None
+    schedule = plan.schedule
+    run = {"inputs": "dataset" if plan.is_dataset else "arrays",
+           "batch_size": schedule.get_config() if schedule is not None else plan.batch_size,
+           "data": dataset_fingerprint(x) if plan.is_dataset else data_fingerprint(x, y, sample_weight),
+           "steps_per_epoch": steps_per_epoch}
+    checkpointer = Checkpointer(os.fspath(checkpoint_dir), variables, run, seed=seed, cursor=cursor)
+    checkpointer.run["steps"] = plan.steps if schedule is None else None
+    return checkpointer
+
+
+def callback_list(callbacks, model, *, verbose, epochs, steps, history):
+    """A ``keras.callbacks.CallbackList`` of ``callbacks`` (with a History and progress bar as in ``fit``)."""
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            "Argument `callbacks` must be a list of keras.callbacks.Callback. "
+            f"Received: callbacks={callbacks!r}"
+        )
+    for callback in callbacks or []:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(
+                "Argument `callbacks` must hold keras.callbacks.Callback instances. "
+                f"Received: callbacks={callbacks!r}"
+            )
+    return keras.callbacks.CallbackList(
+        list(callbacks or []), add_history=history, add_progbar=verbose != 0,
+        verbose=verbose, epochs=epochs, steps=steps, model=model,
+    )

@@ -1,0 +1,207 @@
+"""The skip contract on every path that runs a gradient-transform chain.
+
+``[SkipNonFinite(max_consecutive=None), GradientNoise(0.0, seed=1), AutoClip(50.0, history_size=4)]``
+gets one finite gradient and then one NaN gradient (the loss stays finite). On the
+skipped step the weights, the optimizer slots, the step counter and the state of the
+later transforms stay unchanged: ``GradientNoise.step == 1`` and ``AutoClip.count == 1``
+(a 0.0 or NaN norm must not enter AutoClip's percentile window). Paths: the Trainer's
+``apply_gradients`` eagerly, in a ``tf.function`` and under XLA; ``Trainer.fit`` eager,
+compiled and XLA; ``TransformedOptimizer`` in ``model.fit`` (with and without XLA);
+transforms attached by a callback in ``model.fit``; and both under ``MirroredStrategy``.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_trainkit.optimizers import (
+    AutoClip,
+    GradientNoise,
+    SkipNonFinite,
+    TransformedOptimizer,
+    control,
+)
+from keras_trainkit.training import Trainer
+from tests.conftest import mirrored_two_cpus
+
+BATCH = 8
+
+
+def _chain():
+    return [SkipNonFinite(max_consecutive=None), GradientNoise(0.0, seed=1),
+            AutoClip(50.0, history_size=4)]
+
+
+class _NaNGradWhenFlagged(keras.layers.Layer):
+    """Identity on ``h``; its gradient is NaN for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
+
+    def call(self, h, x):
+        flagged = tf.reduce_max(x[:, 3]) > 100.0
+
+        @tf.custom_gradient
+        def ident(v):
+            return v, lambda dy: dy * tf.where(flagged, np.nan, 1.0)
+
+        return ident(h)
+
+
+def _data():
+    """Two batches: the first finite, the second with NaN gradients and a finite loss."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2 * BATCH, 4)).astype("float32")
+    y = rng.normal(size=(2 * BATCH, 1)).astype("float32")
+    x[BATCH, 3] = 1000.0
+    return x, y
+
+
+def _model():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, activation="tanh")(inputs)
+    return keras.Model(inputs, _NaNGradWhenFlagged()(keras.layers.Dense(1)(hidden), inputs))
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Weights and the leaf optimizer's variables (slots, step counter) after every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.slots = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append([np.array(w, copy=True) for w in self.model.get_weights()])
+        leaf = control.leaf_optimizers(self.model.optimizer)[0]
+        self.slots.append([np.array(keras.ops.convert_to_numpy(v), copy=True) for v in leaf.variables])
+
+
+def _int(variable):
+    return int(keras.ops.convert_to_numpy(variable))
+
+
+def _assert_contract(chain, recorder, optimizer):
+    skip, noise, clip = chain
+    assert _int(noise.step) == 1, "GradientNoise ran on the skipped step"
+    assert _int(clip.count) == 1, "AutoClip's window took the skipped step's norm"
+    assert _int(optimizer.iterations) == 1
+    assert len(recorder.weights) == 2
+    for before, after in zip(recorder.weights[0], recorder.weights[1]):
+        assert np.all(np.isfinite(after))
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(recorder.slots[0], recorder.slots[1]):
+        np.testing.assert_array_equal(before, after)
+
+
+def _sgd():
+    return keras.optimizers.SGD(0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_trainer_apply_gradients(mode):
+    model = _model()
+    chain = _chain()
+    trainer = Trainer(model, _sgd(), "mse", jit_compile=False, gradient_transforms=chain)
+    variables = model.trainable_variables
+    trainer.optimizer.build(variables)
+    for transform in chain:
+        transform.build(variables)
+    def apply(grads):  # the variables are closed over, as in a training step
+        trainer.apply_gradients(grads, variables)
+
+    if mode != "eager":
+        apply = tf.function(apply, jit_compile=mode == "xla")
+    recorder = _Recorder()
+    recorder.set_model(model)
+    finite = [tf.ones_like(v) for v in variables]
+    apply(finite)
+    recorder.on_train_batch_end(0)
+    apply([g * np.nan for g in finite])
+    recorder.on_train_batch_end(1)
+    _assert_contract(chain, recorder, trainer.optimizer)
+    assert _int(chain[0].skipped_steps) == 1
+
+
+@pytest.mark.parametrize("mode", ["eager", "compiled", "xla"])
+def test_trainer_fit(mode):
+    x, y = _data()
+    model = _model()
+    chain = _chain()
+    trainer = Trainer(model, _sgd(), "mse", jit_compile=mode == "xla", run_eagerly=mode == "eager",
+                      shuffle=False, gradient_transforms=chain, on_nan="skip")
+    recorder = _Recorder()
+    trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
+    _assert_contract(chain, recorder, trainer.optimizer)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_transformed_optimizer_in_model_fit(jit_compile):
+    x, y = _data()
+    model = _model()
+    chain = _chain()
+    model.compile(TransformedOptimizer(_sgd(), chain), "mse", jit_compile=jit_compile)
+    recorder = _Recorder()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
+    _assert_contract(chain, recorder, model.optimizer)
+    assert _int(chain[0].skipped_steps) == 1
+
+
+class _AttachChain(keras.callbacks.Callback):
+    """Attaches the chain to the compiled optimizer for one fit, as GradientClipping does."""
+
+    def __init__(self, chain):
+        super().__init__()
+        self.chain = chain
+
+    def on_train_begin(self, logs=None):
+        control.attach_transforms(self.model, self, self.chain)
+
+    def on_train_end(self, logs=None):
+        control.detach_transforms(self.model, self)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_transforms_attached_by_a_callback_in_model_fit(jit_compile):
+    x, y = _data()
+    model = _model()
+    chain = _chain()
+    optimizer = _sgd()
+    model.compile(optimizer, "mse", jit_compile=jit_compile)
+    recorder = _Recorder()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[_AttachChain(chain), recorder])
+    assert model.optimizer is optimizer  # detached at the end of fit
+    _assert_contract(chain, recorder, optimizer)
+    assert _int(chain[0].skipped_steps) == 1
+
+
+def test_a_compiled_skip_guards_transforms_attached_by_callbacks():
+    """Attached transforms join the compiled TransformedOptimizer's one chain, after its skip."""
+    x, y = _data()
+    model = _model()
+    skip, noise, clip = _chain()
+    model.compile(TransformedOptimizer(_sgd(), [skip]), "mse")
+    recorder = _Recorder()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[_AttachChain([noise, clip]), recorder])
+    _assert_contract([skip, noise, clip], recorder, model.optimizer)
+
+
+def test_under_mirrored_strategy_in_model_fit_and_the_trainer():
+    x, y = _data()
+    strategy = mirrored_two_cpus()
+    with strategy.scope():
+        model = _model()
+        chain = _chain()
+        model.compile(TransformedOptimizer(_sgd(), chain), "mse")
+    recorder = _Recorder()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
+    _assert_contract(chain, recorder, model.optimizer)
+
+    with strategy.scope():
+        model = _model()
+        chain = _chain()
+        trainer = Trainer(model, _sgd(), "mse", shuffle=False, strategy=strategy,
+                          gradient_transforms=chain, on_nan="skip")
+    recorder = _Recorder()
+    trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
+    _assert_contract(chain, recorder, trainer.optimizer)
