@@ -99,3 +99,45 @@ def initial_epoch_set_by_callbacks(model, default: int) -> int:
     :func:`clear_initial_epoch` before ``on_train_begin`` and this after it.
     """
     return getattr(model, "_initial_epoch", None) or default
+
+
+def nested_layers(model) -> list:
+    """Every layer inside ``model``, nested ones included (not the model itself).
+
+    Upstream: ``Layer._flatten_layers`` (``keras/src/layers/layer.py``),
+    Keras 3.5-3.15. Public fallback: ``model.layers`` (the top level only).
+    """
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return list(model.layers)
+    return list(flatten(include_self=False))
+
+
+def in_stateless_scope() -> bool:
+    """Whether Keras is tracing in a stateless scope (symbolic build, ``stateless_call``), where no
+    variable may be created.
+
+    Upstream: ``keras/src/backend/common/stateless_scope.py`` (``in_stateless_scope``),
+    Keras 3.5-3.15. Without it, ``False``.
+    """
+    try:
+        from keras.src.backend import in_stateless_scope as check
+    except ImportError:  # pragma: no cover - other Keras layouts
+        return False
+    return bool(check())
+
+
+def unscale_loss_for_distribution(loss):
+    """``loss`` times the number of replicas: the value ``fit`` records for a per-replica scaled loss.
+
+    Upstream: ``keras/src/losses/loss.py`` (``unscale_loss_for_distribution``),
+    Keras 3.5-3.15, what Keras's own ``train_step`` passes to its loss tracker.
+    Fallback: the same multiplication with TensorFlow's replica count.
+    """
+    try:
+        from keras.src.losses.loss import unscale_loss_for_distribution as unscale
+    except ImportError:  # pragma: no cover - other Keras layouts
+        import tensorflow as tf
+
+        return loss * tf.distribute.get_strategy().num_replicas_in_sync
+    return unscale(loss)

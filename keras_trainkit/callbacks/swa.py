@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_trainkit._compat.keras import nested_layers
 from keras_trainkit.callbacks._monitor import TrainkitCallback
-from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
+from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from keras_trainkit.utils.pipelines import array_dataset
 from keras_trainkit.utils.validation import (
+    check_bool,
     check_condition,
     check_in,
     check_non_negative,
@@ -27,24 +30,20 @@ logger = logging.getLogger(__name__)
 
 
 def _batch_norm_layers(model):
-    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers
-    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in nested_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def _iterate_inputs(data, batch_size, steps):
-    """Yield input batches from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
+    """Input batches (NumPy, any backend) from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
     import tensorflow as tf
 
-    if isinstance(data, tf.data.Dataset):
-        iterator = iter(data)
-    else:
+    if not isinstance(data, tf.data.Dataset):
         if isinstance(data, (tuple, list)):
             data = data[0]
-        n = len(data)
-        iterator = (data[i:i + batch_size] for i in range(0, n, batch_size))
-    for index, batch in enumerate(iterator):
-        if steps is not None and index >= steps:
-            return
+        data = array_dataset(data, batch_size=batch_size, shuffle=False)
+    if steps is not None:
+        data = data.take(steps)
+    for batch in data.as_numpy_iterator():
         if isinstance(batch, (tuple, list)):
             batch = keras.utils.unpack_x_y_sample_weight(tuple(batch))[0]
         yield batch
@@ -119,6 +118,32 @@ def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
     return count
 
 
+def _is_legacy_state(path) -> bool:
+    """Whether ``path`` is an SWA state of keras_trainkit 0.1 (``sum_<i>`` arrays, no header)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "n_averaged.npy" in names and "__checkpoint__.npy" not in names
+
+
+def _load_legacy_state(path, shapes):
+    """The sums and counts of a keras_trainkit 0.1 SWA state file, checked against ``shapes``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            sums = [data[f"sum_{i}"] for i in range(len(shapes))]
+            meta = {"n_averaged": int(data["n_averaged"]),
+                    "averaged_epochs": [int(e) for e in data["averaged_epochs"]]}
+    except (KeyError, ValueError, OSError, EOFError) as error:
+        raise CheckpointError(f"The SWA state {path!r} (keras_trainkit 0.1 format) is damaged "
+                              f"({type(error).__name__}). Delete it to start a new average.") from None
+    if [tuple(total.shape) for total in sums] != [tuple(shape) for shape in shapes]:
+        raise CheckpointError(f"The SWA state {path!r} was written for other weights than this model's. "
+                              "Point `state_path` to another file, or delete it to start a new average.")
+    return sums, meta
+
+
 @register
 class SWA(TrainkitCallback):
     """Stochastic Weight Averaging: average the weights visited late in training.
@@ -165,10 +190,14 @@ class SWA(TrainkitCallback):
             (swapped in at ``on_test_begin``, out at ``on_test_end``; BatchNorm
             statistics are not recomputed for it).
         state_path: a ``.npz`` file where the running average is saved after
-            each averaging step (atomically) and read back at
+            each averaging step (atomically, in the library's one checkpoint
+            format, ``keras_trainkit.utils.checkpoints``) and read back at
             ``on_train_begin`` when it exists, so an interrupted run resumed
-            with ``keras.callbacks.BackupAndRestore`` keeps its average. Delete
-            it to start a new average.
+            with ``keras.callbacks.BackupAndRestore`` or the Trainer's
+            ``checkpoint_dir`` keeps its average. A damaged file, or one
+            written for other weights, is refused with a ``CheckpointError``
+            naming it (nothing is overwritten); delete it to start a new
+            average. Files of keras_trainkit 0.1 are still read.
         verbose: 0 logs at INFO level, 1 at WARNING level.
 
     Attributes:
@@ -266,33 +295,23 @@ class SWA(TrainkitCallback):
             variable.assign(value)
 
     def _save_state(self):
-        path = Path(self.state_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, n_averaged=np.array(self.n_averaged),
-                         averaged_epochs=np.array(self.averaged_epochs, dtype=np.int64),
-                         **{f"sum_{i}": s for i, s in enumerate(self._sum)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_checkpoint(self.state_path, self._sum,
+                        {"kind": "swa", "n_averaged": self.n_averaged, "averaged_epochs": self.averaged_epochs})
 
     def _load_state(self):
         if not self.state_path or not Path(self.state_path).exists():
             return
-        with np.load(self.state_path, allow_pickle=False) as data:
-            sums = [data[f"sum_{i}"] for i in range(len(self._variables()))
-                    if f"sum_{i}" in data]
-            shapes = [tuple(v.shape) for v in self._variables()]
-            if [s.shape for s in sums] != shapes:
-                logger.warning("SWA: %s does not match this model's weights; starting a new average.",
-                               self.state_path)
-                return
-            self._sum = sums
-            self.n_averaged = int(data["n_averaged"])
-            self.averaged_epochs = [int(e) for e in data["averaged_epochs"]]
+        shapes = [tuple(v.shape) for v in self._variables()]
+        if _is_legacy_state(self.state_path):
+            sums, meta = _load_legacy_state(self.state_path, shapes)
+        else:
+            sums, meta, _ = load_checkpoint(self.state_path, expected_shapes=shapes)
+            if meta.get("kind") != "swa":
+                raise CheckpointError(f"The checkpoint {self.state_path!r} is not an SWA average. Point "
+                                      "`state_path` to another file, or delete it to start a new average.")
+        self._sum = [np.asarray(total, np.float64) for total in sums]
+        self.n_averaged = int(meta["n_averaged"])
+        self.averaged_epochs = [int(e) for e in meta["averaged_epochs"]]
         self._log("SWA: resumed an average of %d snapshots from %s.", self.n_averaged, self.state_path)
 
     # ------------------------------------------------------------------- hooks

@@ -174,3 +174,33 @@ def test_a_schedule_is_annealed_from_its_current_value_like_torch_swalr(jit_comp
     probe.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(probe.get_weights(), snaps.weights[3]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_state_file_damaged_foreign_or_old(tmp_path):
+    """A damaged state or one for other weights is refused (and left alone); a 0.1 file resumes."""
+    from keras_trainkit.utils.checkpoints import CheckpointError
+
+    x, y = _data()
+    state = tmp_path / "swa.npz"
+    model = _model()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[SWA(start_epoch=0, state_path=state)])
+    good = state.read_bytes()
+    state.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="swa.npz.*damaged or truncated"):
+        _model().fit(x, y, epochs=1, verbose=0, callbacks=[SWA(start_epoch=0, state_path=state)])
+    state.write_bytes(good)
+    keras.utils.set_random_seed(0)
+    wider = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(1)])
+    wider.compile("sgd", "mse")
+    with pytest.raises(CheckpointError, match="other variables"):
+        wider.fit(x, y, epochs=1, verbose=0, callbacks=[SWA(start_epoch=0, state_path=state)])
+    assert state.read_bytes() == good  # nothing overwritten
+    # keras_trainkit 0.1 wrote sum_<i>, n_averaged and averaged_epochs without a header.
+    sums = [np.ones(v.shape) for v in model.trainable_variables]
+    np.savez(tmp_path / "old.npz", n_averaged=np.array(3), averaged_epochs=np.array([0, 1, 2]),
+             **{f"sum_{i}": total for i, total in enumerate(sums)})
+    resumed = SWA(start_epoch=5, state_path=tmp_path / "old.npz")
+    _model().fit(x, y, epochs=1, verbose=0, callbacks=[resumed])
+    assert resumed.n_averaged == 3 and resumed.averaged_epochs == [0, 1, 2]
+    for average in resumed.averaged_weights():
+        np.testing.assert_allclose(average, 1.0 / 3.0, rtol=1e-6)

@@ -45,7 +45,8 @@ def test_mnist1d_cnn_adam(tmp_path):
     learning_rate = model.optimizer._learning_rate
     before = _snapshot(model)
 
-    result = lr_find(model, (x, y), num_steps=60, batch_size=64)
+    # Up to lr = 100: at 10 Adam's divergence hangs on one batch of the shuffled order.
+    result = lr_find(model, (x, y), num_steps=60, batch_size=64, end_lr=100.0)
 
     _assert_bitwise(before, _snapshot(model))
     assert model.optimizer._learning_rate is learning_rate
@@ -54,10 +55,10 @@ def test_mnist1d_cnn_adam(tmp_path):
     assert 1e-4 <= result.suggestion <= 1e-1, result.suggestions
     assert set(result.suggestions) == {"valley", "steep", "minimum"}
     n = len(result.learning_rates)
-    np.testing.assert_allclose(result.learning_rates, (1e-7 * (1e8) ** (np.arange(60) / 59))[:n])
+    np.testing.assert_allclose(result.learning_rates, (1e-7 * (1e9) ** (np.arange(60) / 59))[:n])
     np.testing.assert_allclose(result.smoothed_losses, _smoothed_reference(result.losses, 0.98),
                                rtol=1e-12)
-    # Adam at lr = 10 diverges: the sweep stops when smoothed > 4 x best so far.
+    # Adam at lr = 100 diverges: the sweep stops when smoothed > 4 x best so far.
     assert result.diverged and n < 60
     assert result.smoothed_losses[-1] > 4.0 * result.smoothed_losses[:-1].min()
     assert np.all(result.smoothed_losses[:-1] <= 4.0 * np.minimum.accumulate(result.smoothed_losses[:-1]))
