@@ -17,7 +17,14 @@ from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from keras_trainkit.utils.pipelines import array_dataset
-from keras_trainkit.utils.validation import check_bool, check_in, check_non_negative, check_positive, check_type
+from keras_trainkit.utils.validation import (
+    check_bool,
+    check_condition,
+    check_in,
+    check_non_negative,
+    check_positive,
+    check_type,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,32 @@ def _iterate_inputs(data, batch_size, steps):
         if isinstance(batch, (tuple, list)):
             batch = keras.utils.unpack_x_y_sample_weight(tuple(batch))[0]
         yield batch
+
+
+def _check_batch_norm_data(name, data):
+    """Refuse ``data`` that :func:`recompute_batch_norm_statistics` could not read.
+
+    Accepted: ``None``, a ``tf.data.Dataset``, or numeric input arrays with a
+    batch axis (alone or first in an ``(x, y)`` tuple), checked here so that a
+    wrong value fails at construction rather than after all of training.
+    """
+    import tensorflow as tf
+
+    if data is None or isinstance(data, tf.data.Dataset):
+        return data
+    x = data[0] if isinstance(data, (tuple, list)) and len(data) > 0 else data
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError):  # ragged nested lists and the like
+        array = None
+    readable = (array is not None and array.ndim > 0 and len(array) > 0
+                and (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_))
+    check_condition(
+        name, data, readable,
+        "must be numeric input arrays with a batch axis, an (x, y) tuple of them, or a "
+        "tf.data.Dataset yielding x or (x, y[, sample_weight])",
+    )
+    return data
 
 
 def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
@@ -208,6 +241,7 @@ class SWA(TrainkitCallback):
             check_non_negative("swa_learning_rate", swa_learning_rate)
         check_non_negative("anneal_epochs", anneal_epochs, integer=True)
         check_in("anneal_strategy", anneal_strategy, ("linear", "cos"))
+        _check_batch_norm_data("bn_data", bn_data)
         check_positive("bn_batch_size", bn_batch_size, integer=True)
         if bn_steps is not None:
             check_positive("bn_steps", bn_steps, integer=True)

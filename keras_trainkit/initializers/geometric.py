@@ -8,7 +8,7 @@ import random
 import keras
 
 from keras_trainkit.initializers._registry import register
-from keras_trainkit.utils.validation import check_in, check_positive, check_type
+from keras_trainkit.utils.validation import check_in, check_positive, check_seed
 
 
 def compute_fans(shape) -> tuple[int, int]:
@@ -48,9 +48,9 @@ class GeometricFan(keras.initializers.Initializer):
     Args:
         scale: the constant ``c`` (> 0).
         distribution: ``"normal"`` or ``"uniform"``.
-        seed: an integer for reproducible draws (the same shape gives the same
-            values on every call, like Keras's seeded initializers), or ``None``
-            for fresh values on every call.
+        seed: an integer in ``[0, 2**32 - 1]`` for reproducible draws (the
+            same shape gives the same values on every call, like Keras's
+            seeded initializers), or ``None`` for fresh values on every call.
 
     Example:
         >>> import keras
@@ -64,10 +64,7 @@ class GeometricFan(keras.initializers.Initializer):
     def __init__(self, scale: float = 2.0, distribution: str = "normal", seed: int | None = None):
         check_positive("scale", scale)
         check_in("distribution", distribution, ("normal", "uniform"))
-        if seed is not None:
-            check_type("seed", seed, int)
-            if isinstance(seed, bool):
-                raise TypeError(f"Argument `seed` must be an integer or None, not bool. Received: seed={seed!r}")
+        seed = check_seed("seed", seed)
         self.scale = float(scale)
         self.distribution = distribution
         self.seed = seed

@@ -7,6 +7,10 @@ raises ``ValueError``) and accepts only the exact lower-case class name (not
 ``"schedule_free_adamw"``). The fallback here builds its table from every
 ``keras.optimizers.Optimizer`` subclass exported by ``keras.optimizers``, so
 each built-in resolves by class name, snake_case or lower-case spelling.
+
+Our own classes also enter Keras's look-up under their bare names
+(``keras.optimizers.get("radam")``, ``model.compile(optimizer="radam")``),
+never under a name Keras already has: see ``keras_trainkit.utils.registry``.
 """
 
 import inspect
@@ -54,5 +58,11 @@ def keras_get(identifier):
     return keras.optimizers.get(identifier)
 
 
-REGISTRY = Registry("optimizers", base_class=keras.optimizers.Optimizer, keras_get=keras_get)
+REGISTRY = Registry(
+    "optimizers",
+    base_class=keras.optimizers.Optimizer,
+    keras_get=keras_get,
+    keras_names="name",
+    fallback_names=sorted(name.lower() for name in _BUILTINS),
+)
 register = REGISTRY.register

@@ -95,7 +95,8 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
             (Jordan's).
         beta: momentum decay, in ``[0, 1)``. Defaults to ``0.95``.
         nesterov: Nesterov momentum (both branches). Defaults to ``True``.
-        ns_steps: Newton-Schulz iterations, ``>= 1``. Defaults to ``5``.
+        ns_steps: Newton-Schulz iterations, an integer in 1..1000 (each is
+            unrolled into the step). Defaults to ``5``.
         consistent_rms: ``None`` or a float ``> 0``: the scale above.
             Defaults to ``None``.
         epsilon: ``> 0``; added to the norm before the orthogonalization and
@@ -159,7 +160,7 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         )
         self.beta = check_beta("beta", beta)
         self.nesterov = validation.check_bool("nesterov", nesterov)
-        self.ns_steps = int(validation.check_positive("ns_steps", ns_steps, integer=True))
+        self.ns_steps = validation.check_unrolled_count("ns_steps", ns_steps)
         if consistent_rms is not None:
             consistent_rms = float(validation.check_positive("consistent_rms", consistent_rms))
         self.consistent_rms = consistent_rms

@@ -29,8 +29,13 @@ forward/backward passes per step. Three ways to use it:
    per-accelerator "m-sharpness" of the paper; the wrapper all-reduces the
    second gradients in ``apply``). If ``loss_fn`` returns a scaled loss (mixed
    precision), the returned gradients carry the same scale; ``e`` does not.
-3. Any other loop: compute ``e = sam.perturbation(grads, variables)`` with
-   :func:`sam_perturbation`, evaluate the gradient at ``w + e`` yourself.
+3. Any other loop: compute ``e = sam.perturbation(grads, variables)`` (the
+   method; :func:`sam_perturbation` is the same formula without an optimizer),
+   evaluate the gradient at ``w + e`` yourself and ``sam.apply`` it.
+
+Compiling a plain ``keras.Model`` with ``SAM`` is refused on its first step
+(a ``ValueError`` naming ``SAMModel`` and the Trainer): its ``train_step``
+takes one gradient, so SAM would silently be its inner optimizer.
 
 The math (:func:`sam_perturbation`) is written with ``keras.ops``; the
 gradients need each backend's autodiff: :func:`sam_gradients` (the Trainer
@@ -149,8 +154,13 @@ class SAM(OptimizerWrapper):
     The norm is global (over all variables). The optimizer itself applies the
     gradient it receives with the inner optimizer; the second gradient comes
     from :class:`SAMModel` (``model.fit``), :meth:`compute_gradients` (the
-    custom-loop ``Trainer`` hook) or :func:`sam_gradients`. Compiled into a plain
-    ``keras.Model``, it behaves exactly as the inner optimizer (one pass).
+    custom-loop ``Trainer`` hook) or :meth:`perturbation` (a loop of one's own).
+    Compiled into a plain ``keras.Model``, whose ``train_step`` takes one
+    gradient only, it would silently train the inner optimizer alone: instead
+    its first step raises a ``ValueError`` naming :class:`SAMModel` and the
+    Trainer. ``apply`` refuses to run until :meth:`compute_gradients` or
+    :meth:`perturbation` has been called once on this optimizer (a Python-side
+    check, so it costs nothing per step in a compiled function).
 
     Args:
         optimizer: the inner ("base") optimizer: an instance, a name or a config.
@@ -190,11 +200,29 @@ class SAM(OptimizerWrapper):
 
     def perturbation(self, grads, variables):
         """``e(w)`` for these gradients: see :func:`sam_perturbation`."""
+        self._two_pass_used = True
         return sam_perturbation(grads, variables, self.rho, self.adaptive, self.eps, self.eta)
 
     def compute_gradients(self, loss_fn, variables):
         """The Trainer hook: ``(loss at w, gradients at w + e(w))``; see :func:`sam_gradients`."""
+        self._two_pass_used = True
         return sam_gradients(loss_fn, variables, self.rho, self.adaptive, self.eps, self.eta)
+
+    def wrapped_apply(self, grads, variables):
+        """Refuse a step whose gradient was not taken at ``w + e(w)``, then apply it."""
+        if not getattr(self, "_two_pass_used", False):
+            raise ValueError(
+                "The SAM optimizer needs the gradient at the perturbed weights w + e(w), "
+                "which a plain keras.Model's train_step never computes: compiled into it, "
+                "SAM would silently train its inner optimizer alone. Wrap the model in "
+                "`keras_trainkit.optimizers.SAMModel(model)` for model.fit, train with "
+                "`keras_trainkit.training.Trainer(model, SAM(...), loss)`, or, in a loop of "
+                "your own, take the gradient at w + sam.perturbation(grads, variables) (or "
+                "use sam.compute_gradients) before calling apply. Received: "
+                f"optimizer=SAM({type(self.inner_optimizer).__name__}) applied without "
+                "SAM's second pass"
+            )
+        super().wrapped_apply(grads, variables)
 
     def get_config(self):
         config = super().get_config()

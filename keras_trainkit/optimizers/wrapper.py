@@ -45,7 +45,7 @@ from keras import ops
 from keras_trainkit._compat.tensorflow import strategy_supports_no_merge_call
 from keras_trainkit.optimizers._registry import REGISTRY, register
 from keras_trainkit.optimizers._sparse import densify_all
-from keras_trainkit.utils.validation import check_type
+from keras_trainkit.utils.validation import check_positive, check_type
 
 _BASE_DEFAULTS = {
     "learning_rate": None,
@@ -74,7 +74,7 @@ def _tf_distribution():
     return tf, context
 
 
-@register
+@register(abstract=True)
 class OptimizerWrapper(keras.optimizers.Optimizer):
     """Base class of optimizers that wrap another Keras optimizer.
 
@@ -123,13 +123,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         check_type("name", name, (str, type(None)))
         inner = self._resolve_optimizer(optimizer)
         if loss_scale_factor is not None:
-            if isinstance(loss_scale_factor, bool) or not isinstance(loss_scale_factor, (int, float)) or not (
-                loss_scale_factor > 0 and loss_scale_factor < float("inf")
-            ):
-                raise ValueError(
-                    "Argument `loss_scale_factor` must be a finite number > 0 or None. "
-                    f"Received: loss_scale_factor={loss_scale_factor!r}"
-                )
+            check_positive("loss_scale_factor", loss_scale_factor)
         if loss_scale_factor is None:
             loss_scale_factor = inner.loss_scale_factor
         super().__init__(learning_rate=0.0, loss_scale_factor=loss_scale_factor, name=name)
@@ -141,6 +135,13 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     def _resolve_optimizer(optimizer):
         if isinstance(optimizer, keras.optimizers.Optimizer):
             return optimizer
+        if isinstance(optimizer, dict) and not isinstance(optimizer.get("class_name"), str):
+            raise ValueError(
+                "Argument `optimizer` must be a keras.optimizers.Optimizer, an optimizer name "
+                "or a config dict with a string `class_name` (as "
+                "`keras.optimizers.serialize` writes it). Received: "
+                f"optimizer={optimizer!r}"
+            )
         if isinstance(optimizer, (str, dict)):
             resolved = REGISTRY.get(optimizer)
             if isinstance(resolved, keras.optimizers.Optimizer):

@@ -37,7 +37,7 @@ import keras
 from keras import ops
 
 from keras_trainkit.utils.registry import PACKAGE, Registry
-from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive
+from keras_trainkit.utils.validation import check_in, check_non_negative, check_seed, check_unrolled_count
 
 
 class ModelPenalty:
@@ -74,14 +74,8 @@ class ModelPenalty:
         return f"{type(self).__name__}({args})"
 
 
-class _PenaltyRegistry(Registry):
-    def _unknown(self, identifier):
-        known = ", ".join(sorted(self._classes))
-        return ValueError(f"Unknown model penalty identifier. Known: {known}. Received: identifier={identifier!r}")
-
-
-REGISTRY = _PenaltyRegistry("penalties", base_class=ModelPenalty,
-                            module="keras_trainkit.regularizers.penalties")
+REGISTRY = Registry("penalties", base_class=ModelPenalty, kind="model penalty",
+                    module="keras_trainkit.regularizers.penalties")
 register = REGISTRY.register
 
 
@@ -138,10 +132,18 @@ class JacobianPenalty(ModelPenalty):
     inputs are included. The model must treat examples independently (no
     BatchNorm in training mode across the batch) for the per-example reading.
 
+    The projections are drawn with a ``keras.random.SeedGenerator`` (stateless
+    random ops with a seed that advances on every draw), so the penalty runs
+    under ``tf.config.experimental.enable_op_determinism()`` and a given
+    ``seed`` repeats the same sequence of projections.
+
     Args:
         factor: penalty weight (>= 0); the paper's ``lambda_JR / 2``.
-        num_projections: random projections per step (positive integer; the paper uses 1).
+        num_projections: random projections per step (an integer in 1..1000,
+            each one a backward pass; the paper uses 1).
         projection: ``"sphere"`` or ``"gaussian"``.
+        seed: an integer in ``[0, 2**32 - 1]`` for a reproducible sequence of
+            projections, or ``None`` for a random one.
 
     Example:
         >>> import keras
@@ -154,12 +156,14 @@ class JacobianPenalty(ModelPenalty):
         Regularization", arXiv:1908.02729, 2019.
     """
 
-    def __init__(self, factor: float = 0.01, num_projections: int = 1, projection: str = "sphere"):
+    def __init__(self, factor: float = 0.01, num_projections: int = 1, projection: str = "sphere",
+                 seed: int | None = None):
         super().__init__(factor)
-        check_positive("num_projections", num_projections, integer=True)
+        self.num_projections = check_unrolled_count("num_projections", num_projections)
         check_in("projection", projection, ("sphere", "gaussian"))
-        self.num_projections = int(num_projections)
         self.projection = projection
+        self.seed = check_seed("seed", seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="jacobian_penalty_seed")
 
     def value(self, model, x, y=None, training=True):
         tf = _tf()
@@ -170,7 +174,7 @@ class JacobianPenalty(ModelPenalty):
             outputs = _flat_outputs(tf, model(structured, training=training))
             projections = []
             for _ in range(self.num_projections):
-                v = tf.random.normal(tf.shape(outputs), dtype=outputs.dtype)
+                v = keras.random.normal(tf.shape(outputs), dtype=outputs.dtype, seed=self.seed_generator)
                 if self.projection == "sphere":
                     v = v / tf.norm(v, axis=1, keepdims=True)
                 projections.append(tf.reduce_sum(outputs * tf.stop_gradient(v)))
@@ -184,7 +188,7 @@ class JacobianPenalty(ModelPenalty):
 
     def get_config(self):
         return {"factor": self.factor, "num_projections": self.num_projections,
-                "projection": self.projection}
+                "projection": self.projection, "seed": self.seed}
 
 
 @register(aliases=("input_gradient_penalty", "input_gradient", "double_backprop"))
@@ -359,8 +363,8 @@ def get(identifier, **kwargs):
     """Return a model penalty from a name, a config dict or an instance.
 
     Example:
-        >>> get("jacobian_penalty", factor=0.1)
-        JacobianPenalty(factor=0.1, num_projections=1, projection='sphere')
+        >>> get("jacobian_penalty", factor=0.1, seed=0)
+        JacobianPenalty(factor=0.1, num_projections=1, projection='sphere', seed=0)
     """
     return REGISTRY.get(identifier, **kwargs)
 

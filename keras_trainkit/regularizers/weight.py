@@ -16,7 +16,13 @@ from keras import ops
 
 from keras_trainkit._compat.keras import in_stateless_scope
 from keras_trainkit.regularizers._registry import register
-from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive, check_type
+from keras_trainkit.utils.validation import (
+    FLOAT32_MAX,
+    check_in,
+    check_non_negative,
+    check_type,
+    check_unrolled_count,
+)
 
 _EPSILON = 1e-12
 
@@ -87,7 +93,7 @@ class SpectralNorm(keras.regularizers.Regularizer):
 
     Args:
         factor: penalty weight (>= 0).
-        power_iterations: power-iteration steps per call (positive integer).
+        power_iterations: power-iteration steps per call (an integer in 1..1000).
         squared: penalize ``sigma^2`` (default) or ``sigma``.
         state: saved power-iteration vectors (from ``get_config``); leave ``None``.
 
@@ -103,7 +109,7 @@ class SpectralNorm(keras.regularizers.Regularizer):
     def __init__(self, factor: float = 0.01, power_iterations: int = 1, squared: bool = True,
                  state: dict | None = None):
         self.factor = _check_factor(factor)
-        check_positive("power_iterations", power_iterations, integer=True)
+        check_unrolled_count("power_iterations", power_iterations)
         check_type("squared", squared, bool)
         self.power_iterations = int(power_iterations)
         self.squared = squared
@@ -113,9 +119,10 @@ class SpectralNorm(keras.regularizers.Regularizer):
             for key, vector in state.items():
                 check_type("state key", key, str)
                 values = np.asarray(vector, dtype="float64")
-                if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+                if (values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values))
+                        or np.abs(values).max() > FLOAT32_MAX):
                     raise ValueError(
-                        "Argument `state` must map names to non-empty finite vectors. "
+                        "Argument `state` must map names to non-empty finite float32 vectors. "
                         f"Received: state[{key!r}]={vector!r}"
                     )
                 self._initial_state[key] = [float(v) for v in values]
@@ -235,7 +242,7 @@ class SRIP(keras.regularizers.Regularizer):
 
     Args:
         factor: penalty weight (>= 0).
-        power_iterations: power-iteration steps per call (positive integer).
+        power_iterations: power-iteration steps per call (an integer in 1..1000).
         mode: ``"auto"``, ``"columns"`` or ``"rows"`` (see ``SoftOrthogonality``).
 
     Example:
@@ -249,7 +256,7 @@ class SRIP(keras.regularizers.Regularizer):
 
     def __init__(self, factor: float = 1e-3, power_iterations: int = 5, mode: str = "auto"):
         self.factor = _check_factor(factor)
-        check_positive("power_iterations", power_iterations, integer=True)
+        check_unrolled_count("power_iterations", power_iterations)
         check_in("mode", mode, ("auto", "columns", "rows"))
         self.power_iterations = int(power_iterations)
         self.mode = mode

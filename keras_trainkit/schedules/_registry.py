@@ -56,5 +56,7 @@ REGISTRY = _ScheduleRegistry(
     "schedules",
     base_class=keras.optimizers.schedules.LearningRateSchedule,
     keras_get=_keras_schedule_get,
+    keras_names="config",
+    fallback_names=KERAS_SCHEDULES,
 )
 register = REGISTRY.register

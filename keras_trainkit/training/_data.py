@@ -4,10 +4,14 @@ Every check runs before the first training step and raises a ``ValueError`` (or
 ``TypeError``) that names the argument, what must hold and what was received, so
 bad data never surfaces as a stack trace from deep inside TensorFlow.
 
-NumPy arrays are checked completely (lengths, dtype, shape against the model's
-input, emptiness, non-finite values). A ``tf.data.Dataset`` is checked through
-its ``element_spec`` (dtype, shape), its cardinality (empty) and its first batch
-(non-finite values); later batches are covered by the Trainer's ``on_nan`` policy.
+NumPy arrays are checked completely (lengths, real numeric dtype, shape against
+the model's input, emptiness, non-finite values, negative sample weights, and
+labels against the compiled loss: class ids in ``[0, C)`` for a sparse
+categorical loss on a model with ``C`` outputs, ``[0, 1]`` for a binary
+cross-entropy). A ``tf.data.Dataset`` is checked through its ``element_spec``
+(dtype, shape), its cardinality (empty) and its first batch (non-finite values,
+sample weights, labels); later batches are covered by the Trainer's ``on_nan``
+policy.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit._compat.tensorflow import dataset_graph_def
+from keras_trainkit.training._labels import label_problem
+
 
 def _flat(structure):
     return tf.nest.flatten(structure)
@@ -54,12 +60,43 @@ def _model_input_shapes(model):
 
 
 def _check_numeric(name: str, array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(
+            f"Argument `{name}` must hold real numbers: a model's weights and losses are "
+            f"real, so complex values would be cast to their real part. Received: {name} "
+            f"with dtype {array.dtype}. Split it into real and imaginary features, e.g. "
+            f"`np.stack([{name}.real, {name}.imag], axis=-1)`."
+        )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise TypeError(
             f"Argument `{name}` must hold numbers (a numeric dtype). "
             f"Received: {name} with dtype {array.dtype}. Convert it first, e.g. "
             f"`np.asarray({name}, dtype='float32')`."
         )
+
+
+def _check_python_numbers(label: str, structure) -> None:
+    """Refuse a Python list/tuple of numbers: Keras reads a list as one array per input."""
+    if not isinstance(structure, (list, tuple)):
+        return
+    leaves = _flat(structure)
+    if leaves and any(not hasattr(leaf, "shape") and np.ndim(leaf) == 0 for leaf in leaves):
+        raise TypeError(
+            f"Argument `{label}` must be an array (or a list/dict of arrays, one per model "
+            f"input or output): a Python {type(structure).__name__} is read as one array per "
+            f"input, as in Keras. Received: {label}, a {type(structure).__name__} of "
+            f"{len(leaves)} Python numbers. Convert it with `np.asarray({label})`."
+        )
+
+
+def _negative_weights(array: np.ndarray) -> str | None:
+    """What is wrong with negative sample weights in ``array`` (``None``: nothing)."""
+    negative = np.asarray(array) < 0
+    if not negative.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(negative)[0])
+    return (f"{int(negative.sum())} negative value(s), the first "
+            f"{np.asarray(array)[first].item()!r} at index {first}")
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:
@@ -107,9 +144,10 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
         name: the argument name used in messages (``"x"`` or ``"validation_data"``).
 
     Raises:
-        ValueError: lengths differ, data are empty, a value is NaN/Inf, or a
-            shape does not match the model.
-        TypeError: a non-numeric dtype.
+        ValueError: lengths differ, data are empty, a value is NaN/Inf, a
+            sample weight is negative, a shape does not match the model, or a
+            label is outside what the model's compiled loss takes.
+        TypeError: a non-numeric or complex dtype, or a Python list of numbers.
 
     Example:
         >>> import numpy as np
@@ -118,6 +156,9 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
         ...
         ValueError: Arguments `x` and `y` must have the same number of examples. ...
     """
+    y_label = "y" if name == "x" else f"{name}[1]"
+    for label, part in ((name, x), (y_label, y), ("sample_weight", sample_weight)):
+        _check_python_numbers(label, part)
     xs = [np.asarray(a) for a in _flat(x)]
     if not xs:
         raise ValueError(f"Argument `{name}` must hold data. Received: {name}={x!r}")
@@ -150,8 +191,19 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
         for array in arrays:
             _check_numeric(label, array)
             _check_finite(label, array)
+            problem = _negative_weights(array) if label == "sample_weight" else None
+            if problem:
+                raise ValueError(
+                    f"Argument `{label}` must be >= 0 (a negative weight pushes its example's "
+                    f"loss up). Received: {label} with {problem}"
+                )
     if model is not None:
         _check_shapes_against_model(name, [a.shape[1:] for a in xs], model)
+        problem = label_problem(y, model)
+        if problem:
+            raise ValueError(
+                f"Argument `{y_label}` must hold {problem[0]}. Received: {y_label} with {problem[1]}"
+            )
 
 
 def check_dataset(dataset, model=None, *, name: str = "x") -> None:
@@ -161,9 +213,10 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
     ``(x, y, sample_weight)``. Only the first batch is scanned for NaN/Inf.
 
     Raises:
-        ValueError: the dataset is empty, its first batch holds NaN/Inf, or a
-            shape does not match the model.
-        TypeError: a non-numeric dtype.
+        ValueError: the dataset is empty, its first batch holds NaN/Inf, a
+            negative sample weight or a label outside what the compiled loss
+            takes, or a shape does not match the model.
+        TypeError: a non-numeric or complex dtype.
     """
     if isinstance(dataset, tf.distribute.DistributedDataset):
         return
@@ -177,10 +230,9 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
     for label, spec in (("x", spec_x), ("y", spec_y), ("sample_weight", spec_w)):
         for s in _flat(spec) if spec is not None else []:
             dtype = getattr(s, "dtype", None)
-            if dtype is not None and not (dtype.is_floating or dtype.is_integer or dtype.is_bool
-                                          or dtype.is_complex):
+            if dtype is not None and not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
                 raise TypeError(
-                    f"Argument `{name}` must yield numeric tensors. Received: {label} "
+                    f"Argument `{name}` must yield real numeric tensors. Received: {label} "
                     f"with dtype {dtype.name}"
                 )
     if model is not None:
@@ -202,6 +254,18 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
                     f"Argument `{name}` must yield finite values (no NaN or Inf). Received: "
                     f"a first batch whose {label} holds non-finite values"
                 )
+            problem = _negative_weights(tensor.numpy()) if label == "sample_weight" else None
+            if problem:
+                raise ValueError(
+                    f"Argument `{name}` must yield sample weights >= 0. Received: a first batch "
+                    f"whose sample_weight has {problem}"
+                )
+        problem = label_problem(tf.nest.map_structure(np.asarray, part), model) if label == "y" else None
+        if problem:
+            raise ValueError(
+                f"Argument `{name}` must yield {problem[0]}. Received: a first batch whose y has "
+                f"{problem[1]}"
+            )
 
 
 def split_validation(x, y, sample_weight, fraction: float):

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import math
 import numbers
+import struct
 from collections.abc import Iterable
 from typing import Any
 
 
+_REPR_LIMIT = 120
+
+
 def _received(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
+    shown = repr(value)
+    if len(shown) > _REPR_LIMIT:  # e.g. 10**400 or a large array
+        shown = f"{shown[:_REPR_LIMIT // 2]}...{shown[-20:]} ({len(shown)} characters)"
+    return f"Received: {name}={shown}"
 
 
 def _fail(name: str, value: Any, requirement: str, hint: str | None = None) -> ValueError:
@@ -38,6 +45,50 @@ def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> Any:
     return value
 
 
+#: The largest finite float32: a float argument becomes a float32 tensor, so
+#: a larger magnitude (``1e300``) would turn into ``inf`` on first use.
+FLOAT32_MAX = 3.4028234663852886e38
+#: The smallest normal float32. TensorFlow's CPU kernels flush smaller
+#: (subnormal) values to zero, so a divisor of ``1e-45`` may become a division by 0.
+FLOAT32_TINY = 1.1754943508222875e-38
+#: The largest int64: integer arguments become int64 tensors or C sizes.
+INT64_MAX = 2**63 - 1
+#: The most iterations of a Python loop that is unrolled into every training
+#: step's graph (power iterations, random projections). 1 to 20 are usual and
+#: 200 serve as an exact estimate; ``10**6`` would never finish tracing.
+UNROLLED_LOOP_LIMIT = 1000
+#: Seeds are conceptually uint32 (as in ``np.random.seed`` and ``keras.random``).
+SEED_MAX = 2**32 - 1
+
+
+def _as_float32(value) -> float:
+    """``value`` rounded to the nearest float32 (``inf`` beyond its range)."""
+    magnitude = abs(float(value))
+    if magnitude > FLOAT32_MAX:
+        # Round-to-nearest overflows only at or beyond FLOAT32_MAX + half an ulp.
+        if magnitude >= FLOAT32_MAX + 2.0**103:
+            return math.copysign(math.inf, value)
+        return math.copysign(FLOAT32_MAX, value)
+    return float(struct.unpack("f", struct.pack("f", float(value)))[0])
+
+
+def _check_bounds(name, value, minimum, maximum, min_inclusive, max_inclusive, hint, rounded=None):
+    """Raise unless ``value`` lies within the bounds (or, given ``rounded``, its float32 rounding does)."""
+    tested = value if rounded is None else rounded
+    for bound, inclusive, above in ((minimum, min_inclusive, True), (maximum, max_inclusive, False)):
+        if bound is None:
+            continue
+        if above:
+            holds = tested >= bound if inclusive else tested > bound
+            op = ">=" if inclusive else ">"
+        else:
+            holds = tested <= bound if inclusive else tested < bound
+            op = "<=" if inclusive else "<"
+        if not holds:
+            where = "" if rounded is None else f" in float32 (it rounds to {rounded!r})"
+            raise _fail(name, value, f"must be {op} {bound}{where}", hint)
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Raise ``TypeError`` unless ``value`` is a real ``bool`` (not 0/1)."""
     return check_type(name, value, bool)
@@ -57,6 +108,14 @@ def check_number(
     """Check that ``value`` is a finite real number (an ``int`` if ``integer``) in range.
 
     Bounds are inclusive unless ``min_inclusive``/``max_inclusive`` is ``False``.
+    A real number must be representable as a float32 (``|value| <=
+    FLOAT32_MAX``), be 0 or at least ``FLOAT32_TINY`` in magnitude (smaller,
+    subnormal values are flushed to 0 by TensorFlow's CPU kernels), and its
+    float32 rounding must satisfy the bounds too (so
+    ``beta=1 - 1e-12`` is refused where ``beta < 1`` must hold: it becomes
+    ``1.0`` in a float32 tensor). An integer must be an ``int`` (or NumPy
+    integer), not a float such as ``2.0`` or ``1e300``, and fit in an int64;
+    give ``maximum`` where the integer sizes a loop or a buffer.
     Returns the value unchanged so it can be used inline.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -65,23 +124,46 @@ def check_number(
             f"Argument `{name}` must be {kind}, not {type(value).__name__}. "
             f"{_received(name, value)}"
         )
-    if integer and not isinstance(value, numbers.Integral):
-        if not float(value).is_integer():
+    float32 = None
+    if integer:
+        if not isinstance(value, numbers.Integral):
             raise TypeError(
                 f"Argument `{name}` must be an integer, not {type(value).__name__}. "
                 f"{_received(name, value)}"
             )
-    if not math.isfinite(float(value)):
-        raise _fail(name, value, "must be finite", hint)
-    if minimum is not None:
-        if (min_inclusive and value < minimum) or (not min_inclusive and value <= minimum):
-            op = ">=" if min_inclusive else ">"
-            raise _fail(name, value, f"must be {op} {minimum}", hint)
-    if maximum is not None:
-        if (max_inclusive and value > maximum) or (not max_inclusive and value >= maximum):
-            op = "<=" if max_inclusive else "<"
-            raise _fail(name, value, f"must be {op} {maximum}", hint)
+        if abs(int(value)) > INT64_MAX:
+            raise _fail(name, value, f"must fit in a 64-bit integer (|{name}| <= 2**63 - 1)", hint)
+    else:
+        try:
+            as_float = float(value)
+        except OverflowError:  # an int beyond the float64 range
+            as_float = math.inf
+        if not math.isfinite(as_float):
+            raise _fail(name, value, "must be finite", hint)
+        float32 = _as_float32(as_float)
+        if not math.isfinite(float32):
+            raise _fail(name, value, f"must be representable as a float32 (|{name}| <= 3.4e38)", hint)
+    _check_bounds(name, value, minimum, maximum, min_inclusive, max_inclusive, hint)
+    if float32 is not None:
+        if 0 < abs(float32) < FLOAT32_TINY:
+            raise _fail(name, value, f"must be 0 or a normal float32 (|{name}| >= 1.2e-38)", hint)
+        _check_bounds(name, value, minimum, maximum, min_inclusive, max_inclusive, hint, rounded=float32)
     return value
+
+
+def check_unrolled_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Check an integer that sizes a loop unrolled into each step (``minimum..UNROLLED_LOOP_LIMIT``)."""
+    return int(check_number(
+        name, value, minimum=minimum, maximum=UNROLLED_LOOP_LIMIT, integer=True,
+        hint="Each one is unrolled into every training step's graph",
+    ))
+
+
+def check_seed(name: str, value: Any) -> int | None:
+    """Accept ``None`` or an integer seed in ``[0, 2**32 - 1]``; return it as ``int``."""
+    if value is None:
+        return None
+    return int(check_number(name, value, minimum=0, maximum=SEED_MAX, integer=True))
 
 
 def check_positive(name: str, value: Any, *, integer: bool = False, hint: str | None = None):

@@ -236,3 +236,32 @@ def test_sam_model_mixed_float16():
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
+
+
+@pytest.mark.parametrize(
+    "compile_kwargs",
+    [{"run_eagerly": True}, {}, {"jit_compile": True}],
+    ids=["eager", "compiled", "jit"],
+)
+def test_plain_model_with_sam_fails_on_its_first_step(compile_kwargs):
+    """Issue 17: a plain model compiled with SAM used to train plain SGD in silence."""
+    x, y = _data(16)
+    model = _base()
+    before = [w.numpy().copy() for w in model.weights]
+    model.compile(optimizer=SAM(keras.optimizers.SGD(0.1), rho=0.05), loss="mse", **compile_kwargs)
+    with pytest.raises(ValueError, match=r"SAMModel.*Trainer") as info:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert "plain keras.Model" in str(info.value) and "Received: optimizer=SAM(SGD)" in str(info.value)
+    for a, w in zip(before, model.weights):
+        np.testing.assert_array_equal(a, w.numpy())  # not one plain-SGD step was taken
+
+
+def test_plain_apply_needs_the_perturbation_first():
+    var = keras.Variable([1.0, -2.0])
+    sam = SAM(keras.optimizers.SGD(0.1), rho=0.1)
+    grads = [keras.ops.convert_to_tensor([0.5, 0.5])]
+    with pytest.raises(ValueError, match="SAMModel"):
+        sam.apply(grads, [var])
+    e = sam.perturbation(grads, [var])  # a loop of one's own: perturb, then apply
+    sam.apply([g + 0.0 * p for g, p in zip(grads, e)], [var])
+    np.testing.assert_allclose(var.numpy(), [0.95, -2.05], rtol=1e-6)

@@ -49,10 +49,11 @@ def test_jacobian_estimate_is_unbiased(projection):
 def test_jacobian_penalty_gradient_reaches_weights_and_matches_finite_differences():
     net = _tanh_net("float64")
     x = tf.constant(RNG.normal(size=(3, 5)))
-    penalty = JacobianPenalty(factor=0.5, num_projections=2, projection="gaussian")
+    penalty = JacobianPenalty(factor=0.5, num_projections=2, projection="gaussian", seed=7)
+    start = keras.ops.convert_to_numpy(penalty.seed_generator.state).copy()
 
     def value():
-        tf.random.set_seed(7)  # the same projections at every evaluation
+        penalty.seed_generator.state.assign(start)  # the same projections at every evaluation
         return penalty(net, x)
 
     kernel = net.layers[0].kernel
@@ -170,3 +171,48 @@ def test_penalties_as_trainer_hooks():
         weights[name] = model.get_layer("hidden").kernel.numpy()
     # the penalties' gradients reached the weights through the Trainer's tape
     assert not np.allclose(weights["plain"], weights["penalized"])
+
+
+_DETERMINISTIC_SCRIPT = """
+import keras, numpy as np, tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+from keras_trainkit.regularizers import JacobianPenalty, PenalizedModel
+from keras_trainkit.training import Trainer
+x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+y = x[:, :2].copy()
+def net():
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(2)])
+model = PenalizedModel(net(), [JacobianPenalty(0.1, seed=3)])
+model.compile(optimizer="sgd", loss="mse")
+first = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history["penalty"][0]
+trainer = Trainer(net(), "sgd", "mse", shuffle=False, penalties=[JacobianPenalty(0.1, seed=3)])
+second = trainer.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][0]
+print("OK", first, second)
+"""
+
+
+def test_jacobian_penalty_runs_under_op_determinism():
+    """Issue 18: unseeded tf.random.normal raised "Random ops require a seed" in both fits."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", _DETERMINISTIC_SCRIPT], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stdout
+
+
+def test_jacobian_penalty_seed_repeats_its_projections_and_is_saved():
+    net = _tanh_net()
+    x = RNG.normal(size=(4, 5)).astype("float32")
+    first = JacobianPenalty(factor=1.0, seed=11)
+    again = JacobianPenalty.from_config(first.get_config())
+    assert first.get_config()["seed"] == 11
+    draws = [float(first(net, x)) for _ in range(3)]
+    assert [float(again(net, x)) for _ in range(3)] == draws
+    assert len(set(draws)) == 3  # the generator advances: a new projection every call
+    with pytest.raises(ValueError, match="Received: seed=-1"):
+        JacobianPenalty(seed=-1)

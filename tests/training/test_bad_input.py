@@ -85,3 +85,77 @@ def test_bad_validation_and_arguments(trainer):
         trainer.fit(X, Y, verbose=3)
     with pytest.raises(TypeError, match="Received: callbacks="):
         trainer.fit(X, Y, callbacks=["early_stopping"], verbose=0)
+
+
+# Issue 18, section 4: labels the loss cannot take, complex inputs, negative
+# weights and Python lists, all refused before the first step.
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return Trainer(model, keras.optimizers.SGD(0.1), loss, jit_compile=False)
+
+
+LABELS = np.array([0, 1, 2, 1, 0, 2, 1, 0, 2, 1])
+
+
+@pytest.mark.parametrize(
+    "x, y, sample_weight, error, match",
+    [
+        (X, np.where(LABELS == 2, 5, LABELS), None, ValueError,
+         r"`y` must hold class ids in \[0, 2\] for the loss sparse_categorical_crossentropy "
+         r"\(the model has 3 outputs\). Received: y with 3 value\(s\) outside, e.g. 5"),
+        (X, np.where(LABELS == 2, -1, LABELS), None, ValueError, r"class ids in \[0, 2\].*e.g. -1"),
+        (X, LABELS + 0.5, None, ValueError,
+         r"`y` must hold whole-number class ids.*Received: y with 10 fractional value\(s\), e.g. 0.5"),
+        (X.astype("complex64"), LABELS, None, TypeError,
+         "`x` must hold real numbers.*Received: x with dtype complex64"),
+        (X, LABELS, np.where(LABELS == 1, -0.5, 1.0), ValueError,
+         r"`sample_weight` must be >= 0.*Received: sample_weight with 4 negative value\(s\), the "
+         r"first -0.5 at index \(1,\)"),
+        ([1.0, 2.0, 3.0], [0, 1, 2], None, TypeError,
+         r"`x` must be an array.*a Python list is read as one array per input.*Received: x, a "
+         r"list of 3 Python numbers. Convert it with `np.asarray\(x\)`"),
+    ],
+    ids=["label-too-large", "label-negative", "label-fractional", "complex-x", "negative-weight",
+         "python-list"],
+)
+def test_bad_labels_and_weights_before_training(classifier, x, y, sample_weight, error, match):
+    def call():
+        with pytest.raises(error, match=match) as info:
+            classifier.fit(x, y, sample_weight=sample_weight, batch_size=4, verbose=0)
+        assert "\n" not in str(info.value)  # one line, not TensorFlow's 53
+
+    assert_untouched(classifier, call)
+
+
+def test_bad_labels_in_a_dataset_and_in_validation_data(classifier):
+    far = tf.data.Dataset.from_tensor_slices((X, np.where(LABELS == 2, 7, LABELS))).batch(4)
+    with pytest.raises(ValueError, match=r"`x` must yield class ids in \[0, 2\].*Received: a first "
+                                         r"batch whose y has 1 value\(s\) outside, e.g. 7"):
+        classifier.fit(far, verbose=0)
+    weighted = tf.data.Dataset.from_tensor_slices((X, LABELS, -np.ones(10, "float32"))).batch(4)
+    with pytest.raises(ValueError, match="`x` must yield sample weights >= 0"):
+        classifier.fit(weighted, verbose=0)
+    complex_x = tf.data.Dataset.from_tensor_slices((X.astype("complex64"), LABELS)).batch(4)
+    with pytest.raises(TypeError, match="real numeric tensors. Received: x with dtype complex64"):
+        classifier.fit(complex_x, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data\[1\]` must hold class ids in \[0, 2\]"):
+        classifier.fit(X, LABELS, validation_data=(X, LABELS + 3), verbose=0)
+
+
+def test_label_range_follows_the_loss():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    binary = Trainer(model, keras.optimizers.SGD(0.1), "binary_crossentropy", jit_compile=False)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\] for the loss binary_crossentropy"):
+        binary.fit(X, np.full((10, 3), 2.0, "float32"), verbose=0)
+    binary.fit(X, np.full((10, 3), 0.25, "float32"), verbose=0)  # soft targets are fine
+    ignoring = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    Trainer(model, keras.optimizers.SGD(0.1), ignoring, jit_compile=False).fit(
+        X, np.where(LABELS == 2, -1, LABELS), verbose=0)  # the ignored class is allowed
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    Trainer(model, keras.optimizers.SGD(0.1), "mse", jit_compile=False).fit(
+        X, np.full((10, 3), 7.0, "float32"), verbose=0)  # no range for a regression loss
