@@ -50,6 +50,8 @@ class Registry:
             ``keras.optimizers.get``), tried for names this registry lacks.
         module: the public package whose ``get`` and ``__all__`` serve this
             family; defaults to ``keras_trainkit.<family>``.
+        keras_names: the names of Keras's own classes ``keras_get`` resolves,
+            listed in the unknown-name error (optional).
     """
 
     def __init__(
@@ -58,11 +60,13 @@ class Registry:
         base_class: type | tuple[type, ...] | None = None,
         keras_get: Callable[[Any], Any] | None = None,
         module: str | None = None,
+        keras_names: Iterable[str] = (),
     ):
         self.family = family
         self.module = module or f"{PACKAGE}.{family}"
         self.base_class = base_class
         self.keras_get = keras_get
+        self.keras_names = tuple(keras_names)
         self._classes: dict[str, type] = {}
         self._lookup: dict[str, str] = {}
         _FAMILIES[family] = self
@@ -148,6 +152,8 @@ class Registry:
     def _unknown(self, identifier: Any) -> ValueError:
         known = ", ".join(sorted(self._classes))
         keras_too = ", plus Keras's own" if self.keras_get is not None else ""
+        if self.keras_names:
+            keras_too += f" ({', '.join(self.keras_names)})"
         return ValueError(
             f"Unknown {self.family[:-1]} identifier. Known keras_trainkit "
             f"{self.family}: {known or '(none)'}{keras_too}. "
