@@ -254,3 +254,26 @@ def test_config_round_trip_and_state_reset():
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         SpikeDetection(**kwargs)
+
+
+def test_skip_under_mirrored_strategy_and_steps_per_execution():
+    """Two replicas (the loss tracker sums them) and one call of 2 steps per batch hook."""
+    from tests.conftest import mirrored_two_cpus
+
+    x, y = _data()
+    with mirrored_two_cpus().scope():
+        model = _model()
+    recorder = _Recorder()
+    callback = SpikeDetection(policy="skip", warmup=2)
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback, recorder])
+    assert [s["step"] for s in callback.spikes] == [SPIKE_BATCH]
+    _assert_equal_states(recorder.before[SPIKE_BATCH], recorder.after[SPIKE_BATCH])
+
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse", steps_per_execution=2)
+    recorder = _Recorder()
+    callback = SpikeDetection(policy="skip", warmup=2)
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback, recorder])
+    assert len(callback.spikes) == 1 and len(recorder.after) == 6  # the hooks see calls of 2 steps
+    call = [i for i, a in enumerate(recorder.after) if np.array_equal(a[0], recorder.before[i][0])]
+    assert call == [SPIKE_BATCH // 2]
