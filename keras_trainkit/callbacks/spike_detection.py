@@ -77,7 +77,9 @@ class SpikeDetection(TrainkitCallback):
       variables and the optimizer's variables (slots and step counter) are put
       back to their values before the batch, so it is as if it had not been
       trained on (its data is consumed). Costs one host copy of the model and
-      optimizer variables per batch, once detection has started.
+      optimizer variables per batch, once detection has started. The state of
+      the Trainer's own ``gradient_transforms`` (kept outside the optimizer)
+      is not in the copy; transforms inside a ``TransformedOptimizer`` are.
     * ``"restore"``: roll back to the last good state, a host copy of the
       same variables taken after every ``snapshot_every``-th non-spiking batch
       (and at the start of training): the spike and the batches just before it
