@@ -52,7 +52,7 @@ def _chain(kind):
 
 
 class _BadGradWhenFlagged(keras.layers.Layer):
-    """Identity on ``h``; its gradient is multiplied by ``factor`` for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
+    """Identity on ``h``; its gradient is times ``factor`` for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
 
     def __init__(self, factor, **kwargs):
         super().__init__(**kwargs)

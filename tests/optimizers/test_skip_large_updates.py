@@ -49,16 +49,16 @@ def _dense_grad(x, target, noise_t):
 def _slices(dense):
     """IndexedSlices whose rows sum to ``dense`` on the listed rows (repeated rows split in half)."""
     counts = np.bincount(INDICES, minlength=ROWS)
-    values = dense[INDICES] / counts[INDICES, None]
-    return values
+    return dense[INDICES] / counts[INDICES, None]
 
 
-def _reference_grad(x, target, noise_t, sparse):
+def _reference_grad(x, target, noise_t, sparse, dtype):
+    """The gradient as our side receives it, rounded to ``dtype``; sparse slices rounded, then summed per row."""
     dense = _dense_grad(x, target, noise_t)
     if not sparse:
-        return dense
+        return dense.astype(dtype).astype("float64")
     out = np.zeros_like(dense)
-    np.add.at(out, INDICES, _slices(dense))
+    np.add.at(out, INDICES, _slices(dense).astype(dtype).astype("float64"))
     return out
 
 
@@ -96,10 +96,7 @@ def _numpy_sgd(should_apply, problem, sparse, dtype):
     velocity = np.zeros_like(x)
     path, decisions = [], []
     for t in range(STEPS):
-        grad = _reference_grad(x, target, noise[t], sparse).astype(dtype).astype("float64")
-        if sparse:  # the slices as the optimizer receives them, rounded to dtype, then summed
-            grad = np.zeros_like(x)
-            np.add.at(grad, INDICES, _slices(_dense_grad(x, target, noise[t])).astype(dtype).astype("float64"))
+        grad = _reference_grad(x, target, noise[t], sparse, dtype)
         applied = should_apply(grad)
         if applied:
             velocity = MOMENTUM * velocity - LR * grad
@@ -163,11 +160,7 @@ def test_absolute_rule_matches_optax_multisteps(sparse, dtype):
     path, decisions = [], []
     for t in range(STEPS):
         x = np.asarray(params, "float64")
-        grad = _reference_grad(x, target, noise[t], sparse)
-        if sparse:
-            grad = np.zeros_like(x)
-            np.add.at(grad, INDICES, _slices(_dense_grad(x, target, noise[t])).astype(dtype).astype("float64"))
-        grad = jnp.asarray(grad.astype(dtype).astype("float32"))
+        grad = jnp.asarray(_reference_grad(x, target, noise[t], sparse, dtype).astype("float32"))
         updates, state = update(grad, state, params)
         decisions.append(not bool(state.skip_state["should_skip"]))
         params = jnp.asarray((np.asarray(params) + np.asarray(updates)).astype(dtype).astype("float32"))
