@@ -4,30 +4,11 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers.transforms._registry import register
+from keras_trainkit.optimizers.transforms.base import global_norm
 from keras_trainkit.optimizers.transforms.skipping import SkipTransform
 from keras_trainkit.utils.validation import check_condition, check_number, check_positive, check_probability
-
-
-def dense_global_norm(grads, variables):
-    """The global L2 norm of ``grads`` in float32, with sparse gradients summed into dense rows first.
-
-    A ``tf.IndexedSlices`` gradient may repeat a row (its slices add up) and
-    leave rows out (zero); its norm is that of the dense tensor it stands for,
-    not of its slices, so the slices are summed per row before squaring.
-    """
-    variables = variables if variables is not None else [None] * len(grads)
-    squares = []
-    for grad, variable in zip(grads, variables):
-        if grad is None:
-            continue
-        if variable is not None:
-            grad = dense_gradient(grad, variable)
-        squares.append(ops.sum(ops.square(ops.cast(grad, "float32"))))
-    if not squares:
-        return ops.zeros((), "float32")
-    return ops.sqrt(ops.sum(ops.stack(squares)))
 
 
 @register
@@ -126,7 +107,7 @@ class SkipLargeUpdates(SkipTransform):
     def decide(self, grads, variables):
         if not self.built:
             self.build(variables or [])
-        norm = dense_global_norm(grads, variables)
+        norm = global_norm(densify_all(grads, variables))  # rows of a tf.IndexedSlices summed first
         apply = ops.logical_and(ops.isfinite(norm), self._relative_rule_holds(norm))
         if self.max_norm is not None:
             apply = ops.logical_and(apply, ops.less(ops.square(norm), self.max_norm**2))
