@@ -108,34 +108,38 @@ class SkipLargeUpdates(SkipTransform):
         if not self.built:
             self.build(variables or [])
         norm = global_norm(densify_all(grads, variables))  # rows of a tf.IndexedSlices summed first
-        apply = ops.logical_and(ops.isfinite(norm), self._relative_rule_holds(norm))
+        # The state as tensors (``.value``): JAX refuses Keras variables inside ops.where.
+        state = {name: getattr(self, name).value for name in
+                 ("norm_mean", "norm_variance", "applied_steps", "skipped_steps", "consecutive_skips")}
+        apply = ops.logical_and(ops.isfinite(norm), self._relative_rule_holds(norm, state))
         if self.max_norm is not None:
             apply = ops.logical_and(apply, ops.less(ops.square(norm), self.max_norm**2))
-        self._record(norm, apply)
+        self._record(norm, apply, state)
         return apply
 
-    def _relative_rule_holds(self, norm):
+    def _relative_rule_holds(self, norm, state):
         """``n <= mean + threshold * std``, or the rule is not in force (warm-up, waived, off)."""
         if self.threshold is None:
             return ops.ones((), "bool")
-        limit = self.norm_mean + self.threshold * ops.sqrt(self.norm_variance)
-        holds = ops.logical_or(ops.less(self.applied_steps, self.warmup_steps), ops.less_equal(norm, limit))
+        limit = state["norm_mean"] + self.threshold * ops.sqrt(state["norm_variance"])
+        holds = ops.logical_or(ops.less(state["applied_steps"], self.warmup_steps), ops.less_equal(norm, limit))
         if self.max_consecutive is not None:
-            holds = ops.logical_or(holds, ops.greater_equal(self.consecutive_skips, self.max_consecutive))
+            holds = ops.logical_or(holds, ops.greater_equal(state["consecutive_skips"], self.max_consecutive))
         return holds
 
-    def _record(self, norm, apply):
+    def _record(self, norm, apply, state):
         """Update the running statistics with an applied norm; count a skipped one."""
-        first = ops.equal(self.applied_steps, 0)
-        delta = norm - self.norm_mean
-        mean = ops.where(first, norm, self.norm_mean + (1.0 - self.beta) * delta)
-        variance = ops.where(first, 0.0, self.beta * (self.norm_variance + (1.0 - self.beta) * ops.square(delta)))
-        self.norm_mean.assign(ops.where(apply, mean, self.norm_mean))
-        self.norm_variance.assign(ops.where(apply, variance, self.norm_variance))
+        mean, variance = state["norm_mean"], state["norm_variance"]
+        first = ops.equal(state["applied_steps"], 0)
+        delta = norm - mean
+        new_mean = ops.where(first, norm, mean + (1.0 - self.beta) * delta)
+        new_variance = ops.where(first, 0.0, self.beta * (variance + (1.0 - self.beta) * ops.square(delta)))
+        self.norm_mean.assign(ops.where(apply, new_mean, mean))
+        self.norm_variance.assign(ops.where(apply, new_variance, variance))
         applied = ops.cast(apply, "int32")
-        self.applied_steps.assign(self.applied_steps + applied)
-        self.skipped_steps.assign(self.skipped_steps + (1 - applied))
-        self.consecutive_skips.assign(ops.where(apply, 0, self.consecutive_skips + 1))
+        self.applied_steps.assign(state["applied_steps"] + applied)
+        self.skipped_steps.assign(state["skipped_steps"] + (1 - applied))
+        self.consecutive_skips.assign(ops.where(apply, 0, state["consecutive_skips"] + 1))
         self.grad_norm.assign(norm)
 
     def get_config(self):
