@@ -86,6 +86,37 @@ def loss_tracker(model):
     return getattr(model, "_loss_tracker", None)
 
 
+def loss_total_and_count(model):
+    """``(total, count)`` of the loss tracker this epoch: the batch-size-weighted sum of batch losses and the weight.
+
+    ``fit`` (and the Trainer) update the tracker once per train step with
+    ``update_state(loss, sample_weight=batch_size)`` and reset it at each
+    epoch's start, so the change of ``total / count`` across one batch is
+    that batch's loss, exactly, for any batch sizes. Upstream: the ``total``
+    and ``count`` variables of ``keras.metrics.Mean``
+    (``Reduce`` in ``keras/src/metrics/reduction_metrics.py``) and the
+    update in ``keras/src/backend/*/trainer.py``, Keras 3.5-3.15. ``None``
+    when the model has no loss tracker.
+    """
+    import keras
+
+    tracker = loss_tracker(model)
+    if tracker is None or not hasattr(tracker, "total") or not hasattr(tracker, "count"):
+        return None
+    return (float(keras.ops.convert_to_numpy(tracker.total)), float(keras.ops.convert_to_numpy(tracker.count)))
+
+
+def set_loss_total_and_count(model, total, count) -> None:
+    """Put the loss tracker's ``total`` and ``count`` back to values read by :func:`loss_total_and_count`.
+
+    Used to take an undone batch out of the epoch's loss (``SpikeDetection``).
+    Upstream: as :func:`loss_total_and_count`.
+    """
+    tracker = loss_tracker(model)
+    tracker.total.assign(total)
+    tracker.count.assign(count)
+
+
 def clear_initial_epoch(model) -> None:
     """Forget an epoch set by a callback in an earlier ``fit`` (see :func:`initial_epoch_set_by_callbacks`)."""
     model._initial_epoch = None

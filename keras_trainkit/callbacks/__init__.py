@@ -7,6 +7,7 @@ from keras_trainkit.callbacks.learning_curve import LearningCurveDiagnosis
 from keras_trainkit.callbacks.swa import SWA
 from keras_trainkit.callbacks.hyperparameter_scheduler import HyperparameterScheduler
 from keras_trainkit.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from keras_trainkit.callbacks.spike_detection import SpikeDetection
 from keras_trainkit.callbacks.time_budget import TimeBudget
 from keras_trainkit.callbacks.training_monitor import TrainingMonitor
 
@@ -33,6 +34,7 @@ __all__ = [
     "SWA",
     "HyperparameterScheduler",
     "ReduceLROnPlateau",
+    "SpikeDetection",
     "TimeBudget",
     "TrainingMonitor",
     "get",

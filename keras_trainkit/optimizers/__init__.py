@@ -30,6 +30,7 @@ from keras_trainkit.optimizers.transforms import (
     GradientNoise,
     GradientTransform,
     NonFiniteGradientError,
+    SkipLargeUpdates,
     SkipNonFinite,
     SkipTransform,
 )
@@ -83,6 +84,7 @@ __all__ += [
     "GradientNoise",
     "GradientTransform",
     "NonFiniteGradientError",
+    "SkipLargeUpdates",
     "SkipNonFinite",
     "SkipTransform",
     "TransformedOptimizer",

@@ -25,10 +25,17 @@ from keras_trainkit.utils.registry import Registry, _normalize, snake_case
 _NOT_BY_NAME = {"Optimizer", "LossScaleOptimizer", "MultiOptimizer"}
 
 
-def keras_builtins() -> dict[str, type]:
-    """Keras's built-in optimizer classes by class name (``"Adam"``, ``"Lamb"``, ...)."""
+def keras_builtins(namespace=None) -> dict[str, type]:
+    """Keras's built-in optimizer classes by class name (``"Adam"``, ``"Lamb"``, ...).
+
+    ``namespace`` defaults to the installed ``keras.optimizers``; a class it
+    lacks (Keras 3.8, the floor of the tested range, has no ``Muon`` and no
+    ``ScheduleFreeAdamW``) is simply not in the table, and its names get the
+    registry's unknown-name error.
+    """
+    namespace = keras.optimizers if namespace is None else namespace
     found = {}
-    for name, obj in vars(keras.optimizers).items():
+    for name, obj in vars(namespace).items():
         if (
             inspect.isclass(obj)
             and issubclass(obj, keras.optimizers.Optimizer)
@@ -38,11 +45,17 @@ def keras_builtins() -> dict[str, type]:
     return found
 
 
+def builtin_lookup(builtins) -> dict[str, type]:
+    """``{normalized name: class}``: each class under its class name and its snake_case name."""
+    lookup = {}
+    for name, cls in builtins.items():
+        for key in (name, snake_case(name)):
+            lookup[_normalize(key)] = cls
+    return lookup
+
+
 _BUILTINS = keras_builtins()
-_BUILTIN_LOOKUP = {}
-for _name, _cls in _BUILTINS.items():
-    for _key in (_name, snake_case(_name)):
-        _BUILTIN_LOOKUP[_normalize(_key)] = _cls
+_BUILTIN_LOOKUP = builtin_lookup(_BUILTINS)
 
 
 def keras_get(identifier):
@@ -64,5 +77,6 @@ REGISTRY = Registry(
     keras_get=keras_get,
     keras_names="name",
     fallback_names=sorted(name.lower() for name in _BUILTINS),
+    builtin_names=sorted(_BUILTINS),
 )
 register = REGISTRY.register

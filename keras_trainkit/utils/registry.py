@@ -131,6 +131,8 @@ class Registry:
             suggestions for a misspelt name.
         kind: what one object is called in messages; defaults to the
             family's singular (``"optimizer"``).
+        builtin_names: the class names of Keras's own classes ``keras_get``
+            resolves, listed in the unknown-name error (optional).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class Registry:
         keras_names: str | None = None,
         fallback_names: Iterable[str] = (),
         kind: str | None = None,
+        builtin_names: Iterable[str] = (),
     ):
         self.family = family
         self.kind = kind or (family[:-3] + "y" if family.endswith("ies") else family[:-1])
@@ -150,6 +153,7 @@ class Registry:
         self.keras_get = keras_get
         self.keras_names = keras_names
         self.fallback_names = tuple(fallback_names)
+        self.builtin_names = tuple(builtin_names)
         self._classes: dict[str, type] = {}
         self._abstract: set[str] = set()
         self._lookup: dict[str, str] = {}
@@ -267,6 +271,8 @@ class Registry:
     def _unknown(self, identifier: Any) -> ValueError:
         known = ", ".join(sorted(n for n in self._classes if n not in self._abstract))
         keras_too = ", plus Keras's own" if self.keras_get is not None else ""
+        if self.builtin_names:
+            keras_too += f" ({', '.join(self.builtin_names)})"
         close = self.suggestions(identifier) if isinstance(identifier, str) else []
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         return ValueError(

@@ -1,7 +1,10 @@
 """The skip contract on every path that runs a gradient-transform chain.
 
-``[SkipNonFinite(max_consecutive=None), GradientNoise(0.0, seed=1), AutoClip(50.0, history_size=4)]``
-gets one finite gradient and then one NaN gradient (the loss stays finite). On the
+``[<skip>, GradientNoise(0.0, seed=1), AutoClip(50.0, history_size=4)]`` gets one
+ordinary gradient and then one to skip (the loss stays finite), for each skipping
+transform: ``SkipNonFinite(max_consecutive=None)`` with a NaN gradient, and
+``SkipLargeUpdates(threshold=3.0, warmup_steps=1)`` with a gradient 1e6 times too
+large (its relative rule: the first step sets the running mean). On the
 skipped step the weights, the optimizer slots, the step counter and the state of the
 later transforms stay unchanged: ``GradientNoise.step == 1`` and ``AutoClip.count == 1``
 (a 0.0 or NaN norm must not enter AutoClip's percentile window). Paths: the Trainer's
@@ -18,6 +21,7 @@ import tensorflow as tf
 from keras_trainkit.optimizers import (
     AutoClip,
     GradientNoise,
+    SkipLargeUpdates,
     SkipNonFinite,
     TransformedOptimizer,
     control,
@@ -28,20 +32,38 @@ from tests.conftest import mirrored_two_cpus
 BATCH = 8
 
 
-def _chain():
-    return [SkipNonFinite(max_consecutive=None), GradientNoise(0.0, seed=1),
-            AutoClip(50.0, history_size=4)]
+# The factor the gradient of the step to skip is multiplied by, per skipping transform.
+BAD_GRADIENT = {"non_finite": np.nan, "large": 1e6}
 
 
-class _NaNGradWhenFlagged(keras.layers.Layer):
-    """Identity on ``h``; its gradient is NaN for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
+@pytest.fixture(params=sorted(BAD_GRADIENT))
+def kind(request):
+    return request.param
+
+
+def _skip(kind):
+    if kind == "non_finite":
+        return SkipNonFinite(max_consecutive=None)
+    return SkipLargeUpdates(threshold=3.0, warmup_steps=1, max_consecutive=None)
+
+
+def _chain(kind):
+    return [_skip(kind), GradientNoise(0.0, seed=1), AutoClip(50.0, history_size=4)]
+
+
+class _BadGradWhenFlagged(keras.layers.Layer):
+    """Identity on ``h``; its gradient is times ``factor`` for a batch whose ``x[:, 3]`` holds a flag (> 100)."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
 
     def call(self, h, x):
         flagged = tf.reduce_max(x[:, 3]) > 100.0
 
         @tf.custom_gradient
         def ident(v):
-            return v, lambda dy: dy * tf.where(flagged, np.nan, 1.0)
+            return v, lambda dy: dy * tf.where(flagged, self.factor, 1.0)
 
         return ident(h)
 
@@ -55,11 +77,11 @@ def _data():
     return x, y
 
 
-def _model():
+def _model(kind):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3, activation="tanh")(inputs)
-    return keras.Model(inputs, _NaNGradWhenFlagged()(keras.layers.Dense(1)(hidden), inputs))
+    return keras.Model(inputs, _BadGradWhenFlagged(BAD_GRADIENT[kind])(keras.layers.Dense(1)(hidden), inputs))
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -97,9 +119,9 @@ def _sgd():
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
-def test_trainer_apply_gradients(mode):
-    model = _model()
-    chain = _chain()
+def test_trainer_apply_gradients(mode, kind):
+    model = _model(kind)
+    chain = _chain(kind)
     trainer = Trainer(model, _sgd(), "mse", jit_compile=False, gradient_transforms=chain)
     variables = model.trainable_variables
     trainer.optimizer.build(variables)
@@ -115,17 +137,17 @@ def test_trainer_apply_gradients(mode):
     finite = [tf.ones_like(v) for v in variables]
     apply(finite)
     recorder.on_train_batch_end(0)
-    apply([g * np.nan for g in finite])
+    apply([g * BAD_GRADIENT[kind] for g in finite])
     recorder.on_train_batch_end(1)
     _assert_contract(chain, recorder, trainer.optimizer)
     assert _int(chain[0].skipped_steps) == 1
 
 
 @pytest.mark.parametrize("mode", ["eager", "compiled", "xla"])
-def test_trainer_fit(mode):
+def test_trainer_fit(mode, kind):
     x, y = _data()
-    model = _model()
-    chain = _chain()
+    model = _model(kind)
+    chain = _chain(kind)
     trainer = Trainer(model, _sgd(), "mse", jit_compile=mode == "xla", run_eagerly=mode == "eager",
                       shuffle=False, gradient_transforms=chain, on_nan="skip")
     recorder = _Recorder()
@@ -134,10 +156,10 @@ def test_trainer_fit(mode):
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_transformed_optimizer_in_model_fit(jit_compile):
+def test_transformed_optimizer_in_model_fit(jit_compile, kind):
     x, y = _data()
-    model = _model()
-    chain = _chain()
+    model = _model(kind)
+    chain = _chain(kind)
     model.compile(TransformedOptimizer(_sgd(), chain), "mse", jit_compile=jit_compile)
     recorder = _Recorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
@@ -160,10 +182,10 @@ class _AttachChain(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_transforms_attached_by_a_callback_in_model_fit(jit_compile):
+def test_transforms_attached_by_a_callback_in_model_fit(jit_compile, kind):
     x, y = _data()
-    model = _model()
-    chain = _chain()
+    model = _model(kind)
+    chain = _chain(kind)
     optimizer = _sgd()
     model.compile(optimizer, "mse", jit_compile=jit_compile)
     recorder = _Recorder()
@@ -174,11 +196,11 @@ def test_transforms_attached_by_a_callback_in_model_fit(jit_compile):
     assert _int(chain[0].skipped_steps) == 1
 
 
-def test_a_compiled_skip_guards_transforms_attached_by_callbacks():
+def test_a_compiled_skip_guards_transforms_attached_by_callbacks(kind):
     """Attached transforms join the compiled TransformedOptimizer's one chain, after its skip."""
     x, y = _data()
-    model = _model()
-    skip, noise, clip = _chain()
+    model = _model(kind)
+    skip, noise, clip = _chain(kind)
     model.compile(TransformedOptimizer(_sgd(), [skip]), "mse")
     recorder = _Recorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
@@ -186,20 +208,40 @@ def test_a_compiled_skip_guards_transforms_attached_by_callbacks():
     _assert_contract([skip, noise, clip], recorder, model.optimizer)
 
 
-def test_under_mirrored_strategy_in_model_fit_and_the_trainer():
+def test_the_gradient_clipping_callback_runs_after_a_compiled_skip(kind):
+    """``GradientClipping("autoclip")`` joins the compiled chain after the skip: its window skips the step too."""
+    from keras_trainkit.callbacks import GradientClipping
+
+    x, y = _data()
+    model = _model(kind)
+    skip = _skip(kind)
+    model.compile(TransformedOptimizer(_sgd(), [skip]), "mse")
+    clipping = GradientClipping("autoclip", percentile=50.0, history_size=4)
+    recorder = _Recorder()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clipping, recorder])
+    assert _int(clipping.transform.count) == 1
+    assert _int(skip.skipped_steps) == 1
+    assert _int(model.optimizer.iterations) == 1
+    for before, after in zip(recorder.weights[0], recorder.weights[1]):
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(recorder.slots[0], recorder.slots[1]):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_under_mirrored_strategy_in_model_fit_and_the_trainer(kind):
     x, y = _data()
     strategy = mirrored_two_cpus()
     with strategy.scope():
-        model = _model()
-        chain = _chain()
+        model = _model(kind)
+        chain = _chain(kind)
         model.compile(TransformedOptimizer(_sgd(), chain), "mse")
     recorder = _Recorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     _assert_contract(chain, recorder, model.optimizer)
 
     with strategy.scope():
-        model = _model()
-        chain = _chain()
+        model = _model(kind)
+        chain = _chain(kind)
         trainer = Trainer(model, _sgd(), "mse", shuffle=False, strategy=strategy,
                           gradient_transforms=chain, on_nan="skip")
     recorder = _Recorder()

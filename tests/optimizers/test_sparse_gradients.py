@@ -129,12 +129,19 @@ OPTIMIZER_CASES = [
 ]
 
 
+def _apply(optimizer, grads, variables):
+    """``optimizer.apply``; SAM first takes its ascent step, as a loop of one's own must."""
+    if isinstance(optimizer, optimizers.SAM):
+        optimizer.perturbation(grads, variables)
+    optimizer.apply(grads, variables)
+
+
 def _train(name: str, arguments: str, sparse: bool):
     optimizer = make_optimizer(name, arguments)
     variables = _variables()
     start = [np.asarray(v) for v in variables]
     for step in range(STEPS):
-        optimizer.apply(_gradients(step, sparse), variables)
+        _apply(optimizer, _gradients(step, sparse), variables)
     return [np.asarray(v) for v in variables], start
 
 
@@ -156,7 +163,7 @@ def test_optimizer_sparse_repeated_indices_tfa(name, arguments):
         for _ in range(3):
             gradient = tf.IndexedSlices(tf.constant(values, shape=(len(indices), 1)), tf.constant(indices),
                                         tf.constant([2, 1]))
-            optimizer.apply([gradient], [variable])
+            _apply(optimizer, [gradient], [variable])
         return np.asarray(variable)
 
     repeated = run([0.1, 0.1], [1, 1])
@@ -189,7 +196,7 @@ def test_transform_sparse_equals_densified(name):
             changed = changed or not np.allclose(want, np.asarray(given))
     for a, b in zip(on_sparse.variables, on_dense.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
-    if name != "SkipNonFinite":  # passes finite gradients through unchanged
+    if not isinstance(on_sparse, transforms.SkipTransform):  # skipping transforms pass finite gradients through
         assert changed, f"{name} never changed the gradients: the case tests nothing"
 
 

@@ -18,6 +18,7 @@ from keras_trainkit.optimizers.transforms.clipping import (
 )
 from keras_trainkit.optimizers.transforms.centralization import GradientCentralization
 from keras_trainkit.optimizers.transforms.chain import GradientChain
+from keras_trainkit.optimizers.transforms.large_updates import SkipLargeUpdates
 from keras_trainkit.optimizers.transforms.noise import GradientNoise
 from keras_trainkit.optimizers.transforms.skipping import (
     NonFiniteGradientError,
@@ -52,6 +53,7 @@ __all__ = [
     "GradientNoise",
     "GradientTransform",
     "NonFiniteGradientError",
+    "SkipLargeUpdates",
     "SkipNonFinite",
     "SkipTransform",
     "all_finite",

@@ -9,6 +9,7 @@ CLASSES = {
     "SWA": ClassSpec(valid={"start_epoch": 0}, invalid={"frequency": 0}),
     "LearningCurveDiagnosis": ClassSpec(invalid={"overfit_tolerance": -1.0}),
     "TrainingMonitor": ClassSpec(valid={"log_every_n_steps": 2}, invalid={"spike_factor": 0.5}),
+    "SpikeDetection": ClassSpec(valid={"policy": "skip", "warmup": 2}, invalid={"window": 0}),
     "GradientClipping": ClassSpec(valid={"mode": "global_norm", "max_norm": 0.5},
                                   invalid={"max_norm": -1.0}),
 }

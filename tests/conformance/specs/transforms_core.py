@@ -8,5 +8,6 @@ CLASSES = {
     "AdaptiveGradientClipping": ClassSpec(valid={"clipping": 0.05, "exclude": ["out"]}, invalid={"clipping": -0.01}),
     "AutoClip": ClassSpec(valid={"percentile": 10.0, "history_size": 8}, invalid={"percentile": 150.0}),
     "SkipNonFinite": ClassSpec(invalid={"max_consecutive": 0}),
+    "SkipLargeUpdates": ClassSpec(valid={"threshold": 4.0, "warmup_steps": 2}, invalid={"threshold": 0.0}),
     "GradientNoise": ClassSpec(valid={"eta": 0.01, "seed": 0}, invalid={"eta": -1.0}),
 }

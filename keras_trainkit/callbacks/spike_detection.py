@@ -1,0 +1,299 @@
+"""``SpikeDetection``: find loss spikes, then stop, skip the batch or restore the last good state."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+
+import numpy as np
+
+from keras_trainkit._compat.keras import loss_total_and_count, set_loss_total_and_count
+from keras_trainkit.callbacks._monitor import TrainkitCallback, check_optional_number
+from keras_trainkit.callbacks._registry import register
+from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint, variable_arrays
+from keras_trainkit.utils.validation import check_bool, check_condition, check_in, check_positive, check_type
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("stop", "skip", "restore")
+_RECORD_KIND = "SpikeDetection"
+
+
+def is_spike(loss, last_good, recent, atol=None, rtol=2.0):
+    """Whether the batch loss ``loss`` is a spike (Lightning's ``SpikeDetection`` rule, mode "min").
+
+    A non-finite loss is a spike. A loss ``<= last_good`` (the last
+    non-spiking loss) is not. Otherwise, with ``mean`` the mean of ``recent``
+    non-spiking losses and ``rise = loss - mean``, it is a spike when
+    ``rise >= atol`` (or ``atol`` is ``None``) and ``rise >= rtol * |mean|``
+    (or ``rtol`` is ``None``). Lightning compares ``|loss - mean|``, so there a
+    loss far *below* the mean can count as a spike; here it cannot.
+    """
+    if not math.isfinite(loss):
+        return True
+    if loss <= last_good:
+        return False
+    mean = float(np.mean(recent))
+    rise = loss - mean
+    return (atol is None or rise >= atol) and (rtol is None or rise >= rtol * abs(mean))
+
+
+class _StateCopy:
+    """A host copy of the model's variables and its optimizer's (slots, step counter), put back on demand."""
+
+    def __init__(self, model):
+        optimizer = getattr(model, "optimizer", None)
+        self.variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+        self.arrays = variable_arrays(self.variables)
+
+    def restore(self):
+        for variable, array in zip(self.variables, self.arrays):
+            variable.assign(array)
+
+
+@register
+class SpikeDetection(TrainkitCallback):
+    """Detect loss spikes during training and stop, skip the spiking batch, or restore the last good state.
+
+    The batch loss ``L`` of each train step is read from the model's loss
+    tracker (exact for any batch size; with ``steps_per_execution=k`` a
+    "batch" is the ``k`` steps of one call). Rule (Lightning's
+    ``SpikeDetection``, mode ``"min"``; see :func:`is_spike`): with ``mean``
+    the mean of the last ``window`` non-spiking batch losses and ``last`` the
+    last of them, ``L`` is a spike when it is NaN/Inf, or when ``L > last``
+    and ``L - mean >= atol`` (if set) and ``L - mean >= rtol * |mean|`` (if
+    set). Detection starts once ``warmup`` non-spiking losses were seen (over
+    the whole run; Lightning counts the batch index); spiking losses never
+    enter the window. Lightning also records the batch before a spike; here
+    only the spiking batch is recorded (``"restore"`` undoes the batches
+    before it).
+
+    Policies:
+
+    * ``"stop"``: stop training after the spiking batch (``model.stop_training``).
+    * ``"skip"``: undo the spiking batch: the weights, the model's other
+      variables and the optimizer's variables (slots and step counter) are put
+      back to their values before the batch, so it is as if it had not been
+      trained on (its data is consumed). Costs one host copy of the model and
+      optimizer variables per batch, once detection has started. The state of
+      the Trainer's own ``gradient_transforms`` (kept outside the optimizer)
+      is not in the copy; transforms inside a ``TransformedOptimizer`` are.
+    * ``"restore"``: roll back to the last good state, a host copy of the
+      same variables taken after every ``snapshot_every``-th non-spiking batch
+      (and at the start of training): the spike and the batches just before it
+      are undone, as PaLM restarts from a checkpoint ~100 steps before a spike.
+
+    After ``max_consecutive`` spikes in a row training is stopped whatever the
+    policy (the loss is not coming back). Each spike is recorded in
+    :attr:`spikes` as ``{"epoch", "step", "loss"}`` and logged: batch logs get
+    ``spike`` (1.0 or 0.0), epoch logs ``spikes`` (the epoch's count). A batch
+    that is undone is also taken out of the epoch's ``loss`` (the loss
+    tracker's sum and count go back to their values before it, so a NaN
+    batch does not make the rest of the epoch's loss NaN); other compiled
+    metrics keep it.
+
+    Resume: with ``state_path`` (a ``.npz`` file in the one checkpoint format
+    of ``keras_trainkit.utils.checkpoints``) the record and the window are saved
+    after every spike and epoch, and loaded at the start of the next ``fit``;
+    with ``skip_recorded`` a resumed run then undoes the update of every
+    recorded ``(epoch, step)`` as ``"skip"`` does, without looking at its loss.
+    This needs the same data order (``shuffle=False``, or the Trainer's
+    ordered resume) and a run resumed from a state before the spiking batch
+    (a checkpoint or ``initial_epoch`` from before it).
+
+    Args:
+        policy: ``"stop"``, ``"skip"`` or ``"restore"``.
+        window: how many recent non-spiking batch losses the mean covers (>= 1).
+        warmup: non-spiking batches before detection starts (>= 1).
+        atol: the least absolute rise over the mean that is a spike (> 0), or ``None``.
+        rtol: the least rise over the mean relative to ``|mean|`` (> 0), or
+            ``None``; at least one of ``atol`` and ``rtol`` must be set.
+        snapshot_every: with ``"restore"``, keep the state after every this
+            many non-spiking batches (>= 1).
+        max_consecutive: spikes in a row after which training stops (>= 1), or ``None``.
+        state_path: a ``.npz`` file for the record and the window, or ``None``.
+        skip_recorded: in a run that loaded a record, undo the recorded batches.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(0.1), "mse")
+        >>> y = np.ones(32); y[20:24] = 1e3  # the sixth batch spikes
+        >>> spikes = SpikeDetection(policy="skip", warmup=2)
+        >>> _ = model.fit(np.ones((32, 2)), y, batch_size=4, shuffle=False, verbose=0, callbacks=[spikes])
+        >>> [(s["epoch"], s["step"]) for s in spikes.spikes]
+        [(0, 5)]
+
+    References: Lightning's ``lightning.fabric.utilities.spike.SpikeDetection``
+    (the rule and the record of spiking batches); Chowdhery et al., "PaLM:
+    Scaling Language Modeling with Pathways", 2022, Sec. 5.1 (roll back ~100
+    steps before a spike and skip the batches around it).
+    """
+
+    def __init__(self, policy="stop", window=10, warmup=1, atol=None, rtol=2.0, snapshot_every=100,
+                 max_consecutive=10, state_path=None, skip_recorded=True):
+        super().__init__()
+        self.policy = check_in("policy", policy, POLICIES)
+        self.window = int(check_positive("window", window, integer=True))
+        self.warmup = int(check_positive("warmup", warmup, integer=True))
+        self.atol = check_optional_number("atol", atol, minimum=0.0, min_inclusive=False)
+        self.rtol = check_optional_number("rtol", rtol, minimum=0.0, min_inclusive=False)
+        check_condition("rtol", rtol, atol is not None or rtol is not None,
+                        "must be set when `atol` is None (with both None every rise of the loss is a spike)")
+        self.snapshot_every = int(check_positive("snapshot_every", snapshot_every, integer=True))
+        if max_consecutive is not None:
+            max_consecutive = int(check_positive("max_consecutive", max_consecutive, integer=True))
+        self.max_consecutive = max_consecutive
+        if state_path is not None:
+            check_type("state_path", state_path, (str, os.PathLike))
+            check_condition("state_path", state_path, str(state_path).endswith(".npz"), "must end in '.npz'")
+            state_path = os.fspath(state_path)
+        self.state_path = state_path
+        self.skip_recorded = check_bool("skip_recorded", skip_recorded)
+        self._reset_state()
+
+    def _reset_state(self):
+        self.spikes = []
+        self._recent = collections.deque(maxlen=self.window)
+        self._good_batches = 0
+        self._consecutive = 0
+        self._to_skip = set()
+        self._epoch = 0
+        self._epoch_spikes = 0
+        self._totals = (0.0, 0.0)
+        self._before_batch = None
+        self._good_state = None
+        self._last_good_loss = math.inf
+
+    # ------------------------------------------------------------------ record
+    def _load_record(self):
+        loaded = load_checkpoint(self.state_path) if self.state_path else None
+        if loaded is None:
+            return
+        arrays, meta, _ = loaded
+        if meta.get("kind") != _RECORD_KIND or len(arrays) != 1 or not isinstance(meta.get("spikes"), list):
+            raise CheckpointError(f"The checkpoint {self.state_path!r} is not a SpikeDetection record. "
+                                  "Point `state_path` to another file.")
+        self.spikes = [dict(s) for s in meta["spikes"]]
+        self._recent.extend(float(x) for x in arrays[0])
+        self._good_batches = int(meta.get("good_batches", 0))
+        self._last_good_loss = float(meta.get("last_good_loss", math.inf))
+        if self.skip_recorded:
+            self._to_skip = {(int(s["epoch"]), int(s["step"])) for s in self.spikes}
+
+    def _save_record(self):
+        if self.state_path:
+            meta = {"kind": _RECORD_KIND, "spikes": self.spikes, "good_batches": self._good_batches,
+                    "last_good_loss": self._last_good_loss}
+            save_checkpoint(self.state_path, [np.asarray(self._recent, "float64")], meta)
+
+    # ------------------------------------------------------------------- hooks
+    def on_train_begin(self, logs=None):
+        self._reset_state()
+        self._load_record()
+        if loss_total_and_count(self.model) is None:
+            raise ValueError("SpikeDetection needs a compiled model (its loss tracker gives the batch loss). "
+                             "Call model.compile(...) before fit.")
+        if self.policy == "restore":
+            self._good_state = _StateCopy(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+        self._epoch_spikes = 0
+        self._totals = (0.0, 0.0)  # fit resets the loss tracker at each epoch's start
+
+    def _detecting(self):
+        return self._good_batches >= self.warmup
+
+    def on_train_batch_begin(self, batch, logs=None):
+        recorded = (self._epoch, int(batch)) in self._to_skip
+        if recorded or (self.policy == "skip" and self._detecting()):
+            self._before_batch = _StateCopy(self.model)
+        else:
+            self._before_batch = None
+
+    def _batch_loss(self):
+        """The batch's loss from the change of the loss tracker's sum and count (exact for any batch size)."""
+        total, count = loss_total_and_count(self.model)
+        previous_total, previous_count = self._totals
+        self._totals = (total, count)
+        if count <= previous_count:
+            return float("nan")
+        return (total - previous_total) / (count - previous_count)
+
+    def _undo(self, state, totals_before):
+        """Put ``state`` back and take the batch out of the epoch's loss (a NaN must not stay in its sum)."""
+        state.restore()
+        set_loss_total_and_count(self.model, *totals_before)
+        self._totals = totals_before
+
+    def on_train_batch_end(self, batch, logs=None):
+        totals_before = self._totals
+        loss = self._batch_loss()
+        position = (self._epoch, int(batch))
+        if position in self._to_skip:
+            self._undo(self._before_batch, totals_before)
+            logger.info("SpikeDetection: skipped the recorded spiking batch %s.", position)
+            spiked = False
+        else:
+            spiked = self._detecting() and is_spike(loss, self._last_good_loss, self._recent, self.atol, self.rtol)
+            if spiked:
+                self._on_spike(position, loss, totals_before)
+            elif math.isfinite(loss):
+                self._on_good_batch(loss)
+        self._before_batch = None
+        if logs is not None:
+            logs["spike"] = 1.0 if spiked else 0.0
+
+    def _on_good_batch(self, loss):
+        self._recent.append(loss)
+        self._last_good_loss = loss
+        self._good_batches += 1
+        self._consecutive = 0
+        if self.policy == "restore" and self._good_batches % self.snapshot_every == 0:
+            self._good_state = _StateCopy(self.model)
+
+    def _on_spike(self, position, loss, totals_before):
+        epoch, step = position
+        self.spikes.append({"epoch": epoch, "step": step, "loss": loss})
+        self._epoch_spikes += 1
+        self._consecutive += 1
+        if self.policy == "skip":
+            self._undo(self._before_batch, totals_before)
+        elif self.policy == "restore":
+            self._undo(self._good_state, totals_before)
+        exhausted = self.max_consecutive is not None and self._consecutive >= self.max_consecutive
+        if self.policy == "stop" or exhausted:
+            self._stop()
+        logger.warning(
+            "SpikeDetection: loss spike at epoch %d, step %d (loss %.6g, mean of the last %d batches %.6g); %s.",
+            epoch, step, loss, len(self._recent), float(np.mean(self._recent)),
+            "training stopped" if self.model.stop_training else
+            {"skip": "the batch was undone", "restore": "the last good state was restored"}[self.policy],
+        )
+        self._save_record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["spikes"] = float(self._epoch_spikes)
+        self._save_record()
+
+    def on_train_end(self, logs=None):
+        self._save_record()
+        self._before_batch = None
+        self._good_state = None
+
+    def get_config(self):
+        return {
+            "policy": self.policy,
+            "window": self.window,
+            "warmup": self.warmup,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "snapshot_every": self.snapshot_every,
+            "max_consecutive": self.max_consecutive,
+            "state_path": self.state_path,
+            "skip_recorded": self.skip_recorded,
+        }
