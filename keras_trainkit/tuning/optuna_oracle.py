@@ -58,6 +58,7 @@ from keras_trainkit.tuning.pruning import Pruner
 from keras_trainkit.utils.validation import check_positive
 
 TrialState = optuna.trial.TrialState
+IDLE = TrialStatus.IDLE
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING,
             TrialState.FAIL)
 SURPLUS_ATTR = "trainkit_surplus"
@@ -204,8 +205,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         if self.deadline is not None and time.time() > self.deadline:
             return {"status": STOPPED, "values": None}
         optuna_trial = self._ask()
-        if optuna_trial is None:
-            return {"status": STOPPED, "values": None}
+        if optuna_trial is None or optuna_trial is IDLE:
+            return {"status": STOPPED if optuna_trial is None else IDLE, "values": None}
         values = active_values(self.hyperparameters.space,
                                lambda hp: suggest(optuna_trial, hp))
         return {"status": RUNNING, "values": values, "optuna_trial": optuna_trial}
@@ -218,7 +219,13 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             fail_dead_workers_trials(study)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting and len(_places(trials)) >= self.max_trials:
+        places = _places(trials)
+        if not waiting and len(places) >= self.max_trials:
+            # With heartbeats, a running trial may still die and be queued again:
+            # wait for the running trials before the search ends (no trial lost).
+            if has_heartbeat(self.storage) and any(
+                    t.state == TrialState.RUNNING for t in places):
+                return IDLE
             return None
         if self.start_from_defaults and not trials:
             study.enqueue_trial(optuna_params_of_defaults(self), skip_if_exists=True)
@@ -244,13 +251,14 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         queue = kt_compat.pending_retries(self)
         if not queue:
             return
-        if has_heartbeat(self.storage):
-            fail_dead_workers_trials(self.study)
         records = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         for trial_id in list(queue):
             record = records.get(int(trial_id))
             if (record is not None and record.state == TrialState.RUNNING
                     and _process_gone(record.user_attrs.get(WORKER_ATTR))):
+                if has_heartbeat(self.storage):  # claim it before a worker fails it
+                    self.storage.record_heartbeat(
+                        storage_trial_id(self.study, self.storage, record.number))
                 continue
             queue.remove(trial_id)
             if record is not None and record.state == TrialState.FAIL:
@@ -284,9 +292,10 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         value = float(np.mean(metrics[name]))
         if not np.isfinite(value):
             return trial
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
             optuna_trial.report(value, int(step))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return trial  # failed by its heartbeat meanwhile: its copy runs elsewhere
         reason = self._prune_reason(trial, optuna_trial, int(step))
         if reason:
             rule = (type(self.optuna_pruner).__name__ if self.optuna_pruner is not None

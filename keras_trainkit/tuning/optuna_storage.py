@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
+
+import sqlalchemy
 
 from keras_trainkit.tuning.optuna_required import optuna
 
@@ -36,6 +39,7 @@ JOURNAL_FILE = "optuna.journal"
 JOURNAL_PREFIX = "journal:"
 # SQLite waits this long (seconds) for another process's write lock before failing.
 SQLITE_LOCK_TIMEOUT = 120
+SCHEMA_ATTEMPTS = 5
 
 
 def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
@@ -63,9 +67,19 @@ def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-    return optuna.storages.RDBStorage(
-        storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period, heartbeat_stale_trial_callback=callback)
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=callback)
+        except sqlalchemy.exc.DBAPIError:
+            # Workers started together race to create a new database's tables (and
+            # Alembic's version row): the losers find them made on the next try.
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+            attempt += 1
 
 
 def storage_url(storage) -> str | None:
