@@ -2,6 +2,7 @@
 storage, several objectives). Tiny models: a trial trains a one-weight model a few
 epochs; its objective ``score`` is set from the hyperparameters (``_optuna_helpers``)."""
 
+import json
 import os
 
 import keras_tuner
@@ -124,6 +125,10 @@ def test_several_objectives_give_a_pareto_front_of_loadable_models(tmp_path):
     for trial, model in zip(front, tuner.pareto_models()):
         assert model.count_params() == records[trial.trial_id][1]
         assert model.layers[0].units == widths[trial.trial_id]
+    files = tuning.write_report(tuner, str(tmp_path / "report"))["files"]
+    assert str(tmp_path / "report" / "pareto_front.png") in files
+    with open(tmp_path / "report" / "pareto_front.json") as handle:
+        assert sorted(entry["trial_id"] for entry in json.load(handle)) == expected
     with pytest.raises(ValueError, match="Argument `pruner` must be None with several objectives"):
         tuning.OptunaSearch(Synthetic(), objective=objectives, pruner="median",
                             directory=str(tmp_path), project_name="bad")
