@@ -154,3 +154,27 @@ def test_bad_arguments(tmp_path):
         _search(tmp_path, "bad", storage=3)
     with pytest.raises(ValueError, match="Argument `max_trials`"):
         tuning.OptunaSearch(Synthetic(), objective=SCORE, max_trials=0, directory=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_isolated_trials_report_their_epochs_to_the_study(tmp_path):
+    tuner = tuning.OptunaSearch(Synthetic(epochs=2), objective=SCORE, max_trials=1, seed=0,
+                                sampler="random", isolate_trials=True, directory=str(tmp_path),
+                                project_name="isolated")
+    tuner.search()
+    for frozen in tuner.study.trials:
+        assert frozen.state == optuna.trial.TrialState.COMPLETE
+        assert frozen.intermediate_values == pytest.approx(
+            {0: frozen.params["x"], 1: 2 * frozen.params["x"]})
+    assert tuner.get_best_models(1)[0].count_params() > 0
+
+
+def test_time_budget_and_report(tmp_path):
+    tuner = tuning.OptunaSearch(Synthetic(epochs=5, sleep=0.3), objective=SCORE, max_trials=4,
+                                time_budget=0.5, directory=str(tmp_path), project_name="budget")
+    tuner.search()
+    assert len(tuner.study.trials) == 1  # no trial started after the budget
+    frozen = tuner.study.trials[0]
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.intermediate_values) < 5
+    summary = tuning.write_report(tuner, str(tmp_path / "report"))["summary"]
+    assert "1 trials, 0 pruned, 0 failed" in summary
