@@ -121,13 +121,20 @@ def _print_progress(tuner, trial, started=None, total=None):
     best_score = best[0].score if best and best[0].score is not None else float("nan")
     message = ended.message or ""
     status = "pruned" if message.startswith("pruned") else ended.status.lower()
-    score = f"{ended.score:.4f}" if ended.score is not None else "-"
+    score = f"val_accuracy={ended.score:.4f}" if ended.score is not None else "val_accuracy=-"
+    objectives = getattr(oracle.objective, "objectives", None)
+    if objectives and ended.status == "COMPLETED":  # several objectives: each, no "best"
+        values = zip(objectives, oracle.objective_values(ended))
+        print(f"trial {int(trial.trial_id) + 1}{f' of {total}' if total else ''}: {status:<9} "
+              + "  ".join(f"{o.name}={v:.4g}" for o, v in values)
+              + f"  elapsed={(time.time() - started) / 60:.1f} min", flush=True)
+        return
     pruned = getattr(oracle, "pruned_trials", None)
     pruned_text = f"  pruned so far={len(pruned)}" if pruned is not None else ""
     worker = f" [{tuner.tuner_id}]" if tuner.tuner_id != "tuner0" else ""
     of_total = f" of {total}" if total else ""
     print(f"trial {int(trial.trial_id) + 1}{of_total}{worker}: {status:<9} "
-          f"val_accuracy={score}  best so far={best_score:.4f}{pruned_text}  "
+          f"{score}  best so far={best_score:.4f}{pruned_text}  "
           f"elapsed={(time.time() - started) / 60:.1f} min", flush=True)
 
 

@@ -172,6 +172,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
                     pruner=self.optuna_pruner or optuna.pruners.NopPruner(),
                     study_name=self.study_name or os.path.basename(project_dir),
                     directions=_directions(self.objective), load_if_exists=True)
+                if self._study.metric_names is None:  # the dashboard's axis titles
+                    self._study.set_metric_names(
+                        [o.name for o in getattr(self.objective, "objectives", [self.objective])])
         return self._study
 
     # -- handing out trials -----------------------------------------------------
