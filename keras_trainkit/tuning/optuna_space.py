@@ -5,20 +5,15 @@ parameter keeps its KerasTuner name and value, except where KerasTuner samples
 on a scale Optuna has no distribution for; there the Optuna parameter gets a
 suffix that says which transform it holds:
 
-============================================  ====================================  ==========================
-KerasTuner                                    Optuna parameter                      KerasTuner value from it
-============================================  ====================================  ==========================
-``Choice(values)``                            ``name``: ``Categorical(values)``     the same
-``Boolean``                                   ``name``: ``Categorical([False, True])`` the same
-``Fixed(value)``                              ``name``: ``Categorical([value])``    the same (never sampled)
-``Int(lo, hi, step)`` (linear)                ``name``: ``Int(lo, hi', step)``      the same
-``Int``/``Float`` ``sampling="log"``          ``name``: ``Int``/``Float(lo, hi, log=True)`` the same
-``Float(lo, hi, step)`` (linear)              ``name``: ``Float(lo, hi', step)``    the same
-``sampling="reverse_log"``                    ``name:mirrored``: ``lo + hi - x``,   ``lo + hi - p``
-                                              log-distributed on ``[lo, hi]``
-``log``/``reverse_log`` with a ``step``       ``name:index``: ``Int(0, n - 1)``,    ``lo * step**k``
-                                              the grid index ``k``                  (``lo + hi - lo * step**k``)
-============================================  ====================================  ==========================
+* ``Choice(values)`` -> ``name``: ``Categorical(values)``, the same value.
+* ``Boolean`` -> ``name``: ``Categorical([False, True])``.
+* ``Fixed(value)`` -> ``name``: ``Categorical([value])`` (never sampled).
+* ``Int``/``Float(lo, hi, step)``, linear -> ``name``: ``Int``/``Float(lo, hi', step)``.
+* ``Int``/``Float`` with ``sampling="log"`` -> ``name``: ``Int``/``Float(lo, hi, log=True)``.
+* ``sampling="reverse_log"`` -> ``name:mirrored``: ``p = lo + hi - x``,
+  log-distributed on ``[lo, hi]``; the value is ``lo + hi - p``.
+* ``log``/``reverse_log`` with a ``step`` -> ``name:index``: ``Int(0, n - 1)``, the
+  grid index ``k``; the value is ``lo * step**k`` (``lo + hi - lo * step**k``).
 
 ``hi'`` is the largest grid point ``<= hi``. ``reverse_log`` is KerasTuner's
 mirror image of ``log`` (``x = hi + lo - lo * (hi/lo)**(1-u)``, dense near

@@ -149,3 +149,20 @@ def test_without_optuna_the_error_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"keras-trainkit\[optuna\]"):
         tuning.OptunaSearch  # noqa: B018
     import keras_trainkit.tuning.spaces  # noqa: F401  (the rest of the package still imports)
+
+
+def test_a_retried_trial_takes_its_originals_place_and_a_surplus_trial_none():
+    from keras_trainkit.tuning.optuna_oracle import SURPLUS_ATTR, _places
+
+    state = optuna.trial.TrialState
+    study = optuna.create_study()
+    x = {"x": D.FloatDistribution(0, 1)}
+    study.add_trial(optuna.create_trial(state=state.COMPLETE, value=1, params={"x": 0.1}, distributions=x))
+    study.add_trial(optuna.create_trial(state=state.FAIL, params={"x": 0.2}, distributions=x))
+    study.add_trial(optuna.create_trial(state=state.COMPLETE, value=1, params={"x": 0.3}, distributions=x))
+    study.add_trial(optuna.create_trial(  # trial 1 run again after its worker died
+        state=state.COMPLETE, value=1, params={"x": 0.2}, distributions=x,
+        system_attrs={"failed_trial": 1, "retry_history": [1]}))
+    study.add_trial(optuna.create_trial(state=state.FAIL, user_attrs={SURPLUS_ATTR: True}))
+    study.add_trial(optuna.create_trial(state=state.FAIL))  # a trial that raised: it counts
+    assert [t.number for t in _places(study.trials)] == [0, 3, 2, 5]
