@@ -37,12 +37,18 @@ model's test accuracy, epochs trained, trials, pruned trials, wall time up to
 the end of the view's last trial), then the means over seeds and the ratios
 against unpruned RandomSearch.
 
+The Optuna samplers (``--methods optuna_tpe optuna_random optuna_cmaes optuna_gp
+optuna_qmc``; ``tuning.OptunaSearch``, unpruned, ``--trials`` trials, seeded with
+the search's seed) search the same space with the same trial budget.
+
 Part 2 (``--part memory``): the search process's resident set size (RSS) after
 each of N small trials, in-process vs ``isolate_trials=True``; prints the growth
 per trial (least-squares slope).
 
     python benchmarks/tuning_efficiency.py --part efficiency --seeds 3 --trials 12 --epochs 10
     python benchmarks/tuning_efficiency.py --part memory --memory-trials 50
+    python benchmarks/tuning_efficiency.py --part efficiency --seed-list 21 22 --trials 8 \
+        --epochs 4 --methods random optuna_random optuna_tpe
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ def recipe(epochs: int, seed: int):
 
 
 RULES = ("median", "asha")
-METHODS = ["random", *RULES, "hyperband"]
+OPTUNA_METHODS = ["optuna_tpe", "optuna_random", "optuna_cmaes", "optuna_gp", "optuna_qmc"]
+METHODS = ["random", *RULES, "hyperband", *OPTUNA_METHODS]
 
 
 def make_pruner(rule, args):
@@ -140,6 +147,9 @@ def search(method, seed, args, data, folder):
         tuning.seed_oracle(tuner.oracle, seed)  # independent seeds, like our oracles
     elif method == "random":
         tuner = tuning.RandomSearch(recipe_, max_trials=args.trials, progress=progress, **common)
+    elif method in OPTUNA_METHODS:  # an Optuna sampler on the same space, unpruned
+        tuner = tuning.OptunaSearch(recipe_, sampler=method.removeprefix("optuna_"),
+                                    max_trials=args.trials, progress=progress, **common)
     else:
         # One pruned search with the unpruned search's epoch budget; its first
         # ``trials`` trials are the same-trials comparison, and its longest prefix
@@ -256,7 +266,7 @@ def efficiency(args):
     dumped = {}
     unpruned, live = {}, {}  # records by seed, by (rule, seed)
     labels = ["random", *[f"{rule}{suffix}" for rule in RULES
-                          for suffix in ("", "@50%", "@100%")], "hyperband"]
+                          for suffix in ("", "@50%", "@100%")], "hyperband", *OPTUNA_METHODS]
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seed_list:
             base = None

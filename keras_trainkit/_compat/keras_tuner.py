@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
 
 from keras_trainkit.utils.files import write_atomically
@@ -189,6 +190,51 @@ class AtomicTrialRecords:
                          json.dumps(trial.get_state()).encode())
 
 
+def pending_retries(oracle) -> list:
+    """The ids of the trials the oracle will run again before any new one (a list to edit).
+
+    ``Oracle._retry_queue`` (``keras_tuner/src/engine/oracle.py``, 1.4.8):
+    ``Oracle.reload`` puts the trials that were running when the search
+    stopped there, and ``end_trial`` a trial that raised (``INVALID``) while it
+    has retries left; ``create_trial`` hands them out first, keeping their ids.
+    """
+    return oracle._retry_queue
+
+
+def start_trial(oracle, tuner_id, trial_id, hyperparameters, status):
+    """Record a new trial with the given id as ``Oracle.create_trial`` records its own.
+
+    The second half of ``Oracle.create_trial`` (``keras_tuner/src/engine/oracle.py``,
+    1.4.8), for an oracle that numbers its trials itself (an Optuna study's trial
+    numbers, unique over every process of a search): a ``RUNNING`` trial's
+    values are recorded, it becomes the tuner's ongoing trial, is saved and
+    displayed; a ``STOPPED`` answer releases the tuner.
+    """
+    oracle.tuner_ids.add(tuner_id)
+    trial = trial_module.Trial(hyperparameters=hyperparameters, trial_id=trial_id,
+                               status=status)
+    if status == trial_module.TrialStatus.RUNNING:
+        oracle._record_values(trial)
+        oracle.ongoing_trials[tuner_id] = trial
+        oracle.trials[trial_id] = trial
+        oracle.start_order.append(trial_id)
+        oracle._save_trial(trial)
+        oracle.save()
+        oracle._display.on_trial_begin(trial)
+    elif status == trial_module.TrialStatus.STOPPED:
+        oracle.tuner_ids.discard(tuner_id)
+    return trial
+
+
+def save_trial_record(oracle, trial) -> None:
+    """Write the trial's ``trial.json`` as the oracle does after each change.
+
+    ``Oracle._save_trial`` (``keras_tuner/src/engine/oracle.py``, 1.4.8), or
+    :class:`AtomicTrialRecords`'s atomic version of it.
+    """
+    oracle._save_trial(trial)
+
+
 __all__ = [
     "AtomicTrialRecords",
     "BEST_WEIGHTS_FILE",
@@ -203,9 +249,12 @@ __all__ = [
     "is_tuner_hooks_callback",
     "metrics_from_results",
     "oracle_state_path",
+    "pending_retries",
     "oracle_trial_path",
     "random_stream_position",
     "reseed_bayesian_oracle",
+    "save_trial_record",
     "set_random_stream_position",
+    "start_trial",
     "tuner_state_path",
 ]

@@ -9,6 +9,7 @@ import sys
 import time
 
 HELP = "search a training recipe with KerasTuner (pruning, resume, parallel trials)"
+OPTUNA_SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")  # optuna_samplers.SAMPLERS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +18,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=None,
                         help="maximum number of trials (default 30; hyperband: its own "
                              "brackets decide, and --trials caps them)")
-    parser.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"],
-                        help="random search, Bayesian optimization or Hyperband; every other "
-                             "flag works with each (grid search is left out: the learning "
-                             "rates are continuous)")
+    parser.add_argument("--tuner", default=None,
+                        choices=["random", "bayesian", "hyperband", "optuna"],
+                        help="random search (default), Bayesian optimization, Hyperband, or an "
+                             "Optuna study (the default when --sampler, --storage or "
+                             "--objectives is given); every other flag works with each (grid "
+                             "search is left out: the learning rates are continuous)")
+    parser.add_argument("--sampler", default=None, choices=list(OPTUNA_SAMPLERS),
+                        help="Optuna sampler (default tpe; implies --tuner optuna)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage: a database URL (sqlite:///..., postgresql://...), "
+                             "'journal' or 'journal:<file>' (default: OUTPUT/search/optuna.db). "
+                             "Start the same command on several hosts with one storage and a "
+                             "shared --output to run one search together. Implies --tuner optuna")
+    parser.add_argument("--objectives", default=None,
+                        help="several objectives, NAME:max|min separated by commas, e.g. "
+                             "val_accuracy:max,num_params:min (num_params: the model's "
+                             "parameter count): the search returns their Pareto front "
+                             "(OUTPUT/pareto_front.png). Implies --tuner optuna")
     parser.add_argument("--pruner", default=None, choices=["median", "asha", "none"],
                         help="pruning rule (default: median; hyperband stops trials by its "
                              "own brackets and refuses median and asha)")
@@ -106,21 +121,58 @@ def _print_progress(tuner, trial, started=None, total=None):
     best_score = best[0].score if best and best[0].score is not None else float("nan")
     message = ended.message or ""
     status = "pruned" if message.startswith("pruned") else ended.status.lower()
-    score = f"{ended.score:.4f}" if ended.score is not None else "-"
+    score = f"val_accuracy={ended.score:.4f}" if ended.score is not None else "val_accuracy=-"
+    objectives = getattr(oracle.objective, "objectives", None)
+    if objectives and ended.status == "COMPLETED":  # several objectives: each, no "best"
+        values = zip(objectives, oracle.objective_values(ended))
+        print(f"trial {int(trial.trial_id) + 1}{f' of {total}' if total else ''}: {status:<9} "
+              + "  ".join(f"{o.name}={v:.4g}" for o, v in values)
+              + f"  elapsed={(time.time() - started) / 60:.1f} min", flush=True)
+        return
     pruned = getattr(oracle, "pruned_trials", None)
     pruned_text = f"  pruned so far={len(pruned)}" if pruned is not None else ""
     worker = f" [{tuner.tuner_id}]" if tuner.tuner_id != "tuner0" else ""
     of_total = f" of {total}" if total else ""
     print(f"trial {int(trial.trial_id) + 1}{of_total}{worker}: {status:<9} "
-          f"val_accuracy={score}  best so far={best_score:.4f}{pruned_text}  "
+          f"{score}  best so far={best_score:.4f}{pruned_text}  "
           f"elapsed={(time.time() - started) / 60:.1f} min", flush=True)
 
 
 DEFAULT_TRIALS = 30
 
 
+def parse_objectives(text: str | None) -> list[tuple[str, str]] | None:
+    """``"val_accuracy:max,num_params:min"`` as ``[(name, direction), ...]``."""
+    if text is None:
+        return None
+    objectives = []
+    for part in text.split(","):
+        name, _, direction = part.strip().partition(":")
+        if not name or direction not in ("max", "min"):
+            raise ValueError("Argument `--objectives` must be NAME:max or NAME:min items "
+                             f"separated by commas. Received: objectives={text!r}")
+        objectives.append((name, direction))
+    return objectives
+
+
 def check_tuner_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that the chosen tuner cannot honour (none is ever ignored)."""
+    """Choose the tuner (Optuna when an Optuna flag is given) and refuse flags that it
+    cannot honour (none is ever ignored)."""
+    optuna_flags = [f"--{name}" for name in ("sampler", "storage", "objectives")
+                    if getattr(args, name, None) is not None]
+    if args.tuner is None:
+        args.tuner = "optuna" if optuna_flags else "random"
+    if optuna_flags and args.tuner != "optuna":
+        raise ValueError(f"Argument `--tuner` must be optuna with {', '.join(optuna_flags)}. "
+                         f"Received: tuner={args.tuner!r}")
+    objectives = parse_objectives(getattr(args, "objectives", None))
+    if objectives and len(objectives) > 1 and args.pruner not in (None, "none"):
+        raise ValueError("Argument `--pruner` cannot be used with several --objectives: Optuna "
+                         f"prunes single-objective studies only. Received: pruner={args.pruner!r}")
+    if args.tuner == "optuna" and getattr(args, "parallel", 1) > 1:
+        raise ValueError("Argument `--parallel` must be 1 with --tuner optuna: start the same "
+                         "command several times (on any hosts) with one --storage and "
+                         f"--output instead. Received: parallel={args.parallel}")
     if args.tuner == "hyperband" and args.pruner not in (None, "none"):
         raise ValueError("Argument `--pruner` cannot be used with --tuner hyperband, which "
                          "stops trials by its own brackets; leave --pruner out or use "
@@ -148,9 +200,28 @@ def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None)
                                              total=trials))
     if args.tuner == "hyperband":
         return tuning.Hyperband(hypermodel, max_epochs=epochs, factor=3, **common)
+    if args.tuner == "optuna":
+        return _optuna_tuner(args, hypermodel, common)
     pruner = args.pruner or "median"
     tuner_class = tuning.RandomSearch if args.tuner == "random" else tuning.BayesianOptimization
     return tuner_class(hypermodel, pruner=None if pruner == "none" else pruner, **common)
+
+
+def _optuna_tuner(args, hypermodel, common):
+    import keras_tuner
+
+    from keras_trainkit import tuning
+
+    objectives = parse_objectives(args.objectives)
+    if objectives:
+        common["objective"] = [keras_tuner.Objective(name, direction)
+                               for name, direction in objectives]
+        if len(objectives) == 1:
+            common["objective"] = common["objective"][0]
+    several = objectives is not None and len(objectives) > 1
+    pruner = args.pruner or ("none" if several else "median")
+    return tuning.OptunaSearch(hypermodel, sampler=args.sampler or "tpe", storage=args.storage,
+                               pruner=None if pruner == "none" else pruner, **common)
 
 
 def refit(tuner, train, validation):
@@ -172,6 +243,7 @@ def check(args: argparse.Namespace) -> None:
     """The argument checks and the output folder (created if missing), before any work."""
     from keras_trainkit.commands._paths import output_folder
 
+    parse_objectives(args.objectives)
     for name in ("trials", "epochs", "parallel", "ensemble"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
@@ -181,6 +253,14 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
     check_tuner_flags(args)
     output_folder(args.output, "--output", "tune")
+
+
+def _print_optuna_notes(tuner) -> None:
+    if len(getattr(tuner.oracle.objective, "objectives", [])) > 1:
+        front = ", ".join(trial.trial_id for trial in tuner.pareto_front())
+        print(f"Pareto front: trials {front} (pareto_front.png, pareto_front.json)")
+    if tuner.storage_url:
+        print(f"Optuna study {tuner.study.study_name!r}: optuna-dashboard {tuner.storage_url}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,6 +283,8 @@ def run(args: argparse.Namespace) -> int:
     trials = f"{args.trials} " if args.trials else ("" if args.tuner == "hyperband" else
                                                     f"{DEFAULT_TRIALS} ")
     pruner = "brackets" if args.tuner == "hyperband" else (args.pruner or "median")
+    if args.tuner == "optuna" and args.objectives and "," in args.objectives:
+        pruner = args.pruner or "none"
     print(f"Searching {trials}{args.model} recipes ({args.space} space) on {args.dataset} "
           f"with the {args.tuner} tuner (pruner: {pruner}, parallel: {args.parallel}"
           f"{', isolated trials' if args.isolate else ''}"
@@ -240,6 +322,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Best recipe refit on training + validation ({examples} examples): test accuracy "
               f"{test_accuracy(model):.4f} (saved to {path}; "
               f"{(time.time() - started) / 60:.1f} min in all)")
+    if args.tuner == "optuna":
+        _print_optuna_notes(tuner)
     print(f"Report: {os.path.abspath(args.output)} (summary.txt, best_hyperparameters.json, "
           "PNG plots, hparams/ for TensorBoard)")
     sys.stdout.flush()

@@ -10,7 +10,12 @@ oracle, and the pruning oracles stop bad trials early.
 Modules import one way: ``pruning`` (pure rules) -> ``oracles``;
 ``epoch_checkpoint`` -> ``trial_plan`` -> ``isolation``; all of them ->
 ``tuners``.
+
+``OptunaSearch`` and ``OptunaOracle`` (Optuna-backed search) are imported on
+first use, since Optuna is optional (``pip install "keras-trainkit[optuna]"``).
 """
+
+import importlib
 
 from keras_trainkit.tuning.ensemble import ensemble_best_models
 from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
@@ -85,3 +90,13 @@ __all__ = [
     "trainkit_tuner",
     "write_report",
 ]
+
+# Optuna is optional: these names import their module (and Optuna) on first use.
+_OPTUNA_NAMES = {"OptunaSearch": "keras_trainkit.tuning.optuna_search",
+                 "OptunaOracle": "keras_trainkit.tuning.optuna_oracle"}
+
+
+def __getattr__(name):
+    if name in _OPTUNA_NAMES:
+        return getattr(importlib.import_module(_OPTUNA_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

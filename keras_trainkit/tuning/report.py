@@ -10,6 +10,9 @@ search reloaded from disk) and writes:
 * ``score_by_trial.png``, ``score_vs_<hyperparameter>.png`` (one per tuned
   hyperparameter; on a log axis for those sampled on a log scale) and
   ``learning_curves.png`` (every trial's objective per epoch);
+* ``pareto_front.json`` and ``pareto_front.png`` for a multi-objective
+  :class:`~keras_trainkit.tuning.OptunaSearch` (the front's trials and their
+  objectives; the first two objectives drawn, the front joined);
 * ``hparams/``: TensorBoard HParams logs (an experiment config and one run per
   trial with its hyperparameters and objective), readable by TensorBoard's
   HParams dashboard.
@@ -93,6 +96,8 @@ def trial_records(tuner) -> list[TrialRecord]:
     """Every trial of ``tuner``'s oracle, best first (finished trials without a
     score last)."""
     oracle = tuner.oracle
+    if hasattr(oracle, "refresh_trials"):  # a search of several processes: every worker's
+        oracle.refresh_trials()
     name = oracle.objective.name
     pruned = getattr(oracle, "pruned_trials", {})
     records = []
@@ -259,6 +264,42 @@ def write_hparams_logs(tuner, log_dir: str) -> None:
             tf.summary.scalar(name, record.score, step=last_epoch)  # epochs from 1
 
 
+def _write_pareto_front(tuner, output_dir: str) -> list[str]:
+    """``pareto_front.json`` and ``pareto_front.png`` (the first two objectives, every
+    completed trial, the front joined) for a tuner with ``pareto_front()``."""
+    import matplotlib.pyplot as plt
+
+    oracle = tuner.oracle
+    objectives = oracle.objective.objectives
+    completed = [t for t in oracle.trials.values()
+                 if t.status == "COMPLETED" and t.trial_id not in oracle.pruned_trials]
+    front = tuner.pareto_front()
+    path_json = os.path.join(output_dir, "pareto_front.json")
+    with open(path_json, "w") as handle:
+        json.dump([{"trial_id": t.trial_id,
+                    "objectives": dict(zip([o.name for o in objectives],
+                                           oracle.objective_values(t))),
+                    "hyperparameters": _trained_with(t.hyperparameters.values)} for t in front],
+                  handle, indent=2, default=str)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [oracle.objective_values(t)[:2] for t in completed]
+    if points:
+        ax.scatter(*zip(*points), color="0.6", label="trials")
+    line = sorted(oracle.objective_values(t)[:2] for t in front)
+    if line:
+        ax.plot(*zip(*line), "o-", color="C3", label="Pareto front")
+        for trial in front:
+            ax.annotate(trial.trial_id, oracle.objective_values(trial)[:2], fontsize=7)
+    ax.set_xlabel(f"{objectives[0].name} ({objectives[0].direction})")
+    ax.set_ylabel(f"{objectives[1].name} ({objectives[1].direction})")
+    ax.legend()
+    fig.tight_layout()
+    path_png = os.path.join(output_dir, "pareto_front.png")
+    fig.savefig(path_png, dpi=100)
+    plt.close(fig)
+    return [path_json, path_png]
+
+
 def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
     """Write the summary, best hyperparameters, plots and HParams logs.
 
@@ -302,6 +343,8 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
         hparams_dir = os.path.join(output_dir, "hparams")
         write_hparams_logs(tuner, hparams_dir)
         files.append(hparams_dir)
+    if hasattr(tuner, "pareto_front") and len(getattr(tuner.oracle.objective, "objectives", [])) > 1:
+        files += _write_pareto_front(tuner, output_dir)
     return {"summary": summary, "files": files}
 
 

@@ -1,0 +1,92 @@
+"""A fast hypermodel for the Optuna tests: a one-weight model trained a few steps per
+epoch, whose objective ``score`` is a known function of the hyperparameters and the
+epoch (set in the logs by a callback), so pruning and fronts are predictable.
+
+Run as a script it is one worker of a search: ``python _optuna_helpers.py DIR LOG
+STORAGE MAX_TRIALS [SEED]``; it appends one JSON line per trial start to LOG.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner  # noqa: E402
+import numpy as np  # noqa: E402
+
+X = np.linspace(-1, 1, 16, dtype="float32").reshape(-1, 1)
+Y = 2 * X
+
+
+class Score(keras.callbacks.Callback):
+    """Puts ``score = quality * (epoch + 1)`` in the epoch's logs (divided by it if falling)."""
+
+    def __init__(self, quality, sleep=0.0, falling=False):
+        super().__init__()
+        self.quality = quality
+        self.sleep = sleep
+        self.falling = falling
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.sleep)
+        factor = 1 / (epoch + 1) if self.falling else epoch + 1
+        logs["score"] = float(self.quality * factor)
+
+
+class Synthetic(keras_tuner.HyperModel):
+    """``x`` in [0, 1] (the score's quality), ``width`` (the parameter count), and an
+    optimizer choice with per-optimizer conditional learning rates."""
+
+    def __init__(self, epochs=3, sleep=0.0, log_path=None, falling=False):
+        super().__init__()
+        self.falling = falling
+        self.epochs = epochs
+        self.sleep = sleep
+        self.log_path = log_path
+
+    def build(self, hp):
+        hp.Float("x", 0.0, 1.0)
+        width = hp.Choice("width", [1, 4, 16])
+        optimizer = hp.Choice("optimizer", ["adam", "sgd"])
+        with hp.conditional_scope("optimizer", "adam"):
+            hp.Float("adam_lr", 1e-3, 1e-1, sampling="log")
+        with hp.conditional_scope("optimizer", "sgd"):
+            hp.Float("sgd_lr", 1e-3, 1e-1, sampling="log")
+            hp.Boolean("sgd_nesterov")
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(width),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=optimizer, loss="mse", run_eagerly=True)
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        if self.log_path:
+            with open(self.log_path, "a") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), "values": hp.values,
+                                         "initial_epoch": kwargs.get("initial_epoch", 0)})
+                             + "\n")
+        score = Score(hp.get("x"), self.sleep, self.falling)
+        kwargs["callbacks"] = [score, *kwargs.get("callbacks", [])]
+        kwargs.pop("epochs", None)
+        kwargs.setdefault("verbose", 0)
+        return model.fit(X, Y, epochs=self.epochs, **kwargs)
+
+
+def main():
+    from keras_trainkit import tuning
+
+    directory, log_path, storage, max_trials = sys.argv[1:5]
+    seed = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    storage = None if storage == "default" else storage
+    tuner = tuning.OptunaSearch(
+        Synthetic(epochs=4, sleep=0.5, log_path=log_path),
+        objective=keras_tuner.Objective("score", "max"), max_trials=int(max_trials),
+        storage=storage, seed=seed, heartbeat_interval=1, grace_period=4,
+        directory=directory, project_name="search")
+    tuner.search()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""OptunaSearch: an Optuna study behind a KerasTuner tuner (values, seeds, pruning,
+storage, several objectives). Tiny models: a trial trains a one-weight model a few
+epochs; its objective ``score`` is set from the hyperparameters (``_optuna_helpers``)."""
+
+import json
+import os
+
+import keras_tuner
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from keras_trainkit import tuning  # noqa: E402
+from tests.tuning._optuna_helpers import Synthetic  # noqa: E402
+
+SCORE = keras_tuner.Objective("score", "max")
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def _search(tmp_path, name="s", epochs=3, falling=False, **kwargs):
+    kwargs.setdefault("objective", SCORE)
+    kwargs.setdefault("max_trials", 4)
+    tuner = tuning.OptunaSearch(Synthetic(epochs=epochs, falling=falling), directory=str(tmp_path),
+                                project_name=name, **kwargs)
+    tuner.search()
+    return tuner
+
+
+def test_values_come_from_the_study_and_conditional_ones_only_when_active(tmp_path):
+    tuner = _search(tmp_path, sampler="random", seed=0, max_trials=6)
+    study = tuner.study
+    assert isinstance(study, optuna.Study)
+    assert os.path.exists(os.path.join(tmp_path, "s", "optuna.db"))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    for frozen in study.trials:
+        trial = tuner.oracle.get_trial(tuner.oracle.trial_id_of(frozen.number))
+        values = trial.hyperparameters.values
+        assert frozen.params == values  # same names and values: no transform needed here
+        other = "sgd" if values["optimizer"] == "adam" else "adam"
+        assert not [k for k in frozen.params if k.startswith(other + "_")]
+        # epoch e's score is x * (e + 1): every epoch reached the study
+        assert frozen.intermediate_values == pytest.approx(
+            {e: values["x"] * (e + 1) for e in range(3)})
+        assert frozen.value == pytest.approx(3 * values["x"])
+    assert {t.hyperparameters.values["optimizer"] for t in tuner.oracle.trials.values()} == {
+        "adam", "sgd"}
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert best.score == pytest.approx(study.best_value)
+
+
+def test_a_seeded_search_is_reproducible(tmp_path):
+    def values(name, seed):
+        tuner = _search(tmp_path, name, epochs=1, sampler="tpe", seed=seed, max_trials=3)
+        return [t.params for t in tuner.study.trials]
+
+    assert values("a", 11) == values("b", 11)
+    assert values("a2", 11) != values("c", 12)
+
+
+def test_an_optuna_pruner_prunes_and_both_records_say_so(tmp_path):
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    tuner = _search(tmp_path, sampler="random", seed=1, max_trials=8, pruner=pruner)
+    pruned = [t for t in tuner.study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "no trial below the median was pruned"
+    for frozen in tuner.study.trials:
+        trial_id = tuner.oracle.trial_id_of(frozen.number)
+        record = tuner.oracle.get_trial(trial_id)
+        assert record.status == "COMPLETED"
+        if frozen.state == optuna.trial.TrialState.PRUNED:
+            assert trial_id in tuner.oracle.pruned_trials
+            assert "pruned at epoch" in record.message and "MedianPruner" in record.message
+            assert len(frozen.intermediate_values) < 3  # stopped before its last epoch
+            # pruned because it was below the median of the earlier trials at that epoch
+            step = max(frozen.intermediate_values)
+            earlier = [t.intermediate_values[step] for t in tuner.study.trials
+                       if t.number < frozen.number and step in t.intermediate_values]
+            assert frozen.intermediate_values[step] < np.median(earlier)
+        else:
+            assert trial_id not in tuner.oracle.pruned_trials
+
+
+def test_patient_and_wilcoxon_pruners_are_accepted(tmp_path):
+    # falling curves: no improvement after the first epoch, and with no wrapped pruner
+    # PatientPruner then prunes every trial there
+    patient = optuna.pruners.PatientPruner(None, patience=0)
+    tuner = _search(tmp_path, "patient", sampler="random", seed=2, max_trials=3, pruner=patient,
+                    falling=True)
+    for frozen in tuner.study.trials:
+        assert frozen.state == optuna.trial.TrialState.PRUNED
+        assert sorted(frozen.intermediate_values) == [0, 1]
+    wilcoxon = optuna.pruners.WilcoxonPruner(p_threshold=0.5, n_startup_steps=1)
+    tuner = _search(tmp_path, "wilcoxon", sampler="random", seed=2, max_trials=3, pruner=wilcoxon)
+    assert len(tuner.study.trials) == 3
+
+
+@pytest.mark.parametrize("rule", ["median", "asha"])
+def test_our_rules_prune_through_the_study(tmp_path, rule):
+    pruner = (tuning.MedianPruner(startup_trials=1, warmup_epochs=0) if rule == "median"
+              else tuning.ASHAPruner(min_epochs=1, reduction_factor=2))
+    tuner = _search(tmp_path, rule, sampler="random", seed=3, max_trials=6, pruner=pruner)
+    states = [t.state for t in tuner.study.trials]
+    assert optuna.trial.TrialState.PRUNED in states
+    for frozen in tuner.study.trials:
+        trial_id = tuner.oracle.trial_id_of(frozen.number)
+        pruned = frozen.state == optuna.trial.TrialState.PRUNED
+        assert (trial_id in tuner.oracle.pruned_trials) == pruned
+        if pruned:
+            assert tuner.oracle.pruned_trials[trial_id]["rule"] == rule
+
+
+def test_several_objectives_give_a_pareto_front_of_loadable_models(tmp_path):
+    objectives = [SCORE, keras_tuner.Objective("num_params", "min")]
+    tuner = _search(tmp_path, "pareto", objective=objectives, sampler="nsga2", seed=4,
+                    max_trials=8, epochs=1)
+    records = {t.trial_id: tuner.oracle.objective_values(t)
+               for t in tuner.oracle.trials.values()}
+    # the front, computed here from the KerasTuner records: not dominated by any other trial
+    def dominated(a):
+        return any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in records.values())
+    expected = sorted(k for k, v in records.items() if not dominated(v))
+    front = tuner.pareto_front()
+    assert sorted(t.trial_id for t in front) == expected
+    widths = {t.trial_id: t.hyperparameters.values["width"] for t in front}
+    for trial, model in zip(front, tuner.pareto_models()):
+        assert model.count_params() == records[trial.trial_id][1]
+        assert model.layers[0].units == widths[trial.trial_id]
+    files = tuning.write_report(tuner, str(tmp_path / "report"))["files"]
+    assert str(tmp_path / "report" / "pareto_front.png") in files
+    with open(tmp_path / "report" / "pareto_front.json") as handle:
+        assert sorted(entry["trial_id"] for entry in json.load(handle)) == expected
+    with pytest.raises(ValueError, match="Argument `pruner` must be None with several objectives"):
+        tuning.OptunaSearch(Synthetic(), objective=objectives, pruner="median",
+                            directory=str(tmp_path), project_name="bad")
+
+
+def test_a_rerun_continues_the_study_in_its_storage(tmp_path):
+    first = _search(tmp_path, "again", sampler="tpe", seed=5, max_trials=3, epochs=1)
+    numbers = [t.number for t in first.study.trials]
+    second = _search(tmp_path, "again", sampler="tpe", seed=5, max_trials=5, epochs=1)
+    assert [t.number for t in second.study.trials] == numbers + [3, 4]
+    assert sorted(second.oracle.trials) == ["0", "1", "2", "3", "4"]
+
+
+def test_journal_storage(tmp_path):
+    tuner = _search(tmp_path, "journal", storage="journal", sampler="random", seed=0,
+                    max_trials=3, epochs=1)
+    assert os.path.exists(os.path.join(tmp_path, "journal", "optuna.journal"))
+    assert len(tuner.study.trials) == 3 and tuner.storage_url is None
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="Argument `storage` must be None"):
+        _search(tmp_path, "bad", storage=3)
+    with pytest.raises(ValueError, match="Argument `max_trials`"):
+        tuning.OptunaSearch(Synthetic(), objective=SCORE, max_trials=0, directory=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_isolated_trials_report_their_epochs_to_the_study(tmp_path):
+    tuner = tuning.OptunaSearch(Synthetic(epochs=2), objective=SCORE, max_trials=1, seed=0,
+                                sampler="random", isolate_trials=True, directory=str(tmp_path),
+                                project_name="isolated")
+    tuner.search()
+    for frozen in tuner.study.trials:
+        assert frozen.state == optuna.trial.TrialState.COMPLETE
+        assert frozen.intermediate_values == pytest.approx(
+            {0: frozen.params["x"], 1: 2 * frozen.params["x"]})
+    assert tuner.get_best_models(1)[0].count_params() > 0
+
+
+def test_time_budget_and_report(tmp_path):
+    tuner = tuning.OptunaSearch(Synthetic(epochs=5, sleep=0.3), objective=SCORE, max_trials=4,
+                                time_budget=0.5, directory=str(tmp_path), project_name="budget")
+    tuner.search()
+    assert len(tuner.study.trials) == 1  # no trial started after the budget
+    frozen = tuner.study.trials[0]
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.intermediate_values) < 5
+    summary = tuning.write_report(tuner, str(tmp_path / "report"))["summary"]
+    assert "1 trials, 0 pruned, 0 failed" in summary
