@@ -21,6 +21,7 @@ from keras_trainkit._compat.keras import (
     compute_loss_with_training_flag,
     initial_epoch_set_by_callbacks,
 )
+from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import _data, replicas
@@ -85,6 +86,12 @@ class Trainer:
     (:class:`NonFiniteLossError` at the epoch end); see
     :mod:`keras_trainkit.training.non_finite`. With a ``SkipNonFinite`` among
     ``gradient_transforms``, non-finite gradients are its job.
+
+    Evaluation weights: with an optimizer that trains at one point and is
+    evaluated at another (``keras_trainkit.optimizers.ScheduleFree``),
+    ``evaluate``, ``predict`` and fit's validation run at its evaluation
+    weights, BatchNorm statistics recomputed there, and ``fit`` ends with them
+    in the model (hook: :meth:`evaluation_weights`).
 
     Custom objectives: subclass and override :meth:`compute_loss` (the loss from
     ``x, y, y_pred``, per replica, inside the tape); for more control override
@@ -337,6 +344,26 @@ class Trainer:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.model(x, training=False)
 
+    def evaluation_weights(self, bn_data=None):
+        """The weights that ``evaluate``, ``predict`` and fit's validation use: a context manager.
+
+        When the optimizer keeps evaluation weights apart from the training
+        weights (``ScheduleFree``'s average ``x``, Keras's
+        ``ScheduleFreeAdamW``; see ``keras_trainkit.optimizers.find_evaluation_weights``),
+        they are put into the model for the duration, with every BatchNorm
+        layer's statistics recomputed at them over up to 50 batches of
+        ``bn_data`` (``fit`` passes its training data), and the training
+        weights and statistics come back exactly afterwards. ``fit`` calls its
+        ``resume()`` before the first step (the training weights back, if an
+        earlier ``fit`` left the evaluation weights in the model) and its
+        ``finalize()`` at the end (the evaluation weights stay in the model).
+        For any other optimizer nothing happens. Override to evaluate
+        elsewhere: return an object with ``__enter__``, ``__exit__``,
+        ``resume()`` and ``finalize()``
+        (:class:`~keras_trainkit.callbacks.evaluation_weights.EvaluationWeightsSwap`).
+        """
+        return EvaluationWeightsSwap(self.model, bn_data=bn_data)
+
     # ------------------------------------------------------------- the update
     def _optimizer_apply(self, grads, variables):
         """``optimizer.apply`` from a cross-replica context, with the loss scale put back."""
@@ -427,6 +454,7 @@ class Trainer:
         self.model.stop_training = False
         self.non_finite.begin_fit()
         clear_initial_epoch(self.model)
+        self.evaluation_weights().resume()
         callbacks.on_train_begin()
         train_function = self._functions.train(control.retrace_requests(self.model))
         initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)
@@ -440,6 +468,7 @@ class Trainer:
         self.non_finite.end_fit()
         if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
+            self.evaluation_weights(plan.dataset).finalize()
         callbacks.on_train_end(logs=logs)
         return self.model.history
 
@@ -475,7 +504,8 @@ class Trainer:
         # where compiled code cannot raise) raises here at the latest.
         self._chain.raise_if_stopped()
         if validation is not None and not self.model.stop_training:
-            val_logs = self._evaluate_prepared(*validation, callbacks)
+            with self.evaluation_weights(plan.dataset):
+                val_logs = self._evaluate_prepared(*validation, callbacks)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if checkpointer is not None:
@@ -484,13 +514,14 @@ class Trainer:
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  callbacks=None, return_dict=False):
-        """Loss and metrics over ``x``; like ``model.evaluate``."""
+        """Loss and metrics over ``x``, at the evaluation weights (:meth:`evaluation_weights`); like ``model.evaluate``."""
         verbose = check_verbose(verbose)
         dataset, steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
                                         seed=self.seed)
         self._ensure_built(dataset)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=steps, history=False)
-        logs = self._evaluate_prepared(dataset, steps, callbacks)
+        with self.evaluation_weights():
+            logs = self._evaluate_prepared(dataset, steps, callbacks)
         if return_dict:
             return logs
         values = list(logs.values())
@@ -508,7 +539,7 @@ class Trainer:
         return logs
 
     def predict(self, x, batch_size=None, verbose=0):
-        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays."""
+        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights."""
         check_verbose(verbose)
         if _data.is_dataset(x):
             dataset = x
@@ -525,7 +556,8 @@ class Trainer:
                 return 0, None
             return 1, tf.nest.map_structure(lambda t: t.numpy(), predict(batch))
 
-        StepLoop(1).run(call, None, begin=lambda step: None, end=lambda step, out: outputs.append(out))
+        with self.evaluation_weights():
+            StepLoop(1).run(call, None, begin=lambda step: None, end=lambda step, out: outputs.append(out))
         if not outputs:
             raise ValueError("Argument `x` must yield at least one batch. Received: empty data")
         return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
