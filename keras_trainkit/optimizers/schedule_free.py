@@ -35,6 +35,12 @@ def check_momentum_off(optimizer):
                 "keras.optimizers.ScheduleFreeAdamW alone, or ScheduleFree(keras.optimizers.AdamW("
                 f"beta_1=0.0)). Received: optimizer={optimizer!r}"
             )
+        if isinstance(leaf, keras.optimizers.Lion):
+            raise ValueError(
+                "Argument `optimizer` must be able to run without momentum, and Keras's Lion cannot "
+                "(it refuses beta_1=0). Use SGD, or Adam/AdamW/RAdam with beta_1=0. "
+                f"Received: optimizer={optimizer!r}"
+            )
         if leaf.use_ema or leaf.gradient_accumulation_steps:
             argument = "use_ema" if leaf.use_ema else "gradient_accumulation_steps"
             raise ValueError(
@@ -110,9 +116,10 @@ class ScheduleFree(OptimizerWrapper):
 
     Args:
         optimizer: the inner optimizer, momentum off: ``SGD(momentum=0)``,
-            ``Adam``/``AdamW``/``Lamb``/``RAdam`` ... with ``beta_1=0`` (Keras's ``Lion`` refuses ``beta_1=0``)
-            (an instance, a name or a config dict). ``use_ema`` and
-            ``gradient_accumulation_steps`` on it are refused.
+            ``Adam``/``AdamW``/``Lamb``/``RAdam`` ... with ``beta_1=0`` (an
+            instance, a name or a config dict). ``use_ema`` and
+            ``gradient_accumulation_steps`` on it are refused, and so is
+            Keras's ``Lion`` (it refuses ``beta_1=0``).
         beta_1: the interpolation ``beta`` in ``(0, 1]``. Defaults to ``0.9``.
         weight_lr_power: ``p >= 0``, the power of the learning rate in the
             averaging weights. Defaults to ``2.0``.
