@@ -29,6 +29,19 @@ ms/step over repeats, and the medians over repeats of the ratios to
 Targets (issue 3): element-wise optimizers <= 1.3x Adam; a transform or
 Lookahead <= 1.10x what it wraps (AutoClip, AdaptiveGradientClipping <= 1.15x);
 SAM <= 2.1x Adam; Shampoo (second order, refresh every 10 steps) <= 3x Adam.
+Issue 19: ADOPT, AdEMAMix, MARS, Cautious(Adam) <= 1.3x Adam; Muon <= 2x Adam;
+SOAP's ratio to Adam no larger than pytorch-optimizer's SOAP to torch's AdamW.
+
+The SOAP comparison runs in the same process and round-robin: the same MLP in
+PyTorch (``torch.nn.Linear`` layers, the same kernel shapes transposed), one
+step = forward, backward, ``optimizer.step()`` in eager PyTorch, ``--steps``
+steps per timed call. ``torch.AdamW`` is timed right before
+``pytorch_optimizer.SOAP`` (its defaults: no blocking below 10000, refresh
+every 10 steps), so "x wrapped" of the PyTorch SOAP row is its ratio to AdamW
+and the target of our SOAP rows. Our ``SOAP (block 1024)`` leaves these
+kernels whole, the same algorithm as pytorch-optimizer's; the default blocks
+of 256 cut the 784 x 512 kernels into 4 x 2 blocks. Skipped (with a line
+saying so) when torch or pytorch-optimizer is not installed.
 
 Candidates are read from the registries, so classes added later are timed too;
 what cannot be built with default arguments is reported as skipped.
@@ -70,8 +83,14 @@ TARGETS = {
     "SAM(Adam)": (2.1, "adam"),
     "AutoClip": (1.15, "wrapped"),
     "AdaptiveGradientClipping": (1.15, "wrapped"),
+    "Cautious(Adam)": (1.3, "adam"),
 }
 SHAMPOO_TARGET = (3.0, "adam")
+MUON_TARGET = (2.0, "adam")
+TORCH_ADAMW = "torch.AdamW"
+TORCH_SOAP = "pytorch-optimizer SOAP"
+# Our SOAP rows: ratio to Adam at most the PyTorch SOAP row's ratio to torch.AdamW.
+SOAP_TARGET = (TORCH_SOAP, "adam")
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
 
 
@@ -134,6 +153,50 @@ class Candidate:
         return elapsed / steps
 
 
+class TorchCandidate(Candidate):
+    """The same MLP and batch in eager PyTorch: forward, backward, ``optimizer.step()``."""
+
+    def compile(self, x, y, jit):
+        import torch
+
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+            torch.nn.Linear(512, 10),
+        )
+        self.optimizer = self.make(self.model.parameters())
+        self._x = torch.from_numpy(x.numpy())
+        self._y = torch.from_numpy(y.numpy().astype("int64"))
+        self._loss = torch.nn.CrossEntropyLoss()
+        self.run(2)  # create the optimizer state (and SOAP's first eigendecompositions); not timed
+
+    def run(self, steps):
+        start = CLOCK()
+        for _ in range(steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(self.model(self._x), self._y)
+            loss.backward()
+            self.optimizer.step()
+        value = float(loss.detach())
+        elapsed = CLOCK() - start
+        if not np.isfinite(value):
+            raise FloatingPointError(f"{self.label}: non-finite loss {value}")
+        return elapsed / steps
+
+
+def torch_candidates():
+    """``(torch.AdamW, pytorch-optimizer SOAP)`` at their defaults, or ``[]`` without them."""
+    try:
+        import pytorch_optimizer
+        import torch
+    except ImportError:
+        return []
+    return [
+        TorchCandidate(TORCH_ADAMW, lambda params: torch.optim.AdamW(params, lr=1e-3)),
+        TorchCandidate(TORCH_SOAP, lambda params: pytorch_optimizer.SOAP(params), wraps=TORCH_ADAMW),
+    ]
+
+
 def candidates(jit=False):
     """``(list of Candidate, list of skipped names)`` read from the registries."""
     adam = lambda: keras.optimizers.Adam(1e-3)
@@ -161,6 +224,16 @@ def candidates(jit=False):
                     "Shampoo (newton)", lambda cls=cls: cls(inverse_root="newton")
                 ))
             continue
+        if name == "Muon":
+            out.append(Candidate("Muon (defaults)", cls, target=MUON_TARGET))
+            if hasattr(keras.optimizers, "Muon"):  # Keras's own: the same Newton-Schulz work on 2-D kernels
+                out.append(Candidate("keras.Muon", lambda: keras.optimizers.Muon(0.02)))
+            continue
+        if name == "SOAP":
+            default_block = inspect.signature(cls).parameters["max_block_size"].default
+            out.append(Candidate(f"SOAP (defaults, block {default_block})", cls, target=SOAP_TARGET))
+            out.append(Candidate("SOAP (block 1024)", lambda cls=cls: cls(max_block_size=1024), target=SOAP_TARGET))
+            continue
         out.append(Candidate(name, cls, target=ELEMENTWISE_TARGET))
 
     wrappers = {
@@ -168,6 +241,7 @@ def candidates(jit=False):
         "Lookahead": (lambda c: c(adam()), False),
         "LayerwiseLearningRate": (lambda c: c(adam(), {"dense1/*": 0.5, "dense2/*": 0.75}), False),
         "SAM": (lambda c: c(adam(), rho=0.05), True),
+        "Cautious": (lambda c: c(adam()), False),
     }
     for name, (make, sam) in wrappers.items():
         if name not in classes:
@@ -176,6 +250,12 @@ def candidates(jit=False):
         label = f"{name}(Adam)"
         target = TARGETS.get(label, WRAPPER_TARGET)
         out.append(Candidate(label, lambda make=make, c=classes[name]: make(c), wraps=BASELINE, target=target, sam=sam))
+
+    torch_side = torch_candidates()
+    if torch_side:
+        out.extend(torch_side)
+    else:
+        skipped.append("PyTorch SOAP comparison (torch or pytorch-optimizer not installed)")
 
     transformed = classes.get("TransformedOptimizer")
     transforms = getattr(kto, "transforms", None)
@@ -191,6 +271,24 @@ def candidates(jit=False):
             target=TARGETS.get(name, WRAPPER_TARGET),
         ))
     return out, skipped
+
+
+def verdict(candidate, to_adam, to_wrapped, wrapped_ratio_of) -> str:
+    """The target column: ``"<= 1.30x Adam: ok"``, ``"... OVER"`` or ``""`` without a target.
+
+    A target given as a row label (our SOAP rows) is that row's "x wrapped"
+    ratio (the PyTorch SOAP's ratio to torch.AdamW), read via ``wrapped_ratio_of``.
+    """
+    if candidate.target is None:
+        return ""
+    limit, against = candidate.target
+    if isinstance(limit, str):
+        label, limit = limit, wrapped_ratio_of(limit)
+        if limit is None:
+            return f"(no {label} row to compare with)"
+    value = to_adam if against == "adam" else to_wrapped
+    result = "ok" if value is not None and value <= limit else "OVER"
+    return f"<= {limit:.2f}x {'Adam' if against == 'adam' else 'wrapped'}: {result}"
 
 
 def main(argv=None):
@@ -211,6 +309,13 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         CLOCK = time.process_time
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+            torch.set_num_interop_threads(1)
+        except ImportError:
+            pass
     tf.get_logger().setLevel("ERROR")  # one tf.function per candidate is intended, not retracing
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(128, 784)).astype("float32"))
@@ -220,6 +325,8 @@ def main(argv=None):
     if args.only:
         wanted = [c for c in found if any(c.label.startswith(o) for o in args.only)]
         needed = {BASELINE} | {c.wraps for c in wanted if c.wraps}
+        if any(c.target == SOAP_TARGET for c in wanted):
+            needed |= {TORCH_ADAMW, TORCH_SOAP}
         found = [c for c in found if c in wanted or c.label in needed]
 
     print(f"MLP 784-512-512-10, batch 128, forward+backward+apply_gradients in tf.function "
@@ -274,12 +381,8 @@ def main(argv=None):
         ms = statistics.median(candidate.times) * 1e3
         to_adam = ratio(candidate, "adam")
         to_wrapped = ratio(candidate, "wrapped")
-        target_text = ""
-        if candidate.target is not None:
-            limit, against = candidate.target
-            value = to_adam if against == "adam" else to_wrapped
-            verdict = "ok" if value is not None and value <= limit else "OVER"
-            target_text = f"<= {limit:.2f}x {'Adam' if against == 'adam' else 'wrapped'}: {verdict}"
+        target_text = verdict(candidate, to_adam, to_wrapped, lambda label: ratio(by_label[label], "wrapped")
+                              if label in by_label else None)
         print(
             f"{candidate.label:34s} {ms:8.2f} {to_adam:7.2f} {candidate.wraps or '':>30s} "
             f"{'' if to_wrapped is None else f'{to_wrapped:9.2f}':>9s}  {target_text}"

@@ -81,3 +81,22 @@ def bind_traced_call(function, *example_args):
     inputs = tf.nest.flatten(list(example_args), expand_composites=True)
     captured = concrete.captured_inputs
     return lambda limit: call_flat(inputs + [limit], captured)
+
+
+def dataset_graph_def(dataset):
+    """The ``GraphDef`` of a ``tf.data.Dataset``'s pipeline, or ``None`` when it cannot be read.
+
+    Upstream: ``DatasetV2._as_serialized_graph``
+    (``tensorflow/python/data/ops/dataset_ops.py``), TensorFlow 2.16-2.21; no
+    public twin. Used only to explain, before training, why a pipeline cannot be
+    resumed exactly; ``None`` skips that explanation.
+    """
+    import tensorflow as tf
+
+    try:
+        serialized = dataset._as_serialized_graph()
+        graph = tf.compat.v1.GraphDef()
+        graph.ParseFromString(serialized.numpy())
+        return graph
+    except Exception:  # an inspection aid only; never block training on it
+        return None

@@ -5,9 +5,9 @@
   (KerasTuner deep-copies callbacks for every trial; a copy must not drag the
   previous trial's model along) and passes non-config references (data sets)
   through by reference.
-* :class:`MonitorBase` builds on Keras's own ``MonitorCallback`` (direction
-  inference from the model's metrics) and adds argument validation, a relative
-  ``min_delta`` and plain-float comparisons.
+* :class:`MonitorBase` infers the direction of the watched quantity from the
+  model's metrics as Keras's callbacks do, and adds argument validation, a
+  relative ``min_delta`` and plain-float comparisons.
 """
 
 from __future__ import annotations
@@ -16,11 +16,7 @@ import warnings
 
 import keras
 
-try:  # Keras's direction inference; not part of the public API, so guarded.
-    from keras.src.callbacks.monitor_callback import MonitorCallback
-except ImportError:  # pragma: no cover - a Keras without it
-    MonitorCallback = None
-
+from keras_trainkit._compat.keras import metric_direction
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
 from keras_trainkit.utils.values import to_float
 
@@ -61,12 +57,41 @@ class TrainkitCallback(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
+def _direction_from_metrics(model, monitor):
+    """``"up"``/``"down"`` for ``monitor`` from the model's compiled metrics, as Keras infers it.
+
+    Keras 3.11+ does this in its non-public ``MonitorCallback._set_monitor_op``
+    (``keras/src/callbacks/monitor_callback.py``), older Kerases inside each
+    callback: ``loss`` goes down; a metric named like ``monitor`` without its
+    ``val_`` prefix, found in ``model.metrics`` or one level inside their
+    ``metrics`` lists (where ``compile`` gathers them), decides, the last
+    match winning. ``None`` when nothing decides.
+    """
+    name = monitor.removeprefix("val_")
+    direction = "down" if name == "loss" else None
+    for metric in _compiled_metrics(model):
+        if metric.name == name:
+            direction = metric_direction(metric) or direction
+    return direction
+
+
+def _compiled_metrics(model):
+    """The model's metrics with the containers ``compile`` builds opened one level."""
+    found = []
+    for metric in getattr(model, "metrics", None) or []:
+        inner = getattr(metric, "metrics", None)
+        found.extend(inner if isinstance(inner, list) else [metric])
+    return found
+
+
 class MonitorBase(TrainkitCallback):
     """Common arguments and comparisons for callbacks that watch one logged quantity.
 
-    Direction (``mode="auto"``) is inferred exactly as Keras does (``loss`` is
-    minimized, metrics by their ``_direction``), through Keras's
-    ``MonitorCallback``.
+    Direction (``mode="auto"``) is inferred as Keras's own callbacks do:
+    ``loss`` is minimized, a compiled metric of that name (``val_`` stripped)
+    goes the way Keras's metric says (accuracy up, errors down). Beyond Keras,
+    a name ending in ``loss`` or ``error`` (``out_loss`` of a multi-output
+    model) is minimized; anything else needs ``mode="min"`` or ``"max"``.
 
     Args:
         monitor: the log key to watch.
@@ -95,19 +120,16 @@ class MonitorBase(TrainkitCallback):
         if self.mode != "auto":
             self._lower_is_better = self.mode == "min"
             return
-        if MonitorCallback is None:
+        direction = _direction_from_metrics(self.model, self.monitor)
+        if direction is None:
             name = self.monitor.removeprefix("val_")
-            if name != "loss" and not name.endswith("loss") and not name.endswith("error"):
+            if not name.endswith("loss") and not name.endswith("error"):
                 raise ValueError(
                     f"{type(self).__name__} cannot tell whether `{self.monitor}` should go up or "
                     f"down: pass mode='min' or mode='max'. Received: mode={self.mode!r}"
                 )
-            self._lower_is_better = True
-            return
-        probe = MonitorCallback(self.monitor, "auto")
-        probe.set_model(self.model)
-        probe._set_monitor_op()
-        self._lower_is_better = probe.monitor_op is keras.ops.less
+            direction = "down"
+        self._lower_is_better = direction == "down"
 
     def _is_improvement(self, current, best):
         """Whether ``current`` beats ``best`` by more than the required margin."""

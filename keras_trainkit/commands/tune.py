@@ -14,10 +14,16 @@ HELP = "search a training recipe with KerasTuner (pruning, resume, parallel tria
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"])
     parser.add_argument("--model", default="cnn", choices=["mlp", "cnn"])
-    parser.add_argument("--trials", type=int, default=30, help="maximum number of trials")
-    parser.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"])
-    parser.add_argument("--pruner", default="median", choices=["median", "asha", "none"],
-                        help="pruning rule (ignored by hyperband, which prunes by brackets)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="maximum number of trials (default 30; hyperband: its own "
+                             "brackets decide, and --trials caps them)")
+    parser.add_argument("--tuner", default="random", choices=["random", "bayesian", "hyperband"],
+                        help="random search, Bayesian optimization or Hyperband; every other "
+                             "flag works with each (grid search is left out: the learning "
+                             "rates are continuous)")
+    parser.add_argument("--pruner", default=None, choices=["median", "asha", "none"],
+                        help="pruning rule (default: median; hyperband stops trials by its "
+                             "own brackets and refuses median and asha)")
     parser.add_argument("--space", default="focused", choices=["focused", "full"],
                         help="focused (default): around the `trainkit demo` recipe, which is "
                              "the first trial's; full: the library's default spaces")
@@ -104,36 +110,47 @@ def _print_progress(tuner, trial, started=None, total=None):
     pruned = getattr(oracle, "pruned_trials", None)
     pruned_text = f"  pruned so far={len(pruned)}" if pruned is not None else ""
     worker = f" [{tuner.tuner_id}]" if tuner.tuner_id != "tuner0" else ""
-    print(f"trial {int(trial.trial_id) + 1} of {total}{worker}: {status:<9} "
+    of_total = f" of {total}" if total else ""
+    print(f"trial {int(trial.trial_id) + 1}{of_total}{worker}: {status:<9} "
           f"val_accuracy={score}  best so far={best_score:.4f}{pruned_text}  "
           f"elapsed={(time.time() - started) / 60:.1f} min", flush=True)
 
 
-def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None):
-    """Build (or reload) the tuner the arguments describe."""
-    import keras_tuner
+DEFAULT_TRIALS = 30
 
+
+def check_tuner_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that the chosen tuner cannot honour (none is ever ignored)."""
+    if args.tuner == "hyperband" and args.pruner not in (None, "none"):
+        raise ValueError("Argument `--pruner` cannot be used with --tuner hyperband, which "
+                         "stops trials by its own brackets; leave --pruner out or use "
+                         f"--tuner random or bayesian. Received: pruner={args.pruner!r}")
+
+
+def make_tuner(args: argparse.Namespace, input_shape, num_classes, started=None):
+    """Build (or reload) the tuner the arguments describe. Every tuner gets the
+    same features: resume, --isolate, --budget-minutes, the first trial at the
+    focused space's defaults, the progress lines and the seed."""
     from keras_trainkit import tuning
 
+    check_tuner_flags(args)
     hypermodel = recipe(args, input_shape, num_classes)
     epochs = hypermodel.training_space.epochs[1]  # --epochs, or the demo recipe's
+    trials = args.trials if args.trials is not None else (
+        None if args.tuner == "hyperband" else DEFAULT_TRIALS)
     common = dict(directory=os.path.dirname(os.path.abspath(args.project_dir)),
                   project_name=os.path.basename(args.project_dir), overwrite=False,
-                  max_consecutive_failed_trials=max(3, args.trials // 3))
+                  objective="val_accuracy", seed=args.seed, max_trials=trials,
+                  max_consecutive_failed_trials=max(3, (trials or DEFAULT_TRIALS) // 3),
+                  start_from_defaults=args.space == "focused", isolate_trials=args.isolate,
+                  time_budget=args.budget_minutes * 60 if args.budget_minutes else None,
+                  progress=functools.partial(_print_progress, started=started or time.time(),
+                                             total=trials))
     if args.tuner == "hyperband":
-        tuner = keras_tuner.Hyperband(hypermodel, objective="val_accuracy", max_epochs=epochs,
-                                      factor=3, seed=args.seed, **common)
-        if not tuner.oracle.trials:  # a fresh search, not a resumed one
-            tuning.seed_oracle(tuner.oracle, args.seed)
-        return tuner
-    extra = dict(pruner=None if args.pruner == "none" else args.pruner,
-                 start_from_defaults=args.space == "focused",
-                 isolate_trials=args.isolate, max_trials=args.trials, seed=args.seed,
-                 time_budget=args.budget_minutes * 60 if args.budget_minutes else None,
-                 progress=functools.partial(_print_progress, started=started or time.time(),
-                                            total=args.trials))
+        return tuning.Hyperband(hypermodel, max_epochs=epochs, factor=3, **common)
+    pruner = args.pruner or "median"
     tuner_class = tuning.RandomSearch if args.tuner == "random" else tuning.BayesianOptimization
-    return tuner_class(hypermodel, objective="val_accuracy", **extra, **common)
+    return tuner_class(hypermodel, pruner=None if pruner == "none" else pruner, **common)
 
 
 def refit(tuner, train, validation):
@@ -162,6 +179,7 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: seed={args.seed}")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
+    check_tuner_flags(args)
     output_folder(args.output, "--output", "tune")
 
 
@@ -182,20 +200,21 @@ def run(args: argparse.Namespace) -> int:
     train, validation, (x_test, y_test) = split(args.dataset, args.seed)
     input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
     started = time.time()
-    print(f"Searching {args.trials} {args.model} recipes ({args.space} space) on {args.dataset} "
-          f"with the {args.tuner} "
-          f"tuner (pruner: {args.pruner}, parallel: {args.parallel}); state in {args.project_dir}",
-          flush=True)
+    trials = f"{args.trials} " if args.trials else ("" if args.tuner == "hyperband" else
+                                                    f"{DEFAULT_TRIALS} ")
+    pruner = "brackets" if args.tuner == "hyperband" else (args.pruner or "median")
+    print(f"Searching {trials}{args.model} recipes ({args.space} space) on {args.dataset} "
+          f"with the {args.tuner} tuner (pruner: {pruner}, parallel: {args.parallel}"
+          f"{', isolated trials' if args.isolate else ''}"
+          f"{f', budget {args.budget_minutes:g} min' if args.budget_minutes else ''}); "
+          f"state in {args.project_dir}", flush=True)
     factory = functools.partial(make_tuner, args, input_shape, num_classes, started)
     if args.parallel > 1:
-        if args.tuner == "hyperband":
-            raise ValueError("Argument `--parallel` > 1 needs --tuner random or bayesian. "
-                             f"Received: parallel={args.parallel}, tuner='hyperband'")
         tuner = parallel_search(factory, *train, validation_data=validation,
                                 parallel_trials=args.parallel)
     else:
         tuner = factory()
-        tuner.search(*train, validation_data=validation, verbose=0 if args.tuner != "hyperband" else 1)
+        tuner.search(*train, validation_data=validation, verbose=0)
     report = write_report(tuner, args.output)
     print()
     print(report["summary"])

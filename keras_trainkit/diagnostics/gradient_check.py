@@ -91,6 +91,63 @@ def _float64_clone(model):
     return clone
 
 
+def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed):
+    """Validate the arguments; returns the loss function."""
+    check_type("model", model, keras.Model)
+    check_positive("num_coordinates", num_coordinates, integer=True)
+    if epsilon is not None:
+        check_positive("epsilon", epsilon)
+    if threshold is not None:
+        check_positive("threshold", threshold)
+    check_type("float64", float64, bool)
+    check_type("seed", seed, int)
+    if isinstance(loss, (str, dict)) or loss is None:
+        loss_fn = keras.losses.get(loss)
+        if loss_fn is None:
+            raise ValueError(f"Argument `loss` must be a loss. Received: loss={loss!r}")
+        return loss_fn
+    if callable(loss):
+        return loss
+    raise TypeError(f"Argument `loss` must be a loss identifier or a callable. Received: loss={loss!r}")
+
+
+def _pick_coordinates(variables, num_coordinates, seed):
+    """``[(variable index, flat index)]``: one coordinate of as many variables as allowed, then uniform."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array([int(np.prod(v.shape)) for v in variables])
+    chosen = [(int(i), int(rng.integers(sizes[i]))) for i in rng.permutation(len(variables))[:num_coordinates]]
+    remaining = num_coordinates - len(chosen)
+    if remaining > 0:
+        flat = rng.choice(int(sizes.sum()), size=min(remaining, int(sizes.sum())), replace=False)
+        bounds = np.cumsum(sizes)
+        for f in flat:
+            i = int(np.searchsorted(bounds, f, side="right"))
+            chosen.append((i, int(f - (bounds[i - 1] if i else 0))))
+    return chosen
+
+
+def _check_coordinate(variable, flat_index, grad, loss_value, h, abs_tolerance):
+    """The central difference ``(f(w + h e) - f(w - h e)) / 2h`` at one coordinate, against ``grad``."""
+    index = tuple(int(k) for k in np.unravel_index(flat_index, tuple(variable.shape)))
+    original = variable.numpy() if hasattr(variable, "numpy") else keras.ops.convert_to_numpy(variable)
+    try:
+        plus, minus = original.copy(), original.copy()
+        plus[index] += h
+        minus[index] -= h
+        variable.assign(plus)
+        f_plus = float(loss_value())
+        variable.assign(minus)
+        f_minus = float(loss_value())
+    finally:
+        variable.assign(original)
+    numeric = (f_plus - f_minus) / (2 * h)
+    analytic = float(keras.ops.convert_to_numpy(grad)[index])
+    scale = max(abs(analytic), abs(numeric))
+    rel = 0.0 if scale < abs_tolerance else abs(analytic - numeric) / scale
+    return CoordinateCheck(weight=variable.path, index=index, analytic=analytic, numeric=numeric,
+                           relative_error=rel)
+
+
 def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
                    epsilon: float | None = None, threshold: float | None = None,
                    float64: bool = True, seed: int = 0,
@@ -132,23 +189,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     """
     import tensorflow as tf
 
-    check_type("model", model, keras.Model)
-    check_positive("num_coordinates", num_coordinates, integer=True)
-    if epsilon is not None:
-        check_positive("epsilon", epsilon)
-    if threshold is not None:
-        check_positive("threshold", threshold)
-    check_type("float64", float64, bool)
-    check_type("seed", seed, int)
-    if isinstance(loss, (str, dict)) or loss is None:
-        loss_fn = keras.losses.get(loss)
-        if loss_fn is None:
-            raise ValueError(f"Argument `loss` must be a loss. Received: loss={loss!r}")
-    elif callable(loss):
-        loss_fn = loss
-    else:
-        raise TypeError(f"Argument `loss` must be a loss identifier or a callable. Received: loss={loss!r}")
-
+    loss_fn = _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed)
     target = _float64_clone(model) if float64 else None
     target = target if target is not None else model
     variables = list(target.trainable_variables)
@@ -175,41 +216,9 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
         value = loss_value()
     grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    rng = np.random.default_rng(seed)
-    sizes = np.array([int(np.prod(v.shape)) for v in variables])
-    chosen = []
-    order = rng.permutation(len(variables))[:num_coordinates]
-    for i in order:
-        chosen.append((int(i), int(rng.integers(sizes[i]))))
-    remaining = num_coordinates - len(chosen)
-    if remaining > 0:
-        flat = rng.choice(int(sizes.sum()), size=min(remaining, int(sizes.sum())), replace=False)
-        bounds = np.cumsum(sizes)
-        for f in flat:
-            i = int(np.searchsorted(bounds, f, side="right"))
-            chosen.append((i, int(f - (bounds[i - 1] if i else 0))))
-
-    checks = []
-    for i, flat_index in chosen:
-        variable = variables[i]
-        index = tuple(int(k) for k in np.unravel_index(flat_index, tuple(variable.shape)))
-        original = variable.numpy() if hasattr(variable, "numpy") else keras.ops.convert_to_numpy(variable)
-        try:
-            plus, minus = original.copy(), original.copy()
-            plus[index] += h
-            minus[index] -= h
-            variable.assign(plus)
-            f_plus = float(loss_value())
-            variable.assign(minus)
-            f_minus = float(loss_value())
-        finally:
-            variable.assign(original)
-        numeric = (f_plus - f_minus) / (2 * h)
-        analytic = float(keras.ops.convert_to_numpy(grads[i])[index])
-        scale = max(abs(analytic), abs(numeric))
-        rel = 0.0 if scale < abs_tolerance else abs(analytic - numeric) / scale
-        checks.append(CoordinateCheck(weight=variable.path, index=index, analytic=analytic,
-                                      numeric=numeric, relative_error=rel))
+    chosen = _pick_coordinates(variables, num_coordinates, seed)
+    checks = [_check_coordinate(variables[i], flat_index, grads[i], loss_value, h, abs_tolerance)
+              for i, flat_index in chosen]
     checks.sort(key=lambda c: c.relative_error, reverse=True)
     worst = checks[0].relative_error if checks else 0.0
     result = GradientCheckResult(max_relative_error=worst, threshold=limit, passed=worst < limit,

@@ -151,6 +151,75 @@ def _std(a) -> float:
     return float(np.std(a)) if a.size else float("nan")
 
 
+def _one_pass(model, layers, x, y_batch, loss, seed):
+    """One forward and backward pass: ``(outputs, output gradients, {layer: kernel-gradient std}, loss)``.
+
+    The loss is the given one on ``y_batch``, or without labels the surrogate
+    ``mean_i sum(prediction_i * d)`` with a fixed random direction ``d``.
+    """
+    import tensorflow as tf
+
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [layer.output for layer in layers] + list(model.outputs))
+    kernel_layers = [layer for layer in layers if isinstance(layer, _KERNEL_LAYERS)]
+    with tf.GradientTape() as tape:
+        everything = list(probe(x, training=False))
+        outputs, predictions = everything[:len(layers)], everything[len(layers):]
+        if y_batch is not None:
+            if len(predictions) != 1:
+                raise ValueError("Argument `y_batch` is only supported for single-output models. "
+                                 f"Received: a model with {len(predictions)} outputs")
+            loss_fn = keras.losses.get(loss) if loss is not None else \
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            value = tf.reduce_mean(loss_fn(np.asarray(y_batch), predictions[0]))
+        else:
+            rng = np.random.default_rng(seed)
+            value = 0.0
+            for prediction in predictions:
+                direction = tf.constant(rng.normal(size=tuple(prediction.shape[1:])), prediction.dtype)
+                flat = tf.reshape(prediction * direction, (tf.shape(prediction)[0], -1))
+                value = value + tf.reduce_mean(tf.reduce_sum(flat, axis=1))
+    gradients = tape.gradient(value, outputs + [layer.kernel for layer in kernel_layers],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    kernel_grads = {layer.name: _std(np.asarray(g)) for layer, g in zip(kernel_layers, gradients[len(outputs):])}
+    return outputs, gradients[:len(outputs)], kernel_grads, value
+
+
+def _layer_findings(layer, out, grad, kernel_gradient_std, dead_threshold):
+    """One layer's statistics and warnings (non-finite values, identical units, dead ReLUs)."""
+    out = np.asarray(out, dtype="float64")
+    grad = np.asarray(grad, dtype="float64")
+    dead = None
+    if _is_relu(layer) and out.ndim >= 2:
+        units = out.reshape(out.shape[0], -1)
+        dead = float(np.mean(np.all(units <= 0, axis=0)))
+    stats = LayerInitStats(
+        name=layer.name, kind=type(layer).__name__,
+        activation_mean=float(np.mean(out)), activation_std=_std(out),
+        gradient_std=_std(grad), kernel_gradient_std=kernel_gradient_std,
+        dead_fraction=dead, has_kernel=isinstance(layer, _KERNEL_LAYERS))
+    warnings = []
+    if not (np.all(np.isfinite(out)) and np.all(np.isfinite(grad))):
+        warnings.append(InitWarning("non_finite", layer.name, "non-finite activations or gradients after one pass"))
+    if isinstance(layer, _KERNEL_LAYERS):
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        columns = kernel.reshape(-1, kernel.shape[-1])
+        if columns.shape[1] > 1 and np.all(columns == columns[:, :1]):
+            what = "all zero" if not np.any(kernel) else \
+                ("constant" if np.all(kernel == kernel.flat[0]) else "made of identical columns")
+            warnings.append(InitWarning(
+                "identical_units", layer.name,
+                f"the kernel is {what}: its {columns.shape[1]} units compute the same value and "
+                "receive the same gradient, so training can never make them differ "
+                "(symmetry is never broken); use a random initializer"))
+    if dead is not None and dead > dead_threshold:
+        warnings.append(InitWarning(
+            "dead_relu", layer.name,
+            f"{100 * dead:.0f}% of the ReLU units are zero on every example of the batch "
+            "(no gradient flows through them); check the initializer's scale and the biases"))
+    return stats, warnings
+
+
 def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *,
                          ratio_threshold: float = 10.0, dead_threshold: float = 0.5,
                          plot_path=None, seed: int = 0,
@@ -195,8 +264,6 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
         >>> "identical_units" in result.kinds()
         True
     """
-    import tensorflow as tf
-
     check_type("model", model, keras.Model)
     check_number("ratio_threshold", ratio_threshold, minimum=1, min_inclusive=False)
     check_probability("dead_threshold", dead_threshold, include_one=True)
@@ -207,71 +274,14 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"Argument `x_batch` must hold at least one example. Received: x_batch shape {x.shape}")
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    model_outputs = list(model.outputs)
-    probe = keras.Model(inputs, [layer.output for layer in layers] + model_outputs)
-    kernels = [layer.kernel for layer in layers if isinstance(layer, _KERNEL_LAYERS)]
-
-    with tf.GradientTape() as tape:
-        everything = list(probe(x, training=False))
-        outputs, predictions = everything[:len(layers)], everything[len(layers):]
-        if y_batch is not None:
-            if len(predictions) != 1:
-                raise ValueError("Argument `y_batch` is only supported for single-output models. "
-                                 f"Received: a model with {len(predictions)} outputs")
-            loss_fn = keras.losses.get(loss) if loss is not None else \
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            value = tf.reduce_mean(loss_fn(np.asarray(y_batch), predictions[0]))
-        else:
-            rng = np.random.default_rng(seed)
-            value = 0.0
-            for prediction in predictions:
-                direction = tf.constant(rng.normal(size=tuple(prediction.shape[1:])), prediction.dtype)
-                flat = tf.reshape(prediction * direction, (tf.shape(prediction)[0], -1))
-                value = value + tf.reduce_mean(tf.reduce_sum(flat, axis=1))
-    gradients = tape.gradient(value, outputs + kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    output_grads, kernel_grads = gradients[:len(outputs)], gradients[len(outputs):]
-    kernel_grad_by_layer = {}
-    k = 0
-    for layer in layers:
-        if isinstance(layer, _KERNEL_LAYERS):
-            kernel_grad_by_layer[layer.name] = _std(np.asarray(kernel_grads[k]))
-            k += 1
-
+    outputs, output_grads, kernel_grads, value = _one_pass(model, layers, x, y_batch, loss, seed)
     stats: list[LayerInitStats] = []
     warnings: list[InitWarning] = []
     for layer, out, grad in zip(layers, outputs, output_grads):
-        out = np.asarray(out, dtype="float64")
-        grad = np.asarray(grad, dtype="float64")
-        dead = None
-        if _is_relu(layer) and out.ndim >= 2:
-            units = out.reshape(out.shape[0], -1)
-            dead = float(np.mean(np.all(units <= 0, axis=0)))
-        stats.append(LayerInitStats(
-            name=layer.name, kind=type(layer).__name__,
-            activation_mean=float(np.mean(out)), activation_std=_std(out),
-            gradient_std=_std(grad), kernel_gradient_std=kernel_grad_by_layer.get(layer.name),
-            dead_fraction=dead, has_kernel=isinstance(layer, _KERNEL_LAYERS)))
-        if not (np.all(np.isfinite(out)) and np.all(np.isfinite(grad))):
-            warnings.append(InitWarning("non_finite", layer.name,
-                                        "non-finite activations or gradients after one pass"))
-        if isinstance(layer, _KERNEL_LAYERS):
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            columns = kernel.reshape(-1, kernel.shape[-1])
-            if columns.shape[1] > 1 and np.all(columns == columns[:, :1]):
-                what = "all zero" if not np.any(kernel) else \
-                    ("constant" if np.all(kernel == kernel.flat[0]) else "made of identical columns")
-                warnings.append(InitWarning(
-                    "identical_units", layer.name,
-                    f"the kernel is {what}: its {columns.shape[1]} units compute the same value and "
-                    "receive the same gradient, so training can never make them differ "
-                    "(symmetry is never broken); use a random initializer"))
-        if dead is not None and dead > dead_threshold:
-            warnings.append(InitWarning(
-                "dead_relu", layer.name,
-                f"{100 * dead:.0f}% of the ReLU units are zero on every example of the batch "
-                "(no gradient flows through them); check the initializer's scale and the biases"))
-
+        layer_stats, layer_warnings = _layer_findings(layer, out, grad, kernel_grads.get(layer.name),
+                                                      dead_threshold)
+        stats.append(layer_stats)
+        warnings.extend(layer_warnings)
     # Compare layers of one kind (the Dense stack of an MLP, the convolutions of a CNN):
     # pooling between a convolution stack and a Dense head rescales per-element statistics.
     kernel_stats = [s for s in stats if s.has_kernel]

@@ -8,6 +8,8 @@ bit for bit afterwards, so the finder can run before the real training.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.optimizers import control
+from keras_trainkit.utils.checkpoints import variable_arrays
 from keras_trainkit.utils.validation import (
     check_in,
     check_non_negative,
@@ -308,6 +311,40 @@ def lr_find(
     Reference: Smith, "Cyclical Learning Rates for Training Neural Networks"
     (WACV 2017), section 3.3 (the "LR range test").
     """
+    _check_arguments(model, start_lr, end_lr, num_steps, mode, smoothing, divergence_threshold, batch_size,
+                     skip_start, skip_end)
+    num_steps = int(num_steps)
+    skip_start = num_steps // 10 if skip_start is None else int(skip_start)
+    learning_rates = sweep_learning_rates(float(start_lr), float(end_lr), num_steps, mode)
+    batches = _batches(data, int(batch_size), seed)
+    first = next(batches)
+    if not model.built:
+        model(keras.utils.unpack_x_y_sample_weight(first)[0])
+    control.build_optimizer(model)
+    leaves = control.leaf_optimizers(model.optimizer)  # after the build: a MultiOptimizer knows its parts then
+    accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
+    with _restored_afterwards(model, leaves, float(start_lr)) as lr_variables:
+        tried, losses, smoothed, diverged = _sweep(
+            model, itertools.chain([first], batches), learning_rates, lr_variables, accumulation,
+            smoothing, divergence_threshold)
+    result = LRFinderResult(
+        learning_rates=np.asarray(tried),
+        losses=np.asarray(losses),
+        smoothed_losses=np.asarray(smoothed),
+        diverged=diverged,
+        mode=mode,
+        skip_start=skip_start,
+        skip_end=int(skip_end),
+    )
+    lrs, smooth = _trim(result, result.learning_rates, result.smoothed_losses)
+    result.suggestions = suggest(lrs, smooth)
+    logger.info("lr_find: %d steps, diverged=%s, suggestions=%s", len(tried), diverged,
+                result.suggestions)
+    return result
+
+
+def _check_arguments(model, start_lr, end_lr, num_steps, mode, smoothing, divergence_threshold, batch_size,
+                     skip_start, skip_end) -> None:
     check_positive("start_lr", start_lr)
     check_number("end_lr", end_lr, minimum=start_lr, min_inclusive=False,
                  hint="The sweep must go from `start_lr` up to `end_lr`")
@@ -326,69 +363,32 @@ def lr_find(
             "Argument `model` must be a keras.Model compiled with an optimizer and a loss "
             f"(call model.compile first). Received: model={model!r}"
         )
-    num_steps = int(num_steps)
-    skip_start = num_steps // 10 if skip_start is None else int(skip_start)
-    learning_rates = sweep_learning_rates(float(start_lr), float(end_lr), num_steps, mode)
 
-    batches = _batches(data, int(batch_size), seed)
-    pending = [next(batches)]
-    optimizer = model.optimizer
 
-    if not model.built:
-        model(keras.utils.unpack_x_y_sample_weight(pending[0])[0])
-    if not optimizer.built:
-        strategy = getattr(model, "distribute_strategy", None)
-        if strategy is not None:
-            with strategy.scope():
-                optimizer.build(model.trainable_variables)
-        else:
-            optimizer.build(model.trainable_variables)
-    leaves = control.leaf_optimizers(optimizer)  # after the build: a MultiOptimizer knows its parts then
-    accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
+@contextlib.contextmanager
+def _restored_afterwards(model, leaves, start_lr):
+    """Yield the learning-rate variables to sweep; afterwards put every variable back exactly.
 
+    A float learning rate's own variable is swept; a schedule is replaced by a
+    variable for the sweep (the traced train function with it). Model and
+    optimizer variables (of the wrapper and of every leaf) are copied first.
+    """
     model_variables = list(model.variables)
     optimizer_variables, seen = [], set()
-    for variable in [*optimizer.variables, *(v for leaf in leaves for v in leaf.variables)]:
+    for variable in [*model.optimizer.variables, *(v for leaf in leaves for v in leaf.variables)]:
         if id(variable) not in seen:
             seen.add(id(variable))
             optimizer_variables.append(variable)
-    model_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in model_variables]
-    optimizer_state = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in optimizer_variables]
+    model_state = variable_arrays(model_variables)
+    optimizer_state = variable_arrays(optimizer_variables)
     saved_train_function = model.train_function
     saved_stop = getattr(model, "stop_training", False)
-
-    # A float learning rate's own variable is swept; a schedule is replaced by a variable for a while.
     handles = [control.LearningRateHandle(leaf) for leaf in leaves]
-    swapped = any([handle.begin_override(float(start_lr)) for handle in handles])
-    lr_variables = [handle.override_variable for handle in handles]
+    swapped = any([handle.begin_override(start_lr) for handle in handles])
     if swapped:
         model.train_function = None  # trace a step that reads the temporary variable
-
-    tried, losses, smoothed = [], [], []
-    average, best, diverged = 0.0, math.inf, False
     try:
-        for i, learning_rate in enumerate(learning_rates):
-            for variable in lr_variables:
-                variable.assign(float(learning_rate))
-            step_losses = []
-            for _ in range(accumulation):
-                batch = pending.pop() if pending else next(batches)
-                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-                logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
-                step_losses.append(float(logs["loss"]))
-            loss = float(np.mean(step_losses))
-            tried.append(float(learning_rate))
-            losses.append(loss)
-            average = smoothing * average + (1.0 - smoothing) * loss
-            smooth = average / (1.0 - smoothing ** (i + 1))
-            smoothed.append(smooth)
-            if not math.isfinite(loss) or not math.isfinite(smooth):
-                diverged = True
-                break
-            best = min(best, smooth)
-            if smooth > divergence_threshold * best:
-                diverged = True
-                break
+        yield [handle.override_variable for handle in handles]
     finally:
         for variable, value in zip(model_variables, model_state):
             variable.assign(value)
@@ -401,20 +401,31 @@ def lr_find(
         model.stop_training = saved_stop
         model.reset_metrics()
 
-    result = LRFinderResult(
-        learning_rates=np.asarray(tried),
-        losses=np.asarray(losses),
-        smoothed_losses=np.asarray(smoothed),
-        diverged=diverged,
-        mode=mode,
-        skip_start=skip_start,
-        skip_end=int(skip_end),
-    )
-    lrs, smooth = _trim(result, result.learning_rates, result.smoothed_losses)
-    result.suggestions = suggest(lrs, smooth)
-    logger.info("lr_find: %d steps, diverged=%s, suggestions=%s", len(tried), diverged,
-                result.suggestions)
-    return result
+
+def _sweep(model, batches, learning_rates, lr_variables, accumulation, smoothing, divergence_threshold):
+    """Train one update per learning rate; ``(tried, losses, smoothed, diverged)``."""
+    tried, losses, smoothed = [], [], []
+    average, best = 0.0, math.inf
+    for i, learning_rate in enumerate(learning_rates):
+        for variable in lr_variables:
+            variable.assign(float(learning_rate))
+        step_losses = []
+        for _ in range(accumulation):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(next(batches))
+            logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
+            step_losses.append(float(logs["loss"]))
+        loss = float(np.mean(step_losses))
+        tried.append(float(learning_rate))
+        losses.append(loss)
+        average = smoothing * average + (1.0 - smoothing) * loss
+        smooth = average / (1.0 - smoothing ** (i + 1))
+        smoothed.append(smooth)
+        if not math.isfinite(loss) or not math.isfinite(smooth):
+            return tried, losses, smoothed, True
+        best = min(best, smooth)
+        if smooth > divergence_threshold * best:
+            return tried, losses, smoothed, True
+    return tried, losses, smoothed, False
 
 
 __all__ = ["LRFinderResult", "SUGGESTION_RULES", "lr_find", "smooth_losses", "suggest",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import keras
+
+from keras_trainkit._compat.keras import nested_layers
 import numpy as np
 
 from keras_trainkit.utils.validation import check_positive, check_type
@@ -27,7 +29,7 @@ def kernel_layers(model: keras.Model) -> list:
     found = []
     for layer in model.layers:
         if isinstance(layer, keras.Model) and any(
-            isinstance(sub, _KERNEL_LAYERS) for sub in layer._flatten_layers(include_self=False)
+            isinstance(sub, _KERNEL_LAYERS) for sub in nested_layers(layer)
         ):
             raise ValueError(
                 "Nested models are not supported; build one flat functional or Sequential "

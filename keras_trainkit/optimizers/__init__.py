@@ -9,7 +9,7 @@ classes, and then ``keras.models.load_model("m.keras")`` needs no
 ``TypeError``, "Could not locate class").
 """
 
-from keras_trainkit.optimizers._registry import REGISTRY
+from keras_trainkit.optimizers._registry import REGISTRY, keras_get
 from keras_trainkit.optimizers._base import TrainkitOptimizer
 from keras_trainkit.optimizers.adabelief import AdaBelief
 from keras_trainkit.optimizers.adan import Adan
@@ -37,6 +37,12 @@ from keras_trainkit.optimizers.transformed import TransformedOptimizer
 from keras_trainkit.optimizers.shampoo import Shampoo
 from keras_trainkit.optimizers.lookahead import Lookahead
 from keras_trainkit.optimizers.sam import SAM, SAMModel, sam_gradients, sam_perturbation
+from keras_trainkit.optimizers.adopt import ADOPT
+from keras_trainkit.optimizers.ademamix import AdEMAMix
+from keras_trainkit.optimizers.mars import MARS
+from keras_trainkit.optimizers.muon import Muon
+from keras_trainkit.optimizers.soap import SOAP
+from keras_trainkit.optimizers.cautious import Cautious
 from keras_trainkit.optimizers.layerwise import (
     LayerwiseLearningRate,
     depth_decay_multipliers,
@@ -52,13 +58,17 @@ def get(identifier, **kwargs):
 
     Names are matched case-insensitively in class-name, snake_case or alias form;
     names this package lacks are passed to Keras's own look-up. ``kwargs`` go to
-    the constructor when a name is given.
+    the constructor when a name is given. ``"muon"`` is ours
+    (:class:`Muon`); a config Keras serialized (``"module": "keras.optimizers"``,
+    e.g. of ``keras.optimizers.Muon``) still gives Keras's class.
 
     Example:
         >>> import keras_trainkit
         >>> keras_trainkit.optimizers.get(None) is None
         True
     """
+    if isinstance(identifier, dict) and identifier.get("module") == "keras.optimizers" and not kwargs:
+        return keras_get(identifier)
     return REGISTRY.get(identifier, **kwargs)
 
 
@@ -83,3 +93,4 @@ __all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_per
 __all__ += ["ScheduleFree", "find_evaluation_weights"]
 __all__ += ["LayerwiseLearningRate", "depth_decay_multipliers", "match_multiplier"]
 __all__ += ["TrainkitOptimizer", "AdaBelief", "Adan", "LARS", "NovoGrad", "Prodigy", "RAdam", "Yogi"]
+__all__ += ["ADOPT", "AdEMAMix", "Cautious", "MARS", "Muon", "SOAP"]

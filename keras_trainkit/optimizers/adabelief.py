@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
@@ -81,8 +82,8 @@ class AdaBelief(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._beliefs = self.add_optimizer_variables(
-            var_list, ["momentum", "belief"]
+        self._momentums, self._beliefs = add_slot_variables(
+            self, var_list, ["momentum", "belief"]
         )
 
     def update_step(self, gradient, variable, learning_rate):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
@@ -92,8 +93,8 @@ class Adan(TrainkitOptimizer):
             self._differences,
             self._squares,
             self._previous_gradients,
-        ) = self.add_optimizer_variables(
-            var_list, ["momentum", "difference", "square", "previous_gradient"]
+        ) = add_slot_variables(
+            self, var_list, ["momentum", "difference", "square", "previous_gradient"]
         )
 
     def update_step(self, gradient, variable, learning_rate):

@@ -35,6 +35,8 @@ from keras_trainkit._compat.keras import optimizer_trained_variables, schedule_f
 from keras_trainkit.optimizers.control import wrapper_chain
 
 _ADAPTERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Keras's ScheduleFreeAdamW where this Keras has it (else a class nothing is an instance of).
+_KERAS_SCHEDULE_FREE = getattr(keras.optimizers, "ScheduleFreeAdamW", type("NoScheduleFreeAdamW", (), {}))
 
 
 class KerasScheduleFreeAdamWWeights:
@@ -127,7 +129,7 @@ def find_evaluation_weights(optimizer):
     for candidate in wrapper_chain(optimizer):
         if _keeps_evaluation_weights(candidate):
             return candidate
-        if isinstance(candidate, keras.optimizers.ScheduleFreeAdamW):
+        if isinstance(candidate, _KERAS_SCHEDULE_FREE):
             if candidate not in _ADAPTERS:
                 _ADAPTERS[candidate] = KerasScheduleFreeAdamWWeights(candidate)
             return _ADAPTERS[candidate]

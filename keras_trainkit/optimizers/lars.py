@@ -6,6 +6,7 @@ import re
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import TrainkitOptimizer, check_exclusions
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.optimizers._registry import register
@@ -99,7 +100,7 @@ class LARS(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+        self._momentums = add_slot_variables(self, var_list, "momentum")
 
     def _adapts(self, variable) -> bool:
         patterns = self.exclude_from_layer_adaptation

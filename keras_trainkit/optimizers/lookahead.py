@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
@@ -66,7 +67,7 @@ class Lookahead(OptimizerWrapper):
         if self.built:
             return
         super().build(variables)
-        self._slow_weights = self.add_optimizer_variables(variables, "slow")
+        self._slow_weights = add_slot_variables(self, variables, "slow")
         # Every replica writes the same value, so no cross-replica aggregation
         # ("only_first_replica" would need a merge_call inside the cond below).
         self._synced_at = self.add_variable(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
 from keras_trainkit.optimizers._registry import register
 
@@ -76,7 +77,7 @@ class NovoGrad(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+        self._momentums = add_slot_variables(self, var_list, "momentum")
         self._norms = []
         for variable in var_list:
             self._norms.append(

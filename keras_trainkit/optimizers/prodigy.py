@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
@@ -110,7 +111,7 @@ class Prodigy(TrainkitOptimizer):
             return
         super().build(var_list)
         self._momentums, self._velocities, self._sums, self._initial_values = (
-            self.add_optimizer_variables(var_list, ["momentum", "velocity", "s", "initial_value"])
+            add_slot_variables(self, var_list, ["momentum", "velocity", "s", "initial_value"])
         )
         # Global scalars (float64 when a variable is float64, else float32),
         # written in replica context between the two passes, like Keras's own

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
@@ -104,8 +105,8 @@ class RAdam(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
+        self._momentums, self._velocities = add_slot_variables(
+            self, var_list, ["momentum", "velocity"]
         )
 
     def _warmup_learning_rate(self, lr, step):

@@ -41,6 +41,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import unscale_loss_for_distribution
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
@@ -249,7 +250,6 @@ class SAMModel(keras.Model):
 
     def train_step(self, data):
         import tensorflow as tf
-        from keras.src.losses.loss import unscale_loss_for_distribution  # as Keras's own train_step
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         sam = _find_sam(self.optimizer)
@@ -259,7 +259,7 @@ class SAMModel(keras.Model):
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
+                unscale_loss_for_distribution(loss),  # as Keras's own train_step
                 sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0],
             )
             scaled = self.optimizer.scale_loss(loss)

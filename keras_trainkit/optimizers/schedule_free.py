@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.control import leaf_optimizers
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
@@ -14,6 +15,8 @@ from keras_trainkit.utils import validation as v
 # class name; every other class is checked for the usual names.
 _MOMENTUM_ARGUMENTS = {"Adan": ("beta_1", "beta_2")}
 _USUAL_MOMENTUM_ARGUMENTS = ("momentum", "beta_1", "adam_beta_1")
+# Keras's ScheduleFreeAdamW where this Keras has it (else a class nothing is an instance of).
+_KERAS_SCHEDULE_FREE = getattr(keras.optimizers, "ScheduleFreeAdamW", type("NoScheduleFreeAdamW", (), {}))
 
 
 def _hyperparameter_value(value):
@@ -29,7 +32,7 @@ def _hyperparameter_value(value):
 def check_momentum_off(optimizer):
     """Raise ``ValueError`` naming the argument to change if a leaf of ``optimizer`` has momentum on."""
     for leaf in leaf_optimizers(optimizer):
-        if isinstance(leaf, keras.optimizers.ScheduleFreeAdamW):
+        if isinstance(leaf, _KERAS_SCHEDULE_FREE):
             raise ValueError(
                 "Argument `optimizer` must not be schedule-free already: use "
                 "keras.optimizers.ScheduleFreeAdamW alone, or ScheduleFree(keras.optimizers.AdamW("
@@ -61,6 +64,13 @@ def check_momentum_off(optimizer):
             )
 
 
+def _exchange(variable, slot):
+    """Swap the values of ``variable`` and ``slot`` (same shape and dtype), exactly."""
+    held = ops.copy(ops.convert_to_tensor(variable))
+    variable.assign(slot)
+    slot.assign(held)
+
+
 @register
 class ScheduleFree(OptimizerWrapper):
     """Schedule-Free learning: a momentum-free optimizer plus interpolation and averaging.
@@ -77,19 +87,23 @@ class ScheduleFree(OptimizerWrapper):
         x_{t+1} = (1 - c_t) x_t + c_t z_{t+1}
         y_{t+1} = beta x_{t+1} + (1 - beta) z_{t+1}
 
-    with ``x_1 = y_1 = z_1`` the weights at the first update. ``x`` is not
-    stored: it is recomputed as ``x = (y - (1 - beta) z) / beta`` (memory: one
-    copy of the weights, ``z``, like a momentum slot). ``c_t = 0`` while every
-    ``w`` is 0 (a warm-up from 0).
+    with ``x_1 = y_1 = z_1`` the weights at the first update. ``c_t = 0``
+    while every ``w`` is 0 (a warm-up from 0). State: ``z`` and ``x`` (two
+    copies of the weights, like Adam's two slots; the authors' reference
+    implementation keeps both too). optax keeps only ``z`` and recovers
+    ``x = (y - (1 - beta) z) / beta``; keeping ``x`` avoids that division,
+    and a swap of ``x`` into the model is an exchange: the ``x`` slot keeps
+    ``y`` meanwhile, so swapping back (after ``load_model`` too) restores
+    ``y`` bit for bit, under XLA too.
 
     Evaluation weights: :meth:`evaluation_weights` returns ``x``. At the end of
     ``fit`` (``finalize_variable_values``, the hook Keras's ``use_ema`` uses)
     ``x`` is swapped into the model, so ``evaluate``, ``predict`` and
     ``model.save`` after ``fit`` use ``x``; the optimizer records that
-    (``holds_evaluation_weights``, saved with its state, next to ``z``), and
-    ``y = beta x + (1 - beta) z`` goes back into the model before training
-    goes on (after ``load_model`` too), up to one rounding of ``y``. Who puts
-    it back: the callback ``keras_trainkit.callbacks.SwapEvaluationWeights``
+    (``holds_evaluation_weights``, saved with its state, next to ``z`` and
+    the kept ``y``), and ``y`` goes back into the model before training goes
+    on (after ``load_model`` too), bit for bit the ``y`` of an uninterrupted
+    run. Who puts it back: the callback ``keras_trainkit.callbacks.SwapEvaluationWeights``
     at ``on_train_begin`` and the ``Trainer`` before its first step, so
     training resumes exactly; without them, this optimizer's next update does,
     after that update's gradient was taken at ``x`` (Keras gives an optimizer
@@ -110,7 +124,8 @@ class ScheduleFree(OptimizerWrapper):
       base optimizer and the reference AdamW decays at ``y``; the step is added
       to ``z``.
     * ``x``, ``y`` and ``z`` are combined in float32 and stored in the
-      variable's dtype; optax combines them in the parameters' dtype.
+      variable's dtype; optax combines them in the parameters' dtype, and
+      recovers ``x`` from ``y`` and ``z`` (equal up to rounding).
     * A step the inner optimizer does not take (its ``iterations`` does not
       move) leaves ``z``, ``x`` and the averaging weights unchanged.
 
@@ -157,7 +172,7 @@ class ScheduleFree(OptimizerWrapper):
         variables = list(variables)
         super().build(variables)
         self._model_variables = variables
-        self._z = self.add_optimizer_variables(variables, "schedule_free_z")
+        self._z, self._x = add_slot_variables(self, variables, ["schedule_free_z", "schedule_free_x"])
         scalar = {"shape": (), "initializer": "zeros", "aggregation": "none"}
         self._max_learning_rate = self.add_variable(dtype="float32", name="max_learning_rate", **scalar)
         self._weight_sum = self.add_variable(dtype="float32", name="weight_sum", **scalar)
@@ -165,7 +180,8 @@ class ScheduleFree(OptimizerWrapper):
         self._holds_x = self.add_variable(dtype="int64", name="holds_evaluation_weights", **scalar)
 
     def _slots(self, variables):
-        return [self._z[self._get_variable_index(w)] for w in variables]
+        """``(z, x)`` slot pairs for ``variables``."""
+        return [(self._z[i], self._x[i]) for i in map(self._get_variable_index, variables)]
 
     def _variables_or_built(self, variables):
         if variables is not None:
@@ -178,20 +194,23 @@ class ScheduleFree(OptimizerWrapper):
         return list(self._model_variables)
 
     # ------------------------------------------------------------- the update
+    def _interpolation(self, z, x):
+        """``y = beta x + (1 - beta) z`` in float32."""
+        return self.beta_1 * ops.cast(x, "float32") + (1.0 - self.beta_1) * ops.cast(z, "float32")
+
     def wrapped_apply(self, grads, variables):
         slots = self._slots(variables)
-        beta = self.beta_1
         ops.cond(ops.greater(self._holds_x, 0), lambda: self._put_back_y(variables, slots), lambda: None)
 
-        def start_z():
-            for z, w in zip(slots, variables):
+        def start():
+            for (z, x), w in zip(slots, variables):
                 z.assign(w)
+                x.assign(w)
 
-        ops.cond(ops.equal(self._steps, 0), start_z, lambda: None)
+        ops.cond(ops.equal(self._steps, 0), start, lambda: None)
         learning_rate = ops.cast(self.inner_optimizer.learning_rate, "float32")
         iterations = ops.copy(ops.convert_to_tensor(self.iterations))
         y_before = [ops.copy(ops.cast(w, "float32")) for w in variables]
-        x_before = [(y - (1.0 - beta) * ops.cast(z, "float32")) / beta for y, z in zip(y_before, slots)]
         self.apply_inner(grads, variables)
 
         def average():
@@ -199,11 +218,10 @@ class ScheduleFree(OptimizerWrapper):
             weight = ops.power(max_lr, self.weight_lr_power)
             total = self._weight_sum + weight
             c = ops.where(ops.greater(total, 0.0), weight / ops.where(ops.greater(total, 0.0), total, 1.0), 0.0)
-            for w, z, y, x in zip(variables, slots, y_before, x_before):
-                z_new = ops.cast(z, "float32") + (ops.cast(w, "float32") - y)
-                x_new = (1.0 - c) * x + c * z_new
-                z.assign(ops.cast(z_new, z.dtype))
-                w.assign(ops.cast(beta * x_new + (1.0 - beta) * z_new, w.dtype))
+            for w, (z, x), y in zip(variables, slots, y_before):
+                z.assign(ops.cast(ops.cast(z, "float32") + (ops.cast(w, "float32") - y), z.dtype))
+                x.assign(ops.cast((1.0 - c) * ops.cast(x, "float32") + c * ops.cast(z, "float32"), x.dtype))
+                w.assign(ops.cast(self._interpolation(z, x), w.dtype))
             self._max_learning_rate.assign(max_lr)
             self._weight_sum.assign(total)
             self._steps.assign(self._steps + 1)
@@ -212,11 +230,9 @@ class ScheduleFree(OptimizerWrapper):
         ops.cond(stepped, average, lambda: None)
 
     def _put_back_y(self, variables, slots):
-        """Replace ``x`` in the model by ``y = beta x + (1 - beta) z`` (in-graph; clears the flag)."""
-        beta = self.beta_1
-        for w, z in zip(variables, slots):
-            y = beta * ops.cast(w, "float32") + (1.0 - beta) * ops.cast(z, "float32")
-            w.assign(ops.cast(y, w.dtype))
+        """Exchange the model's ``x`` and the ``y`` kept in the ``x`` slot (in-graph; clears the flag)."""
+        for w, (_, x) in zip(variables, slots):
+            _exchange(w, x)
         self._holds_x.assign(0)
 
     # ------------------------------------------------------- evaluation weights
@@ -235,36 +251,27 @@ class ScheduleFree(OptimizerWrapper):
         """The averaged weights ``x`` for ``variables`` (default: all it trains), as tensors.
 
         What ``optax.contrib.schedule_free_eval_params`` returns. Before the
-        first update ``x`` is the weights themselves; while the model holds
-        ``x`` (:attr:`holds_evaluation_weights`) it is read from the model.
-        Works eagerly and inside a compiled function.
+        first update ``x`` is the weights themselves. Works eagerly and inside
+        a compiled function.
         """
         variables = self._variables_or_built(variables)
         if not self.built:
             return [ops.copy(ops.convert_to_tensor(w)) for w in variables]
-        beta = self.beta_1
-        from_y = ops.logical_and(ops.greater(self._steps, 0), ops.equal(self._holds_x, 0))
-        return [
-            ops.cast(ops.where(from_y, (ops.cast(w, "float32") - (1.0 - beta) * ops.cast(z, "float32")) / beta,
-                               ops.cast(w, "float32")), w.dtype)
-            for w, z in zip(variables, self._slots(variables))
-        ]
+        from_slot = ops.logical_and(ops.greater(self._steps, 0), ops.equal(self._holds_x, 0))
+        return [ops.where(from_slot, ops.convert_to_tensor(x), ops.convert_to_tensor(w))
+                for w, (_, x) in zip(variables, self._slots(variables))]
 
     def training_weights(self, variables=None):
         """The weights ``y`` at which the next gradient is taken, as tensors."""
         variables = self._variables_or_built(variables)
         if not self.built:
             return [ops.copy(ops.convert_to_tensor(w)) for w in variables]
-        beta = self.beta_1
-        return [
-            ops.cast(ops.where(ops.greater(self._holds_x, 0),
-                               beta * ops.cast(w, "float32") + (1.0 - beta) * ops.cast(z, "float32"),
-                               ops.cast(w, "float32")), w.dtype)
-            for w, z in zip(variables, self._slots(variables))
-        ]
+        holds_x = ops.greater(self._holds_x, 0)
+        return [ops.where(holds_x, ops.convert_to_tensor(x), ops.convert_to_tensor(w))
+                for w, (_, x) in zip(variables, self._slots(variables))]
 
     def swap_to_evaluation_weights(self, variables=None) -> bool:
-        """Put ``x`` into the model (eagerly); returns whether anything changed.
+        """Put ``x`` into the model and keep ``y`` in its place (eagerly); returns whether anything changed.
 
         Nothing changes before the first update (``x`` is the weights) or when
         the model holds ``x`` already.
@@ -272,23 +279,25 @@ class ScheduleFree(OptimizerWrapper):
         if not self._has_stepped() or self.holds_evaluation_weights:
             return False
         variables = self._variables_or_built(variables)
-        for w, x in zip(variables, self.evaluation_weights(variables)):
-            w.assign(x)
+        for w, (_, x) in zip(variables, self._slots(variables)):
+            _exchange(w, x)
         self._holds_x.assign(1)
         return True
 
     def swap_to_training_weights(self, variables=None, weights=None) -> bool:
-        """Put ``y`` back into the model (eagerly); returns whether anything changed.
+        """Put ``y`` back into the model, bit for bit (eagerly); returns whether anything changed.
 
-        ``weights``: the values the model held before :meth:`swap_to_evaluation_weights`
-        (restored exactly); without them ``y`` is recomputed from ``x`` and ``z``.
+        ``weights``: values to put in instead of the kept ``y`` (the protocol's
+        snapshot; equal to it after :meth:`swap_to_evaluation_weights`).
         """
         if not self.holds_evaluation_weights:
             return False
         variables = self._variables_or_built(variables)
-        values = self.training_weights(variables) if weights is None else weights
-        for w, y in zip(variables, values):
-            w.assign(y)
+        slots = self._slots(variables)
+        for i, (w, (_, x)) in enumerate(zip(variables, slots)):
+            _exchange(w, x)
+            if weights is not None:
+                w.assign(weights[i])
         self._holds_x.assign(0)
         return True
 

@@ -11,6 +11,7 @@ import math
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import TrainkitOptimizer
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation as v
@@ -300,9 +301,9 @@ class Shampoo(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+        self._momentums = add_slot_variables(self, var_list, "momentum")
         if self.graft == "adam":
-            self._graft_velocities = self.add_optimizer_variables(var_list, "graft_velocity")
+            self._graft_velocities = add_slot_variables(self, var_list, "graft_velocity")
         self._stats = {}
         self._preconditioners = {}
         for variable in var_list:

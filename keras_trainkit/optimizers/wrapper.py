@@ -13,7 +13,7 @@ How a subclass hooks in (each hook is optional)::
     class MyWrapper(OptimizerWrapper):
         def build(self, variables):
             super().build(variables)          # builds the inner optimizer first
-            self.slow = self.add_optimizer_variables(variables, "slow")
+            self.slow = [self.add_variable_from_reference(v, "slow") for v in variables]
 
         def transform_gradients(self, grads, variables):
             return [g * 0.5 for g in grads]   # (grads, variables) -> grads
@@ -80,7 +80,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     Subclasses override ``transform_gradients(grads, variables) -> grads``,
     ``after_inner_step(variables)`` or, for a different flow,
     ``wrapped_apply(grads, variables)``; state goes in ``build`` with
-    ``add_variable``/``add_optimizer_variables`` (saved and checkpointed with
+    ``add_variable``/``add_variable_from_reference`` (saved and checkpointed with
     the inner optimizer's slots). Used alone it applies the inner optimizer
     unchanged: ``w_{t+1} = inner(w_t, g_t)``.
 

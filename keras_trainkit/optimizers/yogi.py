@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
@@ -84,9 +85,9 @@ class Yogi(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
-        self._velocities = self.add_optimizer_variables(
-            var_list, "velocity", initializer=keras.initializers.Constant(self.initial_accumulator_value)
+        self._momentums = add_slot_variables(self, var_list, "momentum")
+        self._velocities = add_slot_variables(
+            self, var_list, "velocity", initializer=keras.initializers.Constant(self.initial_accumulator_value)
         )
 
     def update_step(self, gradient, variable, learning_rate):

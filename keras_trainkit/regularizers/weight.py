@@ -14,16 +14,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_trainkit._compat.keras import in_stateless_scope
 from keras_trainkit.regularizers._registry import register
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_positive, check_type
 
 _EPSILON = 1e-12
 
-try:  # Keras builds models symbolically in a stateless scope, where no variable may be created.
-    from keras.src.backend import in_stateless_scope as _in_stateless_scope
-except ImportError:  # pragma: no cover - other Keras layouts
-    def _in_stateless_scope():
-        return False
 
 
 def _as_matrix(x):
@@ -149,7 +145,7 @@ class SpectralNorm(keras.regularizers.Regularizer):
         matrix = _as_matrix(ops.convert_to_tensor(x))
         key = getattr(x, "path", None) or "x".join(str(d) for d in matrix.shape)
         size = int(matrix.shape[1])
-        if key not in self._vectors and _in_stateless_scope():
+        if key not in self._vectors and in_stateless_scope():
             # Symbolic build: use the start vector, create the state on the first real call.
             u_var, update = None, False
             u = ops.convert_to_tensor(_start_vector(key, size), dtype="float32")

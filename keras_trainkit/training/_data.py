@@ -12,13 +12,10 @@ its ``element_spec`` (dtype, shape), its cardinality (empty) and its first batch
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import tensorflow as tf
 
-logger = logging.getLogger(__name__)
-
+from keras_trainkit._compat.tensorflow import dataset_graph_def
 
 def _flat(structure):
     return tf.nest.flatten(structure)
@@ -237,18 +234,6 @@ _SEEDED_OPS = {
 }
 
 
-def _graph_def(dataset):
-    """The dataset's ``GraphDef`` (a private TF method), or ``None`` when unavailable."""
-    try:
-        serialized = dataset._as_serialized_graph()  # pylint: disable=protected-access
-        graph = tf.compat.v1.GraphDef()
-        graph.ParseFromString(serialized.numpy())
-        return graph
-    except Exception:  # an inspection aid only; never block training on it
-        logger.debug("Could not inspect the dataset graph.", exc_info=True)
-        return None
-
-
 def _pipeline_problem(graph):
     """What makes the pipeline's element order differ between runs, or ``None``."""
     scopes = [list(graph.node)] + [list(f.node_def) for f in graph.library.function]
@@ -306,7 +291,7 @@ def check_resumable(dataset, *, name: str = "x") -> None:
             "Argument `checkpoint_dir` needs a dataset with a reproducible order. Received: "
             f"{name} with tf.data.Options.deterministic=False"
         )
-    graph = _graph_def(dataset)
+    graph = dataset_graph_def(dataset)
     problem = None if graph is None else _pipeline_problem(graph)
     if problem is not None:
         raise ValueError(

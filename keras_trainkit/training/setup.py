@@ -41,6 +41,41 @@ def check_trainer_arguments(*, model, jit_compile, steps_per_execution, gradient
         check_type("strategy", strategy, tf.distribute.Strategy)
 
 
+def compile_model(model, optimizer, loss, metrics, strategy, from_model=False) -> None:
+    """Compile ``model`` for the Trainer in ``strategy``'s scope (or check it is, ``from_model``)."""
+    with strategy.scope():
+        if from_model:
+            if not getattr(model, "compiled", False) or model.optimizer is None:
+                raise ValueError(
+                    "`Trainer.from_compiled` needs a model compiled with an optimizer and "
+                    f"a loss. Received: model={model.name!r} (not compiled)"
+                )
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
+    if getattr(model.optimizer, "gradient_accumulation_steps", None):
+        raise ValueError(
+            "Give gradient accumulation to the Trainer, not to the optimizer: the "
+            "optimizer's own accumulation makes schedules count micro-batches. "
+            f"Received: optimizer.gradient_accumulation_steps={model.optimizer.gradient_accumulation_steps}"
+        )
+
+
+def build_on_one_batch(model, dataset, strategy, compute_loss) -> None:
+    """Build the model, its compiled loss and metrics on one batch of ``dataset``, eagerly.
+
+    Runs ``model(x, training=False)`` (no update, no dropout randomness) so that
+    every variable exists before a step is traced; the metrics are reset after.
+    """
+    batch = next(iter(dataset.take(1)))
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    with strategy.scope():
+        y_pred = model(x, training=False)
+        if y is not None:
+            compute_loss(x, y, y_pred, sample_weight, training=False)
+            model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        model.reset_metrics()
+
+
 def check_penalties(penalties) -> list:
     """``penalties`` as a list of callables ``penalty(model, x, y, training)``."""
     if penalties is not None and not isinstance(penalties, (list, tuple)):

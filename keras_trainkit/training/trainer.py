@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_trainkit._compat.keras import (
@@ -21,19 +20,22 @@ from keras_trainkit._compat.keras import (
     compute_loss_with_training_flag,
     initial_epoch_set_by_callbacks,
 )
-from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, bind, pin_gradients, resolve_jit
 from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
+from keras_trainkit.training import evaluation
+from keras_trainkit.training.evaluation import TrainingBatches
 from keras_trainkit.training.setup import (
+    build_on_one_batch,
     check_penalties,
     check_trainer_arguments,
     callback_list,
     check_fit_arguments,
     check_verbose,
+    compile_model,
     make_checkpointer,
     validation_inputs,
 )
@@ -87,11 +89,8 @@ class Trainer:
     :mod:`keras_trainkit.training.non_finite`. With a ``SkipNonFinite`` among
     ``gradient_transforms``, non-finite gradients are its job.
 
-    Evaluation weights: with an optimizer that trains at one point and is
-    evaluated at another (``keras_trainkit.optimizers.ScheduleFree``),
-    ``evaluate``, ``predict`` and fit's validation run at its evaluation
-    weights, BatchNorm statistics recomputed there, and ``fit`` ends with them
-    in the model (hook: :meth:`evaluation_weights`).
+    ``evaluate``, ``predict`` and validation run at an optimizer's evaluation
+    weights (``ScheduleFree``'s ``x``): :mod:`keras_trainkit.training.evaluation`.
 
     Custom objectives: subclass and override :meth:`compute_loss` (the loss from
     ``x, y, y_pred``, per replica, inside the tape); for more control override
@@ -172,7 +171,7 @@ class Trainer:
         self.shuffle = shuffle
         self.seed = seed
         self.run_eagerly = run_eagerly
-        self._compile(optimizer, loss, metrics)
+        compile_model(self.model, optimizer, loss, metrics, self.strategy, from_model=optimizer is _FROM_MODEL)
         self.jit_compile = resolve_jit(jit_compile, model, self.strategy, run_eagerly)
         # Non-finite gradients are SkipNonFinite's job when the chain has one.
         self._guard_gradients = not any(isinstance(t, SkipNonFinite) for t in self.gradient_transforms)
@@ -182,24 +181,7 @@ class Trainer:
         self._functions = StepFunctions(self)
         self._sam = None
         self._state_built = False
-
-    def _compile(self, optimizer, loss, metrics):
-        with self.strategy.scope():
-            if optimizer is _FROM_MODEL:
-                if not getattr(self.model, "compiled", False) or self.model.optimizer is None:
-                    raise ValueError(
-                        "`Trainer.from_compiled` needs a model compiled with an optimizer and "
-                        f"a loss. Received: model={self.model.name!r} (not compiled)"
-                    )
-            else:
-                self.model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
-        if getattr(self.model.optimizer, "gradient_accumulation_steps", None):
-            raise ValueError(
-                "Give gradient accumulation to the Trainer, not to the optimizer: the "
-                "optimizer's own accumulation makes schedules count micro-batches. "
-                f"Received: optimizer.gradient_accumulation_steps="
-                f"{self.model.optimizer.gradient_accumulation_steps}"
-            )
+        self._training_batches = TrainingBatches()
 
     @classmethod
     def from_compiled(cls, model, **kwargs) -> "Trainer":
@@ -221,11 +203,6 @@ class Trainer:
     def optimizer_changed(self, optimizer) -> None:
         """Called when a step is traced for ``optimizer``: finds a SAM optimizer in its wrappers."""
         self._sam = control.find_optimizer(optimizer, _is_sam)
-
-    @property
-    def _train_function(self):
-        """The compiled train function (``None`` before the first ``fit``)."""
-        return self._functions.train_function
 
     @property
     def skipped_steps(self) -> int:
@@ -344,25 +321,10 @@ class Trainer:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.model(x, training=False)
 
-    def evaluation_weights(self, bn_data=None):
-        """The weights that ``evaluate``, ``predict`` and fit's validation use: a context manager.
-
-        When the optimizer keeps evaluation weights apart from the training
-        weights (``ScheduleFree``'s average ``x``, Keras's
-        ``ScheduleFreeAdamW``; see ``keras_trainkit.optimizers.find_evaluation_weights``),
-        they are put into the model for the duration, with every BatchNorm
-        layer's statistics recomputed at them over up to 50 batches of
-        ``bn_data`` (``fit`` passes its training data), and the training
-        weights and statistics come back exactly afterwards. ``fit`` calls its
-        ``resume()`` before the first step (the training weights back, if an
-        earlier ``fit`` left the evaluation weights in the model) and its
-        ``finalize()`` at the end (the evaluation weights stay in the model).
-        For any other optimizer nothing happens. Override to evaluate
-        elsewhere: return an object with ``__enter__``, ``__exit__``,
-        ``resume()`` and ``finalize()``
-        (:class:`~keras_trainkit.callbacks.evaluation_weights.EvaluationWeightsSwap`).
-        """
-        return EvaluationWeightsSwap(self.model, bn_data=bn_data)
+    def evaluation_weights(self):
+        """Where ``evaluate``, ``predict`` and validation run: a context manager with ``resume()`` and
+        ``finalize()`` (see :mod:`keras_trainkit.training.evaluation`; override to evaluate elsewhere)."""
+        return self._training_batches.swap(self.model)
 
     # ------------------------------------------------------------- the update
     def _optimizer_apply(self, grads, variables):
@@ -371,21 +333,11 @@ class Trainer:
 
     # ------------------------------------------------------- building, tracing
     def _ensure_built(self, dataset):
-        """Build the model, compiled loss, metrics and every piece of state, eagerly, once.
-
-        Runs ``model(x, training=False)`` on one batch (no update, no dropout
-        randomness) so that every variable exists before the step is traced.
-        """
+        """Build the model, compiled loss, metrics and every piece of state, eagerly, once."""
         if self._state_built:
             return
-        batch = next(iter(dataset.take(1)))
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        build_on_one_batch(self.model, dataset, self.strategy, self.compute_loss)
         with self.strategy.scope():
-            y_pred = self.model(x, training=False)
-            if y is not None:
-                self.compute_loss(x, y, y_pred, sample_weight, training=False)
-                self.model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-            self.model.reset_metrics()
             if not self.optimizer.built:
                 self.optimizer.build(self.model.trainable_variables)
             self._chain.build(self.model.trainable_variables)
@@ -441,6 +393,7 @@ class Trainer:
                          steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None)
         validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed)
         self._ensure_built(plan.dataset)
+        self._training_batches.remember(plan)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)
         self._compiled_optimizer = self.optimizer
@@ -468,7 +421,7 @@ class Trainer:
         self.non_finite.end_fit()
         if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
-            self.evaluation_weights(plan.dataset).finalize()
+            self.evaluation_weights().finalize()
         callbacks.on_train_end(logs=logs)
         return self.model.history
 
@@ -504,7 +457,7 @@ class Trainer:
         # where compiled code cannot raise) raises here at the latest.
         self._chain.raise_if_stopped()
         if validation is not None and not self.model.stop_training:
-            with self.evaluation_weights(plan.dataset):
+            with self.evaluation_weights():
                 val_logs = self._evaluate_prepared(*validation, callbacks)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
@@ -514,7 +467,7 @@ class Trainer:
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  callbacks=None, return_dict=False):
-        """Loss and metrics over ``x``, at the evaluation weights (:meth:`evaluation_weights`); like ``model.evaluate``."""
+        """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as ``model.evaluate``."""
         verbose = check_verbose(verbose)
         dataset, steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
                                         seed=self.seed)
@@ -529,14 +482,8 @@ class Trainer:
 
     def _evaluate_prepared(self, dataset, steps, callbacks):
         """Run the test function over a prepared ``dataset`` of ``steps`` batches; returns the logs."""
-        callbacks.on_test_begin()
-        self.model.reset_metrics()
-        iterator = iter(replicas.distribute(self.strategy, dataset))
-        logs, _ = self._loop.run(bind(self._functions.test(), iterator), steps,
-                                 begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
-        logs = scalar_logs(logs)
-        callbacks.on_test_end(logs)
-        return logs
+        return evaluation.evaluate_batches(self.model, self.strategy, self._loop, self._functions.test(), dataset,
+                                           steps, callbacks)
 
     def predict(self, x, batch_size=None, verbose=0):
         """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights."""
@@ -546,18 +493,5 @@ class Trainer:
         else:
             _data.check_arrays(x, None, None, self.model)
             dataset = array_dataset(x, batch_size=32 if batch_size is None else batch_size, shuffle=False)
-        iterator = iter(replicas.distribute(self.strategy, dataset))
-        predict = self._functions.predict()
-        outputs = []
-
-        def call(limit):
-            batch = next(iterator, None)
-            if batch is None:
-                return 0, None
-            return 1, tf.nest.map_structure(lambda t: t.numpy(), predict(batch))
-
         with self.evaluation_weights():
-            StepLoop(1).run(call, None, begin=lambda step: None, end=lambda step, out: outputs.append(out))
-        if not outputs:
-            raise ValueError("Argument `x` must yield at least one batch. Received: empty data")
-        return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+            return evaluation.predict_batches(self.strategy, self._functions.predict(), dataset)

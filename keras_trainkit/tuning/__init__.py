@@ -2,57 +2,70 @@
 
 Built on KerasTuner, not instead of it: the spaces register ordinary
 ``keras_tuner.HyperParameters``; :class:`RecipeHyperModel` is a
-``keras_tuner.HyperModel``; the pruning tuners are ``keras_tuner.Tuner``
-subclasses with pruning oracles, crash-safe resume and optional per-trial
-process isolation.
+``keras_tuner.HyperModel``; :class:`TrainkitTunerMixin` (or
+:func:`trainkit_tuner`) gives any ``keras_tuner.Tuner`` crash-safe resume,
+per-trial process isolation, a time budget and per-epoch reporting to its
+oracle, and the pruning oracles stop bad trials early.
+
+Modules import one way: ``pruning`` (pure rules) -> ``oracles``;
+``epoch_checkpoint`` -> ``trial_plan`` -> ``isolation``; all of them ->
+``tuners``.
 """
 
 from keras_trainkit.tuning.ensemble import ensemble_best_models
-from keras_trainkit.tuning.pruning import (
-    ASHAPruner,
-    MedianPruner,
-    Pruner,
+from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
+from keras_trainkit.tuning.oracles import (
+    HyperbandOracle,
     PruningBayesianOptimizationOracle,
+    PruningGridSearchOracle,
     PruningOracleMixin,
     PruningRandomSearchOracle,
-    get_pruner,
     seed_oracle,
 )
 from keras_trainkit.tuning.parallel import parallel_search
+from keras_trainkit.tuning.pruning import ASHAPruner, MedianPruner, Pruner, get_pruner
 from keras_trainkit.tuning.recipe import RecipeHyperModel
 from keras_trainkit.tuning.report import summary_table, write_report
+from keras_trainkit.tuning.trial_plan import EpochReporter, NonFiniteLoss
 from keras_trainkit.tuning.tuners import (
     BayesianOptimization,
-    EpochCheckpoint,
-    NonFiniteLoss,
+    GridSearch,
+    Hyperband,
     RandomSearch,
     TrainkitTunerMixin,
+    load_trial_model,
+    trainkit_tuner,
 )
+from keras_trainkit.tuning.architectures import CNNSpace, MLPSpace
 from keras_trainkit.tuning.spaces import (
-    CNNSpace,
     InitializerSpace,
-    MLPSpace,
     OptimizerSpace,
     Param,
     RegularizationSpace,
     ScheduleSpace,
     Space,
     TrainingSpace,
+    optimizer_families,
 )
 
 __all__ = [
     "ASHAPruner",
+    "BayesianOptimization",
     "CNNSpace",
+    "EpochCheckpoint",
+    "EpochReporter",
+    "GridSearch",
+    "Hyperband",
+    "HyperbandOracle",
     "InitializerSpace",
     "MLPSpace",
     "MedianPruner",
+    "NonFiniteLoss",
     "OptimizerSpace",
     "Param",
-    "BayesianOptimization",
-    "EpochCheckpoint",
-    "NonFiniteLoss",
     "Pruner",
     "PruningBayesianOptimizationOracle",
+    "PruningGridSearchOracle",
     "PruningOracleMixin",
     "PruningRandomSearchOracle",
     "RandomSearch",
@@ -64,8 +77,11 @@ __all__ = [
     "TrainkitTunerMixin",
     "ensemble_best_models",
     "get_pruner",
+    "load_trial_model",
+    "optimizer_families",
     "parallel_search",
     "seed_oracle",
     "summary_table",
+    "trainkit_tuner",
     "write_report",
 ]

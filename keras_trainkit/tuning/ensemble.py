@@ -20,9 +20,12 @@ back once ``keras_trainkit`` is imported (KerasTuner is not needed then).
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from keras_trainkit.models import average_models
+from keras_trainkit.tuning.tuners import load_trial_model
 from keras_trainkit.utils.validation import check_positive
 
 
@@ -30,23 +33,38 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
     """Average the ``num_models`` best trials of a finished KerasTuner search.
 
     The members are the oracle's best trials by the objective (validation data
-    only), each loaded from its saved best checkpoint, as
-    ``tuner.get_best_models`` loads them. Works with any KerasTuner tuner, ours
-    or KerasTuner's own; a search with fewer scored trials gives a smaller
-    ensemble. The members are named ``trial_<id>``, best first.
+    only), each loaded from its saved best checkpoint for inference (without
+    its optimizer state, see :func:`~keras_trainkit.tuning.tuners.load_trial_model`).
+    Works with any KerasTuner tuner, ours or KerasTuner's own; a search with
+    fewer scored trials gives a smaller ensemble. A trial whose weights cannot
+    be loaded is left out with a warning naming the file, and the next best
+    takes its place. The members are named ``trial_<id>``, best first.
 
     Example:
         >>> ensemble = ensemble_best_models(tuner, 5)          # doctest: +SKIP
         >>> ensemble.predict(x_test).argmax(axis=1)            # doctest: +SKIP
     """
     check_positive("num_models", num_models, integer=True)
-    trials = tuner.oracle.get_best_trials(num_models)
-    if not trials:
+    scored = [t for t in tuner.oracle.get_best_trials(len(tuner.oracle.trials))
+              if t.status == "COMPLETED" and t.score is not None]
+    if not scored:
         raise ValueError("The search has no scored trial to build an ensemble from. "
                          f"Received: num_models={num_models} and a tuner with "
                          f"{len(tuner.oracle.trials)} trials, none of them scored")
-    return average_models([tuner.load_model(trial) for trial in trials], from_logits=from_logits,
-                          member_names=[f"trial_{trial.trial_id}" for trial in trials])
+    members, names = [], []
+    for trial in scored:
+        if len(members) == num_models:
+            break
+        try:
+            members.append(load_trial_model(tuner, trial))
+        except ValueError as error:
+            warnings.warn(f"Left out of the ensemble: {error}", stacklevel=2)
+            continue
+        names.append(f"trial_{trial.trial_id}")
+    if not members:
+        raise ValueError(f"No trial's weights could be loaded (of {len(scored)} scored trials); "
+                         "see the warnings above for the files.")
+    return average_models(members, from_logits=from_logits, member_names=names)
 
 
 __all__ = ["ensemble_best_models"]

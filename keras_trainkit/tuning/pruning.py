@@ -1,17 +1,8 @@
-"""Pruning of unpromising KerasTuner trials from their per-epoch results.
+"""Pruning rules: should a trial stop, given its best value so far and the others'?
 
-A tuner built on ``keras_trainkit.tuning.TrainkitTunerMixin`` reports the objective after every
-epoch to the oracle (``oracle.update_trial(trial_id, logs, step=epoch)``). An
-oracle built on :class:`PruningOracleMixin` asks its pruner whether the trial
-should stop; if so it marks the returned trial ``STOPPED`` (the signal
-KerasTuner reserves for early stopping) and the tuner ends the trial's
-``model.fit`` after that epoch. This works in-process and across KerasTuner's
-chief/worker protocol, since the decision travels with ``update_trial``.
-
-A pruned trial is not a failure: it ends ``COMPLETED`` and keeps the best
-score it reached, so Bayesian optimization learns from it; the oracle records
-it in ``oracle.pruned_trials`` (``{trial_id: {"epoch", "rule", "reason"}}``),
-saved with the oracle's state, and puts the reason in ``trial.message``.
+The rules are pure functions of numbers (no KerasTuner, no Keras); the
+oracles of :mod:`keras_trainkit.tuning.oracles` apply them to the results a
+tuner reports after every epoch.
 
 Rules:
 
@@ -27,20 +18,11 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 
-import keras_tuner
 import numpy as np
-from keras_tuner.src.engine import trial as trial_module
 
-from keras_trainkit.utils.files import write_atomically
-from keras_trainkit.utils.validation import check_number, check_positive, check_type
-
-STOPPED = trial_module.TrialStatus.STOPPED
-RUNNING = trial_module.TrialStatus.RUNNING
+from keras_trainkit.utils.validation import check_number, check_positive
 
 
 class Pruner:
@@ -166,154 +148,4 @@ def get_pruner(identifier) -> Pruner | None:
                      f"Received: pruner={identifier!r}")
 
 
-SEED_STRIDE = 1_000_003
-"""Draws between the random streams of consecutive seeds (see :func:`seed_oracle`)."""
-
-
-def seed_oracle(oracle, seed) -> None:
-    """Give a KerasTuner ``oracle`` a random stream of its own for ``seed``.
-
-    Called right after the oracle is built (a resumed search then restores its
-    saved position in the stream). Two fixes to KerasTuner's seeding:
-
-    * ``seed=0`` is a seed. KerasTuner's ``Oracle`` stores ``seed or
-      random.randint(1, 10000)``, so 0 silently meant *unseeded*.
-    * Nearby seeds give independent searches. KerasTuner seeds its ``n``-th
-      draw with ``seed + n``, so the stream of seed 2 is that of seed 1 shifted
-      by one draw, and two such searches fall into step (trial for trial) after
-      a conditional hyperparameter. The stream now starts at
-      ``seed * SEED_STRIDE``, so searches of fewer than a million draws with
-      different seeds never share one.
-    """
-    if seed == 0 and not isinstance(seed, bool):
-        oracle.seed = 0
-        if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
-            oracle._random_state = np.random.RandomState(0)
-            oracle.gpr = oracle._make_gpr()
-    oracle._seed_state = oracle.seed * SEED_STRIDE
-
-
-class PruningOracleMixin:
-    """Adds pruning to a KerasTuner ``Oracle`` (put it first among the bases).
-
-    Args:
-        pruner: a :class:`Pruner`, ``"median"``, ``"asha"`` or ``None``.
-        start_from_defaults: the first trial takes every hyperparameter's default
-            instead of the oracle's suggestion, so a search can start from a known
-            recipe (set the defaults with the spaces' ``defaults``).
-    """
-
-    def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        seed_oracle(self, kwargs.get("seed"))
-        self.pruner = get_pruner(pruner)
-        self.start_from_defaults = check_type("start_from_defaults", start_from_defaults, bool)
-        self.pruned_trials: dict[str, dict] = {}
-        # Wall-clock time (``time.time()``) after which no new trial starts;
-        # set by the tuner's ``time_budget``.
-        self.deadline: float | None = None
-
-    def populate_space(self, trial_id):
-        if self.deadline is not None and time.time() > self.deadline:
-            return {"status": STOPPED, "values": None}
-        if self.start_from_defaults and not self.trials:
-            return {"status": RUNNING, "values": self._default_values()}
-        return super().populate_space(trial_id)
-
-    def _default_values(self) -> dict:
-        """Every active hyperparameter at its default."""
-        values = keras_tuner.HyperParameters()
-        for hp in self.hyperparameters.space:
-            values.merge([hp])
-            if values.is_active(hp):
-                values.values[hp.name] = hp.default
-        return values.values
-
-    def _best_by_step(self, trial, step: int) -> float | None:
-        """The trial's best objective value up to ``step``, larger-is-better."""
-        name = self.objective.name
-        if not trial.metrics.exists(name):
-            return None
-        sign = 1.0 if self.objective.direction == "max" else -1.0
-        values = [sign * obs.value[0] for obs in trial.metrics.get_history(name)
-                  if obs.step <= step and np.isfinite(obs.value[0])]
-        return max(values) if values else None
-
-    def _reached(self, trial, step: int) -> bool:
-        name = self.objective.name
-        return trial.metrics.exists(name) and any(
-            obs.step >= step for obs in trial.metrics.get_history(name))
-
-    @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        trial = super().update_trial(trial_id, metrics, step=step)
-        if self.pruner is None or self.objective.name not in metrics:
-            return trial
-        value = self._best_by_step(trial, step)
-        if value is None:
-            return trial
-        others = [self._best_by_step(t, step) for t in self.trials.values()
-                  if t.trial_id != trial_id and self._reached(t, step)]
-        reason = self.pruner.decide(int(step), value, [v for v in others if v is not None])
-        if reason:
-            self.pruned_trials[trial_id] = {"epoch": int(step), "rule": self.pruner.name,
-                                            "reason": reason}
-            trial.message = f"pruned at epoch {step} by the {self.pruner.name} rule: {reason}"
-            trial.status = STOPPED
-        return trial
-
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        if trial.trial_id in self.pruned_trials:
-            info = self.pruned_trials[trial.trial_id]
-            trial.message = (f"pruned at epoch {info['epoch']} by the {info['rule']} rule: "
-                             f"{info['reason']}")
-        super().end_trial(trial)
-
-    # KerasTuner writes ``trial.json`` and ``oracle.json`` in place; a kill during
-    # the write would leave a truncated file that stops the search from resuming.
-    def _save_trial(self, trial):
-        write_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
-                         json.dumps(trial.get_state()).encode())
-
-    def save(self):
-        write_atomically(self._get_oracle_fname(), json.dumps(self.get_state()).encode())
-
-    def reload(self):
-        super().reload()
-        # KerasTuner reloads the trials in file-listing order, which is arbitrary,
-        # and ranks equal scores in that order: a resumed search could name
-        # another best trial than the search that ran. Keep creation order.
-        self.trials = dict(sorted(self.trials.items(), key=lambda item: (len(item[0]), item[0])))
-
-    def get_state(self):
-        state = super().get_state()
-        state["pruned_trials"] = self.pruned_trials
-        return state
-
-    def set_state(self, state):
-        super().set_state(state)
-        self.pruned_trials = state.get("pruned_trials", {})
-
-
-class PruningRandomSearchOracle(PruningOracleMixin, keras_tuner.oracles.RandomSearchOracle):
-    """KerasTuner's ``RandomSearchOracle`` with a ``pruner`` argument."""
-
-
-class PruningBayesianOptimizationOracle(PruningOracleMixin,
-                                        keras_tuner.oracles.BayesianOptimizationOracle):
-    """KerasTuner's ``BayesianOptimizationOracle`` with a ``pruner`` argument."""
-
-
-__all__ = [
-    "ASHAPruner",
-    "MedianPruner",
-    "PRUNERS",
-    "Pruner",
-    "PruningBayesianOptimizationOracle",
-    "PruningOracleMixin",
-    "PruningRandomSearchOracle",
-    "SEED_STRIDE",
-    "get_pruner",
-    "seed_oracle",
-]
+__all__ = ["ASHAPruner", "MedianPruner", "PRUNERS", "Pruner", "get_pruner"]

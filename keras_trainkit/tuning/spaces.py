@@ -21,13 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from keras_trainkit import models
 from keras_trainkit.utils.validation import check_condition, check_in
 
 
@@ -118,6 +119,12 @@ class Space:
                 return param.with_default(self.defaults[key])
         return param
 
+    def sample(self, hp):
+        """Deprecated alias of ``build(hp)`` for the spaces whose ``build`` takes only ``hp``."""
+        warnings.warn(f"`{type(self).__name__}.sample(hp)` is deprecated; use `.build(hp)`, the "
+                      "verb every space shares.", DeprecationWarning, stacklevel=2)
+        return self.build(hp)
+
     def _value(self, hp, name: str, param: Param):
         full = f"{self.prefix}{name}"
         if name in self.fixed:
@@ -134,7 +141,9 @@ def _scoped_values(space: Space, hp, parent: str, choice: str, params: Mapping[s
 
 _ADAM_BETAS = {"beta_1": _float(0.8, 0.95, 0.9), "beta_2": _choice((0.999, 0.99, 0.98))}
 
-#: Each optimizer family's own hyperparameters (``learning_rate`` first).
+#: The Keras built-in optimizer families, with hand-chosen ranges (``learning_rate`` first).
+#: Every optimizer of ``keras_trainkit.optimizers`` is a family too, with ranges
+#: derived from its constructor's defaults (see :func:`optimizer_families`).
 OPTIMIZER_FAMILIES: dict[str, dict[str, Param]] = {
     "adamw": {"learning_rate": _float(1e-5, 1e-2, 3e-4, log=True),
               "weight_decay": _float(1e-5, 3e-1, 1e-2, log=True), **_ADAM_BETAS},
@@ -149,6 +158,78 @@ OPTIMIZER_FAMILIES: dict[str, dict[str, Param]] = {
 }
 
 
+def _beta_param(default: float) -> Param:
+    """A moment decay rate near its default, on the scale of its time constant 1/(1-beta)."""
+    if default >= 0.99:
+        return _choice((default, round(1 - 10 * (1 - default), 6),
+                        round(1 - 20 * (1 - default), 6)))
+    return _float(1 - 2.5 * (1 - default), 1 - 0.5 * (1 - default), default)
+
+
+def derived_family(optimizer_class) -> dict[str, Param] | None:
+    """The search ranges of an optimizer class, from its constructor's defaults.
+
+    ``learning_rate`` log-uniform in ``[default / 30, default * 3]``; ``beta_1``
+    and ``beta_2`` near their defaults (time constants from 0.4x to 2x the
+    default's, or a choice of ``beta``, ``1 - 10 (1 - beta)``, ``1 - 20 (1 - beta)``
+    for ``beta >= 0.99``); ``momentum`` in ``[0, 0.99]``; ``nesterov`` on or
+    off; ``weight_decay`` log-uniform in ``[1e-6, 1e-1]`` (default ``1e-4``).
+    Other arguments keep their defaults. ``None`` for a class that needs
+    arguments (a wrapper of another optimizer) or has no numeric default
+    learning rate.
+
+    Example:
+        >>> from keras_trainkit import optimizers
+        >>> family = derived_family(optimizers.RAdam)
+        >>> sorted(family), family["learning_rate"].default
+        (['beta_1', 'beta_2', 'learning_rate', 'weight_decay'], 0.001)
+    """
+    try:
+        parameters = inspect.signature(optimizer_class.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    defaults = {}
+    for name, parameter in parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is inspect.Parameter.empty:
+            return None
+        defaults[name] = parameter.default
+    rate = defaults.get("learning_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+        return None
+    family = {"learning_rate": _float(rate / 30, rate * 3, float(rate), log=True)}
+    for name in ("beta_1", "beta_2"):
+        value = defaults.get(name)
+        if isinstance(value, float) and 0 < value < 1:
+            family[name] = _beta_param(value)
+    if isinstance(defaults.get("momentum"), float):
+        family["momentum"] = _float(0.0, 0.99, min(defaults["momentum"], 0.99))
+    if isinstance(defaults.get("nesterov"), bool):
+        family["nesterov"] = Param("bool", defaults["nesterov"])
+    if "weight_decay" in defaults:
+        family["weight_decay"] = _float(1e-6, 1e-1, 1e-4, log=True)
+    return family
+
+
+def optimizer_families() -> dict[str, dict[str, Param]]:
+    """Every optimizer family :class:`OptimizerSpace` knows.
+
+    The Keras built-ins of ``OPTIMIZER_FAMILIES`` and every optimizer registered
+    in ``keras_trainkit.optimizers`` that can be built from its defaults, by its
+    lower-case class name (e.g. ``"radam"``) with :func:`derived_family`'s
+    ranges. The registry is read at each call, so optimizers added later appear.
+    """
+    from keras_trainkit.optimizers import REGISTRY
+
+    table = dict(OPTIMIZER_FAMILIES)
+    for name, optimizer_class in sorted(REGISTRY.classes.items()):
+        family = derived_family(optimizer_class)
+        if family is not None:
+            table.setdefault(name.lower(), family)
+    return table
+
+
 class OptimizerSpace(Space):
     """The optimizer family and that family's own hyperparameters.
 
@@ -159,20 +240,47 @@ class OptimizerSpace(Space):
     (``"sgd_momentum"``) for one.
 
     Args:
-        families: optimizer names, keys of ``OPTIMIZER_FAMILIES``
-            (the first is the default).
-        extra_families: more families as ``{name: {parameter: Param}}``; names
-            are resolved with ``keras_trainkit.optimizers.get``.
+        families: optimizer names (the first is the default): the Keras
+            built-ins ``adamw``, ``adam``, ``sgd``, ``rmsprop``, ``nadam``,
+            ``lion`` and every optimizer this library ships, by lower-case
+            class name (``radam``, ``adabelief``, ``yogi``, ...; see
+            :func:`optimizer_families` for their ranges).
+        extra_families: optimizers of your own, ``{name: {parameter: Param}}``
+            (``name`` resolved with ``keras_trainkit.optimizers.get``) or
+            ``{name: (optimizer class or factory, {parameter: Param})}``; a
+            shipped family's name here replaces its parameters. Families given
+            here are searched even when ``families`` does not list them (they
+            are appended to it).
+
+    Example:
+        >>> import keras_tuner
+        >>> space = OptimizerSpace(families=["adamw", "radam"])
+        >>> space.build(keras_tuner.HyperParameters()).__class__.__name__
+        'AdamW'
     """
 
     def __init__(self, families: Sequence[str] = ("adamw", "adam", "sgd"),
-                 extra_families: Mapping[str, Mapping[str, Param]] | None = None, **kwargs):
+                 extra_families: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.table = {**OPTIMIZER_FAMILIES, **dict(extra_families or {})}
         check_condition("families", families, len(families) > 0, "must name at least one optimizer")
+        extra = dict(extra_families or {})
+        self.table = optimizer_families()
+        self.factories: dict[str, Any] = {}
+        for name, spec in extra.items():
+            if isinstance(spec, tuple):
+                check_condition("extra_families", extra_families,
+                                len(spec) == 2 and callable(spec[0]),
+                                f"must map {name!r} to parameters or (factory, parameters)")
+                self.factories[name], spec = spec
+            self.table[name] = dict(spec)
         for family in families:
-            check_in("families", family, self.table)
-        self.families = tuple(families)
+            if family not in self.table:
+                raise ValueError(
+                    "Argument `families` must name optimizers this library ships "
+                    f"({', '.join(sorted(self.table))}); add an optimizer of your own with "
+                    "`extra_families={name: {parameter: Param(...)}}`. "
+                    f"Received: families={family!r}")
+        self.families = tuple(families) + tuple(n for n in extra if n not in families)
 
     def _family_value(self, hp, family: str, short: str, param: Param):
         name = f"{family}_{short}"
@@ -198,6 +306,8 @@ class OptimizerSpace(Space):
         if learning_rate is not None:
             kwargs["learning_rate"] = learning_rate
         kwargs.update(overrides)
+        if family in self.factories:
+            return self.factories[family](**kwargs)
         return optimizers.get(family, **kwargs)
 
 
@@ -304,7 +414,7 @@ class TrainingSpace(Space):
                             "must be a (low, high) pair with 0 <= low <= high")
         self.shift = shift
 
-    def sample(self, hp) -> dict[str, Any]:
+    def build(self, hp) -> dict[str, Any]:
         """Register the hyperparameters; return ``batch_size``, ``epochs``,
         ``clip_norm`` (``None`` when off), ``label_smoothing`` and ``shift`` (0 when off)."""
         default_batch = 128 if 128 in self.batch_sizes else self.batch_sizes[0]
@@ -341,8 +451,9 @@ class RegularizationSpace(Space):
         self.dropout = dropout
         self.l2 = l2
 
-    def sample(self, hp) -> dict[str, Any]:
-        """Return ``dropout`` and ``kernel_regularizer`` (``None`` when off)."""
+    def build(self, hp) -> dict[str, Any]:
+        """Register ``dropout`` and ``l2``; return ``dropout`` and ``kernel_regularizer``
+        (``None`` when off)."""
         values = {"dropout": self._value(hp, "dropout", _float(*self.dropout, self.dropout[0])),
                   "kernel_regularizer": None}
         if self.l2 and self._value(hp, "l2", _choice(("off", "on"))) == "on":
@@ -361,73 +472,21 @@ class InitializerSpace(Space):
         check_condition("choices", choices, len(choices) > 0, "must name at least one initializer")
         self.choices = tuple(choices)
 
-    def sample(self, hp) -> str:
+    def build(self, hp) -> str:
         """Register ``initializer``; return the chosen name."""
         return self._value(hp, "initializer", _choice(self.choices))
 
 
-class MLPSpace(Space):
-    """An MLP (``keras_trainkit.models.mlp``): depth, width, activation, batch norm."""
+def __getattr__(name):
+    # The architecture spaces live in ``architectures``; these names stay importable here.
+    if name in ("ARCHITECTURES", "CNNSpace", "MLPSpace"):
+        from keras_trainkit.tuning import architectures
 
-    def __init__(self, depth: tuple[int, int] = (1, 4), widths: Sequence[int] = (64, 128, 256, 512),
-                 activations: Sequence[str] = ("relu", "gelu", "tanh"), batch_norm: bool = True,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.depth, self.widths, self.activations = depth, tuple(widths), tuple(activations)
-        self.batch_norm = batch_norm
+        return getattr(architectures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
-        """Register the architecture's hyperparameters and build the model."""
-        return models.mlp(
-            input_shape, num_classes,
-            depth=self._value(hp, "depth", Param("int", 2, *self.depth)),
-            width=self._value(hp, "width", _choice(self.widths, 256 if 256 in self.widths else None)),
-            activation=self._value(hp, "activation", _choice(self.activations)),
-            batch_norm=self._value(hp, "batch_norm", Param("bool", False)) if self.batch_norm else False,
-            **layer_kwargs,
-        )
-
-
-class CNNSpace(Space):
-    """A 1-D/2-D CNN (``keras_trainkit.models.cnn``): blocks, base filters, kernel size,
-    dense units, activation, batch norm. Block ``i`` has ``filters * 2**min(i, 1)`` filters."""
-
-    def __init__(self, blocks: tuple[int, int] = (2, 4), filters: Sequence[int] = (16, 32, 64),
-                 kernel_sizes: Sequence[int] = (3, 5, 7), dense_units: Sequence[int] = (64, 128, 256),
-                 activations: Sequence[str] = ("relu", "gelu"), batch_norm: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.blocks, self.filters = blocks, tuple(filters)
-        self.kernel_sizes, self.dense_units = tuple(kernel_sizes), tuple(dense_units)
-        self.activations, self.batch_norm = tuple(activations), batch_norm
-
-    def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
-        """Register the architecture's hyperparameters and build the model."""
-        blocks = self._value(hp, "blocks", Param("int", 3, *self.blocks))
-        base = self._value(hp, "filters", _choice(self.filters, 32 if 32 in self.filters else None))
-        return models.cnn(
-            input_shape, num_classes,
-            filters=tuple(base * 2 ** min(i, 1) for i in range(blocks)),
-            kernel_size=self._value(hp, "kernel_size", _choice(self.kernel_sizes, 5 if 5 in self.kernel_sizes else None)),
-            dense_units=self._value(hp, "dense_units", _choice(self.dense_units, 128 if 128 in self.dense_units else None)),
-            activation=self._value(hp, "activation", _choice(self.activations)),
-            batch_norm=self._value(hp, "batch_norm", Param("bool", True)) if self.batch_norm else False,
-            **layer_kwargs,
-        )
-
-
-ARCHITECTURES = {"mlp": MLPSpace, "cnn": CNNSpace}
 
 __all__ = [
-    "ARCHITECTURES",
-    "CNNSpace",
-    "InitializerSpace",
-    "MLPSpace",
-    "OPTIMIZER_FAMILIES",
-    "OptimizerSpace",
-    "Param",
-    "RegularizationSpace",
-    "SCHEDULE_FAMILIES",
-    "ScheduleSpace",
-    "Space",
-    "TrainingSpace",
+    "InitializerSpace", "OPTIMIZER_FAMILIES", "derived_family", "optimizer_families", "OptimizerSpace",
+    "Param", "RegularizationSpace", "SCHEDULE_FAMILIES", "ScheduleSpace", "Space", "TrainingSpace",
 ]

@@ -220,6 +220,8 @@ def test_bad_arguments_name_argument_and_value(kwargs, match):
         ReduceLROnPlateau(**kwargs)
 
 
+@pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
+                    reason="keras.optimizers.MultiOptimizer exists from Keras 3.15 on")
 def test_per_layer_set_of_learning_rates():
     """A MultiOptimizer: a float rate on one layer, a schedule on the other; both reduced."""
     first = keras.optimizers.SGD(0.1, name="first")

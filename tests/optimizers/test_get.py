@@ -18,7 +18,6 @@ KERAS_BUILTINS = {
     "ftrl": "Ftrl",
     "lion": "Lion",
     "lamb": "Lamb",
-    "muon": "Muon",
     "schedulefreeadamw": "ScheduleFreeAdamW",
     "schedule_free_adamw": "ScheduleFreeAdamW",
     "LAMB": "Lamb",
@@ -35,6 +34,12 @@ OURS = {
     "adan": "Adan",
     "lars": "LARS",
     "prodigy": "Prodigy",
+    "adopt": "ADOPT",
+    "ademamix": "AdEMAMix",
+    "mars": "MARS",
+    "muon": "Muon",
+    "Muon": "Muon",
+    "soap": "SOAP",
 }
 
 
@@ -56,7 +61,7 @@ def test_lamb_resolves_although_keras_get_does_not():
 
 
 def test_keras_configs_resolve():
-    for optimizer in (keras.optimizers.Lamb(0.02), keras.optimizers.Adam(0.03)):
+    for optimizer in (keras.optimizers.Lamb(0.02), keras.optimizers.Adam(0.03), keras.optimizers.Muon(0.04)):
         config = keras.optimizers.serialize(optimizer)
         rebuilt = optimizers.get(config)
         assert type(rebuilt) is type(optimizer)
@@ -80,3 +85,17 @@ def test_kwargs_and_config_and_instance():
 def test_unknown_name_is_a_value_error():
     with pytest.raises(ValueError, match="Received: identifier='no_such_optimizer'"):
         optimizers.get("no_such_optimizer")
+
+
+def test_muon_is_ours_without_shadowing_keras():
+    assert type(optimizers.get("muon")) is optimizers.Muon
+    assert type(keras.optimizers.get("muon")) is keras.optimizers.Muon
+    ours = keras.optimizers.serialize(optimizers.Muon(0.01))
+    assert type(keras.optimizers.deserialize(ours)) is optimizers.Muon
+    assert type(optimizers.get(ours)) is optimizers.Muon
+
+
+def test_cautious_resolves_with_its_inner_optimizer():
+    optimizer = optimizers.get("cautious", optimizer="adam")
+    assert isinstance(optimizer, optimizers.Cautious)
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.Adam)

@@ -39,6 +39,17 @@ SKIPPED = {
     ),
 }
 
+# Left out of the one-device comparison only (the other three checks still run).
+MIRRORED_SKIPPED = {
+    "SOAP": (
+        "its bases are eigenvectors of statistics that are rank-deficient at the first step here "
+        "(a 4 x 8 kernel's 8 x 8 statistic has rank 4); inside the null space the eigensolver's "
+        "choice follows the rounding of the summed gradient, so the two runs take different, equally "
+        "valid bases; tests/optimizers/test_frontier_training.py checks the mirrored run where the "
+        "statistics are full rank"
+    ),
+}
+
 SPECS = collect_classes("optimizers")
 OPTIMIZER_CLASSES = {
     name: cls
@@ -111,6 +122,7 @@ def test_every_registered_class_is_covered():
         f"registry entries that are not optimizers: {sorted(registered - set(OPTIMIZER_CLASSES))}"
     )
     assert set(SKIPPED) <= registered, f"stale SKIPPED entries: {sorted(set(SKIPPED) - registered)}"
+    assert set(MIRRORED_SKIPPED) <= registered, f"stale MIRRORED_SKIPPED: {sorted(set(MIRRORED_SKIPPED) - registered)}"
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -141,7 +153,11 @@ def test_save_load_resumes_exactly(name, tmp_path):
     assert_weights_close(resumed.get_weights(), uninterrupted, tolerance=1e-6)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=pytest.mark.skip(reason=MIRRORED_SKIPPED[name])) if name in MIRRORED_SKIPPED else case
+     for name, case in zip(OPTIMIZER_CLASSES, CASES)],
+)
 def test_mirrored_strategy_matches_one_device(name, two_cpu_strategy):
     start, one_device = reference_run(name)
     with two_cpu_strategy.scope():

@@ -62,8 +62,8 @@ def test_plain_second_fit_does_not_retrace():
     x, y = data()
     _, trainer = make()
     trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    function = trainer._train_function
+    function = trainer._functions.train_function
     traces = function.experimental_get_tracing_count()
     trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert trainer._train_function is function
+    assert trainer._functions.train_function is function
     assert function.experimental_get_tracing_count() == traces

@@ -37,7 +37,7 @@ def conv_model(length=12, classes=3):
 def compiled_op_types(trainer, x, y):
     """The op types in the XLA-compiled functions the training function calls."""
     dataset, _ = prepare_inputs(x, y, None, 8, trainer.model, shuffle=False, seed=None)
-    graph = trainer._train_function.get_concrete_function(
+    graph = trainer._functions.train_function.get_concrete_function(
         iter(dataset), tf.TensorSpec([], tf.int32)).graph
     types = set()
     for function in graph.as_graph_def().library.function:

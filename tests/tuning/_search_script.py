@@ -2,7 +2,8 @@
 
 Usage: python _search_script.py DIRECTORY LOG [isolate]
 Appends one JSON line per trial start to LOG: the process id, the trial's
-hyperparameter values and the epoch training starts from.
+hyperparameter values and the epoch training starts from. Prints what the
+search prints (a resumed trial says so).
 """
 
 import json
@@ -24,7 +25,7 @@ class LoggingRecipe(tuning.RecipeHyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         with open(self.log_path, "a") as handle:
-            handle.write(json.dumps({"run": os.environ["SEARCH_RUN"],
+            handle.write(json.dumps({"run": os.environ["SEARCH_RUN"], "pid": os.getpid(),
                                      "values": sorted((k, str(v)) for k, v in hp.values.items()),
                                      "initial_epoch": kwargs.get("initial_epoch", 0)}) + "\n")
         return super().fit(hp, model, *args, **kwargs)

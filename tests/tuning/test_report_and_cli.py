@@ -10,7 +10,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from keras_trainkit import cli
 from keras_trainkit.commands.demo import split
-from keras_trainkit.tuning.pruning import SEED_STRIDE
+from keras_trainkit.tuning.oracles import SEED_STRIDE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -79,8 +79,56 @@ def test_tune_rejects_bad_arguments(tmp_path):
     assert cli.main(["tune", "--ensemble", "0", "--output", str(tmp_path)]) == 2
 
 
+def _tune_args(tmp_path, *argv):
+    import argparse
+
+    from keras_trainkit.commands import tune
+
+    parser = argparse.ArgumentParser()
+    tune.configure(parser)
+    args = parser.parse_args(list(argv))
+    args.project_dir = str(tmp_path / "search")
+    return args
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_every_flag_reaches_every_tuner(tmp_path, tuner):
+    """`--isolate`, `--budget-minutes`, `--trials`, `--seed`, the progress lines and the
+    focused space's first trial work with each `--tuner` (hyperband dropped two before)."""
+    from keras_trainkit import tuning
+    from keras_trainkit.commands import tune
+
+    args = _tune_args(tmp_path, "--dataset", "digits", "--model", "mlp", "--tuner", tuner,
+                      "--isolate", "--budget-minutes", "10", "--trials", "7", "--seed", "3",
+                      "--epochs", "4")
+    made = tune.make_tuner(args, (64,), 10)
+    assert isinstance(made, tuning.TrainkitTunerMixin)
+    assert made.isolate_trials is True and made.time_budget == 600
+    assert made.progress is not None and made.oracle.max_trials == 7
+    assert made.oracle.seed == 3 and made.oracle.start_from_defaults
+    if tuner == "hyperband":
+        assert isinstance(made, tuning.Hyperband) and made.oracle.max_epochs == 4
+        assert made.oracle.pruner is None
+    else:
+        assert isinstance(made.oracle.pruner, tuning.MedianPruner)  # the default rule
+
+
+def test_flags_a_tuner_cannot_honour_are_refused(tmp_path, capsys):
+    from keras_trainkit.commands import tune
+
+    for pruner in ("median", "asha"):
+        assert cli.main(["tune", "--tuner", "hyperband", "--pruner", pruner,
+                         "--output", str(tmp_path)]) == 2
+        assert "--tuner hyperband" in capsys.readouterr().err
+    args = _tune_args(tmp_path, "--tuner", "hyperband", "--pruner", "none")
+    tune.check_tuner_flags(args)  # "none" asks for nothing hyperband lacks
+    args = _tune_args(tmp_path, "--tuner", "hyperband")
+    assert tune.make_tuner(args, (64,), 10).oracle.max_trials is None  # no cap by default
+
+
+@pytest.mark.parametrize("tuner", ["random", "hyperband"])
 @pytest.mark.parametrize("dataset, model, shape", [("mnist1d", "cnn", (40,)), ("digits", "mlp", (64,))])
-def test_focused_space_starts_from_the_demo_recipe(tmp_path, dataset, model, shape):
+def test_focused_space_starts_from_the_demo_recipe(tmp_path, dataset, model, shape, tuner):
     """`trainkit tune`'s first trial is the `trainkit demo` recipe; `--space full` is wider."""
     import argparse
 
@@ -88,7 +136,7 @@ def test_focused_space_starts_from_the_demo_recipe(tmp_path, dataset, model, sha
 
     parser = argparse.ArgumentParser()
     tune.configure(parser)
-    args = parser.parse_args(["--dataset", dataset, "--model", model])
+    args = parser.parse_args(["--dataset", dataset, "--model", model, "--tuner", tuner])
     args.project_dir = str(tmp_path / "search")
     first = tune.make_tuner(args, shape, 10).oracle.create_trial("tuner0").hyperparameters.values
     recipe = demo.RECIPES[dataset][model]

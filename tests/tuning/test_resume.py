@@ -1,5 +1,6 @@
 """SIGKILL a running search and rerun it: nothing lost, nothing run twice, the
-interrupted trial continues from its last epoch checkpoint."""
+interrupted trial continues from its last epoch checkpoint as the same trial,
+in-process and with isolated trials, at every trial index including the first."""
 
 import json
 import os
@@ -9,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import pytest
 
 from keras_trainkit import datasets, tuning
-from keras_trainkit.tuning.tuners import EpochCheckpoint, before_checkpoint
+from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
 
 SCRIPT = Path(__file__).with_name("_search_script.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def _run(directory, log, *extra, wait=True):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, str(SCRIPT), str(directory), str(log), *extra]
     if wait:
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -36,29 +36,81 @@ def _resume_epoch(project, trial_id):
         return None
 
 
+def _trial_started(project, trial_id):
+    return (project / f"trial_{trial_id}" / "runner.json").exists()
+
+
+def _trial_processes(search_pid):
+    """Processes (other than the search) whose environment names this search run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == search_pid:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"SEARCH_RUN={search_pid}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _files_state(folder):
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def _kill_when(process, ready, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ready():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        if process.poll() is not None:
+            pytest.fail("the search ended before it could be killed")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("the search never reached the point to kill it")
+
+
+CASES = [("in_process", 0, "started"), ("in_process", 0, 1), ("in_process", 1, 1),
+         ("in_process", 2, 1), ("isolate", 0, 1), ("isolate", 1, 1), ("isolate", 2, 1)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["in_process"])
-def test_sigkill_then_rerun_resumes(tmp_path, mode):
+@pytest.mark.parametrize("mode, trial_index, kill_at", CASES,
+                         ids=[f"{m}-trial{t}-{k}" for m, t, k in CASES])
+def test_sigkill_then_rerun_resumes(tmp_path, mode, trial_index, kill_at):
     log = tmp_path / "starts.jsonl"
     project = tmp_path / "resume"
     extra = ["isolate"] if mode == "isolate" else []
     process = _run(tmp_path, log, *extra, wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        epoch = _resume_epoch(project, 1)
-        if epoch is not None and epoch >= 1:
-            break
-        if process.poll() is not None:
-            pytest.fail("the search ended before it could be killed")
-        time.sleep(0.05)
+    if kill_at == "started":  # during the first epoch, before any checkpoint
+        def ready():
+            return _trial_started(project, trial_index) and log.exists()
     else:
-        process.kill()
-        pytest.fail("trial 1 never reached epoch 1")
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    if mode == "isolate":  # the orphaned trial process dies with its parent's pipe
-        time.sleep(1.0)
-    killed_at = _resume_epoch(project, 1)
+        def ready():
+            epoch = _resume_epoch(project, trial_index)
+            return epoch is not None and epoch >= kill_at
+    children = []
+    if mode == "isolate":
+        def ready_with_child(check=ready):
+            if check():
+                children[:] = _trial_processes(process.pid)
+                return bool(children)
+            return False
+        _kill_when(process, ready_with_child)
+        # the trial's process dies with the search and writes nothing more
+        killed = time.time()
+        while _trial_processes(process.pid) and time.time() < killed + 5:
+            time.sleep(0.05)
+        assert not _trial_processes(process.pid), "the trial process outlived the search"
+        before = _files_state(project)
+        time.sleep(1.5)
+        assert _files_state(project) == before
+    else:
+        _kill_when(process, ready)
+    killed_at = _resume_epoch(project, trial_index)
 
     result = _run(tmp_path, log, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,22 +119,31 @@ def test_sigkill_then_rerun_resumes(tmp_path, mode):
     first_run = starts[0]["run"]
     first = [s for s in starts if s["run"] == first_run]
     second = [s for s in starts if s["run"] != first_run]
-    # the first run started trials 0 and 1 from scratch
-    assert [s["initial_epoch"] for s in first] == [0, 0]
-    # the rerun resumed trial 1 from its checkpoint, then ran trial 2 from scratch
-    assert second[0]["values"] == first[1]["values"]
-    assert second[0]["initial_epoch"] == killed_at + 1 > 0
-    assert [s["initial_epoch"] for s in second[1:]] == [0]
-    assert first[0]["values"] not in [s["values"] for s in second]  # trial 0 not rerun
+    # the first run started trials 0..trial_index from scratch
+    assert [s["initial_epoch"] for s in first] == [0] * (trial_index + 1)
+    # the rerun ran the interrupted trial again with its hyperparameters, from
+    # its checkpoint when it had one, then the remaining trials from scratch
+    assert second[0]["values"] == first[trial_index]["values"]
+    if killed_at is None:
+        assert second[0]["initial_epoch"] == 0
+    else:
+        assert second[0]["initial_epoch"] == killed_at + 1 > 0
+    assert [s["initial_epoch"] for s in second[1:]] == [0] * (2 - trial_index)
+    for earlier in first[:trial_index]:  # finished trials are not run again
+        assert earlier["values"] not in [s["values"] for s in second]
 
     trials = sorted(project.glob("trial_*/trial.json"))
     assert len(trials) == 3
     for path in trials:
         trial = json.loads(path.read_text())
         assert trial["status"] == "COMPLETED"
-        steps = [obs["step"] for obs in
-                 trial["metrics"]["metrics"]["val_accuracy"]["observations"]]
-        assert steps == sorted(set(steps)) == list(range(5)), (path, steps)
+        observations = trial["metrics"]["metrics"]["val_accuracy"]["observations"]
+        steps = [obs["step"] for obs in observations]
+        assert steps == list(range(5)), (path, steps)
+        assert all(len(obs["value"]) == 1 for obs in observations), path  # none twice
+    if killed_at is not None:  # the rerun says what it resumed
+        assert (f"Trial {trial_index}: resuming from its checkpoint after epoch {killed_at + 1}"
+                in result.stdout)
 
 
 def _tiny_recipe(epochs):
@@ -91,26 +152,29 @@ def _tiny_recipe(epochs):
         training=tuning.TrainingSpace(batch_sizes=(128,), epochs=epochs, clipping=False))
 
 
-def test_each_epoch_reaches_the_oracle_before_its_checkpoint(tmp_path):
-    """A kill between the two must never leave a checkpoint for an unrecorded epoch."""
+class _WatchingOracle(tuning.PruningRandomSearchOracle):
+    """Records, for every reported epoch, which epoch the checkpoint held then."""
+
     seen = []
 
-    class Watching(tuning.RandomSearch):
-        def report_epoch(self, trial, epoch, logs):
-            checkpointed = EpochCheckpoint.last_epoch(self.get_trial_dir(trial.trial_id))
-            seen.append((epoch, checkpointed))
-            return super().report_epoch(trial, epoch, logs)
+    def update_trial(self, trial_id, metrics, step=0):
+        folder = os.path.join(self._project_dir, f"trial_{trial_id}")
+        self.seen.append((step, EpochCheckpoint.last_epoch(folder)))
+        return super().update_trial(trial_id, metrics, step=step)
 
+
+class _WatchingSearch(tuning.RandomSearch):
+    oracle_class = _WatchingOracle
+
+
+def test_each_epoch_reaches_the_oracle_before_its_checkpoint(tmp_path):
+    """A kill between the two must never leave a checkpoint for an unrecorded epoch."""
     (x, y), _ = datasets.load_mnist1d()
-    tuner = Watching(_tiny_recipe(epochs=3), max_trials=1, seed=0, directory=str(tmp_path),
-                     project_name="order")
+    _WatchingOracle.seen = []
+    tuner = _WatchingSearch(_tiny_recipe(epochs=3), max_trials=1, seed=0,
+                            directory=str(tmp_path), project_name="order")
     tuner.search(x[:256], y[:256], validation_data=(x[3000:3128], y[3000:3128]), verbose=0)
-    assert seen == [(0, None), (1, 0), (2, 1)]
-
-
-def test_before_checkpoint_needs_a_checkpoint_last():
-    with pytest.raises(ValueError, match="callbacks"):
-        before_checkpoint([keras.callbacks.History()], keras.callbacks.History())
+    assert _WatchingOracle.seen == [(0, None), (1, 0), (2, 1)]
 
 
 _SAVE_ON_A_FULL_DISK = """

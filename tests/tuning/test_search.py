@@ -105,7 +105,10 @@ def test_nan_trial_is_recorded_and_search_goes_on(data, tmp_path):
         training=tuning.TrainingSpace(batch_sizes=(64,), epochs=2, clipping=False))
     tuner = tuning.RandomSearch(recipe, max_trials=2, seed=0, max_consecutive_failed_trials=5,
                                 directory=str(tmp_path), project_name="nan")
-    tuner.search(x, y, validation_data=validation, verbose=0)
+    # every trial failed, so the search raises with the first failure (KerasTuner
+    # itself raises only after max_consecutive_failed_trials failures in a row)
+    with pytest.raises(RuntimeError, match="All 2 trials of the search failed(.|\n)*non-finite loss"):
+        tuner.search(x, y, validation_data=validation, verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2
     for trial in trials:

@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import keras_tuner
 import pytest
@@ -83,7 +85,7 @@ def test_defaults_replace_a_parameters_default():
     assert name == "sgd" and kwargs["momentum"] == 0.5 and kwargs["learning_rate"] == 4e-3
     lr = hp._hps["sgd_learning_rate"][0]
     assert (lr.min_value, lr.max_value, lr.default) == (1e-3, 1e-2, 4e-3)
-    shift = tuning.TrainingSpace(shift=(0, 6), defaults={"shift": 3}).sample(
+    shift = tuning.TrainingSpace(shift=(0, 6), defaults={"shift": 3}).build(
         keras_tuner.HyperParameters())["shift"]
     assert shift == 3
 
@@ -100,9 +102,64 @@ def test_bad_defaults_name_the_value():
 
 
 def test_shift_is_off_unless_asked_for():
-    values = tuning.TrainingSpace().sample(keras_tuner.HyperParameters())
+    values = tuning.TrainingSpace().build(keras_tuner.HyperParameters())
     assert values["shift"] == 0
     hp = keras_tuner.HyperParameters()
-    tuning.TrainingSpace(shift=(0, 4)).sample(hp)
+    tuning.TrainingSpace(shift=(0, 4)).build(hp)
     shift = hp._hps["shift"][0]
     assert (shift.min_value, shift.max_value, shift.default) == (0, 4, 0)
+
+
+def test_every_shipped_optimizer_is_a_family():
+    """Families come from the optimizer registry: each one builds, with a learning
+    rate range around its own default."""
+    from keras_trainkit import optimizers
+
+    shipped = {name.lower(): cls for name, cls in optimizers.REGISTRY.classes.items()
+               if tuning.spaces.derived_family(cls) is not None}
+    assert {"radam", "adabelief", "yogi", "adan", "novograd", "lars", "prodigy"} <= set(shipped)
+    for family, cls in shipped.items():
+        hp = keras_tuner.HyperParameters()
+        optimizer = tuning.OptimizerSpace(families=[family]).build(hp)
+        assert type(optimizer) is cls, family
+        rate = hp._hps[f"{family}_learning_rate"][0]
+        default = inspect.signature(cls.__init__).parameters["learning_rate"].default
+        assert rate.min_value < default < rate.max_value and rate.sampling == "log"
+    # wrappers of another optimizer are not families
+    assert "lookahead" not in tuning.spaces.optimizer_families()
+
+
+def test_a_later_registered_optimizer_appears(monkeypatch):
+    from keras_trainkit import optimizers
+
+    class Later(keras.optimizers.SGD):
+        def __init__(self, learning_rate=0.05, momentum=0.5, **kwargs):
+            super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+
+    classes = dict(optimizers.REGISTRY.classes, Later=Later)
+    monkeypatch.setattr(type(optimizers.REGISTRY), "classes", property(lambda self: classes))
+    family = tuning.spaces.optimizer_families()["later"]
+    assert family["learning_rate"].default == 0.05 and family["momentum"].default == 0.5
+
+
+def test_extra_families_are_searched_and_named_in_errors():
+    hp = keras_tuner.HyperParameters()
+    space = tuning.OptimizerSpace(families=["adamw"], extra_families={
+        "mine": (keras.optimizers.Adagrad,
+                 {"learning_rate": tuning.Param("float", 1e-2, 1e-3, 1e-1, log=True)})})
+    assert space.families == ("adamw", "mine")  # not silently ignored
+    hp.values["optimizer"] = "mine"
+    assert isinstance(space.build(hp), keras.optimizers.Adagrad)
+    assert "mine" in hp._hps["optimizer"][0].values
+    with pytest.raises(ValueError, match="extra_families"):
+        tuning.OptimizerSpace(families=["adamw", "nope"])
+
+
+def test_one_verb_for_every_space():
+    hp = keras_tuner.HyperParameters()
+    values = tuning.TrainingSpace().build(hp)
+    assert set(values) == {"batch_size", "epochs", "clip_norm", "label_smoothing", "shift"}
+    assert tuning.InitializerSpace().build(hp) in ("he_normal", "glorot_uniform", "orthogonal")
+    assert set(tuning.RegularizationSpace().build(hp)) == {"dropout", "kernel_regularizer"}
+    with pytest.warns(DeprecationWarning, match="use `.build"):
+        assert tuning.TrainingSpace().sample(hp) == values

@@ -1,0 +1,211 @@
+"""KerasTuner internals the tuning package needs, one function or hook per need.
+
+Tested with keras-tuner 1.4.8 (``keras_tuner/src/...``); the upstream file is
+named in each docstring. Everything else in ``keras_trainkit.tuning`` uses
+KerasTuner's public API (``keras_tuner.Tuner``, ``keras_tuner.Oracle``,
+``keras_tuner.errors``, ``keras_tuner.engine.trial``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from keras_tuner.src.engine import tuner_utils
+
+from keras_trainkit.utils.files import write_atomically
+
+
+class ExecutionHook:
+    """Routes each execution of a trial through ``self.fit_execution(trial, args, kwargs)``.
+
+    KerasTuner's ``Tuner.run_trial`` (``keras_tuner/src/engine/tuner.py``,
+    1.4.8) runs ``executions_per_trial`` executions, each by calling
+    ``Tuner._build_and_fit_model(trial, *args, **kwargs)`` with that
+    execution's fresh callbacks. The method is private but documented there as
+    the override point ("For AutoKeras to override. DO NOT REMOVE"); it is the
+    only place that sees one execution's ``fit`` arguments, so resume, isolation
+    and per-epoch reporting hook in here. A class using this hook must define
+    ``fit_execution`` and call :func:`build_and_fit` to run KerasTuner's own
+    build (``max_model_size``, compile overrides, distribution scope) and fit.
+    """
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        return self.fit_execution(trial, args, kwargs)
+
+
+def build_and_fit(tuner, trial, args, kwargs):
+    """KerasTuner's own build-and-fit of one execution, skipping :class:`ExecutionHook`.
+
+    ``Tuner._build_and_fit_model`` (``keras_tuner/src/engine/tuner.py``, 1.4.8,
+    or a subclass's override of it): builds the model with the tuner's checks
+    (``max_model_size``, ``optimizer``/``loss``/``metrics`` overrides, the
+    distribution strategy's scope), fits it through the hypermodel, saves the
+    build config next to the trial's checkpoint and validates what
+    ``HyperModel.fit`` returned.
+    """
+    return super(ExecutionHook, tuner)._build_and_fit_model(trial, *args, **kwargs)
+
+
+def build_model(tuner, hyperparameters):
+    """A model built with the tuner's checks and compile overrides, not trained.
+
+    ``Tuner._try_build`` (``keras_tuner/src/engine/tuner.py``, 1.4.8).
+    """
+    return tuner._try_build(hyperparameters)
+
+
+#: The name of a trial's best-epoch weights file, as ``Tuner._get_checkpoint_fname``
+#: (``keras_tuner/src/engine/tuner.py``, 1.4.8) names it under Keras 3.
+BEST_WEIGHTS_FILE = "checkpoint.weights.h5"
+
+
+def best_weights_path(tuner, trial_id) -> str:
+    """Where the tuner keeps a trial's best-epoch weights (``checkpoint.weights.h5``).
+
+    ``Tuner._get_checkpoint_fname`` (``keras_tuner/src/engine/tuner.py``, 1.4.8).
+    """
+    return tuner._get_checkpoint_fname(trial_id)
+
+
+def build_config_path(tuner, trial_id) -> str:
+    """Where the tuner keeps a trial's model build config (``build_config.json``).
+
+    ``Tuner._get_build_config_fname`` (``keras_tuner/src/engine/tuner.py``, 1.4.8).
+    """
+    return tuner._get_build_config_fname(trial_id)
+
+
+def tuner_state_path(tuner) -> str:
+    """The tuner's own state file (``<project>/<tuner_id>.json``).
+
+    ``BaseTuner._get_tuner_fname`` (``keras_tuner/src/engine/base_tuner.py``, 1.4.8).
+    """
+    return tuner._get_tuner_fname()
+
+
+def is_best_epoch_saver(callback) -> bool:
+    """Whether ``callback`` is the ``SaveBestEpoch`` that ``Tuner.run_trial`` adds.
+
+    ``tuner_utils.SaveBestEpoch`` (``keras_tuner/src/engine/tuner_utils.py``,
+    1.4.8); its ``filepath`` and ``best_value`` attributes are read and set by
+    the tuning package, which saves the best epoch atomically in its place.
+    """
+    return isinstance(callback, tuner_utils.SaveBestEpoch)
+
+
+def is_tuner_hooks_callback(callback) -> bool:
+    """Whether ``callback`` is the ``TunerCallback`` that forwards epochs to the tuner's hooks.
+
+    ``tuner_utils.TunerCallback`` (``keras_tuner/src/engine/tuner_utils.py``,
+    1.4.8), which calls ``tuner.on_epoch_end(trial, model, epoch, logs)`` and
+    the other per-batch/epoch hooks; its ``tuner`` attribute is public.
+    """
+    return isinstance(callback, tuner_utils.TunerCallback)
+
+
+def check_trial_results(results, objective, source: str) -> None:
+    """Raise KerasTuner's ``FatalTypeError``/``FatalValueError`` for results it refuses.
+
+    ``tuner_utils.validate_trial_results`` (``keras_tuner/src/engine/tuner_utils.py``,
+    1.4.8): ``None``, a string, a dict without the objective, or anything but a
+    float when the objective is left unspecified.
+    """
+    tuner_utils.validate_trial_results(results, objective, source)
+
+
+def metrics_from_results(results, objective) -> dict:
+    """The metrics dict KerasTuner reports for a trial's results (a History's best epoch,
+    a dict, a float, or the average over a list of them).
+
+    ``tuner_utils.convert_to_metrics_dict`` (``keras_tuner/src/engine/tuner_utils.py``, 1.4.8).
+    """
+    return tuner_utils.convert_to_metrics_dict(results, objective)
+
+
+def best_step_of_results(results, objective) -> int:
+    """The step KerasTuner reports with a trial's results (a History's best epoch, else 0).
+
+    ``tuner_utils.get_best_step`` (``keras_tuner/src/engine/tuner_utils.py``, 1.4.8).
+    """
+    return tuner_utils.get_best_step(results, objective)
+
+
+def set_random_stream_position(oracle, position: int) -> None:
+    """Set the seed of the oracle's next random draw.
+
+    ``Oracle._seed_state`` (``keras_tuner/src/engine/oracle.py``, 1.4.8): the
+    ``n``-th draw is seeded with ``_seed_state + n``; saved in ``oracle.json``.
+    """
+    oracle._seed_state = position
+
+
+def random_stream_position(oracle) -> int:
+    """The seed of the oracle's next random draw (see :func:`set_random_stream_position`)."""
+    return oracle._seed_state
+
+
+def reseed_bayesian_oracle(oracle, seed: int) -> None:
+    """Give a ``BayesianOptimizationOracle`` a new random state and Gaussian process for ``seed``.
+
+    ``BayesianOptimizationOracle._random_state`` and ``_make_gpr``
+    (``keras_tuner/src/tuners/bayesian.py``, 1.4.8). Does nothing for other oracles.
+    """
+    if hasattr(oracle, "_random_state"):
+        import numpy as np
+
+        oracle._random_state = np.random.RandomState(seed)
+        oracle.gpr = oracle._make_gpr()
+
+
+def oracle_state_path(oracle) -> str:
+    """The oracle's state file (``<project>/oracle.json``).
+
+    ``Oracle._get_oracle_fname`` (``keras_tuner/src/engine/oracle.py``, 1.4.8).
+    """
+    return oracle._get_oracle_fname()
+
+
+def oracle_trial_path(oracle, trial_id) -> str:
+    """A trial's record as the oracle writes it (``<project>/trial_<id>/trial.json``).
+
+    ``Oracle._get_trial_dir`` (``keras_tuner/src/engine/oracle.py``, 1.4.8).
+    """
+    return os.path.join(oracle._get_trial_dir(trial_id), "trial.json")
+
+
+class AtomicTrialRecords:
+    """Makes an oracle write ``trial.json`` whole or not at all.
+
+    KerasTuner's ``Oracle._save_trial`` (``keras_tuner/src/engine/oracle.py``,
+    1.4.8) writes the file in place, so a kill or a full disk during the write
+    leaves a truncated record that stops the search from resuming. The oracle
+    calls this private method itself after every ``create_trial``,
+    ``update_trial`` and ``end_trial``, so it is overridden here.
+    """
+
+    def _save_trial(self, trial):
+        write_atomically(oracle_trial_path(self, trial.trial_id),
+                         json.dumps(trial.get_state()).encode())
+
+
+__all__ = [
+    "AtomicTrialRecords",
+    "BEST_WEIGHTS_FILE",
+    "ExecutionHook",
+    "best_step_of_results",
+    "best_weights_path",
+    "build_and_fit",
+    "build_config_path",
+    "build_model",
+    "check_trial_results",
+    "is_best_epoch_saver",
+    "is_tuner_hooks_callback",
+    "metrics_from_results",
+    "oracle_state_path",
+    "oracle_trial_path",
+    "random_stream_position",
+    "reseed_bayesian_oracle",
+    "set_random_stream_position",
+    "tuner_state_path",
+]

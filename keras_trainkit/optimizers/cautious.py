@@ -1,0 +1,144 @@
+"""Cautious: mask the entries of any optimizer's update that disagree with the gradient (Liang et al., 2024)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+from keras import ops
+
+from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay
+from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit.optimizers._registry import register
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def cautious_mask(update, gradient):
+    """``1{update * gradient > 0} * numel / (kept + 1)``: the paper's mask with its rescaling.
+
+    ``update`` is the direction the weights move *against* (``w <- w - lr *
+    update``); ``kept`` is the number of agreeing entries of this variable.
+    """
+    agree = ops.cast(ops.greater(update * gradient, 0), update.dtype)
+    numel = float(math.prod(update.shape))
+    return agree * (numel / (ops.sum(agree) + 1.0))
+
+
+@register(aliases=("cautious",))
+class Cautious(OptimizerWrapper):
+    """Cautious update of any Keras optimizer: keep the entries whose sign agrees with the gradient.
+
+    The inner optimizer takes its step as usual; its update is read back as
+    the change of each variable, ``delta = w_after - w_before`` (``delta =
+    -lr * u`` for a rule ``w <- w - lr * u``), and replaced by the masked one::
+
+        phi   = 1{u * g > 0} = 1{-delta * g > 0}          (per entry)
+        w    <- w_before + delta * phi * numel / (sum(phi) + 1)     (per variable)
+        w    <- w - lr * weight_decay * w                 (optional, unmasked, after)
+
+    Reading the update as a difference makes the wrapper exact for *any*
+    inner optimizer (Keras's, ours, schedules, EMA, accumulation: whatever
+    it writes), at the cost of one copy of the variables and the rounding of
+    one subtraction (``w_after - w_before`` is the inner step rounded to the
+    weights' precision: for float32 weights a relative error of about
+    ``1e-7 |w| / |delta|`` on the step, far below float32 gradient noise; for
+    float16 weights the inner step is already rounded the same way).
+
+    Weight decay: a decay set on the inner optimizer (e.g. ``AdamW``'s) is
+    part of its update and is masked with it. The paper's cautious AdamW
+    decays every weight, outside the mask, after the step: give the decay
+    here (``weight_decay``, ``exclude_from_weight_decay``) and none to the
+    inner optimizer. The decay is scaled by the inner optimizer's current
+    learning rate (decoupled, as Keras's ``AdamW``).
+
+    On a step where the inner optimizer leaves a variable unchanged (a skipped
+    step, an accumulation micro-batch) ``delta = 0`` and nothing changes.
+
+    Args:
+        optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``, a name
+            or a config dict.
+        weight_decay: ``None``, a float >= 0 or a ``LearningRateSchedule`` of
+            the inner update count; the unmasked decay above.
+        exclude_from_weight_decay: regular expressions of variable names not
+            decayed by ``weight_decay``.
+        name: the optimizer's name.
+        **kwargs: ``loss_scale_factor``; other base-optimizer arguments belong
+            on the inner optimizer.
+
+    Example:
+        >>> import keras, numpy as np, keras_trainkit as tk
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> opt = tk.optimizers.Cautious(keras.optimizers.Adam(1e-3), weight_decay=0.01)
+        >>> model.compile(optimizer=opt, loss="mse")
+        >>> _ = model.fit(np.ones((8, 4)), np.zeros((8, 1)), verbose=0)
+
+    Reference:
+        Liang, Chen, Liu & Liu, "Cautious Optimizers: Improving Training with
+        One Line of Code", 2024, https://arxiv.org/abs/2411.16085
+        (Algorithm 1; the mask ``u * g > 0`` and the rescaling as in the
+        authors' code).
+    """
+
+    def __init__(self, optimizer, weight_decay=None, exclude_from_weight_decay=None, name=None, **kwargs):
+        decay = check_weight_decay(weight_decay)
+        exclusions = check_exclusions(exclude_from_weight_decay)
+        super().__init__(optimizer, name=name, **kwargs)
+        self.cautious_weight_decay = decay
+        self._decay_patterns = exclusions
+
+    def wrapped_apply(self, grads, variables):
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        # The copies keep the old values on backends whose assign writes in place.
+        before = [ops.copy(ops.convert_to_tensor(v)) for _, v in pairs]
+        count = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations))
+        rate = self._decay_rate_now()
+        self.apply_inner(grads, variables)
+        if rate is not None:
+            # No decay where the inner optimizer did not update (an accumulation micro-batch).
+            stepped = ops.not_equal(ops.convert_to_tensor(self.inner_optimizer.iterations), count)
+            rate = ops.where(stepped, rate, ops.zeros_like(rate))
+        for (gradient, variable), old in zip(pairs, before):
+            variable.assign(self._cautious_value(gradient, variable, old, rate))
+
+    def _cautious_value(self, gradient, variable, old, rate):
+        """``old + masked delta``, then the unmasked decay; float32 math for half-precision weights."""
+        dtype = "float32" if variable.dtype in ("float16", "bfloat16") else variable.dtype
+        old = ops.cast(old, dtype)
+        delta = ops.cast(ops.convert_to_tensor(variable), dtype) - old
+        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        new_value = old + delta * cautious_mask(-delta, gradient)
+        if rate is not None and self._decays(variable):
+            new_value = new_value - ops.cast(rate, dtype) * new_value
+        return ops.cast(new_value, variable.dtype)
+
+    def _decay_rate_now(self):
+        """``learning_rate * weight_decay`` at the inner update count before this step, or ``None``."""
+        decay = self.cautious_weight_decay
+        if decay is None:
+            return None
+        if isinstance(decay, _Schedule):
+            decay = decay(self.inner_optimizer.iterations)
+        return ops.cast(self.inner_optimizer.learning_rate, "float32") * ops.cast(decay, "float32")
+
+    def _decays(self, variable) -> bool:
+        name = getattr(variable, "path", variable.name)
+        return not any(re.search(pattern, name) for pattern in self._decay_patterns or ())
+
+    def get_config(self):
+        config = super().get_config()
+        decay = self.cautious_weight_decay
+        config["weight_decay"] = keras.optimizers.schedules.serialize(decay) if isinstance(decay, _Schedule) else decay
+        config["exclude_from_weight_decay"] = list(self._decay_patterns) if self._decay_patterns else None
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("weight_decay"), dict):
+            config["weight_decay"] = keras.optimizers.schedules.deserialize(
+                config["weight_decay"], custom_objects=custom_objects
+            )
+        return super().from_config(config, custom_objects=custom_objects)

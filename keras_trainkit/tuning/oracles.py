@@ -1,0 +1,228 @@
+"""KerasTuner oracles with pruning, a first trial at the defaults, a time limit and
+crash-safe records.
+
+A tuner built on :class:`keras_trainkit.tuning.TrainkitTunerMixin` reports the
+objective after every epoch (``oracle.update_trial(trial_id, logs, step=epoch)``).
+An oracle built on :class:`PruningOracleMixin` asks its pruner
+(:mod:`keras_trainkit.tuning.pruning`) whether the trial should stop; if so it
+marks the returned trial ``STOPPED`` (the signal KerasTuner reserves for early
+stopping) and the tuner ends the trial's ``model.fit`` after that epoch. This
+works in-process and across KerasTuner's chief/worker protocol, since the
+decision travels with ``update_trial``.
+
+A pruned trial is not a failure: it ends ``COMPLETED`` and keeps the best
+score it reached, so Bayesian optimization learns from it; the oracle records
+it in ``oracle.pruned_trials`` (``{trial_id: {"epoch", "rule", "reason"}}``),
+saved with the oracle's state, and puts the reason in ``trial.message``.
+
+The ready-made oracles: :class:`PruningRandomSearchOracle`,
+:class:`PruningBayesianOptimizationOracle`, :class:`PruningGridSearchOracle`
+and :class:`HyperbandOracle` (Hyperband prunes by its own brackets, so it
+takes no pruner; it gets the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import keras_tuner
+import numpy as np
+from keras_tuner.engine.trial import TrialStatus
+
+from keras_trainkit._compat import keras_tuner as kt_compat
+from keras_trainkit.tuning.pruning import get_pruner
+from keras_trainkit.utils.files import write_atomically
+from keras_trainkit.utils.validation import check_positive, check_type
+
+STOPPED = TrialStatus.STOPPED
+RUNNING = TrialStatus.RUNNING
+
+SEED_STRIDE = 1_000_003
+"""Draws between the random streams of consecutive seeds (see :func:`seed_oracle`)."""
+
+# Keys KerasTuner's Hyperband adds to a trial's values (its bracket bookkeeping).
+_TUNER_KEYS_PREFIX = "tuner/"
+
+
+def seed_oracle(oracle, seed) -> None:
+    """Give a KerasTuner ``oracle`` a random stream of its own for ``seed``.
+
+    Called right after the oracle is built (a resumed search then restores its
+    saved position in the stream). Two fixes to KerasTuner's seeding:
+
+    * ``seed=0`` is a seed. KerasTuner's ``Oracle`` stores ``seed or
+      random.randint(1, 10000)``, so 0 silently meant *unseeded*.
+    * Nearby seeds give independent searches. KerasTuner seeds its ``n``-th
+      draw with ``seed + n``, so the stream of seed 2 is that of seed 1 shifted
+      by one draw, and two such searches fall into step (trial for trial) after
+      a conditional hyperparameter. The stream now starts at
+      ``seed * SEED_STRIDE``, so searches of fewer than a million draws with
+      different seeds never share one.
+    """
+    if seed == 0 and not isinstance(seed, bool):
+        oracle.seed = 0
+        kt_compat.reseed_bayesian_oracle(oracle, 0)
+    kt_compat.set_random_stream_position(oracle, oracle.seed * SEED_STRIDE)
+
+
+class PruningOracleMixin(kt_compat.AtomicTrialRecords):
+    """Adds pruning, a first trial at the defaults, a deadline and crash-safe
+    records to a KerasTuner ``Oracle`` (put it first among the bases).
+
+    Args:
+        pruner: a :class:`~keras_trainkit.tuning.Pruner`, ``"median"``,
+            ``"asha"`` or ``None``.
+        start_from_defaults: the first trial takes every hyperparameter's default
+            instead of the oracle's suggestion, so a search can start from a known
+            recipe (set the defaults with the spaces' ``defaults``). Hyperband's
+            own bookkeeping values (``tuner/epochs``, ...) are kept.
+
+    ``trial.json`` and ``oracle.json`` are written whole or not at all (a kill
+    or a full disk during a write leaves the previous file), and a reloaded
+    search ranks equal scores in trial order, as the search that ran did.
+    """
+
+    def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        seed_oracle(self, kwargs.get("seed"))
+        self.pruner = get_pruner(pruner)
+        self.start_from_defaults = check_type("start_from_defaults", start_from_defaults, bool)
+        self.pruned_trials: dict[str, dict] = {}
+        # Wall-clock time (``time.time()``) after which no new trial starts;
+        # set by the tuner's ``time_budget``.
+        self.deadline: float | None = None
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and time.time() > self.deadline:
+            return {"status": STOPPED, "values": None}
+        if self.start_from_defaults and not self.trials:
+            return self._first_trial_at_defaults(trial_id)
+        return super().populate_space(trial_id)
+
+    def _first_trial_at_defaults(self, trial_id):
+        return {"status": RUNNING, "values": self._default_values()}
+
+    def _default_values(self) -> dict:
+        """Every active hyperparameter at its default."""
+        values = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:
+            values.merge([hp])
+            if values.is_active(hp):
+                values.values[hp.name] = hp.default
+        return values.values
+
+    def _best_by_step(self, trial, step: int) -> float | None:
+        """The trial's best objective value up to ``step``, larger-is-better."""
+        name = self.objective.name
+        if not trial.metrics.exists(name):
+            return None
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        values = [sign * float(np.mean(obs.value)) for obs in trial.metrics.get_history(name)
+                  if obs.step <= step and np.all(np.isfinite(obs.value))]
+        return max(values) if values else None
+
+    def _reached(self, trial, step: int) -> bool:
+        name = self.objective.name
+        return trial.metrics.exists(name) and any(
+            obs.step >= step for obs in trial.metrics.get_history(name))
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        trial = super().update_trial(trial_id, metrics, step=step)
+        if self.pruner is None or self.objective.name not in metrics:
+            return trial
+        value = self._best_by_step(trial, step)
+        if value is None:
+            return trial
+        others = [self._best_by_step(t, step) for t in self.trials.values()
+                  if t.trial_id != trial_id and self._reached(t, step)]
+        reason = self.pruner.decide(int(step), value, [v for v in others if v is not None])
+        if reason:
+            self.pruned_trials[trial_id] = {"epoch": int(step), "rule": self.pruner.name,
+                                            "reason": reason}
+            trial.message = f"pruned at epoch {step} by the {self.pruner.name} rule: {reason}"
+            trial.status = STOPPED
+        return trial
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        if trial.trial_id in self.pruned_trials:
+            info = self.pruned_trials[trial.trial_id]
+            trial.message = (f"pruned at epoch {info['epoch']} by the {info['rule']} rule: "
+                             f"{info['reason']}")
+        super().end_trial(trial)
+
+    def save(self):
+        write_atomically(kt_compat.oracle_state_path(self), json.dumps(self.get_state()).encode())
+
+    def reload(self):
+        super().reload()
+        # KerasTuner reloads the trials in file-listing order, which is arbitrary,
+        # and ranks equal scores in that order: a resumed search could name
+        # another best trial than the search that ran. Keep creation order.
+        self.trials = dict(sorted(self.trials.items(), key=lambda item: (len(item[0]), item[0])))
+
+    def get_state(self):
+        state = super().get_state()
+        state["pruned_trials"] = self.pruned_trials
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.pruned_trials = state.get("pruned_trials", {})
+
+
+class PruningRandomSearchOracle(PruningOracleMixin, keras_tuner.oracles.RandomSearchOracle):
+    """KerasTuner's ``RandomSearchOracle`` with ``pruner`` and ``start_from_defaults``."""
+
+
+class PruningBayesianOptimizationOracle(PruningOracleMixin,
+                                        keras_tuner.oracles.BayesianOptimizationOracle):
+    """KerasTuner's ``BayesianOptimizationOracle`` with ``pruner`` and
+    ``start_from_defaults``. Pruned trials count as observations with the best
+    score they reached."""
+
+
+class PruningGridSearchOracle(PruningOracleMixin, keras_tuner.oracles.GridSearchOracle):
+    """KerasTuner's ``GridSearchOracle`` with ``pruner`` (its first trial is
+    already every hyperparameter's default)."""
+
+
+class HyperbandOracle(PruningOracleMixin, keras_tuner.oracles.HyperbandOracle):
+    """KerasTuner's ``HyperbandOracle`` with ``start_from_defaults``, our seeding,
+    a deadline, crash-safe records and an optional cap ``max_trials`` on the
+    number of trials. It takes no pruner: Hyperband stops trials by its own
+    brackets."""
+
+    def __init__(self, *args, pruner=None, max_trials: int | None = None, **kwargs):
+        if pruner not in (None, "none"):
+            raise ValueError("Hyperband stops trials by its own brackets and takes no pruner; "
+                             "use pruner=None, or RandomSearch/BayesianOptimization for a "
+                             f"pruning rule. Received: pruner={pruner!r}")
+        super().__init__(*args, **kwargs)
+        if max_trials is not None:
+            check_positive("max_trials", max_trials, integer=True)
+        self.max_trials = max_trials  # KerasTuner's oracles stop creating trials at this count
+
+    def _first_trial_at_defaults(self, trial_id):
+        # Hyperband's first trial also opens its first bracket: let it do that,
+        # then replace the sampled values by the defaults.
+        response = keras_tuner.oracles.HyperbandOracle.populate_space(self, trial_id)
+        if response.get("status") != RUNNING:
+            return response
+        kept = {k: v for k, v in response["values"].items() if k.startswith(_TUNER_KEYS_PREFIX)}
+        return dict(response, values={**self._default_values(), **kept})
+
+
+__all__ = [
+    "HyperbandOracle",
+    "PruningBayesianOptimizationOracle",
+    "PruningGridSearchOracle",
+    "PruningOracleMixin",
+    "PruningRandomSearchOracle",
+    "RUNNING",
+    "SEED_STRIDE",
+    "STOPPED",
+    "seed_oracle",
+]

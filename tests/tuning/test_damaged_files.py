@@ -1,0 +1,169 @@
+"""A saved search with damaged files: each damaged trial is reported, set aside and
+run again (or the search refuses, naming the file), and the rest survives."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_trainkit import datasets, tuning
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def data():
+    (x, y), _ = datasets.load_mnist1d()
+    return (x[:256], y[:256]), (x[3000:3128], y[3000:3128])
+
+
+def _recipe():
+    return tuning.RecipeHyperModel(
+        (40,), 10, architecture=tuning.MLPSpace(depth=(1, 1), widths=(8, 16, 32)),
+        training=tuning.TrainingSpace(batch_sizes=(128,), epochs=EPOCHS, clipping=False))
+
+
+def _tuner(folder, max_trials=2):
+    return tuning.RandomSearch(_recipe(), max_trials=max_trials, seed=5, directory=str(folder),
+                               project_name="search")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the whole search, as a kill would, in trial ``trial_id`` at epoch ``epoch``."""
+
+    def __init__(self, folder, trial_id, epoch):
+        super().__init__()
+        self.folder, self.trial_id, self.epoch = str(folder), trial_id, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = list(Path(self.folder, "search").glob("trial_*/runner.json"))
+        if epoch == self.epoch and len(started) == int(self.trial_id) + 1:
+            raise KeyboardInterrupt("stopped by the test")
+
+
+def _search(tuner, data, callbacks=()):
+    (x, y), validation = data
+    tuner.search(x, y, validation_data=validation, callbacks=list(callbacks), verbose=0)
+
+
+def _interrupted_search(folder, data):
+    """Trial 1 stopped at the end of epoch 4 (of 4), before that epoch was recorded
+    or checkpointed: its checkpoint is after epoch 3."""
+    with pytest.raises(KeyboardInterrupt):
+        _search(_tuner(folder), data, [_Interrupt(folder, "1", 3)])
+    state = json.loads((folder / "search" / "trial_1" / "resume.json").read_text())
+    assert state["epoch"] == 2
+    return state
+
+
+def _record(folder, trial_id):
+    return json.loads((folder / "search" / f"trial_{trial_id}" / "trial.json").read_text())
+
+
+def _steps(record):
+    observations = record["metrics"]["metrics"]["val_accuracy"]["observations"]
+    assert all(len(obs["value"]) == 1 for obs in observations), observations  # none twice
+    return [obs["step"] for obs in observations]
+
+
+@pytest.mark.parametrize("damage", ["early end", "double count", "other trial", "weights"])
+def test_bad_resume_state_restarts_the_trial_clean(tmp_path, data, capsys, damage):
+    state = _interrupted_search(tmp_path, data)
+    folder = tmp_path / "search" / "trial_1"
+    values = _record(tmp_path, "1")["hyperparameters"]["values"]
+    if damage == "early end":  # would end the trial without training its last epoch
+        state["epoch"] = 3
+    elif damage == "double count":  # would train and report epochs 2 and 3 again
+        state["epoch"] = 0
+    elif damage == "other trial":
+        state["hyperparameters"]["values"]["width"] = 8 if values["width"] != 8 else 16
+    if damage == "weights":
+        path = folder / state["weights"]
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        (folder / "resume.json").write_text(json.dumps(state))
+
+    _search(_tuner(tmp_path), data)
+    printed = capsys.readouterr().out
+    assert "Trial 1: its checkpoint is not resumable" in printed
+    assert list(folder.glob("damaged_*/resume.json"))
+    record = _record(tmp_path, "1")
+    assert record["status"] == "COMPLETED" and record["hyperparameters"]["values"] == values
+    assert _steps(record) == list(range(EPOCHS))
+
+
+def test_interrupted_trial_resumes_and_says_so(tmp_path, data, capsys):
+    _interrupted_search(tmp_path, data)
+    _search(_tuner(tmp_path), data)
+    assert "Trial 1: resuming from its checkpoint after epoch 3." in capsys.readouterr().out
+    assert _steps(_record(tmp_path, "1")) == list(range(EPOCHS))
+
+
+@pytest.fixture
+def finished(tmp_path, data):
+    _search(_tuner(tmp_path), data)
+    return tmp_path
+
+
+def test_damaged_trial_record_is_run_again(finished, data, capsys):
+    path = finished / "search" / "trial_1" / "trial.json"
+    values = json.loads(path.read_text())["hyperparameters"]["values"]
+    path.write_text(path.read_text()[:200])
+    tuner = _tuner(finished)
+    printed = capsys.readouterr().out
+    assert "Trial 1: its trial.json is damaged" in printed and "runs again" in printed
+    assert list((finished / "search" / "trial_1").glob("damaged_*/trial.json"))
+    _search(tuner, data)
+    record = _record(finished, "1")
+    assert record["status"] == "COMPLETED" and record["hyperparameters"]["values"] == values
+    assert _steps(record) == list(range(EPOCHS))
+    assert _record(finished, "0")["status"] == "COMPLETED"
+    assert len(tuner.oracle.trials) == 2
+
+
+def test_damaged_trial_record_without_its_hyperparameters_is_refused(finished):
+    folder = finished / "search" / "trial_1"
+    (folder / "trial.json").write_bytes(b"\x00garbage")
+    (folder / "resume.json").unlink()
+    with pytest.raises(RuntimeError, match=r"trial_1/trial.json cannot be used .*overwrite=True"):
+        _tuner(finished)
+
+
+def test_damaged_oracle_file_is_refused_with_its_name(finished):
+    path = finished / "search" / "oracle.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(RuntimeError, match=r"search/oracle.json is damaged"):
+        _tuner(finished)
+
+
+def test_damaged_tuner_file_is_set_aside(finished, data, capsys):
+    path = finished / "search" / "tuner0.json"
+    path.write_text("{not json")
+    tuner = _tuner(finished)
+    assert "tuner0.json was damaged" in capsys.readouterr().out
+    assert json.loads(path.read_text()) == {}
+    _search(tuner, data)  # nothing to run again
+    assert len(tuner.oracle.trials) == 2
+    assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+
+
+def test_damaged_best_weights(finished, data, capsys):
+    tuner = _tuner(finished)
+    best = tuner.oracle.get_best_trials(2)
+    path = finished / "search" / f"trial_{best[0].trial_id}" / "checkpoint.weights.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="checkpoint.weights.h5 cannot be loaded"):
+        tuner.load_model(best[0])
+    with pytest.warns(UserWarning, match="Left out of the ensemble"):
+        ensemble = tuning.ensemble_best_models(tuner, 2)
+    assert [layer.name for layer in ensemble.layers if isinstance(layer, keras.Model)] == [
+        f"trial_{best[1].trial_id}"]
+
+    capsys.readouterr()
+    tuner = _tuner(finished)  # the resumed search runs that trial again
+    assert f"Trial {best[0].trial_id}: its best-epoch weights are damaged" in capsys.readouterr().out
+    _search(tuner, data)
+    model = tuner.load_model(tuner.oracle.get_trial(best[0].trial_id))
+    assert np.all(np.isfinite(model.predict(data[1][0][:4], verbose=0)))
