@@ -14,7 +14,8 @@ fixed split with 400 validation examples; the 1000 test examples):
   (never the test set) then trained with the other seeds too;
 * the reference **warm-up + cosine AdamW**: the `trainkit demo` recipe
   (``commands.demo._optimizer``: its learning rate and weight decay, 5 %
-  warm-up, cosine to 0 over the budget), 3 seeds.
+  warm-up, cosine to 0 over the budget), 3 seeds; with ``--sweep-cosine``
+  also the best of the same sweep around the recipe's learning rate.
 
 Printed per (model, optimizer, setting): the learning rate, the mean and
 standard error over seeds of the final test accuracy, the epochs to the
@@ -96,9 +97,18 @@ class EpochClock(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def cosine_adamw(model_name, epochs, steps_per_epoch):
+def cosine_adamw(model_name, epochs, steps_per_epoch, learning_rate=None):
+    """The demo recipe's warm-up + cosine AdamW for ``epochs`` (at ``learning_rate`` instead of its own)."""
     recipe = dict(demo.RECIPES["mnist1d"][model_name], epochs=epochs)
+    if learning_rate is not None:
+        recipe["learning_rate"] = learning_rate
     return recipe["learning_rate"], demo._optimizer(recipe, steps_per_epoch)
+
+
+def default_learning_rate(model_name, name):
+    if name == COSINE:
+        return demo.RECIPES["mnist1d"][model_name]["learning_rate"]
+    return OPTIMIZERS[name][0]
 
 
 def train(model_name, optimizer_name, learning_rate, seed, epochs, data):
@@ -108,7 +118,7 @@ def train(model_name, optimizer_name, learning_rate, seed, epochs, data):
     model = models.build(model_name, x.shape[1:], 10, **MODELS[model_name])
     steps_per_epoch = math.ceil(len(x) / BATCH_SIZE)
     if optimizer_name == COSINE:
-        learning_rate, optimizer = cosine_adamw(model_name, epochs, steps_per_epoch)
+        learning_rate, optimizer = cosine_adamw(model_name, epochs, steps_per_epoch, learning_rate)
     else:
         warmup = max(1, int(WARMUP_FRACTION * epochs * steps_per_epoch))
         optimizer = OPTIMIZERS[optimizer_name][1](learning_rate, warmup)
@@ -145,7 +155,7 @@ def summarize(runs, target):
 
 def benchmark_optimizer(model_name, name, seeds, factors, epochs, data, log):
     """Defaults over ``seeds``, and the best of the sweep (by seed 0's final validation accuracy) over ``seeds``."""
-    default_lr = OPTIMIZERS[name][0]
+    default_lr = default_learning_rate(model_name, name)
     sweep = {}
     for factor in factors:
         lr = default_lr * factor
@@ -196,10 +206,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                        help="comma-separated names from OPTIMIZERS (default: all)")
+                        help="comma-separated names from OPTIMIZERS (default: all; '' for none)")
+    parser.add_argument("--sweep-cosine", action="store_true",
+                        help="also sweep the cosine AdamW reference's learning rate (its recipe's times the "
+                             "same factors; best by validation, 3 seeds)")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file")
     args = parser.parse_args()
-    names = args.optimizers.split(",")
+    names = [n for n in args.optimizers.split(",") if n]
     factors, model_names = SWEEP_FACTORS, args.models.split(",")
     if args.quick:
         args.epochs, args.seeds, factors, model_names = 2, 1, (1.0,), ["mlp"]
@@ -222,6 +235,10 @@ def main() -> None:
         log(f"  {model_name} {COSINE}: test {[round(r['test_accuracy'], 4) for r in cosine_runs]}")
         rows[(COSINE, "recipe")] = summarize(cosine_runs, TARGETS[model_name])
         raw[COSINE] = cosine_runs
+        if args.sweep_cosine:
+            result = benchmark_optimizer(model_name, COSINE, seeds, factors, args.epochs, data, log)
+            rows[(COSINE, "best of sweep")] = summarize(result["best of sweep"], TARGETS[model_name])
+            raw[COSINE + " sweep"] = result
         for name in names:
             result = benchmark_optimizer(model_name, name, seeds, factors, args.epochs, data, log)
             for setting in ("defaults", "best of sweep"):
