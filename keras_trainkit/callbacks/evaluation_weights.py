@@ -110,11 +110,15 @@ class EvaluationWeightsSwap:
         ``ScheduleFree`` leaves ``x`` in the model at the end of ``fit``; its
         next update would put ``y`` back itself, but only after that update's
         gradient was taken at ``x``. Called before the first step, this makes
-        the next ``fit`` go on exactly from ``y`` (recomputed from ``x`` and
-        ``z``, up to one rounding). Returns whether anything changed.
+        the next ``fit`` go on exactly from ``y``, and tells the optimizer
+        (``expect_evaluation_swaps``, where it has one) that evaluation in this
+        ``fit`` is at its evaluation weights. Returns whether anything changed.
         """
         if self.source is None:
             return False
+        expect = getattr(self.source, "expect_evaluation_swaps", None)
+        if callable(expect):
+            expect()
         self.swap_out()
         return self.source.swap_to_training_weights(self._variables())
 

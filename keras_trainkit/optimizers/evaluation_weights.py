@@ -14,6 +14,9 @@ the optimizer's wrapper chain, and uses its small protocol:
 * ``swaps_at_end_of_fit``: whether the optimizer itself puts the evaluation
   weights into the model at the end of ``fit`` (and the training weights back
   at its next update).
+* optionally ``expect_evaluation_swaps()``: called at the start of ``fit`` by
+  whoever evaluates at the evaluation weights (``ScheduleFree`` warns at the
+  end of a ``fit`` without one).
 
 ``keras_trainkit.optimizers.ScheduleFree`` implements it. Keras's own
 ``keras.optimizers.ScheduleFreeAdamW`` keeps ``z`` in its ``momentum`` slot

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 from keras import ops
 
@@ -10,6 +12,8 @@ from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.control import leaf_optimizers
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
+
+logger = logging.getLogger(__name__)
 
 # Hyperparameters that turn on a momentum (a first-moment average) in an optimizer, by
 # class name; every other class is checked for the usual names.
@@ -107,7 +111,8 @@ class ScheduleFree(OptimizerWrapper):
     at ``on_train_begin`` and the ``Trainer`` before its first step, so
     training resumes exactly; without them, this optimizer's next update does,
     after that update's gradient was taken at ``x`` (Keras gives an optimizer
-    no hook before the first step of ``fit``). The callback also validates
+    no hook before the first step of ``fit``, nor around validation: a
+    ``model.fit`` without the callback ends with a warning, once). The callback also validates
     at ``x`` during ``model.fit`` and recomputes BatchNorm statistics at
     ``x``, as the authors advise; the ``Trainer`` does both itself.
 
@@ -164,6 +169,8 @@ class ScheduleFree(OptimizerWrapper):
         check_momentum_off(self.inner_optimizer)
         self.beta_1 = float(beta_1)
         self.weight_lr_power = float(weight_lr_power)
+        self._swaps_expected = False
+        self._warned_unswapped = False
 
     # ------------------------------------------------------------------ state
     def build(self, variables):
@@ -301,10 +308,23 @@ class ScheduleFree(OptimizerWrapper):
         self._holds_x.assign(0)
         return True
 
+    def expect_evaluation_swaps(self):
+        """Called at the start of ``fit`` by whoever evaluates at ``x`` (``SwapEvaluationWeights``,
+        the ``Trainer``); a ``fit`` without one ends with a warning (once per optimizer)."""
+        self._swaps_expected = True
+
     def finalize_variable_values(self, var_list):
         """End of ``fit``: the model gets the evaluation weights ``x`` (see the class docstring)."""
         super().finalize_variable_values(var_list)
         self.swap_to_evaluation_weights(var_list)
+        if not self._swaps_expected and not self._warned_unswapped:
+            self._warned_unswapped = True
+            logger.warning(
+                "ScheduleFree: this fit validated at the training weights y, not at the average x, and "
+                "BatchNorm statistics were not recomputed at x. Pass "
+                "callbacks=[keras_trainkit.callbacks.SwapEvaluationWeights(bn_data=x_train)] to model.fit "
+                "(the Trainer does it by itself). The model holds x now.")
+        self._swaps_expected = False
 
     def get_config(self):
         config = super().get_config()

@@ -1,6 +1,8 @@
 """Evaluation at Schedule-Free's average x: SwapEvaluationWeights in model.fit, the Trainer's hook,
 end-of-fit swap, exact resume, BatchNorm statistics at x, save/load, XLA, MirroredStrategy, float16."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -243,3 +245,31 @@ def test_mirrored_strategy_matches_one_device():
     for a, b in zip(_arrays(one.trainable_variables), _arrays(two.trainable_variables)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(history.history["val_loss"]))
+
+
+def test_model_evaluate_and_predict_with_the_callback_run_at_x_and_put_y_back():
+    model = _model(batch_norm=False)
+    _fit(model, 2, [SwapEvaluationWeights()], validation=False)
+    x_val, y_val = _data(32, seed=1)
+    at_x = model.predict(x_val, verbose=0)
+    loss_at_x = model.evaluate(x_val, y_val, verbose=0)
+    assert model.optimizer.swap_to_training_weights()
+    at_y = _arrays(model.trainable_variables)
+    assert np.abs(model.predict(x_val, verbose=0) - at_x).max() > 1e-4  # y predicts differently
+    np.testing.assert_array_equal(model.predict(x_val, verbose=0, callbacks=[SwapEvaluationWeights()]), at_x)
+    assert model.evaluate(x_val, y_val, verbose=0, callbacks=[SwapEvaluationWeights()]) == loss_at_x
+    _assert_equal_lists(_arrays(model.trainable_variables), at_y)
+    assert not model.optimizer.holds_evaluation_weights
+
+
+def test_fit_without_an_evaluation_swap_warns_once_and_with_one_does_not(caplog):
+    x, y = _data()
+    with caplog.at_level(logging.WARNING, logger="keras_trainkit.optimizers.schedule_free"):
+        model = _model(batch_norm=False)
+        _fit(model, 1, [SwapEvaluationWeights()])
+        Trainer(_model(batch_norm=False), _schedule_free(), "mse", jit_compile=False).fit(
+            x, y, batch_size=BATCH, epochs=1, verbose=0)
+        assert "validated at the training weights" not in caplog.text
+        _fit(model, 1)
+        _fit(model, 1)
+    assert caplog.text.count("SwapEvaluationWeights(bn_data=x_train)") == 1
