@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_trainkit.optimizers._base import check_weight_decay
+from keras_trainkit.optimizers._base import check_weight_decay, state_dtype
 from keras_trainkit.utils import validation
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -55,7 +55,7 @@ class AdamBranchMixin:
             return self._decay_rate(variable)
         if not self._use_weight_decay(variable):
             return None
-        return ops.cast(current_value(self, self.adam_weight_decay, None), variable.dtype)
+        return ops.cast(current_value(self, self.adam_weight_decay, None), state_dtype(variable.dtype))
 
 
 def serialize(value):

@@ -28,16 +28,25 @@ only what Keras lacks:
   (e.g. ``["bias", "gamma", "beta"]`` for biases and normalization layers).
 * Validation of every constructor argument with one error shape
   (``... Received: name=value``).
+* 16-bit floating-point variables (``float16``, ``bfloat16``) keep their
+  slots in float32 and subclasses compute their update in it
+  (:func:`state_dtype`); the new value is cast to the variable's dtype.
+* Sparse gradients (``tf.IndexedSlices``, TensorFlow backend) are made dense
+  in ``apply``, before clipping, accumulation and ``update_step``: rows with a
+  repeated index are summed, absent rows are zero, so an update equals the one
+  the densified gradient gives (see ``keras_trainkit/optimizers/_sparse.py``).
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
 import keras
 from keras import ops
 
+from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers._update_count import UpdateCountScheduleMixin
 from keras_trainkit.utils import validation
 
@@ -81,6 +90,22 @@ def _check_optional_positive(name: str, value: Any) -> Any:
     return None if value is None else validation.check_positive(name, value)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    """A step count Keras uses in integer arithmetic with its int64 step counter: an ``int``.
+
+    ``2.0`` is refused: Keras would fail at the first step (``iterations % 2.0``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Argument `{name}` must be an integer (an int, not {type(value).__name__}). "
+            f"Received: {name}={value!r}"
+        )
+    validation.check_number(name, value, minimum=minimum, maximum=_INT64_MAX, integer=True)
+
+
 def _check_keras_arguments(kwargs: dict[str, Any]) -> None:
     """Validate the arguments the Keras base class takes (it checks only some)."""
     name = kwargs.get("name")
@@ -92,10 +117,10 @@ def _check_keras_arguments(kwargs: dict[str, Any]) -> None:
     validation.check_number("ema_momentum", kwargs.get("ema_momentum", 0.99), minimum=0.0, maximum=1.0)
     frequency = kwargs.get("ema_overwrite_frequency")
     if frequency is not None:
-        validation.check_number("ema_overwrite_frequency", frequency, minimum=1, integer=True)
+        _check_count("ema_overwrite_frequency", frequency, minimum=1)
     steps = kwargs.get("gradient_accumulation_steps")
     if steps is not None:
-        validation.check_number("gradient_accumulation_steps", steps, minimum=2, integer=True)
+        _check_count("gradient_accumulation_steps", steps, minimum=2)
 
 
 class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
@@ -155,19 +180,58 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
     def weight_decay(self, value):
         self._weight_decay = check_weight_decay(value)
 
+    def apply(self, grads, trainable_variables=None):
+        """Keras's ``apply``, with gradients made dense and put in each variable's state dtype first.
+
+        Sparse gradients are summed per index (``_sparse.densify``); a 16-bit
+        variable's gradient is cast to float32, the dtype of its slots and
+        of Keras's gradient accumulator (:func:`state_dtype`).
+        """
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+        known = trainable_variables if trainable_variables is not None else (
+            self._trainable_variables if self.built else None
+        )
+        if known is None or len(known) != len(grads):
+            # Keras's apply reports a mismatch.
+            return super().apply(densify_all(grads), trainable_variables)
+        grads = [
+            None if g is None else ops.cast(g, state_dtype(v.dtype)) if _is_half(v) else g
+            for g, v in zip(densify_all(grads, known), known)
+        ]
+        return super().apply(grads, trainable_variables)
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        """Keras's slot for ``reference_variable``, in :func:`state_dtype` (float32 for a 16-bit variable).
+
+        Every slot made through ``add_optimizer_variables`` goes through here,
+        Keras's gradient accumulators and EMA averages included.
+        """
+        dtype = state_dtype(reference_variable.dtype)
+        if dtype == keras.backend.standardize_dtype(reference_variable.dtype):
+            return super().add_variable_from_reference(reference_variable, name=name, initializer=initializer)
+        path = getattr(reference_variable, "path", None) or str(reference_variable.name).replace(":", "_")
+        return self.add_variable(
+            shape=reference_variable.shape,
+            initializer=initializer,
+            dtype=dtype,
+            name=f"{path.replace('/', '_')}_{name or 'var'}",
+        )
+
     def _apply_weight_decay(self, variables):
         if self._applies_own_weight_decay:
             return
         super()._apply_weight_decay(variables)
 
     def _decay_rate(self, variable):
-        """The weight decay for ``variable`` cast to its dtype, or ``None`` when it is not decayed.
+        """The weight decay for ``variable`` in its :func:`state_dtype`, or ``None`` when it is not decayed.
 
         For subclasses that apply the decay in ``update_step``.
         """
         if self._weight_decay is None or not self._use_weight_decay(variable):
             return None
-        return ops.cast(self.weight_decay, variable.dtype)
+        return ops.cast(self.weight_decay, state_dtype(variable.dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -198,6 +262,22 @@ def check_beta(name: str, value: Any) -> float:
 def check_epsilon(name: str, value: Any) -> float:
     """Check a numerical-stability constant is ``> 0``."""
     return float(validation.check_positive(name, value))
+
+
+def state_dtype(dtype) -> str:
+    """The dtype to keep an optimizer's state in and compute its update in, for a variable of ``dtype``.
+
+    ``"float32"`` for 16-bit floating-point variables (``float16``,
+    ``bfloat16``): their range and precision cannot hold squared gradients,
+    second-moment statistics or matrix roots (``float16`` overflows above
+    65504 and has no eigendecomposition kernel); otherwise ``dtype`` itself.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def _is_half(variable) -> bool:
+    return state_dtype(variable.dtype) != keras.backend.standardize_dtype(variable.dtype)
 
 
 def bias_correction(beta: float, step, dtype):

@@ -10,6 +10,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
@@ -36,9 +37,16 @@ class AdaBelief(TrainkitOptimizer):
     ``w <- w - lr * weight_decay * w`` before the update (the paper's
     ``weight_decouple=True``).
 
+    ``beta_1 = 0`` is refused: the belief is then ``(g - g)**2 = 0`` at every
+    step, ``s`` holds only ``epsilon_root`` and the step
+    ``lr * g / (sqrt(epsilon_root) + epsilon)`` diverges. Since
+    ``g - m_t = beta_1 * (g - m_{t-1})``, the step grows like ``1 / beta_1``
+    as ``beta_1`` approaches 0: keep it near the default.
+
     Args:
         learning_rate: float >= 0 or a schedule. Defaults to ``1e-3``.
-        beta_1: first-moment decay in ``[0, 1)``. Defaults to ``0.9``.
+        beta_1: first-moment decay in ``(0, 1)`` (0 is refused, see above).
+            Defaults to ``0.9``.
         beta_2: decay of the belief second moment in ``[0, 1)``. Defaults to ``0.999``.
         epsilon: ``> 0``, outside the square root. Defaults to ``1e-16``.
         epsilon_root: ``>= 0``, added to the state ``s`` each step. Defaults to ``1e-16``.
@@ -73,7 +81,18 @@ class AdaBelief(TrainkitOptimizer):
             exclude_from_weight_decay=exclude_from_weight_decay,
             **kwargs,
         )
-        self.beta_1 = check_beta("beta_1", beta_1)
+        self.beta_1 = float(
+            validation.check_number(
+                "beta_1",
+                beta_1,
+                minimum=0.0,
+                maximum=1.0,
+                min_inclusive=False,
+                max_inclusive=False,
+                hint="With beta_1 = 0 the belief (g - m_t)**2 is always 0, so the step is "
+                "lr * g / (sqrt(epsilon_root) + epsilon) and diverges",
+            )
+        )
         self.beta_2 = check_beta("beta_2", beta_2)
         self.epsilon = check_epsilon("epsilon", epsilon)
         self.epsilon_root = float(validation.check_non_negative("epsilon_root", epsilon_root))
@@ -87,7 +106,7 @@ class AdaBelief(TrainkitOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)

@@ -10,6 +10,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
 
@@ -98,7 +99,7 @@ class Adan(TrainkitOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
@@ -118,7 +119,7 @@ class Adan(TrainkitOptimizer):
             self.beta_2, step, dtype
         )
         denominator = ops.sqrt(n / bias_correction(self.beta_3, step, dtype)) + self.epsilon
-        new_value = variable - lr * direction / denominator
+        new_value = ops.cast(variable, dtype) - lr * direction / denominator
         decay = self._decay_rate(variable)
         if decay is not None:
             new_value = new_value / (1.0 + lr * decay)

@@ -6,13 +6,14 @@ import math
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
-from keras_trainkit.optimizers._dense import dense_gradient
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 
@@ -138,14 +139,14 @@ class AdEMAMix(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._fast, self._slow, self._velocities = self.add_optimizer_variables(
-            var_list, ["fast_momentum", "slow_momentum", "velocity"]
+        self._fast, self._slow, self._velocities = add_slot_variables(
+            self, var_list, ["fast_momentum", "slow_momentum", "velocity"]
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         fast, slow, v = self._fast[index], self._slow[index], self._velocities[index]
         step = ops.cast(self.iterations + 1, dtype)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
-from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit._compat.keras import add_slot_variables
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 
@@ -95,12 +95,12 @@ class ADOPT(TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        self._momentums, self._velocities = add_slot_variables(self, var_list, ["momentum", "velocity"])
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._velocities[index]

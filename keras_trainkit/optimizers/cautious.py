@@ -8,8 +8,7 @@ import re
 import keras
 from keras import ops
 
-from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay
-from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 
@@ -105,10 +104,10 @@ class Cautious(OptimizerWrapper):
 
     def _cautious_value(self, gradient, variable, old, rate):
         """``old + masked delta``, then the unmasked decay; float32 math for half-precision weights."""
-        dtype = "float32" if variable.dtype in ("float16", "bfloat16") else variable.dtype
+        dtype = state_dtype(variable.dtype)
         old = ops.cast(old, dtype)
         delta = ops.cast(ops.convert_to_tensor(variable), dtype) - old
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        gradient = ops.cast(gradient, dtype)
         new_value = old + delta * cautious_mask(-delta, gradient)
         if rate is not None and self._decays(variable):
             new_value = new_value - ops.cast(rate, dtype) * new_value

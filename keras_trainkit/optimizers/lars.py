@@ -7,10 +7,10 @@ import re
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_exclusions
-from keras_trainkit.utils.validation import check_bool
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_exclusions, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
+from keras_trainkit.utils.validation import check_bool
 
 
 @register(aliases=("lars",))
@@ -109,14 +109,15 @@ class LARS(TrainkitOptimizer):
         return not any(re.search(pattern, variable.name) for pattern in patterns)
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         update = ops.cast(gradient, dtype)
+        weights = ops.cast(variable, dtype)
         decay = self._decay_rate(variable)
         if decay is not None:
-            update = update + decay * variable
+            update = update + decay * weights
         if self._adapts(variable):
-            weight_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            weight_norm = ops.sqrt(ops.sum(ops.square(weights)))
             update_norm = ops.sqrt(ops.sum(ops.square(update)))
             ratio = self.trust_coefficient * weight_norm / (update_norm + self.epsilon)
             zero = ops.logical_or(ops.equal(weight_norm, 0.0), ops.equal(update_norm, 0.0))

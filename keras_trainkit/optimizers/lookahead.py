@@ -75,30 +75,27 @@ class Lookahead(OptimizerWrapper):
         )
 
     def wrapped_apply(self, grads, variables):
+        # Written with ops.where and unconditional assignments, not a cond whose
+        # branches assign: a JAX cond (jit, stateless_apply) cannot assign inside
+        # a branch. Every replica writes the same value.
         slots = [self._slow_weights[self._get_variable_index(w)] for w in variables]
-
-        def initialize():
-            for slow, fast in zip(slots, variables):
-                slow.assign(fast)
-
         # Slow weights start at the weights seen before the first inner update.
-        ops.cond(ops.equal(self.iterations, 0), initialize, lambda: None)
+        first = ops.equal(self.iterations, 0)
+        for slow, fast in zip(slots, variables):
+            slow.assign(ops.where(first, ops.cast(fast, slow.dtype), ops.convert_to_tensor(slow)))
         super().wrapped_apply(grads, variables)
         iteration = ops.cast(self.iterations, "int64")
         due = ops.logical_and(
             ops.equal(iteration % self.sync_period, 0),
             ops.not_equal(iteration, self._synced_at),
         )
-
-        def synchronize():
-            alpha = self.slow_step_size
-            for slow, fast in zip(slots, variables):
-                new_slow = slow + ops.cast(alpha, slow.dtype) * (ops.cast(fast, slow.dtype) - slow)
-                slow.assign(new_slow)
-                fast.assign(ops.cast(new_slow, fast.dtype))
-            self._synced_at.assign(iteration)
-
-        ops.cond(due, synchronize, lambda: None)
+        for slow, fast in zip(slots, variables):
+            slow_value, fast_value = ops.convert_to_tensor(slow), ops.convert_to_tensor(fast)
+            alpha = ops.cast(self.slow_step_size, slow.dtype)
+            moved = slow_value + alpha * (ops.cast(fast_value, slow.dtype) - slow_value)
+            slow.assign(ops.where(due, moved, slow_value))
+            fast.assign(ops.where(due, ops.cast(moved, fast.dtype), fast_value))
+        self._synced_at.assign(ops.where(due, iteration, ops.convert_to_tensor(self._synced_at)))
 
     def get_config(self):
         config = super().get_config()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers import _adam_branch as adam_branch
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
-from keras_trainkit.optimizers._dense import dense_gradient
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 
@@ -124,15 +125,15 @@ class MARS(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        self._momentums, self._velocities = add_slot_variables(self, var_list, ["momentum", "velocity"])
         self._previous_gradients = [
             self.add_variable_from_reference(variable, "previous_gradient") if self._uses_mars(variable) else None
             for variable in var_list
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        dtype = state_dtype(variable.dtype)
+        gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         step = ops.cast(self.iterations + 1, dtype)
         if self._uses_mars(variable):
@@ -152,7 +153,7 @@ class MARS(adam_branch.AdamBranchMixin, TrainkitOptimizer):
             ops.sqrt(v / bias_correction(beta_2, step, dtype)) + self.epsilon
         )
         if decay is not None:
-            direction = direction + decay * variable
+            direction = direction + decay * ops.cast(variable, dtype)
         self.assign_sub(variable, lr * direction)
 
     def _corrected_gradient(self, gradient, previous):

@@ -7,9 +7,9 @@ import re
 
 from keras import ops
 
+from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers import _adam_branch as adam_branch
-from keras_trainkit.optimizers._base import TrainkitOptimizer, bias_correction, check_beta, check_epsilon
-from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit.optimizers._base import TrainkitOptimizer, bias_correction, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import matrix_shape
 from keras_trainkit.utils import validation
@@ -184,15 +184,15 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+        self._momentums = add_slot_variables(self, var_list, "momentum")
         self._velocities = [
             None if self.uses_muon(variable) else self.add_variable_from_reference(variable, "velocity")
             for variable in var_list
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
+        dtype = state_dtype(variable.dtype)
+        gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         if self.uses_muon(variable):
             lr = ops.cast(learning_rate, dtype)
@@ -215,19 +215,18 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         )
 
     def _muon_direction(self, gradient, variable, momentum):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         step = ops.cast(self.iterations + 1, dtype)
         self.assign_add(momentum, (gradient - momentum) * (1.0 - self.beta))
         average = self._nesterov_average(gradient, momentum, self.beta, step, dtype)
         fan_in, fan_out = matrix_shape(variable.shape)
-        compute_dtype = "float32" if dtype in ("float16", "bfloat16") else dtype
-        matrix = ops.reshape(ops.cast(average, compute_dtype), (fan_in, fan_out))
+        matrix = ops.reshape(average, (fan_in, fan_out))
         orthogonal = newton_schulz(matrix, self.ns_steps, self.epsilon)
         scale = shape_scale(fan_in, fan_out, self.consistent_rms)
         return ops.cast(ops.reshape(orthogonal * scale, variable.shape), dtype)
 
     def _adam_direction(self, gradient, variable, momentum, velocity):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         step = ops.cast(self.iterations + 1, dtype)
         self.assign_add(momentum, (gradient - momentum) * (1.0 - self.adam_beta_1))
         self.assign_add(velocity, (ops.square(gradient) - velocity) * (1.0 - self.adam_beta_2))

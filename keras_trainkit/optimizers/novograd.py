@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._registry import register
 
 
@@ -83,13 +83,13 @@ class NovoGrad(TrainkitOptimizer):
             self._norms.append(
                 self.add_variable(
                     shape=(),
-                    dtype=variable.dtype,
+                    dtype=state_dtype(variable.dtype),
                     name=f"{getattr(variable, 'path', variable.name).replace('/', '_')}_norm",
                 )
             )
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
@@ -102,7 +102,7 @@ class NovoGrad(TrainkitOptimizer):
         update = gradient / (ops.sqrt(v) + self.epsilon)
         decay = self._decay_rate(variable)
         if decay is not None:
-            update = update + decay * variable
+            update = update + decay * ops.cast(variable, dtype)
         # m starts at zero, so beta_1 * m + u gives m_1 = u_1.
         self.assign(m, self.beta_1 * m + update)
         self.assign_sub(variable, lr * m)

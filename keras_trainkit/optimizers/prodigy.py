@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 from keras_trainkit.utils.validation import check_bool
@@ -149,7 +149,7 @@ class Prodigy(TrainkitOptimizer):
             self._pass = "moments"
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         m = self._momentums[index]
@@ -159,15 +159,18 @@ class Prodigy(TrainkitOptimizer):
             update = m / (ops.sqrt(v) + ops.cast(self._d, dtype) * self.epsilon)
             decay = self._decay_rate(variable)
             if decay is not None:
-                update = update + decay * variable
+                update = update + decay * ops.cast(variable, dtype)
             self.assign_sub(variable, dlr * update)
             return
 
         s = self._sums[index]
         w0 = self._initial_values[index]
         d = ops.cast(self._d, dtype)
-        self.assign(w0, ops.where(ops.equal(self.iterations, 0), variable, w0))
-        self.assign_add(self._numerator_step, ops.cast(ops.sum(gradient * (w0 - variable)), self._scalar_dtype))
+        # Values, not variables, into ops.where: JAX refuses a Keras variable there.
+        weights = ops.cast(variable, dtype)
+        w0_value = ops.where(ops.equal(self.iterations, 0), weights, ops.convert_to_tensor(w0))
+        self.assign(w0, w0_value)
+        self.assign_add(self._numerator_step, ops.cast(ops.sum(gradient * (w0_value - weights)), self._scalar_dtype))
         scaled = d * gradient
         self.assign_add(m, (scaled - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(scaled) - v) * (1.0 - self.beta_2))

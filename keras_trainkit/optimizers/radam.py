@@ -2,17 +2,66 @@
 
 from __future__ import annotations
 
+import math
+
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
-    bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
+
+
+def one_minus_power(beta: float, step, dtype):
+    """``1 - beta**step`` to a few units in the last place of ``dtype``, also for ``beta`` near 1.
+
+    Written ``-expm1(step * log(beta))`` with ``log(beta)`` taken in Python
+    float64: the subtraction ``1 - beta**step`` in float32 loses the digits of
+    a ``beta`` near 1 (``0.999`` becomes ``0.99900001``: 1.3e-5 relative at
+    ``step = 1``).
+    """
+    if beta == 0.0:
+        return ops.ones_like(step)
+    return -ops.expm1(step * ops.cast(math.log(beta), dtype))
+
+
+def _one_minus_u_over_expm1(u):
+    """``g(u) = 1 - u / (exp(u) - 1)`` for ``u >= 0`` without cancellation.
+
+    Below ``u = 1`` the Bernoulli series ``u/2 - u^2/12 + u^4/720 - u^6/30240
+    + u^8/1209600`` (next term below 3e-11 there); above it the formula, whose
+    subtraction then loses at most two bits.
+    """
+    squared = u * u
+    series = u * (0.5 - u * (1.0 / 12.0 - squared * (1.0 / 720.0 - squared * (1.0 / 30240.0 - squared / 1209600.0))))
+    wide = ops.maximum(u, 1.0)
+    return ops.where(u < 1.0, series, 1.0 - wide / ops.expm1(wide))
+
+
+def rectifier_terms(beta_2: float, step, dtype):
+    """``(rho_t, rho_inf)`` of RAdam for the update count ``step`` (from 1), without cancellation.
+
+    ``rho_t = rho_inf - 2 t beta_2**t / (1 - beta_2**t)`` subtracts two numbers
+    near ``rho_inf = 2 / (1 - beta_2) - 1`` (about 2000 for ``beta_2 = 0.999``),
+    which in float32 leaves ``rho_t`` off by up to 1.8e-3 at ``t = 6``. With
+    ``L = -log(beta_2)`` and ``u = t L``, ``2 t beta_2**t / (1 - beta_2**t) =
+    (2 / L) (1 - g(u))`` (:func:`_one_minus_u_over_expm1`), so
+    ``rho_t = (rho_inf - 2 / L) + (2 / L) g(u)``: the constant is taken in
+    Python float64 and the rest has no cancellation, so ``rho_t`` is good to
+    about 1e-7 relative in float32 (on every backend, without float64).
+    """
+    rho_inf = 2.0 / (1.0 - beta_2) - 1.0
+    if beta_2 == 0.0:
+        return ops.full_like(step, rho_inf), rho_inf
+    rate = -math.log(beta_2)
+    offset = ops.cast(rho_inf - 2.0 / rate, dtype)
+    g = _one_minus_u_over_expm1(step * ops.cast(rate, dtype))
+    return offset + ops.cast(2.0 / rate, dtype) * g, rho_inf
 
 
 @register(aliases=("radam", "rectified_adam"))
@@ -28,6 +77,13 @@ class RAdam(TrainkitOptimizer):
         r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
         w <- w - lr_t * (r_t * m_hat / (sqrt(v_hat) + epsilon))   if rho_t >= sma_threshold
         w <- w - lr_t * m_hat                                       otherwise
+
+    The step scalars (``1 - beta**t``, ``rho_t``, ``r_t``) are evaluated
+    without cancellation (``-expm1(t log(beta))`` and a series for ``rho_t``;
+    see :func:`rectifier_terms`) in float32, or float64 for float64 variables:
+    equal to the float64 formulas within float32 round-off on every backend
+    (JAX without float64 included). The direct float32 formula, as in optax
+    and TF Addons, leaves ``rho_t`` off by up to 1.8e-3 at ``t = 6``.
 
     Epsilon placement: **outside** the square root of the bias-corrected second
     moment, ``sqrt(v_hat) + epsilon`` (as optax's ``radam`` with ``eps_root=0``
@@ -117,32 +173,43 @@ class RAdam(TrainkitOptimizer):
         decayed = lr + decay_rate * ops.minimum(step - warmup_steps, decay_steps)
         return ops.where(step <= warmup_steps, warm, decayed)
 
+    def _rectifier(self, step, dtype):
+        """``(use_rectified, r_t)``: whether ``rho_t >= sma_threshold``, and the rectifier."""
+        rho_t, rho_inf = rectifier_terms(self.beta_2, step, dtype)
+        denominator = (rho_inf - 4.0) * (rho_inf - 2.0)
+        scale = rho_inf / denominator if denominator else math.inf
+        ratio = (rho_t - 4.0) * (rho_t - 2.0) * ops.cast(scale, dtype) / rho_t
+        return rho_t >= self.sma_threshold, ops.sqrt(ops.maximum(ratio, 0.0))
+
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
+        # The update in float32 at least (float16 cannot hold rho_inf's digits or g**2).
+        dtype = state_dtype(variable.dtype)
+        scalar_dtype = dtype
+        step = ops.cast(self.iterations + 1, scalar_dtype)
+        lr = ops.cast(learning_rate, scalar_dtype)
         if self.total_steps > 0:
             lr = self._warmup_learning_rate(lr, step)
+        use_rectified, rectifier = self._rectifier(step, scalar_dtype)
+        first_correction = one_minus_power(self.beta_1, step, scalar_dtype)
+        second_correction = one_minus_power(self.beta_2, step, scalar_dtype)
+        lr, rectifier, first_correction, second_correction = (
+            ops.cast(x, dtype) for x in (lr, rectifier, first_correction, second_correction)
+        )
+        gradient = ops.cast(gradient, dtype)
 
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
 
-        m_hat = m / bias_correction(self.beta_1, step, dtype)
-        beta_2_power = ops.power(ops.convert_to_tensor(self.beta_2, dtype=dtype), step)
-        v_hat = v / (1.0 - beta_2_power)
-        rho_inf = 2.0 / (1.0 - self.beta_2) - 1.0
-        rho_t = rho_inf - 2.0 * step * beta_2_power / (1.0 - beta_2_power)
-        ratio = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
-        rectifier = ops.sqrt(ops.maximum(ratio, 0.0))
+        m_hat = m / first_correction
+        v_hat = v / second_correction
         rectified = rectifier * m_hat / (ops.sqrt(v_hat) + self.epsilon)
-        update = ops.where(rho_t >= self.sma_threshold, rectified, m_hat)
+        update = ops.where(use_rectified, rectified, m_hat)
 
         decay = self._decay_rate(variable)
         if decay is not None:
-            update = update + decay * variable
+            update = update + decay * ops.cast(variable, dtype)
         self.assign_sub(variable, lr * update)
 
     def get_config(self):

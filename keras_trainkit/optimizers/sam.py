@@ -9,7 +9,8 @@ forward/backward passes per step. Three ways to use it:
        model.compile(optimizer=SAM(keras.optimizers.SGD(0.1, momentum=0.9), rho=0.05), loss=...)
        model.fit(x, y)
 
-   :class:`SAMModel`'s ``train_step`` (TensorFlow backend) does both passes.
+   :class:`SAMModel`'s ``train_step`` does both passes (TensorFlow, JAX with
+   or without ``jit_compile``, PyTorch).
 2. The custom-loop ``Trainer`` hook, :meth:`SAM.compute_gradients` (or the
    function :func:`sam_gradients`)::
 
@@ -31,9 +32,10 @@ forward/backward passes per step. Three ways to use it:
 3. Any other loop: compute ``e = sam.perturbation(grads, variables)`` with
    :func:`sam_perturbation`, evaluate the gradient at ``w + e`` yourself.
 
-The math (:func:`sam_perturbation`) is written with ``keras.ops``; only the
-gradient tape in :func:`sam_gradients` and ``SAMModel.train_step`` is
-TensorFlow-specific.
+The math (:func:`sam_perturbation`) is written with ``keras.ops``; the
+gradients need each backend's autodiff: :func:`sam_gradients` (the Trainer
+hook) is TensorFlow-only, ``SAMModel.train_step`` has a TensorFlow, a JAX and
+a PyTorch form (``_sam_backends.py``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_trainkit._compat.keras import unscale_loss_for_distribution
+from keras_trainkit._compat.keras import loss_tracker, unscale_loss_for_distribution
 from keras_trainkit.optimizers._registry import register
+from keras_trainkit.optimizers._sam_backends import jax_train_step, torch_train_step
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
 
@@ -215,8 +218,8 @@ def _find_sam(optimizer):
 class SAMModel(keras.Model):
     """A model wrapper whose ``train_step`` performs SAM's two passes in ``model.fit``.
 
-    ``SAMModel(model)`` predicts exactly like ``model``; training (TensorFlow
-    backend) computes, per batch, the loss and gradient at ``w``, the ascent
+    ``SAMModel(model)`` predicts exactly like ``model``; training (on the
+    TensorFlow, JAX and PyTorch backends) computes, per batch, the loss and gradient at ``w``, the ascent
     ``e(w)`` from the compiled :class:`SAM` optimizer, the gradient at
     ``w + e`` (read through a ``keras.StatelessScope``: the weights are never
     modified), and lets the SAM optimizer apply it with its inner optimizer.
@@ -248,17 +251,26 @@ class SAMModel(keras.Model):
     def call(self, inputs, training=None):
         return self.inner_model(inputs, training=training)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """SAM's two passes; on JAX ``(state, data) -> (logs, state)``, else ``data -> logs``."""
+        sam = _find_sam(self.optimizer)
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return jax_train_step(self, sam, *args)
+        if backend == "torch":
+            return torch_train_step(self, sam, *args)
+        return self._tensorflow_train_step(sam, *args)
+
+    def _tensorflow_train_step(self, sam, data):
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        sam = _find_sam(self.optimizer)
         variables = self.trainable_variables
 
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(
+            loss_tracker(self).update_state(
                 unscale_loss_for_distribution(loss),  # as Keras's own train_step
                 sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0],
             )

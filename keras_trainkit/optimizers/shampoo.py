@@ -12,7 +12,7 @@ import math
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer
+from keras_trainkit.optimizers._base import TrainkitOptimizer, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation as v
 
@@ -176,7 +176,11 @@ class Shampoo(TrainkitOptimizer):
     direction is invariant to the scale of the gradients.
 
     Statistics, preconditioners, graft and momentum slots are optimizer
-    variables: they are saved with the model and checkpointed. Memory per
+    variables: they are saved with the model and checkpointed. For ``float16``
+    and ``bfloat16`` variables they are ``float32`` and the update is computed
+    in ``float32``, then cast to the variable's dtype: half precision cannot
+    hold the statistics (``G G^T`` overflows above 65504) and has no
+    eigendecomposition kernel. Memory per
     matrix variable of ``m x n`` entries: ``L, R, P_L, P_R`` hold about
     ``2 m n + 2 m n`` entries when ``m, n`` are multiples of the block size.
 
@@ -297,10 +301,16 @@ class Shampoo(TrainkitOptimizer):
     def _is_matrix(self, variable) -> bool:
         return len(variable.shape) >= 2
 
+    def _state_variable(self, variable, name, shape):
+        """A statistic or root of ``shape`` for ``variable``, in :func:`state_dtype`."""
+        prefix = variable.path.replace("/", "_") if hasattr(variable, "path") else variable.name
+        return self.add_variable(shape, dtype=state_dtype(variable.dtype), name=f"{prefix}_{name}")
+
     def build(self, var_list):
         if self.built:
             return
         super().build(var_list)
+        # In float32 for 16-bit variables: TrainkitOptimizer.add_variable_from_reference.
         self._momentums = add_slot_variables(self, var_list, "momentum")
         if self.graft == "adam":
             self._graft_velocities = add_slot_variables(self, var_list, "graft_velocity")
@@ -310,15 +320,14 @@ class Shampoo(TrainkitOptimizer):
             if not self._is_matrix(variable):
                 continue
             nr, nc, br, bc = block_layout(variable.shape, self.max_block_size)
-            prefix = variable.path.replace("/", "_") if hasattr(variable, "path") else variable.name
             key = self._var_key(variable)
             self._stats[key] = (
-                self.add_variable((nr, nc, br, br), dtype=variable.dtype, name=f"{prefix}_stat_left"),
-                self.add_variable((nr, nc, bc, bc), dtype=variable.dtype, name=f"{prefix}_stat_right"),
+                self._state_variable(variable, "stat_left", (nr, nc, br, br)),
+                self._state_variable(variable, "stat_right", (nr, nc, bc, bc)),
             )
             self._preconditioners[key] = (
-                self.add_variable((nr, nc, br, br), dtype=variable.dtype, name=f"{prefix}_precond_left"),
-                self.add_variable((nr, nc, bc, bc), dtype=variable.dtype, name=f"{prefix}_precond_right"),
+                self._state_variable(variable, "precond_left", (nr, nc, br, br)),
+                self._state_variable(variable, "precond_right", (nr, nc, bc, bc)),
             )
 
     def _inverse_root(self, stat):
@@ -327,7 +336,7 @@ class Shampoo(TrainkitOptimizer):
         return inverse_pth_root_newton(stat, 4, self.epsilon, self.newton_iterations)
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
@@ -347,14 +356,14 @@ class Shampoo(TrainkitOptimizer):
         momentum = self._momentums[index]
         self.assign_add(momentum, (direction - momentum) * (1.0 - self.beta_1))
         correction = 1.0 - ops.power(ops.convert_to_tensor(self.beta_1, dtype=dtype), step)
-        self.assign_sub(variable, lr * momentum / correction)
+        self.assign_sub(variable, ops.cast(lr * momentum / correction, variable.dtype))
 
     def _shampoo_direction(self, gradient, variable, graft_direction):
         key = self._var_key(variable)
         stat_left, stat_right = self._stats[key]
         precond_left, precond_right = self._preconditioners[key]
         layout = block_layout(variable.shape, self.max_block_size)
-        blocks = block_view(gradient, layout)
+        blocks = block_view(gradient, layout)  # in the state dtype, as the statistics
         # G G^T and G^T G as batched products with the transpose folded in (no copy);
         # the EMA weight (1 - beta_2) is applied once to the (smaller) gradient blocks
         # as sqrt(1 - beta_2), not to both b x b products.
@@ -368,16 +377,17 @@ class Shampoo(TrainkitOptimizer):
             self.assign(stat_left, self.beta_2 * stat_left + gram_left)
             self.assign(stat_right, self.beta_2 * stat_right + gram_right)
 
-        def refresh():
-            self.assign(precond_left, self._inverse_root(stat_left))
-            self.assign(precond_right, self._inverse_root(stat_right))
-
-        ops.cond(
+        # The branches return values and the assignment follows the cond: a JAX cond
+        # (jit, stateless_apply) cannot assign inside a branch.
+        stat_left, stat_right = ops.convert_to_tensor(stat_left), ops.convert_to_tensor(stat_right)
+        left, right = ops.cond(
             ops.equal(self.iterations % self.preconditioning_compute_steps, 0),
-            refresh,
-            lambda: None,
+            lambda: (self._inverse_root(stat_left), self._inverse_root(stat_right)),
+            lambda: (ops.convert_to_tensor(precond_left), ops.convert_to_tensor(precond_right)),
         )
-        shampoo = unblock(ops.matmul(ops.matmul(precond_left, blocks), precond_right), variable.shape)
+        self.assign(precond_left, left)
+        self.assign(precond_right, right)
+        shampoo = unblock(ops.matmul(ops.matmul(left, blocks), right), variable.shape)
         shampoo_norm = ops.sqrt(ops.sum(ops.square(shampoo)))
         graft_norm = ops.sqrt(ops.sum(ops.square(graft_direction)))
         ratio = ops.where(shampoo_norm > 0, graft_norm / ops.maximum(shampoo_norm, _TINY), 0.0)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon
-from keras_trainkit.optimizers._dense import dense_gradient
+from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import block_layout, block_view, matrix_shape, unblock
 from keras_trainkit.utils import validation
 
-_HALF = ("float16", "bfloat16")
 
 
 def project(blocks, left, right):
@@ -212,7 +210,7 @@ class SOAP(TrainkitOptimizer):
         """Create ``L, R, Q_L, Q_R`` for a kernel; return its rotated moments ``(m, v)``."""
         layout = block_layout(variable.shape, self.max_block_size)
         nr, nc, br, bc = layout
-        dtype = _statistics_dtype(variable.dtype)
+        dtype = state_dtype(variable.dtype)
         prefix = variable.path.replace("/", "_")
 
         def slot(shape, name):
@@ -232,7 +230,6 @@ class SOAP(TrainkitOptimizer):
         return slot((nr, nc, br, bc), "momentum"), slot((nr, nc, br, bc), "velocity")
 
     def update_step(self, gradient, variable, learning_rate):
-        gradient = dense_gradient(gradient, variable)
         index = self._get_variable_index(variable)
         first = ops.equal(self.iterations, 0)
         if len(variable.shape) < 2:
@@ -256,16 +253,16 @@ class SOAP(TrainkitOptimizer):
 
     def _apply(self, variable, direction, learning_rate):
         """``w <- w - step_size * direction``, then the decoupled decay of the new weights."""
-        dtype = variable.dtype
-        step_size = self._step_size(learning_rate, _statistics_dtype(dtype))
-        new_value = variable - ops.cast(step_size, dtype) * direction
+        dtype = state_dtype(variable.dtype)
+        step_size = self._step_size(learning_rate, dtype)
+        new_value = ops.cast(variable, dtype) - step_size * ops.cast(direction, dtype)
         decay = self._decay_rate(variable)
         if decay is not None:
             new_value = new_value - ops.cast(learning_rate, dtype) * decay * new_value
         self.assign(variable, new_value)
 
     def _adam_step(self, gradient, variable, index, learning_rate):
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = ops.cast(gradient, state_dtype(variable.dtype))
         m, v = self._momentums[index], self._velocities[index]
         self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
@@ -303,7 +300,7 @@ class SOAP(TrainkitOptimizer):
         self.assign_add(m, (rotated - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(rotated) - v) * (1.0 - self.beta_2))
         direction = unblock(project_back(m / (ops.sqrt(v) + self.epsilon), left, right), variable.shape)
-        self._apply(variable, ops.cast(direction, variable.dtype), learning_rate)
+        self._apply(variable, direction, learning_rate)
         due = ops.equal(self.iterations % self.precondition_frequency, 0)
         ops.cond(due, lambda: self._refresh_bases(blocks, m, v), lambda: None)
 
@@ -336,11 +333,6 @@ class SOAP(TrainkitOptimizer):
             }
         )
         return config
-
-
-def _statistics_dtype(dtype):
-    """float32 for float16/bfloat16 variables, else the variable's dtype."""
-    return "float32" if dtype in _HALF else dtype
 
 
 def _per_block(padding, row_blocks: int, col_blocks: int, axis: int):

@@ -44,6 +44,7 @@ from keras import ops
 
 from keras_trainkit._compat.tensorflow import strategy_supports_no_merge_call
 from keras_trainkit.optimizers._registry import REGISTRY, register
+from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.utils.validation import check_type
 
 _BASE_DEFAULTS = {
@@ -204,6 +205,8 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 f"Expected one gradient per variable ({len(variables)}). "
                 f"Received: len(grads)={len(grads)}"
             )
+        # Sparse gradients (tf.IndexedSlices) summed per index: hooks and inner see dense ones.
+        grads = densify_all(grads, variables)
         if self.loss_scale_factor is not None:
             grads = [None if g is None else g / self.loss_scale_factor for g in grads]
         grads = self.aggregate_gradients(grads)

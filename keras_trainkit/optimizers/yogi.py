@@ -11,6 +11,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
@@ -91,7 +92,7 @@ class Yogi(TrainkitOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+        dtype = state_dtype(variable.dtype)
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)

@@ -89,13 +89,44 @@ def rosenbrock() -> Problem:
 PROBLEMS = {"quadratic": quadratic, "rosenbrock": rosenbrock}
 
 
-def run_keras(optimizer, problem: Problem, steps: int = STEPS) -> np.ndarray:
-    """Apply ``optimizer`` for ``steps`` updates; the trajectory, one row per step."""
-    import tensorflow as tf
+class KerasNumpy:
+    """The array functions ``Problem.grad``, ``split`` and ``flatten`` use, from ``keras.ops`` (any backend)."""
 
-    init = problem.init
-    variables = [keras.Variable(init[k], name=k) for k in NAMES]
+    matmul = staticmethod(keras.ops.matmul)
+    concatenate = staticmethod(keras.ops.concatenate)
+    reshape = staticmethod(keras.ops.reshape)
+    asarray = staticmethod(keras.ops.convert_to_tensor)
+
+    @staticmethod
+    def zeros(shape, dtype=None):
+        return keras.ops.zeros(shape, dtype=keras.backend.standardize_dtype(dtype))
+
+
+def run_keras(optimizer, problem: Problem, steps: int = STEPS) -> np.ndarray:
+    """Apply ``optimizer`` for ``steps`` updates; the trajectory, one row per step.
+
+    On each backend the way its ``model.fit`` runs: TensorFlow, one
+    ``tf.function`` loop of ``optimizer.apply``; JAX, ``optimizer.stateless_apply``
+    in a ``jax.lax.scan`` under ``jax.jit``; PyTorch, an eager loop.
+    """
+    variables = [keras.Variable(problem.init[k], name=k) for k in NAMES]
     optimizer.build(variables)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _run_tensorflow(optimizer, variables, problem, steps)
+    if backend == "jax":
+        return _run_jax(optimizer, variables, problem, steps)
+    rows = []
+    for _ in range(steps):
+        x = flatten({k: v.value for k, v in zip(NAMES, variables)}, KerasNumpy)
+        grads = split(problem.grad(x, KerasNumpy), KerasNumpy)
+        optimizer.apply([grads[k] for k in NAMES], variables)
+        rows.append(keras.ops.convert_to_numpy(flatten({k: v.value for k, v in zip(NAMES, variables)}, KerasNumpy)))
+    return np.stack(rows)
+
+
+def _run_tensorflow(optimizer, variables, problem, steps):
+    import tensorflow as tf
 
     @tf.function
     def run():
@@ -108,6 +139,26 @@ def run_keras(optimizer, problem: Problem, steps: int = STEPS) -> np.ndarray:
         return rows.stack()
 
     return run().numpy()
+
+
+def _run_jax(optimizer, variables, problem, steps):
+    import jax
+    import jax.numpy as jnp
+
+    if problem.x0.dtype == np.float64 and not jax.config.jax_enable_x64:
+        import pytest
+
+        pytest.skip("float64 on JAX needs JAX_ENABLE_X64=1")
+
+    def step(carry, _):
+        params, state = carry
+        grads = split(problem.grad(flatten(dict(zip(NAMES, params)), jnp), jnp), jnp)
+        params, state = optimizer.stateless_apply(state, [grads[k] for k in NAMES], params)
+        return (list(params), list(state)), flatten(dict(zip(NAMES, params)), jnp)
+
+    carry = ([v.value for v in variables], [v.value for v in optimizer.variables])
+    _, rows = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(carry)
+    return np.asarray(rows)
 
 
 def run_optax(transform, problem: Problem, steps: int = STEPS, edit_state=None) -> np.ndarray:

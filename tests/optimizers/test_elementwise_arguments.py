@@ -1,8 +1,12 @@
 """Bad constructor arguments of the element-wise optimizers raise errors naming the argument and value."""
 
+import re
+
 import keras
+import numpy as np
 import pytest
 
+import keras_trainkit.optimizers as optimizers
 from keras_trainkit.optimizers import LARS, AdaBelief, Adan, NovoGrad, Prodigy, RAdam, Yogi
 
 ALL = [RAdam, AdaBelief, Yogi, NovoGrad, Adan, LARS, Prodigy]
@@ -100,3 +104,36 @@ def test_valid_edge_values_are_accepted():
     LARS(epsilon=0.0, momentum=0.0)
     AdaBelief(weight_decay=keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
     assert isinstance(NovoGrad(learning_rate=1).get_config()["learning_rate"], float)
+
+
+TRAINKIT_OPTIMIZERS = [
+    cls for cls in optimizers.REGISTRY.classes.values() if issubclass(cls, optimizers.TrainkitOptimizer)
+]
+
+
+@pytest.mark.parametrize("cls", TRAINKIT_OPTIMIZERS, ids=_id)
+@pytest.mark.parametrize("name, value", [("gradient_accumulation_steps", 2.0),
+                                         ("gradient_accumulation_steps", np.float32(3.0)),
+                                         ("ema_overwrite_frequency", 5.0)])
+def test_keras_step_counts_must_be_integers(cls, name, value):
+    """``RAdam(gradient_accumulation_steps=2.0)`` passed validation and failed at the first step."""
+    extra = {"use_ema": True} if name == "ema_overwrite_frequency" else {}
+    with pytest.raises(TypeError, match=re.escape(f"Received: {name}={value!r}")):
+        cls(**{name: value}, **extra)
+
+
+@pytest.mark.parametrize("cls", TRAINKIT_OPTIMIZERS, ids=_id)
+def test_integer_step_counts_train(cls):
+    optimizer = cls(gradient_accumulation_steps=np.int64(2), use_ema=True, ema_overwrite_frequency=2)
+    variable = keras.Variable(np.ones((2, 2), "float32"))
+    for _ in range(4):
+        optimizer.apply([np.full((2, 2), 0.5, "float32")], [variable])
+    assert int(optimizer.iterations) == 2
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))
+
+
+def test_adabelief_refuses_beta_1_zero():
+    """With beta_1 = 0 the belief (g - m_t)**2 is 0: training diverged (losses 3.98e25, nan)."""
+    with pytest.raises(ValueError, match=r"must be > 0.0. Received: beta_1=0.0\. With beta_1 = 0"):
+        AdaBelief(beta_1=0.0)
+    AdaBelief(beta_1=0.5)

@@ -7,7 +7,8 @@ One transform serves three callers: ``TransformedOptimizer`` (inside
   (checkpointable, usable inside ``tf.function``/XLA); ``t(grads, variables)``
   builds lazily on first use.
 * ``t(grads, variables) -> grads`` maps a list of gradients (``None`` entries
-  are passed through) to new gradients, updating the state.
+  are passed through) to new gradients, updating the state. Sparse gradients
+  (``tf.IndexedSlices``) are made dense first (rows of one index summed).
 * A :class:`~keras_trainkit.optimizers.transforms.SkipTransform`
   (``SkipNonFinite``) also decides whether the step happens; the chain runner
   (:class:`~keras_trainkit.optimizers.transforms.GradientChain`) runs the rest
@@ -25,6 +26,7 @@ import re
 import keras
 from keras import ops
 
+from keras_trainkit.optimizers._sparse import densify, densify_all
 from keras_trainkit.utils.registry import snake_case
 from keras_trainkit.utils.validation import check_condition, check_type
 
@@ -39,7 +41,7 @@ def check_name(name):
 
 def global_norm(grads):
     """The L2 norm of all gradients together (``None`` entries skipped), in float32."""
-    squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+    squares = [ops.sum(ops.square(ops.cast(densify(g), "float32"))) for g in grads if g is not None]
     if not squares:
         return ops.zeros((), "float32")
     return ops.sqrt(ops.sum(ops.stack(squares)))
@@ -145,7 +147,8 @@ class GradientTransform:
             )
         if not self.built:
             self.build(variables if variables is not None else [])
-        return self.call(grads, variables)
+        # Sparse gradients (tf.IndexedSlices) summed per index first: see optimizers/_sparse.py.
+        return self.call(densify_all(grads, variables), variables)
 
     def call(self, grads, variables):
         """Return the transformed gradients (subclasses implement this)."""

@@ -1,0 +1,137 @@
+"""Every optimizer and wrapper in ``model.fit`` on JAX and PyTorch gives TensorFlow's numbers.
+
+``tests/optimizers/backend_fit.py`` runs every registered optimizer (and a few
+variants) on one backend: 104 updates of ``model.fit`` with the backend's
+default ``jit_compile`` (XLA on JAX), ``evaluate``, ``predict``, ``.keras``
+save/load with the slots, resumed training; on JAX also ``stateless_apply``
+under ``jax.jit`` and, for the cases with control flow, ``jit_compile=False``.
+Each backend runs in its own subprocess (``KERAS_BACKEND`` is read once, at
+import); the current backend runs in this process. The TensorFlow numbers are
+the reference: weights, losses and predictions must agree within float32
+tolerance. About 10 minutes on two busy cores: marked ``backends`` (and
+``slow``) so a lane can select or leave it (``-m backends``).
+
+The optimizer reference tests (``test_reference_*.py``) run on any backend as
+well: ``reference_problems.run_keras`` uses ``stateless_apply`` under
+``jax.jit`` on JAX and an eager loop on PyTorch, so a CI lane can run them with
+``KERAS_BACKEND=jax`` / ``torch`` (float64 cases skip on JAX without
+``JAX_ENABLE_X64=1``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tests.optimizers import backend_fit
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = "tensorflow"
+BACKENDS = ["jax", "torch"]
+RELATIVE_TOLERANCE = 2e-5
+# Known failures, each with its cause; strict xfail, so a fix makes the test say to remove it.
+KNOWN_FAILURES = {
+    ("TransformedOptimizer", "jax"): (
+        "SkipNonFinite on JAX (transforms/skipping.py, chain.py): decide() passes the Keras "
+        "variable consecutive_skips to ops.where ('Triggering __jax_array__()'); the check in "
+        "finalize_variable_values reads it after fit, when the JAX trainer has released the "
+        "variables' values ('NoneType' object is not callable); and chain.run_if runs the inner "
+        "update inside ops.cond, whose branches cannot assign variables under jax.jit "
+        "(UnexpectedTracerError)"
+    ),
+    ("SOAP", "jax"): (
+        "SOAP (soap.py) refreshes its bases and rotates m, v inside ops.cond branches that assign "
+        "variables; under jax.jit the assigned values escape the branch (UnexpectedTracerError)"
+    ),
+    ("SOAP", "torch"): (
+        "SOAP on PyTorch ends 4.9e-3 (relative) from TensorFlow's weights after 104 updates, "
+        "above the 2e-5 tolerance; not yet traced to eigh/qr or to the update"
+    ),
+}
+
+pytestmark = [pytest.mark.slow, pytest.mark.backends]
+
+
+def _run_backend(backend: str, directory: Path) -> dict:
+    reference = backend == REFERENCE
+    if backend == keras.backend.backend():
+        return backend_fit.run(str(directory), reference=reference)
+    if importlib.util.find_spec({"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
+    output = directory / f"{backend}.json"
+    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.optimizers.backend_fit", str(output)] + (["--reference"] if reference else []),
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    payload = json.loads(output.read_text())
+    assert payload["backend"] == backend
+    return payload["results"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """``{backend: {case: record}}``, each backend computed once for the module."""
+    cache = {}
+
+    def get(backend):
+        if backend not in cache:
+            cache[backend] = _run_backend(backend, tmp_path_factory.mktemp(backend))
+        return cache[backend]
+
+    return get
+
+
+def _relative_difference(ours, reference) -> float:
+    ours = [np.asarray(a, "float64") for a in ours]
+    reference = [np.asarray(a, "float64") for a in reference]
+    scale = max(float(np.max(np.abs(r))) for r in reference)
+    return max(float(np.max(np.abs(o - r))) for o, r in zip(ours, reference)) / scale
+
+
+CASES = [
+    pytest.param(
+        name, backend, id=f"{name}-{backend}",
+        marks=[pytest.mark.xfail(reason=KNOWN_FAILURES[name, backend], strict=True)]
+        if (name, backend) in KNOWN_FAILURES else [],
+    )
+    for name in backend_fit.cases()
+    for backend in BACKENDS
+]
+
+
+@pytest.mark.parametrize("name, backend", CASES)
+def test_same_numbers_as_tensorflow(results, name, backend):
+    reference = results(REFERENCE)[name]
+    assert reference["ok"], reference.get("traceback")
+    record = results(backend)[name]
+    assert record["ok"], record.get("traceback")
+    # 104 updates of model.fit, then predict and evaluate.
+    assert _relative_difference(record["weights"], reference["weights"]) <= RELATIVE_TOLERANCE
+    assert _relative_difference([record["predict"]], [reference["predict"]]) <= RELATIVE_TOLERANCE
+    np.testing.assert_allclose(record["loss"], reference["loss"], rtol=RELATIVE_TOLERANCE)
+    np.testing.assert_allclose(record["evaluate"], reference["evaluate"], rtol=RELATIVE_TOLERANCE)
+    # .keras save/load keeps the slots; training continues exactly.
+    assert record["slots_restored"]
+    assert record["resume_difference"] <= 1e-6
+    if backend == "jax":
+        if name in backend_fit.EAGER_CASES:
+            eager = record["weights_epoch_1_eager"]
+            assert _relative_difference(eager, reference["weights_epoch_1"]) <= RELATIVE_TOLERANCE
+        assert record["stateless_difference"] <= 1e-6
+
+
+def test_reference_backend_runs_every_case(results):
+    reference = results(REFERENCE)
+    failed = {name: record["error"] for name, record in reference.items() if not record["ok"]}
+    assert not failed
+    assert set(reference) == set(backend_fit.cases())
