@@ -146,6 +146,27 @@ def nested_layers(model) -> list:
     return list(flatten(include_self=False))
 
 
+def schedule_free_adamw_z(optimizer, variable):
+    """The ``z`` sequence that Keras's ``ScheduleFreeAdamW`` keeps for ``variable``.
+
+    Keras stores ``z`` in its ``momentum`` slot and the model variable holds
+    ``y``; ``x = (y - (1 - beta_1) z) / beta_1``. Upstream:
+    ``ScheduleFreeAdamW._momentums`` and ``BaseOptimizer._get_variable_index``
+    (``keras/src/optimizers/schedule_free_adamw.py``,
+    ``keras/src/optimizers/base_optimizer.py``), tested with Keras 3.15. No public twin.
+    """
+    return optimizer._momentums[optimizer._get_variable_index(variable)]
+
+
+def optimizer_trained_variables(optimizer) -> list:
+    """The variables ``optimizer`` was built for (empty before ``build``).
+
+    Upstream: ``BaseOptimizer._trainable_variables``
+    (``keras/src/optimizers/base_optimizer.py``), Keras 3.5-3.15. No public twin.
+    """
+    return list(getattr(optimizer, "_trainable_variables", []))
+
+
 def in_stateless_scope() -> bool:
     """Whether Keras is tracing in a stateless scope (symbolic build, ``stateless_call``), where no
     variable may be created.

@@ -2,6 +2,7 @@
 
 from keras_trainkit.callbacks._registry import REGISTRY
 from keras_trainkit.callbacks.early_stopping import EarlyStopping
+from keras_trainkit.callbacks.evaluation_weights import SwapEvaluationWeights
 from keras_trainkit.callbacks.gradient_clipping import GradientClipping
 from keras_trainkit.callbacks.learning_curve import LearningCurveDiagnosis
 from keras_trainkit.callbacks.swa import SWA
@@ -32,6 +33,7 @@ __all__ = [
     "GradientClipping",
     "LearningCurveDiagnosis",
     "SWA",
+    "SwapEvaluationWeights",
     "HyperparameterScheduler",
     "ReduceLROnPlateau",
     "SpikeDetection",

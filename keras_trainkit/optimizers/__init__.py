@@ -50,6 +50,8 @@ from keras_trainkit.optimizers.layerwise import (
     match_multiplier,
 )
 from keras_trainkit.optimizers import control
+from keras_trainkit.optimizers.schedule_free import ScheduleFree
+from keras_trainkit.optimizers.evaluation_weights import find_evaluation_weights
 
 
 def get(identifier, **kwargs):
@@ -90,6 +92,7 @@ __all__ += [
     "TransformedOptimizer",
 ]
 __all__ += ["Shampoo", "Lookahead", "SAM", "SAMModel", "sam_gradients", "sam_perturbation"]
+__all__ += ["ScheduleFree", "find_evaluation_weights"]
 __all__ += ["LayerwiseLearningRate", "depth_decay_multipliers", "match_multiplier"]
 __all__ += ["TrainkitOptimizer", "AdaBelief", "Adan", "LARS", "NovoGrad", "Prodigy", "RAdam", "Yogi"]
 __all__ += ["ADOPT", "AdEMAMix", "Cautious", "MARS", "Muon", "SOAP"]

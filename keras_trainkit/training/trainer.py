@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_trainkit._compat.keras import (
@@ -27,6 +26,8 @@ from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, bind, pin_gradients, resolve_jit
 from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
+from keras_trainkit.training import evaluation
+from keras_trainkit.training.evaluation import TrainingBatches
 from keras_trainkit.training.setup import (
     build_on_one_batch,
     check_penalties,
@@ -87,6 +88,9 @@ class Trainer:
     (:class:`NonFiniteLossError` at the epoch end); see
     :mod:`keras_trainkit.training.non_finite`. With a ``SkipNonFinite`` among
     ``gradient_transforms``, non-finite gradients are its job.
+
+    ``evaluate``, ``predict`` and validation run at an optimizer's evaluation
+    weights (``ScheduleFree``'s ``x``): :mod:`keras_trainkit.training.evaluation`.
 
     Custom objectives: subclass and override :meth:`compute_loss` (the loss from
     ``x, y, y_pred``, per replica, inside the tape); for more control override
@@ -177,6 +181,7 @@ class Trainer:
         self._functions = StepFunctions(self)
         self._sam = None
         self._state_built = False
+        self._training_batches = TrainingBatches()
 
     @classmethod
     def from_compiled(cls, model, **kwargs) -> "Trainer":
@@ -316,6 +321,11 @@ class Trainer:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.model(x, training=False)
 
+    def evaluation_weights(self):
+        """Where ``evaluate``, ``predict`` and validation run: a context manager with ``resume()`` and
+        ``finalize()`` (see :mod:`keras_trainkit.training.evaluation`; override to evaluate elsewhere)."""
+        return self._training_batches.swap(self.model)
+
     # ------------------------------------------------------------- the update
     def _optimizer_apply(self, grads, variables):
         """``optimizer.apply`` from a cross-replica context, with the loss scale put back."""
@@ -383,6 +393,7 @@ class Trainer:
                          steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None)
         validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed)
         self._ensure_built(plan.dataset)
+        self._training_batches.remember(plan)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)
         self._compiled_optimizer = self.optimizer
@@ -396,6 +407,7 @@ class Trainer:
         self.model.stop_training = False
         self.non_finite.begin_fit()
         clear_initial_epoch(self.model)
+        self.evaluation_weights().resume()
         callbacks.on_train_begin()
         train_function = self._functions.train(control.retrace_requests(self.model))
         initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)
@@ -409,6 +421,7 @@ class Trainer:
         self.non_finite.end_fit()
         if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
             self.optimizer.finalize_variable_values(self.model.trainable_variables)
+            self.evaluation_weights().finalize()
         callbacks.on_train_end(logs=logs)
         return self.model.history
 
@@ -444,7 +457,8 @@ class Trainer:
         # where compiled code cannot raise) raises here at the latest.
         self._chain.raise_if_stopped()
         if validation is not None and not self.model.stop_training:
-            val_logs = self._evaluate_prepared(*validation, callbacks)
+            with self.evaluation_weights():
+                val_logs = self._evaluate_prepared(*validation, callbacks)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if checkpointer is not None:
@@ -453,13 +467,14 @@ class Trainer:
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  callbacks=None, return_dict=False):
-        """Loss and metrics over ``x``; like ``model.evaluate``."""
+        """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as ``model.evaluate``."""
         verbose = check_verbose(verbose)
         dataset, steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
                                         seed=self.seed)
         self._ensure_built(dataset)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=steps, history=False)
-        logs = self._evaluate_prepared(dataset, steps, callbacks)
+        with self.evaluation_weights():
+            logs = self._evaluate_prepared(dataset, steps, callbacks)
         if return_dict:
             return logs
         values = list(logs.values())
@@ -467,34 +482,16 @@ class Trainer:
 
     def _evaluate_prepared(self, dataset, steps, callbacks):
         """Run the test function over a prepared ``dataset`` of ``steps`` batches; returns the logs."""
-        callbacks.on_test_begin()
-        self.model.reset_metrics()
-        iterator = iter(replicas.distribute(self.strategy, dataset))
-        logs, _ = self._loop.run(bind(self._functions.test(), iterator), steps,
-                                 begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
-        logs = scalar_logs(logs)
-        callbacks.on_test_end(logs)
-        return logs
+        return evaluation.evaluate_batches(self.model, self.strategy, self._loop, self._functions.test(), dataset,
+                                           steps, callbacks)
 
     def predict(self, x, batch_size=None, verbose=0):
-        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays."""
+        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights."""
         check_verbose(verbose)
         if _data.is_dataset(x):
             dataset = x
         else:
             _data.check_arrays(x, None, None, self.model)
             dataset = array_dataset(x, batch_size=32 if batch_size is None else batch_size, shuffle=False)
-        iterator = iter(replicas.distribute(self.strategy, dataset))
-        predict = self._functions.predict()
-        outputs = []
-
-        def call(limit):
-            batch = next(iterator, None)
-            if batch is None:
-                return 0, None
-            return 1, tf.nest.map_structure(lambda t: t.numpy(), predict(batch))
-
-        StepLoop(1).run(call, None, begin=lambda step: None, end=lambda step, out: outputs.append(out))
-        if not outputs:
-            raise ValueError("Argument `x` must yield at least one batch. Received: empty data")
-        return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+        with self.evaluation_weights():
+            return evaluation.predict_batches(self.strategy, self._functions.predict(), dataset)

@@ -49,6 +49,8 @@ OPTIMIZER_OVERRIDES = {
     "Shampoo": {"start_preconditioning_step": 1, "preconditioning_compute_steps": 2},
     "Lookahead": {"sync_period": 2},
     "LayerwiseLearningRate": {"multipliers": {"embeddings": 0.5}},
+    # Momentum off inside (a config, so each run builds its own Adam).
+    "ScheduleFree": {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.05, "beta_1": 0.0}}},
 }
 TRANSFORM_OVERRIDES = {
     "ClipByGlobalNorm": {"max_norm": 0.5},
