@@ -154,6 +154,13 @@ def fit_case(make, directory, save=True, wrapper=None) -> dict:
     return result
 
 
+# Cases with no one-gradient ``stateless_apply`` to compare, and why.
+STATELESS_EXEMPT = {
+    "SAM": "SAM's update needs a second gradient at the perturbed weights (SAMModel's second "
+           "pass); applied with one gradient it refuses by design (sam.py, issue 17)",
+}
+
+
 def eager_epoch(make, wrapper=None) -> list:
     """The weights after one epoch with ``jit_compile=False``."""
     x, y, weights = data()
@@ -208,7 +215,8 @@ def run(directory, names=None, reference=False) -> dict:
             if keras.backend.backend() == "jax" and not reference:
                 if name in EAGER_CASES:
                     record["weights_epoch_1_eager"] = eager_epoch(make, wrapper)
-                record["stateless_difference"] = stateless_difference(make)
+                if name not in STATELESS_EXEMPT:
+                    record["stateless_difference"] = stateless_difference(make)
             record["ok"] = True
         except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
             record = {"ok": False, "error": f"{type(error).__name__}: {error}"[:600],

@@ -134,7 +134,10 @@ def test_same_numbers_as_tensorflow(results, name, backend):
         if name in backend_fit.EAGER_CASES:
             eager = record["weights_epoch_1_eager"]
             assert _relative_difference(eager, reference["weights_epoch_1"]) <= RELATIVE_TOLERANCE
-        assert record["stateless_difference"] <= 1e-6
+        if name in backend_fit.STATELESS_EXEMPT:
+            assert "stateless_difference" not in record
+        else:
+            assert record["stateless_difference"] <= 1e-6
 
 
 def test_reference_backend_runs_every_case(results):
