@@ -16,6 +16,7 @@ policy.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -30,22 +31,6 @@ def _flat(structure):
 def is_dataset(data) -> bool:
     """Whether ``data`` is a ``tf.data.Dataset`` (or a distributed dataset)."""
     return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
-
-
-def unpack(data):
-    """Split a batch into ``(x, y, sample_weight)`` like Keras does for ``fit``."""
-    if isinstance(data, (list, tuple)):
-        if len(data) == 1:
-            return data[0], None, None
-        if len(data) == 2:
-            return data[0], data[1], None
-        if len(data) == 3:
-            return data[0], data[1], data[2]
-        raise ValueError(
-            "A batch must be `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`. "
-            f"Received: a tuple of length {len(data)}"
-        )
-    return data, None, None
 
 
 def _model_input_shapes(model):
@@ -226,7 +211,7 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
             f"Argument `{name}` must yield at least one batch. Received: an empty "
             "tf.data.Dataset (cardinality 0); check its filtering and `batch(drop_remainder=...)`."
         )
-    spec_x, spec_y, spec_w = unpack(dataset.element_spec)
+    spec_x, spec_y, spec_w = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
     for label, spec in (("x", spec_x), ("y", spec_y), ("sample_weight", spec_w)):
         for s in _flat(spec) if spec is not None else []:
             dtype = getattr(s, "dtype", None)
@@ -245,7 +230,7 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
         raise ValueError(
             f"Argument `{name}` must yield at least one batch. Received: an empty tf.data.Dataset"
         ) from None
-    for label, part in zip(("x", "y", "sample_weight"), unpack(first)):
+    for label, part in zip(("x", "y", "sample_weight"), keras.utils.unpack_x_y_sample_weight(first)):
         if part is None:
             continue
         for tensor in _flat(part):

@@ -34,6 +34,7 @@ from keras_trainkit.tuning.spaces import (
     ScheduleSpace,
     TrainingSpace,
 )
+from keras_trainkit.utils.pipelines import array_dataset
 from keras_trainkit.utils.validation import check_in, check_positive
 
 # The keyword arguments the recipe passes to an architecture that accepts them.
@@ -223,7 +224,6 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         validation = None
         if validation_data is not None:
             validation = self._dataset(*validation_data, batch_size=512, shuffle=False)
-            validation = validation.prefetch(tf.data.AUTOTUNE)
         kwargs.setdefault("shuffle", False)  # the dataset shuffles itself each epoch
         return model.fit(train.prefetch(tf.data.AUTOTUNE), validation_data=validation,
                          epochs=epochs, callbacks=callbacks, verbose=verbose, **kwargs)
@@ -237,11 +237,10 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         return keras.utils.to_categorical(y, self.outputs).astype("float32")
 
     def _dataset(self, x, y, batch_size, shuffle):
-        data = tf.data.Dataset.from_tensor_slices((np.asarray(x, dtype="float32"),
-                                                   self._targets(y)))
-        if shuffle:
-            data = data.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-        return data.batch(batch_size)
+        """The shared array pipeline (``utils.pipelines``), with its epoch length stated."""
+        data = array_dataset(np.asarray(x, dtype="float32"), self._targets(y),
+                             batch_size=batch_size, shuffle=shuffle, seed=self.seed)
+        return data.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
 
 
 __all__ = ["LAYER_KWARGS", "RecipeHyperModel"]
