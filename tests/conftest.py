@@ -29,21 +29,28 @@ def _session_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
+def _collect_between_modules():
+    """Release the heap frozen by ``_frozen_heap`` and collect it once per module."""
+    yield
+    gc.unfreeze()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
 def _frozen_heap():
-    """Keep the cycle collector off the objects alive when a test module starts.
+    """Keep the cycle collector off the objects alive when a test starts.
 
     Keras's ``clear_session`` and KerasTuner's trial builder call ``gc.collect()``
     at every trial; with TensorFlow imported each call walks about a million
-    objects (0.3 s, more in a long-lived test worker), which made a tuner test
-    spend about a fifth of its time collecting. Objects alive at a module's start
-    move to the permanent generation (``gc.freeze``), so those calls scan only the
-    module's own objects; at the module's end they are released and collected at
-    the next module's start. Nothing a test computes changes.
+    objects (0.3 s, more in a long-lived test worker): a small Optuna search
+    spent over half its time collecting. Objects alive when a test starts move to
+    the permanent generation (``gc.freeze``), so those calls scan only the test's
+    own objects; at the module's end all are released and collected once.
+    Reference counting still frees everything at once; only cyclic garbage of a
+    module waits for its end. Nothing a test computes changes.
     """
-    gc.collect()
     gc.freeze()
     yield
-    gc.unfreeze()
 
 
 def mirrored_two_cpus():
