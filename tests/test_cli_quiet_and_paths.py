@@ -68,6 +68,16 @@ def test_lr_find_prints_no_tensorflow_start_up_lines(tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_prints_no_tensorflow_start_up_lines(tmp_path):
+    result = _console_script("demo", "--dataset", "digits", "--models", "mlp", "--epochs", "1",
+                             "--subset", "200", "--verbose", "0", "--output", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "mlp" in result.stdout.lower()
+    assert not CXX_LOG_LINE.search(result.stderr), result.stderr
+    assert not CXX_LOG_LINE.search(result.stdout), result.stdout
+
+
+@pytest.mark.slow
 def test_verbose_lets_tensorflow_speak(tmp_path):
     result = _console_script("--verbose", "check-init", "--dataset", "digits", "--depth", "2",
                              "--width", "8", "--batch-size", "16")

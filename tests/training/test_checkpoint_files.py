@@ -173,3 +173,13 @@ def test_a_damaged_old_manifest_gets_a_clear_error(tmp_path, manifest):
     (old / "manifest.json").write_bytes(manifest.encode("latin-1"))
     with pytest.raises(CheckpointError, match="manifest.json.*is damaged"):
         fit(old)
+
+
+def test_a_resumed_fit_says_where_it_resumed_and_a_fresh_one_says_nothing(tmp_path, capsys):
+    fit(tmp_path / "run", epochs=1, verbose=2)
+    first = capsys.readouterr().out
+    assert "Resumed from" not in first
+    fit(tmp_path / "run", epochs=2, verbose=2)
+    assert f"Resumed from {tmp_path / 'run'} at epoch 2, step 0." in capsys.readouterr().out
+    fit(tmp_path / "run", epochs=3, verbose=0)
+    assert "Resumed from" not in capsys.readouterr().out  # verbose=0 prints nothing
