@@ -87,10 +87,10 @@ class GradientChain:
         >>> sgd.build([w])
         >>> update = lambda g: sgd.apply(g, [w])
         >>> chain.apply([keras.ops.convert_to_tensor([3.0, 4.0])], [w], update, state_variables=sgd.variables)
-        >>> [round(float(v), 2) for v in w]
+        >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(w)]
         [0.7, 0.6]
         >>> chain.apply([keras.ops.convert_to_tensor([float("nan"), 0.0])], [w], update, state_variables=sgd.variables)
-        >>> [round(float(v), 2) for v in w], int(sgd.iterations)
+        >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(w)], int(sgd.iterations)
         ([0.7, 0.6], 1)
 
     Paper: the composition follows optax's ``chain`` and ``apply_if_finite``
