@@ -259,3 +259,22 @@ def metric_direction(metric):
     """
     direction = getattr(metric, "_direction", None)
     return direction if direction in ("up", "down") else None
+
+
+def variable_has_value(variable) -> bool:
+    """Whether reading ``variable`` now gives a value (``False`` while Keras's JAX trainer holds it).
+
+    During ``fit``/``evaluate``/``predict`` on JAX the trainer moves every
+    model, optimizer and metric variable's value into its own state and sets
+    the variable's ``_value`` to ``None`` (``JAXTrainer._purge_model_variables``,
+    ``keras/src/backend/jax/trainer.py``); ``jax_state_sync()`` puts them back.
+    If a step fails before the state was ever returned (an error in the first
+    step), ``fit``'s ``finally`` still calls ``finalize_variable_values`` with
+    the values gone, and reading one raises ``TypeError: 'NoneType' object is
+    not callable``, which hides the step's own error. Inside a stateless scope
+    the scope holds the value. Tested with Keras 3.15.1 (TensorFlow, JAX,
+    PyTorch). No public twin exists.
+    """
+    if in_stateless_scope():
+        return True
+    return getattr(variable, "_value", None) is not None

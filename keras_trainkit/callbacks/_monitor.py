@@ -21,6 +21,19 @@ from keras_trainkit.utils.validation import check_in, check_non_negative, check_
 from keras_trainkit.utils.values import to_float
 
 
+def sync_model_state(model) -> None:
+    """Put the values of ``model``'s variables back on them mid-``fit`` (JAX), so a callback can read or assign them.
+
+    Keras's JAX trainer keeps the variables' values in its own state during an
+    epoch; its public ``jax_state_sync()`` writes them back, and the next
+    batch then takes its state from the variables (assignments included).
+    Nothing to do on TensorFlow and PyTorch, whose variables always hold the values.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        sync()
+
+
 def check_optional_number(name, value, **kwargs):
     """``check_number`` that lets ``None`` through."""
     if value is None:

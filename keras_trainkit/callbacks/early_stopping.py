@@ -7,7 +7,7 @@ import math
 
 import keras
 
-from keras_trainkit.callbacks._monitor import MonitorBase, check_optional_number
+from keras_trainkit.callbacks._monitor import MonitorBase, check_optional_number, sync_model_state
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import variable_arrays
@@ -312,6 +312,7 @@ class EarlyStopping(MonitorBase):
     # ------------------------------------------------------------------ logic
     def _check(self, logs):
         """One check: update the best value and test every criterion."""
+        sync_model_state(self.model)  # JAX: a check between epochs reads and may restore weights
         self._resolve_direction()
         current = self._monitor_value(logs, self._warned)
         if current is None:

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.callbacks._monitor import TrainkitCallback, sync_model_state
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
@@ -144,6 +144,7 @@ class GradientClipping(TrainkitCallback):
         self._batch_stats = []
 
     def _statistics(self):
+        sync_model_state(self.model)
         stats = self.transform.get_statistics()
         out = {"grad_norm": stats["grad_norm"], "clip_fraction": stats["clip_fraction"]}
         if "threshold" in stats:

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from keras_trainkit._compat.keras import loss_total_and_count, set_loss_total_and_count
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_optional_number
+from keras_trainkit.callbacks._monitor import TrainkitCallback, check_optional_number, sync_model_state
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint, variable_arrays
 from keras_trainkit.utils.validation import check_bool, check_condition, check_in, check_positive, check_type
@@ -44,11 +44,14 @@ class _StateCopy:
     """A host copy of the model's variables and its optimizer's (slots, step counter), put back on demand."""
 
     def __init__(self, model):
+        sync_model_state(model)
+        self.model = model
         optimizer = getattr(model, "optimizer", None)
         self.variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
         self.arrays = variable_arrays(self.variables)
 
     def restore(self):
+        sync_model_state(self.model)  # JAX: the next batch then starts from the restored values
         for variable, array in zip(self.variables, self.arrays):
             variable.assign(array)
 

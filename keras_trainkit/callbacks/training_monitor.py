@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback
+from keras_trainkit.callbacks._monitor import TrainkitCallback, sync_model_state
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.callbacks._registry import register
@@ -218,6 +218,7 @@ class TrainingMonitor(TrainkitCallback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.update_ratios and self._due(self.step + 1):
+            sync_model_state(self.model)
             self._before = [keras.ops.convert_to_numpy(v).astype(np.float64)
                             for v in self.model.trainable_variables]
 
@@ -282,6 +283,7 @@ class TrainingMonitor(TrainkitCallback):
     def _gradient_record(self):
         if self._recorder is None or not self._recorder.built:
             return {}
+        sync_model_state(self.model)
         norms = keras.ops.convert_to_numpy(self._recorder.norms).astype(np.float64)
         squares = collections.OrderedDict()
         for variable, norm in zip(self.model.trainable_variables, norms):
@@ -294,6 +296,7 @@ class TrainingMonitor(TrainkitCallback):
     def _update_record(self):
         if self._before is None:
             return {}
+        sync_model_state(self.model)
         deltas, weights = collections.OrderedDict(), collections.OrderedDict()
         for variable, before in zip(self.model.trainable_variables, self._before):
             after = keras.ops.convert_to_numpy(variable).astype(np.float64)

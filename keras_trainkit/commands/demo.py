@@ -8,6 +8,11 @@ annealing, gradient clipping and early stopping on a held-out validation split
 gradient transform. It prints progress, then the test accuracy of each
 model beside the MNIST-1D paper's baselines, and writes TensorBoard logs, a
 learning-curve PNG and ``results.json`` to the output directory it names.
+
+The Trainer is TensorFlow's ``GradientTape`` loop. On the JAX and PyTorch
+backends the demo says so in one line and trains with ``model.fit`` on the
+same recipe: the same AdamW and schedule, the same ``ClipByGlobalNorm`` run by
+the same gradient chain (in a ``TransformedOptimizer``), the same callbacks.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-HELP = "train an MLP and a CNN on embedded MNIST-1D (or digits) with the Trainer and compare"
+HELP = ("train an MLP and a CNN on embedded MNIST-1D (or digits) with the Trainer "
+        "(model.fit on JAX/PyTorch) and compare")
 
 #: Test accuracies published in the MNIST-1D paper (Greydanus 2020, table 1).
 PAPER_BASELINES = {"logistic regression": 0.32, "mlp": 0.68, "cnn": 0.94}
@@ -95,6 +101,44 @@ def training_dataset(x, y, batch_size: int, shift: int, seed: int):
     return random_shift(data, shift, seed).prefetch(tf.data.AUTOTUNE)
 
 
+def uses_trainer() -> bool:
+    """Whether the demo trains with the Trainer (TensorFlow backend) or with ``model.fit``."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+FALLBACK_NOTE = (
+    "the Trainer is TensorFlow's GradientTape loop and the Keras backend is {backend!r}: training "
+    "with model.fit on the same recipe (AdamW, warm-up + cosine, ClipByGlobalNorm through "
+    "TransformedOptimizer, early stopping)"
+)
+
+
+def _runner(model, recipe, steps_per_epoch: int, seed: int):
+    """The Trainer on TensorFlow, else the model compiled for ``model.fit`` with the same recipe.
+
+    Either has ``fit(...)`` and ``evaluate(...)`` as the demo calls them.
+    """
+    import keras
+
+    from keras_trainkit.optimizers import TransformedOptimizer
+    from keras_trainkit.optimizers.transforms import ClipByGlobalNorm
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = _optimizer(recipe, steps_per_epoch)
+    if not uses_trainer():
+        clipped = TransformedOptimizer(optimizer, [ClipByGlobalNorm(CLIP_NORM)])
+        # Several steps per compiled call pay off under jax.jit; PyTorch's loop is eager.
+        steps = 8 if keras.backend.backend() == "jax" else 1
+        model.compile(optimizer=clipped, loss=loss, metrics=["accuracy"], steps_per_execution=steps)
+        return model
+    from keras_trainkit.training import Trainer
+
+    return Trainer(model, optimizer, loss, ["accuracy"], gradient_transforms=[ClipByGlobalNorm(CLIP_NORM)],
+                   steps_per_execution=8, seed=seed)
+
+
 def train_one(name, dataset, data, recipe, seed, output: Path, verbose):
     """Train one model of the demo; returns its results (accuracy, epochs, time)
     and the trained model (best-epoch weights)."""
@@ -102,22 +146,12 @@ def train_one(name, dataset, data, recipe, seed, output: Path, verbose):
 
     from keras_trainkit import callbacks as tk_callbacks
     from keras_trainkit import models
-    from keras_trainkit.optimizers.transforms import ClipByGlobalNorm
-    from keras_trainkit.training import Trainer
 
     (x, y), (x_val, y_val), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
     model = models.build(name, x.shape[1:], 10, **recipe["model"])
     steps_per_epoch = -(-len(x) // recipe["batch_size"])
-    trainer = Trainer(
-        model,
-        _optimizer(recipe, steps_per_epoch),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        ["accuracy"],
-        gradient_transforms=[ClipByGlobalNorm(CLIP_NORM)],
-        steps_per_execution=8,
-        seed=seed,
-    )
+    trainer = _runner(model, recipe, steps_per_epoch, seed)
     # Early stopping watches the second half only: the cosine schedule does much of
     # its work late, and a 400-example validation accuracy is noisy early on.
     stopper = tk_callbacks.EarlyStopping(monitor="val_accuracy", patience=max(5, recipe["epochs"] // 4),
@@ -127,7 +161,8 @@ def train_one(name, dataset, data, recipe, seed, output: Path, verbose):
     start = time.perf_counter()
     history = trainer.fit(training_dataset(x, y, recipe["batch_size"], recipe["shift"], seed),
                           epochs=recipe["epochs"], validation_data=(x_val, y_val),
-                          callbacks=[stopper, board], verbose=verbose)
+                          callbacks=[stopper, board], verbose=verbose,
+                          **({} if uses_trainer() else {"shuffle": False}))  # the batches are shuffled
     seconds = time.perf_counter() - start
     test = trainer.evaluate(x_test, y_test, batch_size=512, verbose=0, return_dict=True)
     result = {
@@ -220,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"trainkit demo: {args.dataset}, models {', '.join(names)}, seed {args.seed}")
     print(f"output directory: {output.resolve()}")
     data = split(args.dataset, args.seed, args.subset)
+    if not uses_trainer():
+        import keras
+
+        print("trainkit demo: " + FALLBACK_NOTE.format(backend=keras.backend.backend()))
     print(f"train {len(data[0][0])}, validation {len(data[1][0])}, test {len(data[2][0])} examples\n")
     results = []
     total = time.perf_counter()

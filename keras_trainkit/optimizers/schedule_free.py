@@ -7,7 +7,8 @@ import logging
 import keras
 from keras import ops
 
-from keras_trainkit._compat.keras import add_slot_variables
+from keras_trainkit._compat.keras import add_slot_variables, optimizer_trained_variables, variable_has_value
+from keras_trainkit.optimizers._conditional import run_where, value_of
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.control import leaf_optimizers
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
@@ -178,7 +179,6 @@ class ScheduleFree(OptimizerWrapper):
             return
         variables = list(variables)
         super().build(variables)
-        self._model_variables = variables
         self._z, self._x = add_slot_variables(self, variables, ["schedule_free_z", "schedule_free_x"])
         scalar = {"shape": (), "initializer": "zeros", "aggregation": "none"}
         self._max_learning_rate = self.add_variable(dtype="float32", name="max_learning_rate", **scalar)
@@ -198,7 +198,7 @@ class ScheduleFree(OptimizerWrapper):
                 "ScheduleFree has no weights yet: build it (optimizer.build(variables)) or train "
                 "first, or pass the variables. Received: variables=None"
             )
-        return list(self._model_variables)
+        return optimizer_trained_variables(self)
 
     # ------------------------------------------------------------- the update
     def _interpolation(self, z, x):
@@ -206,35 +206,50 @@ class ScheduleFree(OptimizerWrapper):
         return self.beta_1 * ops.cast(x, "float32") + (1.0 - self.beta_1) * ops.cast(z, "float32")
 
     def wrapped_apply(self, grads, variables):
+        """Put ``y`` back if the model holds ``x``, start ``z, x`` at the first update, step, average.
+
+        The conditional parts go through :func:`run_where` (``ops.cond`` on
+        TensorFlow and PyTorch; values selected after the update on JAX,
+        where a ``cond`` branch cannot assign variables).
+        """
         slots = self._slots(variables)
-        ops.cond(ops.greater(self._holds_x, 0), lambda: self._put_back_y(variables, slots), lambda: None)
+        slot_variables = [slot for pair in slots for slot in pair]
+        run_where(
+            ops.greater(value_of(self._holds_x), 0),
+            lambda: self._put_back_y(variables, slots),
+            list(variables) + slot_variables + [self._holds_x],
+        )
 
         def start():
             for (z, x), w in zip(slots, variables):
                 z.assign(w)
                 x.assign(w)
 
-        ops.cond(ops.equal(self._steps, 0), start, lambda: None)
+        run_where(ops.equal(value_of(self._steps), 0), start, slot_variables)
         learning_rate = ops.cast(self.inner_optimizer.learning_rate, "float32")
-        iterations = ops.copy(ops.convert_to_tensor(self.iterations))
-        y_before = [ops.copy(ops.cast(w, "float32")) for w in variables]
+        iterations = ops.copy(value_of(self.iterations))
+        y_before = [ops.copy(ops.cast(value_of(w), "float32")) for w in variables]
         self.apply_inner(grads, variables)
+        stepped = ops.not_equal(value_of(self.iterations), iterations)
+        run_where(
+            stepped,
+            lambda: self._average(variables, slots, y_before, learning_rate),
+            list(variables) + slot_variables + [self._max_learning_rate, self._weight_sum, self._steps],
+        )
 
-        def average():
-            max_lr = ops.maximum(self._max_learning_rate, learning_rate)
-            weight = ops.power(max_lr, self.weight_lr_power)
-            total = self._weight_sum + weight
-            c = ops.where(ops.greater(total, 0.0), weight / ops.where(ops.greater(total, 0.0), total, 1.0), 0.0)
-            for w, (z, x), y in zip(variables, slots, y_before):
-                z.assign(ops.cast(ops.cast(z, "float32") + (ops.cast(w, "float32") - y), z.dtype))
-                x.assign(ops.cast((1.0 - c) * ops.cast(x, "float32") + c * ops.cast(z, "float32"), x.dtype))
-                w.assign(ops.cast(self._interpolation(z, x), w.dtype))
-            self._max_learning_rate.assign(max_lr)
-            self._weight_sum.assign(total)
-            self._steps.assign(self._steps + 1)
-
-        stepped = ops.not_equal(ops.convert_to_tensor(self.iterations), iterations)
-        ops.cond(stepped, average, lambda: None)
+    def _average(self, variables, slots, y_before, learning_rate):
+        """After an inner step: ``z`` takes the step, ``x`` averages ``z``, the model gets ``y``."""
+        max_lr = ops.maximum(value_of(self._max_learning_rate), learning_rate)
+        weight = ops.power(max_lr, self.weight_lr_power)
+        total = value_of(self._weight_sum) + weight
+        c = ops.where(ops.greater(total, 0.0), weight / ops.where(ops.greater(total, 0.0), total, 1.0), 0.0)
+        for w, (z, x), y in zip(variables, slots, y_before):
+            z.assign(ops.cast(ops.cast(z, "float32") + (ops.cast(w, "float32") - y), z.dtype))
+            x.assign(ops.cast((1.0 - c) * ops.cast(x, "float32") + c * ops.cast(z, "float32"), x.dtype))
+            w.assign(ops.cast(self._interpolation(z, x), w.dtype))
+        self._max_learning_rate.assign(max_lr)
+        self._weight_sum.assign(total)
+        self._steps.assign(value_of(self._steps) + 1)
 
     def _put_back_y(self, variables, slots):
         """Exchange the model's ``x`` and the ``y`` kept in the ``x`` slot (in-graph; clears the flag)."""
@@ -249,10 +264,14 @@ class ScheduleFree(OptimizerWrapper):
     @property
     def holds_evaluation_weights(self) -> bool:
         """Whether the model's weights hold ``x`` now (after ``fit`` or a swap), not ``y``."""
-        return self.built and int(ops.convert_to_numpy(self._holds_x)) > 0
+        return self._readable() and int(ops.convert_to_numpy(self._holds_x)) > 0
 
     def _has_stepped(self) -> bool:
-        return self.built and int(ops.convert_to_numpy(self._steps)) > 0
+        return self._readable() and int(ops.convert_to_numpy(self._steps)) > 0
+
+    def _readable(self) -> bool:
+        """Built, and the state readable (not while a failed JAX ``fit`` still holds the values)."""
+        return self.built and variable_has_value(self._steps) and variable_has_value(self._holds_x)
 
     def evaluation_weights(self, variables=None):
         """The averaged weights ``x`` for ``variables`` (default: all it trains), as tensors.

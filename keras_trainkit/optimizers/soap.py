@@ -12,10 +12,10 @@ import numpy as np
 from keras import ops
 
 from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._conditional import select, value_of
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import block_layout, block_view, matrix_shape, unblock
 from keras_trainkit.utils import validation
-
 
 
 def project(blocks, left, right):
@@ -109,9 +109,9 @@ class SOAP(TrainkitOptimizer):
       basis inside an eigenspace of repeated eigenvalues, are whatever the
       backend's ``eigh``/``qr`` return. Signs cancel (each vector enters twice);
       where a statistic is rank-deficient (before it has seen as many
-      gradients as its side is long) the basis of its null space differs between
-      libraries and so do the trajectories, as they would between two LAPACK
-      builds. The refresh orders columns by estimated eigenvalue, largest
+      gradients as its side is long) the basis of its null space (when it has
+      two or more dimensions) differs between libraries and Keras backends, and
+      so do the trajectories, as they would between two LAPACK builds. The refresh orders columns by estimated eigenvalue, largest
       first, before the QR, as the authors do (the order changes the QR).
     * **Blocks and shapes**: pytorch-optimizer rotates every axis of an N-D
       tensor (or merges small axes with ``merge_dims``) and leaves axes longer
@@ -230,49 +230,88 @@ class SOAP(TrainkitOptimizer):
         return slot((nr, nc, br, bc), "momentum"), slot((nr, nc, br, bc), "velocity")
 
     def update_step(self, gradient, variable, learning_rate):
+        """One update of ``variable``, written as values (see :meth:`_kernel_step`)."""
         index = self._get_variable_index(variable)
         first = ops.equal(self.iterations, 0)
+        m, v = self._momentums[index], self._velocities[index]
         if len(variable.shape) < 2:
-            ops.cond(first, lambda: None, lambda: self._adam_step(gradient, variable, index, learning_rate))
+            # The first gradient only seeds the statistics: the step is computed and discarded.
+            new_m, new_v, new_w = self._adam_values(gradient, variable, m, v, learning_rate)
+            self._assign_unless(first, [(m, new_m), (v, new_v), (variable, new_w)])
             return
+        self._kernel_step(gradient, variable, m, v, first, learning_rate)
+
+    def _kernel_step(self, gradient, variable, m, v, first, learning_rate):
+        """Statistics, bases, rotated Adam step and refresh of a kernel, assigned after the conds.
+
+        The conditionals (eigenvectors at the first update, the refresh every
+        ``precondition_frequency`` updates) return values and the variables
+        are assigned after them: a JAX ``cond`` branch cannot assign variables
+        (``UnexpectedTracerError`` under ``jax.jit``). The rotated step is
+        computed on every update and discarded at the first.
+        """
         blocks = self._blocks[self._var_key(variable)]
         gradient_blocks = block_view(ops.cast(gradient, blocks["dtype"]), blocks["layout"])
-        self._accumulate_statistics(gradient_blocks, blocks["stats"])
-        ops.cond(
+        stats = self._accumulate_statistics(gradient_blocks, blocks["stats"])
+        (left_basis, right_basis), padding = blocks["bases"], blocks["padding"]
+        left, right = ops.cond(
             first,
-            lambda: self._initialize_bases(blocks),
-            lambda: self._rotated_step(gradient_blocks, variable, index, blocks, learning_rate),
+            lambda: tuple(eigenbasis(self._with_padding(s, p)) for s, p in zip(stats, padding)),
+            lambda: (value_of(left_basis), value_of(right_basis)),
         )
+        new_m, new_v, new_w = self._rotated_values(gradient_blocks, variable, m, v, left, right, learning_rate)
+        new_m, new_v = select(first, m, new_m), select(first, v, new_v)
+        due = ops.logical_and(
+            ops.logical_not(first), ops.equal(self.iterations % self.precondition_frequency, 0)
+        )
+        new_m, new_v, left, right = ops.cond(
+            due,
+            lambda: self._refreshed(stats, padding, left, right, new_m, new_v),
+            lambda: (new_m, new_v, left, right),
+        )
+        self._assign_unless(first, [(variable, new_w)])
+        for slot, value in ((m, new_m), (v, new_v), (left_basis, left), (right_basis, right)):
+            self.assign(slot, value)
+
+    def _assign_unless(self, condition, pairs):
+        """``slot <- where(condition, slot, value)`` for each ``(slot, value)`` (values in the slot's dtype)."""
+        for slot, value in pairs:
+            self.assign(slot, select(condition, slot, ops.cast(value, slot.dtype)))
 
     def _step_size(self, learning_rate, dtype):
-        """``lr * sqrt(1 - beta_2**s) / (1 - beta_1**s)`` with ``s = iterations`` (>= 1 here)."""
+        """``lr * sqrt(1 - beta_2**s) / (1 - beta_1**s)`` with ``s = iterations`` (used where >= 1)."""
         s = ops.cast(self.iterations, dtype)
         correction_2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), s)
         correction_1 = 1.0 - ops.power(ops.cast(self.beta_1, dtype), s)
         return ops.cast(learning_rate, dtype) * ops.sqrt(correction_2) / correction_1
 
-    def _apply(self, variable, direction, learning_rate):
-        """``w <- w - step_size * direction``, then the decoupled decay of the new weights."""
+    def _new_weights(self, variable, direction, learning_rate):
+        """``w - step_size * direction``, then the decoupled decay of the new weights (state dtype)."""
         dtype = state_dtype(variable.dtype)
         step_size = self._step_size(learning_rate, dtype)
-        new_value = ops.cast(variable, dtype) - step_size * ops.cast(direction, dtype)
+        new_value = ops.cast(value_of(variable), dtype) - step_size * ops.cast(direction, dtype)
         decay = self._decay_rate(variable)
         if decay is not None:
             new_value = new_value - ops.cast(learning_rate, dtype) * decay * new_value
-        self.assign(variable, new_value)
+        return new_value
 
-    def _adam_step(self, gradient, variable, index, learning_rate):
+    def _adam_values(self, gradient, variable, m, v, learning_rate):
+        """``(m, v, w)`` after an Adam step of a variable of rank < 2."""
         gradient = ops.cast(gradient, state_dtype(variable.dtype))
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
-        self._apply(variable, m / (ops.sqrt(v) + self.epsilon), learning_rate)
+        m, v = value_of(m), value_of(v)
+        m = m + (gradient - m) * (1.0 - self.beta_1)
+        v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
+        return m, v, self._new_weights(variable, m / (ops.sqrt(v) + self.epsilon), learning_rate)
 
     def _accumulate_statistics(self, gradient_blocks, stats):
-        left, right = stats
+        """Assign the EMAs ``L, R`` of ``G G^T``, ``G^T G``; return their new values."""
+        left, right = (value_of(stat) for stat in stats)
         weight = 1.0 - self._statistic_beta
-        self.assign_add(left, (ops.einsum("...ij,...kj->...ik", gradient_blocks, gradient_blocks) - left) * weight)
-        self.assign_add(right, (ops.einsum("...ji,...jk->...ik", gradient_blocks, gradient_blocks) - right) * weight)
+        left = left + (ops.einsum("...ij,...kj->...ik", gradient_blocks, gradient_blocks) - left) * weight
+        right = right + (ops.einsum("...ji,...jk->...ik", gradient_blocks, gradient_blocks) - right) * weight
+        self.assign(stats[0], left)
+        self.assign(stats[1], right)
+        return left, right
 
     def _with_padding(self, stat, padding):
         """``stat`` plus the padded coordinates' own eigenvalue ``-(trace / size + 1e-30)``.
@@ -288,37 +327,28 @@ class SOAP(TrainkitOptimizer):
         diagonal = ops.expand_dims(mask * ops.expand_dims(value, -1), -1) * ops.eye(size, dtype=stat.dtype)
         return stat + diagonal
 
-    def _initialize_bases(self, blocks):
-        for stat, basis, padding in zip(blocks["stats"], blocks["bases"], blocks["padding"]):
-            self.assign(basis, eigenbasis(self._with_padding(stat, padding)))
-
-    def _rotated_step(self, gradient_blocks, variable, index, blocks, learning_rate):
-        left, right = blocks["bases"]
-        m, v = self._momentums[index], self._velocities[index]
+    def _rotated_values(self, gradient_blocks, variable, m, v, left, right, learning_rate):
+        """``(m, v, w)`` after the Adam step in the bases ``left``, ``right``."""
+        m, v = value_of(m), value_of(v)
         rotated = project(gradient_blocks, left, right)
         # m is kept rotated: Q_L^T (EMA of G) Q_R = EMA of Q_L^T G Q_R while the bases stay.
-        self.assign_add(m, (rotated - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(rotated) - v) * (1.0 - self.beta_2))
+        m = m + (rotated - m) * (1.0 - self.beta_1)
+        v = v + (ops.square(rotated) - v) * (1.0 - self.beta_2)
         direction = unblock(project_back(m / (ops.sqrt(v) + self.epsilon), left, right), variable.shape)
-        self._apply(variable, direction, learning_rate)
-        due = ops.equal(self.iterations % self.precondition_frequency, 0)
-        ops.cond(due, lambda: self._refresh_bases(blocks, m, v), lambda: None)
+        return m, v, self._new_weights(variable, direction, learning_rate)
 
-    def _refresh_bases(self, blocks, m, v):
-        """New bases; ``m`` rotated into them exactly, ``v`` permuted with the columns (the paper's)."""
-        (stat_left, stat_right), (left, right) = blocks["stats"], blocks["bases"]
-        padding_left, padding_right = blocks["padding"]
-        new_left, order_left = refresh_basis(self._with_padding(stat_left, padding_left), left)
-        new_right, order_right = refresh_basis(self._with_padding(stat_right, padding_right), right)
+    def _refreshed(self, stats, padding, left, right, m, v):
+        """``(m, v, Q_L, Q_R)`` after the refresh: ``m`` rotated into the new bases exactly, ``v``
+        permuted with the columns (the paper's)."""
+        new_left, order_left = refresh_basis(self._with_padding(stats[0], padding[0]), left)
+        new_right, order_right = refresh_basis(self._with_padding(stats[1], padding[1]), right)
         change_left = ops.einsum("...ji,...jk->...ik", new_left, left)
         change_right = ops.einsum("...ji,...jk->...ik", right, new_right)
-        self.assign(m, ops.matmul(ops.matmul(change_left, m), change_right))
+        m = ops.matmul(ops.matmul(change_left, m), change_right)
         rows = ops.broadcast_to(ops.expand_dims(order_left, -1), v.shape)
         permuted = ops.take_along_axis(v, rows, axis=-2)
         columns = ops.broadcast_to(ops.expand_dims(order_right, -2), v.shape)
-        self.assign(v, ops.take_along_axis(permuted, columns, axis=-1))
-        self.assign(left, new_left)
-        self.assign(right, new_right)
+        return m, ops.take_along_axis(permuted, columns, axis=-1), new_left, new_right
 
     def get_config(self):
         config = super().get_config()

@@ -43,6 +43,7 @@ import keras
 from keras import ops
 
 from keras_trainkit._compat.tensorflow import strategy_supports_no_merge_call
+from keras_trainkit.optimizers._conditional import run_where
 from keras_trainkit.optimizers._registry import REGISTRY, register
 from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.utils.validation import check_positive, check_type
@@ -265,14 +266,20 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         replica-context ``cond`` cannot contain the inner optimizer's
         ``merge_call``; ``pred`` must then be the same on every replica (true
         when computed from aggregated gradients). ``fn`` returns nothing.
+
+        On JAX (where a ``cond`` branch cannot assign variables) both functions
+        run and their assignments to ``variables`` and to this optimizer's
+        variables (its own, the inner optimizer's) are kept only where ``pred``
+        holds (:func:`~keras_trainkit.optimizers._conditional.run_where`).
         """
-        otherwise = otherwise or (lambda: None)
         distribution = _tf_distribution()
         if distribution is not None and strategy_supports_no_merge_call():
             distribution = None
         if distribution is None:
-            ops.cond(pred, lambda: fn(grads, variables), otherwise)
+            watched = list(variables) + list(self.variables)
+            run_where(pred, lambda: fn(grads, variables), watched, otherwise=otherwise)
             return
+        otherwise = otherwise or (lambda: None)
         tf, context = distribution
 
         def cross_replica(strategy, pred, grads):

@@ -25,6 +25,28 @@ from keras_trainkit.utils.validation import (
 )
 
 
+def check_backend() -> None:
+    """Refuse a Keras backend other than TensorFlow with a ``RuntimeError`` that says what to use.
+
+    The Trainer is a ``tf.GradientTape`` loop in a ``tf.function`` (with
+    ``tf.distribute``): on JAX or PyTorch the model's variables are not
+    TensorFlow variables and nothing in it would run.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    raise RuntimeError(
+        "keras_trainkit.training.Trainer is a TensorFlow GradientTape loop and needs the "
+        f"TensorFlow backend; the Keras backend is {backend!r}. On {backend}, train with "
+        "model.compile(...) and model.fit(...) with keras_trainkit's pieces, which cover the "
+        "Trainer's hooks: keras_trainkit.callbacks.GradientClipping (clipping), TrainingMonitor "
+        "(gradient norms, update ratios), SpikeDetection (skip, stop or restore on loss spikes), "
+        "keras_trainkit.optimizers.TransformedOptimizer (any gradient transform, SkipNonFinite "
+        "included) and the optimizer's gradient_accumulation_steps; or set "
+        "KERAS_BACKEND=tensorflow to use the Trainer."
+    )
+
+
 def check_trainer_arguments(*, model, jit_compile, steps_per_execution, gradient_accumulation_steps, on_nan,
                             shuffle, run_eagerly, seed, strategy) -> None:
     """Validate the Trainer's constructor arguments before any work."""

@@ -31,6 +31,7 @@ from keras_trainkit.training.evaluation import TrainingBatches
 from keras_trainkit.training.setup import (
     build_on_one_batch,
     check_penalties,
+    check_backend,
     check_trainer_arguments,
     callback_list,
     check_fit_arguments,
@@ -130,6 +131,10 @@ class Trainer:
         seed: seed of the NumPy-input shuffling.
         run_eagerly: run the step eagerly (for debugging).
 
+    Raises:
+        RuntimeError: on a Keras backend other than TensorFlow; the message
+            names what covers the Trainer's hooks in ``model.fit`` there.
+
     Example:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
@@ -157,6 +162,7 @@ class Trainer:
         seed: int | None = None,
         run_eagerly: bool = False,
     ):
+        check_backend()
         check_trainer_arguments(model=model, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
                                 gradient_accumulation_steps=gradient_accumulation_steps, on_nan=on_nan,
                                 shuffle=shuffle, run_eagerly=run_eagerly, seed=seed, strategy=strategy)

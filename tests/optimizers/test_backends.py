@@ -9,7 +9,8 @@ Each backend runs in its own subprocess (``KERAS_BACKEND`` is read once, at
 import); the current backend runs in this process. The TensorFlow numbers are
 the reference: weights, losses and predictions must agree within float32
 tolerance. About 10 minutes on two busy cores: marked ``backends`` (and
-``slow``) so a lane can select or leave it (``-m backends``).
+``slow``) so a lane can select or leave it (``-m backends``). Selecting cases
+(``-k SOAP``) computes only those cases, on every backend.
 
 The optimizer reference tests (``test_reference_*.py``) run on any backend as
 well: ``reference_problems.run_keras`` uses ``stateless_apply`` under
@@ -38,45 +39,22 @@ REFERENCE = "tensorflow"
 BACKENDS = ["jax", "torch"]
 RELATIVE_TOLERANCE = 2e-5
 # Known failures, each with its cause; strict xfail, so a fix makes the test say to remove it.
-KNOWN_FAILURES = {
-    ("TransformedOptimizer", "jax"): (
-        "SkipNonFinite on JAX (transforms/skipping.py, chain.py): decide() passes the Keras "
-        "variable consecutive_skips to ops.where ('Triggering __jax_array__()'); the check in "
-        "finalize_variable_values reads it after fit, when the JAX trainer has released the "
-        "variables' values ('NoneType' object is not callable); and chain.run_if runs the inner "
-        "update inside ops.cond, whose branches cannot assign variables under jax.jit "
-        "(UnexpectedTracerError)"
-    ),
-    ("SOAP", "jax"): (
-        "SOAP (soap.py) refreshes its bases and rotates m, v inside ops.cond branches that assign "
-        "variables; under jax.jit the assigned values escape the branch (UnexpectedTracerError)"
-    ),
-    ("ScheduleFree", "jax"): (
-        "ScheduleFree (schedule_free.py) averages inside ops.cond branches that assign variables "
-        "(UnexpectedTracerError under jax.jit), and its finalize_variable_values reads its step "
-        "counter after fit, when the JAX trainer has released the variables' values ('NoneType' "
-        "object is not callable); a branch-free update was tried and then hit 'Attempt to donate "
-        "the same buffer twice' in the JAX step, not yet traced"
-    ),
-    ("SOAP", "torch"): (
-        "SOAP on PyTorch ends 4.9e-3 (relative) from TensorFlow's weights after 104 updates, "
-        "above the 2e-5 tolerance; not yet traced to eigh/qr or to the update"
-    ),
-}
+KNOWN_FAILURES = {}
 
 pytestmark = [pytest.mark.slow, pytest.mark.backends]
 
 
-def _run_backend(backend: str, directory: Path) -> dict:
+def _run_backend(backend: str, directory: Path, names=None) -> dict:
     reference = backend == REFERENCE
     if backend == keras.backend.backend():
-        return backend_fit.run(str(directory), reference=reference)
+        return backend_fit.run(str(directory), names, reference=reference)
     if importlib.util.find_spec({"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[backend]) is None:
         pytest.skip(f"{backend} is not installed")
     output = directory / f"{backend}.json"
     environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.optimizers.backend_fit", str(output)] + (["--reference"] if reference else []),
+        [sys.executable, "-m", "tests.optimizers.backend_fit", str(output)]
+        + (["--reference"] if reference else []) + sorted(names or []),
         cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -85,14 +63,27 @@ def _run_backend(backend: str, directory: Path) -> dict:
     return payload["results"]
 
 
+def _selected_cases(session):
+    """The case names of the selected tests (``-k SOAP`` runs only those), or ``None`` for all."""
+    names = set()
+    for item in session.items:
+        if item.name.startswith("test_reference_backend_runs_every_case"):
+            return None
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.module.__name__ == __name__ and "name" in params:
+            names.add(params["name"])
+    return names or None
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """``{backend: {case: record}}``, each backend computed once for the module."""
+def results(request, tmp_path_factory):
+    """``{backend: {case: record}}``, each backend computed once for the module (selected cases only)."""
     cache = {}
+    names = _selected_cases(request.session)
 
     def get(backend):
         if backend not in cache:
-            cache[backend] = _run_backend(backend, tmp_path_factory.mktemp(backend))
+            cache[backend] = _run_backend(backend, tmp_path_factory.mktemp(backend), names)
         return cache[backend]
 
     return get

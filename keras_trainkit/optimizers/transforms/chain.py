@@ -8,8 +8,7 @@ chain means the same thing wherever it runs.
 
 from __future__ import annotations
 
-from keras import ops
-
+from keras_trainkit.optimizers._conditional import run_where
 from keras_trainkit.optimizers.transforms._registry import REGISTRY
 from keras_trainkit.optimizers.transforms.base import GradientTransform
 from keras_trainkit.optimizers.transforms.skipping import SkipTransform
@@ -51,9 +50,14 @@ def resolve_transforms(transforms, argument="transforms", allow_callables=False)
     return resolved
 
 
-def run_if(pred, fn, grads):
-    """Run ``fn(grads)`` only where the scalar boolean ``pred`` holds (``keras.ops.cond``)."""
-    ops.cond(pred, lambda: fn(grads), lambda: None)
+def run_if(pred, fn, grads, variables=()):
+    """Run ``fn(grads)`` only where the scalar boolean ``pred`` holds.
+
+    ``keras.ops.cond`` on TensorFlow and PyTorch; on JAX the assignments of
+    ``fn`` to ``variables`` are kept only where ``pred`` holds
+    (:func:`~keras_trainkit.optimizers._conditional.run_where`).
+    """
+    run_where(pred, lambda: fn(grads), variables)
 
 
 class GradientChain:
@@ -80,11 +84,13 @@ class GradientChain:
         >>> w = keras.Variable([1.0, 1.0])
         >>> sgd = keras.optimizers.SGD(0.5)
         >>> chain = GradientChain([SkipNonFinite(None), ClipByGlobalNorm(1.0)])
-        >>> chain.apply([keras.ops.convert_to_tensor([3.0, 4.0])], [w], lambda g: sgd.apply(g, [w]))
-        >>> [round(float(v), 2) for v in w]
+        >>> sgd.build([w])
+        >>> update = lambda g: sgd.apply(g, [w])
+        >>> chain.apply([keras.ops.convert_to_tensor([3.0, 4.0])], [w], update, state_variables=sgd.variables)
+        >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(w)]
         [0.7, 0.6]
-        >>> chain.apply([keras.ops.convert_to_tensor([float("nan"), 0.0])], [w], lambda g: sgd.apply(g, [w]))
-        >>> [round(float(v), 2) for v in w], int(sgd.iterations)
+        >>> chain.apply([keras.ops.convert_to_tensor([float("nan"), 0.0])], [w], update, state_variables=sgd.variables)
+        >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(w)], int(sgd.iterations)
         ([0.7, 0.6], 1)
 
     Paper: the composition follows optax's ``chain`` and ``apply_if_finite``
@@ -123,15 +129,24 @@ class GradientChain:
             if check is not None:
                 check()
 
-    def apply(self, grads, variables, update, run_if=run_if):
+    def apply(self, grads, variables, update, run_if=None, state_variables=()):
         """Run the chain on ``grads`` and hand the result to ``update(grads)``.
 
         ``run_if(pred, fn, grads)`` runs ``fn(grads)`` only where ``pred``
-        holds; the default is ``keras.ops.cond``. A caller inside a
-        ``tf.distribute`` replica context passes one that works there
-        (``OptimizerWrapper.run_if``).
+        holds. The default is ``keras.ops.cond`` on TensorFlow and PyTorch;
+        on JAX, where a ``cond`` branch cannot assign variables, the rest of
+        the chain runs and its assignments to ``variables``, the chain's own
+        state and ``state_variables`` (the optimizer's slots and step counter
+        that ``update`` assigns: list them all) are kept only where ``pred``
+        holds. A caller inside a ``tf.distribute`` replica context passes a
+        ``run_if`` that works there (``OptimizerWrapper.run_if``).
         """
-        self._run_from(0, list(grads), list(variables), update, run_if)
+        variables = list(variables)
+        self.build(variables)
+        if run_if is None:
+            watched = variables + self.variables + list(state_variables)
+            run_if = lambda pred, fn, g: run_where(pred, lambda: fn(g), watched)  # noqa: E731
+        self._run_from(0, list(grads), variables, update, run_if)
 
     def _run_from(self, start, grads, variables, update, run_if):
         for index in range(start, len(self.transforms)):

@@ -271,13 +271,15 @@ class AutoClip(_ClippingTransform):
         norm = global_norm(grads)
         finite = ops.isfinite(norm)
         size = self.history_size
-        slot = ops.mod(self.count, size)
+        # The state as tensors: JAX refuses Keras variables inside ops.where.
+        previous_count = ops.convert_to_tensor(self.count)
+        slot = ops.mod(previous_count, size)
         history = ops.where(
             ops.logical_and(finite, ops.equal(ops.arange(size, dtype="int32"), slot)),
             ops.where(finite, norm, 0.0),
-            self.history,
+            ops.convert_to_tensor(self.history),
         )
-        count = self.count + ops.cast(finite, "int32")
+        count = previous_count + ops.cast(finite, "int32")
         filled = ops.minimum(count, size)
         # Unfilled slots sort last (+inf) so the first `filled` order statistics are the history.
         valid = ops.less(ops.arange(size, dtype="int32"), filled)

@@ -16,6 +16,7 @@ import logging
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import variable_has_value
 from keras_trainkit._compat.tensorflow import in_xla_context
 from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform
@@ -132,7 +133,8 @@ class SkipNonFinite(SkipTransform):
         if not self.built:
             self.build(variables or [])
         finite = all_finite(grads)
-        previous = self.consecutive_skips
+        # Values, not Keras variables, into ops.where (JAX refuses variables there).
+        previous = ops.convert_to_tensor(self.consecutive_skips)
         if self.max_consecutive is None:
             apply = finite
             consecutive = ops.where(finite, 0, previous + 1)
@@ -140,7 +142,7 @@ class SkipNonFinite(SkipTransform):
             stopped = ops.greater_equal(previous, self.max_consecutive)
             apply = ops.logical_and(finite, ops.logical_not(stopped))
             consecutive = ops.where(stopped, previous, ops.where(finite, 0, previous + 1))
-        self.skipped_steps.assign(self.skipped_steps + (1 - ops.cast(apply, "int32")))
+        self.skipped_steps.assign(ops.convert_to_tensor(self.skipped_steps) + (1 - ops.cast(apply, "int32")))
         self.consecutive_skips.assign(consecutive)
         if self.max_consecutive is not None:
             self._stop_on_limit(consecutive)
@@ -174,6 +176,9 @@ class SkipNonFinite(SkipTransform):
     def is_stopped(self) -> bool:
         """Whether ``max_consecutive`` steps in a row were skipped (training is stopped)."""
         if not self.built or self.max_consecutive is None:
+            return False
+        if not variable_has_value(self.consecutive_skips):
+            # JAX: fit failed before its state came back; that failure is the one to see.
             return False
         return int(ops.convert_to_numpy(self.consecutive_skips)) >= self.max_consecutive
 

@@ -1,0 +1,91 @@
+"""Conditional updates of variables that work on every Keras backend.
+
+``keras.ops.cond`` is ``tf.cond`` on TensorFlow, a Python ``if`` on PyTorch and
+``jax.lax.cond`` on JAX. A ``lax.cond`` branch that *assigns* a Keras variable
+leaks the branch's tracer into the variable (``UnexpectedTracerError`` under
+``jax.jit``, in ``model.fit`` and ``stateless_apply`` alike), so on JAX a
+conditional update is written as values: the update runs unconditionally, and
+each variable it may touch is then assigned ``where(condition, new, old)``.
+
+:func:`run_where` does that for an update function that assigns variables;
+:func:`select` is the value form (``ops.where`` on values, never on Keras
+variables, which JAX refuses there).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def value_of(variable):
+    """The current value of a Keras variable as a tensor (the stateless scope's under JAX)."""
+    return ops.convert_to_tensor(variable)
+
+
+def select(condition, if_true, if_false):
+    """``ops.where(condition, if_true, if_false)``, reading any Keras variable's value first."""
+    if isinstance(if_true, keras.Variable):
+        if_true = value_of(if_true)
+    if isinstance(if_false, keras.Variable):
+        if_false = value_of(if_false)
+    return ops.where(condition, if_true, if_false)
+
+
+def _unique(variables):
+    seen, unique = set(), []
+    for variable in variables:
+        if variable is not None and id(variable) not in seen:
+            seen.add(id(variable))
+            unique.append(variable)
+    return unique
+
+
+def run_where(condition, update_fn, variables, otherwise=None):
+    """Run ``update_fn()`` so that its assignments take effect only where ``condition`` holds.
+
+    ``condition`` is a scalar boolean tensor; ``update_fn`` and ``otherwise``
+    take no arguments, return nothing and assign Keras variables, all of which
+    must be in ``variables`` (the model's and the optimizer's, as the caller
+    knows them).
+
+    * TensorFlow and PyTorch: ``keras.ops.cond(condition, update_fn,
+      otherwise)``: a real ``tf.cond`` (only one branch runs, under XLA too) or
+      a Python ``if``.
+    * JAX: both functions run on the same starting values, the variables are
+      read after each, and each variable is assigned
+      ``where(condition, after update_fn, after otherwise)``. The numbers are
+      those of the branch taken; the other branch's values (NaN included) are
+      discarded. An assignment to a variable missing from ``variables`` would
+      escape the condition: list them all.
+
+    Args:
+        condition: scalar boolean tensor.
+        update_fn: the update to apply where ``condition`` holds.
+        variables: every Keras variable either function may assign.
+        otherwise: the update to apply where it does not (default: nothing).
+
+    Example:
+        >>> import keras
+        >>> v = keras.Variable(1.0)
+        >>> run_where(keras.ops.convert_to_tensor(False), lambda: v.assign(5.0), [v])
+        >>> float(v)
+        1.0
+    """
+    if keras.backend.backend() != "jax":
+        ops.cond(condition, update_fn, otherwise or (lambda: None))
+        return
+    variables = _unique(variables)
+    before = [value_of(v) for v in variables]
+    update_fn()
+    taken = [value_of(v) for v in variables]
+    not_taken = before
+    if otherwise is not None:
+        for variable, value in zip(variables, before):
+            variable.assign(value)
+        otherwise()
+        not_taken = [value_of(v) for v in variables]
+    for variable, new, other in zip(variables, taken, not_taken):
+        if new is other:
+            continue
+        variable.assign(ops.where(condition, new, other))
