@@ -162,7 +162,7 @@ def read_resume_state(folder: str) -> ResumeState | None:
     try:
         meta = read_checkpoint_meta(path)
     except CheckpointError as error:
-        raise DamagedCheckpoint(path, str(error)) from None
+        raise DamagedCheckpoint(path, f"it {error.problem}" if error.problem else str(error)) from None
     if meta is None:
         return _read_legacy_state(os.path.join(folder, LEGACY_RESUME_FILE))
     if meta.get("kind") != KIND:

@@ -46,11 +46,19 @@ _NPY_HEADER_SLACK = 4096
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: damaged, foreign, or written for another run."""
+    """A checkpoint that cannot be used: damaged, foreign, or written for another run.
+
+    ``problem`` says what is wrong with the file without its name or the fix
+    (e.g. ``"is damaged or truncated (BadZipFile: ...)"``), or is ``None``.
+    """
+
+    problem = None
 
 
 def _error(path, problem, fix="Delete it (or its folder) to start over, or point to another checkpoint."):
-    return CheckpointError(f"The checkpoint {os.fspath(path)!r} {problem}. {fix}")
+    error = CheckpointError(f"The checkpoint {os.fspath(path)!r} {problem}. {fix}")
+    error.problem = problem
+    return error
 
 
 def save_checkpoint(path, arrays, meta: dict, blobs: dict | None = None) -> None:
