@@ -1,36 +1,58 @@
 """A trial's per-epoch checkpoint: the one place that reads and writes its files.
 
-Every epoch a tuner's trial writes, into its trial folder,
+Every epoch end a tuner's trial replaces one file in its trial folder,
+``checkpoint.npz``, in the one checkpoint format of
+:mod:`keras_trainkit.utils.checkpoints` (an ``.npz`` with a JSON header,
+written atomically). Its arrays are the model's variables (``model.variables``:
+the weights and the layers' seed-generator states) followed by the optimizer's
+variables; its metadata (``meta``) is the trial's :class:`ResumeState`:
 
-* ``epoch_<k>.weights.h5`` (``execution_<e>_epoch_<k>.weights.h5`` for the
-  second and later executions of a trial): the model's weights and the
-  optimizer's state after epoch ``k``, and then
-* ``resume.json``, replaced atomically to name that file, with the trial's id
-  and hyperparameters, the execution and epoch, the best objective value so
-  far, whether the epochs reached the oracle, and the histories of the
-  trial's finished executions.
+* ``kind``: ``"tuner_trial"``, so no other checkpoint is taken for a trial's;
+* ``trial_id`` and ``hyperparameters`` (``HyperParameters.get_config()``);
+* ``execution`` and ``epoch``: the last epoch that ended (from 0);
+* ``best_value``: the best objective value so far (or ``null``);
+* ``reported``: whether the epochs reached the oracle;
+* ``histories``: the results of the trial's finished executions.
 
-The weights file is complete before ``resume.json`` names it, so a kill at any
-moment leaves the previous checkpoint or the new one, never a part. A resumed
-search reads the state with :func:`read_resume_state`, which refuses (with
-:class:`DamagedCheckpoint`) a file that is not a checkpoint of this kind, and
-checks with :func:`check_weights_file` that the weights are readable.
+A kill at any moment leaves the previous complete checkpoint or the new one.
+A resumed search reads the state with :func:`read_resume_state`, which checks
+the header and every entry's CRC without loading the arrays, and refuses (with
+:class:`DamagedCheckpoint`) a file that is not a complete checkpoint of this
+kind; :class:`EpochCheckpoint` then loads the arrays, which must match the
+model's and optimizer's variables in count and shapes.
+
+Trial folders written by keras_trainkit before this format (``resume.json``
+naming ``epoch_<k>.weights.h5``, or ``execution_<e>_epoch_<k>.weights.h5`` for
+the second and later executions, written by ``model.save_weights``) are still
+read and resumed, with the same checks; the next epoch end writes
+``checkpoint.npz`` and removes them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import h5py
 import keras
 
-from keras_trainkit.utils.files import write_atomically
+from keras_trainkit.utils.checkpoints import (
+    CheckpointError,
+    assign_arrays,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+    variable_arrays,
+)
 
-RESUME_FILE = "resume.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+KIND = "tuner_trial"
+LEGACY_RESUME_FILE = "resume.json"
+_LEGACY_WEIGHTS = re.compile(r"^(execution_\d+_)?epoch_\d+\.weights\.h5$")
 
 
 class DamagedCheckpoint(ValueError):
@@ -44,27 +66,37 @@ class DamagedCheckpoint(ValueError):
 
 @dataclass
 class ResumeState:
-    """What ``resume.json`` records: where a trial stopped and what it was."""
+    """What a trial's checkpoint records: where the trial stopped and what it was."""
 
     trial_id: str
     hyperparameters: dict  # ``HyperParameters.get_config()``
     execution: int
     epoch: int
-    weights: str  # a file name inside the trial folder
     best_value: float | None = None
     reported: bool = False  # whether the epochs reached the oracle
-    histories: list = field(default_factory=list)  # finished executions' History.history
+    histories: list = field(default_factory=list)  # finished executions' results
+    weights: str = CHECKPOINT_FILE  # the file inside the trial folder holding the arrays
 
     @property
     def values(self) -> dict:
         """The trial's hyperparameter values."""
         return dict(self.hyperparameters.get("values", {}))
 
+    @property
+    def legacy(self) -> bool:
+        """Whether the state comes from the older ``resume.json`` format."""
+        return self.weights != CHECKPOINT_FILE
 
-def weights_file_name(execution: int, epoch: int) -> str:
-    """The file an execution's epoch is saved to (``epoch_<k>.weights.h5`` for the first)."""
-    prefix = f"execution_{execution}_" if execution else ""
-    return f"{prefix}epoch_{epoch}.weights.h5"
+    @property
+    def state_file(self) -> str:
+        """The file inside the trial folder this state was read from."""
+        return LEGACY_RESUME_FILE if self.legacy else CHECKPOINT_FILE
+
+    def meta(self) -> dict:
+        """The checkpoint's metadata for this state."""
+        return {"kind": KIND, "trial_id": self.trial_id, "hyperparameters": self.hyperparameters,
+                "execution": self.execution, "epoch": self.epoch, "best_value": self.best_value,
+                "reported": self.reported, "histories": self.histories}
 
 
 def _field(state: dict, name: str, kind, path: str, optional=False):
@@ -76,15 +108,27 @@ def _field(state: dict, name: str, kind, path: str, optional=False):
     return value
 
 
-def read_resume_state(folder: str) -> ResumeState | None:
-    """The checkpoint state in ``folder``, or ``None`` when there is none.
+def _state_from(state: dict, path: str, weights: str) -> ResumeState:
+    """A :class:`ResumeState` from checkpoint metadata, every field checked."""
+    epoch = _field(state, "epoch", int, path)
+    execution = _field(state, "execution", int, path)
+    if epoch < 0 or execution < 0:
+        raise DamagedCheckpoint(path, f"negative epoch or execution ({epoch}, {execution})")
+    best = _field(state, "best_value", (int, float), path, optional=True)
+    histories = _field(state, "histories", list, path)
+    if len(histories) != execution or not all(isinstance(h, dict) for h in histories):
+        raise DamagedCheckpoint(path, f"{len(histories)} finished executions before execution "
+                                      f"{execution}")
+    return ResumeState(trial_id=_field(state, "trial_id", str, path),
+                       hyperparameters=_field(state, "hyperparameters", dict, path),
+                       execution=execution, epoch=epoch,
+                       best_value=None if best is None else float(best),
+                       reported=_field(state, "reported", bool, path), histories=histories,
+                       weights=weights)
 
-    Raises:
-        DamagedCheckpoint: ``resume.json`` exists but is not a complete state of
-            this format (truncated, garbage, written by an older version, or
-            naming a file outside the folder).
-    """
-    path = os.path.join(folder, RESUME_FILE)
+
+def _read_legacy_state(path: str) -> ResumeState | None:
+    """The state of an older ``resume.json``, or ``None`` when there is none."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -97,27 +141,52 @@ def read_resume_state(folder: str) -> ResumeState | None:
     if not isinstance(state, dict):
         raise DamagedCheckpoint(path, "not a JSON object")
     weights = _field(state, "weights", str, path)
-    if os.path.basename(weights) != weights or not weights.endswith(".weights.h5"):
+    if not _LEGACY_WEIGHTS.match(weights):
         raise DamagedCheckpoint(path, f"it names {weights!r}, not a weights file in its folder")
-    epoch = _field(state, "epoch", int, path)
-    execution = _field(state, "execution", int, path)
-    if epoch < 0 or execution < 0:
-        raise DamagedCheckpoint(path, f"negative epoch or execution ({epoch}, {execution})")
-    best = _field(state, "best_value", (int, float), path, optional=True)
-    histories = _field(state, "histories", list, path)
-    if len(histories) != execution or not all(isinstance(h, dict) for h in histories):
-        raise DamagedCheckpoint(path, f"{len(histories)} finished executions before execution "
-                                      f"{execution}")
-    return ResumeState(trial_id=_field(state, "trial_id", str, path),
-                       hyperparameters=_field(state, "hyperparameters", dict, path),
-                       execution=execution, epoch=epoch, weights=weights,
-                       best_value=None if best is None else float(best),
-                       reported=_field(state, "reported", bool, path), histories=histories)
+    return _state_from(state, path, weights)
 
 
-def write_resume_state(folder: str, state: ResumeState) -> None:
-    """Replace ``resume.json`` in ``folder`` atomically with ``state``."""
-    write_atomically(os.path.join(folder, RESUME_FILE), json.dumps(asdict(state)).encode())
+def read_resume_state(folder: str) -> ResumeState | None:
+    """The checkpoint state in ``folder``, or ``None`` when there is none.
+
+    ``checkpoint.npz`` is read when it exists (its header and CRCs are checked,
+    its arrays are not loaded), else an older ``resume.json``.
+
+    Raises:
+        DamagedCheckpoint: the file exists but is not a complete state of this
+            kind (truncated, garbage, another kind of checkpoint, a field
+            missing or of the wrong type, or an older ``resume.json`` naming a
+            file outside the folder).
+    """
+    path = os.path.join(folder, CHECKPOINT_FILE)
+    try:
+        meta = read_checkpoint_meta(path)
+    except CheckpointError as error:
+        raise DamagedCheckpoint(path, f"it {error.problem}" if error.problem else str(error)) from None
+    if meta is None:
+        return _read_legacy_state(os.path.join(folder, LEGACY_RESUME_FILE))
+    if meta.get("kind") != KIND:
+        raise DamagedCheckpoint(path, f"it is not a tuner trial's checkpoint (its kind is "
+                                      f"{meta.get('kind')!r}, not {KIND!r})")
+    return _state_from(meta, path, CHECKPOINT_FILE)
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """The names of the trial checkpoint's files in ``folder`` (either format)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder) if name in (CHECKPOINT_FILE, LEGACY_RESUME_FILE)
+                  or _LEGACY_WEIGHTS.match(name))
+
+
+def check_restorable(folder: str, state: ResumeState) -> None:
+    """Raise :class:`DamagedCheckpoint` unless the arrays of ``state`` are readable.
+
+    ``checkpoint.npz`` was checked whole by :func:`read_resume_state`; an older
+    state's weights file is read here.
+    """
+    if state.legacy:
+        check_weights_file(os.path.join(folder, state.weights))
 
 
 def check_weights_file(path: str) -> None:
@@ -158,18 +227,21 @@ def save_weights_atomically(model: keras.Model, path: str) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Write weights and optimizer state atomically at every epoch end; restore them
-    at train begin when ``restore`` is true.
+    """Write the model's and optimizer's variables with the trial's state to
+    ``checkpoint.npz`` at every epoch end; restore them at train begin when
+    ``restore`` is true.
 
     Args:
         folder: the trial folder.
-        restore: load the checkpoint named by ``resume.json`` at train begin
-            (the caller has checked it with :func:`read_resume_state` and
-            :func:`check_weights_file`).
+        restore: load the folder's checkpoint at train begin (the caller has
+            checked it with :func:`read_resume_state` and
+            :func:`check_restorable`); a checkpoint whose variables differ in
+            count or shapes, or of another trial or execution, raises
+            :class:`~keras_trainkit.utils.checkpoints.CheckpointError` naming the file.
         trial_id, hyperparameters: the trial, recorded in every state so a
             resumed search can tell that the checkpoint is this trial's.
         execution: the execution of the trial being trained.
-        histories: the ``History.history`` of the trial's finished executions.
+        histories: the results of the trial's finished executions.
         best_epoch: the callback keeping the best epoch's weights; its
             ``best_value`` is recorded, so a resumed trial keeps its best.
         reporter: the callback sending epochs to the oracle; whether it did is
@@ -193,6 +265,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.reporter = reporter
         self.parent_pid = parent_pid
 
+    @property
+    def path(self) -> str:
+        """The checkpoint file, ``<folder>/checkpoint.npz``."""
+        return os.path.join(self.folder, CHECKPOINT_FILE)
+
     @staticmethod
     def last_epoch(folder: str) -> int | None:
         """The last completed epoch recorded in ``folder``, or ``None``."""
@@ -204,14 +281,35 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return None
         return state.epoch
 
-    def on_train_begin(self, logs=None):
-        if not self.restore:
-            return
-        state = read_resume_state(self.folder)
+    def _variables(self) -> list:
+        """What the checkpoint holds, in order: the model's variables, then the optimizer's."""
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.folder, state.weights))
+        return list(self.model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+
+    def on_train_begin(self, logs=None):
+        if not self.restore:
+            return
+        try:
+            state = read_resume_state(self.folder)
+        except DamagedCheckpoint as damage:
+            raise CheckpointError(f"The checkpoint {damage.path!r} cannot be restored: "
+                                  f"{damage.reason}") from None
+        if state is None:
+            raise CheckpointError(f"The checkpoint {self.path!r} to restore is missing.")
+        path = os.path.join(self.folder, state.weights)
+        if state.trial_id != self.trial_id or state.execution != self.execution:
+            raise CheckpointError(
+                f"The checkpoint {path!r} is execution {state.execution} of trial "
+                f"{state.trial_id!r}, not execution {self.execution} of trial {self.trial_id!r}; "
+                "it is not restored. Delete it to start the trial over.")
+        variables = self._variables()
+        if state.legacy:
+            self.model.load_weights(path)
+            return
+        arrays, _, _ = load_checkpoint(path, expected_shapes=[v.shape for v in variables])
+        assign_arrays(variables, arrays, path)
 
     def _orphaned(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -220,35 +318,36 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self._orphaned():
             self.model.stop_training = True
             return
-        name = weights_file_name(self.execution, epoch)
-        save_weights_atomically(self.model, os.path.join(self.folder, name))
-        try:
-            previous = read_resume_state(self.folder)
-        except DamagedCheckpoint:
-            previous = None
         best = getattr(self.best_epoch, "best_value", None)
-        write_resume_state(self.folder, ResumeState(
+        state = ResumeState(
             trial_id=self.trial_id, hyperparameters=self.hyperparameters,
-            execution=self.execution, epoch=int(epoch), weights=name,
+            execution=self.execution, epoch=int(epoch),
             best_value=float(best) if best is not None and abs(best) != float("inf") else None,
-            reported=bool(getattr(self.reporter, "reported", False)),
-            histories=self.histories))
-        if previous is not None and previous.weights != name:
-            try:
-                os.remove(os.path.join(self.folder, previous.weights))
-            except FileNotFoundError:
-                pass
+            reported=bool(getattr(self.reporter, "reported", False)), histories=self.histories)
+        save_checkpoint(self.path, variable_arrays(self._variables()), state.meta())
+        self._remove_stale()
+
+    def _remove_stale(self) -> None:
+        """Remove what a complete save makes stale: older-format files, a killed writer's temporary files."""
+        for name in os.listdir(self.folder):
+            stale = name.startswith(CHECKPOINT_FILE + ".tmp-") and not name.endswith(f".tmp-{os.getpid()}")
+            if stale or name == LEGACY_RESUME_FILE or _LEGACY_WEIGHTS.match(name):
+                try:
+                    os.remove(os.path.join(self.folder, name))
+                except FileNotFoundError:
+                    pass
 
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "DamagedCheckpoint",
     "EpochCheckpoint",
-    "RESUME_FILE",
+    "LEGACY_RESUME_FILE",
     "ResumeState",
+    "check_restorable",
     "check_weights_file",
+    "checkpoint_files",
     "read_resume_state",
     "save_weights_atomically",
     "set_aside",
-    "weights_file_name",
-    "write_resume_state",
 ]

@@ -8,8 +8,8 @@ traceback, and a truncated best-weights file fails only later, in
 * refuses, with a message naming the file, an ``oracle.json`` it cannot read
   (the oracle's bookkeeping cannot be rebuilt from the trials);
 * re-queues a trial whose ``trial.json`` is damaged or missing, when its
-  hyperparameters are known from its checkpoint (``resume.json`` records
-  them): the damaged files are moved into ``trial_<id>/damaged_<time>/``, a
+  hyperparameters are known from its checkpoint (``checkpoint.npz``, or an
+  older ``resume.json``, records them): the damaged files are moved into ``trial_<id>/damaged_<time>/``, a
   fresh record is written and the trial runs again with the same
   hyperparameters; without them it refuses, naming the file;
 * re-queues a completed trial whose best-epoch weights are unreadable;

@@ -36,10 +36,10 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.epoch_checkpoint import (
-    RESUME_FILE,
     DamagedCheckpoint,
     EpochCheckpoint,
-    check_weights_file,
+    check_restorable,
+    checkpoint_files,
     read_resume_state,
     save_weights_atomically,
     set_aside,
@@ -185,7 +185,7 @@ def _same_values(recorded: dict, values: dict) -> bool:
 
 
 def _history_entry(result) -> dict:
-    """A finished execution's result in a JSON-able form, for ``resume.json``."""
+    """A finished execution's result in a JSON-able form, for the trial's checkpoint."""
     if isinstance(result, keras.callbacks.History):
         return {"kind": "history", "data": {k: [float(v) for v in values]
                                              for k, values in result.history.items()}}
@@ -244,10 +244,10 @@ class TrialRun:
             if state is not None:
                 run._check_resumable(state, executions_per_trial)
         except DamagedCheckpoint as damage:
-            names = [RESUME_FILE]
-            if damage.path != os.path.join(folder, RESUME_FILE):
-                names.append(os.path.basename(damage.path))
-            where = set_aside(folder, names)
+            names = set(checkpoint_files(folder))
+            if os.path.dirname(os.path.abspath(damage.path)) == os.path.abspath(folder):
+                names.add(os.path.basename(damage.path))
+            where = set_aside(folder, sorted(names))
             run.messages.append(
                 f"Trial {trial.trial_id}: its checkpoint is not resumable ({damage}); set aside "
                 f"in {where}; the trial starts again from its first epoch.")
@@ -268,7 +268,7 @@ class TrialRun:
             return None
 
     def _check_resumable(self, state, executions_per_trial: int) -> None:
-        path = os.path.join(self.folder, RESUME_FILE)
+        path = os.path.join(self.folder, state.state_file)
         if state.trial_id != str(self.trial.trial_id) or not _same_values(
                 state.values, self.trial.hyperparameters.values):
             raise DamagedCheckpoint(path, f"it is trial {state.trial_id!r}'s with other "
@@ -276,7 +276,7 @@ class TrialRun:
         if state.execution >= executions_per_trial:
             raise DamagedCheckpoint(path, f"execution {state.execution + 1} of a trial with "
                                           f"{executions_per_trial}")
-        check_weights_file(os.path.join(self.folder, state.weights))
+        check_restorable(self.folder, state)
         if state.reported:
             recorded = _steps_recorded(self._record(), self.objective, state.execution)
             last = max(recorded, default=-1)

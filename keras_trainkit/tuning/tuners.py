@@ -12,8 +12,9 @@ first among the bases), or :func:`trainkit_tuner` makes such a class from one:
   With ``executions_per_trial > 1`` each epoch's value is the mean over the
   executions that reached it; a pruned trial runs no further executions.
 * **Crash-safe resume**: every epoch the model and optimizer state are written
-  atomically to the trial folder (:mod:`keras_trainkit.tuning.epoch_checkpoint`)
-  with the trial's id and hyperparameters. Rerunning the script with the same
+  atomically to the trial folder's ``checkpoint.npz``, in the one checkpoint
+  format (:mod:`keras_trainkit.tuning.epoch_checkpoint`), with the trial's id
+  and hyperparameters. Rerunning the script with the same
   ``directory``/``project_name`` reloads the search (also when it was killed in
   its first trial, before KerasTuner's ``tuner0.json`` existed), re-runs the
   interrupted trial with the same hyperparameters and continues it from its

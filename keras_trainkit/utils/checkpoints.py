@@ -31,6 +31,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -45,11 +46,19 @@ _NPY_HEADER_SLACK = 4096
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: damaged, foreign, or written for another run."""
+    """A checkpoint that cannot be used: damaged, foreign, or written for another run.
+
+    ``problem`` says what is wrong with the file without its name or the fix
+    (e.g. ``"is damaged or truncated (BadZipFile: ...)"``), or is ``None``.
+    """
+
+    problem = None
 
 
 def _error(path, problem, fix="Delete it (or its folder) to start over, or point to another checkpoint."):
-    return CheckpointError(f"The checkpoint {os.fspath(path)!r} {problem}. {fix}")
+    error = CheckpointError(f"The checkpoint {os.fspath(path)!r} {problem}. {fix}")
+    error.problem = problem
+    return error
 
 
 def save_checkpoint(path, arrays, meta: dict, blobs: dict | None = None) -> None:
@@ -167,6 +176,33 @@ def load_checkpoint(path, expected_shapes=None):
         if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
             raise _error(path, f"has array {i} unlike its header")
     return arrays, header["meta"], blobs
+
+
+def read_checkpoint_meta(path):
+    """The metadata of the checkpoint at ``path`` without loading its arrays, or ``None`` if there is no file.
+
+    It makes the checks of :func:`load_checkpoint` that do not need the
+    caller's shapes: the header, the entries' declared sizes, and every
+    entry's CRC-32 (the entries are read through in chunks and dropped), so a
+    damaged or truncated file is refused here, not only when it is loaded.
+
+    Raises:
+        CheckpointError: the file is damaged, foreign or of another format version.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = _read_header(archive, path)
+            _check_sizes(archive, header, path)
+            bad = archive.testzip()
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, zlib.error) as error:
+        raise _error(path, f"is damaged or truncated ({type(error).__name__}: {str(error)[:120]})") from None
+    if bad is not None:
+        raise _error(path, f"is damaged (its entry {bad!r} fails its CRC check)")
+    return header["meta"]
 
 
 def variable_arrays(variables) -> list:

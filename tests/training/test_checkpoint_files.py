@@ -11,7 +11,12 @@ import pytest
 
 from keras_trainkit.training import Trainer
 from keras_trainkit.training.checkpointer import CHECKPOINT_FILE
-from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from keras_trainkit.utils.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 
 X = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
 Y = np.random.default_rng(1).normal(size=(16, 1)).astype("float32")
@@ -80,6 +85,22 @@ def test_a_corrupt_checkpoint_gets_one_clear_error_naming_the_file(tmp_path, cas
     path.write_bytes(CORRUPT[case](path.read_bytes()))
     with pytest.raises(CheckpointError, match=f"(?s){CHECKPOINT_FILE}.*(Delete|Use a new folder)"):
         fit(tmp_path, epochs=2)
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT) + ["array_byte_flipped"])
+def test_reading_the_metadata_alone_makes_the_same_checks(tmp_path, case):
+    path = tmp_path / CHECKPOINT_FILE
+    save_checkpoint(path, [np.arange(64, dtype=np.float32)], {"epoch": 3})
+    assert read_checkpoint_meta(path) == {"epoch": 3}
+    assert read_checkpoint_meta(tmp_path / "missing.npz") is None
+    good = path.read_bytes()
+    if case == "array_byte_flipped":  # inside the array's data: only its CRC tells
+        damaged = _flip(good, good.index(b"a0.npy") + 200)
+    else:
+        damaged = CORRUPT[case](good)
+    path.write_bytes(damaged)
+    with pytest.raises(CheckpointError, match=f"{CHECKPOINT_FILE}.*(Delete|Use a new folder)"):
+        read_checkpoint_meta(path)
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_trainkit import datasets, tuning
+from keras_trainkit.utils.checkpoints import load_checkpoint, save_checkpoint
 
 EPOCHS = 4
 
@@ -50,12 +51,12 @@ def _search(tuner, data, callbacks=()):
 
 def _interrupted_search(folder, data):
     """Trial 1 stopped at the end of epoch 4 (of 4), before that epoch was recorded
-    or checkpointed: its checkpoint is after epoch 3."""
+    or checkpointed: its checkpoint is after epoch 3. Returns its arrays and state."""
     with pytest.raises(KeyboardInterrupt):
         _search(_tuner(folder), data, [_Interrupt(folder, "1", 3)])
-    state = json.loads((folder / "search" / "trial_1" / "resume.json").read_text())
-    assert state["epoch"] == 2
-    return state
+    arrays, state, _ = load_checkpoint(folder / "search" / "trial_1" / "checkpoint.npz")
+    assert state["epoch"] == 2 and state["trial_id"] == "1"
+    return arrays, state
 
 
 def _record(folder, trial_id):
@@ -70,7 +71,7 @@ def _steps(record):
 
 @pytest.mark.parametrize("damage", ["early end", "double count", "other trial", "weights"])
 def test_bad_resume_state_restarts_the_trial_clean(tmp_path, data, capsys, damage):
-    state = _interrupted_search(tmp_path, data)
+    arrays, state = _interrupted_search(tmp_path, data)
     folder = tmp_path / "search" / "trial_1"
     values = _record(tmp_path, "1")["hyperparameters"]["values"]
     if damage == "early end":  # would end the trial without training its last epoch
@@ -79,19 +80,104 @@ def test_bad_resume_state_restarts_the_trial_clean(tmp_path, data, capsys, damag
         state["epoch"] = 0
     elif damage == "other trial":
         state["hyperparameters"]["values"]["width"] = 8 if values["width"] != 8 else 16
+    path = folder / "checkpoint.npz"
     if damage == "weights":
-        path = folder / state["weights"]
         path.write_bytes(path.read_bytes()[:500])
     else:
-        (folder / "resume.json").write_text(json.dumps(state))
+        save_checkpoint(path, arrays, state)
 
     _search(_tuner(tmp_path), data)
     printed = capsys.readouterr().out
     assert "Trial 1: its checkpoint is not resumable" in printed
-    assert list(folder.glob("damaged_*/resume.json"))
+    assert list(folder.glob("damaged_*/checkpoint.npz"))
     record = _record(tmp_path, "1")
     assert record["status"] == "COMPLETED" and record["hyperparameters"]["values"] == values
     assert _steps(record) == list(range(EPOCHS))
+
+
+def test_another_trials_checkpoint_is_not_restored(tmp_path, data, capsys):
+    """Trial 0's checkpoint put into trial 1's folder, at the epoch trial 1 reached:
+    only the recorded trial id and hyperparameters tell it apart."""
+    _interrupted_search(tmp_path, data)
+    project = tmp_path / "search"
+    arrays, state, _ = load_checkpoint(project / "trial_0" / "checkpoint.npz")
+    assert state["trial_id"] == "0"
+    save_checkpoint(project / "trial_1" / "checkpoint.npz", arrays, {**state, "epoch": 2})
+    values = _record(tmp_path, "1")["hyperparameters"]["values"]
+
+    _search(_tuner(tmp_path), data)
+    printed = capsys.readouterr().out
+    assert "Trial 1: its checkpoint is not resumable" in printed
+    assert "trial '0''s with other hyperparameters" in printed
+    assert "resuming" not in printed
+    assert list((project / "trial_1").glob("damaged_*/checkpoint.npz"))
+    record = _record(tmp_path, "1")
+    assert record["status"] == "COMPLETED" and record["hyperparameters"]["values"] == values
+    assert _steps(record) == list(range(EPOCHS))
+
+
+class _OldFormatWriter(keras.callbacks.Callback):
+    """What keras_trainkit wrote every epoch before checkpoint.npz, by hand:
+    ``epoch_<k>.weights.h5`` (``model.save_weights``) and a ``resume.json`` naming it,
+    into ``<folder>/old/trial_<id>/`` (the new writer would remove them from the
+    trial folder)."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.project = Path(folder, "search")
+        self.staging = Path(folder, "old")
+
+    def on_epoch_end(self, epoch, logs=None):
+        trial_id = str(len(list(self.project.glob("trial_*/runner.json"))) - 1)
+        record = json.loads((self.project / f"trial_{trial_id}" / "trial.json").read_text())
+        folder = self.staging / f"trial_{trial_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("epoch_*.weights.h5"):
+            old.unlink()
+        self.model.save_weights(str(folder / f"epoch_{epoch}.weights.h5"))
+        state = {"trial_id": trial_id, "hyperparameters": record["hyperparameters"],
+                 "execution": 0, "epoch": epoch, "weights": f"epoch_{epoch}.weights.h5",
+                 "best_value": None, "reported": True, "histories": []}
+        (folder / "resume.json").write_text(json.dumps(state))
+
+
+def _old_format_search(folder, data):
+    """Trial 1 stopped as in :func:`_interrupted_search`, its folders as the older
+    version left them (no checkpoint.npz)."""
+    with pytest.raises(KeyboardInterrupt):
+        _search(_tuner(folder), data, [_Interrupt(folder, "1", 3), _OldFormatWriter(folder)])
+    project = folder / "search"
+    for path in project.glob("trial_*/checkpoint.npz"):
+        path.unlink()
+    for path in (folder / "old").glob("trial_*/*"):
+        path.rename(project / path.parent.name / path.name)
+    assert json.loads((project / "trial_1" / "resume.json").read_text())["epoch"] == 2
+    return project
+
+
+def test_an_old_format_checkpoint_resumes(tmp_path, data, capsys):
+    project = _old_format_search(tmp_path, data)
+    capsys.readouterr()
+    _search(_tuner(tmp_path), data)
+    assert "Trial 1: resuming from its checkpoint after epoch 3." in capsys.readouterr().out
+    record = _record(tmp_path, "1")
+    assert record["status"] == "COMPLETED" and _steps(record) == list(range(EPOCHS))
+    names = sorted(p.name for p in (project / "trial_1").iterdir())
+    assert "checkpoint.npz" in names and "resume.json" not in names
+    assert not [n for n in names if n.startswith("epoch_")]
+
+
+def test_an_old_format_checkpoint_with_damaged_weights_restarts_clean(tmp_path, data, capsys):
+    project = _old_format_search(tmp_path, data)
+    path = project / "trial_1" / "epoch_2.weights.h5"
+    path.write_bytes(path.read_bytes()[:500])
+    capsys.readouterr()
+    _search(_tuner(tmp_path), data)
+    printed = capsys.readouterr().out
+    assert "Trial 1: its checkpoint is not resumable" in printed and "epoch_2.weights.h5" in printed
+    assert list((project / "trial_1").glob("damaged_*/resume.json"))
+    assert list((project / "trial_1").glob("damaged_*/epoch_2.weights.h5"))
+    assert _steps(_record(tmp_path, "1")) == list(range(EPOCHS))
 
 
 def test_interrupted_trial_resumes_and_says_so(tmp_path, data, capsys):
@@ -126,7 +212,7 @@ def test_damaged_trial_record_is_run_again(finished, data, capsys):
 def test_damaged_trial_record_without_its_hyperparameters_is_refused(finished):
     folder = finished / "search" / "trial_1"
     (folder / "trial.json").write_bytes(b"\x00garbage")
-    (folder / "resume.json").unlink()
+    (folder / "checkpoint.npz").unlink()
     with pytest.raises(RuntimeError, match=r"trial_1/trial.json cannot be used .*overwrite=True"):
         _tuner(finished)
 

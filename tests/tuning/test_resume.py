@@ -14,6 +14,7 @@ import pytest
 
 from keras_trainkit import datasets, tuning
 from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
+from keras_trainkit.utils.checkpoints import read_checkpoint_meta
 
 SCRIPT = Path(__file__).with_name("_search_script.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +30,10 @@ def _run(directory, log, *extra, wait=True):
 
 
 def _resume_epoch(project, trial_id):
-    path = project / f"trial_{trial_id}" / "resume.json"
+    path = project / f"trial_{trial_id}" / "checkpoint.npz"
     try:
-        return json.loads(path.read_text())["epoch"]
-    except (OSError, ValueError, KeyError):
+        return read_checkpoint_meta(path)["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
         return None
 
 
