@@ -282,8 +282,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return state.epoch
 
     def _variables(self) -> list:
-        """What the checkpoint holds, in order: the model's variables, then the optimizer's."""
-        optimizer = self.model.optimizer
+        """What the checkpoint holds, in order: the model's variables, then the optimizer's
+        (none when the model has no Keras optimizer, as KerasTuner's own test models)."""
+        optimizer = getattr(self.model, "optimizer", None)
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            optimizer = None
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         return list(self.model.variables) + (list(optimizer.variables) if optimizer is not None else [])
