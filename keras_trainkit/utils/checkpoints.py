@@ -27,6 +27,7 @@ file and what to do, instead of ``BadZipFile``, ``JSONDecodeError`` or
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -142,6 +143,22 @@ def _check_sizes(archive, header, path) -> None:
             raise _error(path, f"has {name!r} data of the wrong size")
 
 
+@contextlib.contextmanager
+def _checked_archive(path):
+    """``(archive, header)`` of the checkpoint at ``path``, its header read and its entries'
+    sizes checked; any error while it is read, here or in the caller's block, becomes
+    one :class:`CheckpointError` naming the file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = _read_header(archive, path)
+            _check_sizes(archive, header, path)
+            yield archive, header
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, zlib.error) as error:
+        raise _error(path, f"is damaged or truncated ({type(error).__name__}: {str(error)[:120]})") from None
+
+
 def load_checkpoint(path, expected_shapes=None):
     """``(arrays, meta, blobs)`` from the checkpoint at ``path``, or ``None`` if there is no file.
 
@@ -154,24 +171,17 @@ def load_checkpoint(path, expected_shapes=None):
     """
     if not os.path.exists(path):
         return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            header = _read_header(archive, path)
-            _check_sizes(archive, header, path)
-            shapes = [tuple(spec["shape"]) for spec in header["arrays"]]
-            if expected_shapes is not None and [tuple(s) for s in expected_shapes] != shapes:
-                raise _error(
-                    path, "was written for other variables (other count or shapes) than this model, "
-                          "optimizer and training set-up have",
-                    "Use a new folder, or the script and model that wrote it.")
-            arrays = [np.load(io.BytesIO(archive.read(f"a{i}.npy")), allow_pickle=False)
-                      for i in range(len(shapes))]
-            blobs = {name: np.load(io.BytesIO(archive.read(f"{_BLOB}{name}.npy")),
-                                   allow_pickle=False).tobytes() for name in header["blobs"]}
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as error:
-        raise _error(path, f"is damaged or truncated ({type(error).__name__}: {str(error)[:120]})") from None
+    with _checked_archive(path) as (archive, header):
+        shapes = [tuple(spec["shape"]) for spec in header["arrays"]]
+        if expected_shapes is not None and [tuple(s) for s in expected_shapes] != shapes:
+            raise _error(
+                path, "was written for other variables (other count or shapes) than this model, "
+                      "optimizer and training set-up have",
+                "Use a new folder, or the script and model that wrote it.")
+        arrays = [np.load(io.BytesIO(archive.read(f"a{i}.npy")), allow_pickle=False)
+                  for i in range(len(shapes))]
+        blobs = {name: np.load(io.BytesIO(archive.read(f"{_BLOB}{name}.npy")),
+                               allow_pickle=False).tobytes() for name in header["blobs"]}
     for i, (array, spec) in enumerate(zip(arrays, header["arrays"])):
         if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
             raise _error(path, f"has array {i} unlike its header")
@@ -191,15 +201,8 @@ def read_checkpoint_meta(path):
     """
     if not os.path.exists(path):
         return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            header = _read_header(archive, path)
-            _check_sizes(archive, header, path)
-            bad = archive.testzip()
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, zlib.error) as error:
-        raise _error(path, f"is damaged or truncated ({type(error).__name__}: {str(error)[:120]})") from None
+    with _checked_archive(path) as (archive, header):
+        bad = archive.testzip()
     if bad is not None:
         raise _error(path, f"is damaged (its entry {bad!r} fails its CRC check)")
     return header["meta"]
