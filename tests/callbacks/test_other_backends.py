@@ -6,16 +6,11 @@ epoch; these callbacks sync it first (``callbacks._monitor.sync_model_state``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._other_backend import run_under_backend
 
 _SCRIPT = """
 import json, sys, tempfile
@@ -42,12 +37,7 @@ print("RESULT", json.dumps({"history": history.history, "finite": all(np.isfinit
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_batch_callbacks_in_fit(backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=ROOT, env=environment,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    completed = run_under_backend(backend, ["-c", _SCRIPT])
     line = [text for text in completed.stdout.splitlines() if text.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
     history = result["history"]

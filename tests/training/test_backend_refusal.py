@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._other_backend import run_under_backend
 
 _SCRIPT = """
 import keras
@@ -30,12 +24,7 @@ for make in (lambda: Trainer(model, "sgd", "mse"), lambda: Trainer.from_compiled
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_trainer_refuses_other_backends(backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=ROOT, env=environment,
-                               capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    completed = run_under_backend(backend, ["-c", _SCRIPT])
     lines = [line for line in completed.stdout.splitlines() if line.startswith(("REFUSED", "ACCEPTED"))]
     assert len(lines) == 2 and all(line.startswith("REFUSED") for line in lines), completed.stdout
     for line in lines:
