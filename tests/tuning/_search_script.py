@@ -4,6 +4,12 @@ Usage: python _search_script.py DIRECTORY LOG [isolate]
 Appends one JSON line per trial start to LOG: the process id, the trial's
 hyperparameter values and the epoch training starts from. Prints what the
 search prints (a resumed trial says so).
+
+With ``HOLD_AT=TRIAL,EPOCH`` in the environment the search stops and waits (for
+the test's SIGKILL) when the TRIAL-th trial of this run is about to train epoch
+EPOCH: every callback of the epoch before has run, so its checkpoint is on disk
+(EPOCH 0: the trial has started, before any checkpoint). The kill then lands at
+that point on a busy machine as on an idle one.
 """
 
 import json
@@ -31,11 +37,23 @@ class LoggingRecipe(tuning.RecipeHyperModel):
         return super().fit(hp, model, *args, **kwargs)
 
 
-class SlowEpochs(keras.callbacks.Callback):
-    """Gives the test a wide window to kill the search mid-trial."""
+class HoldForKill(keras.callbacks.Callback):
+    """Waits at ``HOLD_AT`` (see the module docstring) until the test kills the search."""
 
-    def on_epoch_end(self, epoch, logs=None):
-        time.sleep(0.4)
+    def __init__(self, log_path):
+        super().__init__()
+        self.log_path = log_path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        hold_at = os.environ.get("HOLD_AT")
+        if not hold_at:
+            return
+        trial_index, hold_epoch = (int(part) for part in hold_at.split(","))
+        with open(self.log_path) as handle:
+            starts = [json.loads(line) for line in handle]
+        this_run = [s for s in starts if s["run"] == os.environ["SEARCH_RUN"]]
+        if len(this_run) == trial_index + 1 and epoch == hold_epoch:
+            time.sleep(600)
 
 
 def main():
@@ -51,7 +69,7 @@ def main():
     tuner = tuning.RandomSearch(recipe, max_trials=3, seed=7, directory=directory,
                                 project_name="resume", isolate_trials=isolate)
     tuner.search(x[:512], y[:512], validation_data=(x[3000:3256], y[3000:3256]),
-                 callbacks=[SlowEpochs()])
+                 callbacks=[HoldForKill(log_path)])
 
 
 if __name__ == "__main__":

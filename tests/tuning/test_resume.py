@@ -20,8 +20,11 @@ SCRIPT = Path(__file__).with_name("_search_script.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(directory, log, *extra, wait=True):
+def _run(directory, log, *extra, wait=True, hold_at=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("HOLD_AT", None)
+    if hold_at is not None:
+        env["HOLD_AT"] = ",".join(str(part) for part in hold_at)
     command = [sys.executable, str(SCRIPT), str(directory), str(log), *extra]
     if wait:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -85,7 +88,10 @@ def test_sigkill_then_rerun_resumes(tmp_path, mode, trial_index, kill_at):
     log = tmp_path / "starts.jsonl"
     project = tmp_path / "resume"
     extra = ["isolate"] if mode == "isolate" else []
-    process = _run(tmp_path, log, *extra, wait=False)
+    # The search waits at the kill point (the epoch after `kill_at`, or the first
+    # epoch of a trial just started), so the kill lands there however busy the machine.
+    hold_epoch = 0 if kill_at == "started" else kill_at + 1
+    process = _run(tmp_path, log, *extra, wait=False, hold_at=(trial_index, hold_epoch))
     if kill_at == "started":  # during the first epoch, before any checkpoint
         def ready():
             return _trial_started(project, trial_index) and log.exists()
