@@ -343,6 +343,9 @@ def efficiency(args):
             for method in args.methods:
                 tuner, records = search(method, seed, args, data, folder)
                 dumped[f"{method}_{seed}"] = records
+                if args.dump:  # after every search, so a stopped run keeps what it did
+                    with open(args.dump, "w") as handle:
+                        json.dump(dumped, handle)
                 if method in RULES:
                     views = {method: records[:args.trials],
                              f"{method}@50%": within_budget(records, budget // 2),
@@ -364,9 +367,6 @@ def efficiency(args):
                     print(f"seed {seed} {method}: {identical} of {compared} trials trained "
                           f"identically to unpruned (same hyperparameters, same val accuracy "
                           f"per epoch); max |diff| {worst:.2e}", flush=True)
-    if args.dump:
-        with open(args.dump, "w") as handle:
-            json.dump(dumped, handle)
     if args.space == "cnn_focused" or args.reach:
         print_reach(dumped, args, data)
     if "random" not in rows:
