@@ -50,7 +50,7 @@ def test_make_storage_gives_a_journal_with_a_heartbeat_unless_turned_off(tmp_pat
     assert type(plain) is optuna.storages.JournalStorage and not has_heartbeat(plain)
 
 
-def test_a_stale_trial_is_failed_once_and_its_values_queued_again(tmp_path):
+def test_a_stale_trial_is_failed_once_and_its_values_queued_again(tmp_path, monkeypatch):
     path = tmp_path / "j.journal"
     storage_a, study_a = _worker(path)
     storage_b, study_b = _worker(path)
@@ -64,9 +64,12 @@ def test_a_stale_trial_is_failed_once_and_its_values_queued_again(tmp_path):
         time.sleep(GRACE + 0.3)
         # B and a third worker C look for stale trials at once: only one fails it
         storage_c, study_c = _worker(path)
-        failed = fail_dead_workers_trials(study_b, storage_b)
-        assert failed == [dead.number]
-        assert fail_dead_workers_trials(study_c, storage_c) == []
+        seen_by_c = storage_c.stale_trial_ids(study_id)  # C reads before B writes
+        assert seen_by_c == [storage_trial_id(study_a, storage_a, dead.number)]
+        assert fail_dead_workers_trials(study_b, storage_b) == [dead.number]
+        monkeypatch.setattr(storage_c, "stale_trial_ids", lambda study_id: seen_by_c)
+        assert fail_dead_workers_trials(study_c, storage_c) == []  # refused: B was first
+        monkeypatch.undo()
     finally:
         beat.stop()
     trials = study_c.get_trials()
