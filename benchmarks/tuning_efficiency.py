@@ -39,7 +39,15 @@ against unpruned RandomSearch.
 
 The Optuna samplers (``--methods optuna_tpe optuna_random optuna_cmaes optuna_gp
 optuna_qmc``; ``tuning.OptunaSearch``, unpruned, ``--trials`` trials, seeded with
-the search's seed) search the same space with the same trial budget.
+the search's seed) search the same space with the same trial budget. With
+``--space cnn_focused`` they search the MNIST-1D CNN space of ``trainkit tune``
+(``--space focused``, whose defaults are the ``trainkit demo`` recipe) instead of
+the MLP space; afterwards the demo recipe itself is trained on the same split
+(seed 0) for its own 30 epochs and for ``--epochs``, and a table gives each
+search's best validation accuracy and the trials it took to reach those two
+scores and any ``--reach`` values, with the medians over seeds. Optuna's TPE
+draws its first 10 trials at random (``n_startup_trials``) with the same
+per-trial seeds as ``optuna_random``, so the two searches share those trials.
 
 Part 2 (``--part memory``): the search process's resident set size (RSS) after
 each of N small trials, in-process vs ``isolate_trials=True``; prints the growth
@@ -49,6 +57,9 @@ per trial (least-squares slope).
     python benchmarks/tuning_efficiency.py --part memory --memory-trials 50
     python benchmarks/tuning_efficiency.py --part efficiency --seed-list 21 22 --trials 8 \
         --epochs 4 --methods random optuna_random optuna_tpe
+    python benchmarks/tuning_efficiency.py --part efficiency --space cnn_focused \
+        --seed-list 41 42 43 44 --trials 25 --epochs 4 --methods optuna_random optuna_tpe \
+        --reach 0.8 0.85
 """
 
 from __future__ import annotations
@@ -75,7 +86,16 @@ def split(validation_fraction: float = 0.2):
     return (x[:cut], y[:cut]), (x[cut:], y[cut:]), test
 
 
-def recipe(epochs: int, seed: int):
+def recipe(epochs: int, seed: int, space: str = "mlp"):
+    """The search space: the MLP recipe space, or (``"cnn_focused"``) the MNIST-1D
+    CNN space of ``trainkit tune`` (``--space focused``), whose defaults are the
+    ``trainkit demo`` recipe."""
+    if space == "cnn_focused":
+        from keras_trainkit.commands.tune import recipe as tune_recipe
+
+        options = argparse.Namespace(dataset="mnist1d", model="cnn", space="focused",
+                                     epochs=epochs, seed=seed)
+        return tune_recipe(options, (40,), 10)
     return tuning.RecipeHyperModel(
         (40,), 10, architecture=tuning.MLPSpace(depth=(1, 3), widths=(64, 128, 256, 512)),
         optimizer=tuning.OptimizerSpace(families=("adamw", "adam", "sgd")),
@@ -140,7 +160,7 @@ def search(method, seed, args, data, folder):
 
     common = {"objective": "val_accuracy", "seed": seed, "directory": folder,
               "project_name": f"{method}_{seed}", "overwrite": True}
-    recipe_ = recipe(args.epochs, seed)
+    recipe_ = recipe(args.epochs, seed, args.space)
     if method == "hyperband":
         tuner = keras_tuner.Hyperband(recipe_, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, **common)
@@ -255,6 +275,56 @@ def print_replays(unpruned, live, args):
               + f" | mean {np.mean(diffs):+.2f} pt, {np.mean(fractions):.2f}")
 
 
+def demo_reference(epochs: int, data, seed: int = 0) -> float:
+    """Best validation accuracy over the epochs (a trial's score) of the ``trainkit demo``
+    recipe, the CNN focused space at its defaults, trained ``epochs`` epochs on this
+    script's split with the demo's default seed."""
+    train, validation, _ = data
+    hypermodel = recipe(epochs, seed, "cnn_focused")
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)  # every hyperparameter at its default: the demo recipe
+    history = hypermodel.fit(hp, model, *train, validation_data=validation, verbose=0)
+    return float(max(history.history["val_accuracy"]))
+
+
+def trials_to_reach(records, threshold: float):
+    """The 1-based count of trials, in running order, until one scored ``>= threshold``
+    (``None``: no trial did)."""
+    for count, record in enumerate(records, 1):
+        if np.isfinite(record["score"]) and record["score"] >= threshold:
+            return count
+    return None
+
+
+def print_reach(dumped, args, data):
+    """Per seed and method: best validation accuracy and trials to reach each threshold
+    (the demo recipe's score at its own and at this run's epochs, and ``--reach``);
+    then the medians over seeds (a search that never reached counts as infinite)."""
+    from keras_trainkit.commands.demo import RECIPES
+
+    thresholds = {}
+    if args.space == "cnn_focused":
+        full = RECIPES["mnist1d"]["cnn"]["epochs"]
+        for epochs in sorted({full, args.epochs}, reverse=True):
+            value = demo_reference(epochs, data)
+            thresholds[f"demo@{epochs}ep={value:.4f}"] = value
+            print(f"trainkit demo recipe, {epochs} epochs, seed 0: val={value:.4f}", flush=True)
+    thresholds.update({f"{value:.4f}": value for value in args.reach})
+    print(f"\nTrials to reach (of {args.trials}; '-': not reached)")
+    print(f"{'seed':<6} {'method':<14} {'best val':>9} " + " ".join(f"{n:>18}" for n in thresholds))
+    counts = {}
+    for method in args.methods:
+        for seed in args.seed_list:
+            records = dumped[f"{method}_{seed}"]
+            reached = [trials_to_reach(records, t) for t in thresholds.values()]
+            for name, count in zip(thresholds, reached):
+                counts.setdefault((method, name), []).append(np.inf if count is None else count)
+            print(f"{seed:<6} {method:<14} {max(r['score'] for r in records):>9.4f} "
+                  + " ".join(f"{'-' if c is None else c:>18}" for c in reached))
+        print(f"{'median':<6} {method:<14} {'':>9} "
+              + " ".join(f"{np.median(counts[method, n]):>18}" for n in thresholds))
+
+
 def efficiency(args):
     if args.deterministic:
         # Same configuration, same seed -> the same training whether or not it
@@ -273,6 +343,9 @@ def efficiency(args):
             for method in args.methods:
                 tuner, records = search(method, seed, args, data, folder)
                 dumped[f"{method}_{seed}"] = records
+                if args.dump:  # after every search, so a stopped run keeps what it did
+                    with open(args.dump, "w") as handle:
+                        json.dump(dumped, handle)
                 if method in RULES:
                     views = {method: records[:args.trials],
                              f"{method}@50%": within_budget(records, budget // 2),
@@ -294,9 +367,8 @@ def efficiency(args):
                     print(f"seed {seed} {method}: {identical} of {compared} trials trained "
                           f"identically to unpruned (same hyperparameters, same val accuracy "
                           f"per epoch); max |diff| {worst:.2e}", flush=True)
-    if args.dump:
-        with open(args.dump, "w") as handle:
-            json.dump(dumped, handle)
+    if args.space == "cnn_focused" or args.reach:
+        print_reach(dumped, args, data)
     if "random" not in rows:
         return
     base = rows["random"]
@@ -360,6 +432,12 @@ def main():
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--space", choices=["mlp", "cnn_focused"], default="mlp",
+                        help="mlp (default): the MLP recipe space; cnn_focused: the MNIST-1D "
+                             "CNN space of `trainkit tune` (its defaults: the demo recipe), "
+                             "with trials-to-reach the demo recipe's validation accuracy")
+    parser.add_argument("--reach", type=float, nargs="*", default=[],
+                        help="also count the trials to reach these validation accuracies")
     parser.add_argument("--median-startup", type=int, default=1)
     parser.add_argument("--median-warmup", type=int, default=1)
     parser.add_argument("--asha-min-epochs", type=int, default=2)

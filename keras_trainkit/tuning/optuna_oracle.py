@@ -107,9 +107,10 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             :class:`~keras_trainkit.tuning.Pruner` or ``None``.
         seed: makes the sampler reproducible (see ``optuna_samplers``).
         study_name: the study's name in the storage; default the project name.
-        heartbeat_interval, grace_period: seconds (database storages): a trial
-            without a heartbeat for ``grace_period`` (default twice the interval)
-            belongs to a dead worker and is run again. ``None`` turns it off.
+        heartbeat_interval, grace_period: seconds (database and journal storages):
+            a trial without a heartbeat for ``grace_period`` (default twice the
+            interval; must be longer than it) belongs to a dead worker and is run
+            again. ``heartbeat_interval=None`` turns it off.
         max_retry: how many times a dead worker's trial is run again.
         start_from_defaults, hyperparameters, allow_new_entries, tune_new_entries,
         max_retries_per_trial, max_consecutive_failed_trials: as for our other
@@ -143,6 +144,10 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             check_positive("heartbeat_interval", heartbeat_interval, integer=True)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period or (2 * heartbeat_interval if heartbeat_interval else None)
+        if heartbeat_interval is not None and self.grace_period <= heartbeat_interval:
+            raise ValueError("Argument `grace_period` must be greater than heartbeat_interval "
+                             f"({heartbeat_interval}), or a live worker's trial is failed. "
+                             f"Received: grace_period={grace_period}")
         self.max_retry = max_retry
         self.optuna_trials: dict[str, optuna.Trial] = {}
         self.heartbeats: dict[str, Heartbeat] = {}
@@ -219,7 +224,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         ``max_trials`` (counted over every worker)."""
         study = self.study
         if has_heartbeat(self.storage):
-            fail_dead_workers_trials(study)
+            fail_dead_workers_trials(study, self.storage)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         places = _places(trials)

@@ -14,13 +14,28 @@
   ``"mysql://..."``): Optuna's ``RDBStorage``, for workers on many hosts.
 * any ``optuna.storages.BaseStorage`` object, used as it is.
 
-Database storages (SQLite included) are made with a heartbeat: every running
-trial records one every ``heartbeat_interval`` seconds (:class:`Heartbeat`),
-and a trial whose heartbeat is older than ``grace_period`` belongs to a dead
-worker: the next worker that asks for a trial fails it and queues a copy
-with the same hyperparameters (Optuna's ``RetryHeartbeatStaleTrialCallback``).
-Optuna's journal storage has no heartbeat (Optuna 5.1): a killed worker's
-trial stays ``RUNNING`` there.
+Every storage made from a name or URL here has a heartbeat (unless
+``heartbeat_interval=None``): every running trial records one every
+``heartbeat_interval`` seconds (:class:`Heartbeat`), and a trial whose heartbeat
+is older than ``grace_period`` belongs to a dead worker: the next worker that
+asks for a trial fails it and queues a copy with the same hyperparameters
+(Optuna's ``RetryHeartbeatStaleTrialCallback``, at most ``max_retry`` times).
+
+* Database storages (SQLite included) use Optuna's own heartbeat
+  (``RDBStorage(heartbeat_interval=..., grace_period=...)``), timed by the
+  database.
+* Journal files: Optuna 5.1's ``JournalStorage`` has no heartbeat, so
+  :class:`HeartbeatJournalStorage` adds one with Optuna's public storage API:
+  the heartbeat is the time (``time.time()``) written into the trial's system
+  attribute ``trainkit_heartbeat``, and a stale trial is failed through the
+  journal like any state change. The journal applies its log in order and
+  ignores a change to a finished trial, so when two workers fail the same
+  trial only the first succeeds (the other gets ``UpdateFinishedTrialError``)
+  and only it queues the copy; a worker that was only slow finds its trial
+  finished and its late reports are dropped. The workers' clocks are compared,
+  so hosts must keep them in step (NTP) to well within ``grace_period``. A
+  worker killed while it held the journal's file lock stalls the others until
+  Optuna's lock expires (30 s by default).
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import warnings
 import sqlalchemy
 
 from keras_trainkit.tuning.optuna_required import optuna
+from keras_trainkit.utils.validation import check_positive
 
 DATABASE_FILE = "optuna.db"
 JOURNAL_FILE = "optuna.journal"
@@ -40,6 +56,75 @@ JOURNAL_PREFIX = "journal:"
 # SQLite waits this long (seconds) for another process's write lock before failing.
 SQLITE_LOCK_TIMEOUT = 120
 SCHEMA_ATTEMPTS = 5
+HEARTBEAT_ATTR = "trainkit_heartbeat"
+
+
+class HeartbeatJournalStorage(optuna.storages.JournalStorage):
+    """Optuna's ``JournalStorage`` with a heartbeat of its running trials.
+
+    A running trial's heartbeat is the last time (``time.time()``, seconds) a
+    :class:`Heartbeat` wrote into its system attribute ``trainkit_heartbeat``, or
+    its start before the first beat (a retried copy inherits its original's
+    attributes; its own start is newer). A ``RUNNING`` trial whose heartbeat is
+    older than ``grace_period`` is stale (:meth:`stale_trial_ids`);
+    :func:`fail_dead_workers_trials` fails it and passes it to
+    ``heartbeat_stale_trial_callback``. The method names follow ``RDBStorage``'s.
+
+    Args:
+        backend: a journal backend (``optuna.storages.journal.JournalFileBackend``).
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: seconds without a heartbeat after which a trial is stale.
+        heartbeat_stale_trial_callback: called as ``callback(study, frozen_trial)``
+            with each trial failed as stale, e.g.
+            ``optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)``.
+
+    Example:
+        ```python
+        storage = HeartbeatJournalStorage(
+            optuna.storages.journal.JournalFileBackend("search.journal"), 10, 20,
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        ```
+    """
+
+    def __init__(self, backend, heartbeat_interval: int, grace_period: int,
+                 heartbeat_stale_trial_callback=None):
+        check_positive("heartbeat_interval", heartbeat_interval, integer=True)
+        check_positive("grace_period", grace_period)
+        if grace_period <= heartbeat_interval:
+            raise ValueError("Argument `grace_period` must be greater than heartbeat_interval "
+                             f"({heartbeat_interval}). Received: grace_period={grace_period}")
+        if heartbeat_stale_trial_callback is not None and not callable(
+                heartbeat_stale_trial_callback):
+            raise TypeError("Argument `heartbeat_stale_trial_callback` must be callable or None. "
+                            f"Received: {heartbeat_stale_trial_callback!r}")
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+
+    def get_heartbeat_interval(self) -> int:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self.heartbeat_stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Write the time into the trial's ``trainkit_heartbeat`` system attribute."""
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """The ids of the study's running trials without a heartbeat for ``grace_period``."""
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False,
+                                         states=(optuna.trial.TrialState.RUNNING,)):
+            beats = [trial.system_attrs.get(HEARTBEAT_ATTR)]
+            if trial.datetime_start is not None:  # a naive local time, as Optuna keeps it
+                beats.append(trial.datetime_start.timestamp())
+            beats = [b for b in beats if isinstance(b, (int, float))]
+            if beats and now - max(beats) > self.grace_period:
+                stale.append(self.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        return stale
 
 
 def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
@@ -57,16 +142,19 @@ def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
         raise TypeError("Argument `storage` must be None, 'journal', 'journal:<path>', a "
                         "database URL or an optuna.storages storage. "
                         f"Received: storage={storage!r}")
-    if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
-        path = storage[len(JOURNAL_PREFIX):] or os.path.join(project_dir, JOURNAL_FILE)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
-    engine_kwargs = ({"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}}
-                     if storage.startswith("sqlite") else None)
     callback = None
     if heartbeat_interval is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
+        path = storage[len(JOURNAL_PREFIX):] or os.path.join(project_dir, JOURNAL_FILE)
+        backend = optuna.storages.journal.JournalFileBackend(path)
+        if heartbeat_interval is None:
+            return optuna.storages.JournalStorage(backend)
+        return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, callback)
+    engine_kwargs = ({"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT}}
+                     if storage.startswith("sqlite") else None)
     attempt = 1
     while True:
         try:
@@ -91,15 +179,36 @@ def storage_url(storage) -> str | None:
 
 def has_heartbeat(storage) -> bool:
     """Whether ``storage`` records heartbeats (and so fails a dead worker's trials)."""
+    if isinstance(storage, HeartbeatJournalStorage):
+        return True
     return (isinstance(storage, optuna.storages.RDBStorage)
             and storage.get_heartbeat_interval() is not None)
 
 
-def fail_dead_workers_trials(study) -> None:
-    """Fail the trials of workers whose heartbeat stopped (they are queued again)."""
+def fail_dead_workers_trials(study, storage) -> list[int]:
+    """Fail the trials of workers whose heartbeat stopped (each is passed to the storage's
+    stale-trial callback, which queues a copy); ``storage`` is the study's. Returns the
+    numbers of the trials this call failed (Optuna's ``fail_stale_trials`` on a database
+    does not say: an empty list there)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        if not isinstance(storage, HeartbeatJournalStorage):
+            optuna.storages.fail_stale_trials(study)
+            return []
+        failed = []
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for trial_id in storage.stale_trial_ids(study_id):
+            try:
+                if not storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile, or another worker failed it first
+            trial = storage.get_trial(trial_id)
+            failed.append(trial.number)
+            callback = storage.get_heartbeat_stale_trial_callback()
+            if callback is not None:
+                callback(study, trial)
+        return failed
 
 
 def storage_trial_id(study, storage, number: int) -> int:
@@ -130,6 +239,8 @@ class Heartbeat:
         while True:
             try:
                 self.storage.record_heartbeat(self.trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return  # another worker failed it (a journal): its copy runs elsewhere
             except Exception as error:  # a locked database: the next beat retries
                 warnings.warn(f"Optuna heartbeat of trial {self.trial_id} failed: {error}",
                               RuntimeWarning, stacklevel=1)
@@ -141,5 +252,6 @@ class Heartbeat:
         self.thread.join()
 
 
-__all__ = ["DATABASE_FILE", "Heartbeat", "JOURNAL_FILE", "fail_dead_workers_trials",
+__all__ = ["DATABASE_FILE", "HEARTBEAT_ATTR", "Heartbeat", "HeartbeatJournalStorage",
+           "JOURNAL_FILE", "fail_dead_workers_trials",
            "has_heartbeat", "make_storage", "storage_trial_id", "storage_url"]

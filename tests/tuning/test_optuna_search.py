@@ -147,6 +147,8 @@ def test_journal_storage(tmp_path):
                     max_trials=3, epochs=1)
     assert os.path.exists(os.path.join(tmp_path, "journal", "optuna.journal"))
     assert len(tuner.study.trials) == 3 and tuner.storage_url is None
+    # each trial beat (our journal heartbeat, HeartbeatJournalStorage) while it ran
+    assert all("trainkit_heartbeat" in t.system_attrs for t in tuner.study.trials)
 
 
 def test_bad_arguments(tmp_path):

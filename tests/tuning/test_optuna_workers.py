@@ -1,7 +1,7 @@
 """Real processes on one Optuna storage: a search resumes after SIGKILL, several
 workers started with the same command run one search (none repeated, none lost, a
-killed worker's trial failed by its heartbeat and run again), on SQLite, a journal
-file and PostgreSQL. Each worker is ``tests/tuning/_optuna_helpers.py`` (4 epochs of
+killed worker's trial failed by its heartbeat and run again, on SQLite and on a
+journal file), and two on PostgreSQL. Each worker is ``tests/tuning/_optuna_helpers.py`` (4 epochs of
 0.5 s per trial)."""
 
 import json
@@ -100,9 +100,14 @@ def _check_one_search(study, max_trials, victim_pid=None):
     return complete
 
 
-def test_three_workers_run_one_search_and_a_killed_workers_trial_is_retried(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_three_workers_run_one_search_and_a_killed_workers_trial_is_retried(tmp_path, backend):
+    """On SQLite Optuna's heartbeat fails the killed worker's trial; on a journal file
+    (no heartbeat in Optuna 5.1) ours does (``HeartbeatJournalStorage``)."""
     log = tmp_path / "log.jsonl"
-    workers = [_start(tmp_path, log, max_trials=6) for _ in range(3)]
+    journal = tmp_path / "shared.journal"
+    storage = f"journal:{journal}" if backend == "journal" else "default"
+    workers = [_start(tmp_path, log, storage=storage, max_trials=6) for _ in range(3)]
     victim = workers[0]
     _wait_for(lambda: any(s["pid"] == victim.pid for s in _lines(log)))
     time.sleep(0.8)  # the victim is in a trial's epochs
@@ -110,30 +115,21 @@ def test_three_workers_run_one_search_and_a_killed_workers_trial_is_retried(tmp_
     victim.wait()
     for worker in workers[1:]:
         _finish(worker)
-    study = _study(tmp_path)
+    if backend == "journal":
+        study = optuna.load_study(study_name="search", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))))
+    else:
+        study = _study(tmp_path)
     complete = _check_one_search(study, 6, victim_pid=victim.pid)
     assert {s["pid"] for s in _lines(log)} == {w.pid for w in workers}  # all three worked
     # a tuner on the same folder sees every worker's trials (best models, report)
     tuner = tuning.OptunaSearch(Synthetic(), objective=keras_tuner.Objective("score", "max"),
-                                max_trials=6, directory=str(tmp_path), project_name="search")
+                                max_trials=6, storage=None if backend == "sqlite" else storage,
+                                directory=str(tmp_path), project_name="search")
     best = tuner.oracle.get_best_trials(6)
     assert sorted(t.trial_id for t in best) == sorted(
         tuner.oracle.trial_id_of(t.number) for t in complete)
     assert best[0].score == pytest.approx(study.best_value)
-
-
-def test_two_workers_on_a_journal_file(tmp_path):
-    log = tmp_path / "log.jsonl"
-    journal = tmp_path / "shared.journal"
-    workers = [_start(tmp_path, log, storage=f"journal:{journal}", max_trials=6)
-               for _ in range(2)]
-    for worker in workers:
-        _finish(worker)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-        str(journal)))
-    study = optuna.load_study(study_name="search", storage=storage)
-    _check_one_search(study, 6)
-    assert len(_lines(log)) == 6 and len({s["pid"] for s in _lines(log)}) == 2
 
 
 def _postgres_driver():
