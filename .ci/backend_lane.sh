@@ -10,7 +10,7 @@
 #   BACKEND_LANE_PARALLEL=1 bash .ci/backend_lane.sh   # both at once (2 cores)
 #   BACKEND_LANE_BACKENDS="tensorflow" bash .ci/backend_lane.sh   # the same selection on TF
 #
-# Selection (kept cheap: see docs/backends.md for what it runs and what it leaves to the
+# Selection (what it runs, and what it leaves to the
 # main run): the conformance checks except the constructor fuzz/grid (argument
 # validation, backend-independent) and except the optimizers' model.fit/save/load
 # exercise, which tests/optimizers/test_backends.py already runs on both backends in the
