@@ -1,5 +1,14 @@
 """Time one optimizer step of every keras_trainkit optimizer, wrapper and transform against Adam.
 
+``--backend {tensorflow,jax,torch}`` times on that Keras backend (the script
+re-runs itself with ``KERAS_BACKEND`` set) and every ratio is to that
+backend's own ``keras.optimizers.Adam``. The step per backend
+(``_backend_steps.py``): TensorFlow, one ``tf.function`` (XLA only with
+``--jit``); JAX, ``stateless_call`` + ``stateless_apply`` in a
+``jax.lax.fori_loop`` under ``jax.jit`` (always: ``jit_compile=True`` is
+``model.fit``'s default there); PyTorch, an eager loop (``fit``'s default).
+The TensorFlow description follows.
+
 What is timed: a compiled train step (``tf.function``; XLA only with ``--jit``)
 on an MLP 784-512-512-10 (ReLU, softmax cross-entropy, about 670k weights) and
 one fixed random batch of 128 held in memory: forward pass, backward pass and
@@ -52,8 +61,10 @@ Usage::
     python benchmarks/optimizer_step.py --steps 50 --repeats 9
     python benchmarks/optimizer_step.py --only Shampoo SAM --jit   # adds Shampoo(newton)
     python benchmarks/optimizer_step.py --cpu-time   # busy machine: 1 thread, CPU clock
+    python benchmarks/optimizer_step.py --backend jax --cpu-time --steps 10 --repeats 3
 
-``--cpu-time`` runs TensorFlow on one thread and reads the process CPU clock:
+``--cpu-time`` runs the backend on one thread (TensorFlow's thread pools,
+``torch.set_num_threads(1)``, XLA's CPU runtime on JAX) and reads the process CPU clock:
 figures that other processes on a shared machine barely disturb (a proxy for
 the quiet-machine ratios, not the multi-threaded wall time).
 """
@@ -68,10 +79,35 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+BACKENDS = ("tensorflow", "jax", "torch")
 
-import keras
-import numpy as np
-import tensorflow as tf
+
+def _select_backend(argv):
+    """Re-execute this script with ``KERAS_BACKEND`` set when ``--backend`` asks for another.
+
+    Keras reads the backend once, at import, so the choice must come before it.
+    With ``--cpu-time`` on JAX, XLA's CPU runtime gets one thread as well.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--backend", choices=BACKENDS)
+    pre.add_argument("--cpu-time", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if known.backend is None or os.environ.get("KERAS_BACKEND") == known.backend:
+        return
+    environment = {**os.environ, "KERAS_BACKEND": known.backend}
+    if known.cpu_time and known.backend == "jax":
+        environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") +
+                                    " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], environment)
+
+
+if __name__ == "__main__":
+    _select_backend(sys.argv[1:])
+
+import keras  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+
+from _backend_steps import build_step  # noqa: E402  (benchmarks/ is the script's folder)
 
 BASELINE = "keras.Adam"
 EMPTY_CHAIN = "TransformedOptimizer(Adam, [])"
@@ -114,39 +150,14 @@ class Candidate:
         self.times = []
 
     def compile(self, x, y, jit):
-        model = _mlp()
-        optimizer = self.make()
-        variables = model.trainable_variables
-        optimizer.build(variables)
-        loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        def loss_fn():
-            return loss_object(y, model(x, training=True))
-
-        def one_step():
-            if self.sam:
-                loss, grads = optimizer.compute_gradients(loss_fn, variables)
-            else:
-                with tf.GradientTape() as tape:
-                    loss = loss_fn()
-                grads = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(grads, variables))
-            return loss
-
-        @tf.function(jit_compile=jit)
-        def run(steps):
-            loss = tf.constant(0.0)
-            for _ in tf.range(steps):
-                loss = one_step()
-            return loss
-
-        self.model, self.optimizer, self._run = model, optimizer, run
+        self.model, self.optimizer = _mlp(), self.make()
+        self._run = build_step(self.model, self.optimizer, x, y, self.sam, jit)
         self.run(2)  # trace, compile and create every slot; not timed
 
     def run(self, steps):
         """Seconds per step of ``steps`` steps in one call, synced by reading the loss."""
         start = CLOCK()
-        loss = float(self._run(tf.constant(steps)).numpy())
+        loss = self._run(steps)
         elapsed = CLOCK() - start
         if not np.isfinite(loss):
             raise FloatingPointError(f"{self.label}: non-finite loss {loss}")
@@ -165,8 +176,8 @@ class TorchCandidate(Candidate):
             torch.nn.Linear(512, 10),
         )
         self.optimizer = self.make(self.model.parameters())
-        self._x = torch.from_numpy(x.numpy())
-        self._y = torch.from_numpy(y.numpy().astype("int64"))
+        self._x = torch.from_numpy(x)
+        self._y = torch.from_numpy(y.astype("int64"))
         self._loss = torch.nn.CrossEntropyLoss()
         self.run(2)  # create the optimizer state (and SOAP's first eigendecompositions); not timed
 
@@ -291,13 +302,69 @@ def verdict(candidate, to_adam, to_wrapped, wrapped_ratio_of) -> str:
     return f"<= {limit:.2f}x {'Adam' if against == 'adam' else 'wrapped'}: {result}"
 
 
+def _one_thread():
+    """One compute thread for the backend in use (and for the PyTorch SOAP comparison)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.get_logger().setLevel("ERROR")  # one tf.function per candidate is intended, not retracing
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    except ImportError:
+        pass
+
+
+def _description(args) -> str:
+    """The header: what is timed, on which backend and versions."""
+    backend = keras.backend.backend()
+    how = {"tensorflow": f"tf.function (jit_compile={args.jit})", "jax": "jax.jit (jit_compile=True)",
+           "torch": "eager PyTorch (jit_compile=False, fit's default)"}[backend]
+    module = __import__({"torch": "torch"}.get(backend, backend))
+    return (f"MLP 784-512-512-10, batch 128, forward+backward+apply_gradients in {how}, "
+            f"{args.steps} steps per call x {args.repeats} round-robin repeats, medians; "
+            f"clock: {'process CPU time, 1 thread' if args.cpu_time else 'wall'}\n"
+            f"keras {keras.__version__}, backend {backend} {module.__version__}")
+
+
+def _print_table(ready, adam, by_label, ratios):
+    """One row per candidate: median ms/step, median ratios to Adam and to what it wraps, target."""
+    def ratio(candidate, against):
+        if candidate is adam:
+            return 1.0 if against == "adam" else None
+        values = ratios[candidate.label][against]
+        return statistics.median(values) if values else None
+
+    header = f"{'candidate':34s} {'ms/step':>8s} {'x Adam':>7s} {'wraps':>30s} {'x wrapped':>9s}  target"
+    print(header)
+    print("-" * len(header))
+    for candidate in ready:
+        ms = statistics.median(candidate.times) * 1e3
+        to_adam = ratio(candidate, "adam")
+        to_wrapped = ratio(candidate, "wrapped")
+        target_text = verdict(candidate, to_adam, to_wrapped, lambda label: ratio(by_label[label], "wrapped")
+                              if label in by_label else None)
+        print(
+            f"{candidate.label:34s} {ms:8.2f} {to_adam:7.2f} {candidate.wraps or '':>30s} "
+            f"{'' if to_wrapped is None else f'{to_wrapped:9.2f}':>9s}  {target_text}"
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per timed call (default 20)")
     parser.add_argument("--repeats", type=int, default=7, help="round-robin repeats (default 7)")
-    parser.add_argument("--jit", action="store_true", help="compile the step with XLA (jit_compile=True)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend to time (re-runs the script with KERAS_BACKEND set; default: "
+                             "the current one); ratios are to that backend's own keras.optimizers.Adam")
+    parser.add_argument("--jit", action="store_true",
+                        help="TensorFlow: compile the step with XLA (jit_compile=True); JAX always jits")
     parser.add_argument("--cpu-time", action="store_true",
-                        help="one TensorFlow thread, timed by the process CPU clock (for a shared, busy machine)")
+                        help="one thread, timed by the process CPU clock (for a shared, busy machine)")
     parser.add_argument("--only", nargs="*", default=[], metavar="NAME",
                         help="time only candidates whose label starts with one of these (plus their baselines)")
     args = parser.parse_args(argv)
@@ -306,20 +373,13 @@ def main(argv=None):
 
     global CLOCK
     if args.cpu_time:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
         CLOCK = time.process_time
-        try:
-            import torch
-
-            torch.set_num_threads(1)
-            torch.set_num_interop_threads(1)
-        except ImportError:
-            pass
-    tf.get_logger().setLevel("ERROR")  # one tf.function per candidate is intended, not retracing
+        _one_thread()
+    if args.backend not in (None, keras.backend.backend()):
+        parser.error(f"--backend {args.backend}: KERAS_BACKEND is {keras.backend.backend()!r} (run the script directly)")
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(128, 784)).astype("float32"))
-    y = tf.constant(rng.integers(0, 10, size=(128,)).astype("int32"))
+    x = rng.normal(size=(128, 784)).astype("float32")
+    y = rng.integers(0, 10, size=(128,)).astype("int32")
 
     found, skipped = candidates(args.jit)
     if args.only:
@@ -329,11 +389,7 @@ def main(argv=None):
             needed |= {TORCH_ADAMW, TORCH_SOAP}
         found = [c for c in found if c in wanted or c.label in needed]
 
-    print(f"MLP 784-512-512-10, batch 128, forward+backward+apply_gradients in tf.function "
-          f"(jit_compile={args.jit}), {args.steps} steps per call x {args.repeats} round-robin repeats, "
-          f"medians; clock: {'process CPU time, 1 thread' if args.cpu_time else 'wall'}")
-    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, "
-          f"devices {[d.device_type for d in tf.config.list_logical_devices()]}")
+    print(_description(args))
     ready = []
     for candidate in found:
         try:
@@ -368,25 +424,7 @@ def main(argv=None):
             elif inner is not None:
                 ratios[candidate.label]["wrapped"].append(own / inner)
 
-    def ratio(candidate, against):
-        if candidate is adam:
-            return 1.0 if against == "adam" else None
-        values = ratios[candidate.label][against]
-        return statistics.median(values) if values else None
-
-    header = f"{'candidate':34s} {'ms/step':>8s} {'x Adam':>7s} {'wraps':>30s} {'x wrapped':>9s}  target"
-    print(header)
-    print("-" * len(header))
-    for candidate in ready:
-        ms = statistics.median(candidate.times) * 1e3
-        to_adam = ratio(candidate, "adam")
-        to_wrapped = ratio(candidate, "wrapped")
-        target_text = verdict(candidate, to_adam, to_wrapped, lambda label: ratio(by_label[label], "wrapped")
-                              if label in by_label else None)
-        print(
-            f"{candidate.label:34s} {ms:8.2f} {to_adam:7.2f} {candidate.wraps or '':>30s} "
-            f"{'' if to_wrapped is None else f'{to_wrapped:9.2f}':>9s}  {target_text}"
-        )
+    _print_table(ready, adam, by_label, ratios)
     for name in skipped:
         print(f"skipped (not available): {name}")
     return 0

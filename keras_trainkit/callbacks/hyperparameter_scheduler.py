@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_trainkit.callbacks._monitor import sync_model_state
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.control import HyperparameterVariable  # noqa: F401  (its documented home)
@@ -133,6 +134,9 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         return value
 
     def _apply(self, count_of) -> None:
+        # JAX: mid-fit the trainer holds the variables' values; put them back so the update
+        # count can be read and the new value assigned (the next batch reads them back).
+        sync_model_state(self.model)
         for leaf, variable in self._targets:
             value = self._value(count_of(leaf))
             if isinstance(variable, HyperparameterVariable):

@@ -5,7 +5,8 @@ The course's "numeric vs. automatic differentiation": for a weight coordinate
 
     numeric_k = (L(w + h e_k) - L(w - h e_k)) / (2 h)       (error O(h^2))
 
-is compared with the ``tf.GradientTape`` gradient ``analytic_k`` through the
+is compared with the backend's automatic gradient ``analytic_k`` (``tf.GradientTape``,
+``jax.grad`` or ``torch.autograd``, through ``utils.gradients``) through the
 relative error
 
     rel_k = |analytic_k - numeric_k| / max(|analytic_k|, |numeric_k|)
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from keras_trainkit.utils.gradients import value_and_gradients
 from keras_trainkit.utils.validation import check_positive, check_type
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,18 @@ class GradientCheckResult:
         return "\n".join(lines)
 
 
+def _computes_in_float64() -> bool:
+    """Whether Keras's type promotion keeps float64 on this backend.
+
+    Keras (3.15) turns every 64-bit result of its promotion
+    (``keras.backend.result_type``) into 32 bits on JAX and PyTorch, to match
+    JAX's default: a float64 ``Dense`` there adds its bias in float32. A float64
+    check would then compare float32 finite differences with the float64
+    threshold and fail a correct model.
+    """
+    return keras.backend.result_type("float64", "float64") == "float64"
+
+
 def _float64_clone(model):
     """A float64 copy of ``model`` with the same weights, or ``None`` if it cannot be cloned."""
     def clone_layer(layer):
@@ -89,6 +103,14 @@ def _float64_clone(model):
     if any(v.dtype != "float64" for v in clone.trainable_variables):
         return None
     return clone
+
+
+def _tensor(array, dtype):
+    """``array`` as a tensor of the current backend; floating arrays cast to ``dtype``."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(dtype)
+    return keras.ops.convert_to_tensor(array)
 
 
 def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed):
@@ -152,11 +174,14 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
                    epsilon: float | None = None, threshold: float | None = None,
                    float64: bool = True, seed: int = 0,
                    abs_tolerance: float = 1e-12) -> GradientCheckResult:
-    """Compare ``GradientTape`` gradients with central finite differences on random coordinates.
+    """Compare automatic gradients with central finite differences on random coordinates.
 
     The model is cloned in float64 (each layer rebuilt with ``dtype="float64"``,
-    weights copied) unless ``float64=False`` or cloning fails; ``model`` itself is
-    never modified. The loss is ``mean(loss(y, model(x, training=False)))``
+    weights copied) unless ``float64=False``, cloning fails or Keras does not
+    compute in float64 on this backend (its type promotion turns float64 into
+    float32 on JAX and PyTorch): then the check runs in the model's own dtype,
+    with the float32 step and threshold, and a warning says so. ``model`` itself is never modified. Runs on every Keras
+    backend (the gradient through ``keras_trainkit.utils.gradients``). The loss is ``mean(loss(y, model(x, training=False)))``
     (dropout off); a ``keras.losses.Loss`` instance is evaluated through its
     unreduced ``call`` so that it runs in the model's dtype. Every trainable variable gets at least one coordinate while
     ``num_coordinates`` allows, the rest are drawn uniformly over all
@@ -187,9 +212,12 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
         >>> gradient_check(model, x, y, "mse", num_coordinates=5).passed
         True
     """
-    import tensorflow as tf
-
     loss_fn = _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed)
+    if float64 and not _computes_in_float64():
+        logger.warning("gradient_check: Keras computes float64 in float32 on the %s backend; "
+                       "checking %s in its own dtype with the float32 step and threshold",
+                       keras.backend.backend(), model.name)
+        float64 = False
     target = _float64_clone(model) if float64 else None
     target = target if target is not None else model
     variables = list(target.trainable_variables)
@@ -199,22 +227,17 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     wide = dtype == "float64"
     h = epsilon if epsilon is not None else (1e-6 if wide else 5e-3)
     limit = threshold if threshold is not None else (1e-6 if wide else 5e-2)
-    x_in = tf.nest.map_structure(
-        lambda a: tf.cast(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else tf.constant(a), x)
-    y_in = tf.convert_to_tensor(y)
-    if y_in.dtype.is_floating:
-        y_in = tf.cast(y_in, dtype)
+    x_in = keras.tree.map_structure(lambda a: _tensor(a, dtype), x)
+    y_in = _tensor(y, dtype)
 
     # A keras.losses.Loss computes in its own dtype (float32): call its unreduced ``call``.
     per_example = loss_fn.call if isinstance(loss_fn, keras.losses.Loss) else loss_fn
 
     def loss_value():
         prediction = target(x_in, training=False)
-        return tf.reduce_mean(tf.cast(per_example(y_in, prediction), dtype))
+        return keras.ops.mean(keras.ops.cast(per_example(y_in, prediction), dtype))
 
-    with tf.GradientTape() as tape:
-        value = loss_value()
-    grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    _, _, grads = value_and_gradients(lambda: (loss_value(), None), variables)
 
     chosen = _pick_coordinates(variables, num_coordinates, seed)
     checks = [_check_coordinate(variables[i], flat_index, grads[i], loss_value, h, abs_tolerance)

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.diagnostics._init_advice import scale_advice
+from keras_trainkit.utils.gradients import value_and_gradients
 from keras_trainkit.utils.validation import check_number, check_probability, check_type
 
 logger = logging.getLogger(__name__)
@@ -151,38 +152,85 @@ def _std(a) -> float:
     return float(np.std(a)) if a.size else float("nan")
 
 
+class _Offset(keras.layers.Layer):
+    """``x + offset`` with a zero ``offset``: its gradient is the loss's gradient at ``x``."""
+
+    def __init__(self, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, x):
+        return x + keras.ops.cast(self.offset, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _probe(model, layers, batch):
+    """``(probe, offsets)``: ``model``'s graph with a zero offset after each of ``layers``.
+
+    The probe (the same layers and weights, through ``keras.models.clone_model``
+    with a ``call_function``) outputs every layer's output plus the model's
+    outputs; the gradient with respect to the ``batch``-shaped offset variables
+    is the gradient with respect to the layers' outputs on every backend, where
+    JAX cannot differentiate with respect to an intermediate tensor directly.
+    """
+    wanted = {id(layer) for layer in layers}
+    offsets, taps = {}, {}
+
+    def call_function(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if id(layer) not in wanted:
+            return out
+        if id(layer) in taps or not isinstance(out, keras.KerasTensor) or None in tuple(out.shape[1:]):
+            raise ValueError("Argument `model` must call each layer once, with one output of a fixed "
+                             f"shape. Received: layer {layer.name!r} with output {out!r}")
+        offsets[id(layer)] = keras.Variable(np.zeros((batch,) + tuple(out.shape[1:])), dtype=out.dtype,
+                                            trainable=False, name=f"{layer.name}_offset")
+        taps[id(layer)] = _Offset(offsets[id(layer)], dtype=out.dtype, name=f"{layer.name}_probe")(out)
+        return taps[id(layer)]
+
+    functional = keras.Model(model.inputs, model.outputs) if isinstance(model, keras.Sequential) else model
+    clone = keras.models.clone_model(functional, clone_function=lambda layer: layer,
+                                     call_function=call_function)
+    inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
+    probe = keras.Model(inputs, [taps[id(layer)] for layer in layers] + list(clone.outputs))
+    return probe, [offsets[id(layer)] for layer in layers]
+
+
 def _one_pass(model, layers, x, y_batch, loss, seed):
     """One forward and backward pass: ``(outputs, output gradients, {layer: kernel-gradient std}, loss)``.
 
     The loss is the given one on ``y_batch``, or without labels the surrogate
-    ``mean_i sum(prediction_i * d)`` with a fixed random direction ``d``.
+    ``mean_i sum(prediction_i * d)`` with a fixed random direction ``d``. Runs on
+    every Keras backend (gradients through ``keras_trainkit.utils.gradients``).
     """
-    import tensorflow as tf
-
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [layer.output for layer in layers] + list(model.outputs))
+    probe, offsets = _probe(model, layers, len(x))
     kernel_layers = [layer for layer in layers if isinstance(layer, _KERNEL_LAYERS)]
-    with tf.GradientTape() as tape:
+    if y_batch is not None and len(model.outputs) != 1:
+        raise ValueError("Argument `y_batch` is only supported for single-output models. "
+                         f"Received: a model with {len(model.outputs)} outputs")
+    loss_fn = keras.losses.get(loss) if loss is not None else \
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rng = np.random.default_rng(seed)
+    directions = [rng.normal(size=tuple(output.shape[1:])) for output in model.outputs]
+
+    def forward():
         everything = list(probe(x, training=False))
         outputs, predictions = everything[:len(layers)], everything[len(layers):]
         if y_batch is not None:
-            if len(predictions) != 1:
-                raise ValueError("Argument `y_batch` is only supported for single-output models. "
-                                 f"Received: a model with {len(predictions)} outputs")
-            loss_fn = keras.losses.get(loss) if loss is not None else \
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            value = tf.reduce_mean(loss_fn(np.asarray(y_batch), predictions[0]))
-        else:
-            rng = np.random.default_rng(seed)
-            value = 0.0
-            for prediction in predictions:
-                direction = tf.constant(rng.normal(size=tuple(prediction.shape[1:])), prediction.dtype)
-                flat = tf.reshape(prediction * direction, (tf.shape(prediction)[0], -1))
-                value = value + tf.reduce_mean(tf.reduce_sum(flat, axis=1))
-    gradients = tape.gradient(value, outputs + [layer.kernel for layer in kernel_layers],
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    kernel_grads = {layer.name: _std(np.asarray(g)) for layer, g in zip(kernel_layers, gradients[len(outputs):])}
-    return outputs, gradients[:len(outputs)], kernel_grads, value
+            return keras.ops.mean(loss_fn(np.asarray(y_batch), predictions[0])), outputs
+        value = 0.0
+        for prediction, direction in zip(predictions, directions):
+            flat = keras.ops.reshape(prediction * keras.ops.cast(direction, prediction.dtype),
+                                     (keras.ops.shape(prediction)[0], -1))
+            value = value + keras.ops.mean(keras.ops.sum(flat, axis=1))
+        return value, outputs
+
+    value, outputs, gradients = value_and_gradients(forward, offsets + [layer.kernel for layer in kernel_layers])
+    numpy = [keras.ops.convert_to_numpy(t) for t in list(outputs) + list(gradients)]
+    kernel_grads = {layer.name: _std(g) for layer, g in zip(kernel_layers, numpy[2 * len(layers):])}
+    return numpy[:len(layers)], numpy[len(layers):2 * len(layers)], kernel_grads, value
 
 
 def _layer_findings(layer, out, grad, kernel_gradient_std, dead_threshold):

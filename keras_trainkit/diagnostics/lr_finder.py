@@ -223,6 +223,9 @@ def _batches(data, batch_size, seed):
             "Argument `data` must be a tf.data.Dataset of batches or an `(x, y)` tuple of "
             f"arrays, not {type(data).__name__}. Received: data={data!r:.80}"
         )
+    if keras.backend.backend() != "tensorflow":
+        # JAX's train_on_batch cannot take TensorFlow tensors: hand over NumPy batches.
+        return dataset.repeat().as_numpy_iterator()
     return iter(dataset.repeat())
 
 

@@ -115,7 +115,7 @@ class CosineAnnealingWarmRestarts(LearningRateSchedule):
         """The cycle index of ``t``; the float estimate is corrected at the boundaries."""
         first = float(self.first_decay_steps)
         if self.t_mul == 1.0:
-            return ops.floor(t / first)
+            return ops.floor_divide(t, first)  # exact at restarts on XLA too (see StepDecay)
         ratio = 1.0 + t * (self.t_mul - 1.0) / first
         cycle = ops.maximum(ops.floor(ops.log(ratio) / math.log(self.t_mul)), 0.0)
         # log() in float32 may land just below an integer at an exact restart

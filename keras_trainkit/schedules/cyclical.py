@@ -84,7 +84,7 @@ class CyclicalLearningRate(LearningRateSchedule):
         t = as_float(step)
         up = float(self.step_size)
         length = up + float(self.step_size_down or self.step_size)
-        cycles = ops.floor(t / length)
+        cycles = ops.floor_divide(t, length)  # exact at cycle ends on XLA too (see StepDecay)
         into = t - cycles * length  # steps into the current cycle, exact for integer steps
         height = ops.where(into <= up, into / up, (length - into) / (length - up))
         if self.mode == "triangular2":

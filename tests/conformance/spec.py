@@ -31,12 +31,16 @@ class ClassSpec:
         exercise: ``exercise(instance, tmp_path)`` replacing the family's use in
             ``model.fit`` plus save/load.
         fuzz: whether to fuzz the scalar constructor arguments.
+        known_failures: ``{backend: cause}``: Keras backends on which the
+            exercise is known to fail; it runs there as a strict xfail (a fix
+            makes the test say to remove the entry).
     """
 
     valid: dict[str, Any] | Callable[[], dict[str, Any]] = field(default_factory=dict)
     invalid: dict[str, Any] | None = None
     exercise: Callable[[Any, Any], None] | None = None
     fuzz: bool = True
+    known_failures: dict[str, str] = field(default_factory=dict)
 
     def valid_kwargs(self) -> dict[str, Any]:
         return self.valid() if callable(self.valid) else dict(self.valid)

@@ -154,8 +154,11 @@ def test_constructor_fuzz_raises_only_value_or_type_error(family, name):
 
 
 @pytest.mark.parametrize("family,name", CASES)
-def test_use_in_fit_and_save_load(family, name, tmp_path):
+def test_use_in_fit_and_save_load(family, name, tmp_path, request):
     _, spec, instance = _build(family, name)
+    cause = spec.known_failures.get(keras.backend.backend())
+    if cause is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=cause))
     exercise = spec.exercise or _family_spec(family).exercise
     keras.utils.set_random_seed(0)
     exercise(instance, tmp_path)

@@ -141,25 +141,15 @@ class ShapedQuadratic:
 
 
 def run_keras_shaped(optimizer, problem: ShapedQuadratic, steps: int = rp.STEPS) -> np.ndarray:
-    """``rp.run_keras`` for a :class:`ShapedQuadratic`."""
-    import tensorflow as tf
+    """``rp.run_keras`` for a :class:`ShapedQuadratic` (any backend)."""
+    names = list(problem.shapes)
 
-    tnp = tf.experimental.numpy
-    init = problem.split(problem.x0, np)
-    variables = [keras.Variable(init[name], name=name) for name in problem.shapes]
-    optimizer.build(variables)
+    def grads_of(params, xp):
+        grads = problem.split(problem.grad(problem.flatten(params, xp), xp), xp)
+        return [grads[name] for name in names]
 
-    @tf.function
-    def run():
-        rows = tf.TensorArray(problem.x0.dtype, size=steps)
-        for i in tf.range(steps):
-            values = {name: v.value for name, v in zip(problem.shapes, variables)}
-            grads = problem.split(problem.grad(problem.flatten(values, tnp), tnp), tnp)
-            optimizer.apply([grads[name] for name in problem.shapes], variables)
-            rows = rows.write(i, problem.flatten({n: v.value for n, v in zip(problem.shapes, variables)}, tnp))
-        return rows.stack()
-
-    return run().numpy()
+    return rp.run_keras_loop(optimizer, problem.split(problem.x0, np), grads_of, problem.flatten,
+                             problem.x0.dtype, steps)
 
 
 def run_optax_shaped(transform, problem: ShapedQuadratic, steps: int = rp.STEPS) -> np.ndarray:

@@ -15,8 +15,8 @@ tolerance. About 10 minutes on two busy cores: marked ``backends`` (and
 The optimizer reference tests (``test_reference_*.py``) run on any backend as
 well: ``reference_problems.run_keras`` uses ``stateless_apply`` under
 ``jax.jit`` on JAX and an eager loop on PyTorch, so a CI lane can run them with
-``KERAS_BACKEND=jax`` / ``torch`` (float64 cases skip on JAX without
-``JAX_ENABLE_X64=1``).
+``KERAS_BACKEND=jax`` / ``torch`` (float64 cases skip there: Keras's type
+promotion computes float64 in float32 off TensorFlow).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ at the first step (or rank-deficient by one) are compared: in a larger null
 space the eigenvector basis is the solver's choice (see the class docstring).
 """
 
+import keras
 import numpy as np
 import pytest
 
@@ -147,17 +148,21 @@ def test_float16_variables_keep_float32_statistics():
 
 
 def test_basis_signs_do_not_change_the_rotation_round_trip():
+    # float64 where Keras computes in it (TensorFlow); float32 elsewhere (its type promotion
+    # turns float64 into float32 off TensorFlow), with a float32 tolerance.
+    wide = keras.backend.result_type("float64", "float64") == "float64"
+    dtype, atol = ("float64", 1e-12) if wide else ("float32", 1e-5)
     rng = np.random.default_rng(0)
-    left, _ = np.linalg.qr(rng.normal(size=(1, 1, 4, 4)))
-    right, _ = np.linalg.qr(rng.normal(size=(1, 1, 3, 3)))
-    blocks = rng.normal(size=(1, 1, 4, 3))
-    scale = rng.uniform(0.5, 2.0, size=(1, 1, 4, 3))
-    signs_left, signs_right = np.array([1, -1, -1, 1.0]), np.array([-1, 1, -1.0])
+    left = np.linalg.qr(rng.normal(size=(1, 1, 4, 4)))[0].astype(dtype)
+    right = np.linalg.qr(rng.normal(size=(1, 1, 3, 3)))[0].astype(dtype)
+    blocks = rng.normal(size=(1, 1, 4, 3)).astype(dtype)
+    scale = rng.uniform(0.5, 2.0, size=(1, 1, 4, 3)).astype(dtype)
+    signs_left, signs_right = np.array([1, -1, -1, 1.0], dtype), np.array([-1, 1, -1.0], dtype)
 
     def update(q_l, q_r):
         return np.asarray(project_back(np.asarray(project(blocks, q_l, q_r)) * scale, q_l, q_r))
 
-    np.testing.assert_allclose(update(left, right), update(left * signs_left, right * signs_right), atol=1e-12)
+    np.testing.assert_allclose(update(left, right), update(left * signs_left, right * signs_right), atol=atol)
 
 
 def test_padding_diagonal_marks_the_padded_tail():

@@ -97,12 +97,14 @@ def _run_ours(transform, problem):
     variables = [keras.Variable(init["kernel"], name="kernel"), keras.Variable(init["bias"], name="bias")]
     opt = TransformedOptimizer(keras.optimizers.SGD(lr), [transform])
     opt.build(variables)
-    step_fn = tf.function(lambda gk, gb: opt.apply([gk, gb], variables))
+    step_fn = lambda gk, gb: opt.apply([gk, gb], variables)  # noqa: E731 - eager on JAX and PyTorch
+    if keras.backend.backend() == "tensorflow":
+        step_fn = tf.function(step_fn)
     path, stats = [], []
     for step in range(STEPS):
         flat = _flat({"kernel": variables[0].numpy(), "bias": variables[1].numpy()})
         g = _split(grad_fn(step, flat.astype("float64")).astype("float32"))
-        step_fn(tf.constant(g["kernel"]), tf.constant(g["bias"]))
+        step_fn(keras.ops.convert_to_tensor(g["kernel"]), keras.ops.convert_to_tensor(g["bias"]))
         path.append(_flat({"kernel": variables[0].numpy(), "bias": variables[1].numpy()}))
         stats.append(transform.get_statistics())
     return np.array(path), stats
