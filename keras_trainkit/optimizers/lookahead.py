@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
+from keras_trainkit.optimizers._conditional import run_where
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
@@ -75,27 +76,34 @@ class Lookahead(OptimizerWrapper):
         )
 
     def wrapped_apply(self, grads, variables):
-        # Written with ops.where and unconditional assignments, not a cond whose
-        # branches assign: a JAX cond (jit, stateless_apply) cannot assign inside
-        # a branch. Every replica writes the same value.
+        # Conditional assignments through run_where: a real cond on TensorFlow and
+        # PyTorch (between syncs the slow weights cost nothing), a select on JAX,
+        # where a cond branch cannot assign (jit, stateless_apply). Every replica
+        # writes the same value.
         slots = [self._slow_weights[self._get_variable_index(w)] for w in variables]
-        # Slow weights start at the weights seen before the first inner update.
-        first = ops.equal(self.iterations, 0)
-        for slow, fast in zip(slots, variables):
-            slow.assign(ops.where(first, ops.cast(fast, slow.dtype), ops.convert_to_tensor(slow)))
+
+        def start_slow_weights():  # at the weights seen before the first inner update
+            for slow, fast in zip(slots, variables):
+                slow.assign(ops.cast(fast, slow.dtype))
+
+        run_where(ops.equal(self.iterations, 0), start_slow_weights, slots)
         super().wrapped_apply(grads, variables)
         iteration = ops.cast(self.iterations, "int64")
         due = ops.logical_and(
             ops.equal(iteration % self.sync_period, 0),
             ops.not_equal(iteration, self._synced_at),
         )
-        for slow, fast in zip(slots, variables):
-            slow_value, fast_value = ops.convert_to_tensor(slow), ops.convert_to_tensor(fast)
-            alpha = ops.cast(self.slow_step_size, slow.dtype)
-            moved = slow_value + alpha * (ops.cast(fast_value, slow.dtype) - slow_value)
-            slow.assign(ops.where(due, moved, slow_value))
-            fast.assign(ops.where(due, ops.cast(moved, fast.dtype), fast_value))
-        self._synced_at.assign(ops.where(due, iteration, ops.convert_to_tensor(self._synced_at)))
+
+        def sync():  # slow += alpha * (fast - slow); fast = slow
+            for slow, fast in zip(slots, variables):
+                slow_value = ops.convert_to_tensor(slow)
+                alpha = ops.cast(self.slow_step_size, slow.dtype)
+                moved = slow_value + alpha * (ops.cast(fast, slow.dtype) - slow_value)
+                slow.assign(moved)
+                fast.assign(ops.cast(moved, fast.dtype))
+            self._synced_at.assign(iteration)
+
+        run_where(due, sync, slots + list(variables) + [self._synced_at])
 
     def get_config(self):
         config = super().get_config()
