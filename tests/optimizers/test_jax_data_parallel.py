@@ -18,9 +18,8 @@ variable replicated on both).
 
 Tolerance: the two runs differ only in the order float32 sums are reduced (per
 device, then across devices). After 48 updates the relative difference is
-below 4e-7 for every case but LARS (~4e-6: its trust ratio ``||w|| / ||g||``
-divides by the gradient norm, which amplifies the round-off of small
-gradients), so ``RELATIVE_TOLERANCE`` is 1e-5.
+below 4e-7 for every case but LARS (~4e-6; likely its trust ratio
+``||w|| / ||g||``, which divides by the gradient norm: not traced), so ``RELATIVE_TOLERANCE`` is 1e-5.
 
 Test ids avoid bare component names (``dp_RAdam``, not ``RAdam``) so that
 ``scripts/make_backend_table.py`` does not count these TensorFlow-process
