@@ -29,7 +29,7 @@ def _mlp(zero_kernel: bool = False):
         keras.layers.Dense(32, activation="relu", name="hidden1"),
         keras.layers.Dense(32, activation="tanh", name="hidden2"),
         keras.layers.Dense(4, name="logits"),
-    ])
+    ], name="checked_mlp")  # named: the weights' paths must not depend on models built before
     rng = np.random.default_rng(0)
     weights = [rng.normal(scale=0.3, size=tuple(w.shape)).astype("float32") for w in model.get_weights()]
     if zero_kernel:
