@@ -204,6 +204,14 @@ def stateless_difference(make, steps: int = 12) -> float:
     )
 
 
+def relative_difference(ours, reference) -> float:
+    """max |ours - reference| over a list of arrays, relative to the largest |reference| entry."""
+    ours = [np.asarray(a, "float64") for a in ours]
+    reference = [np.asarray(a, "float64") for a in reference]
+    scale = max(float(np.max(np.abs(r))) for r in reference)
+    return max(float(np.max(np.abs(o - r))) for o, r in zip(ours, reference)) / scale
+
+
 def run(directory, names=None, reference=False) -> dict:
     """Every case (or ``names``): ``{name: {"ok": bool, ...numbers or "error"}}``.
 

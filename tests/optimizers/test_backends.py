@@ -89,13 +89,6 @@ def results(request, tmp_path_factory):
     return get
 
 
-def _relative_difference(ours, reference) -> float:
-    ours = [np.asarray(a, "float64") for a in ours]
-    reference = [np.asarray(a, "float64") for a in reference]
-    scale = max(float(np.max(np.abs(r))) for r in reference)
-    return max(float(np.max(np.abs(o - r))) for o, r in zip(ours, reference)) / scale
-
-
 CASES = [
     pytest.param(
         name, backend, id=f"{name}-{backend}",
@@ -114,8 +107,8 @@ def test_same_numbers_as_tensorflow(results, name, backend):
     record = results(backend)[name]
     assert record["ok"], record.get("traceback")
     # 104 updates of model.fit, then predict and evaluate.
-    assert _relative_difference(record["weights"], reference["weights"]) <= RELATIVE_TOLERANCE
-    assert _relative_difference([record["predict"]], [reference["predict"]]) <= RELATIVE_TOLERANCE
+    assert backend_fit.relative_difference(record["weights"], reference["weights"]) <= RELATIVE_TOLERANCE
+    assert backend_fit.relative_difference([record["predict"]], [reference["predict"]]) <= RELATIVE_TOLERANCE
     np.testing.assert_allclose(record["loss"], reference["loss"], rtol=RELATIVE_TOLERANCE)
     np.testing.assert_allclose(record["evaluate"], reference["evaluate"], rtol=RELATIVE_TOLERANCE)
     # .keras save/load keeps the slots; training continues exactly.
@@ -124,7 +117,7 @@ def test_same_numbers_as_tensorflow(results, name, backend):
     if backend == "jax":
         if name in backend_fit.EAGER_CASES:
             eager = record["weights_epoch_1_eager"]
-            assert _relative_difference(eager, reference["weights_epoch_1"]) <= RELATIVE_TOLERANCE
+            assert backend_fit.relative_difference(eager, reference["weights_epoch_1"]) <= RELATIVE_TOLERANCE
         if name in backend_fit.STATELESS_EXEMPT:
             assert "stateless_difference" not in record
         else:

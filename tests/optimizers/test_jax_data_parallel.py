@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.optimizers import _jax_data_parallel
+from tests.optimizers import _jax_data_parallel, backend_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 2
@@ -104,13 +104,6 @@ def payload(request, tmp_path_factory):
     return result
 
 
-def _relative_difference(ours, reference) -> float:
-    ours = [np.asarray(a, "float64") for a in ours]
-    reference = [np.asarray(a, "float64") for a in reference]
-    scale = max(float(np.max(np.abs(r))) for r in reference)
-    return max(float(np.max(np.abs(o - r))) for o, r in zip(ours, reference)) / scale
-
-
 def test_two_host_devices(payload):
     assert payload["jax_devices"] == DEVICES
 
@@ -128,7 +121,7 @@ def test_data_parallel_matches_one_device(payload, name):
     # Same training: as many epochs (EarlyStopping), same losses, same final weights.
     assert len(parallel["loss"]) == len(single["loss"])
     np.testing.assert_allclose(parallel["loss"], single["loss"], rtol=RELATIVE_TOLERANCE)
-    assert _relative_difference(parallel["weights"], single["weights"]) <= RELATIVE_TOLERANCE
+    assert backend_fit.relative_difference(parallel["weights"], single["weights"]) <= RELATIVE_TOLERANCE
 
 
 def test_every_case_ran(payload):
