@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests._other_backend import run_under_backend
 from tests.optimizers import _jax_data_parallel, backend_fit
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 2
 RELATIVE_TOLERANCE = 1e-5
 # Known failures, each with its cause; strict xfail, so a fix makes the test say to remove it.
@@ -83,22 +80,13 @@ def _selected_cases(session):
 @pytest.fixture(scope="module")
 def payload(request, tmp_path_factory):
     """The script's JSON: one subprocess for the module (selected cases only)."""
-    import importlib.util
-
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed")
     output = tmp_path_factory.mktemp("jax_data_parallel") / "results.json"
     flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                    f"--xla_force_host_platform_device_count={DEVICES}"]))
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT),
-                   "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": flags}
     names = _selected_cases(request.session)
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.optimizers._jax_data_parallel", str(output), *(["--all"] if EVERYTHING else []),
-         *sorted(names or [])],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_under_backend("jax", ["-m", "tests.optimizers._jax_data_parallel", str(output),
+                              *(["--all"] if EVERYTHING else []), *sorted(names or [])],
+                      timeout=900, extra_env={"XLA_FLAGS": flags})
     result = json.loads(output.read_text())
     assert result["backend"] == "jax"
     return result
