@@ -10,8 +10,8 @@ backend's own ``keras.optimizers.Adam``. The step per backend
 The TensorFlow description follows.
 
 What is timed: a compiled train step (``tf.function``; XLA only with ``--jit``)
-on an MLP 784-512-512-10 (ReLU, softmax cross-entropy, about 670k weights) and
-one fixed random batch of 128 held in memory: forward pass, backward pass and
+on an MLP 784-512-512-10 (ReLU, softmax cross-entropy, about 670k weights; other
+widths with ``--hidden``) and one fixed random batch of 128 (``--batch``) held in memory: forward pass, backward pass and
 ``optimizer.apply_gradients``. ``SAM`` runs its real two passes through
 ``SAM.compute_gradients`` (the hook the ``Trainer`` and ``SAMModel`` use). One
 timed call runs ``--steps`` steps inside the compiled function (a
@@ -62,6 +62,10 @@ Usage::
     python benchmarks/optimizer_step.py --only Shampoo SAM --jit   # adds Shampoo(newton)
     python benchmarks/optimizer_step.py --cpu-time   # busy machine: 1 thread, CPU clock
     python benchmarks/optimizer_step.py --backend jax --cpu-time --steps 10 --repeats 3
+    python benchmarks/optimizer_step.py --backend jax --hidden 2048 --batch 1024   # on a GPU
+
+On a GPU (JAX or PyTorch backend) the PyTorch SOAP comparison runs on the same GPU, and
+the header names the device.
 
 ``--cpu-time`` runs the backend on one thread (TensorFlow's thread pools,
 ``torch.set_num_threads(1)``, XLA's CPU runtime on JAX) and reads the process CPU clock:
@@ -128,6 +132,7 @@ TORCH_SOAP = "pytorch-optimizer SOAP"
 # Our SOAP rows: ratio to Adam at most the PyTorch SOAP row's ratio to torch.AdamW.
 SOAP_TARGET = (TORCH_SOAP, "adam")
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
+HIDDEN = 512  # --hidden: the width of both hidden layers
 
 
 def _mlp():
@@ -135,11 +140,18 @@ def _mlp():
     return keras.Sequential(
         [
             keras.Input((784,)),
-            keras.layers.Dense(512, activation="relu", name="dense1"),
-            keras.layers.Dense(512, activation="relu", name="dense2"),
+            keras.layers.Dense(HIDDEN, activation="relu", name="dense1"),
+            keras.layers.Dense(HIDDEN, activation="relu", name="dense2"),
             keras.layers.Dense(10, name="logits"),
         ]
     )
+
+
+def _torch_device():
+    """The PyTorch side runs where the Keras side does: the GPU when there is one."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Candidate:
@@ -171,13 +183,14 @@ class TorchCandidate(Candidate):
         import torch
 
         torch.manual_seed(0)
+        device = _torch_device()
         self.model = torch.nn.Sequential(
-            torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
-            torch.nn.Linear(512, 10),
-        )
+            torch.nn.Linear(784, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
+            torch.nn.Linear(HIDDEN, 10),
+        ).to(device)
         self.optimizer = self.make(self.model.parameters())
-        self._x = torch.from_numpy(x)
-        self._y = torch.from_numpy(y.astype("int64"))
+        self._x = torch.from_numpy(x).to(device)
+        self._y = torch.from_numpy(y.astype("int64")).to(device)
         self._loss = torch.nn.CrossEntropyLoss()
         self.run(2)  # create the optimizer state (and SOAP's first eigendecompositions); not timed
 
@@ -208,8 +221,11 @@ def torch_candidates():
     ]
 
 
-def candidates(jit=False):
-    """``(list of Candidate, list of skipped names)`` read from the registries."""
+def candidates(jit=False, soap_blocks=(1024,)):
+    """``(list of Candidate, list of skipped names)`` read from the registries.
+
+    ``soap_blocks``: the ``max_block_size`` of SOAP's rows besides its defaults.
+    """
     adam = lambda: keras.optimizers.Adam(1e-3)
     out = [Candidate(BASELINE, adam)]
     skipped = []
@@ -243,7 +259,10 @@ def candidates(jit=False):
         if name == "SOAP":
             default_block = inspect.signature(cls).parameters["max_block_size"].default
             out.append(Candidate(f"SOAP (defaults, block {default_block})", cls, target=SOAP_TARGET))
-            out.append(Candidate("SOAP (block 1024)", lambda cls=cls: cls(max_block_size=1024), target=SOAP_TARGET))
+            for block in soap_blocks:
+                if block != default_block:
+                    out.append(Candidate(f"SOAP (block {block})", lambda cls=cls, b=block: cls(max_block_size=b),
+                                         target=SOAP_TARGET))
             continue
         out.append(Candidate(name, cls, target=ELEMENTWISE_TARGET))
 
@@ -325,10 +344,28 @@ def _description(args) -> str:
     how = {"tensorflow": f"tf.function (jit_compile={args.jit})", "jax": "jax.jit (jit_compile=True)",
            "torch": "eager PyTorch (jit_compile=False, fit's default)"}[backend]
     module = __import__({"torch": "torch"}.get(backend, backend))
-    return (f"MLP 784-512-512-10, batch 128, forward+backward+apply_gradients in {how}, "
+    return (f"MLP 784-{HIDDEN}-{HIDDEN}-10, batch {args.batch}, forward+backward+apply_gradients in {how}, "
             f"{args.steps} steps per call x {args.repeats} round-robin repeats, medians; "
             f"clock: {'process CPU time, 1 thread' if args.cpu_time else 'wall'}\n"
-            f"keras {keras.__version__}, backend {backend} {module.__version__}")
+            f"keras {keras.__version__}, backend {backend} {module.__version__}, device: {_device_name()}")
+
+
+def _device_name() -> str:
+    """The device the Keras backend computes on (a GPU's name, or "CPU")."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "CPU" if device.platform == "cpu" else f"{device.platform} {device.device_kind}"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"GPU {gpus[0].name}" if gpus else "CPU"
 
 
 def _print_table(ready, adam, by_label, ratios):
@@ -365,23 +402,29 @@ def main(argv=None):
                         help="TensorFlow: compile the step with XLA (jit_compile=True); JAX always jits")
     parser.add_argument("--cpu-time", action="store_true",
                         help="one thread, timed by the process CPU clock (for a shared, busy machine)")
+    parser.add_argument("--hidden", type=int, default=512,
+                        help="width of both hidden layers (default 512); the PyTorch side matches it")
+    parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    parser.add_argument("--soap-blocks", type=int, nargs="+", default=[1024], metavar="N",
+                        help="SOAP rows with these max_block_size values besides its defaults (default 1024)")
     parser.add_argument("--only", nargs="*", default=[], metavar="NAME",
                         help="time only candidates whose label starts with one of these (plus their baselines)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be >= 1")
+    if args.steps < 1 or args.repeats < 1 or args.hidden < 1 or args.batch < 1:
+        parser.error("--steps, --repeats, --hidden and --batch must be >= 1")
 
-    global CLOCK
+    global CLOCK, HIDDEN
+    HIDDEN = args.hidden
     if args.cpu_time:
         CLOCK = time.process_time
         _one_thread()
     if args.backend not in (None, keras.backend.backend()):
         parser.error(f"--backend {args.backend}: KERAS_BACKEND is {keras.backend.backend()!r} (run the script directly)")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 784)).astype("float32")
-    y = rng.integers(0, 10, size=(128,)).astype("int32")
+    x = rng.normal(size=(args.batch, 784)).astype("float32")
+    y = rng.integers(0, 10, size=(args.batch,)).astype("int32")
 
-    found, skipped = candidates(args.jit)
+    found, skipped = candidates(args.jit, args.soap_blocks)
     if args.only:
         wanted = [c for c in found if any(c.label.startswith(o) for o in args.only)]
         needed = {BASELINE} | {c.wraps for c in wanted if c.wraps}

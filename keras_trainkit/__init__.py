@@ -5,7 +5,8 @@ regularizers, callbacks, a ``GradientTape`` trainer and KerasTuner search
 spaces, each usable in ``model.fit``, in a custom loop, and in a search.
 
 ``import keras_trainkit`` imports every sub-package but ``tuning`` (which loads
-KerasTuner on first use), and so registers every serializable class with Keras:
+KerasTuner on first use) and, where TensorFlow is not installed, ``training``,
+and so registers every serializable class with Keras:
 ``keras.models.load_model`` reads a saved model that uses our objects after this
 one import, with no ``custom_objects``. The ``trainkit`` console script is the
 one exception: it imports the sub-packages itself, after parsing its arguments
@@ -13,6 +14,7 @@ one exception: it imports the sub-packages itself, after parsing its arguments
 """
 
 import importlib
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -22,9 +24,18 @@ _SUBPACKAGES = ("callbacks", "datasets", "diagnostics", "initializers", "models"
 
 
 def _import_subpackages() -> None:
-    """Import every sub-package but ``tuning``; registers our classes with Keras."""
+    """Import every sub-package but ``tuning``; registers our classes with Keras.
+
+    Where TensorFlow is not installed (a JAX or PyTorch setup), ``training``, the
+    TensorFlow ``GradientTape`` Trainer, is left out too: the optimizers, transforms,
+    schedules, initializers, regularizers, callbacks and diagnostics import and run
+    on those backends without it, and ``keras_trainkit.training`` raises the
+    ``ImportError`` that names TensorFlow on first use.
+    """
+    tensorflow_installed = importlib.util.find_spec("tensorflow") is not None
     for name in _SUBPACKAGES:
-        importlib.import_module(f"{__name__}.{name}")
+        if name != "training" or tensorflow_installed:
+            importlib.import_module(f"{__name__}.{name}")
 
 
 def __getattr__(name):

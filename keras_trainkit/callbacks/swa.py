@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from keras_trainkit.callbacks._monitor import TrainkitCallback
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from keras_trainkit.utils.pipelines import array_dataset
 from keras_trainkit.utils.validation import (
     check_bool,
     check_condition,
@@ -37,6 +37,8 @@ def _iterate_inputs(data, batch_size, steps):
     """Input batches (NumPy, any backend) from arrays, an ``(x, y)`` tuple or a ``tf.data.Dataset``."""
     import tensorflow as tf
 
+    from keras_trainkit.utils.pipelines import array_dataset
+
     if not isinstance(data, tf.data.Dataset):
         if isinstance(data, (tuple, list)):
             data = data[0]
@@ -56,9 +58,8 @@ def _check_batch_norm_data(name, data):
     batch axis (alone or first in an ``(x, y)`` tuple), checked here so that a
     wrong value fails at construction rather than after all of training.
     """
-    import tensorflow as tf
-
-    if data is None or isinstance(data, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset exists only once TensorFlow is imported
+    if data is None or (tf is not None and isinstance(data, tf.data.Dataset)):
         return data
     x = data[0] if isinstance(data, (tuple, list)) and len(data) > 0 else data
     try:
