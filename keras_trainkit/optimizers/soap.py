@@ -18,14 +18,24 @@ from keras_trainkit.optimizers.shampoo import block_layout, block_view, matrix_s
 from keras_trainkit.utils import validation
 
 
+def product(a, b):
+    """``a @ b`` over the last two axes, in the operands' dtype.
+
+    An ``einsum``, not ``ops.matmul``: Keras's ``matmul`` on PyTorch returns
+    float32 for float64 operands (its JAX-style type promotion), and the next
+    product would then mix float32 and float64, which PyTorch refuses.
+    """
+    return ops.einsum("...ij,...jk->...ik", a, b)
+
+
 def project(blocks, left, right):
     """``Q_L^T B Q_R`` for every block (batched; the transpose folded into the product)."""
-    return ops.matmul(ops.einsum("...ji,...jk->...ik", left, blocks), right)
+    return product(ops.einsum("...ji,...jk->...ik", left, blocks), right)
 
 
 def project_back(blocks, left, right):
     """``Q_L B Q_R^T`` for every block: the inverse rotation of :func:`project`."""
-    return ops.einsum("...ij,...kj->...ik", ops.matmul(left, blocks), right)
+    return ops.einsum("...ij,...kj->...ik", product(left, blocks), right)
 
 
 def eigenbasis(stat):
@@ -42,11 +52,11 @@ def refresh_basis(stat, basis):
     ``(Q', order)``: the second moment, kept in the rotated coordinates,
     must be permuted by ``order`` along the same axis.
     """
-    product = ops.matmul(stat, basis)
-    estimates = ops.sum(basis * product, axis=-2)
+    power = product(stat, basis)
+    estimates = ops.sum(basis * power, axis=-2)
     order = ops.argsort(-estimates, axis=-1)
-    columns = ops.broadcast_to(ops.expand_dims(order, -2), product.shape)
-    q, _ = ops.qr(ops.take_along_axis(product, columns, axis=-1))
+    columns = ops.broadcast_to(ops.expand_dims(order, -2), power.shape)
+    q, _ = ops.qr(ops.take_along_axis(power, columns, axis=-1))
     return q, order
 
 
@@ -344,7 +354,7 @@ class SOAP(TrainkitOptimizer):
         new_right, order_right = refresh_basis(self._with_padding(stats[1], padding[1]), right)
         change_left = ops.einsum("...ji,...jk->...ik", new_left, left)
         change_right = ops.einsum("...ji,...jk->...ik", right, new_right)
-        m = ops.matmul(ops.matmul(change_left, m), change_right)
+        m = product(product(change_left, m), change_right)
         rows = ops.broadcast_to(ops.expand_dims(order_left, -1), v.shape)
         permuted = ops.take_along_axis(v, rows, axis=-2)
         columns = ops.broadcast_to(ops.expand_dims(order_right, -2), v.shape)
