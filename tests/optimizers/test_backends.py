@@ -21,20 +21,16 @@ promotion computes float64 in float32 off TensorFlow).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from tests._other_backend import run_under_backend
 from tests.optimizers import backend_fit
 
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = "tensorflow"
 BACKENDS = ["jax", "torch"]
 RELATIVE_TOLERANCE = 2e-5
@@ -48,16 +44,10 @@ def _run_backend(backend: str, directory: Path, names=None) -> dict:
     reference = backend == REFERENCE
     if backend == keras.backend.backend():
         return backend_fit.run(str(directory), names, reference=reference)
-    if importlib.util.find_spec({"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
     output = directory / f"{backend}.json"
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.optimizers.backend_fit", str(output)]
-        + (["--reference"] if reference else []) + sorted(names or []),
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_under_backend(backend, ["-m", "tests.optimizers.backend_fit", str(output),
+                                *(["--reference"] if reference else []), *sorted(names or [])],
+                      timeout=1800)
     payload = json.loads(output.read_text())
     assert payload["backend"] == backend
     return payload["results"]
