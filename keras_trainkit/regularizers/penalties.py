@@ -16,15 +16,17 @@ custom-loop ``keras_trainkit.training.Trainer``:
 * the return value is the already-weighted penalty (``factor * ...``), a float
   scalar averaged over the batch, to be *added* to the loss.
 
-The caller invokes it **inside** the ``tf.GradientTape`` that computes the
-gradient of the loss with respect to the weights; the penalty runs its own inner
-tape for the input gradient, so the outer tape differentiates through it
-(double backpropagation) and the penalty's gradient reaches the weights. The
-penalty makes its own forward pass (an extra ``model(x)`` call; with
-``training=True``, BatchNorm statistics are updated once more and dropout draws
-a new mask). It uses the TensorFlow backend. Under ``tf.distribute`` the caller
-scales it like the loss (divide by the number of replicas), as
-:class:`PenalizedModel` does.
+The caller invokes it **inside** its own differentiation with respect to the
+weights (``model.fit``'s training step on any backend, the ``Trainer``'s
+``tf.GradientTape``); the penalty takes its gradient with respect to the inputs
+through :func:`keras_trainkit.regularizers.input_gradients.input_pullback`
+(an inner tape on TensorFlow, ``jax.vjp`` of ``model.stateless_call`` on JAX,
+``torch.autograd.grad(create_graph=True)`` on PyTorch), so the outer
+differentiation goes through it (double backpropagation) and the penalty's
+gradient reaches the weights. The penalty makes its own forward pass (an extra
+``model(x)`` call; with ``training=True``, BatchNorm statistics are updated once
+more and dropout draws a new mask). Under ``tf.distribute`` the caller scales it
+like the loss (divide by the number of replicas), as :class:`PenalizedModel` does.
 
 Any object with that signature can be used; the classes here are registered
 (``keras_trainkit.regularizers.penalties.get("jacobian_penalty")``), serializable
@@ -36,6 +38,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_trainkit.regularizers.input_gradients import input_pullback
 from keras_trainkit.utils.registry import PACKAGE, Registry
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_seed, check_unrolled_count
 
@@ -79,36 +82,20 @@ REGISTRY = Registry("penalties", base_class=ModelPenalty, kind="model penalty",
 register = REGISTRY.register
 
 
-def _tf():
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "Model-level penalties need the TensorFlow backend (nested GradientTape). "
-            f"Received: backend={keras.backend.backend()!r}"
-        )
-    import tensorflow as tf
-
-    return tf
-
-
-def _float_leaves(tf, x):
-    leaves = [tf.convert_to_tensor(leaf) for leaf in tf.nest.flatten(x)]
-    leaves = [leaf if leaf.dtype.is_floating else tf.cast(leaf, keras.backend.floatx()) for leaf in leaves]
-    return leaves
-
-
-def _per_example_square_norm(tf, gradients):
+def _per_example_square_norm(gradients):
+    """``sum_k ||g_k[i]||^2`` per example ``i`` over the input gradients ``g_k`` (``None``: unused)."""
     total = 0.0
     for g in gradients:
         if g is None:
             continue
-        g = tf.reshape(g, (tf.shape(g)[0], -1))
-        total = total + tf.reduce_sum(tf.square(g), axis=1)
+        g = ops.reshape(g, (ops.shape(g)[0], -1))
+        total = total + ops.sum(ops.square(g), axis=1)
     return total
 
 
-def _flat_outputs(tf, outputs):
-    parts = [tf.reshape(o, (tf.shape(o)[0], -1)) for o in tf.nest.flatten(outputs)]
-    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+def _flat_outputs(outputs):
+    parts = [ops.reshape(o, (ops.shape(o)[0], -1)) for o in keras.tree.flatten(outputs)]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
 
 @register(aliases=("jacobian_penalty", "jacobian"))
@@ -166,25 +153,16 @@ class JacobianPenalty(ModelPenalty):
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="jacobian_penalty_seed")
 
     def value(self, model, x, y=None, training=True):
-        tf = _tf()
-        inputs = _float_leaves(tf, x)
-        structured = tf.nest.pack_sequence_as(x, inputs) if tf.nest.is_nested(x) else inputs[0]
-        with tf.GradientTape(persistent=self.num_projections > 1) as tape:
-            tape.watch(inputs)
-            outputs = _flat_outputs(tf, model(structured, training=training))
-            projections = []
-            for _ in range(self.num_projections):
-                v = keras.random.normal(tf.shape(outputs), dtype=outputs.dtype, seed=self.seed_generator)
-                if self.projection == "sphere":
-                    v = v / tf.norm(v, axis=1, keepdims=True)
-                projections.append(tf.reduce_sum(outputs * tf.stop_gradient(v)))
+        outputs, pullback = input_pullback(model, x, _flat_outputs, training=training)
         total = 0.0
-        for projected in projections:
-            total = total + _per_example_square_norm(tf, tape.gradient(projected, inputs))
-        del tape
+        for _ in range(self.num_projections):
+            v = keras.random.normal(ops.shape(outputs), dtype=outputs.dtype, seed=self.seed_generator)
+            if self.projection == "sphere":
+                v = v / ops.norm(v, axis=1, keepdims=True)
+            total = total + _per_example_square_norm(pullback(ops.stop_gradient(v)))
         if self.projection == "sphere":
-            total = total * tf.cast(tf.shape(outputs)[1], total.dtype)
-        return tf.reduce_mean(total) / self.num_projections
+            total = total * ops.cast(ops.shape(outputs)[1], total.dtype)
+        return ops.mean(total) / self.num_projections
 
     def get_config(self):
         return {"factor": self.factor, "num_projections": self.num_projections,
@@ -244,18 +222,14 @@ class InputGradientPenalty(ModelPenalty):
         return self._loss_fn(y, y_pred)
 
     def value(self, model, x, y=None, training=True):
-        tf = _tf()
         if y is None:
             raise ValueError("InputGradientPenalty needs the targets. Received: y=None")
-        inputs = _float_leaves(tf, x)
-        structured = tf.nest.pack_sequence_as(x, inputs) if tf.nest.is_nested(x) else inputs[0]
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y_pred = model(structured, training=training)
-            losses = self._per_example(y, y_pred)
-            total = tf.reduce_sum(tf.cast(losses, y_pred.dtype))
-        squared = _per_example_square_norm(tf, tape.gradient(total, inputs))
-        return tf.reduce_mean(squared)
+
+        def summed_loss(y_pred):
+            return ops.sum(ops.cast(self._per_example(y, y_pred), y_pred.dtype))
+
+        total, pullback = input_pullback(model, x, summed_loss, training=training)
+        return ops.mean(_per_example_square_norm(pullback(ops.ones_like(total))))
 
     def get_config(self):
         return {"factor": self.factor, "loss": self.loss}
@@ -274,7 +248,10 @@ class PenalizedModel(keras.Model):
     model's weights. The penalties' sum is also reported as the ``penalty``
     metric; ``loss`` includes it, in training and evaluation alike (like Keras's
     weight regularizers). Under ``tf.distribute`` the penalty is scaled like the
-    loss. TensorFlow backend.
+    loss. Every backend (TensorFlow, JAX under ``jit_compile``, PyTorch). The
+    penalties' random-number generators (``JacobianPenalty``'s projections) are
+    tracked as the model's state, so on JAX each step draws new projections and
+    ``fit`` carries the seed from step to step.
 
     Args:
         model: the model to train (any ``keras.Model``).
@@ -308,6 +285,11 @@ class PenalizedModel(keras.Model):
                 raise TypeError(f"Each penalty must be callable. Received: penalties={penalties!r}")
         self.model = model
         self.penalties = resolved
+        # Tracked (as Keras tracks a layer's SeedGenerator): JAX's stateless training
+        # step then carries their states; not saved in .keras files, like a layer's.
+        self.penalty_seed_generators = [penalty.seed_generator for penalty in resolved
+                                        if isinstance(getattr(penalty, "seed_generator", None),
+                                                      keras.random.SeedGenerator)]
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
 
     def build(self, input_shape):

@@ -23,14 +23,10 @@ def exercise(penalty, tmp_path):
     assert np.isfinite(loaded.evaluate(x, y, verbose=0, return_dict=True)["penalty"])
 
 
-# Both differentiate the loss inside the training step's own gradient (a nested
-# tf.GradientTape); on JAX and PyTorch they refuse at the first step with a RuntimeError.
-_TENSORFLOW_ONLY = {backend: "model-level penalties need the TensorFlow backend (nested GradientTape)"
-                    for backend in ("jax", "torch")}
 CLASSES = {
     # the exercise's regression model needs a regression loss
-    "InputGradientPenalty": ClassSpec(valid={"loss": "mse"}, known_failures=_TENSORFLOW_ONLY),
-    "JacobianPenalty": ClassSpec(known_failures=_TENSORFLOW_ONLY),
+    "InputGradientPenalty": ClassSpec(valid={"loss": "mse"}),
+    "JacobianPenalty": ClassSpec(),
 }
 CLASSES.update(collect_classes("penalties"))
 
