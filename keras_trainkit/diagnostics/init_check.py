@@ -342,7 +342,7 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
                        first.name, last.name, ratio_threshold, forward=True, advice=advice)
         _ratio_warning(warnings, "gradients", first.gradient_std, last.gradient_std,
                        first.name, last.name, ratio_threshold, forward=False, advice=advice)
-    result = InitCheckResult(layers=stats, warnings=warnings, loss=float(value))
+    result = InitCheckResult(layers=stats, warnings=warnings, loss=float(keras.ops.convert_to_numpy(value)))
     for w in warnings:
         logger.info("check_initialization: %s", w)
     if plot_path is not None:
