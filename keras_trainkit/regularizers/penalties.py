@@ -19,7 +19,7 @@ custom-loop ``keras_trainkit.training.Trainer``:
 The caller invokes it **inside** its own differentiation with respect to the
 weights (``model.fit``'s training step on any backend, the ``Trainer``'s
 ``tf.GradientTape``); the penalty takes its gradient with respect to the inputs
-through :func:`keras_trainkit.regularizers.input_gradients.input_pullback`
+through :func:`keras_trainkit.utils.gradients.input_pullback`
 (an inner tape on TensorFlow, ``jax.vjp`` of ``model.stateless_call`` on JAX,
 ``torch.autograd.grad(create_graph=True)`` on PyTorch), so the outer
 differentiation goes through it (double backpropagation) and the penalty's
@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_trainkit.regularizers.input_gradients import input_pullback
+from keras_trainkit.utils.gradients import input_pullback
 from keras_trainkit.utils.registry import PACKAGE, Registry
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_seed, check_unrolled_count
 
