@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 
 import keras
 import numpy as np
@@ -117,8 +116,7 @@ def run(names=None, everything=False) -> dict:
             record = {"single": fit(make, make_callbacks, wrapper, distributed=False),
                       "parallel": fit(make, make_callbacks, wrapper, distributed=True), "ok": True}
         except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
-            record = {"ok": False, "error": f"{type(error).__name__}: {error}"[:600],
-                      "traceback": traceback.format_exc()[-3000:]}
+            record = backend_fit.failure_record(error)
         record["cpu_seconds"] = time.process_time() - started
         results[name] = record
     return results

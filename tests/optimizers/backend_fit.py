@@ -204,6 +204,12 @@ def stateless_difference(make, steps: int = 12) -> float:
     )
 
 
+def failure_record(error: Exception) -> dict:
+    """A case's record when it raised (inside ``except``): the run reports it and goes on."""
+    return {"ok": False, "error": f"{type(error).__name__}: {error}"[:600],
+            "traceback": traceback.format_exc()[-3000:]}
+
+
 def relative_difference(ours, reference) -> float:
     """max |ours - reference| over a list of arrays, relative to the largest |reference| entry."""
     ours = [np.asarray(a, "float64") for a in ours]
@@ -233,8 +239,7 @@ def run(directory, names=None, reference=False) -> dict:
                     record["stateless_difference"] = stateless_difference(make)
             record["ok"] = True
         except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
-            record = {"ok": False, "error": f"{type(error).__name__}: {error}"[:600],
-                      "traceback": traceback.format_exc()[-3000:]}
+            record = failure_record(error)
         results[name] = record
     return results
 

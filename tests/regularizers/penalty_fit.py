@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 
 import keras
 import numpy as np
@@ -96,8 +95,7 @@ def run(data_parallel: bool = False) -> dict:
             try:
                 results[case] = {"ok": True, **fit_case(case)}
             except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
-                results[case] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:600],
-                                 "traceback": traceback.format_exc()[-3000:]}
+                results[case] = backend_fit.failure_record(error)
     finally:
         keras.distribution.set_distribution(None)
     return results
