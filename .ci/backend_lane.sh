@@ -16,6 +16,7 @@
 # exercise, which tests/optimizers/test_backends.py already runs on both backends in the
 # main run with more checks (TensorFlow's numbers, evaluate, predict, resume); every
 # reference test (tests/optimizers/test_reference_*.py, test_transforms_reference.py,
+# test_batched_linalg.py: Shampoo's and SOAP's decompositions on JAX's CPU runtime,
 # tests/schedules/test_closed_form.py, test_against_optax.py, test_against_torch.py).
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -30,6 +31,7 @@ selection=(
     tests/conformance/test_conformance.py
     tests/optimizers/test_reference_*.py
     tests/optimizers/test_transforms_reference.py
+    tests/optimizers/test_batched_linalg.py
     tests/schedules/test_closed_form.py
     tests/schedules/test_against_optax.py
     tests/schedules/test_against_torch.py

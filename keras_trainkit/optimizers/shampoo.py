@@ -12,6 +12,7 @@ import math
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
+from keras_trainkit.optimizers import _batched_linalg as batched_linalg
 from keras_trainkit.optimizers._base import TrainkitOptimizer, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation as v
@@ -85,7 +86,7 @@ def inverse_pth_root_eigh(stat, p: int, epsilon: float):
     are clipped to 0 and the ridge ``epsilon`` is relative to the largest
     eigenvalue, so the result is invariant to the scale of the gradients.
     """
-    eigenvalues, q = ops.eigh(stat)
+    eigenvalues, q = batched_linalg.eigh(stat)
     eigenvalues = ops.maximum(eigenvalues, 0.0)
     lam_max = ops.maximum(ops.max(eigenvalues, axis=-1, keepdims=True), _TINY)
     scale = ops.power(eigenvalues + epsilon * lam_max, -1.0 / p)

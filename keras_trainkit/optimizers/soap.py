@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from keras_trainkit.optimizers import _batched_linalg as batched_linalg
 from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
 from keras_trainkit.optimizers._conditional import select, value_of
 from keras_trainkit.optimizers._registry import register
@@ -40,7 +41,7 @@ def project_back(blocks, left, right):
 
 def eigenbasis(stat):
     """Eigenvectors of symmetric matrices as columns, largest eigenvalue first."""
-    _, vectors = ops.eigh(stat)
+    _, vectors = batched_linalg.eigh(stat)
     return ops.flip(vectors, axis=-1)
 
 
@@ -56,7 +57,7 @@ def refresh_basis(stat, basis):
     estimates = ops.sum(basis * power, axis=-2)
     order = ops.argsort(-estimates, axis=-1)
     columns = ops.broadcast_to(ops.expand_dims(order, -2), power.shape)
-    q, _ = ops.qr(ops.take_along_axis(power, columns, axis=-1))
+    q, _ = batched_linalg.qr(ops.take_along_axis(power, columns, axis=-1))
     return q, order
 
 
