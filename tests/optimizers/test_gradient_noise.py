@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import special, stats
 
 from keras_trainkit.optimizers import GradientNoise, TransformedOptimizer
 from tests.conftest import LOGICAL_CPUS
+from tests.optimizers.gaussian_checks import gaussian_problems, uncorrelated
 
 ETA, GAMMA = 0.3, 0.55
 SHAPES = [(300, 333), (7,)]  # 99,907 samples a step; the odd size takes the odd-length path
@@ -23,45 +23,19 @@ def _sigma(t):
     return np.sqrt(ETA / (1.0 + t) ** GAMMA)
 
 
-def _gaussian_problems(z):
-    """Why the float64 sample ``z`` is not N(0, 1) (empty if it passes)."""
-    n = z.size
-    problems = []
-    p = stats.kstest(z, "norm").pvalue
-    if p < 1e-3:
-        problems.append(f"KS p-value {p:.2g}")
-    tail = np.mean(np.abs(z) > 3.0)
-    expected = special.erfc(3.0 / np.sqrt(2.0))  # P(|Z| > 3) = 0.0027
-    if abs(tail - expected) > 5 * np.sqrt(expected * (1 - expected) / n):
-        problems.append(f"P(|z| > 3) = {tail:.5f}, expected {expected:.5f}")
-    # Disjoint parts of one draw are independent: the two halves, and even against odd
-    # positions, are uncorrelated, and so are their squares (which Box-Muller pairs share r in).
-    half = n // 2
-    pairs = [("halves", z[:half], z[half : 2 * half]), ("neighbours", z[0 : 2 * half : 2], z[1 : 2 * half : 2])]
-    for name, a, b in pairs:
-        if not _uncorrelated(a, b):
-            problems.append(f"{name} correlated")
-    return problems
-
-
-def _uncorrelated(a, b):
-    limit = 5 / np.sqrt(a.size)
-    return abs(np.corrcoef(a, b)[0, 1]) < limit and abs(np.corrcoef(a**2, b**2)[0, 1]) < limit
-
-
 def test_checks_reject_wrong_noise():
     """The checks below can fail: uniform noise of the same variance, and noise reused across steps."""
     rng = np.random.default_rng(0)
     n = sum(int(np.prod(s)) for s in SHAPES)
-    assert _gaussian_problems(rng.normal(size=n)) == []
+    assert gaussian_problems(rng.normal(size=n)) == []
     uniform = rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size=n)
-    assert any("KS" in p for p in _gaussian_problems(uniform))
+    assert any("KS" in p for p in gaussian_problems(uniform))
     r = np.sqrt(-2 * np.log(1 - rng.uniform(size=n // 2)))
     theta = 2 * np.pi * rng.uniform(size=n // 2)
-    assert _gaussian_problems(np.concatenate([r * np.cos(theta), r * np.sin(theta)])) == []
-    assert _gaussian_problems(np.concatenate([r * np.cos(theta), r * np.cos(theta)])) == ["halves correlated"]
+    assert gaussian_problems(np.concatenate([r * np.cos(theta), r * np.sin(theta)])) == []
+    assert gaussian_problems(np.concatenate([r * np.cos(theta), r * np.cos(theta)])) == ["halves correlated"]
     z = rng.normal(size=n)
-    assert not _uncorrelated(z, z) and not _uncorrelated(z, -z) and _uncorrelated(z, rng.normal(size=n))
+    assert not uncorrelated(z, z) and not uncorrelated(z, -z) and uncorrelated(z, rng.normal(size=n))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
@@ -74,11 +48,11 @@ def test_noise_is_gaussian_with_scheduled_std_and_fresh_every_step(jit_compile):
     for t in range(3):
         big, small = (np.asarray(x, "float64").ravel() / _sigma(t) for x in step())
         z = np.concatenate([big, small])  # sigma_t from the paper's schedule, not from the transform
-        assert _gaussian_problems(z) == [] and _gaussian_problems(big) == [], f"step {t}"
+        assert gaussian_problems(z) == [] and gaussian_problems(big) == [], f"step {t}"
         assert abs(z.mean()) < 5 / np.sqrt(z.size) and abs(z.var() - 1) < 5 * np.sqrt(2 / z.size)
         np.testing.assert_allclose(noise.get_statistics()["noise_std"], _sigma(t), rtol=1e-6)
         if previous is not None:
-            assert _uncorrelated(z, previous), f"steps {t - 1} and {t}"
+            assert uncorrelated(z, previous), f"steps {t - 1} and {t}"
         previous = z
     # Each gradient tensor gets its own draw: the (7,) tensor is not a copy of the big one's start.
     first = np.asarray(step()[1])

@@ -53,6 +53,25 @@ def _normal_noise_xla(shape, variance, seed_generator):
     return ops.sqrt(variance) * tf.random.stateless_normal(shape, seed=seed, dtype="float32", alg="threefry")
 
 
+def _normal_noise_jax(shape, variance, seed_generator):
+    """As ``_normal_noise``, on the JAX backend: ``keras.random.normal``.
+
+    There it is ``jax.random.normal`` (XLA's inverse-CDF normal on threefry bits),
+    about 6.6 ns per sample on one CPU thread under ``jit``, against 15.8 ns for the
+    ``keras.ops`` Box-Muller above on the same uniforms.
+    """
+    return keras.random.normal(shape, stddev=ops.sqrt(variance), dtype="float32", seed=seed_generator)
+
+
+def _sampler():
+    """The fastest exact N(0, variance) sampler for the backend and graph being traced."""
+    if in_xla_context():
+        return _normal_noise_xla
+    if keras.backend.backend() == "jax":
+        return _normal_noise_jax
+    return _normal_noise
+
+
 @register
 class GradientNoise(GradientTransform):
     """Add annealed Gaussian noise to the gradients.
@@ -70,8 +89,9 @@ class GradientNoise(GradientTransform):
     kernel applies the same transform one scalar at a time). Under XLA
     (``jit_compile=True``, TensorFlow) XLA's own Box-Muller normal with
     ``alg="threefry"`` (about 24 ns), since ``keras.random``'s default
-    algorithm costs about 900 ns per sample on XLA:CPU. Either way, on CPU the
-    noise of a 670k-weight model costs about half of an Adam step.
+    algorithm costs about 900 ns per sample on XLA:CPU. On JAX, ``keras.random.normal``
+    (about 7 ns per sample under ``jit``). Either way, on CPU the noise of a
+    670k-weight model costs about as much as an Adam step.
     Statistic: ``noise_std`` (``sigma_t`` of the last step).
 
     Args:
@@ -109,7 +129,7 @@ class GradientNoise(GradientTransform):
     def call(self, grads, variables):
         t = ops.cast(self.step, "float32")
         variance = self.eta / ops.power(1.0 + t, self.gamma)
-        draw = _normal_noise_xla if in_xla_context() else _normal_noise
+        draw = _sampler()
         out = []
         for g in grads:
             if g is None:
