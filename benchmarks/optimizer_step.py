@@ -90,19 +90,28 @@ def _select_backend(argv):
     """Re-execute this script with ``KERAS_BACKEND`` set when ``--backend`` asks for another.
 
     Keras reads the backend once, at import, so the choice must come before it.
-    With ``--cpu-time`` on JAX, XLA's CPU runtime gets one thread as well.
+    With ``--cpu-time`` on JAX, XLA's CPU runtime gets one thread as well, and so does
+    OpenBLAS (jaxlib's CPU ``eigh`` and ``qr`` call scipy's LAPACK, whose idle OpenBLAS
+    threads spin and would be counted by the process CPU clock: Shampoo and SOAP read
+    about 3x and 5x slower with them).
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", choices=BACKENDS)
     pre.add_argument("--cpu-time", action="store_true")
     known, _ = pre.parse_known_args(argv)
-    if known.backend is None or os.environ.get("KERAS_BACKEND") == known.backend:
+    if known.backend is None:
         return
-    environment = {**os.environ, "KERAS_BACKEND": known.backend}
+    wanted = {"KERAS_BACKEND": known.backend}
     if known.cpu_time and known.backend == "jax":
-        environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") +
-                                    " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], environment)
+        wanted["OPENBLAS_NUM_THREADS"] = "1"
+        flags = os.environ.get("XLA_FLAGS", "")
+        for flag in ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"):
+            if flag not in flags.split():
+                flags = f"{flags} {flag}".strip()
+        wanted["XLA_FLAGS"] = flags
+    if all(os.environ.get(name) == value for name, value in wanted.items()):
+        return
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], {**os.environ, **wanted})
 
 
 if __name__ == "__main__":
