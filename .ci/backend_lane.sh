@@ -18,6 +18,7 @@
 # reference test (tests/optimizers/test_reference_*.py, test_transforms_reference.py,
 # test_batched_linalg.py: Shampoo's and SOAP's decompositions on JAX's CPU runtime,
 # test_gradient_noise_backends.py: each backend's GradientNoise sampler,
+# test_skip_contract_backends.py: the skip contract in model.fit,
 # tests/schedules/test_closed_form.py, test_against_optax.py, test_against_torch.py).
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -34,6 +35,7 @@ selection=(
     tests/optimizers/test_transforms_reference.py
     tests/optimizers/test_batched_linalg.py
     tests/optimizers/test_gradient_noise_backends.py
+    tests/optimizers/test_skip_contract_backends.py
     tests/schedules/test_closed_form.py
     tests/schedules/test_against_optax.py
     tests/schedules/test_against_torch.py

@@ -278,3 +278,35 @@ def variable_has_value(variable) -> bool:
     if in_stateless_scope():
         return True
     return getattr(variable, "_value", None) is not None
+
+
+
+def stateless_scope_over_current(pairs):
+    """A ``keras.StatelessScope`` mapping ``pairs`` (``(variable, value)``) that reads every other
+    variable as the scope it is entered in does (inside ``stateless_apply`` / ``fit`` on JAX:
+    the traced values, not the variables' stored ones); ``None`` where that cannot be built.
+
+    Upstream: ``keras/src/backend/common/stateless_scope.py`` (``get_stateless_scope`` and the
+    scope's ``state_mapping``, keyed by ``id(variable)``), Keras 3.8-3.15. No public twin:
+    ``keras.StatelessScope`` alone reads unmapped variables' stored values.
+    """
+    import keras
+
+    scope = keras.StatelessScope(state_mapping=pairs)
+    try:
+        from keras.src.backend.common.stateless_scope import get_stateless_scope
+    except ImportError:  # pragma: no cover - other Keras layouts
+        return None
+    outer = get_stateless_scope()
+    if outer is not None:
+        scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
+    return scope
+
+
+def stateless_scope_values(scope) -> dict:
+    """A copy of what ``scope`` maps: ``{id(variable): value}``, assignments made in it included.
+
+    Upstream: ``keras/src/backend/common/stateless_scope.py`` (``StatelessScope.state_mapping``),
+    Keras 3.8-3.15.
+    """
+    return dict(scope.state_mapping)

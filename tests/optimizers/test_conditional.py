@@ -60,6 +60,38 @@ def step(values, condition):
 
 jitted = jax.jit(step)
 print([float(x) for x in jitted([1.0, 3.0], True)], [float(x) for x in jitted([1.0, 3.0], False)])
+
+# A variable the update reads but does not assign is read as the enclosing scope maps it
+# (the traced value under jit), not as stored.
+c = keras.Variable(10.0)
+
+def reading(values, condition):
+    with keras.StatelessScope(state_mapping=list(zip([a, c], values))) as scope:
+        run_where(condition, lambda: a.assign(a + c), [a])
+    return scope.get_current_value(a)
+
+print(float(jax.jit(reading)([1.0, 100.0], True)), float(jax.jit(reading)([1.0, 100.0], False)))
+
+# An assignment to a variable missing from `variables` is refused, not lost.
+def escaping(values, condition):
+    with keras.StatelessScope(state_mapping=list(zip([a, c], values))):
+        run_where(condition, lambda: c.assign(c + 1.0), [a])
+
+try:
+    jax.jit(escaping)([1.0, 100.0], True)
+    print("no error")
+except ValueError as error:
+    print("ValueError", "missing from `variables`" in str(error))
+
+# Eagerly, outside any scope: the variables themselves.
+run_where(ops.convert_to_tensor(True), lambda: a.assign(a + c), [a])
+print(float(a))
+
+# Where no nested scope can be built (another Keras layout): select after running both.
+import keras_trainkit._compat.keras as compat
+compat.stateless_scope_over_current = lambda pairs: None
+jitted = jax.jit(step)
+print([float(x) for x in jitted([1.0, 3.0], True)], [float(x) for x in jitted([1.0, 3.0], False)])
 """
 
 
@@ -70,4 +102,5 @@ def test_jax_under_jit_keeps_the_taken_branch():
     completed = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], cwd=ROOT, env=environment,
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.strip().splitlines()[-1] == "[2.0, 6.0] [-1.0, 3.0]"
+    lines = completed.stdout.strip().splitlines()[-5:]
+    assert lines == ["[2.0, 6.0] [-1.0, 3.0]", "101.0 1.0", "ValueError True", "11.0", "[2.0, 6.0] [-1.0, 3.0]"]
