@@ -209,7 +209,7 @@ class ScheduleFree(OptimizerWrapper):
         """Put ``y`` back if the model holds ``x``, start ``z, x`` at the first update, step, average.
 
         The conditional parts go through :func:`run_where` (``ops.cond`` on
-        TensorFlow and PyTorch; values selected after the update on JAX,
+        TensorFlow and PyTorch; a ``lax.cond`` on the variables' values on JAX,
         where a ``cond`` branch cannot assign variables).
         """
         slots = self._slots(variables)

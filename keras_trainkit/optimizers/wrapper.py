@@ -267,10 +267,10 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         ``merge_call``; ``pred`` must then be the same on every replica (true
         when computed from aggregated gradients). ``fn`` returns nothing.
 
-        On JAX (where a ``cond`` branch cannot assign variables) both functions
-        run and their assignments to ``variables`` and to this optimizer's
-        variables (its own, the inner optimizer's) are kept only where ``pred``
-        holds (:func:`~keras_trainkit.optimizers._conditional.run_where`).
+        On JAX (where a ``cond`` branch cannot assign variables) a ``lax.cond``
+        on the values of ``variables`` and of this optimizer's variables (its
+        own, the inner optimizer's), the branch taken's values assigned after
+        it (:func:`~keras_trainkit.optimizers._conditional.run_where`).
         """
         distribution = _tf_distribution()
         if distribution is not None and strategy_supports_no_merge_call():

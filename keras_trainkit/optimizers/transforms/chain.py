@@ -53,8 +53,8 @@ def resolve_transforms(transforms, argument="transforms", allow_callables=False)
 def run_if(pred, fn, grads, variables=()):
     """Run ``fn(grads)`` only where the scalar boolean ``pred`` holds.
 
-    ``keras.ops.cond`` on TensorFlow and PyTorch; on JAX the assignments of
-    ``fn`` to ``variables`` are kept only where ``pred`` holds
+    ``keras.ops.cond`` on TensorFlow and PyTorch; on JAX a ``lax.cond`` on the
+    values of ``variables``, which must hold every variable ``fn`` assigns
     (:func:`~keras_trainkit.optimizers._conditional.run_where`).
     """
     run_where(pred, lambda: fn(grads), variables)
@@ -134,11 +134,11 @@ class GradientChain:
 
         ``run_if(pred, fn, grads)`` runs ``fn(grads)`` only where ``pred``
         holds. The default is ``keras.ops.cond`` on TensorFlow and PyTorch;
-        on JAX, where a ``cond`` branch cannot assign variables, the rest of
-        the chain runs and its assignments to ``variables``, the chain's own
-        state and ``state_variables`` (the optimizer's slots and step counter
-        that ``update`` assigns: list them all) are kept only where ``pred``
-        holds. A caller inside a ``tf.distribute`` replica context passes a
+        on JAX, where a ``cond`` branch cannot assign variables, a ``lax.cond``
+        on the values of ``variables``, the chain's own state and
+        ``state_variables`` (the optimizer's slots and step counter that
+        ``update`` assigns: list them all), the rest of the chain in the branch
+        taken. A caller inside a ``tf.distribute`` replica context passes a
         ``run_if`` that works there (``OptimizerWrapper.run_if``).
         """
         variables = list(variables)
