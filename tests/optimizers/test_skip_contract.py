@@ -28,6 +28,7 @@ from keras_trainkit.optimizers import (
 )
 from keras_trainkit.training import Trainer
 from tests.conftest import mirrored_two_cpus
+from tests.optimizers.batch_recorder import BatchRecorder
 
 BATCH = 8
 
@@ -84,19 +85,6 @@ def _model(kind):
     return keras.Model(inputs, _BadGradWhenFlagged(BAD_GRADIENT[kind])(keras.layers.Dense(1)(hidden), inputs))
 
 
-class _Recorder(keras.callbacks.Callback):
-    """Weights and the leaf optimizer's variables (slots, step counter) after every batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights, self.slots = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.weights.append([np.array(w, copy=True) for w in self.model.get_weights()])
-        leaf = control.leaf_optimizers(self.model.optimizer)[0]
-        self.slots.append([np.array(keras.ops.convert_to_numpy(v), copy=True) for v in leaf.variables])
-
-
 def _int(variable):
     return int(keras.ops.convert_to_numpy(variable))
 
@@ -132,7 +120,7 @@ def test_trainer_apply_gradients(mode, kind):
 
     if mode != "eager":
         apply = tf.function(apply, jit_compile=mode == "xla")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     recorder.set_model(model)
     finite = [tf.ones_like(v) for v in variables]
     apply(finite)
@@ -150,7 +138,7 @@ def test_trainer_fit(mode, kind):
     chain = _chain(kind)
     trainer = Trainer(model, _sgd(), "mse", jit_compile=mode == "xla", run_eagerly=mode == "eager",
                       shuffle=False, gradient_transforms=chain, on_nan="skip")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
     _assert_contract(chain, recorder, trainer.optimizer)
 
@@ -161,7 +149,7 @@ def test_transformed_optimizer_in_model_fit(jit_compile, kind):
     model = _model(kind)
     chain = _chain(kind)
     model.compile(TransformedOptimizer(_sgd(), chain), "mse", jit_compile=jit_compile)
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     _assert_contract(chain, recorder, model.optimizer)
     assert _int(chain[0].skipped_steps) == 1
@@ -188,7 +176,7 @@ def test_transforms_attached_by_a_callback_in_model_fit(jit_compile, kind):
     chain = _chain(kind)
     optimizer = _sgd()
     model.compile(optimizer, "mse", jit_compile=jit_compile)
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[_AttachChain(chain), recorder])
     assert model.optimizer is optimizer  # detached at the end of fit
@@ -202,7 +190,7 @@ def test_a_compiled_skip_guards_transforms_attached_by_callbacks(kind):
     model = _model(kind)
     skip, noise, clip = _chain(kind)
     model.compile(TransformedOptimizer(_sgd(), [skip]), "mse")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[_AttachChain([noise, clip]), recorder])
     _assert_contract([skip, noise, clip], recorder, model.optimizer)
@@ -217,7 +205,7 @@ def test_the_gradient_clipping_callback_runs_after_a_compiled_skip(kind):
     skip = _skip(kind)
     model.compile(TransformedOptimizer(_sgd(), [skip]), "mse")
     clipping = GradientClipping("autoclip", percentile=50.0, history_size=4)
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clipping, recorder])
     assert _int(clipping.transform.count) == 1
     assert _int(skip.skipped_steps) == 1
@@ -235,7 +223,7 @@ def test_under_mirrored_strategy_in_model_fit_and_the_trainer(kind):
         model = _model(kind)
         chain = _chain(kind)
         model.compile(TransformedOptimizer(_sgd(), chain), "mse")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     _assert_contract(chain, recorder, model.optimizer)
 
@@ -244,6 +232,6 @@ def test_under_mirrored_strategy_in_model_fit_and_the_trainer(kind):
         chain = _chain(kind)
         trainer = Trainer(model, _sgd(), "mse", shuffle=False, strategy=strategy,
                           gradient_transforms=chain, on_nan="skip")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
     _assert_contract(chain, recorder, trainer.optimizer)

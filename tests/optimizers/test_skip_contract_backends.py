@@ -17,7 +17,7 @@ import pytest
 from keras import ops
 
 from keras_trainkit.optimizers import AutoClip, GradientNoise, SkipLargeUpdates, SkipNonFinite, TransformedOptimizer
-from keras_trainkit.optimizers import control
+from tests.optimizers.batch_recorder import BatchRecorder
 
 BATCH = 8
 
@@ -61,19 +61,6 @@ def _model(kind):
     return keras.Model(inputs, _BadGradientWhenFlagged(kind)(keras.layers.Dense(1)(hidden), inputs))
 
 
-class _Recorder(keras.callbacks.Callback):
-    """Weights and the leaf optimizer's variables (slots, step counter) after every batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights, self.slots = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.weights.append([np.array(w, copy=True) for w in self.model.get_weights()])
-        leaf = control.leaf_optimizers(self.model.optimizer)[0]
-        self.slots.append([np.array(ops.convert_to_numpy(v), copy=True) for v in leaf.variables])
-
-
 def _int(variable):
     return int(ops.convert_to_numpy(variable))
 
@@ -85,7 +72,7 @@ def test_transformed_optimizer_in_model_fit_skips_the_whole_step(kind):
     noise, clip = GradientNoise(0.0, seed=1), AutoClip(50.0, history_size=4)
     model = _model(kind)
     model.compile(TransformedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), [skip, noise, clip]), "mse")
-    recorder = _Recorder()
+    recorder = BatchRecorder()
     history = model.fit(*_data(), batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
 
     assert np.isfinite(history.history["loss"][0])
