@@ -280,26 +280,35 @@ def variable_has_value(variable) -> bool:
     return getattr(variable, "_value", None) is not None
 
 
+def enclosing_stateless_values():
+    """What the active ``keras.StatelessScope`` maps, ``{id(variable): value}`` (``{}`` outside
+    any); ``None`` where it cannot be read.
 
-def stateless_scope_over_current(pairs):
-    """A ``keras.StatelessScope`` mapping ``pairs`` (``(variable, value)``) that reads every other
-    variable as the scope it is entered in does (inside ``stateless_apply`` / ``fit`` on JAX:
-    the traced values, not the variables' stored ones); ``None`` where that cannot be built.
+    Inside ``stateless_apply`` / ``fit`` on JAX these are the traced values, which a nested
+    scope must read for every variable it does not map itself (``keras.StatelessScope`` alone
+    reads an unmapped variable's stored value).
 
     Upstream: ``keras/src/backend/common/stateless_scope.py`` (``get_stateless_scope`` and the
-    scope's ``state_mapping``, keyed by ``id(variable)``), Keras 3.8-3.15. No public twin:
-    ``keras.StatelessScope`` alone reads unmapped variables' stored values.
+    scope's ``state_mapping``, keyed by ``id(variable)``), Keras 3.8-3.15. No public twin.
     """
-    import keras
-
-    scope = keras.StatelessScope(state_mapping=pairs)
     try:
         from keras.src.backend.common.stateless_scope import get_stateless_scope
     except ImportError:  # pragma: no cover - other Keras layouts
         return None
     outer = get_stateless_scope()
-    if outer is not None:
-        scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
+    return {} if outer is None else dict(outer.state_mapping)
+
+
+def stateless_scope_over(enclosing, pairs):
+    """A ``keras.StatelessScope`` mapping ``pairs`` (``(variable, value)``) that reads every other
+    variable from ``enclosing`` (:func:`enclosing_stateless_values`).
+
+    Upstream: as :func:`enclosing_stateless_values` (the scope's ``state_mapping``).
+    """
+    import keras
+
+    scope = keras.StatelessScope(state_mapping=pairs)
+    scope.state_mapping = {**enclosing, **scope.state_mapping}
     return scope
 
 

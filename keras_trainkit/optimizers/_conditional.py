@@ -89,21 +89,26 @@ def _cond_on_values(condition, update_fn, variables, otherwise) -> bool:
     """JAX: ``lax.cond`` over the variables' values (False where no nested scope can be built)."""
     import jax
 
-    from keras_trainkit._compat.keras import stateless_scope_over_current, stateless_scope_values
+    from keras_trainkit._compat.keras import (
+        enclosing_stateless_values,
+        stateless_scope_over,
+        stateless_scope_values,
+    )
 
-    if stateless_scope_over_current([]) is None:
+    enclosing = enclosing_stateless_values()
+    if enclosing is None:
         return False
     watched = {id(v) for v in variables}
 
     def branch(fn):
         def run(values):
-            scope = stateless_scope_over_current(list(zip(variables, values)))
-            start = stateless_scope_values(scope)
+            scope = stateless_scope_over(enclosing, list(zip(variables, values)))
             with scope:
                 if fn is not None:
                     fn()
+            # Any other variable the scope maps differently from the enclosing one was assigned.
             escaped = [key for key, value in stateless_scope_values(scope).items()
-                       if key not in watched and start.get(key) is not value]
+                       if key not in watched and enclosing.get(key) is not value]
             if escaped:
                 raise ValueError(
                     f"run_where: the conditional update assigned {len(escaped)} Keras variable(s) "

@@ -78,8 +78,8 @@ class Lookahead(OptimizerWrapper):
     def wrapped_apply(self, grads, variables):
         # Conditional assignments through run_where: a real cond on TensorFlow and
         # PyTorch (between syncs the slow weights cost nothing), a lax.cond on the
-        # variables' values on JAX, where a cond branch cannot assign (jit, stateless_apply). Every replica
-        # writes the same value.
+        # variables' values on JAX, where a cond branch cannot assign (jit,
+        # stateless_apply). Every replica writes the same value.
         slots = [self._slow_weights[self._get_variable_index(w)] for w in variables]
 
         def start_slow_weights():  # at the weights seen before the first inner update

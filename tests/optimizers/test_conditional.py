@@ -89,7 +89,7 @@ print(float(a))
 
 # Where no nested scope can be built (another Keras layout): select after running both.
 import keras_trainkit._compat.keras as compat
-compat.stateless_scope_over_current = lambda pairs: None
+compat.enclosing_stateless_values = lambda: None
 jitted = jax.jit(step)
 print([float(x) for x in jitted([1.0, 3.0], True)], [float(x) for x in jitted([1.0, 3.0], False)])
 """
