@@ -1,7 +1,9 @@
-"""A callback that records, after every batch, the weights and the leaf optimizer's variables.
+"""The skip contract's checks, shared by ``test_skip_contract.py`` (TensorFlow's paths) and
+``test_skip_contract_backends.py`` (``model.fit`` on the backend this process runs).
 
-Shared by the skip-contract tests (``test_skip_contract.py`` on TensorFlow's paths,
-``test_skip_contract_backends.py`` on the backend this process runs).
+A chain ``[<skip>, GradientNoise, AutoClip]`` gets one ordinary step, then one to skip:
+on the skipped step the weights, the optimizer's slots and step counter and the later
+transforms' state stay unchanged.
 """
 
 import keras
@@ -21,3 +23,21 @@ class BatchRecorder(keras.callbacks.Callback):
         self.weights.append([np.array(w, copy=True) for w in self.model.get_weights()])
         leaf = control.leaf_optimizers(self.model.optimizer)[0]
         self.slots.append([np.array(keras.ops.convert_to_numpy(v), copy=True) for v in leaf.variables])
+
+
+def as_int(variable):
+    return int(keras.ops.convert_to_numpy(variable))
+
+
+def assert_skip_contract(chain, recorder, optimizer):
+    """After one ordinary step and one skipped step, the skipped one changed nothing."""
+    skip, noise, clip = chain
+    assert as_int(noise.step) == 1, "GradientNoise ran on the skipped step"
+    assert as_int(clip.count) == 1, "AutoClip's window took the skipped step's norm"
+    assert as_int(optimizer.iterations) == 1
+    assert len(recorder.weights) == 2
+    for before, after in zip(recorder.weights[0], recorder.weights[1]):
+        assert np.all(np.isfinite(after))
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(recorder.slots[0], recorder.slots[1]):
+        np.testing.assert_array_equal(before, after)

@@ -28,7 +28,7 @@ from keras_trainkit.optimizers import (
 )
 from keras_trainkit.training import Trainer
 from tests.conftest import mirrored_two_cpus
-from tests.optimizers.batch_recorder import BatchRecorder
+from tests.optimizers.skip_contract_checks import BatchRecorder, as_int, assert_skip_contract
 
 BATCH = 8
 
@@ -85,23 +85,6 @@ def _model(kind):
     return keras.Model(inputs, _BadGradWhenFlagged(BAD_GRADIENT[kind])(keras.layers.Dense(1)(hidden), inputs))
 
 
-def _int(variable):
-    return int(keras.ops.convert_to_numpy(variable))
-
-
-def _assert_contract(chain, recorder, optimizer):
-    skip, noise, clip = chain
-    assert _int(noise.step) == 1, "GradientNoise ran on the skipped step"
-    assert _int(clip.count) == 1, "AutoClip's window took the skipped step's norm"
-    assert _int(optimizer.iterations) == 1
-    assert len(recorder.weights) == 2
-    for before, after in zip(recorder.weights[0], recorder.weights[1]):
-        assert np.all(np.isfinite(after))
-        np.testing.assert_array_equal(before, after)
-    for before, after in zip(recorder.slots[0], recorder.slots[1]):
-        np.testing.assert_array_equal(before, after)
-
-
 def _sgd():
     return keras.optimizers.SGD(0.1, momentum=0.9)
 
@@ -127,8 +110,8 @@ def test_trainer_apply_gradients(mode, kind):
     recorder.on_train_batch_end(0)
     apply([g * BAD_GRADIENT[kind] for g in finite])
     recorder.on_train_batch_end(1)
-    _assert_contract(chain, recorder, trainer.optimizer)
-    assert _int(chain[0].skipped_steps) == 1
+    assert_skip_contract(chain, recorder, trainer.optimizer)
+    assert as_int(chain[0].skipped_steps) == 1
 
 
 @pytest.mark.parametrize("mode", ["eager", "compiled", "xla"])
@@ -140,7 +123,7 @@ def test_trainer_fit(mode, kind):
                       shuffle=False, gradient_transforms=chain, on_nan="skip")
     recorder = BatchRecorder()
     trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
-    _assert_contract(chain, recorder, trainer.optimizer)
+    assert_skip_contract(chain, recorder, trainer.optimizer)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -151,8 +134,8 @@ def test_transformed_optimizer_in_model_fit(jit_compile, kind):
     model.compile(TransformedOptimizer(_sgd(), chain), "mse", jit_compile=jit_compile)
     recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
-    _assert_contract(chain, recorder, model.optimizer)
-    assert _int(chain[0].skipped_steps) == 1
+    assert_skip_contract(chain, recorder, model.optimizer)
+    assert as_int(chain[0].skipped_steps) == 1
 
 
 class _AttachChain(keras.callbacks.Callback):
@@ -180,8 +163,8 @@ def test_transforms_attached_by_a_callback_in_model_fit(jit_compile, kind):
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[_AttachChain(chain), recorder])
     assert model.optimizer is optimizer  # detached at the end of fit
-    _assert_contract(chain, recorder, optimizer)
-    assert _int(chain[0].skipped_steps) == 1
+    assert_skip_contract(chain, recorder, optimizer)
+    assert as_int(chain[0].skipped_steps) == 1
 
 
 def test_a_compiled_skip_guards_transforms_attached_by_callbacks(kind):
@@ -193,7 +176,7 @@ def test_a_compiled_skip_guards_transforms_attached_by_callbacks(kind):
     recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
               callbacks=[_AttachChain([noise, clip]), recorder])
-    _assert_contract([skip, noise, clip], recorder, model.optimizer)
+    assert_skip_contract([skip, noise, clip], recorder, model.optimizer)
 
 
 def test_the_gradient_clipping_callback_runs_after_a_compiled_skip(kind):
@@ -207,9 +190,9 @@ def test_the_gradient_clipping_callback_runs_after_a_compiled_skip(kind):
     clipping = GradientClipping("autoclip", percentile=50.0, history_size=4)
     recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clipping, recorder])
-    assert _int(clipping.transform.count) == 1
-    assert _int(skip.skipped_steps) == 1
-    assert _int(model.optimizer.iterations) == 1
+    assert as_int(clipping.transform.count) == 1
+    assert as_int(skip.skipped_steps) == 1
+    assert as_int(model.optimizer.iterations) == 1
     for before, after in zip(recorder.weights[0], recorder.weights[1]):
         np.testing.assert_array_equal(before, after)
     for before, after in zip(recorder.slots[0], recorder.slots[1]):
@@ -225,7 +208,7 @@ def test_under_mirrored_strategy_in_model_fit_and_the_trainer(kind):
         model.compile(TransformedOptimizer(_sgd(), chain), "mse")
     recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
-    _assert_contract(chain, recorder, model.optimizer)
+    assert_skip_contract(chain, recorder, model.optimizer)
 
     with strategy.scope():
         model = _model(kind)
@@ -234,4 +217,4 @@ def test_under_mirrored_strategy_in_model_fit_and_the_trainer(kind):
                           gradient_transforms=chain, on_nan="skip")
     recorder = BatchRecorder()
     trainer.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[recorder])
-    _assert_contract(chain, recorder, trainer.optimizer)
+    assert_skip_contract(chain, recorder, trainer.optimizer)
