@@ -13,14 +13,15 @@ import tensorflow as tf
 
 from keras_trainkit.optimizers import GradientNoise, TransformedOptimizer
 from tests.conftest import LOGICAL_CPUS
-from tests.optimizers.gaussian_checks import gaussian_problems, uncorrelated
-
-ETA, GAMMA = 0.3, 0.55
-SHAPES = [(300, 333), (7,)]  # 99,907 samples a step; the odd size takes the odd-length path
-
-
-def _sigma(t):
-    return np.sqrt(ETA / (1.0 + t) ** GAMMA)
+from tests.optimizers.gaussian_checks import (
+    ETA,
+    GAMMA,
+    SHAPES,
+    assert_step_noise,
+    gaussian_problems,
+    scheduled_sigma,
+    uncorrelated,
+)
 
 
 def test_checks_reject_wrong_noise():
@@ -46,14 +47,9 @@ def test_noise_is_gaussian_with_scheduled_std_and_fresh_every_step(jit_compile):
     step = tf.function(lambda: noise(zeros, variables), jit_compile=jit_compile)
     previous = None
     for t in range(3):
-        big, small = (np.asarray(x, "float64").ravel() / _sigma(t) for x in step())
-        z = np.concatenate([big, small])  # sigma_t from the paper's schedule, not from the transform
-        assert gaussian_problems(z) == [] and gaussian_problems(big) == [], f"step {t}"
-        assert abs(z.mean()) < 5 / np.sqrt(z.size) and abs(z.var() - 1) < 5 * np.sqrt(2 / z.size)
-        np.testing.assert_allclose(noise.get_statistics()["noise_std"], _sigma(t), rtol=1e-6)
-        if previous is not None:
-            assert uncorrelated(z, previous), f"steps {t - 1} and {t}"
-        previous = z
+        big, small = (np.asarray(x, "float64").ravel() for x in step())
+        previous = assert_step_noise(t, big, small, previous)
+        np.testing.assert_allclose(noise.get_statistics()["noise_std"], scheduled_sigma(t), rtol=1e-6)
     # Each gradient tensor gets its own draw: the (7,) tensor is not a copy of the big one's start.
     first = np.asarray(step()[1])
     assert not np.allclose(first, np.asarray(step()[0]).ravel()[:7])

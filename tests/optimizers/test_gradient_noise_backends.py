@@ -12,15 +12,9 @@ import keras
 import numpy as np
 
 from keras_trainkit.optimizers import GradientNoise, TransformedOptimizer
-from tests.optimizers.gaussian_checks import gaussian_problems, uncorrelated
+from tests.optimizers.gaussian_checks import ETA, GAMMA, SHAPES, assert_step_noise
 
-ETA, GAMMA = 0.3, 0.55
-SHAPES = [(300, 333), (7,)]  # 99,907 samples a step; the odd size takes the odd-length path
 STEPS = 3
-
-
-def _sigma(t):
-    return np.sqrt(ETA / (1.0 + t) ** GAMMA)
 
 
 def _noise_per_step(seed=11):
@@ -51,13 +45,7 @@ def _noise_per_step(seed=11):
 def test_noise_is_gaussian_with_scheduled_std_and_fresh_every_step():
     previous = None
     for t, (big, small) in enumerate(_noise_per_step()):
-        big, small = big / _sigma(t), small / _sigma(t)  # sigma_t from the paper, not the transform
-        z = np.concatenate([big, small])
-        assert gaussian_problems(z) == [] and gaussian_problems(big) == [], f"step {t}"
-        assert abs(z.mean()) < 5 / np.sqrt(z.size) and abs(z.var() - 1) < 5 * np.sqrt(2 / z.size)
-        if previous is not None:
-            assert uncorrelated(z, previous), f"steps {t - 1} and {t}"
-        previous = z
+        previous = assert_step_noise(t, big, small, previous)
         # Each gradient tensor gets its own draw: the (7,) tensor is not a copy of the big one's start.
         assert not np.allclose(small, big[:7])
 
