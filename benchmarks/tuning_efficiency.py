@@ -45,9 +45,10 @@ the search's seed) search the same space with the same trial budget. With
 the MLP space; afterwards the demo recipe itself is trained on the same split
 (seed 0) for its own 30 epochs and for ``--epochs``, and a table gives each
 search's best validation accuracy and the trials it took to reach those two
-scores and any ``--reach`` values, with the medians over seeds. Optuna's TPE
-draws its first 10 trials at random (``n_startup_trials``) with the same
-per-trial seeds as ``optuna_random``, so the two searches share those trials.
+scores and any ``--reach`` values, with the medians over seeds. TPE draws its
+first trials at random (a fifth of ``--trials``, at most Optuna's 10:
+``optuna_samplers.startup_trials``) with the same per-trial seeds as
+``optuna_random``, so the two searches share those trials.
 
 Part 2 (``--part memory``): the search process's resident set size (RSS) after
 each of N small trials, in-process vs ``isolate_trials=True``; prints the growth
@@ -60,6 +61,9 @@ per trial (least-squares slope).
     python benchmarks/tuning_efficiency.py --part efficiency --space cnn_focused \
         --seed-list 41 42 43 44 --trials 25 --epochs 4 --methods optuna_random optuna_tpe \
         --reach 0.8 0.85
+    python benchmarks/tuning_efficiency.py --part efficiency --space cnn_focused \
+        --seed-list 51 52 --trials 25 --epochs 30 --methods optuna_random optuna_tpe \
+        --reach 0.95 0.96 0.97 0.985 0.99 --dump cnn_51_52.json
 """
 
 from __future__ import annotations

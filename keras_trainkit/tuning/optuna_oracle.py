@@ -100,7 +100,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         max_trials: trials of the whole search, over every worker.
         sampler: ``"tpe"``, ``"random"``, ``"cmaes"``, ``"gp"``, ``"nsga2"``,
             ``"qmc"`` or an ``optuna.samplers`` sampler
-            (:mod:`~keras_trainkit.tuning.optuna_samplers`).
+            (:mod:`~keras_trainkit.tuning.optuna_samplers`). By name, TPE, GP and
+            NSGA-II draw a fifth of ``max_trials`` at random before they model
+            (Optuna's 10, or NSGA-II's 50, when that is fewer).
         storage: see :mod:`~keras_trainkit.tuning.optuna_storage`; default a SQLite
             file in the project folder.
         pruner: an ``optuna.pruners`` pruner, ``"median"``, ``"asha"``, a
@@ -137,7 +139,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         if self.multi_objective and pruner is not None:
             raise ValueError("Argument `pruner` must be None with several objectives: Optuna "
                              f"prunes single-objective studies only. Received: pruner={pruner!r}")
-        self.sampler = get_sampler(sampler, seed, self.multi_objective)
+        self.sampler = get_sampler(sampler, seed, self.multi_objective, max_trials)
         self.storage_argument = storage
         self.study_name = study_name
         if heartbeat_interval is not None:

@@ -16,6 +16,15 @@ on one study draw different values, since every trial has its own number
 (one seed shared by N samplers would make N workers propose the same trial).
 QMC is the exception: its points come from one scrambled sequence that the
 study's workers share (Optuna hands out the indices), so it keeps ``seed``.
+
+Start-up trials: TPE and GP draw their first ``n_startup_trials`` (Optuna: 10)
+at random, and NSGA-II its first generation (``population_size``, Optuna: 50).
+A KerasTuner search is often shorter than that (``max_trials`` defaults to
+10), and would then be random search under another name. Given
+``max_trials``, these samplers start modelling after a fifth of the search
+(:func:`startup_trials`: at least 2 trials, at least 4 for NSGA-II's
+generation; never more than Optuna's default), so most of a short search's
+trials are chosen by the model.
 """
 
 from __future__ import annotations
@@ -34,21 +43,32 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
 
 
-def _make(name: str, seed: int | None, multi_objective: bool):
+def startup_trials(max_trials: int | None, optuna_default: int, minimum: int = 2) -> int:
+    """The random trials a model-based sampler draws before it models:
+    ``min(optuna_default, max(minimum, max_trials // 5))``, or Optuna's default
+    when ``max_trials`` is not known."""
+    if max_trials is None:
+        return optuna_default
+    return min(optuna_default, max(minimum, max_trials // 5))
+
+
+def _make(name: str, seed: int | None, multi_objective: bool, max_trials: int | None):
     samplers = optuna.samplers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
             return samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                       constant_liar=True)
+                                       constant_liar=True,
+                                       n_startup_trials=startup_trials(max_trials, 10))
         if name == "random":
             return samplers.RandomSampler(seed=seed)
         if name == "cmaes":
             return samplers.CmaEsSampler(seed=seed)
         if name == "gp":
-            return samplers.GPSampler(seed=seed)
+            return samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(max_trials, 10))
         if name == "nsga2":
-            return samplers.NSGAIISampler(seed=seed)
+            return samplers.NSGAIISampler(
+                seed=seed, population_size=startup_trials(max_trials, 50, minimum=4))
         return samplers.QMCSampler(seed=seed)
 
 
@@ -61,15 +81,17 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     trial samples as one long-lived one would, with its own random stream.
     """
 
-    def __init__(self, name: str, seed: int, multi_objective: bool = False):
+    def __init__(self, name: str, seed: int, multi_objective: bool = False,
+                 max_trials: int | None = None):
         self.name = name
         self.seed = seed
         self.multi_objective = multi_objective
-        self.current = _make(name, seed, multi_objective)
+        self.max_trials = max_trials
+        self.current = _make(name, seed, multi_objective, max_trials)
 
     def before_trial(self, study, trial):
         self.current = _make(self.name, trial_seed(self.seed, trial.number),
-                             self.multi_objective)
+                             self.multi_objective, self.max_trials)
         self.current.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
@@ -108,8 +130,11 @@ def _require(sampler: str) -> None:
                           f"{command}") from error
 
 
-def get_sampler(sampler, seed: int | None, multi_objective: bool):
-    """The Optuna sampler for ``sampler`` (a name of :data:`SAMPLERS` or a sampler object).
+def get_sampler(sampler, seed: int | None, multi_objective: bool,
+                max_trials: int | None = None):
+    """The Optuna sampler for ``sampler`` (a name of :data:`SAMPLERS` or a sampler object);
+    a by-name TPE, GP or NSGA-II sampler starts modelling after
+    :func:`startup_trials` ``(max_trials, ...)`` trials.
 
     Raises:
         ValueError: for an unknown name, or CMA-ES with several objectives.
@@ -127,8 +152,8 @@ def get_sampler(sampler, seed: int | None, multi_objective: bool):
                          f"Received: sampler={sampler!r}")
     _require(sampler)
     if sampler == "qmc" or seed is None:
-        return _make(sampler, seed, multi_objective)
-    return TrialSeededSampler(sampler, seed, multi_objective)
+        return _make(sampler, seed, multi_objective, max_trials)
+    return TrialSeededSampler(sampler, seed, multi_objective, max_trials)
 
 
-__all__ = ["SAMPLERS", "TrialSeededSampler", "get_sampler", "trial_seed"]
+__all__ = ["SAMPLERS", "TrialSeededSampler", "get_sampler", "startup_trials", "trial_seed"]

@@ -34,7 +34,9 @@ class OptunaSearch(TrainkitTunerMixin, keras_tuner.Tuner):
     Args:
         hypermodel: a ``HyperModel`` (e.g. ``RecipeHyperModel``) or build function.
         sampler: ``"tpe"`` (default), ``"random"``, ``"cmaes"``, ``"gp"``,
-            ``"nsga2"``, ``"qmc"`` or an ``optuna.samplers`` sampler.
+            ``"nsga2"``, ``"qmc"`` or an ``optuna.samplers`` sampler. By name,
+            TPE, GP and NSGA-II model after a fifth of ``max_trials`` (see
+            :func:`~keras_trainkit.tuning.optuna_samplers.startup_trials`).
         storage: ``None`` (a SQLite file ``optuna.db`` in the project folder),
             ``"journal"``, ``"journal:<path>"``, a database URL or an Optuna storage.
         pruner: an ``optuna.pruners`` pruner (``MedianPruner``, ``PatientPruner``,

@@ -58,6 +58,19 @@ def test_a_seeded_search_is_reproducible(tmp_path):
     assert values("a2", 11) != values("c", 12)
 
 
+def test_a_short_tpe_search_models_after_a_fifth_of_its_trials(tmp_path):
+    """max_trials reaches the sampler: of 6 trials, 2 start-up trials shared with
+    random search (same per-trial seeds), then TPE's own (Optuna's fixed 10 would
+    make all 6 random)."""
+    def values(sampler):
+        tuner = _search(tmp_path, sampler, epochs=1, sampler=sampler, seed=5, max_trials=6)
+        return [t.params for t in tuner.study.trials]
+
+    tpe, random = values("tpe"), values("random")
+    assert tpe[:2] == random[:2]
+    assert all(t != r for t, r in zip(tpe[2:], random[2:]))
+
+
 def test_an_optuna_pruner_prunes_and_both_records_say_so(tmp_path):
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     tuner = _search(tmp_path, sampler="random", seed=1, max_trials=8, pruner=pruner)

@@ -139,6 +139,51 @@ def test_a_seeded_sampler_repeats_its_values_and_another_seed_does_not(name):
     assert run(5) != run(6)
 
 
+def _toy_search(name, max_trials, n_trials, seed=7):
+    """The parameters of ``n_trials`` trials of a seeded search on a toy objective
+    (two objectives for NSGA-II)."""
+    two = name == "nsga2"
+    study = optuna.create_study(directions=["minimize"] * (2 if two else 1),
+                                sampler=optuna_samplers.get_sampler(name, seed, two, max_trials))
+
+    def objective(trial):
+        x, n = trial.suggest_float("x", -1, 1), trial.suggest_int("n", 1, 9)
+        return ((x - 0.3) ** 2 + n, (x + 0.3) ** 2 - n) if two else (x - 0.3) ** 2 + n
+
+    study.optimize(objective, n_trials=n_trials)
+    return [tuple(t.params.values()) for t in study.trials]
+
+
+def _shared_prefix(a, b):
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_startup_trials_is_a_fifth_of_the_search_within_optunas_default():
+    assert [optuna_samplers.startup_trials(n, 10) for n in (3, 10, 25, 49, 50, 400, None)] == \
+        [2, 2, 5, 9, 10, 10, 10]
+    assert [optuna_samplers.startup_trials(n, 50, minimum=4) for n in (12, 40, 250, 1000)] == \
+        [4, 8, 50, 50]
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+@pytest.mark.parametrize("max_trials, random_trials", [(10, 2), (25, 5), (None, 10)])
+def test_a_short_search_models_after_a_fifth_of_its_trials(name, max_trials, random_trials):
+    """Random search with the same seed draws the same start-up trials; the model's
+    trials differ. Optuna's fixed 10 would make a 10-trial search all random."""
+    if name == "gp":
+        pytest.importorskip("torch")
+    random = _toy_search("random", None, 12)
+    assert _shared_prefix(_toy_search(name, max_trials, 12), random) == random_trials
+
+
+def test_nsga2s_first_generation_is_a_fifth_of_a_short_search():
+    random = _toy_search("random", None, 12)  # same per-trial seeds, same first generation
+    random_pairs = [(x, n) for x, n in random]
+    nsga2 = _toy_search("nsga2", 12, 12)
+    assert nsga2[:4] == random_pairs[:4]
+    assert nsga2 != random_pairs  # later generations are bred, not drawn
+
+
 def test_without_optuna_the_error_says_what_to_install(monkeypatch):
     for module in [m for m in sys.modules if m.startswith("keras_trainkit.tuning.optuna")]:
         monkeypatch.delitem(sys.modules, module)
