@@ -3,7 +3,10 @@ epoch, whose objective ``score`` is a known function of the hyperparameters and 
 epoch (set in the logs by a callback), so pruning and fronts are predictable.
 
 Run as a script it is one worker of a search: ``python _optuna_helpers.py DIR LOG
-STORAGE MAX_TRIALS [SEED]``; it appends one JSON line per trial start to LOG.
+STORAGE MAX_TRIALS [SEED] [WORKERS]``; it appends one JSON line per trial start to
+LOG. With WORKERS, it waits after its imports until WORKERS workers of DIR are ready,
+so that on a loaded machine a worker slow to import still gets a trial of a short
+search.
 """
 
 import json
@@ -74,11 +77,25 @@ class Synthetic(keras_tuner.HyperModel):
         return model.fit(X, Y, epochs=self.epochs, **kwargs)
 
 
+def wait_for_workers(directory, workers, timeout=600):
+    """Marks this worker ready in ``DIR/ready`` and waits until ``workers`` are."""
+    ready = os.path.join(directory, "ready")
+    os.makedirs(ready, exist_ok=True)
+    open(os.path.join(ready, str(os.getpid())), "w").close()
+    deadline = time.time() + timeout
+    while len(os.listdir(ready)) < workers:
+        if time.time() > deadline:
+            raise SystemExit(f"only {len(os.listdir(ready))} of {workers} workers became ready")
+        time.sleep(0.1)
+
+
 def main():
     from keras_trainkit import tuning
 
     directory, log_path, storage, max_trials = sys.argv[1:5]
     seed = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    if len(sys.argv) > 6:
+        wait_for_workers(directory, int(sys.argv[6]))
     storage = None if storage == "default" else storage
     tuner = tuning.OptunaSearch(
         Synthetic(epochs=4, sleep=0.5, log_path=log_path),

@@ -29,12 +29,16 @@ ROOT = Path(__file__).resolve().parents[2]
 TrialState = optuna.trial.TrialState
 
 
-def _start(directory, log, storage="default", max_trials=3, seed=7):
+def _start(directory, log, storage="default", max_trials=3, seed=7, workers=None):
+    """One worker process; with ``workers``, it starts searching once that many are
+    ready (every worker of a short search gets a trial however slowly it imports)."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                TF_CPP_MIN_LOG_LEVEL="2")
+    together = [] if workers is None else [str(workers)]
     return subprocess.Popen(
         [sys.executable, str(HELPER), str(directory), str(log), storage, str(max_trials),
-         str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(seed), *together], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
 
 
 def _lines(log):
@@ -44,13 +48,13 @@ def _lines(log):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _wait_for(condition, timeout=120):
+def _wait_for(condition, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out after {timeout} s")
 
 
 def _finish(process, timeout=180):
@@ -107,7 +111,8 @@ def test_three_workers_run_one_search_and_a_killed_workers_trial_is_retried(tmp_
     log = tmp_path / "log.jsonl"
     journal = tmp_path / "shared.journal"
     storage = f"journal:{journal}" if backend == "journal" else "default"
-    workers = [_start(tmp_path, log, storage=storage, max_trials=6) for _ in range(3)]
+    workers = [_start(tmp_path, log, storage=storage, max_trials=6, workers=3)
+               for _ in range(3)]
     victim = workers[0]
     _wait_for(lambda: any(s["pid"] == victim.pid for s in _lines(log)))
     time.sleep(0.8)  # the victim is in a trial's epochs
@@ -178,7 +183,8 @@ def postgres():
 
 def test_two_workers_on_a_postgresql_server(tmp_path, postgres):
     log = tmp_path / "log.jsonl"
-    workers = [_start(tmp_path, log, storage=postgres, max_trials=6) for _ in range(2)]
+    workers = [_start(tmp_path, log, storage=postgres, max_trials=6, workers=2)
+               for _ in range(2)]
     for worker in workers:
         _finish(worker)
     _check_one_search(_study(tmp_path, postgres), 6)
