@@ -56,10 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="after the search, train the best recipe again on the training "
                              "and validation examples together and save it as "
                              "OUTPUT/best_model.keras")
-    parser.add_argument("--ensemble", type=int, default=5,
+    parser.add_argument("--ensemble", type=int, default=None,
                         help="average the class probabilities of the N best trials' models "
                              "(ranked on validation) into the search's final model, saved as "
-                             "OUTPUT/ensemble_model.keras (default 5; 1: the best trial alone)")
+                             "OUTPUT/ensemble_model.keras (default 5; 1: the best trial alone; "
+                             "with several --objectives default 1, and the N best are the "
+                             "first N of the Pareto ranking)")
     parser.add_argument("--output", default="trainkit_output/tune",
                         help="folder for the search state and the report, created with any "
                              "missing parents")
@@ -255,6 +257,17 @@ def check(args: argparse.Namespace) -> None:
     output_folder(args.output, "--output", "tune")
 
 
+def _print_front_models(tuner, test_accuracy, examples: int) -> None:
+    """With several objectives there is no one best trial: each Pareto front
+    trial's objectives and its model's test accuracy."""
+    print(f"\nThe Pareto front's models (trained on {examples} examples):")
+    names = [o.name for o in tuner.oracle.objective.objectives]
+    for trial, model in zip(tuner.pareto_front(), tuner.pareto_models()):
+        values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, tuner.oracle.objective_values(trial)))
+        print(f"  trial {trial.trial_id}: {values}  test accuracy {test_accuracy(model):.4f}",
+              flush=True)
+
+
 def _print_optuna_notes(tuner) -> None:
     if len(getattr(tuner.oracle.objective, "objectives", [])) > 1:
         front = ", ".join(trial.trial_id for trial in tuner.pareto_front())
@@ -304,11 +317,16 @@ def run(args: argparse.Namespace) -> int:
     def test_accuracy(model):
         return float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
 
-    print(f"\nBest trial's model (trained on {len(train[0])} examples): test accuracy "
-          f"{test_accuracy(tuner.get_best_models(1)[0]):.4f} "
-          f"(search took {(time.time() - started) / 60:.1f} min)", flush=True)
-    if args.ensemble > 1:
-        ensemble = ensemble_best_models(tuner, args.ensemble)
+    several = len(getattr(tuner.oracle.objective, "objectives", [])) > 1
+    if several:
+        _print_front_models(tuner, test_accuracy, len(train[0]))
+    else:
+        print(f"\nBest trial's model (trained on {len(train[0])} examples): test accuracy "
+              f"{test_accuracy(tuner.get_best_models(1)[0]):.4f} "
+              f"(search took {(time.time() - started) / 60:.1f} min)", flush=True)
+    ensemble_size = args.ensemble if args.ensemble is not None else (1 if several else 5)
+    if ensemble_size > 1:
+        ensemble = ensemble_best_models(tuner, ensemble_size)
         members = [layer.name.removeprefix("trial_") for layer in ensemble.layers
                    if isinstance(layer, keras.Model)]
         path = os.path.join(args.output, "ensemble_model.keras")

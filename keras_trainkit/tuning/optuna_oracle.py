@@ -54,6 +54,7 @@ from keras_trainkit.tuning.optuna_storage import (
     storage_trial_id,
 )
 from keras_trainkit.tuning.oracles import RUNNING, STOPPED, PruningOracleMixin
+from keras_trainkit.tuning.pareto import rank_trials
 from keras_trainkit.tuning.pruning import Pruner
 from keras_trainkit.utils.validation import check_positive
 
@@ -386,8 +387,19 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         self.trials = dict(sorted(self.trials.items(), key=lambda item: (len(item[0]), item[0])))
 
     def get_best_trials(self, num_trials=1):
+        """The best trials, every worker's. With several objectives, ranked by
+        non-dominated sorting (the Pareto front first, by the first objective;
+        :mod:`~keras_trainkit.tuning.pareto`) instead of KerasTuner's signed sum
+        of the objectives, which the largest-valued objective decides."""
         self.refresh_trials()
-        return super().get_best_trials(num_trials)
+        if not self.multi_objective:
+            return super().get_best_trials(num_trials)
+        trials = list(self.trials.values())
+        completed = [t for t in trials if t.status == TrialStatus.COMPLETED]
+        ranked = rank_trials(completed, self.objective_values, self.objective.objectives)
+        if len(ranked) < num_trials:  # as KerasTuner: then the unfinished ones
+            ranked += [t for t in trials if t.status != TrialStatus.COMPLETED]
+        return ranked[:num_trials]
 
     def pareto_front(self) -> list:
         """The KerasTuner trials of the study's Pareto front (``study.best_trials``),

@@ -6,6 +6,11 @@ search reloaded from disk) and writes:
 * ``summary.txt``: the best trials, ranked, with status (pruned trials marked,
   with the epoch they were stopped after), epochs trained, score and
   hyperparameters;
+* with several objectives (a multi-objective
+  :class:`~keras_trainkit.tuning.OptunaSearch`), trials are ranked by the
+  oracle (Pareto front first, :mod:`~keras_trainkit.tuning.pareto`), the table
+  shows every objective, and the plots and "score" are the first objective's,
+  not KerasTuner's signed sum of them;
 * ``best_hyperparameters.json``;
 * ``score_by_trial.png``, ``score_vs_<hyperparameter>.png`` (one per tuned
   hyperparameter; on a log axis for those sampled on a log scale) and
@@ -48,6 +53,8 @@ class TrialRecord:
         hyperparameters: the values the trial trained with (a Hyperband trial's
             ``epochs`` is ``tuner/epochs``).
         curve: ``(epoch, objective)`` pairs, epochs 1-based.
+        objectives: with several objectives, each one's value (``score`` is the
+            first one's); else empty.
     """
 
     trial_id: str
@@ -59,6 +66,7 @@ class TrialRecord:
     curve: list[tuple[int, float]] = field(default_factory=list)
     message: str | None = None
     pruned_after: int | None = None
+    objectives: dict = field(default_factory=dict)
 
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -92,24 +100,47 @@ def _curve_and_epochs(trial, name) -> tuple[list[tuple[int, float]], int]:
     return sorted(by_epoch.items()), len(by_epoch)
 
 
+def several_objectives(oracle) -> list:
+    """The oracle's objectives when it ranks trials of several itself (a
+    multi-objective :class:`~keras_trainkit.tuning.OptunaSearch`), else ``[]``."""
+    objectives = list(getattr(oracle.objective, "objectives", []))
+    return objectives if len(objectives) > 1 and hasattr(oracle, "objective_values") else []
+
+
+def objective_name(oracle) -> str:
+    """The objective the report scores and plots: the first of several."""
+    return (several_objectives(oracle) or [oracle.objective])[0].name
+
+
 def trial_records(tuner) -> list[TrialRecord]:
     """Every trial of ``tuner``'s oracle, best first (finished trials without a
-    score last)."""
+    score last; with several objectives, in the oracle's ranking)."""
     oracle = tuner.oracle
     if hasattr(oracle, "refresh_trials"):  # a search of several processes: every worker's
         oracle.refresh_trials()
-    name = oracle.objective.name
+    objectives = several_objectives(oracle)
+    name = objective_name(oracle)
     pruned = getattr(oracle, "pruned_trials", {})
     records = []
     for trial in oracle.trials.values():
         curve, epochs = _curve_and_epochs(trial, name)
         score = trial.score if trial.score is not None and np.isfinite(trial.score) else None
+        values = {}
+        if objectives and trial.status == "COMPLETED":
+            values = dict(zip([o.name for o in objectives], oracle.objective_values(trial)))
+            score = values[name]
+        elif objectives:
+            score = None
         stopped = pruned.get(trial.trial_id)
         records.append(TrialRecord(
             trial_id=trial.trial_id, status=trial.status, score=score, epochs=epochs,
             pruned=stopped is not None, hyperparameters=_trained_with(trial.hyperparameters.values),
-            curve=curve, message=trial.message,
+            curve=curve, message=trial.message, objectives=values,
             pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
+    if objectives:
+        ranking = [t.trial_id for t in oracle.get_best_trials(len(oracle.trials))]
+        records.sort(key=lambda r: ranking.index(r.trial_id))
+        return records
     maximize = oracle.objective.direction == "max"
     records.sort(key=lambda r: (r.score is None, -(r.score or 0) if maximize else (r.score or 0)))
     return records
@@ -118,16 +149,19 @@ def trial_records(tuner) -> list[TrialRecord]:
 def summary_table(tuner, num_trials: int = 10) -> str:
     """A text table of the best ``num_trials`` trials and the search's totals."""
     records = trial_records(tuner)
-    name = tuner.oracle.objective.name
+    names = [o.name for o in several_objectives(tuner.oracle)] or [tuner.oracle.objective.name]
     keys = sorted({k for r in records[:num_trials] for k in r.hyperparameters
                    if not k.startswith("tuner/")})
-    lines = [f"{'rank':>4} {'trial':>6} {'status':<9} {'epochs':>6} {name:>14}  hyperparameters"]
+    lines = [f"{'rank':>4} {'trial':>6} {'status':<9} {'epochs':>6} "
+             + " ".join(f"{name:>14}" for name in names) + "  hyperparameters"]
     for rank, record in enumerate(records[:num_trials], 1):
         status = f"PRUNED@{record.pruned_after}" if record.pruned else record.status
-        score = f"{record.score:.4f}" if record.score is not None else "-"
+        scores = [record.objectives.get(name) for name in names] if record.objectives else (
+            [record.score] if len(names) == 1 else [None] * len(names))
+        shown = " ".join(f"{'-' if v is None else f'{v:.4f}':>14}" for v in scores)
         values = ", ".join(f"{k}={_short(record.hyperparameters[k])}" for k in keys
                            if k in record.hyperparameters)
-        lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {record.epochs:>6} {score:>14}  {values}")
+        lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {record.epochs:>6} {shown}  {values}")
     total_epochs = sum(r.epochs for r in records)
     pruned = sum(r.pruned for r in records)
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
@@ -249,11 +283,12 @@ def write_hparams_logs(tuner, log_dir: str) -> None:
     from tensorboard.plugins.hparams import api as hp_api
 
     oracle = tuner.oracle
-    name = oracle.objective.name
+    name = objective_name(oracle)
+    names = [o.name for o in several_objectives(oracle)] or [name]
     hparams = {hp.name: _hparam(hp, hp_api) for hp in oracle.get_space().space}
     with tf.summary.create_file_writer(log_dir).as_default():
         hp_api.hparams_config(hparams=list(hparams.values()),
-                              metrics=[hp_api.Metric(name, display_name=name)])
+                              metrics=[hp_api.Metric(n, display_name=n) for n in names])
     for record in trial_records(tuner):
         if record.score is None:
             continue
@@ -261,7 +296,8 @@ def write_hparams_logs(tuner, log_dir: str) -> None:
         with tf.summary.create_file_writer(os.path.join(log_dir, f"trial_{record.trial_id}")).as_default():
             hp_api.hparams(values, trial_id=record.trial_id)
             last_epoch = record.curve[-1][0] if record.curve else 0
-            tf.summary.scalar(name, record.score, step=last_epoch)  # epochs from 1
+            for metric, value in (record.objectives or {name: record.score}).items():
+                tf.summary.scalar(metric, value, step=last_epoch)  # epochs from 1
 
 
 def _write_pareto_front(tuner, output_dir: str) -> list[str]:
@@ -310,7 +346,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
     matplotlib.use("Agg")
     os.makedirs(output_dir, exist_ok=True)
     records = trial_records(tuner)
-    name = tuner.oracle.objective.name
+    name = objective_name(tuner.oracle)
     files = []
     summary = summary_table(tuner, num_trials)
     path = os.path.join(output_dir, "summary.txt")
@@ -323,6 +359,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
         json.dump({"trial_id": best.trial_id if best else None,
                    "score": best.score if best else None,
                    "objective": name,
+                   **({"objectives": best.objectives} if best and best.objectives else {}),
                    "hyperparameters": best.hyperparameters if best else {}}, handle, indent=2,
                   default=str)
     files.append(path)
@@ -348,4 +385,5 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
     return {"summary": summary, "files": files}
 
 
-__all__ = ["TrialRecord", "summary_table", "trial_records", "write_hparams_logs", "write_report"]
+__all__ = ["TrialRecord", "objective_name", "several_objectives", "summary_table", "trial_records",
+           "write_hparams_logs", "write_report"]

@@ -39,10 +39,16 @@ def test_tune_with_two_objectives_draws_the_pareto_front(tmp_path, capsys):
     output = tmp_path / "out"
     assert cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "3",
                      "--epochs", "1", "--objectives", "val_accuracy:max,num_params:min",
-                     "--sampler", "nsga2", "--ensemble", "1", "--space", "full",
+                     "--sampler", "nsga2", "--space", "full",
                      "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "Pareto front: trials " in printed and "pruner: none" in printed
+    # no single "best" model: each front model's test accuracy; no ensemble by default
+    assert "Best trial's model" not in printed and "The Pareto front's models" in printed
+    front_ids = printed.split("Pareto front: trials ")[1].split(" (")[0].split(", ")
+    assert [line.split()[1].rstrip(":") for line in printed.splitlines()
+            if line.startswith("  trial ")] == front_ids
+    assert not (output / "ensemble_model.keras").exists()
     assert (output / "pareto_front.png").read_bytes().startswith(PNG_SIGNATURE)
     front = json.loads((output / "pareto_front.json").read_text())
     assert front and all(set(e["objectives"]) == {"val_accuracy", "num_params"} for e in front)

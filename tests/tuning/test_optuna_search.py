@@ -138,8 +138,23 @@ def test_several_objectives_give_a_pareto_front_of_loadable_models(tmp_path):
     for trial, model in zip(front, tuner.pareto_models()):
         assert model.count_params() == records[trial.trial_id][1]
         assert model.layers[0].units == widths[trial.trial_id]
+    # the best trials: the front by score, then the rest (not KerasTuner's signed sum,
+    # which the parameter count decides)
+    best = tuner.oracle.get_best_trials(len(records))
+    by_score = sorted(expected, key=lambda k: -records[k][0])
+    assert [t.trial_id for t in best[:len(expected)]] == by_score
+    assert sorted(t.trial_id for t in best) == sorted(records)
+    assert tuner.get_best_models(1)[0].count_params() == records[by_score[0]][1]
     files = tuning.write_report(tuner, str(tmp_path / "report"))["files"]
     assert str(tmp_path / "report" / "pareto_front.png") in files
+    with open(tmp_path / "report" / "best_hyperparameters.json") as handle:
+        best_json = json.load(handle)
+    assert best_json["trial_id"] == by_score[0] and best_json["objective"] == "score"
+    assert best_json["objectives"] == pytest.approx(
+        {"score": records[by_score[0]][0], "num_params": records[by_score[0]][1]})
+    summary = (tmp_path / "report" / "summary.txt").read_text().splitlines()
+    assert summary[0].split()[4:6] == ["score", "num_params"]
+    assert [line.split()[1] for line in summary[1:1 + len(expected)]] == by_score
     with open(tmp_path / "report" / "pareto_front.json") as handle:
         assert sorted(entry["trial_id"] for entry in json.load(handle)) == expected
     with pytest.raises(ValueError, match="Argument `pruner` must be None with several objectives"):

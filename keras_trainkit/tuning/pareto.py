@@ -1,0 +1,61 @@
+"""Ranking trials of several objectives: non-dominated sorting.
+
+KerasTuner scores a trial of several objectives by their signed sum (maximized
+objectives subtracted, minimized ones added), so the objective with the
+largest values decides: with ``val_accuracy`` (up) and a parameter count
+(down), the "best" trial is the smallest model, whatever its accuracy. A
+multi-objective :class:`~keras_trainkit.tuning.OptunaSearch` ranks its
+trials by non-dominated sorting instead (Deb et al. 2002, "A fast and elitist
+multiobjective genetic algorithm: NSGA-II", the order NSGA-II selects by):
+the Pareto front first, then the front of the trials left, and so on; within
+a front, by the first objective.
+
+Trial ``a`` dominates ``b`` when ``a`` is at least as good in every objective
+and better in one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pareto_ranks(points, maximize) -> np.ndarray:
+    """The front number of every point (0: the Pareto front).
+
+    Args:
+        points: ``(n, k)`` objective values, one row per point.
+        maximize: ``k`` booleans, whether each objective goes up.
+    """
+    signed = np.asarray(points, dtype=float) * np.where(maximize, 1.0, -1.0)
+    at_least = np.all(signed[:, None, :] >= signed[None, :, :], axis=-1)
+    better = np.any(signed[:, None, :] > signed[None, :, :], axis=-1)
+    dominates = at_least & better  # [i, j]: point i dominates point j
+    ranks = np.full(len(signed), -1)
+    front = 0
+    while np.any(ranks < 0):
+        left = ranks < 0
+        dominated_by_left = np.any(dominates[left], axis=0)
+        ranks[left & ~dominated_by_left] = front
+        front += 1
+    return ranks
+
+
+def rank_trials(trials, values_of, objectives) -> list:
+    """``trials`` by front, then by the first objective within a front.
+
+    Args:
+        trials: KerasTuner trials with a value for every objective.
+        values_of: a trial's objective values, in the order of ``objectives``.
+        objectives: ``keras_tuner.Objective`` objects, with their directions.
+    """
+    if not trials:
+        return []
+    points = np.array([values_of(trial) for trial in trials], dtype=float)
+    maximize = [objective.direction == "max" for objective in objectives]
+    ranks = pareto_ranks(points, maximize)
+    first = points[:, 0] * (-1.0 if maximize[0] else 1.0)
+    order = np.lexsort((first, ranks))
+    return [trials[i] for i in order]
+
+
+__all__ = ["pareto_ranks", "rank_trials"]
