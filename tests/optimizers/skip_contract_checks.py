@@ -1,5 +1,6 @@
 """The skip contract's checks, shared by ``test_skip_contract.py`` (TensorFlow's paths) and
-``test_skip_contract_backends.py`` (``model.fit`` on the backend this process runs).
+``test_skip_contract_backends.py`` (``model.fit`` on the backend this process runs);
+``BatchRecorder`` also by ``test_transformed.py``.
 
 A chain ``[<skip>, GradientNoise, AutoClip]`` gets one ordinary step, then one to skip:
 on the skipped step the weights, the optimizer's slots and step counter and the later

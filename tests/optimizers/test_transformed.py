@@ -14,6 +14,7 @@ from keras_trainkit.optimizers import (
     TransformedOptimizer,
 )
 from tests.conftest import LOGICAL_CPUS, mirrored_two_cpus
+from tests.optimizers.skip_contract_checks import BatchRecorder
 
 BATCH = 8
 
@@ -36,19 +37,6 @@ def _model(seed=1):
     return keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
 
 
-class Recorder(keras.callbacks.Callback):
-    """Weights and inner-optimizer variables after every batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights, self.inner = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.weights.append([np.array(w, copy=True) for w in self.model.get_weights()])
-        inner = self.model.optimizer.inner_optimizer
-        self.inner.append([keras.ops.convert_to_numpy(v).copy() for v in inner.variables])
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_nan_gradient_step_is_skipped_in_fit(jit_compile):
     x, y = _data(nan_batches=[3])
@@ -56,13 +44,13 @@ def test_nan_gradient_step_is_skipped_in_fit(jit_compile):
     model = _model()
     model.compile(TransformedOptimizer(keras.optimizers.Adam(0.01), [skip, ClipByGlobalNorm(1.0)]), "mse",
                   jit_compile=jit_compile)
-    recorder = Recorder()
+    recorder = BatchRecorder()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     before, after = recorder.weights[2], recorder.weights[3]
     for a, b in zip(before, after):
         assert np.all(np.isfinite(b))
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(recorder.inner[2], recorder.inner[3]):  # slots and iteration counter
+    for a, b in zip(recorder.slots[2], recorder.slots[3]):  # slots and iteration counter
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(recorder.weights[3], recorder.weights[4]))
     assert int(model.optimizer.iterations) == 7
@@ -74,7 +62,7 @@ def test_consecutive_skips_stop_training_with_a_clear_error():
     x, y = _data(nan_batches=[2, 3, 4, 5])
     model = _model()
     model.compile(TransformedOptimizer(keras.optimizers.SGD(0.01), [SkipNonFinite(max_consecutive=3)]), "mse")
-    recorder = Recorder()
+    recorder = BatchRecorder()
     with pytest.raises(tf.errors.InvalidArgumentError, match="SkipNonFinite: the gradients held NaN or Inf in 3"):
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     assert len(recorder.weights) == 4  # batches 0..3 finished; the third NaN batch stopped training
@@ -88,7 +76,7 @@ def test_consecutive_skips_under_xla_stop_updates_and_raise_at_end_of_fit():
     model = _model()
     model.compile(TransformedOptimizer(keras.optimizers.SGD(0.01), [SkipNonFinite(max_consecutive=3)]), "mse",
                   jit_compile=True)
-    recorder = Recorder()
+    recorder = BatchRecorder()
     with pytest.raises(NonFiniteGradientError, match="3 consecutive"):
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
     assert len(recorder.weights) == 8  # no callback: XLA cannot raise, so fit ran to its end
@@ -103,7 +91,7 @@ def test_skip_callback_stops_fit_at_the_batch_that_reaches_the_limit(jit_compile
     skip = SkipNonFinite(max_consecutive=3)
     model = _model()
     model.compile(TransformedOptimizer(keras.optimizers.SGD(0.01), [skip]), "mse", jit_compile=jit_compile)
-    recorder = Recorder()
+    recorder = BatchRecorder()
     error = NonFiniteGradientError if jit_compile else tf.errors.InvalidArgumentError
     with pytest.raises(error, match="NaN or Inf in 3 consecutive"):
         model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
