@@ -262,14 +262,16 @@ def _print_front_models(tuner, test_accuracy, examples: int) -> None:
     trial's objectives and its model's test accuracy."""
     print(f"\nThe Pareto front's models (trained on {examples} examples):")
     names = [o.name for o in tuner.oracle.objective.objectives]
-    for trial, model in zip(tuner.pareto_front(), tuner.pareto_models()):
+    for trial in tuner.pareto_front():
         values = "  ".join(f"{n}={v:.4g}" for n, v in zip(names, tuner.oracle.objective_values(trial)))
-        print(f"  trial {trial.trial_id}: {values}  test accuracy {test_accuracy(model):.4f}",
-              flush=True)
+        accuracy = test_accuracy(tuner.load_model(trial))
+        print(f"  trial {trial.trial_id}: {values}  test accuracy {accuracy:.4f}", flush=True)
 
 
 def _print_optuna_notes(tuner) -> None:
-    if len(getattr(tuner.oracle.objective, "objectives", [])) > 1:
+    from keras_trainkit.tuning.report import several_objectives
+
+    if several_objectives(tuner.oracle):
         front = ", ".join(trial.trial_id for trial in tuner.pareto_front())
         print(f"Pareto front: trials {front} (pareto_front.png, pareto_front.json)")
     if tuner.storage_url:
@@ -283,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_trainkit.commands.demo import split
     from keras_trainkit.tuning.ensemble import ensemble_best_models
     from keras_trainkit.tuning.parallel import parallel_search
-    from keras_trainkit.tuning.report import write_report
+    from keras_trainkit.tuning.report import several_objectives, write_report
 
     args.project_dir = os.path.join(args.output, "search")
     if args.overwrite and os.path.isdir(args.project_dir):
@@ -317,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     def test_accuracy(model):
         return float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
 
-    several = len(getattr(tuner.oracle.objective, "objectives", [])) > 1
+    several = bool(several_objectives(tuner.oracle))
     if several:
         _print_front_models(tuner, test_accuracy, len(train[0]))
     else:

@@ -138,8 +138,9 @@ def trial_records(tuner) -> list[TrialRecord]:
             curve=curve, message=trial.message, objectives=values,
             pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
     if objectives:
-        ranking = [t.trial_id for t in oracle.get_best_trials(len(oracle.trials))]
-        records.sort(key=lambda r: ranking.index(r.trial_id))
+        ranking = {t.trial_id: i for i, t in enumerate(oracle.get_best_trials(len(oracle.trials)))}
+        # a trial another worker finished after the records were read may push one out
+        records.sort(key=lambda r: ranking.get(r.trial_id, len(ranking)))
         return records
     maximize = oracle.objective.direction == "max"
     records.sort(key=lambda r: (r.score is None, -(r.score or 0) if maximize else (r.score or 0)))
@@ -156,9 +157,9 @@ def summary_table(tuner, num_trials: int = 10) -> str:
              + " ".join(f"{name:>14}" for name in names) + "  hyperparameters"]
     for rank, record in enumerate(records[:num_trials], 1):
         status = f"PRUNED@{record.pruned_after}" if record.pruned else record.status
-        scores = [record.objectives.get(name) for name in names] if record.objectives else (
-            [record.score] if len(names) == 1 else [None] * len(names))
-        shown = " ".join(f"{'-' if v is None else f'{v:.4f}':>14}" for v in scores)
+        scores = record.objectives or {names[0]: record.score}
+        shown = " ".join(f"{'-' if scores.get(n) is None else f'{scores[n]:.4f}':>14}"
+                         for n in names)
         values = ", ".join(f"{k}={_short(record.hyperparameters[k])}" for k in keys
                            if k in record.hyperparameters)
         lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {record.epochs:>6} {shown}  {values}")
@@ -380,7 +381,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
         hparams_dir = os.path.join(output_dir, "hparams")
         write_hparams_logs(tuner, hparams_dir)
         files.append(hparams_dir)
-    if hasattr(tuner, "pareto_front") and len(getattr(tuner.oracle.objective, "objectives", [])) > 1:
+    if hasattr(tuner, "pareto_front") and several_objectives(tuner.oracle):
         files += _write_pareto_front(tuner, output_dir)
     return {"summary": summary, "files": files}
 
