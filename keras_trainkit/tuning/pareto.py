@@ -46,7 +46,8 @@ def rank_trials(trials, values_of, objectives) -> list:
     """``trials`` by front, then by the first objective within a front.
 
     Args:
-        trials: KerasTuner trials with a value for every objective.
+        trials: KerasTuner trials (or the report's records of them) with a value
+            for every objective.
         values_of: a trial's objective values, in the order of ``objectives``.
         objectives: ``keras_tuner.Objective`` objects, with their directions.
     """

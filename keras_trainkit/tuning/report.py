@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_trainkit.tuning.pareto import rank_trials
+
 FINISHED = ("COMPLETED", "FAILED", "INVALID")
 
 
@@ -114,7 +116,8 @@ def objective_name(oracle) -> str:
 
 def trial_records(tuner) -> list[TrialRecord]:
     """Every trial of ``tuner``'s oracle, best first (finished trials without a
-    score last; with several objectives, in the oracle's ranking)."""
+    score last; with several objectives, ranked as the oracle ranks them:
+    :func:`~keras_trainkit.tuning.pareto.rank_trials`)."""
     oracle = tuner.oracle
     if hasattr(oracle, "refresh_trials"):  # a search of several processes: every worker's
         oracle.refresh_trials()
@@ -137,11 +140,11 @@ def trial_records(tuner) -> list[TrialRecord]:
             pruned=stopped is not None, hyperparameters=_trained_with(trial.hyperparameters.values),
             curve=curve, message=trial.message, objectives=values,
             pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
-    if objectives:
-        ranking = {t.trial_id: i for i, t in enumerate(oracle.get_best_trials(len(oracle.trials)))}
-        # a trial another worker finished after the records were read may push one out
-        records.sort(key=lambda r: ranking.get(r.trial_id, len(ranking)))
-        return records
+    if objectives:  # the oracle's ranking (get_best_trials), of the values read above
+        names = [o.name for o in objectives]
+        ranked = rank_trials([r for r in records if r.objectives],
+                             lambda r: [r.objectives[n] for n in names], objectives)
+        return ranked + [r for r in records if not r.objectives]
     maximize = oracle.objective.direction == "max"
     records.sort(key=lambda r: (r.score is None, -(r.score or 0) if maximize else (r.score or 0)))
     return records

@@ -155,6 +155,8 @@ def test_several_objectives_give_a_pareto_front_of_loadable_models(tmp_path):
     summary = (tmp_path / "report" / "summary.txt").read_text().splitlines()
     assert summary[0].split()[4:6] == ["score", "num_params"]
     assert [line.split()[1] for line in summary[1:1 + len(expected)]] == by_score
+    # the report ranks every trial as get_best_trials does (the front, then the fronts left)
+    assert [line.split()[1] for line in summary[1:1 + len(records)]] == [t.trial_id for t in best]
     with open(tmp_path / "report" / "pareto_front.json") as handle:
         assert sorted(entry["trial_id"] for entry in json.load(handle)) == expected
     with pytest.raises(ValueError, match="Argument `pruner` must be None with several objectives"):
