@@ -52,7 +52,7 @@ def startup_trials(max_trials: int | None, optuna_default: int, minimum: int = 2
     return min(optuna_default, max(minimum, max_trials // 5))
 
 
-def _make(name: str, seed: int | None, multi_objective: bool, max_trials: int | None):
+def _make(name: str, seed: int | None, max_trials: int | None):
     samplers = optuna.samplers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -81,17 +81,14 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     trial samples as one long-lived one would, with its own random stream.
     """
 
-    def __init__(self, name: str, seed: int, multi_objective: bool = False,
-                 max_trials: int | None = None):
+    def __init__(self, name: str, seed: int, *, max_trials: int | None = None):
         self.name = name
         self.seed = seed
-        self.multi_objective = multi_objective
         self.max_trials = max_trials
-        self.current = _make(name, seed, multi_objective, max_trials)
+        self.current = _make(name, seed, max_trials)
 
     def before_trial(self, study, trial):
-        self.current = _make(self.name, trial_seed(self.seed, trial.number),
-                             self.multi_objective, self.max_trials)
+        self.current = _make(self.name, trial_seed(self.seed, trial.number), self.max_trials)
         self.current.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
@@ -152,8 +149,8 @@ def get_sampler(sampler, seed: int | None, multi_objective: bool,
                          f"Received: sampler={sampler!r}")
     _require(sampler)
     if sampler == "qmc" or seed is None:
-        return _make(sampler, seed, multi_objective, max_trials)
-    return TrialSeededSampler(sampler, seed, multi_objective, max_trials)
+        return _make(sampler, seed, max_trials)
+    return TrialSeededSampler(sampler, seed, max_trials=max_trials)
 
 
 __all__ = ["SAMPLERS", "TrialSeededSampler", "get_sampler", "startup_trials", "trial_seed"]
