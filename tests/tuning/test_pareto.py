@@ -1,6 +1,7 @@
 """Non-dominated sorting (keras_trainkit.tuning.pareto) against its definition and
 against Optuna's own Pareto front."""
 
+import keras_tuner
 import numpy as np
 import pytest
 
@@ -53,14 +54,10 @@ class _Trial:
         self.name, self.values = name, values
 
 
-class _Objective:
-    def __init__(self, direction):
-        self.direction = direction
-
-
 def test_rank_trials_orders_fronts_then_the_first_objective():
     trials = [_Trial("small", [0.80, 50]), _Trial("worse", [0.70, 60]),
               _Trial("large", [0.95, 300]), _Trial("middle", [0.90, 100])]
-    ranked = rank_trials(trials, lambda t: t.values, [_Objective("max"), _Objective("min")])
+    ranked = rank_trials(trials, lambda t: t.values, [keras_tuner.Objective("acc", "max"),
+                                                         keras_tuner.Objective("params", "min")])
     assert [t.name for t in ranked] == ["large", "middle", "small", "worse"]
-    assert rank_trials([], lambda t: t.values, [_Objective("max")]) == []
+    assert rank_trials([], lambda t: t.values, [keras_tuner.Objective("acc", "max")]) == []
