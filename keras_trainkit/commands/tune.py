@@ -117,6 +117,8 @@ def recipe(args: argparse.Namespace, input_shape, num_classes):
 def _print_progress(tuner, trial, started=None, total=None):
     """One line per finished trial; works in-process and in parallel workers
     (whose oracle is a KerasTuner ``OracleClient``)."""
+    from keras_trainkit.tuning.report import several_objectives
+
     oracle = tuner.oracle
     ended = oracle.get_trial(trial.trial_id)
     best = oracle.get_best_trials(1)
@@ -124,7 +126,7 @@ def _print_progress(tuner, trial, started=None, total=None):
     message = ended.message or ""
     status = "pruned" if message.startswith("pruned") else ended.status.lower()
     score = f"val_accuracy={ended.score:.4f}" if ended.score is not None else "val_accuracy=-"
-    objectives = getattr(oracle.objective, "objectives", None)
+    objectives = several_objectives(oracle)
     if objectives and ended.status == "COMPLETED":  # several objectives: each, no "best"
         values = zip(objectives, oracle.objective_values(ended))
         print(f"trial {int(trial.trial_id) + 1}{f' of {total}' if total else ''}: {status:<9} "

@@ -86,9 +86,14 @@ def _process_gone(worker) -> bool:
     return False
 
 
+def objectives_of(objective) -> list:
+    """The ``keras_tuner.Objective`` objects of an oracle's objective: the
+    objectives of a ``MultiObjective``, else the one objective."""
+    return list(getattr(objective, "objectives", [objective]))
+
+
 def _directions(objective) -> list[str]:
-    objectives = getattr(objective, "objectives", [objective])
-    return ["maximize" if o.direction == "max" else "minimize" for o in objectives]
+    return ["maximize" if o.direction == "max" else "minimize" for o in objectives_of(objective)]
 
 
 class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
@@ -182,7 +187,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
                     directions=_directions(self.objective), load_if_exists=True)
                 if self._study.metric_names is None:  # the dashboard's axis titles
                     self._study.set_metric_names(
-                        [o.name for o in getattr(self.objective, "objectives", [self.objective])])
+                        [o.name for o in objectives_of(self.objective)])
         return self._study
 
     # -- handing out trials -----------------------------------------------------
@@ -359,7 +364,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
 
     def objective_values(self, trial) -> list[float]:
         """The trial's value of each objective, at its best step."""
-        objectives = getattr(self.objective, "objectives", [self.objective])
+        objectives = objectives_of(self.objective)
         if len(objectives) == 1:
             return [float(trial.score)]
         values = []
@@ -408,7 +413,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         numbers = [t.number for t in self.study.best_trials]
         front = [self.trials[self.trial_id_of(n)] for n in numbers
                  if self.trial_id_of(n) in self.trials]
-        first = getattr(self.objective, "objectives", [self.objective])[0]
+        first = objectives_of(self.objective)[0]
         return sorted(front, key=lambda t: self.objective_values(t)[0],
                       reverse=first.direction == "max")
 
@@ -429,4 +434,4 @@ def optuna_params_of_defaults(oracle) -> dict:
     return optuna_params(space, active_values(space, lambda hp: hp.default))
 
 
-__all__ = ["OptunaOracle", "SURPLUS_ATTR", "WORKER_ATTR", "optuna_params_of_defaults"]
+__all__ = ["OptunaOracle", "SURPLUS_ATTR", "WORKER_ATTR", "objectives_of", "optuna_params_of_defaults"]

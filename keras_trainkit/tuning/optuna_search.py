@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras_tuner
 
-from keras_trainkit.tuning.optuna_oracle import OptunaOracle
+from keras_trainkit.tuning.optuna_oracle import OptunaOracle, objectives_of
 from keras_trainkit.tuning.optuna_required import optuna
 from keras_trainkit.tuning.optuna_storage import storage_url
 from keras_trainkit.tuning.tuners import TrainkitTunerMixin
@@ -87,13 +87,10 @@ class OptunaSearch(TrainkitTunerMixin, keras_tuner.Tuner):
         return [self.load_model(trial) for trial in self.pareto_front()]
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
-        if logs is not None and PARAMS_METRIC in _objective_names(self.oracle.objective):
+        names = {o.name for o in objectives_of(self.oracle.objective)}
+        if logs is not None and PARAMS_METRIC in names:
             logs[PARAMS_METRIC] = float(model.count_params())
         super().on_epoch_end(trial, model, epoch, logs)
-
-
-def _objective_names(objective) -> set[str]:
-    return {o.name for o in getattr(objective, "objectives", [objective])}
 
 
 __all__ = ["OptunaSearch", "PARAMS_METRIC"]

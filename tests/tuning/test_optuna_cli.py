@@ -43,6 +43,11 @@ def test_tune_with_two_objectives_draws_the_pareto_front(tmp_path, capsys):
                      "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "Pareto front: trials " in printed and "pruner: none" in printed
+    # each finished trial's line shows every objective, and no single "best" score
+    trial_lines = [line for line in printed.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 3
+    assert all("val_accuracy=" in line and "num_params=" in line and "best" not in line
+               for line in trial_lines)
     # no single "best" model: each front model's test accuracy; no ensemble by default
     assert "Best trial's model" not in printed and "The Pareto front's models" in printed
     front_ids = printed.split("Pareto front: trials ")[1].split(" (")[0].split(", ")
