@@ -15,6 +15,11 @@ traceback, and a truncated best-weights file fails only later, in
 * re-queues a completed trial whose best-epoch weights are unreadable;
 * re-queues a trial recorded in ``trial.json`` but not yet in ``oracle.json``
   (a kill between the two writes);
+* leaves alone an empty trial folder (or one holding only the temporary file
+  of its ``trial.json``) that ``oracle.json`` does not list: a trial being
+  created, by another worker of the search or by a process stopped between
+  making the folder and writing the record. It has not run, so nothing is lost
+  (a stopped process's trial id is handed out again);
 * sets a damaged tuner state file aside (KerasTuner's tuners keep no state in
   it) and writes the tuner's fresh state.
 
@@ -91,6 +96,15 @@ def _trial_problem(folder: str, best_weights_name: str):
     return record, None, []
 
 
+def _being_created(folder: str) -> bool:
+    """Whether a trial folder without a readable record holds nothing but, at most,
+    that record being written or just written (the oracle makes the folder, then
+    writes ``trial.json`` with ``write_atomically``; another worker may rename it
+    into place after this process looked for it)."""
+    return all(name == TRIAL_FILE or name.startswith(f"{TRIAL_FILE}.tmp-")
+               for name in os.listdir(folder))
+
+
 def _known_hyperparameters(folder: str, record):
     if record is not None:
         return record.hyperparameters
@@ -135,6 +149,8 @@ def _repair_trials(project_dir: str, state: dict, best_weights_name: str) -> lis
             continue
         if record is None and not os.path.isdir(folder):
             raise _refuse(project_dir, folder, "is missing although the oracle lists the trial")
+        if not damaged and trial_id not in state["start_order"] and _being_created(folder):
+            continue
         hyperparameters = _known_hyperparameters(folder, record)
         if hyperparameters is None:
             raise _refuse(project_dir, os.path.join(folder, TRIAL_FILE),

@@ -217,6 +217,33 @@ def test_damaged_trial_record_without_its_hyperparameters_is_refused(finished):
         _tuner(finished)
 
 
+@pytest.mark.parametrize("contents", [[], ["trial.json.tmp-12345"]])
+def test_a_trial_folder_being_created_is_left_to_its_maker(finished, data, capsys, contents):
+    """A folder made for a new trial whose record is not yet written (another worker
+    creating it, or a process stopped in between) is not damage: the search reloads
+    without refusing, and the stopped process's trial id is handed out again."""
+    folder = finished / "search" / "trial_2"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_bytes(b'{"trial_id": "2", "hyperpa')
+    tuner = _tuner(finished, max_trials=3)
+    assert "Trial 2" not in capsys.readouterr().out
+    _search(tuner, data)
+    assert _record(finished, "2")["status"] == "COMPLETED"
+    assert _steps(_record(finished, "2")) == list(range(EPOCHS))
+    assert sorted(tuner.oracle.trials) == ["0", "1", "2"]
+
+
+def test_a_listed_trials_emptied_folder_is_refused(finished):
+    folder = finished / "search" / "trial_1"
+    for path in folder.iterdir():
+        if path.is_file():
+            path.unlink()
+    with pytest.raises(RuntimeError, match=r"trial_1/trial.json cannot be used \(its trial.json "
+                                           r"is missing\)"):
+        _tuner(finished)
+
+
 def test_damaged_oracle_file_is_refused_with_its_name(finished):
     path = finished / "search" / "oracle.json"
     path.write_text(path.read_text()[:100])
