@@ -80,6 +80,7 @@ from keras_trainkit.tuning.oracles import (
 from keras_trainkit.tuning.recipe import RecipeHyperModel
 from keras_trainkit.tuning.search_files import repair_search_files
 from keras_trainkit.tuning.trial_plan import NonFiniteLoss, TrialRun, quiet_round_continuation
+from keras_trainkit.utils.files import write_atomically
 from keras_trainkit.utils.validation import check_positive
 
 # While KerasTuner's chief/worker protocol idles a worker (Hyperband waiting
@@ -192,7 +193,16 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
                                           else self.default_objective)
         return self.oracle_class(**oracle_kwargs), tuner_kwargs
 
-    # -- reloading -------------------------------------------------------------
+    # -- saving and reloading ------------------------------------------------------
+    def save(self):
+        """Save the search as ``BaseTuner.save`` does (the oracle's state, then the
+        tuner's), but write the tuner's state file whole or not at all: KerasTuner
+        rewrites it in place after every trial, and a worker of the same search
+        starting meanwhile (or a rerun after a kill mid-write) would read it empty."""
+        if not _is_worker():
+            self.oracle.save()
+        write_atomically(kt_compat.tuner_state_path(self), json.dumps(self.get_state()).encode())
+
     def reload(self):
         """Reload the search, after checking its files (damaged ones are reported,
         set aside and their trials re-run, or the search refuses naming the file)."""

@@ -2,6 +2,8 @@
 run again (or the search refuses, naming the file), and the rest survives."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -242,6 +244,37 @@ def test_a_listed_trials_emptied_folder_is_refused(finished):
     with pytest.raises(RuntimeError, match=r"trial_1/trial.json cannot be used \(its trial.json "
                                            r"is missing\)"):
         _tuner(finished)
+
+
+def test_the_tuner_state_file_is_never_read_half_written(tmp_path):
+    """A worker starting beside a running search reads tuner0.json while the search
+    rewrites it (after every trial): it must read the old file or the new one.
+    With KerasTuner's own in-place write, 4-7% of such reads here found it empty
+    or cut short."""
+    tuner = _tuner(tmp_path)
+    tuner.save()
+    path = tmp_path / "search" / "tuner0.json"
+    stop = threading.Event()
+
+    def save_again_and_again():
+        while not stop.is_set():
+            tuner.save()
+
+    saver = threading.Thread(target=save_again_and_again)
+    saver.start()
+    reads, unreadable = 0, 0
+    try:
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            try:
+                json.loads(path.read_bytes())
+                reads += 1
+            except ValueError:
+                unreadable += 1
+    finally:
+        stop.set()
+        saver.join()
+    assert reads > 1000 and unreadable == 0, (reads, unreadable)
 
 
 def test_damaged_oracle_file_is_refused_with_its_name(finished):
