@@ -375,6 +375,16 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         return values
 
     # -- every worker's trials ------------------------------------------------------
+    def set_state(self, state):
+        """As KerasTuner's, once the records of the trials ``oracle.json`` names are
+        read: KerasTuner's ``reload`` reads the trial files, then ``oracle.json``, and
+        another worker of the search may start a trial in between (it writes the
+        trial's record, then ``oracle.json``)."""
+        for trial_id in [*state["start_order"], *state["ongoing_trials"].values()]:
+            if trial_id not in self.trials:
+                self.trials[trial_id] = Trial.load(kt_compat.oracle_trial_path(self, trial_id))
+        super().set_state(state)
+
     def refresh_trials(self) -> None:
         """Read the trials other processes of the search recorded (``trial_<id>/trial.json``),
         so the best trials, the report and the ensemble cover every worker."""

@@ -172,6 +172,29 @@ def test_a_rerun_continues_the_study_in_its_storage(tmp_path):
     assert sorted(second.oracle.trials) == ["0", "1", "2", "3", "4"]
 
 
+def test_a_trial_started_during_a_reload_is_read(tmp_path):
+    """KerasTuner's reload reads the trial files, then oracle.json; another worker of
+    the search may start a trial in between (its record, then oracle.json). The
+    oracle then reads the record that oracle.json names instead of failing with
+    KeyError ("Error reloading `Oracle`", which 25 of 984 reloads beside a running
+    search hit here)."""
+    def tuner():
+        return tuning.OptunaSearch(Synthetic(epochs=1), objective=SCORE, max_trials=3,
+                                   heartbeat_interval=None, directory=str(tmp_path),
+                                   project_name="s")
+
+    _search(tmp_path, max_trials=2, epochs=1, heartbeat_interval=None)
+    started = tuner().oracle.create_trial("tuner1")  # the other worker
+    state = json.loads((tmp_path / "s" / "oracle.json").read_text())
+    assert state["ongoing_trials"] == {"tuner1": started.trial_id}
+    joining = tuner().oracle
+    del joining.trials[started.trial_id]  # as if its files were read before it started
+    joining.set_state(state)
+    assert joining.ongoing_trials["tuner1"].hyperparameters.values == (
+        started.hyperparameters.values)
+    assert sorted(joining.trials) == ["0", "1", "2"]
+
+
 def test_journal_storage(tmp_path):
     tuner = _search(tmp_path, "journal", storage="journal", sampler="random", seed=0,
                     max_trials=3, epochs=1)
