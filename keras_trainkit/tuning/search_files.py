@@ -14,7 +14,8 @@ traceback, and a truncated best-weights file fails only later, in
   hyperparameters; without them it refuses, naming the file;
 * re-queues a completed trial whose best-epoch weights are unreadable;
 * re-queues a trial recorded in ``trial.json`` but not yet in ``oracle.json``
-  (a kill between the two writes);
+  (a kill between the two writes, or another worker of an Optuna search
+  starting it now: the ``OptunaOracle`` then leaves it to that worker);
 * leaves alone an empty trial folder (or one holding only the temporary file
   of its ``trial.json``) that ``oracle.json`` does not list: a trial being
   created, by another worker of the search or by a process stopped between
@@ -144,8 +145,8 @@ def _repair_trials(project_dir: str, state: dict, best_weights_name: str) -> lis
         if problem is None:
             if record.status == TrialStatus.RUNNING and trial_id not in state["start_order"]:
                 _requeue(state, trial_id)
-                notes.append(f"Trial {trial_id} was started but not yet in {ORACLE_FILE}; "
-                             "it runs again.")
+                notes.append(f"Trial {trial_id} was started but is not in {ORACLE_FILE}: it "
+                             "runs again, unless another worker of the search is running it.")
             continue
         if record is None and not os.path.isdir(folder):
             raise _refuse(project_dir, folder, "is missing although the oracle lists the trial")

@@ -236,6 +236,24 @@ def test_a_trial_folder_being_created_is_left_to_its_maker(finished, data, capsy
     assert sorted(tuner.oracle.trials) == ["0", "1", "2"]
 
 
+def test_a_trial_recorded_but_not_in_the_oracle_file_runs_again(finished, data, capsys):
+    """A kill between writing a new trial's trial.json and oracle.json: the trial
+    runs again with its recorded hyperparameters."""
+    record = _record(finished, "1")
+    values = record["hyperparameters"]["values"]
+    fresh = {**record, "trial_id": "2", "status": "RUNNING", "score": None, "best_step": 0,
+             "metrics": {"metrics": {}}, "message": None}
+    (finished / "search" / "trial_2").mkdir()
+    (finished / "search" / "trial_2" / "trial.json").write_text(json.dumps(fresh))
+    tuner = _tuner(finished, max_trials=3)
+    assert "Trial 2 was started but is not in oracle.json" in capsys.readouterr().out
+    _search(tuner, data)
+    record = _record(finished, "2")
+    assert record["status"] == "COMPLETED" and record["hyperparameters"]["values"] == values
+    assert _steps(record) == list(range(EPOCHS))
+    assert sorted(tuner.oracle.trials) == ["0", "1", "2"]
+
+
 def test_a_listed_trials_emptied_folder_is_refused(finished):
     folder = finished / "search" / "trial_1"
     for path in folder.iterdir():
