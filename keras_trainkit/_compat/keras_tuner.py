@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from keras_tuner.src.engine import objective as objective_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
 
@@ -33,6 +34,27 @@ class ExecutionHook:
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
         return self.fit_execution(trial, args, kwargs)
+
+
+class FirstObjectiveEpochs(objective_module.MultiObjective):
+    """Several objectives whose trials keep the epoch best in the first one.
+
+    KerasTuner's ``MultiObjective`` (``keras_tuner/src/engine/objective.py``,
+    1.4.8; a list of objectives becomes one in ``Oracle.__init__``) values an
+    epoch by the signed sum of its objectives, and that value picks a trial's
+    best epoch: its ``best_step``, the weights ``SaveBestEpoch`` keeps, and so
+    the values of every objective read at that step. With an objective that
+    changes from epoch to epoch and has larger values (a measured latency in
+    milliseconds beside an accuracy), its noise decides the epoch. Here an
+    epoch's value is the first objective's, negated when it is maximized (the
+    class's direction stays ``"min"``); everything else is KerasTuner's, so
+    ``isinstance(objective, MultiObjective)`` checks still hold.
+    """
+
+    def get_value(self, logs):
+        first = self.objectives[0]
+        value = float(logs[first.name])
+        return -value if first.direction == "max" else value
 
 
 def build_and_fit(tuner, trial, args, kwargs):
@@ -239,6 +261,7 @@ __all__ = [
     "AtomicTrialRecords",
     "BEST_WEIGHTS_FILE",
     "ExecutionHook",
+    "FirstObjectiveEpochs",
     "best_step_of_results",
     "best_weights_path",
     "build_and_fit",

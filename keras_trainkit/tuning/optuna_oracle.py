@@ -142,6 +142,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             pruner=None if optuna_pruner else pruner, start_from_defaults=start_from_defaults)
         self.optuna_pruner = optuna_pruner
         self.multi_objective = len(_directions(self.objective)) > 1
+        if self.multi_objective:  # a trial's epoch: the first objective's best
+            self.objective = kt_compat.FirstObjectiveEpochs(objectives_of(self.objective))
         if self.multi_objective and pruner is not None:
             raise ValueError("Argument `pruner` must be None with several objectives: Optuna "
                              f"prunes single-objective studies only. Received: pruner={pruner!r}")

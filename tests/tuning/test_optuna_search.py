@@ -5,6 +5,7 @@ epochs; its objective ``score`` is set from the hyperparameters (``_optuna_helpe
 import json
 import os
 
+import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -162,6 +163,38 @@ def test_several_objectives_give_a_pareto_front_of_loadable_models(tmp_path):
     with pytest.raises(ValueError, match="Argument `pruner` must be None with several objectives"):
         tuning.OptunaSearch(Synthetic(), objective=objectives, pruner="median",
                             directory=str(tmp_path), project_name="bad")
+
+
+class _RisingCost(keras.callbacks.Callback):
+    """Logs ``cost = 100 * (epoch + 1)`` and keeps every epoch's weights (in the class:
+    KerasTuner deep-copies the callbacks of each execution)."""
+
+    weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["cost"] = 100.0 * (epoch + 1)
+        _RisingCost.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_with_several_objectives_a_trial_keeps_its_first_objectives_best_epoch(tmp_path):
+    """score = x * (epoch + 1) rises, cost falls behind: KerasTuner's signed sum
+    (cost - score) would keep every trial's first epoch; the first objective's best
+    is the last one, and its values and weights are the trial's."""
+    _RisingCost.weights = []
+    tuner = tuning.OptunaSearch(
+        Synthetic(epochs=3), objective=[SCORE, keras_tuner.Objective("cost", "min")],
+        max_trials=3, sampler="random", seed=2, directory=str(tmp_path), project_name="s")
+    tuner.search(callbacks=[_RisingCost()])
+    trials = [tuner.oracle.trials[trial_id] for trial_id in sorted(tuner.oracle.trials)]
+    assert len(_RisingCost.weights) == 3 * len(trials) == 9
+    for number, trial in enumerate(trials):
+        x = trial.hyperparameters.values["x"]
+        assert trial.best_step == 2
+        assert tuner.oracle.objective_values(trial) == pytest.approx([3 * x, 300.0])
+        assert tuner.study.trials[number].values == pytest.approx([3 * x, 300.0])
+        last_epoch = _RisingCost.weights[3 * number + 2]
+        for kept, expected in zip(tuner.load_model(trial).get_weights(), last_epoch):
+            np.testing.assert_array_equal(kept, expected)
 
 
 def test_a_rerun_continues_the_study_in_its_storage(tmp_path):
