@@ -8,6 +8,7 @@ KerasTuner's public API (``keras_tuner.Tuner``, ``keras_tuner.Oracle``,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -212,6 +213,27 @@ class AtomicTrialRecords:
                          json.dumps(trial.get_state()).encode())
 
 
+def write_records_atomically(oracle) -> None:
+    """Make any KerasTuner oracle write ``oracle.json`` and ``trial.json`` whole or not at all.
+
+    ``Oracle.save`` (through ``Stateful.save``) and ``Oracle._save_trial``
+    (``keras_tuner/src/engine/oracle.py`` and ``stateful.py``, 1.4.8) write in
+    place: a kill during a write leaves a truncated file (a truncated
+    ``oracle.json`` stops the search from resuming), and a process reading the
+    file meanwhile finds it empty. Our oracles write atomically already
+    (:class:`AtomicTrialRecords`); another tuner's oracle (``trainkit_tuner``)
+    gets the two methods replaced on the instance (the oracle calls both itself).
+    """
+    if isinstance(oracle, AtomicTrialRecords):
+        return
+    oracle._save_trial = functools.partial(AtomicTrialRecords._save_trial, oracle)
+    oracle.save = functools.partial(_save_oracle_state, oracle)
+
+
+def _save_oracle_state(oracle) -> None:
+    write_atomically(oracle_state_path(oracle), json.dumps(oracle.get_state()).encode())
+
+
 def pending_retries(oracle) -> list:
     """The ids of the trials the oracle will run again before any new one (a list to edit).
 
@@ -280,4 +302,5 @@ __all__ = [
     "set_random_stream_position",
     "start_trial",
     "tuner_state_path",
+    "write_records_atomically",
 ]

@@ -21,7 +21,8 @@ first among the bases), or :func:`trainkit_tuner` makes such a class from one:
   last epoch, after checking that the checkpoint is that trial's and agrees with
   the oracle's record; a damaged checkpoint or record is reported, set aside
   and the trial run again (:mod:`keras_trainkit.tuning.search_files`). It says
-  which trial resumed at which epoch.
+  which trial resumed at which epoch. The search's records (``oracle.json``,
+  ``trial.json``, ``tuner0.json``) are written atomically, whatever the oracle.
 * **Isolation** (``isolate_trials=True``): each execution of a trial runs in a
   fresh subprocess (:mod:`keras_trainkit.tuning.isolation`) that applies the
   tuner's own build checks; host and GPU memory return to the system after
@@ -160,6 +161,8 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         else:
             oracle, tuner_kwargs = self._oracle_from_arguments(args, kwargs)
             keras_tuner.Tuner.__init__(self, oracle=oracle, **tuner_kwargs)
+        if not _is_worker():  # a worker's oracle is the chief's, over gRPC
+            kt_compat.write_records_atomically(self.oracle)
         if (not kwargs.get("overwrite") and not _is_worker()
                 and not os.path.exists(kt_compat.tuner_state_path(self))
                 and os.path.exists(kt_compat.oracle_state_path(self.oracle))):
