@@ -227,10 +227,12 @@ def write_records_atomically(oracle) -> None:
     if isinstance(oracle, AtomicTrialRecords):
         return
     oracle._save_trial = functools.partial(AtomicTrialRecords._save_trial, oracle)
-    oracle.save = functools.partial(_save_oracle_state, oracle)
+    oracle.save = functools.partial(save_oracle_state, oracle)
 
 
-def _save_oracle_state(oracle) -> None:
+def save_oracle_state(oracle) -> None:
+    """Write the oracle's state (``oracle.json``) atomically, as ``Oracle.save``
+    writes it in place (``keras_tuner/src/engine/oracle.py``, 1.4.8)."""
     write_atomically(oracle_state_path(oracle), json.dumps(oracle.get_state()).encode())
 
 
@@ -298,6 +300,7 @@ __all__ = [
     "oracle_trial_path",
     "random_stream_position",
     "reseed_bayesian_oracle",
+    "save_oracle_state",
     "save_trial_record",
     "set_random_stream_position",
     "start_trial",

@@ -23,7 +23,6 @@ takes no pruner; it gets the rest).
 
 from __future__ import annotations
 
-import json
 import time
 
 import keras_tuner
@@ -32,7 +31,6 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.pruning import get_pruner
-from keras_trainkit.utils.files import write_atomically
 from keras_trainkit.utils.validation import check_positive, check_type
 
 STOPPED = TrialStatus.STOPPED
@@ -154,7 +152,7 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
         super().end_trial(trial)
 
     def save(self):
-        write_atomically(kt_compat.oracle_state_path(self), json.dumps(self.get_state()).encode())
+        kt_compat.save_oracle_state(self)
 
     def reload(self):
         super().reload()
