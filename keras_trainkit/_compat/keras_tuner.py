@@ -9,14 +9,13 @@ KerasTuner's public API (``keras_tuner.Tuner``, ``keras_tuner.Oracle``,
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 from keras_tuner.src.engine import objective as objective_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
 
-from keras_trainkit.utils.files import write_atomically
+from keras_trainkit.utils.files import write_json_atomically
 
 
 class ExecutionHook:
@@ -209,8 +208,7 @@ class AtomicTrialRecords:
     """
 
     def _save_trial(self, trial):
-        write_atomically(oracle_trial_path(self, trial.trial_id),
-                         json.dumps(trial.get_state()).encode())
+        write_json_atomically(oracle_trial_path(self, trial.trial_id), trial.get_state())
 
 
 def write_records_atomically(oracle) -> None:
@@ -233,7 +231,7 @@ def write_records_atomically(oracle) -> None:
 def save_oracle_state(oracle) -> None:
     """Write the oracle's state (``oracle.json``) atomically, as ``Oracle.save``
     writes it in place (``keras_tuner/src/engine/oracle.py``, 1.4.8)."""
-    write_atomically(oracle_state_path(oracle), json.dumps(oracle.get_state()).encode())
+    write_json_atomically(oracle_state_path(oracle), oracle.get_state())
 
 
 def pending_retries(oracle) -> list:

@@ -42,7 +42,7 @@ from keras_trainkit.tuning.epoch_checkpoint import (
     read_resume_state,
     set_aside,
 )
-from keras_trainkit.utils.files import write_atomically
+from keras_trainkit.utils.files import write_json_atomically
 
 ORACLE_FILE = "oracle.json"
 TRIAL_FILE = "trial.json"
@@ -159,7 +159,7 @@ def _repair_trials(project_dir: str, state: dict, best_weights_name: str) -> lis
                           "not recorded elsewhere")
         where = set_aside(folder, damaged) if damaged else None
         fresh = Trial(hyperparameters, trial_id=trial_id, status=TrialStatus.RUNNING)
-        write_atomically(os.path.join(folder, TRIAL_FILE), json.dumps(fresh.get_state()).encode())
+        write_json_atomically(os.path.join(folder, TRIAL_FILE), fresh.get_state())
         _requeue(state, trial_id)
         notes.append(f"Trial {trial_id}: {problem}" + (f"; set aside in {where}" if where else "")
                      + "; it runs again with the same hyperparameters.")
@@ -175,7 +175,7 @@ def _repair_tuner_state(project_dir: str, tuner_state_path: str, fresh_state: di
     except (ValueError, UnicodeDecodeError) as error:
         reason = str(error)
     where = set_aside(project_dir, [os.path.basename(tuner_state_path)])
-    write_atomically(tuner_state_path, json.dumps(fresh_state).encode())
+    write_json_atomically(tuner_state_path, fresh_state)
     return [f"{tuner_state_path} was damaged ({reason}); set aside in {where}, and the tuner "
             "starts from a fresh state (KerasTuner's tuners keep none)."]
 
@@ -200,7 +200,7 @@ def repair_search_files(project_dir: str, *, tuner_state_path: str, best_weights
     before = json.dumps(state, sort_keys=True)
     notes = _repair_trials(project_dir, state, best_weights_name)
     if json.dumps(state, sort_keys=True) != before:
-        write_atomically(os.path.join(project_dir, ORACLE_FILE), json.dumps(state).encode())
+        write_json_atomically(os.path.join(project_dir, ORACLE_FILE), state)
     return notes + _repair_tuner_state(project_dir, tuner_state_path, fresh_tuner_state)
 
 

@@ -81,7 +81,7 @@ from keras_trainkit.tuning.oracles import (
 from keras_trainkit.tuning.recipe import RecipeHyperModel
 from keras_trainkit.tuning.search_files import repair_search_files
 from keras_trainkit.tuning.trial_plan import NonFiniteLoss, TrialRun, quiet_round_continuation
-from keras_trainkit.utils.files import write_atomically
+from keras_trainkit.utils.files import write_json_atomically
 from keras_trainkit.utils.validation import check_positive
 
 # While KerasTuner's chief/worker protocol idles a worker (Hyperband waiting
@@ -204,7 +204,7 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         starting meanwhile (or a rerun after a kill mid-write) would read it empty."""
         if not _is_worker():
             self.oracle.save()
-        write_atomically(kt_compat.tuner_state_path(self), json.dumps(self.get_state()).encode())
+        write_json_atomically(kt_compat.tuner_state_path(self), self.get_state())
 
     def reload(self):
         """Reload the search, after checking its files (damaged ones are reported,
@@ -306,9 +306,9 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         run = self.trial_runs.get(trial.trial_id)
         if run is None:
             folder = self.get_trial_dir(trial.trial_id)
-            with open(os.path.join(folder, "runner.json"), "w") as handle:
-                json.dump({"tuner_id": self.tuner_id, "pid": os.getpid(),
-                           "isolated": self.isolate_trials}, handle)
+            write_json_atomically(os.path.join(folder, "runner.json"),
+                                  {"tuner_id": self.tuner_id, "pid": os.getpid(),
+                                   "isolated": self.isolate_trials})
             run = TrialRun.start(trial, folder, self.oracle, self.oracle.objective,
                                  self.executions_per_trial)
             for message in run.messages:

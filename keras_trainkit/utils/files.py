@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -25,3 +27,8 @@ def write_atomically(path: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_json_atomically(path: str, state: Any) -> None:
+    """Write ``state`` as JSON to ``path`` with :func:`write_atomically` (old file or new, never a part)."""
+    write_atomically(path, json.dumps(state).encode())
