@@ -381,8 +381,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         """As KerasTuner's, once the records of the trials ``oracle.json`` names are
         read: KerasTuner's ``reload`` reads the trial files, then ``oracle.json``, and
         another worker of the search may start a trial in between (it writes the
-        trial's record, then ``oracle.json``)."""
-        for trial_id in [*state["start_order"], *state["ongoing_trials"].values()]:
+        trial's record, then ``oracle.json``). ``start_order`` names every trial
+        started, the ongoing ones included (``kt_compat.start_trial``)."""
+        for trial_id in state["start_order"]:
             if trial_id not in self.trials:
                 self.trials[trial_id] = Trial.load(kt_compat.oracle_trial_path(self, trial_id))
         super().set_state(state)
