@@ -31,7 +31,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.pruning import get_pruner
-from keras_trainkit.utils.validation import check_positive, check_type
+from keras_trainkit.utils.validation import check_positive, check_seed, check_type
 
 STOPPED = TrialStatus.STOPPED
 RUNNING = TrialStatus.RUNNING
@@ -82,6 +82,8 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
     """
 
     def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
+        if "seed" in kwargs:
+            kwargs["seed"] = check_seed("seed", kwargs["seed"])
         super().__init__(*args, **kwargs)
         seed_oracle(self, kwargs.get("seed"))
         self.pruner = get_pruner(pruner)
