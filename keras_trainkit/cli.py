@@ -22,6 +22,8 @@ import os
 import sys
 import tempfile
 
+from keras_trainkit.utils.validation import MissingPackage
+
 COMMANDS = ("datasets", "demo", "lr-find", "tune", "check-init")
 
 #: ``TF_CPP_MIN_LOG_LEVEL`` without ``--verbose``: TensorFlow's C++ logging shows
@@ -108,8 +110,8 @@ def import_library(verbose: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the exit status.
 
-    A user error (a bad argument value, an output path that cannot be written)
-    prints one line, ``trainkit <command>: error: ...``, and returns 2; checks
+    A user error (a bad argument value, an output path that cannot be written, a
+    package an argument needs that is not installed) prints one line, ``trainkit <command>: error: ...``, and returns 2; checks
     that need no TensorFlow run before it is imported.
     """
     parser = build_parser()
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.needs_tensorflow:
             import_library(verbose=args.show_tensorflow_logs)
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, MissingPackage) as error:
         print(f"trainkit {args.command}: error: {error}", file=sys.stderr)
         return 2
 

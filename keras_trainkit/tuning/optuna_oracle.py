@@ -48,6 +48,7 @@ from keras_trainkit.tuning.optuna_space import (
 )
 from keras_trainkit.tuning.optuna_storage import (
     Heartbeat,
+    check_storage,
     fail_dead_workers_trials,
     has_heartbeat,
     make_storage,
@@ -148,6 +149,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             raise ValueError("Argument `pruner` must be None with several objectives: Optuna "
                              f"prunes single-objective studies only. Received: pruner={pruner!r}")
         self.sampler = get_sampler(sampler, seed, self.multi_objective, max_trials)
+        check_storage(storage)
         self.storage_argument = storage
         self.study_name = study_name
         if heartbeat_interval is not None:

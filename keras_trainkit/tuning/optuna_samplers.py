@@ -33,7 +33,9 @@ import importlib
 import warnings
 
 import numpy as np
+
 from keras_trainkit.tuning.optuna_required import optuna
+from keras_trainkit.utils.validation import MissingPackage
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")
 
@@ -123,7 +125,7 @@ def _require(sampler: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"sampler={sampler!r} needs the package {module!r} ({why}): "
+        raise MissingPackage(f"sampler={sampler!r} needs the package {module!r} ({why}): "
                           f"{command}") from error
 
 

@@ -10,9 +10,16 @@
   (an append-only log with file locks; suits network file systems where
   SQLite's locking does not work).
 * ``"journal:/path/to/file"``: a journal file elsewhere.
-* a database URL (``"sqlite:///..."``, ``"postgresql://user@host/db"``,
-  ``"mysql://..."``): Optuna's ``RDBStorage``, for workers on many hosts.
+* a database URL (``"sqlite:///..."``, ``"postgresql+psycopg2://user@host/db"``,
+  ``"mysql+pymysql://..."``): Optuna's ``RDBStorage``, for workers on many hosts.
+  The database's Python driver must be installed. Name it in the URL: a bare
+  ``"postgresql://"`` means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to 2.0.
 * any ``optuna.storages.BaseStorage`` object, used as it is.
+
+:func:`check_storage` refuses, when the search is made, a ``storage`` that
+cannot open: not a URL, a dialect SQLAlchemy does not know (``"postgres://"``),
+a driver that is not installed, a SQLite or journal file in a folder that does
+not exist. A server that cannot be reached fails at the first trial.
 
 Every storage made from a name or URL here has a heartbeat (unless
 ``heartbeat_interval=None``): every running trial records one every
@@ -48,7 +55,7 @@ import warnings
 import sqlalchemy
 
 from keras_trainkit.tuning.optuna_required import optuna
-from keras_trainkit.utils.validation import check_positive
+from keras_trainkit.utils.validation import MissingPackage, check_positive
 
 DATABASE_FILE = "optuna.db"
 JOURNAL_FILE = "optuna.journal"
@@ -127,21 +134,93 @@ class HeartbeatJournalStorage(optuna.storages.JournalStorage):
         return stale
 
 
+STORAGE_FORMS = ("None, 'journal', 'journal:<path>', a database URL ('sqlite:///<path>', "
+                 "'postgresql+psycopg2://<user>@<host>/<database>', ...) or an "
+                 "optuna.storages storage")
+# The pip package of each database driver whose module has another name.
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
+                   "MySQLdb": "mysqlclient"}
+
+
+def _shown(storage: str) -> str:
+    """``storage`` for a message: a database URL's password as ``***``."""
+    try:
+        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return storage
+
+
+def _refuse_storage(storage, problem: str) -> ValueError:
+    return ValueError(f"Argument `storage` must be {STORAGE_FORMS}; {problem}. "
+                      f"Received: storage={_shown(storage)!r}")
+
+
+def _check_folder(storage, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _refuse_storage(storage, f"its file's folder {folder} does not exist (create it)")
+
+
+def _check_database_url(storage: str) -> None:
+    """The URL parses, names a dialect SQLAlchemy has, and its driver imports.
+    ``create_engine`` loads the dialect and imports the driver; it connects only
+    when first used, so nothing is opened here."""
+    try:
+        sqlalchemy.create_engine(storage).dispose()
+    except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError
+        dialect = storage.split(":", 1)[0]
+        hint = " (PostgreSQL's is 'postgresql')" if dialect.split("+")[0] == "postgres" else ""
+        raise _refuse_storage(storage, f"SQLAlchemy has no database dialect {dialect!r}{hint}"
+                              ) from None
+    except sqlalchemy.exc.ArgumentError:
+        raise _refuse_storage(storage, "it is not one of them") from None
+    except ImportError as error:
+        module = getattr(error, "name", None) or str(error)
+        raise MissingPackage(
+            f"Argument `storage` needs the database driver {module!r}, which is not installed. "
+            f"Install it (pip install {DRIVER_PACKAGES.get(module, module)!r}), or name an "
+            "installed driver in the URL (e.g. 'postgresql+psycopg2://...', "
+            "'postgresql+psycopg://...', 'mysql+pymysql://...'). "
+            f"Received: storage={_shown(storage)!r}") from error
+    url = sqlalchemy.engine.make_url(storage)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        _check_folder(storage, url.database)
+
+
+def check_storage(storage) -> None:
+    """Refuse a ``storage`` argument that cannot open, before any work starts.
+
+    Raises:
+        TypeError: for anything but ``None``, a string or an Optuna storage.
+        ValueError: for a string that is no database URL, a dialect SQLAlchemy
+            does not know, or a SQLite or journal file in a missing folder.
+        MissingPackage: an ``ImportError`` for a database whose driver is not
+            installed, naming it and how to install it.
+    """
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return
+    if not isinstance(storage, str):
+        raise TypeError(f"Argument `storage` must be {STORAGE_FORMS}. "
+                        f"Received: storage={storage!r}")
+    if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
+        if storage[len(JOURNAL_PREFIX):]:
+            _check_folder(storage, storage[len(JOURNAL_PREFIX):])
+        return
+    _check_database_url(storage)
+
+
 def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
                  grace_period: int | None, max_retry: int | None):
     """The Optuna storage for ``storage`` (see the module docstring).
 
     Raises:
-        TypeError: for anything but ``None``, a string or an Optuna storage.
+        TypeError, ValueError, MissingPackage: as :func:`check_storage`.
     """
+    check_storage(storage)
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
     if storage is None:
         storage = "sqlite:///" + os.path.abspath(os.path.join(project_dir, DATABASE_FILE))
-    if not isinstance(storage, str):
-        raise TypeError("Argument `storage` must be None, 'journal', 'journal:<path>', a "
-                        "database URL or an optuna.storages storage. "
-                        f"Received: storage={storage!r}")
     callback = None
     if heartbeat_interval is not None:
         with warnings.catch_warnings():
@@ -253,5 +332,5 @@ class Heartbeat:
 
 
 __all__ = ["DATABASE_FILE", "HEARTBEAT_ATTR", "Heartbeat", "HeartbeatJournalStorage",
-           "JOURNAL_FILE", "fail_dead_workers_trials",
-           "has_heartbeat", "make_storage", "storage_trial_id", "storage_url"]
+           "JOURNAL_FILE", "check_storage", "fail_dead_workers_trials", "has_heartbeat",
+           "make_storage", "storage_trial_id", "storage_url"]

@@ -5,6 +5,8 @@ Every message says what must hold, then ``Received: name=value``, e.g.::
     ValueError: Argument `learning_rate` must be >= 0. Received: learning_rate=-1.0
 
 Constructors call these in ``__init__`` so bad input fails before any training.
+An argument that needs a package which is not installed raises
+:class:`MissingPackage`, an ``ImportError`` whose message says what to install.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from typing import Any
 
 
 _REPR_LIMIT = 120
+
+
+class MissingPackage(ImportError):
+    """An optional package that a feature or an argument value needs is not installed.
+
+    The message names the package and the command that installs it; the
+    ``trainkit`` console script prints it in one line, as it does a bad argument.
+    """
 
 
 def _received(name: str, value: Any) -> str:

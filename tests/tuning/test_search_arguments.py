@@ -1,5 +1,6 @@
-"""A search's `seed` is checked when the tuner is made, before its folder exists.
-No training: fast."""
+"""A search's `seed` and `storage` are checked when the tuner is made, before its folder
+exists; a database driver that is not installed is named, with the command that
+installs it, in the library and as one line from `trainkit tune`. No training: fast."""
 
 import importlib.util
 
@@ -7,7 +8,8 @@ import keras
 import keras_tuner
 import pytest
 
-from keras_trainkit import tuning
+from keras_trainkit import cli, tuning
+from keras_trainkit.utils.validation import MissingPackage
 
 SCORE = keras_tuner.Objective("val_loss", "min")
 
@@ -51,3 +53,80 @@ def test_every_tuner_keeps_a_good_seed(tmp_path, tuner_class, kwargs):
     tuner = tuner_class(build, objective=SCORE, seed=7, directory=str(tmp_path),
                         project_name="p", **kwargs)
     assert tuner.oracle.seed == 7
+
+
+def _missing_driver():
+    """A SQLAlchemy URL whose driver module is not installed here, and the module."""
+    for module, dialect in (("pg8000", "postgresql+pg8000"), ("pymysql", "mysql+pymysql"),
+                            ("MySQLdb", "mysql+mysqldb")):
+        if importlib.util.find_spec(module) is None:
+            return f"{dialect}://user@db-host/studies", module
+    pytest.skip("every database driver this test knows is installed")
+
+
+class TestStorage:
+    @pytest.fixture(autouse=True)
+    def _optuna(self):
+        pytest.importorskip("optuna")
+
+    @pytest.mark.parametrize("storage, error, message", [
+        (3, TypeError, r"must be None, 'journal', 'journal:<path>', a database URL"),
+        ("optuna.db", ValueError, r"it is not one of them\. Received: storage='optuna\.db'"),
+        ("postgres://user@db-host/studies", ValueError,
+         r"SQLAlchemy has no database dialect 'postgres' \(PostgreSQL's is 'postgresql'\)"),
+        ("sqlite:///{tmp}/missing/study.db", ValueError,
+         r"its file's folder {tmp}/missing does not exist"),
+        ("journal:{tmp}/missing/study.journal", ValueError,
+         r"its file's folder {tmp}/missing does not exist"),
+    ])
+    def test_a_storage_that_cannot_open_is_refused_before_the_folder_is_made(
+            self, tmp_path, storage, error, message):
+        if isinstance(storage, str):
+            storage = storage.format(tmp=tmp_path)
+        with pytest.raises(error, match="Argument `storage` .*" + message.format(tmp=tmp_path)):
+            tuning.OptunaSearch(build, objective=SCORE, max_trials=2, storage=storage,
+                                directory=str(tmp_path), project_name="p")
+        assert not (tmp_path / "p").exists()
+
+    def test_a_missing_driver_is_named_with_its_install_command(self, tmp_path):
+        storage, module = _missing_driver()
+        with pytest.raises(MissingPackage) as raised:
+            tuning.OptunaSearch(build, objective=SCORE, max_trials=2, storage=storage,
+                                directory=str(tmp_path), project_name="p")
+        assert isinstance(raised.value, ImportError)
+        assert f"needs the database driver {module!r}, which is not installed" in str(raised.value)
+        assert f"pip install {module!r}" in str(raised.value)
+        assert f"Received: storage={storage!r}" in str(raised.value)
+        assert not (tmp_path / "p").exists()
+
+    def test_a_refused_urls_password_is_not_printed(self, tmp_path):
+        storage, module = _missing_driver()
+        with_password = storage.replace("user@", "user:s3cret@")
+        for bad in (with_password, "postgres://user:s3cret@db-host/studies"):
+            with pytest.raises((ValueError, MissingPackage)) as raised:
+                tuning.OptunaSearch(build, objective=SCORE, max_trials=2, storage=bad,
+                                    directory=str(tmp_path), project_name="p")
+            assert "s3cret" not in str(raised.value)
+            assert "user:***@db-host" in str(raised.value)
+
+    def test_storages_that_can_open_are_accepted_without_opening_them(self, tmp_path):
+        from keras_trainkit.tuning.optuna_storage import check_storage
+
+        for storage in (None, "journal", "journal:", f"journal:{tmp_path}/study.journal",
+                        f"sqlite:///{tmp_path}/study.db", "sqlite://", "sqlite:///:memory:"):
+            check_storage(storage)
+        assert list(tmp_path.iterdir()) == []  # nothing was created
+        if importlib.util.find_spec("psycopg2") is not None:
+            check_storage("postgresql+psycopg2://user@127.0.0.1:1/nothing-listens-here")
+
+    def test_trainkit_tune_prints_a_missing_driver_in_one_line(self, tmp_path, capsys):
+        storage, module = _missing_driver()
+        status = cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "1",
+                           "--epochs", "1", "--storage", storage,
+                           "--output", str(tmp_path / "out")])
+        error = capsys.readouterr().err
+        assert status == 2
+        assert error.splitlines()[-1].startswith(
+            f"trainkit tune: error: Argument `storage` needs the database driver {module!r}")
+        assert "Traceback" not in error
+        assert not (tmp_path / "out" / "search").exists()
