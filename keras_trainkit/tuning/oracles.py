@@ -31,7 +31,12 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.pruning import get_pruner
-from keras_trainkit.utils.validation import check_positive, check_seed, check_type
+from keras_trainkit.utils.validation import (
+    check_non_negative,
+    check_positive,
+    check_seed,
+    check_type,
+)
 
 STOPPED = TrialStatus.STOPPED
 RUNNING = TrialStatus.RUNNING
@@ -64,6 +69,21 @@ def seed_oracle(oracle, seed) -> None:
     kt_compat.set_random_stream_position(oracle, oracle.seed * SEED_STRIDE)
 
 
+def _check_oracle_arguments(kwargs: dict) -> None:
+    """Check KerasTuner's ``Oracle`` arguments in ``kwargs`` (the seed in place, as an
+    ``int``), which KerasTuner takes as they come and fails on at a later trial."""
+    if "seed" in kwargs:
+        kwargs["seed"] = check_seed("seed", kwargs["seed"])
+    if kwargs.get("max_trials") is not None:  # GridSearch: None runs every combination
+        check_positive("max_trials", kwargs["max_trials"], integer=True)
+    if "max_consecutive_failed_trials" in kwargs:  # 0 stops after the first trial
+        check_positive("max_consecutive_failed_trials",
+                       kwargs["max_consecutive_failed_trials"], integer=True)
+    if "max_retries_per_trial" in kwargs:
+        check_non_negative("max_retries_per_trial", kwargs["max_retries_per_trial"],
+                           integer=True)
+
+
 class PruningOracleMixin(kt_compat.AtomicTrialRecords):
     """Adds pruning, a first trial at the defaults, a deadline and crash-safe
     records to a KerasTuner ``Oracle`` (put it first among the bases).
@@ -82,8 +102,7 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
     """
 
     def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
-        if "seed" in kwargs:
-            kwargs["seed"] = check_seed("seed", kwargs["seed"])
+        _check_oracle_arguments(kwargs)
         super().__init__(*args, **kwargs)
         seed_oracle(self, kwargs.get("seed"))
         self.pruner = get_pruner(pruner)

@@ -116,6 +116,27 @@ def _oracle_parameters(oracle_class) -> set[str]:
     return names - {"self"}
 
 
+def _check_tuner_arguments(isolate_trials, time_budget, progress, kwargs: dict) -> None:
+    """Check our tuner arguments and KerasTuner's ``executions_per_trial`` (in ``kwargs``),
+    before the tuner makes its folder."""
+    if not isinstance(isolate_trials, bool):
+        raise TypeError("Argument `isolate_trials` must be a bool. "
+                        f"Received: isolate_trials={isolate_trials!r}")
+    if time_budget is not None:
+        check_positive("time_budget", time_budget)
+    if progress is not None and not callable(progress):
+        raise TypeError("Argument `progress` must be None or a function progress(tuner, trial). "
+                        f"Received: progress={progress!r}")
+    if "executions_per_trial" in kwargs:  # 0 runs nothing and every trial fails
+        check_positive("executions_per_trial", kwargs["executions_per_trial"], integer=True)
+    if isolate_trials and kwargs.get("distribution_strategy") is not None:
+        raise ValueError(
+            "Argument `distribution_strategy` cannot be used with isolate_trials=True: a "
+            "tf.distribute strategy cannot be sent to the trial's process. Create the "
+            "strategy inside the HyperModel's build, or set isolate_trials=False. "
+            f"Received: distribution_strategy={kwargs['distribution_strategy']!r}")
+
+
 class TrainkitTunerMixin(kt_compat.ExecutionHook):
     """Resume, isolation, a time budget and pruning-aware reporting for any
     ``keras_tuner.Tuner`` (put it first among the bases).
@@ -140,17 +161,7 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
 
     def __init__(self, *args, isolate_trials: bool = False, time_budget: float | None = None,
                  progress=None, **kwargs):
-        if not isinstance(isolate_trials, bool):
-            raise TypeError("Argument `isolate_trials` must be a bool. "
-                            f"Received: isolate_trials={isolate_trials!r}")
-        if time_budget is not None:
-            check_positive("time_budget", time_budget)
-        if isolate_trials and kwargs.get("distribution_strategy") is not None:
-            raise ValueError(
-                "Argument `distribution_strategy` cannot be used with isolate_trials=True: a "
-                "tf.distribute strategy cannot be sent to the trial's process. Create the "
-                "strategy inside the HyperModel's build, or set isolate_trials=False. "
-                f"Received: distribution_strategy={kwargs['distribution_strategy']!r}")
+        _check_tuner_arguments(isolate_trials, time_budget, progress, kwargs)
         self.isolate_trials = isolate_trials
         self.time_budget = time_budget
         self.progress = progress

@@ -1,8 +1,12 @@
-"""A search's `seed` and `storage` are checked when the tuner is made, before its folder
-exists; a database driver that is not installed is named, with the command that
-installs it, in the library and as one line from `trainkit tune`. No training: fast."""
+"""A search's arguments that KerasTuner takes as they come and fails on at a later trial
+(or never) are checked when the tuner is made, before its folder exists: `seed`,
+`max_trials`, `max_consecutive_failed_trials`, `max_retries_per_trial`,
+`executions_per_trial`, `progress`, and OptunaSearch's `storage`. A database driver
+that is not installed is named, with the command that installs it, in the library and
+as one line from `trainkit tune`. No training: fast."""
 
 import importlib.util
+import re
 
 import keras
 import keras_tuner
@@ -31,20 +35,28 @@ def _tuners():
 
 
 @pytest.mark.parametrize("tuner_class, kwargs", _tuners())
-@pytest.mark.parametrize("seed, error, message", [
-    ("a", TypeError, "must be an integer, not str. Received: seed='a'"),
-    (1.5, TypeError, "must be an integer, not float. Received: seed=1.5"),
-    (True, TypeError, "must be an integer, not bool. Received: seed=True"),
+@pytest.mark.parametrize("argument, value, error, message", [
+    ("seed", "a", TypeError, "must be an integer, not str. Received: seed='a'"),
+    ("seed", 1.5, TypeError, "must be an integer, not float. Received: seed=1.5"),
+    ("seed", True, TypeError, "must be an integer, not bool. Received: seed=True"),
     # Python's random seeds with abs(seed): -1 drew seed 1's stream backwards
-    (-1, ValueError, "must be >= 0. Received: seed=-1"),
-    (2**32, ValueError, "must be <= 4294967295"),
+    ("seed", -1, ValueError, "must be >= 0. Received: seed=-1"),
+    ("seed", 2**32, ValueError, "must be <= 4294967295"),
+    # KerasTuner ran 3 trials for max_trials=2.5
+    ("max_trials", 2.5, TypeError, "must be an integer, not float"),
+    # KerasTuner stopped the search after its first trial, failed or not
+    ("max_consecutive_failed_trials", 0, ValueError, "must be > 0"),
+    ("max_retries_per_trial", -1, ValueError, "must be >= 0"),
+    # KerasTuner ran no execution and failed every trial
+    ("executions_per_trial", 0, ValueError, "must be > 0"),
+    # failed when the first trial ended
+    ("progress", 3, TypeError, "must be None or a function progress(tuner, trial)"),
 ])
-def test_every_tuner_refuses_a_bad_seed_before_its_folder_is_made(
-        tmp_path, tuner_class, kwargs, seed, error, message):
-    with pytest.raises(error, match="Argument `seed` " + message.replace("(", r"\(")
-                       .replace(")", r"\)").replace(".", r"\.")):
-        tuner_class(build, objective=SCORE, seed=seed, directory=str(tmp_path),
-                    project_name="p", **kwargs)
+def test_every_tuner_refuses_a_bad_argument_before_its_folder_is_made(
+        tmp_path, tuner_class, kwargs, argument, value, error, message):
+    with pytest.raises(error, match=re.escape(f"Argument `{argument}` {message}")):
+        tuner_class(build, objective=SCORE, directory=str(tmp_path), project_name="p",
+                    **{**kwargs, argument: value})
     assert not (tmp_path / "p").exists()
 
 
