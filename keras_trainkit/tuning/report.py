@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_trainkit.tuning.pareto import rank_trials
+from keras_trainkit.utils.validation import check_positive
 
 FINISHED = ("COMPLETED", "FAILED", "INVALID")
 
@@ -152,6 +153,7 @@ def trial_records(tuner) -> list[TrialRecord]:
 
 def summary_table(tuner, num_trials: int = 10) -> str:
     """A text table of the best ``num_trials`` trials and the search's totals."""
+    check_positive("num_trials", num_trials, integer=True)
     records = trial_records(tuner)
     names = [o.name for o in several_objectives(tuner.oracle)] or [tuner.oracle.objective.name]
     keys = sorted({k for r in records[:num_trials] for k in r.hyperparameters
@@ -345,6 +347,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
 
     Returns ``{"summary": str, "files": [paths written]}``.
     """
+    check_positive("num_trials", num_trials, integer=True)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -103,3 +103,18 @@ def test_hyperband_trials_show_the_epochs_they_trained(tmp_path):
         assert all(start < epoch <= stop for epoch, _ in record.curve)
     assert continued, "the search should continue some trials from earlier ones"
     assert "epochs=20" not in summary_table(tuner)
+
+
+@pytest.mark.parametrize("num_trials, error, message", [
+    (0, ValueError, "Argument `num_trials` must be > 0. Received: num_trials=0"),
+    # a negative count sliced the table from the end: -1 silently left out the last trial
+    (-1, ValueError, "Argument `num_trials` must be > 0. Received: num_trials=-1"),
+    (2.5, TypeError, "Argument `num_trials` must be an integer, not float"),
+])
+def test_a_bad_num_trials_is_refused_before_anything_is_written(search, tmp_path, num_trials,
+                                                                error, message):
+    with pytest.raises(error, match=message.replace(".", r"\.")):
+        summary_table(search, num_trials)
+    with pytest.raises(error, match=message.replace(".", r"\.")):
+        write_report(search, str(tmp_path / "report"), num_trials)
+    assert not (tmp_path / "report").exists()
