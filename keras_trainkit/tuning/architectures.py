@@ -16,6 +16,12 @@ from collections.abc import Sequence
 import keras
 
 from keras_trainkit import models
+from keras_trainkit.tuning.space_checks import (
+    check_keras_names,
+    check_range,
+    check_sizes,
+    default_in,
+)
 from keras_trainkit.tuning.spaces import Param, Space, _choice
 
 
@@ -26,14 +32,17 @@ class MLPSpace(Space):
                  activations: Sequence[str] = ("relu", "gelu", "tanh"), batch_norm: bool = True,
                  **kwargs):
         super().__init__(**kwargs)
-        self.depth, self.widths, self.activations = depth, tuple(widths), tuple(activations)
+        self.depth = check_range("depth", depth, 1, integer=True)
+        self.widths = check_sizes("widths", widths)
+        self.activations = check_keras_names("activations", activations, keras.activations.get,
+                                             "activation")
         self.batch_norm = batch_norm
 
     def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
         """Register the architecture's hyperparameters and build the model."""
         return models.mlp(
             input_shape, num_classes,
-            depth=self._value(hp, "depth", Param("int", 2, *self.depth)),
+            depth=self._value(hp, "depth", Param("int", default_in(*self.depth, 2), *self.depth)),
             width=self._value(hp, "width", _choice(self.widths, 256 if 256 in self.widths else None)),
             activation=self._value(hp, "activation", _choice(self.activations)),
             batch_norm=self._value(hp, "batch_norm", Param("bool", False)) if self.batch_norm else False,
@@ -49,13 +58,17 @@ class CNNSpace(Space):
                  kernel_sizes: Sequence[int] = (3, 5, 7), dense_units: Sequence[int] = (64, 128, 256),
                  activations: Sequence[str] = ("relu", "gelu"), batch_norm: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.blocks, self.filters = blocks, tuple(filters)
-        self.kernel_sizes, self.dense_units = tuple(kernel_sizes), tuple(dense_units)
-        self.activations, self.batch_norm = tuple(activations), batch_norm
+        self.blocks = check_range("blocks", blocks, 1, integer=True)
+        self.filters = check_sizes("filters", filters)
+        self.kernel_sizes = check_sizes("kernel_sizes", kernel_sizes)
+        self.dense_units = check_sizes("dense_units", dense_units)
+        self.activations = check_keras_names("activations", activations, keras.activations.get,
+                                             "activation")
+        self.batch_norm = batch_norm
 
     def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
         """Register the architecture's hyperparameters and build the model."""
-        blocks = self._value(hp, "blocks", Param("int", 3, *self.blocks))
+        blocks = self._value(hp, "blocks", Param("int", default_in(*self.blocks, 3), *self.blocks))
         base = self._value(hp, "filters", _choice(self.filters, 32 if 32 in self.filters else None))
         return models.cnn(
             input_shape, num_classes,

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from keras_trainkit.datasets import random_shift
 from keras_trainkit.tuning.architectures import ARCHITECTURES
+from keras_trainkit.tuning.space_checks import check_shape
 from keras_trainkit.tuning.spaces import (
     InitializerSpace,
     OptimizerSpace,
@@ -131,7 +132,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
                 "Label smoothing applies to the built-in classification loss only: with a "
                 "`loss` of your own, give TrainingSpace(label_smoothing=None). "
                 f"Received: loss={loss!r}, training.label_smoothing={training.label_smoothing!r}")
-        self.input_shape = tuple(input_shape)
+        self.input_shape = check_shape("input_shape", input_shape)
         self.num_classes = self.outputs
         self.architecture = architecture
         self.metrics = (["accuracy"] if loss is None else []) if metrics is None else list(metrics)

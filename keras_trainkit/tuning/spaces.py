@@ -29,6 +29,7 @@ from typing import Any
 
 import keras
 
+from keras_trainkit.tuning.space_checks import check_keras_names, check_range
 from keras_trainkit.utils.validation import check_condition, check_in
 
 
@@ -408,6 +409,8 @@ class TrainingSpace(Space):
         check_condition("epochs", epochs, 0 < epochs[0] <= epochs[1], "must satisfy 0 < low <= high")
         self.epochs = epochs
         self.clipping = clipping
+        if label_smoothing is not None:
+            label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, below=1.0)
         self.label_smoothing = label_smoothing
         if shift is not None:
             check_condition("shift", shift, len(shift) == 2 and 0 <= shift[0] <= shift[1],
@@ -448,7 +451,7 @@ class RegularizationSpace(Space):
 
     def __init__(self, dropout: tuple[float, float] = (0.0, 0.5), l2: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.dropout = dropout
+        self.dropout = check_range("dropout", dropout, 0.0, below=1.0)
         self.l2 = l2
 
     def build(self, hp) -> dict[str, Any]:
@@ -469,8 +472,7 @@ class InitializerSpace(Space):
     def __init__(self, choices: Sequence[str] = ("he_normal", "glorot_uniform", "orthogonal"),
                  **kwargs):
         super().__init__(**kwargs)
-        check_condition("choices", choices, len(choices) > 0, "must name at least one initializer")
-        self.choices = tuple(choices)
+        self.choices = check_keras_names("choices", choices, keras.initializers.get, "initializer")
 
     def build(self, hp) -> str:
         """Register ``initializer``; return the chosen name."""

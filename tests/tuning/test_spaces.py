@@ -163,3 +163,73 @@ def test_one_verb_for_every_space():
     assert set(tuning.RegularizationSpace().build(hp)) == {"dropout", "kernel_regularizer"}
     with pytest.warns(DeprecationWarning, match="use `.build"):
         assert tuning.TrainingSpace().sample(hp) == values
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: tuning.MLPSpace(depth=(0, 2)), r"`depth` must be a \(low, high\) pair of integers "
+                                            r"with 1 <= low <= high\. Received: depth=\(0, 2\)"),
+    (lambda: tuning.MLPSpace(depth=(3, 2)), r"Received: depth=\(3, 2\)"),
+    (lambda: tuning.MLPSpace(depth=3), r"Received: depth=3"),
+    (lambda: tuning.MLPSpace(widths=(64, -1)), r"`widths` must list positive integers"),
+    (lambda: tuning.MLPSpace(widths=()), r"Received: widths=\(\)"),
+    (lambda: tuning.MLPSpace(activations=("relu", "nope")),
+     r"`activations` must name activations Keras knows; 'nope' is not one"),
+    (lambda: tuning.CNNSpace(blocks=(4, 2)), r"Received: blocks=\(4, 2\)"),
+    (lambda: tuning.CNNSpace(filters=(16, 0)), r"`filters` must list positive integers"),
+    (lambda: tuning.CNNSpace(kernel_sizes=(3.5,)), r"`kernel_sizes` must list positive integers"),
+    (lambda: tuning.CNNSpace(dense_units=()), r"`dense_units` must list positive integers"),
+    (lambda: tuning.CNNSpace(activations=("nope",)), r"'nope' is not one"),
+    (lambda: tuning.RegularizationSpace(dropout=(0.6, 0.2)),
+     r"`dropout` must be a \(low, high\) pair of numbers with 0\.0 <= low <= high < 1\.0"),
+    (lambda: tuning.RegularizationSpace(dropout=(0.0, 1.0)), r"Received: dropout=\(0\.0, 1\.0\)"),
+    (lambda: tuning.TrainingSpace(label_smoothing=(0.3, 0.1)),
+     r"`label_smoothing` must be a \(low, high\) pair"),
+    (lambda: tuning.InitializerSpace(choices=("he_normal", "nope")),
+     r"`choices` must name initializers Keras knows; 'nope' is not one"),
+    (lambda: tuning.RecipeHyperModel((-4,), 3), r"`input_shape` must be a shape"),
+    (lambda: tuning.RecipeHyperModel(40, 3), r"Received: input_shape=40"),
+])
+def test_space_arguments_that_would_fail_every_trial_are_refused_when_made(make, message):
+    """Before, each was taken and failed (or trained a model outside the range) only when a
+    trial built its model."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_one_name_where_names_are_expected_is_a_type_error():
+    with pytest.raises(TypeError, match="`activations` must be a sequence of activation names, "
+                                        "not one string. Received: activations='relu'"):
+        tuning.MLPSpace(activations="relu")
+    with pytest.raises(TypeError, match="`choices` must be a sequence of initializer names"):
+        tuning.InitializerSpace(choices="he_normal")
+
+
+@pytest.mark.parametrize("space, name, expected", [
+    (tuning.MLPSpace(depth=(3, 5)), "depth", 3),  # the usual default, 2, lies below the range
+    (tuning.MLPSpace(depth=(1, 1)), "depth", 1),
+    (tuning.MLPSpace(depth=(1, 4)), "depth", 2),  # inside: the usual default
+    (tuning.CNNSpace(blocks=(4, 6)), "blocks", 4),  # the usual default, 3, lies below
+    (tuning.CNNSpace(blocks=(1, 2)), "blocks", 2),
+    (tuning.CNNSpace(blocks=(2, 4)), "blocks", 3),
+])
+def test_an_architecture_default_lies_in_the_users_range(space, name, expected):
+    """The default is what a search's first trial (start_from_defaults) and a build at fresh
+    HyperParameters take; KerasTuner keeps a default outside its range as it is, so
+    depth=(3, 5) used to build a 2-layer MLP."""
+    hp = keras_tuner.HyperParameters()
+    shape = (40,) if isinstance(space, tuning.MLPSpace) else (40, 1)
+    model = space.build(hp, shape, 3)
+    assert hp.values[name] == expected
+    hidden = [layer for layer in model.layers
+              if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D))]
+    kind = keras.layers.Dense if name == "depth" else keras.layers.Conv1D
+    assert sum(isinstance(layer, kind) for layer in hidden) == expected + (name == "depth")
+
+
+def test_shapes_of_every_kind_are_accepted():
+    import numpy as np
+    import tensorflow as tf
+
+    for shape in [(40,), [28, 28, 1], tf.TensorShape([40, 1]), np.zeros((2, 40)).shape[1:],
+                  (None, 8), ()]:
+        assert tuning.RecipeHyperModel(shape, 3).input_shape == tuple(shape)
