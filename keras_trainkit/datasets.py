@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_trainkit import _dataset_cache
 from keras_trainkit._dataset_cache import ArraySpec
-from keras_trainkit.utils.validation import check_number, check_positive, check_type
+from keras_trainkit.utils.validation import check_number, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
     from keras_trainkit.utils.pipelines import array_dataset
 
     check_positive("batch_size", batch_size, integer=True)
+    seed = check_seed("seed", seed)
     n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
     if n == 0:
         raise ValueError(f"Argument `x` must hold at least one example. Received: x with length {n}")
@@ -265,6 +266,7 @@ def random_shift(data, shift: int, seed: int | None = None):
     import tensorflow as tf
 
     shift = check_number("shift", shift, minimum=0, integer=True)
+    seed = check_seed("seed", seed)
     if shift == 0:
         return data
     generator = (tf.random.Generator.from_seed(seed) if seed is not None

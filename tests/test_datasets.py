@@ -118,6 +118,11 @@ def test_to_dataset_batches_and_validates():
         datasets.to_dataset(x, y, batch_size=0)
     with pytest.raises(ValueError, match="at least one example"):
         datasets.to_dataset(x[:0], y[:0])
+    # a seed that is no integer reached tf.data and failed in its string formatting
+    with pytest.raises(TypeError, match="Argument `seed` must be an integer, not str"):
+        datasets.to_dataset(x, y, shuffle=True, seed="a")
+    with pytest.raises(ValueError, match="Received: seed=-1"):
+        datasets.to_dataset(x, y, shuffle=True, seed=-1)
 
 
 def test_random_shift_rolls_each_signal_within_the_bound():
@@ -136,3 +141,5 @@ def test_random_shift_rolls_each_signal_within_the_bound():
     assert datasets.random_shift(plain, 0) is plain
     with pytest.raises(ValueError, match="Received: shift=-1"):
         datasets.random_shift(plain, -1)
+    with pytest.raises(TypeError, match="Argument `seed` must be an integer, not float"):
+        datasets.random_shift(plain, 2, seed=1.5)
