@@ -32,6 +32,7 @@ from keras_tuner.engine.trial import TrialStatus
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.pruning import get_pruner
 from keras_trainkit.utils.validation import (
+    check_condition,
     check_non_negative,
     check_positive,
     check_seed,
@@ -74,6 +75,14 @@ def _check_oracle_arguments(kwargs: dict) -> None:
     ``int``), which KerasTuner takes as they come and fails on at a later trial."""
     if "seed" in kwargs:
         kwargs["seed"] = check_seed("seed", kwargs["seed"])
+    if isinstance(kwargs.get("objective"), (list, tuple)):
+        # KerasTuner ran a search with no objective (every score 0), and counted a metric
+        # named twice twice (with opposite directions, the two cancelled out).
+        names = [getattr(o, "name", o) for o in kwargs["objective"]]
+        check_condition("objective", names, len(names) > 0, "must name at least one metric")
+        repeated = sorted({str(name) for name in names if names.count(name) > 1})
+        check_condition("objective", names, not repeated,
+                        f"must name each metric once ({', '.join(repeated)} more than once)")
     if kwargs.get("max_trials") is not None:  # GridSearch: None runs every combination
         check_positive("max_trials", kwargs["max_trials"], integer=True)
     if "max_consecutive_failed_trials" in kwargs:  # 0 stops after the first trial

@@ -1,9 +1,9 @@
 """A search's arguments that KerasTuner takes as they come and fails on at a later trial
 (or never) are checked when the tuner is made, before its folder exists: `seed`,
 `max_trials`, `max_consecutive_failed_trials`, `max_retries_per_trial`,
-`executions_per_trial`, `progress`, and OptunaSearch's `storage`. A database driver
-that is not installed is named, with the command that installs it, in the library and
-as one line from `trainkit tune`. No training: fast."""
+`executions_per_trial`, `progress`, a list `objective`, and OptunaSearch's `storage`.
+A database driver that is not installed is named, with the command that installs it,
+in the library and as one line from `trainkit tune`. No training: fast."""
 
 import importlib.util
 import re
@@ -57,6 +57,23 @@ def test_every_tuner_refuses_a_bad_argument_before_its_folder_is_made(
     with pytest.raises(error, match=re.escape(f"Argument `{argument}` {message}")):
         tuner_class(build, objective=SCORE, directory=str(tmp_path), project_name="p",
                     **{**kwargs, argument: value})
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("tuner_class, kwargs", _tuners())
+@pytest.mark.parametrize("objective, message", [
+    # KerasTuner ran every trial with the score 0
+    ([], "Argument `objective` must name at least one metric. Received: objective=[]"),
+    (["val_loss", "val_loss"], "must name each metric once (val_loss more than once)"),
+    # KerasTuner summed the two: every score 0
+    ([keras_tuner.Objective("val_loss", "min"), keras_tuner.Objective("val_loss", "max")],
+     "Received: objective=['val_loss', 'val_loss']"),
+])
+def test_every_tuner_refuses_no_objective_or_one_named_twice(tmp_path, tuner_class, kwargs,
+                                                              objective, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tuner_class(build, objective=objective, directory=str(tmp_path), project_name="p",
+                    **kwargs)
     assert not (tmp_path / "p").exists()
 
 
