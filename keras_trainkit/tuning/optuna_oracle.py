@@ -48,6 +48,7 @@ from keras_trainkit.tuning.optuna_space import (
 )
 from keras_trainkit.tuning.optuna_storage import (
     Heartbeat,
+    check_heartbeat,
     check_storage,
     fail_dead_workers_trials,
     has_heartbeat,
@@ -57,7 +58,7 @@ from keras_trainkit.tuning.optuna_storage import (
 from keras_trainkit.tuning.oracles import RUNNING, STOPPED, PruningOracleMixin
 from keras_trainkit.tuning.pareto import rank_trials
 from keras_trainkit.tuning.pruning import Pruner
-from keras_trainkit.utils.validation import check_positive
+from keras_trainkit.utils.validation import check_condition, check_positive, check_type
 
 TrialState = optuna.trial.TrialState
 IDLE = TrialStatus.IDLE
@@ -151,15 +152,12 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         self.sampler = get_sampler(sampler, seed, self.multi_objective, max_trials)
         check_storage(storage)
         self.storage_argument = storage
+        if study_name is not None:
+            check_type("study_name", study_name, str)
+            check_condition("study_name", study_name, study_name != "", "must not be empty")
         self.study_name = study_name
-        if heartbeat_interval is not None:
-            check_positive("heartbeat_interval", heartbeat_interval, integer=True)
         self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period or (2 * heartbeat_interval if heartbeat_interval else None)
-        if heartbeat_interval is not None and self.grace_period <= heartbeat_interval:
-            raise ValueError("Argument `grace_period` must be greater than heartbeat_interval "
-                             f"({heartbeat_interval}), or a live worker's trial is failed. "
-                             f"Received: grace_period={grace_period}")
+        self.grace_period = check_heartbeat(heartbeat_interval, grace_period, max_retry)
         self.max_retry = max_retry
         self.optuna_trials: dict[str, optuna.Trial] = {}
         self.heartbeats: dict[str, Heartbeat] = {}

@@ -55,7 +55,7 @@ import warnings
 import sqlalchemy
 
 from keras_trainkit.tuning.optuna_required import optuna
-from keras_trainkit.utils.validation import MissingPackage, check_positive
+from keras_trainkit.utils.validation import MissingPackage, check_non_negative, check_positive
 
 DATABASE_FILE = "optuna.db"
 JOURNAL_FILE = "optuna.journal"
@@ -209,6 +209,31 @@ def check_storage(storage) -> None:
     _check_database_url(storage)
 
 
+def check_heartbeat(heartbeat_interval, grace_period, max_retry) -> int | None:
+    """Check the heartbeat's arguments; return the grace period (default twice the
+    interval; ``None`` without a heartbeat).
+
+    Raises:
+        TypeError, ValueError: an interval or grace period that is not a positive
+            integer, a grace period not longer than the interval (a live worker's
+            trial would be failed), a ``max_retry`` that is not ``None`` or >= 0.
+    """
+    if max_retry is not None:
+        check_non_negative("max_retry", max_retry, integer=True)
+    if grace_period is not None:
+        check_positive("grace_period", grace_period, integer=True)
+    if heartbeat_interval is None:
+        return grace_period
+    check_positive("heartbeat_interval", heartbeat_interval, integer=True)
+    if grace_period is None:
+        return 2 * heartbeat_interval
+    if grace_period <= heartbeat_interval:
+        raise ValueError("Argument `grace_period` must be greater than heartbeat_interval "
+                         f"({heartbeat_interval}), or a live worker's trial is failed. "
+                         f"Received: grace_period={grace_period}")
+    return grace_period
+
+
 def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
                  grace_period: int | None, max_retry: int | None):
     """The Optuna storage for ``storage`` (see the module docstring).
@@ -332,5 +357,5 @@ class Heartbeat:
 
 
 __all__ = ["DATABASE_FILE", "HEARTBEAT_ATTR", "Heartbeat", "HeartbeatJournalStorage",
-           "JOURNAL_FILE", "check_storage", "fail_dead_workers_trials", "has_heartbeat",
-           "make_storage", "storage_trial_id", "storage_url"]
+           "JOURNAL_FILE", "check_heartbeat", "check_storage", "fail_dead_workers_trials",
+           "has_heartbeat", "make_storage", "storage_trial_id", "storage_url"]

@@ -1,7 +1,8 @@
 """A search's arguments that KerasTuner takes as they come and fails on at a later trial
 (or never) are checked when the tuner is made, before its folder exists: `seed`,
 `max_trials`, `max_consecutive_failed_trials`, `max_retries_per_trial`,
-`executions_per_trial`, `progress`, a list `objective`, and OptunaSearch's `storage`.
+`executions_per_trial`, `progress`, a list `objective`, and OptunaSearch's `storage`,
+heartbeat and study name.
 A database driver that is not installed is named, with the command that installs it,
 in the library and as one line from `trainkit tune`. No training: fast."""
 
@@ -116,6 +117,31 @@ class TestStorage:
             tuning.OptunaSearch(build, objective=SCORE, max_trials=2, storage=storage,
                                 directory=str(tmp_path), project_name="p")
         assert not (tmp_path / "p").exists()
+
+    @pytest.mark.parametrize("arguments, error, message", [
+        ({"max_retry": -1}, ValueError, "Argument `max_retry` must be >= 0"),
+        ({"max_retry": 1.5}, TypeError, "Argument `max_retry` must be an integer, not float"),
+        # compared with the interval: a raw TypeError from `<=` before
+        ({"grace_period": "x"}, TypeError, "Argument `grace_period` must be an integer, not str"),
+        ({"grace_period": 0}, ValueError, "Argument `grace_period` must be > 0"),
+        ({"grace_period": 5, "heartbeat_interval": 10}, ValueError,
+         "Argument `grace_period` must be greater than heartbeat_interval (10)"),
+        ({"study_name": ""}, ValueError, "Argument `study_name` must not be empty"),
+        ({"study_name": 3}, TypeError, "Argument `study_name` must be of type str, not int"),
+    ])
+    def test_heartbeat_and_study_arguments(self, tmp_path, arguments, error, message):
+        with pytest.raises(error, match=re.escape(message)):
+            tuning.OptunaSearch(build, objective=SCORE, max_trials=2, directory=str(tmp_path),
+                                project_name="p", **arguments)
+        assert not (tmp_path / "p").exists()
+
+    def test_the_grace_period_defaults_to_twice_the_interval(self, tmp_path):
+        tuner = tuning.OptunaSearch(build, objective=SCORE, max_trials=2, heartbeat_interval=3,
+                                    directory=str(tmp_path), project_name="p")
+        assert tuner.oracle.grace_period == 6
+        tuner = tuning.OptunaSearch(build, objective=SCORE, max_trials=2, heartbeat_interval=None,
+                                    directory=str(tmp_path), project_name="q")
+        assert tuner.oracle.grace_period is None
 
     def test_a_missing_driver_is_named_with_its_install_command(self, tmp_path):
         storage, module = _missing_driver()
