@@ -217,7 +217,9 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
             raise ValueError("Argument `models` must hold models with one input and one output. "
                              f"Received: {model.name} with {len(model.inputs)} inputs and "
                              f"{len(model.outputs)} outputs")
-    shapes = {(tuple(m.input.shape[1:]), tuple(m.output.shape[1:])) for m in models}
+    # `inputs`/`outputs`, not `input`/`output`: a Sequential model that was built but
+    # never called has the former only.
+    shapes = {(tuple(m.inputs[0].shape[1:]), tuple(m.outputs[0].shape[1:])) for m in models}
     if len(shapes) != 1:
         raise ValueError("Argument `models` must hold models with the same input and output "
                          f"shapes. Received (input, output) shapes: {sorted(shapes)}")
@@ -227,8 +229,8 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
             or len(set(member_names)) != len(models):
         raise ValueError("Argument `member_names` must hold one distinct name per model. "
                          f"Received: member_names={member_names!r} for {len(models)} models")
-    inputs = keras.Input(tuple(models[0].input.shape[1:]), name="inputs")
-    outputs = [keras.Model(m.input, m.output, name=str(member))(inputs)
+    inputs = keras.Input(tuple(models[0].inputs[0].shape[1:]), name="inputs")
+    outputs = [keras.Model(m.inputs[0], m.outputs[0], name=str(member))(inputs)
                for member, m in zip(member_names, models)]
     averaged = ProbabilityAverage(from_logits=from_logits, name="probability_average")(outputs)
     return keras.Model(inputs, averaged, name=name)

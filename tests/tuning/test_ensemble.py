@@ -95,6 +95,21 @@ def test_saved_ensemble_loads_in_a_fresh_process_without_kerastuner(tmp_path):
                                ensemble.predict(_x(), verbose=0), atol=1e-6)
 
 
+def test_sequential_members_never_called_are_averaged():
+    """A Sequential model with an Input that was built but never called (as a search's
+    ``build(hp)`` makes it) has ``inputs``/``outputs`` but no ``input``/``output``:
+    averaging it raised "The layer sequential has never been called"."""
+    members = []
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        members.append(keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, "relu"),
+                                         keras.layers.Dense(5)]))
+    x = _x()
+    expected = np.log(np.mean([_softmax(np.asarray(m.predict(x, verbose=0), "float64"))
+                               for m in members], axis=0))
+    np.testing.assert_allclose(average_models(members).predict(x, verbose=0), expected, atol=1e-5)
+
+
 def test_bad_arguments_are_named():
     members = _members(2)
     with pytest.raises(ValueError, match="at least one model"):
