@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the exit status.
 
     A user error (a bad argument value, an output path that cannot be written, a
-    package an argument needs that is not installed) prints one line, ``trainkit <command>: error: ...``, and returns 2; checks
-    that need no TensorFlow run before it is imported.
+    package an argument needs that is not installed) prints one line,
+    ``trainkit <command>: error: ...``, and returns 2; checks that need no
+    TensorFlow run before it is imported.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

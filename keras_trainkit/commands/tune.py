@@ -27,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, choices=list(OPTUNA_SAMPLERS),
                         help="Optuna sampler (default tpe; implies --tuner optuna)")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage: a database URL (sqlite:///..., postgresql+psycopg2://...), "
-                             "'journal' or 'journal:<file>' (default: OUTPUT/search/optuna.db). "
+                        help="Optuna storage: a database URL (sqlite:///..., "
+                             "postgresql+psycopg2://...), 'journal' or 'journal:<file>' "
+                             "(default: OUTPUT/search/optuna.db). "
                              "Start the same command on several hosts with one storage and a "
                              "shared --output to run one search together. Implies --tuner optuna")
     parser.add_argument("--objectives", default=None,

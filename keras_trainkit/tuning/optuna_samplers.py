@@ -126,7 +126,7 @@ def _require(sampler: str) -> None:
         importlib.import_module(module)
     except ImportError as error:
         raise MissingPackage(f"sampler={sampler!r} needs the package {module!r} ({why}): "
-                          f"{command}") from error
+                             f"{command}") from error
 
 
 def get_sampler(sampler, seed: int | None, multi_objective: bool,

@@ -166,7 +166,7 @@ def _check_database_url(storage: str) -> None:
     ``create_engine`` loads the dialect and imports the driver; it connects only
     when first used, so nothing is opened here."""
     try:
-        sqlalchemy.create_engine(storage).dispose()
+        engine = sqlalchemy.create_engine(storage)
     except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError
         dialect = storage.split(":", 1)[0]
         hint = " (PostgreSQL's is 'postgresql')" if dialect.split("+")[0] == "postgres" else ""
@@ -182,7 +182,8 @@ def _check_database_url(storage: str) -> None:
             "installed driver in the URL (e.g. 'postgresql+psycopg2://...', "
             "'postgresql+psycopg://...', 'mysql+pymysql://...'). "
             f"Received: storage={_shown(storage)!r}") from error
-    url = sqlalchemy.engine.make_url(storage)
+    engine.dispose()
+    url = engine.url
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         _check_folder(storage, url.database)
 
