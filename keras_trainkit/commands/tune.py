@@ -107,7 +107,7 @@ def recipe(args: argparse.Namespace, input_shape, num_classes):
             batch_sizes=(64, 128, 256), epochs=epochs, label_smoothing=(0.0, 0.1),
             shift=(0, 6) if signals else None,
             defaults={"batch_size": demo["batch_size"], "clipping": "global_norm",
-                      "clip_norm": CLIP_NORM, "shift": demo["shift"]}),
+                      "clip_norm": CLIP_NORM, **({"shift": demo["shift"]} if signals else {})}),
         regularization=tuning.RegularizationSpace(
             dropout=(0.0, 0.3), l2=False, defaults={"dropout": layers.get("dropout", 0.0)}),
         initializer=tuning.InitializerSpace(

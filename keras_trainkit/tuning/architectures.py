@@ -22,7 +22,8 @@ from keras_trainkit.tuning.space_checks import (
     check_sizes,
     default_in,
 )
-from keras_trainkit.tuning.spaces import Param, Space, _choice
+from keras_trainkit.tuning.space_base import Param, Space, _choice
+from keras_trainkit.utils.validation import check_type
 
 
 class MLPSpace(Space):
@@ -36,18 +37,24 @@ class MLPSpace(Space):
         self.widths = check_sizes("widths", widths)
         self.activations = check_keras_names("activations", activations, keras.activations.get,
                                              "activation")
-        self.batch_norm = batch_norm
+        self.batch_norm = check_type("batch_norm", batch_norm, bool)
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``depth``, ``width``, ``activation`` and, with ``batch_norm``, ``batch_norm``."""
+        table = {"depth": Param("int", default_in(*self.depth, 2), *self.depth),
+                 "width": _choice(self.widths, 256 if 256 in self.widths else None),
+                 "activation": _choice(self.activations)}
+        if self.batch_norm:
+            table["batch_norm"] = Param("bool", False)
+        return table
 
     def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
         """Register the architecture's hyperparameters and build the model."""
-        return models.mlp(
-            input_shape, num_classes,
-            depth=self._value(hp, "depth", Param("int", default_in(*self.depth, 2), *self.depth)),
-            width=self._value(hp, "width", _choice(self.widths, 256 if 256 in self.widths else None)),
-            activation=self._value(hp, "activation", _choice(self.activations)),
-            batch_norm=self._value(hp, "batch_norm", Param("bool", False)) if self.batch_norm else False,
-            **layer_kwargs,
-        )
+        values = {name: self._value(hp, name, param) for name, param in self.parameters().items()}
+        return models.mlp(input_shape, num_classes, depth=values["depth"], width=values["width"],
+                          activation=values["activation"],
+                          batch_norm=values.get("batch_norm", False), **layer_kwargs)
 
 
 class CNNSpace(Space):
@@ -64,21 +71,30 @@ class CNNSpace(Space):
         self.dense_units = check_sizes("dense_units", dense_units)
         self.activations = check_keras_names("activations", activations, keras.activations.get,
                                              "activation")
-        self.batch_norm = batch_norm
+        self.batch_norm = check_type("batch_norm", batch_norm, bool)
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``blocks``, ``filters``, ``kernel_size``, ``dense_units``, ``activation`` and,
+        with ``batch_norm``, ``batch_norm``."""
+        table = {"blocks": Param("int", default_in(*self.blocks, 3), *self.blocks),
+                 "filters": _choice(self.filters, 32 if 32 in self.filters else None),
+                 "kernel_size": _choice(self.kernel_sizes, 5 if 5 in self.kernel_sizes else None),
+                 "dense_units": _choice(self.dense_units, 128 if 128 in self.dense_units else None),
+                 "activation": _choice(self.activations)}
+        if self.batch_norm:
+            table["batch_norm"] = Param("bool", True)
+        return table
 
     def build(self, hp, input_shape, num_classes, **layer_kwargs) -> keras.Model:
         """Register the architecture's hyperparameters and build the model."""
-        blocks = self._value(hp, "blocks", Param("int", default_in(*self.blocks, 3), *self.blocks))
-        base = self._value(hp, "filters", _choice(self.filters, 32 if 32 in self.filters else None))
+        values = {name: self._value(hp, name, param) for name, param in self.parameters().items()}
         return models.cnn(
             input_shape, num_classes,
-            filters=tuple(base * 2 ** min(i, 1) for i in range(blocks)),
-            kernel_size=self._value(hp, "kernel_size", _choice(self.kernel_sizes, 5 if 5 in self.kernel_sizes else None)),
-            dense_units=self._value(hp, "dense_units", _choice(self.dense_units, 128 if 128 in self.dense_units else None)),
-            activation=self._value(hp, "activation", _choice(self.activations)),
-            batch_norm=self._value(hp, "batch_norm", Param("bool", True)) if self.batch_norm else False,
-            **layer_kwargs,
-        )
+            filters=tuple(values["filters"] * 2 ** min(i, 1) for i in range(values["blocks"])),
+            kernel_size=values["kernel_size"], dense_units=values["dense_units"],
+            activation=values["activation"], batch_norm=values.get("batch_norm", False),
+            **layer_kwargs)
 
 
 ARCHITECTURES = {"mlp": MLPSpace, "cnn": CNNSpace}

@@ -22,122 +22,26 @@ Example:
 from __future__ import annotations
 
 import inspect
-import warnings
+import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from keras_trainkit.tuning.space_checks import check_keras_names, check_range
-from keras_trainkit.utils.validation import check_condition, check_in
+from keras_trainkit.tuning.space_base import Param, Space, _choice, _float, _scoped_values
+from keras_trainkit.tuning.space_checks import check_keras_names, check_range, check_sizes
+from keras_trainkit.utils.validation import check_condition, check_in, check_positive, check_type
 
 
-@dataclass(frozen=True)
-class Param:
-    """One tunable value: a log/linear float or int range, a choice, or a boolean."""
-
-    kind: str  # "float", "int", "choice" or "bool"
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    values: tuple = ()
-
-    def narrowed(self, bounds) -> "Param":
-        """This parameter with ``bounds`` (a ``(low, high)`` pair or a list of choices)."""
-        if self.kind in ("float", "int"):
-            low, high = bounds
-            check_condition("bounds", bounds, low <= high, "must satisfy low <= high")
-            default = min(max(self.default, low), high)
-            return Param(self.kind, default, low, high, self.log)
-        values = tuple(bounds)
-        check_condition("bounds", bounds, len(values) > 0, "must list at least one value")
-        default = self.default if self.default in values else values[0]
-        return Param("choice", default, values=values)
-
-    def with_default(self, default) -> "Param":
-        """This parameter with another default (the value a first or grid trial takes)."""
-        if self.kind in ("float", "int"):
-            check_condition("default", default, self.low <= default <= self.high,
-                            f"must lie in [{self.low}, {self.high}]")
-        elif self.kind == "choice":
-            check_in("default", default, self.values)
-        return Param(self.kind, default, self.low, self.high, self.log, self.values)
-
-    def register(self, hp, name: str):
-        """Register this parameter as ``name`` on ``hp`` and return its value."""
-        if self.kind == "float":
-            return hp.Float(name, self.low, self.high, sampling="log" if self.log else "linear",
-                            default=self.default)
-        if self.kind == "int":
-            return hp.Int(name, int(self.low), int(self.high), sampling="log" if self.log else "linear",
-                          default=int(self.default))
-        if self.kind == "bool":
-            return hp.Boolean(name, default=self.default)
-        return hp.Choice(name, list(self.values), default=self.default)
-
-
-def _float(low, high, default, log=False):
-    return Param("float", default, low, high, log)
-
-
-def _choice(values, default=None):
-    values = tuple(values)
-    return Param("choice", values[0] if default is None else default, values=values)
-
-
-class Space:
-    """Base of the spaces: a name prefix, user-fixed values, narrowed ranges and defaults.
-
-    Args:
-        fixed: ``{parameter name: value}`` registered with ``hp.Fixed``.
-        ranges: ``{parameter name: (low, high) or [choices]}`` narrowing the defaults.
-        defaults: ``{parameter name: value}`` replacing a parameter's default, the
-            value it takes in a tuner's first trial with ``start_from_defaults``
-            (e.g. a known good recipe to search around) and when it is inactive.
-        prefix: prepended to every hyperparameter name, so two spaces of the
-            same kind can live in one search.
-    """
-
-    def __init__(self, fixed: Mapping[str, Any] | None = None,
-                 ranges: Mapping[str, Any] | None = None,
-                 defaults: Mapping[str, Any] | None = None, prefix: str = ""):
-        self.fixed = dict(fixed or {})
-        self.ranges = dict(ranges or {})
-        self.defaults = dict(defaults or {})
-        self.prefix = prefix
-
-    def _shaped(self, param: Param, *keys: str) -> Param:
-        """``param`` narrowed by the first of ``keys`` in ``ranges`` and given the
-        default of the first of ``keys`` in ``defaults``."""
-        for key in keys:
-            if key in self.ranges:
-                param = param.narrowed(self.ranges[key])
-                break
-        for key in keys:
-            if key in self.defaults:
-                return param.with_default(self.defaults[key])
-        return param
-
-    def sample(self, hp):
-        """Deprecated alias of ``build(hp)`` for the spaces whose ``build`` takes only ``hp``."""
-        warnings.warn(f"`{type(self).__name__}.sample(hp)` is deprecated; use `.build(hp)`, the "
-                      "verb every space shares.", DeprecationWarning, stacklevel=2)
-        return self.build(hp)
-
-    def _value(self, hp, name: str, param: Param):
-        full = f"{self.prefix}{name}"
-        if name in self.fixed:
-            return hp.Fixed(full, self.fixed[name])
-        return self._shaped(param, name).register(hp, full)
-
-
-def _scoped_values(space: Space, hp, parent: str, choice: str, params: Mapping[str, Param],
-                   key=lambda n: n) -> dict[str, Any]:
-    """Register ``params`` inside the conditional scope ``parent == choice``."""
-    with hp.conditional_scope(f"{space.prefix}{parent}", [choice]):
-        return {name: space._value(hp, key(name), param) for name, param in params.items()}
+def _family_names(name: str, families, what: str) -> tuple[str, ...]:
+    """``families``: a non-empty sequence of names, none twice (not one string)."""
+    if isinstance(families, str) or not isinstance(families, Sequence):
+        raise TypeError(f"Argument `{name}` must be a list of {what} names. "
+                        f"Received: {name}={families!r}")
+    check_condition(name, families, len(families) > 0, f"must name at least one {what}")
+    repeated = sorted({f for f in families if list(families).count(f) > 1}, key=str)
+    check_condition(name, families, not repeated, f"names {repeated} more than once")
+    return tuple(families)
 
 
 _ADAM_BETAS = {"beta_1": _float(0.8, 0.95, 0.9), "beta_2": _choice((0.999, 0.99, 0.98))}
@@ -263,8 +167,8 @@ class OptimizerSpace(Space):
     def __init__(self, families: Sequence[str] = ("adamw", "adam", "sgd"),
                  extra_families: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
-        check_condition("families", families, len(families) > 0, "must name at least one optimizer")
-        extra = dict(extra_families or {})
+        families = _family_names("families", families, "optimizer")
+        extra = dict(check_type("extra_families", extra_families or {}, Mapping))
         self.table = optimizer_families()
         self.factories: dict[str, Any] = {}
         for name, spec in extra.items():
@@ -273,6 +177,9 @@ class OptimizerSpace(Space):
                                 len(spec) == 2 and callable(spec[0]),
                                 f"must map {name!r} to parameters or (factory, parameters)")
                 self.factories[name], spec = spec
+            check_condition("extra_families", extra_families, isinstance(spec, Mapping) and all(
+                isinstance(param, Param) for param in spec.values()),
+                f"must map {name!r} to {{parameter: Param}} (or (factory, that))")
             self.table[name] = dict(spec)
         for family in families:
             if family not in self.table:
@@ -282,20 +189,31 @@ class OptimizerSpace(Space):
                     "`extra_families={name: {parameter: Param(...)}}`. "
                     f"Received: families={family!r}")
         self.families = tuple(families) + tuple(n for n in extra if n not in families)
+        self._check_names()
 
-    def _family_value(self, hp, family: str, short: str, param: Param):
-        name = f"{family}_{short}"
-        for key in (name, short):
-            if key in self.fixed:
-                return hp.Fixed(f"{self.prefix}{name}", self.fixed[key])
-        return self._shaped(param, name, short).register(hp, f"{self.prefix}{name}")
+    def parameters(self) -> dict[str, Param]:
+        """``optimizer`` and every family's ``<family>_<parameter>``."""
+        table = {"optimizer": _choice(self.families)}
+        for family in self.families:
+            table.update({f"{family}_{short}": param
+                          for short, param in self.table[family].items()})
+        return table
+
+    def _keys(self, name: str) -> tuple[str, ...]:
+        """A family's parameter is reached by its full name, then its short name."""
+        for family in self.families:
+            short = name[len(family) + 1:]
+            if name.startswith(f"{family}_") and short in self.table[family]:
+                return (name, short)
+        return (name,)
 
     def sample(self, hp) -> tuple[str, dict[str, Any]]:
         """Register the hyperparameters; return ``(optimizer name, constructor kwargs)``."""
-        family = self._value(hp, "optimizer", _choice(self.families))
+        table = self.parameters()
+        family = self._value(hp, "optimizer", table["optimizer"])
         with hp.conditional_scope(f"{self.prefix}optimizer", [family]):
-            kwargs = {short: self._family_value(hp, family, short, param)
-                      for short, param in self.table[family].items()}
+            kwargs = {short: self._value(hp, f"{family}_{short}", table[f"{family}_{short}"])
+                      for short in self.table[family]}
         return family, kwargs
 
     def build(self, hp, learning_rate=None, **overrides) -> keras.optimizers.Optimizer:
@@ -345,18 +263,26 @@ class ScheduleSpace(Space):
     def __init__(self, families: Sequence[str] = ("constant", "cosine", "warmup_cosine", "step",
                                                    "one_cycle", "warmup_stable_decay"), **kwargs):
         super().__init__(**kwargs)
-        check_condition("families", families, len(families) > 0, "must name at least one schedule")
-        for family in families:
+        for family in _family_names("families", families, "schedule"):
             check_in("families", family, SCHEDULE_FAMILIES)
         self.families = tuple(families)
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``schedule`` and every family's ``<family>_<parameter>``."""
+        table = {"schedule": _choice(self.families)}
+        for family in self.families:
+            table.update({f"{family}_{n}": param for n, param in SCHEDULE_FAMILIES[family].items()})
+        return table
 
     def build(self, hp, learning_rate: float, total_steps: int):
         """Register the hyperparameters; return a float or a ``LearningRateSchedule``."""
         from keras_trainkit import schedules
 
-        family = self._value(hp, "schedule", _choice(self.families))
-        p = _scoped_values(self, hp, "schedule", family, SCHEDULE_FAMILIES[family],
-                           key=lambda n: f"{family}_{n}")
+        family = self._value(hp, "schedule", self.parameters()["schedule"])
+        names = SCHEDULE_FAMILIES[family]
+        values = _scoped_values(self, hp, "schedule", family, [f"{family}_{n}" for n in names])
+        p = {n: values[f"{family}_{n}"] for n in names}
         total_steps = max(int(total_steps), 2)
         lr = float(learning_rate)
 
@@ -398,47 +324,49 @@ class TrainingSpace(Space):
                  label_smoothing: tuple[float, float] | None = (0.0, 0.2),
                  shift: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
-        check_condition("batch_sizes", batch_sizes, len(batch_sizes) > 0 and
-                        all(isinstance(b, int) and b > 0 for b in batch_sizes),
-                        "must list positive integers")
-        self.batch_sizes = tuple(batch_sizes)
-        if isinstance(epochs, int):
-            check_condition("epochs", epochs, epochs > 0, "must be positive")
+        self.batch_sizes = check_sizes("batch_sizes", batch_sizes)
+        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
+            check_positive("epochs", epochs, integer=True)
             self.fixed.setdefault("epochs", epochs)
             epochs = (epochs, epochs)
-        check_condition("epochs", epochs, 0 < epochs[0] <= epochs[1], "must satisfy 0 < low <= high")
-        self.epochs = epochs
-        self.clipping = clipping
+        self.epochs = check_range("epochs", epochs, 1, integer=True)
+        self.clipping = check_type("clipping", clipping, bool)
         if label_smoothing is not None:
             label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, below=1.0)
         self.label_smoothing = label_smoothing
         if shift is not None:
-            check_condition("shift", shift, len(shift) == 2 and 0 <= shift[0] <= shift[1],
-                            "must be a (low, high) pair with 0 <= low <= high")
+            shift = check_range("shift", shift, 0, integer=True)
         self.shift = shift
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``batch_size``, ``epochs`` and, as configured, ``clipping`` with ``clip_norm``,
+        ``label_smoothing`` and ``shift``."""
+        table = {"batch_size": _choice(self.batch_sizes,
+                                       128 if 128 in self.batch_sizes else self.batch_sizes[0]),
+                 "epochs": Param("int", self.epochs[1], *self.epochs)}
+        if self.clipping:
+            table["clipping"] = _choice(("none", "global_norm"))
+            table["clip_norm"] = _float(0.1, 10.0, 1.0, log=True)
+        if self.label_smoothing is not None:
+            table["label_smoothing"] = _float(*self.label_smoothing, self.label_smoothing[0])
+        if self.shift is not None:
+            table["shift"] = Param("int", self.shift[0], *self.shift)
+        return table
 
     def build(self, hp) -> dict[str, Any]:
         """Register the hyperparameters; return ``batch_size``, ``epochs``,
         ``clip_norm`` (``None`` when off), ``label_smoothing`` and ``shift`` (0 when off)."""
-        default_batch = 128 if 128 in self.batch_sizes else self.batch_sizes[0]
-        values = {
-            "batch_size": self._value(hp, "batch_size", _choice(self.batch_sizes, default_batch)),
-            "epochs": self._value(hp, "epochs", Param("int", self.epochs[1], *self.epochs)),
-            "clip_norm": None,
-            "label_smoothing": 0.0,
-            "shift": 0,
-        }
-        if self.clipping:
-            mode = self._value(hp, "clipping", _choice(("none", "global_norm")))
-            if mode == "global_norm":
-                values["clip_norm"] = _scoped_values(
-                    self, hp, "clipping", "global_norm",
-                    {"clip_norm": _float(0.1, 10.0, 1.0, log=True)})["clip_norm"]
-        if self.label_smoothing is not None:
-            values["label_smoothing"] = self._value(
-                hp, "label_smoothing", _float(*self.label_smoothing, self.label_smoothing[0]))
-        if self.shift is not None:
-            values["shift"] = self._value(hp, "shift", Param("int", self.shift[0], *self.shift))
+        table = self.parameters()
+        values = {"batch_size": self._value(hp, "batch_size", table["batch_size"]),
+                  "epochs": self._value(hp, "epochs", table["epochs"]),
+                  "clip_norm": None, "label_smoothing": 0.0, "shift": 0}
+        if self.clipping and self._value(hp, "clipping", table["clipping"]) == "global_norm":
+            values["clip_norm"] = _scoped_values(
+                self, hp, "clipping", "global_norm", ["clip_norm"])["clip_norm"]
+        for name in ("label_smoothing", "shift"):
+            if name in table:
+                values[name] = self._value(hp, name, table[name])
         return values
 
 
@@ -452,16 +380,23 @@ class RegularizationSpace(Space):
     def __init__(self, dropout: tuple[float, float] = (0.0, 0.5), l2: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.dropout = check_range("dropout", dropout, 0.0, below=1.0)
-        self.l2 = l2
+        self.l2 = check_type("l2", l2, bool)
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``dropout`` and, with ``l2``, ``l2`` with ``l2_factor``."""
+        table = {"dropout": _float(*self.dropout, self.dropout[0])}
+        if self.l2:
+            table.update(l2=_choice(("off", "on")), l2_factor=_float(1e-6, 1e-2, 1e-4, log=True))
+        return table
 
     def build(self, hp) -> dict[str, Any]:
         """Register ``dropout`` and ``l2``; return ``dropout`` and ``kernel_regularizer``
         (``None`` when off)."""
-        values = {"dropout": self._value(hp, "dropout", _float(*self.dropout, self.dropout[0])),
-                  "kernel_regularizer": None}
-        if self.l2 and self._value(hp, "l2", _choice(("off", "on"))) == "on":
-            factor = _scoped_values(self, hp, "l2", "on",
-                                    {"l2_factor": _float(1e-6, 1e-2, 1e-4, log=True)})["l2_factor"]
+        table = self.parameters()
+        values = {"dropout": self._value(hp, "dropout", table["dropout"]), "kernel_regularizer": None}
+        if self.l2 and self._value(hp, "l2", table["l2"]) == "on":
+            factor = _scoped_values(self, hp, "l2", "on", ["l2_factor"])["l2_factor"]
             values["kernel_regularizer"] = keras.regularizers.L2(factor)
         return values
 
@@ -473,10 +408,15 @@ class InitializerSpace(Space):
                  **kwargs):
         super().__init__(**kwargs)
         self.choices = check_keras_names("choices", choices, keras.initializers.get, "initializer")
+        self._check_names()
+
+    def parameters(self) -> dict[str, Param]:
+        """``initializer``."""
+        return {"initializer": _choice(self.choices)}
 
     def build(self, hp) -> str:
         """Register ``initializer``; return the chosen name."""
-        return self._value(hp, "initializer", _choice(self.choices))
+        return self._value(hp, "initializer", self.parameters()["initializer"])
 
 
 def __getattr__(name):

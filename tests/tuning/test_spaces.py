@@ -91,10 +91,10 @@ def test_defaults_replace_a_parameters_default():
 
 
 def test_bad_defaults_name_the_value():
-    with pytest.raises(ValueError, match=r"Received: default=0\.5"):
+    with pytest.raises(ValueError, match=r"Received: defaults\['learning_rate'\]=0\.5"):
         tuning.OptimizerSpace(families=["adam"], ranges={"learning_rate": (1e-4, 1e-3)},
                               defaults={"learning_rate": 0.5}).sample(keras_tuner.HyperParameters())
-    with pytest.raises(ValueError, match="Received: default='rmsprop'"):
+    with pytest.raises(ValueError, match=r"Received: defaults\['optimizer'\]='rmsprop'"):
         tuning.OptimizerSpace(families=["adam"], defaults={"optimizer": "rmsprop"}).sample(
             keras_tuner.HyperParameters())
     with pytest.raises(ValueError, match="shift"):
