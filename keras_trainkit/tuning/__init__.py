@@ -31,6 +31,7 @@ from keras_trainkit.tuning.parallel import parallel_search
 from keras_trainkit.tuning.pruning import ASHAPruner, MedianPruner, Pruner, get_pruner
 from keras_trainkit.tuning.recipe import RecipeHyperModel
 from keras_trainkit.tuning.report import summary_table, write_report
+from keras_trainkit.tuning.trial_models import load_trial_model
 from keras_trainkit.tuning.trial_plan import EpochReporter, NonFiniteLoss
 from keras_trainkit.tuning.tuners import (
     BayesianOptimization,
@@ -38,7 +39,6 @@ from keras_trainkit.tuning.tuners import (
     Hyperband,
     RandomSearch,
     TrainkitTunerMixin,
-    load_trial_model,
     trainkit_tuner,
 )
 from keras_trainkit.tuning.architectures import CNNSpace, MLPSpace

@@ -25,7 +25,7 @@ import warnings
 import keras
 
 from keras_trainkit.models import average_models
-from keras_trainkit.tuning.tuners import load_trial_model
+from keras_trainkit.tuning.trial_models import check_search, load_trial_model
 from keras_trainkit.utils.validation import check_positive
 
 
@@ -34,7 +34,7 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
 
     The members are the oracle's best trials by the objective (validation data
     only), each loaded from its saved best checkpoint for inference (without
-    its optimizer state, see :func:`~keras_trainkit.tuning.tuners.load_trial_model`).
+    its optimizer state, see :func:`~keras_trainkit.tuning.trial_models.load_trial_model`).
     Works with any KerasTuner tuner, ours or KerasTuner's own; a search with
     fewer scored trials gives a smaller ensemble. A trial whose weights cannot
     be loaded is left out with a warning naming the file, and the next best
@@ -44,6 +44,7 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
         >>> ensemble = ensemble_best_models(tuner, 5)          # doctest: +SKIP
         >>> ensemble.predict(x_test).argmax(axis=1)            # doctest: +SKIP
     """
+    check_search(tuner, models=True)
     check_positive("num_models", num_models, integer=True)
     scored = [t for t in tuner.oracle.get_best_trials(len(tuner.oracle.trials))
               if t.status == "COMPLETED" and t.score is not None]

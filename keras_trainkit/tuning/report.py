@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_trainkit.tuning.pareto import rank_trials
+from keras_trainkit.tuning.trial_models import check_search
 from keras_trainkit.utils.validation import check_positive
 
 FINISHED = ("COMPLETED", "FAILED", "INVALID")
@@ -119,6 +120,7 @@ def trial_records(tuner) -> list[TrialRecord]:
     """Every trial of ``tuner``'s oracle, best first (finished trials without a
     score last; with several objectives, ranked as the oracle ranks them:
     :func:`~keras_trainkit.tuning.pareto.rank_trials`)."""
+    check_search(tuner)
     oracle = tuner.oracle
     if hasattr(oracle, "refresh_trials"):  # a search of several processes: every worker's
         oracle.refresh_trials()
@@ -153,6 +155,7 @@ def trial_records(tuner) -> list[TrialRecord]:
 
 def summary_table(tuner, num_trials: int = 10) -> str:
     """A text table of the best ``num_trials`` trials and the search's totals."""
+    check_search(tuner)
     check_positive("num_trials", num_trials, integer=True)
     records = trial_records(tuner)
     names = [o.name for o in several_objectives(tuner.oracle)] or [tuner.oracle.objective.name]
@@ -288,6 +291,7 @@ def write_hparams_logs(tuner, log_dir: str) -> None:
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp_api
 
+    check_search(tuner)
     oracle = tuner.oracle
     name = objective_name(oracle)
     names = [o.name for o in several_objectives(oracle)] or [name]
@@ -347,6 +351,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
 
     Returns ``{"summary": str, "files": [paths written]}``.
     """
+    check_search(tuner)
     check_positive("num_trials", num_trials, integer=True)
     import matplotlib
 

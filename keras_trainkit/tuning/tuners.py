@@ -57,7 +57,6 @@ without it, it passes every argument to the tuner class as it is (so
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import time
 import traceback
@@ -67,7 +66,6 @@ import keras
 import keras_tuner
 from keras_tuner import errors
 from keras_tuner.engine.trial import TrialStatus
-from keras_tuner.engine.tuner import maybe_distribute
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
@@ -80,6 +78,7 @@ from keras_trainkit.tuning.oracles import (
 )
 from keras_trainkit.tuning.recipe import RecipeHyperModel
 from keras_trainkit.tuning.search_files import repair_search_files
+from keras_trainkit.tuning.trial_models import load_trial_model
 from keras_trainkit.tuning.trial_plan import NonFiniteLoss, TrialRun, quiet_round_continuation
 from keras_trainkit.utils.files import write_json_atomically
 from keras_trainkit.utils.validation import check_positive
@@ -366,35 +365,6 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
     def load_model(self, trial):
         """The trial's model with its best epoch's weights (see :func:`load_trial_model`)."""
         return load_trial_model(self, trial)
-
-
-def load_trial_model(tuner, trial) -> keras.Model:
-    """A trial's model with its best epoch's weights, built and compiled as in the
-    search, from any KerasTuner ``Tuner``. The optimizer's saved state is not
-    loaded: inference needs none, and Keras would warn ("Skipping variable
-    loading for optimizer ...") when the saved optimizer differs from the one
-    the model is compiled with (a recipe recompiles with its schedule).
-
-    Raises:
-        ValueError: naming the file, when the best-epoch weights cannot be loaded.
-    """
-    model = kt_compat.build_model(tuner, trial.hyperparameters)
-    if not model.built:
-        with open(kt_compat.build_config_path(tuner, trial.trial_id)) as handle:
-            model.build_from_config(json.load(handle))
-    path = kt_compat.best_weights_path(tuner, trial.trial_id)
-    optimizer, model.optimizer = getattr(model, "optimizer", None), None
-    try:
-        with maybe_distribute(tuner.distribution_strategy):
-            model.load_weights(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"Trial {trial.trial_id}'s best-epoch weights {path} cannot be loaded ({error}). "
-            "Run the search again to train the trial anew (our tuners re-run a trial whose "
-            "weights are damaged), or leave the trial out.") from error
-    finally:
-        model.optimizer = optimizer
-    return model
 
 
 _DYNAMIC_CLASSES: dict[type, type] = {}

@@ -11,7 +11,8 @@ import pytest
 
 from keras_trainkit import models as zoo
 from keras_trainkit.models import ProbabilityAverage, average_models
-from keras_trainkit.tuning import ensemble_best_models
+from keras_trainkit import tuning
+from keras_trainkit.tuning import ensemble_best_models, load_trial_model
 
 
 def _softmax(z):
@@ -164,3 +165,29 @@ def test_search_without_scored_trials_is_refused(tmp_path):
                                      max_trials=1, directory=str(tmp_path), project_name="empty")
     with pytest.raises(ValueError, match="no scored trial"):
         ensemble_best_models(tuner)
+
+
+def test_load_trial_model_takes_a_trial_or_its_id(tmp_path):
+    tuner, x = _search(tmp_path, trials=2)
+    trial = tuner.oracle.get_best_trials(1)[0]
+    expected = tuner.load_model(trial).predict(x, verbose=0)  # KerasTuner's own loading
+    for given in (trial, trial.trial_id):
+        np.testing.assert_allclose(load_trial_model(tuner, given).predict(x, verbose=0), expected,
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match=r"must be a trial id of this search \(0, 1\)\. "
+                                         r"Received: trial='7'"):
+        load_trial_model(tuner, "7")
+    with pytest.raises(TypeError, match=r"`trial` must be a keras_tuner Trial or a trial id"):
+        load_trial_model(tuner, 0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: load_trial_model("search", "0"),
+    lambda: ensemble_best_models("search"),
+    lambda: tuning.summary_table("search"),
+    lambda: tuning.write_report("search", "unused"),
+])
+def test_a_search_reader_given_no_tuner_says_so(call):
+    """Before: AttributeError ("'str' object has no attribute 'oracle'")."""
+    with pytest.raises(TypeError, match=r"Argument `tuner` must be a .*Received: tuner='search'"):
+        call()
