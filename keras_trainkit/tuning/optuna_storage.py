@@ -217,14 +217,20 @@ def check_heartbeat(heartbeat_interval, grace_period, max_retry) -> int | None:
     Raises:
         TypeError, ValueError: an interval or grace period that is not a positive
             integer, a grace period not longer than the interval (a live worker's
-            trial would be failed), a ``max_retry`` that is not ``None`` or >= 0.
+            trial would be failed) or without a heartbeat (it would be ignored), a
+            ``max_retry`` that is not ``None`` or >= 0.
     """
     if max_retry is not None:
         check_non_negative("max_retry", max_retry, integer=True)
     if grace_period is not None:
         check_positive("grace_period", grace_period, integer=True)
     if heartbeat_interval is None:
-        return grace_period
+        if grace_period is not None:
+            raise ValueError(
+                "Argument `grace_period` needs a heartbeat: heartbeat_interval=None turns it "
+                "off, so no trial would ever be failed for a missing one. Give a "
+                f"heartbeat_interval, or leave grace_period out. Received: grace_period={grace_period}")
+        return None
     check_positive("heartbeat_interval", heartbeat_interval, integer=True)
     if grace_period is None:
         return 2 * heartbeat_interval

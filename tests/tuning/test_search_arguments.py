@@ -126,6 +126,9 @@ class TestStorage:
         ({"grace_period": 0}, ValueError, "Argument `grace_period` must be > 0"),
         ({"grace_period": 5, "heartbeat_interval": 10}, ValueError,
          "Argument `grace_period` must be greater than heartbeat_interval (10)"),
+        # ignored before: no heartbeat, so no trial was ever failed for a missing one
+        ({"grace_period": 60, "heartbeat_interval": None}, ValueError,
+         "Argument `grace_period` needs a heartbeat: heartbeat_interval=None turns it off"),
         ({"study_name": ""}, ValueError, "Argument `study_name` must not be empty"),
         ({"study_name": 3}, TypeError, "Argument `study_name` must be of type str, not int"),
     ])
