@@ -239,3 +239,6 @@ def test_wrong_types_raise_type_error():
         ClipByGlobalNorm("1")
     with pytest.raises(TypeError, match="Received: exclude=3"):
         AdaptiveGradientClipping(exclude=3)
+    with pytest.raises(TypeError, match="`allow_callables` must be of type bool.*Received: "
+                                        "allow_callables='yes'"):
+        GradientChain([ClipByGlobalNorm(1.0)], allow_callables="yes")

@@ -12,6 +12,7 @@ from keras_trainkit.optimizers._conditional import run_where
 from keras_trainkit.optimizers.transforms._registry import REGISTRY
 from keras_trainkit.optimizers.transforms.base import GradientTransform
 from keras_trainkit.optimizers.transforms.skipping import SkipTransform
+from keras_trainkit.utils.validation import check_bool
 
 
 def resolve_transforms(transforms, argument="transforms", allow_callables=False):
@@ -98,6 +99,7 @@ class GradientChain:
     """
 
     def __init__(self, transforms=None, allow_callables=False):
+        check_bool("allow_callables", allow_callables)
         self.transforms = resolve_transforms(transforms, allow_callables=allow_callables)
 
     def __len__(self):
