@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import socket
 
-from keras_trainkit.utils.validation import check_positive
+from keras_trainkit.utils.validation import check_non_negative, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,28 @@ def _visible_gpus() -> list[int]:
     return list(range(len(tf.config.list_physical_devices("GPU"))))
 
 
+def _check_parallel_arguments(make_tuner, parallel_trials, gpus, gpu_memory_limit_mb) -> None:
+    """Check the arguments in this process, before a chief or worker starts (a bad one
+    failed each worker and surfaced as "Parallel search workers failed")."""
+    check_positive("parallel_trials", parallel_trials, integer=True)
+    if not callable(make_tuner):
+        raise TypeError("Argument `make_tuner` must be a function returning the tuner. "
+                        f"Received: make_tuner={make_tuner!r}")
+    try:  # the spawned processes receive it pickled
+        pickle.dumps(make_tuner)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError("Argument `make_tuner` must be picklable for the worker processes: a "
+                        "module-level function or a functools.partial of one, not a lambda or "
+                        f"a nested function ({error}). Received: make_tuner={make_tuner!r}") from None
+    if gpus is not None:
+        if isinstance(gpus, (str, bytes)) or not hasattr(gpus, "__iter__"):
+            raise TypeError(f"Argument `gpus` must be a list of GPU indices. Received: gpus={gpus!r}")
+        for index in gpus:
+            check_non_negative("gpus", index, integer=True)
+    if gpu_memory_limit_mb is not None:
+        check_positive("gpu_memory_limit_mb", gpu_memory_limit_mb, integer=True)
+
+
 def parallel_search(make_tuner, *search_args, parallel_trials: int = 2, gpus=None,
                     gpu_memory_limit_mb: int | None = None, **search_kwargs):
     """Run ``make_tuner().search(*search_args, **search_kwargs)`` with
@@ -88,10 +111,13 @@ def parallel_search(make_tuner, *search_args, parallel_trials: int = 2, gpus=Non
         The tuner, reloaded from disk in this process.
 
     Raises:
+        TypeError, ValueError: for a ``make_tuner`` that is not a picklable function,
+            ``parallel_trials`` not a positive integer, ``gpus`` not GPU indices or
+            ``gpu_memory_limit_mb`` not ``None`` or a positive integer.
         RuntimeError: if a worker exits with an error (the oracle's state on
             disk is kept; running the search again resumes it).
     """
-    check_positive("parallel_trials", parallel_trials, integer=True)
+    _check_parallel_arguments(make_tuner, parallel_trials, gpus, gpu_memory_limit_mb)
     gpus = _visible_gpus() if gpus is None else list(gpus)
     port = free_port()
     base = {"KERASTUNER_ORACLE_IP": HOST, "KERASTUNER_ORACLE_PORT": str(port)}

@@ -28,3 +28,21 @@ def test_two_workers_share_one_search(tmp_path):
 def test_bad_parallel_trials():
     with pytest.raises(ValueError, match="Received: parallel_trials=0"):
         parallel_search(lambda: None, parallel_trials=0)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"make_tuner": 3}, TypeError, r"`make_tuner` must be a function returning the tuner"),
+    ({"make_tuner": lambda: None}, TypeError,
+     r"`make_tuner` must be picklable for the worker processes: a module-level function"),
+    ({"gpus": [-1]}, ValueError, r"Argument `gpus` must be >= 0\. Received: gpus=-1"),
+    ({"gpus": ["0"]}, TypeError, r"Argument `gpus` must be an integer, not str"),
+    ({"gpus": 0}, TypeError, r"`gpus` must be a list of GPU indices\. Received: gpus=0"),
+    ({"gpu_memory_limit_mb": "x"}, TypeError, r"Argument `gpu_memory_limit_mb` must be"),
+    ({"gpu_memory_limit_mb": 0}, ValueError, r"Received: gpu_memory_limit_mb=0"),
+])
+def test_bad_arguments_are_refused_before_any_process_starts(arguments, error, message):
+    """Before, each started a chief and the workers, which failed and surfaced as
+    "Parallel search workers failed: tuner0 (exit code 1), ..." (a lambda: PicklingError)."""
+    arguments = {"make_tuner": functools.partial(make_tuner, "unused"), **arguments}
+    with pytest.raises(error, match=message):
+        parallel_search(arguments.pop("make_tuner"), **arguments)
