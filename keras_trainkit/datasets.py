@@ -230,6 +230,7 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
     from keras_trainkit.utils.pipelines import array_dataset
 
     check_positive("batch_size", batch_size, integer=True)
+    check_type("shuffle", shuffle, bool)
     seed = check_seed("seed", seed)
     n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
     if n == 0:

@@ -24,7 +24,7 @@ import math
 import keras
 from keras import ops
 
-from keras_trainkit.utils.validation import check_in, check_positive, check_probability
+from keras_trainkit.utils.validation import check_bool, check_in, check_positive, check_probability
 
 
 def mlp(
@@ -54,6 +54,7 @@ def mlp(
     check_positive("width", width, integer=True)
     check_positive("num_classes", num_classes, integer=True)
     check_probability("dropout", dropout)
+    check_bool("batch_norm", batch_norm)
     inputs = keras.Input(tuple(input_shape), name="inputs")
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for i in range(int(depth)):
@@ -104,6 +105,7 @@ def cnn(
     check_positive("kernel_size", kernel_size, integer=True)
     check_positive("dense_units", dense_units, integer=True)
     check_probability("dropout", dropout)
+    check_bool("batch_norm", batch_norm)
     if not filters:
         raise ValueError(f"Argument `filters` must name at least one block. Received: filters={filters!r}")
     for f in filters:
@@ -209,6 +211,7 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
                         f"Received: models={models!r}")
     if not models:
         raise ValueError("Argument `models` must hold at least one model. Received: models=[]")
+    check_bool("from_logits", from_logits)
     for model in models:
         if not isinstance(model, keras.Model):
             raise TypeError("Argument `models` must hold keras.Model instances. "

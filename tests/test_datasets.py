@@ -123,6 +123,9 @@ def test_to_dataset_batches_and_validates():
         datasets.to_dataset(x, y, shuffle=True, seed="a")
     with pytest.raises(ValueError, match="Received: seed=-1"):
         datasets.to_dataset(x, y, shuffle=True, seed=-1)
+    # a string was truthy: "False" shuffled
+    with pytest.raises(TypeError, match="Argument `shuffle` must be of type bool, not str"):
+        datasets.to_dataset(x, y, shuffle="False")
 
 
 def test_random_shift_rolls_each_signal_within_the_bound():

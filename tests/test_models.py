@@ -26,3 +26,12 @@ def test_bad_arguments():
         models.build("resnet", (40,), 10)
     with pytest.raises(ValueError, match="Received: filters=()"):
         models.cnn((40,), 10, filters=())
+    # a string was truthy: "False" turned batch normalization on
+    with pytest.raises(TypeError, match="Argument `batch_norm` must be of type bool.*'False'"):
+        models.mlp((40,), 10, batch_norm="False")
+    with pytest.raises(TypeError, match="Argument `batch_norm` must be of type bool.*'False'"):
+        models.cnn((40,), 10, batch_norm="False")
+    # "False" averaged probabilities as if they were logits
+    members = [models.mlp((4,), 3, depth=1, width=4) for _ in range(2)]
+    with pytest.raises(TypeError, match="Argument `from_logits` must be of type bool.*'False'"):
+        models.average_models(members, from_logits="False")

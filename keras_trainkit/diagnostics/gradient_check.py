@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.utils.gradients import value_and_gradients
-from keras_trainkit.utils.validation import check_positive, check_type
+from keras_trainkit.utils.validation import check_non_negative, check_positive, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def _tensor(array, dtype):
     return keras.ops.convert_to_tensor(array)
 
 
-def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed):
+def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed,
+                     abs_tolerance):
     """Validate the arguments; returns the loss function."""
     check_type("model", model, keras.Model)
     check_positive("num_coordinates", num_coordinates, integer=True)
@@ -121,6 +122,7 @@ def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, 
         check_positive("epsilon", epsilon)
     if threshold is not None:
         check_positive("threshold", threshold)
+    check_non_negative("abs_tolerance", abs_tolerance)
     check_type("float64", float64, bool)
     check_type("seed", seed, int)
     if isinstance(loss, (str, dict)) or loss is None:
@@ -212,7 +214,8 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
         >>> gradient_check(model, x, y, "mse", num_coordinates=5).passed
         True
     """
-    loss_fn = _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed)
+    loss_fn = _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed,
+                               abs_tolerance)
     if float64 and not _computes_in_float64():
         logger.warning("gradient_check: Keras computes float64 in float32 on the %s backend; "
                        "checking %s in its own dtype with the float32 step and threshold",

@@ -98,3 +98,8 @@ def test_float32_fallback_and_bad_arguments():
         gradient_check(model, x, y, LOSS, num_coordinates=0)
     with pytest.raises(ValueError, match="Received: epsilon=-1"):
         gradient_check(model, x, y, LOSS, epsilon=-1)
+    with pytest.raises(ValueError, match="Argument `abs_tolerance` must be >= 0.*Received: "
+                                         "abs_tolerance=-1"):
+        gradient_check(model, x, y, LOSS, abs_tolerance=-1)
+    with pytest.raises(ValueError, match="Received: abs_tolerance=nan"):
+        gradient_check(model, x, y, LOSS, abs_tolerance=float("nan"))
