@@ -36,7 +36,7 @@ from keras_trainkit.tuning.spaces import (
     TrainingSpace,
 )
 from keras_trainkit.utils.pipelines import array_dataset
-from keras_trainkit.utils.validation import check_in, check_positive
+from keras_trainkit.utils.validation import check_in, check_positive, check_seed, check_type
 
 # The keyword arguments the recipe passes to an architecture that accepts them.
 LAYER_KWARGS = ("kernel_initializer", "dropout", "kernel_regularizer")
@@ -64,6 +64,15 @@ def _architecture_builder(architecture):
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return build, True
     return build, set(LAYER_KWARGS) <= {p.name for p in parameters}
+
+
+def _check_spaces(**spaces) -> None:
+    """Each of ``spaces`` (``name=(value, space class)``) is ``None`` or that space: any
+    other value (a Keras optimizer for ``optimizer``, a name) failed in every trial's build."""
+    for name, (value, space_class) in spaces.items():
+        if value is not None and not isinstance(value, space_class):
+            raise TypeError(f"Argument `{name}` must be a tuning.{space_class.__name__} (or None "
+                            f"for the default one). Received: {name}={value!r}")
 
 
 class RecipeHyperModel(keras_tuner.HyperModel):
@@ -117,7 +126,14 @@ class RecipeHyperModel(keras_tuner.HyperModel):
                  initializer: InitializerSpace | None = None, seed: int | None = 0,
                  name: str | None = None, tunable: bool = True, *, loss=None, metrics=None,
                  num_outputs: int | None = None):
-        super().__init__(name=name, tunable=tunable)
+        super().__init__(name=name, tunable=check_type("tunable", tunable, bool))
+        _check_spaces(optimizer=(optimizer, OptimizerSpace), schedule=(schedule, ScheduleSpace),
+                      training=(training, TrainingSpace),
+                      regularization=(regularization, RegularizationSpace),
+                      initializer=(initializer, InitializerSpace))
+        if isinstance(metrics, str):
+            raise TypeError("Argument `metrics` must be a list of metrics, as in "
+                            f"`compile`. Received: metrics={metrics!r}")
         self.loss = loss
         self.outputs = self._output_width(num_classes, num_outputs, loss)
         self.build_architecture, self.takes_layer_kwargs = _architecture_builder(architecture)
@@ -142,7 +158,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
             label_smoothing=(0.0, 0.2) if loss is None else None)
         self.regularization_space = regularization or RegularizationSpace()
         self.initializer_space = initializer or InitializerSpace()
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
 
     @staticmethod
     def _output_width(num_classes, num_outputs, loss) -> int:

@@ -233,3 +233,25 @@ def test_shapes_of_every_kind_are_accepted():
     for shape in [(40,), [28, 28, 1], tf.TensorShape([40, 1]), np.zeros((2, 40)).shape[1:],
                   (None, 8), ()]:
         assert tuning.RecipeHyperModel(shape, 3).input_shape == tuple(shape)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    # each failed in every trial's build (KeyError, AttributeError, an unexpected argument)
+    ({"optimizer": keras.optimizers.Adam()}, TypeError,
+     r"Argument `optimizer` must be a tuning.OptimizerSpace \(or None for the default one\)"),
+    ({"optimizer": "adam"}, TypeError, r"Received: optimizer='adam'"),
+    ({"schedule": "cosine"}, TypeError, r"`schedule` must be a tuning.ScheduleSpace"),
+    ({"training": tuning.RegularizationSpace()}, TypeError, r"`training` must be a tuning.TrainingSpace"),
+    ({"regularization": tuning.TrainingSpace()}, TypeError,
+     r"`regularization` must be a tuning.RegularizationSpace"),
+    ({"initializer": "he_normal"}, TypeError, r"`initializer` must be a tuning.InitializerSpace"),
+    ({"seed": "a"}, TypeError, r"Argument `seed` must be an integer, not str"),
+    ({"seed": -1}, ValueError, r"Received: seed=-1"),
+    # a string became a list of its characters
+    ({"metrics": "accuracy"}, TypeError, r"`metrics` must be a list of metrics"),
+    ({"tunable": "no"}, TypeError, r"`tunable` must be of type bool"),
+])
+def test_recipe_arguments_that_would_fail_every_trial_are_refused_when_made(arguments, error,
+                                                                            message):
+    with pytest.raises(error, match=message):
+        tuning.RecipeHyperModel((8,), 3, **arguments)
