@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compatibility lane: the conformance suite, the optimizer matrix and the _compat tests at
-# the LOWEST Keras, TensorFlow and KerasTuner that pyproject.toml allows (the full suite
+# Compatibility lane: the conformance suite, the optimizer matrix, the _compat tests and the
+# Optuna search's own tests (not its multi-process ones) at the LOWEST Keras, TensorFlow,
+# KerasTuner, Optuna and cmaes that pyproject.toml allows (the full suite
 # runs at the newest in .ci/run; the constructor fuzz, which checks our own argument
 # validation and not the framework's, runs there only). The floor versions are read from pyproject.toml, so the
 # pins and this lane cannot drift apart. Extra arguments go to pytest (e.g. -n 1).
@@ -16,8 +17,9 @@ start=$(date +%s)
 # "keras>=3.8,<3.16" -> "keras==3.8.*": the lowest release line each pin allows.
 mapfile -t floor < <(python3 - <<'EOF'
 import re, tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-for name in ("keras", "tensorflow", "keras-tuner"):
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = project["dependencies"] + project["optional-dependencies"]["optuna"]
+for name in ("keras", "tensorflow", "keras-tuner", "optuna", "cmaes"):
     spec = next(d for d in deps if re.match(rf"{re.escape(name)}\s*[<>=!~]", d))
     low = re.search(r">=\s*([0-9][0-9.]*)", spec)
     if not low:
@@ -25,8 +27,8 @@ for name in ("keras", "tensorflow", "keras-tuner"):
     print(f"{name}=={low.group(1)}.*")
 EOF
 )
-if [ "${#floor[@]}" -ne 3 ]; then
-    echo "compat lane: could not read the keras, tensorflow and keras-tuner floors from pyproject.toml" >&2
+if [ "${#floor[@]}" -ne 5 ]; then
+    echo "compat lane: could not read the keras, tensorflow, keras-tuner, optuna and cmaes floors from pyproject.toml" >&2
     exit 1
 fi
 echo "compat lane: installing ${floor[*]}"
@@ -36,14 +38,17 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q "${floor[@]}" "pytest>=7.4" "hypothesis>=6.90" -e .
 installed=$(date +%s)
 "$venv/bin/python" - <<'EOF'
-import keras, keras_tuner, tensorflow as tf
-print(f"compat lane: Keras {keras.__version__}, TensorFlow {tf.__version__}, KerasTuner {keras_tuner.__version__}")
+import cmaes, keras, keras_tuner, optuna, tensorflow as tf
+print(f"compat lane: Keras {keras.__version__}, TensorFlow {tf.__version__}, KerasTuner "
+      f"{keras_tuner.__version__}, Optuna {optuna.__version__}, cmaes {cmaes.__version__}")
 EOF
 
 status=0
 "$venv/bin/python" -m pytest -p no:cacheprovider -q \
     tests/conformance tests/optimizers/test_matrix.py tests/_compat \
     tests/callbacks/test_monitor_direction.py \
+    tests/tuning/test_optuna_space.py tests/tuning/test_optuna_search.py \
+    tests/tuning/test_optuna_storage.py tests/tuning/test_pareto.py \
     -k "not constructor_fuzz and not constructor_grid" "$@" || status=$?
 end=$(date +%s)
 echo "compat lane: install $((installed - start)) s, tests $((end - installed)) s, total $((end - start)) s"
