@@ -123,6 +123,9 @@ class Space:
         self.fixed = _mapping("fixed", fixed)
         self.ranges = _mapping("ranges", ranges)
         self.defaults = _mapping("defaults", defaults)
+        # As the user gave them, for messages (a subclass may add its own arguments' values).
+        self._given = {"fixed": dict(self.fixed), "ranges": dict(self.ranges),
+                       "defaults": dict(self.defaults)}
         self.prefix = check_type("prefix", prefix, str)
 
     def parameters(self) -> dict[str, Param] | None:
@@ -163,7 +166,8 @@ class Space:
                 raise ValueError(
                     f"Argument `{argument}` names {', '.join(map(repr, unknown))}, which "
                     f"{type(self).__name__} does not have as configured (it has "
-                    f"{', '.join(map(repr, sorted(reaching)))}). Received: {argument}={given!r}")
+                    f"{', '.join(map(repr, sorted(reaching)))}). Received: "
+                    f"{argument}={self._given[argument]!r}")
         for name, param in table.items():
             keys = self._keys(name)
             if not any(key in self.fixed for key in keys):
@@ -175,7 +179,7 @@ class Space:
                         f"Argument `{argument}` gives {key!r}, which `fixed` (or the space's "
                         f"own argument) fixes, so the search would ignore it; remove one of "
                         f"the two. Received: {argument}[{key!r}]={getattr(self, argument)[key]!r}, "
-                        f"fixed={self.fixed!r}")
+                        f"fixed={self._given['fixed']!r}")
 
     def sample(self, hp):
         """Deprecated alias of ``build(hp)`` for the spaces whose ``build`` takes only ``hp``."""

@@ -36,6 +36,14 @@ def test_a_name_the_space_does_not_have_is_refused(kind, argument, value):
         SPACES[kind](**{argument: {"no_such_name": value}})
 
 
+def test_the_message_shows_the_mapping_as_given():
+    # TrainingSpace's epochs=20 goes into its fixed values; the message shows the user's own.
+    with pytest.raises(ValueError, match=r"Received: fixed=\{'batchsize': 64\}$"):
+        tuning.TrainingSpace(fixed={"batchsize": 64})
+    with pytest.raises(ValueError, match=r"Received: ranges\['epochs'\]=\(1, 2\), fixed=\{\}$"):
+        tuning.TrainingSpace(ranges={"epochs": (1, 2)})
+
+
 @pytest.mark.parametrize("make, argument, name", [
     (lambda: tuning.TrainingSpace(clipping=False, fixed={"clip_norm": 1.0}), "fixed", "clip_norm"),
     (lambda: tuning.TrainingSpace(defaults={"shift": 3}), "defaults", "shift"),  # shift=None: off
