@@ -17,6 +17,10 @@ def test_multi_host_recipe_warns_and_binds_no_wildcard_address():
     assert "no authentication" in words and "ssh -N -L" in words
 
 
+def _make_tuner():  # module-level: parallel_search refuses a make_tuner it cannot pickle
+    return "tuner"
+
+
 def test_parallel_search_binds_the_chief_to_loopback(monkeypatch):
     started = []
 
@@ -39,7 +43,7 @@ def test_parallel_search_binds_the_chief_to_loopback(monkeypatch):
         Process = Recorded
 
     monkeypatch.setattr(parallel.multiprocessing, "get_context", lambda method: Context)
-    assert parallel.parallel_search(lambda: "tuner", parallel_trials=2, gpus=[]) == "tuner"
+    assert parallel.parallel_search(_make_tuner, parallel_trials=2, gpus=[]) == "tuner"
     roles = {args[0]: args[1] for args in started}
     assert set(roles) == {"chief", "tuner0", "tuner1"}
     assert {env["KERASTUNER_ORACLE_IP"] for env in roles.values()} == {"127.0.0.1"}
