@@ -12,18 +12,13 @@ otherwise ignore them and tune what the user meant to fix.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keras_trainkit.tuning.space_checks import default_in, is_number
 from keras_trainkit.utils.validation import check_condition, check_in, check_type
-
-
-def _is_number(value, integer: bool) -> bool:
-    kind = numbers.Integral if integer else numbers.Real
-    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -43,14 +38,14 @@ class Param:
         if self.kind in ("float", "int"):
             integer = self.kind == "int"
             ok = (isinstance(bounds, (tuple, list)) and len(bounds) == 2
-                  and all(_is_number(b, integer) for b in bounds))
+                  and all(is_number(b, integer) for b in bounds))
             check_condition(name, bounds, ok, f"must be a (low, high) pair of "
                             f"{'integers' if integer else 'numbers'}")
             low, high = bounds
             check_condition(name, bounds, low <= high, "must satisfy low <= high")
             check_condition(name, bounds, not self.log or low > 0,
                             "must be positive: the parameter is sampled on a log scale")
-            default = min(max(self.default, low), high)
+            default = default_in(low, high, self.default)
             return Param(self.kind, default, low, high, self.log)
         check_condition(name, bounds, isinstance(bounds, (tuple, list)) and len(bounds) > 0,
                         "must list at least one value")
@@ -61,7 +56,7 @@ class Param:
     def with_default(self, default, name: str = "default") -> "Param":
         """This parameter with another default (the value a first or grid trial takes)."""
         if self.kind in ("float", "int"):
-            check_condition(name, default, _is_number(default, integer=self.kind == "int")
+            check_condition(name, default, is_number(default, integer=self.kind == "int")
                             and self.low <= default <= self.high,
                             f"must be {'an integer' if self.kind == 'int' else 'a number'} "
                             f"in [{self.low}, {self.high}]")

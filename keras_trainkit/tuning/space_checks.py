@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from keras_trainkit.utils.validation import check_condition
 
 
-def _is_number(value, integer: bool) -> bool:
+def is_number(value, integer: bool = False) -> bool:
+    """Whether ``value`` is a real number (an integer with ``integer``), not a bool."""
     kind = numbers.Integral if integer else numbers.Real
     return isinstance(value, kind) and not isinstance(value, bool)
 
@@ -24,7 +25,7 @@ def _is_number(value, integer: bool) -> bool:
 def check_range(name: str, value, minimum, *, below=None, integer: bool = False) -> tuple:
     """A ``(low, high)`` pair with ``minimum <= low <= high`` (and ``high < below``)."""
     ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(_is_number(v, integer) for v in value)
+          and all(is_number(v, integer) for v in value)
           and minimum <= value[0] <= value[1] and (below is None or value[1] < below))
     bounds = f"{minimum} <= low <= high" + ("" if below is None else f" < {below}")
     check_condition(name, value, ok,
@@ -36,7 +37,7 @@ def check_range(name: str, value, minimum, *, below=None, integer: bool = False)
 def check_sizes(name: str, values: Sequence[int]) -> tuple:
     """A non-empty sequence of positive integers (layer widths, kernel sizes, ...)."""
     ok = (isinstance(values, (tuple, list)) and len(values) > 0
-          and all(_is_number(v, integer=True) and v > 0 for v in values))
+          and all(is_number(v, integer=True) and v > 0 for v in values))
     check_condition(name, values, ok, "must list positive integers")
     return tuple(values)
 
@@ -49,7 +50,7 @@ def check_shape(name: str, value) -> tuple:
     except TypeError:  # not iterable
         shape = None
     ok = (shape is not None and not isinstance(value, str)
-          and all(d is None or (_is_number(d, integer=True) and d > 0) for d in shape))
+          and all(d is None or (is_number(d, integer=True) and d > 0) for d in shape))
     check_condition(name, value, ok, "must be a shape: a tuple of positive integers "
                     "(None for a length that varies)")
     return shape
@@ -78,4 +79,5 @@ def default_in(low, high, preferred):
     return min(max(preferred, low), high)
 
 
-__all__ = ["check_keras_names", "check_range", "check_shape", "check_sizes", "default_in"]
+__all__ = ["check_keras_names", "check_range", "check_shape", "check_sizes", "default_in",
+           "is_number"]

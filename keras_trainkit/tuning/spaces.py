@@ -22,14 +22,18 @@ Example:
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
 from keras_trainkit.tuning.space_base import Param, Space, _choice, _float, _scoped_values
-from keras_trainkit.tuning.space_checks import check_keras_names, check_range, check_sizes
+from keras_trainkit.tuning.space_checks import (
+    check_keras_names,
+    check_range,
+    check_sizes,
+    is_number,
+)
 from keras_trainkit.utils.validation import check_condition, check_in, check_positive, check_type
 
 
@@ -325,7 +329,7 @@ class TrainingSpace(Space):
                  shift: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.batch_sizes = check_sizes("batch_sizes", batch_sizes)
-        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
+        if is_number(epochs, integer=True):
             check_positive("epochs", epochs, integer=True)
             self.fixed.setdefault("epochs", epochs)
             epochs = (epochs, epochs)
