@@ -312,7 +312,7 @@ def test_fit_return_string(tmp_path):
         directory=tmp_path,
     )
 
-    with pytest.raises(TypeError, match="HyperModel\.fit\(\) to be one of"):
+    with pytest.raises(TypeError, match=r"HyperModel\.fit\(\) to be one of"):
         tuner.search()
 
 
@@ -328,7 +328,7 @@ def test_run_trial_return_string(tmp_path):
         directory=tmp_path,
     )
 
-    with pytest.raises(TypeError, match="Tuner\.run_trial\(\) to be one of"):
+    with pytest.raises(TypeError, match=r"Tuner\.run_trial\(\) to be one of"):
         tuner.search()
 
 
@@ -345,7 +345,7 @@ def test_no_objective_fit_return_not_float(tmp_path):
     )
 
     with pytest.raises(
-        TypeError, match="HyperModel\.fit\(\) to be a single float"
+        TypeError, match=r"HyperModel\.fit\(\) to be a single float"
     ):
         tuner.search()
 
@@ -362,7 +362,7 @@ def test_no_objective_run_trial_return_not_float(tmp_path):
     )
 
     with pytest.raises(
-        TypeError, match="Tuner\.run_trial\(\) to be a single float"
+        TypeError, match=r"Tuner\.run_trial\(\) to be a single float"
     ):
         tuner.search()
 
