@@ -46,13 +46,16 @@ def summed_gradients(strategy, replica_step, data):
     return finite, grads
 
 
-def _loss_scale(optimizer):
-    """The dynamic loss scale of a ``LossScaleOptimizer`` (``mixed_float16``), else ``None``."""
+def is_loss_scaled(optimizer) -> bool:
+    """Whether ``optimizer`` is a ``LossScaleOptimizer`` (``mixed_float16``)."""
     import keras
 
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.dynamic_scale
-    return None
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def _loss_scale(optimizer):
+    """The dynamic loss scale of a ``LossScaleOptimizer`` (``mixed_float16``), else ``None``."""
+    return optimizer.dynamic_scale if is_loss_scaled(optimizer) else None
 
 
 def unscale(optimizer, grads):

@@ -294,24 +294,38 @@ class Trainer:
 
         Runs in a cross-replica context (the replicas' :meth:`replica_step` via
         ``strategy.run``, then one update from the summed gradients). Returns a
-        boolean scalar: whether the loss and the gradients were finite. Under
-        XLA the gradients reach the update through an XLA optimization barrier
-        (see ``keras_trainkit.training.compiled.pin_gradients``).
+        boolean scalar for the ``on_nan`` policy: whether the loss and the
+        gradients were finite. Under a loss-scale optimizer (``mixed_float16``)
+        overflowing gradients are its business, as in ``fit``: it gets them
+        directly (not through accumulation or the transforms), skips the update
+        and lowers its scale, and the step counts as finite. Under XLA the
+        gradients reach the update through an XLA optimization barrier (see
+        ``keras_trainkit.training.compiled.pin_gradients``).
         """
-        finite, grads = replicas.summed_gradients(self.strategy, self.replica_step, data)
-        self.non_finite.note_loss(finite)
-        if self._guard_gradients:
-            finite = tf.logical_and(finite, all_finite(grads))
+        loss_finite, grads = replicas.summed_gradients(self.strategy, self.replica_step, data)
+        self.non_finite.note_loss(loss_finite)
+        variables = self.model.trainable_variables
+        finite = step_ok = loss_finite
+        if replicas.is_loss_scaled(self.optimizer):
+            overflow = tf.logical_and(loss_finite, tf.logical_not(all_finite(grads)))
+            finite = tf.logical_and(loss_finite, tf.logical_not(overflow))
+
+            def lower_scale():
+                self._optimizer_apply(grads, variables)
+                return tf.constant(True)
+
+            tf.cond(overflow, lower_scale, lambda: tf.constant(False))
+        elif self._guard_gradients:
+            finite = step_ok = tf.logical_and(loss_finite, all_finite(grads))
         if self.jit_compile and self.strategy.num_replicas_in_sync == 1:
             finite, grads = pin_gradients(finite, grads)
-        variables = self.model.trainable_variables
 
         def update():
             self._accumulator.add(grads, lambda g: self.apply_gradients(g, variables))
             return tf.constant(True)
 
         tf.cond(finite, update, lambda: tf.constant(False))
-        return finite
+        return step_ok
 
     def test_step(self, data):
         """One evaluation batch of one replica: forward pass, loss and metrics (no update)."""

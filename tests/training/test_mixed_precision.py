@@ -36,3 +36,35 @@ def test_mixed_precision_trains(policy, name):
     assert int(trainer.optimizer.iterations) == 16
     # The transforms saw unscaled gradients: a norm of order 1, not of the loss scale (2**15).
     assert 0.0 < float(clip.statistics["grad_norm"]) < 100.0
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_overflow_lowers_the_loss_scale_as_in_fit(policy, accumulation):
+    # Targets near 300 make the scaled float16 gradients overflow at the first steps:
+    # the loss-scale optimizer skips those updates and halves its scale until they fit,
+    # as it does in model.fit; the Trainer's on_nan policy is for non-finite losses.
+    policy("mixed_float16")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (rng.normal(size=(64, 1)) * 300).astype("float32")
+
+    def make():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dense(1, dtype="float32")])
+
+    reference = make()
+    keras_accumulation = accumulation if accumulation > 1 else None  # Keras takes None or >= 2
+    reference.compile(keras.optimizers.SGD(1e-6, gradient_accumulation_steps=keras_accumulation), "mse")
+    expected = reference.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0).history
+    model = make()
+    trainer = Trainer(model, keras.optimizers.SGD(1e-6), "mse", jit_compile=False, shuffle=False,
+                      gradient_accumulation_steps=accumulation)
+    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+    assert float(reference.optimizer.dynamic_scale) < 2.0 ** 15  # the data did overflow
+    assert float(trainer.optimizer.dynamic_scale) == float(reference.optimizer.dynamic_scale)
+    assert int(trainer.optimizer.iterations) == int(reference.optimizer.iterations) > 0
+    assert trainer.skipped_steps == 0 and len(history["loss"]) == 3
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-5)
+    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
