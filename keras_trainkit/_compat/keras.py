@@ -86,6 +86,17 @@ def loss_tracker(model):
     return getattr(model, "_loss_tracker", None)
 
 
+def metrics_in_order(model, logs: dict):
+    """``logs`` as the list ``model.evaluate`` returns: the order of ``model.metrics`` (each
+    compiled metric's own entries in turn), then any other key alphabetically; one value alone
+    is returned as it is.
+
+    Upstream: ``Trainer._flatten_metrics_in_order`` (``keras/src/trainers/trainer.py``),
+    Keras 3.8-3.15.
+    """
+    return model._flatten_metrics_in_order(logs)
+
+
 def loss_total_and_count(model):
     """``(total, count)`` of the loss tracker this epoch: the batch-size-weighted sum of batch losses and the weight.
 

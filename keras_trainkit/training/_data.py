@@ -16,6 +16,8 @@ policy.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -254,15 +256,15 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
 
 
 def split_validation(x, y, sample_weight, fraction: float):
-    """Hold out the last ``fraction`` of the examples (before shuffling), like ``fit``."""
+    """Hold out the last ``fraction`` of the examples (before shuffling), like ``fit``: the
+    first ``floor(n * (1 - fraction))`` examples train."""
     n = len(_flat(x)[0])
-    n_val = int(round(n * fraction))
-    if n_val == 0 or n_val >= n:
+    cut = int(math.floor(n * (1.0 - fraction)))
+    if cut == 0 or cut == n:
         raise ValueError(
             "Argument `validation_split` must leave at least one example on each side. "
             f"Received: validation_split={fraction} with {n} examples"
         )
-    cut = n - n_val
 
     def head(s):
         return None if s is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], s)

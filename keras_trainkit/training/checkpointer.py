@@ -37,6 +37,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit.training.epoch_plan import Position
 from keras_trainkit.utils.checkpoints import (
     CheckpointError,
     assign_arrays,
@@ -94,10 +95,12 @@ class Checkpointer:
         self.resumed = None  # what a resume restored, in words
 
     def restore(self, initial_epoch: int):
-        """Load the checkpoint if there is one; returns ``(epoch, step)`` to start from."""
+        """Load the checkpoint if there is one; returns ``(epoch, step, position)`` to start
+        from (``position``: the :class:`~keras_trainkit.training.epoch_plan.Position` of the
+        data; a checkpoint of a run without ``steps_per_epoch`` is at its epoch's pass)."""
         loaded = self._load()
         if loaded is None:
-            return initial_epoch, 0
+            return initial_epoch, 0, Position(initial_epoch, 0)
         arrays, meta, blobs = loaded
         self._check_run(meta)
         assign_arrays(self._variables(), arrays, self._shown_path())
@@ -107,14 +110,23 @@ class Checkpointer:
         epoch, step = int(meta["epoch"]), int(meta["step"])
         self.resumed = f"Resumed from {self.directory} at epoch {epoch + 1}, step {step}."
         logger.info(self.resumed)
-        return epoch, step
+        position = Position(meta["pass"], meta["pass_step"]) if "pass" in meta else Position(epoch, 0)
+        return epoch, step, position
 
-    def save(self, epoch: int, step: int) -> None:
-        """Write the checkpoint of the position ``(epoch, step)`` (step 0: the epoch's start)."""
+    def save(self, epoch: int, step: int, position=None) -> None:
+        """Write the checkpoint of ``(epoch, step)`` (step 0: the epoch's start).
+
+        ``position`` (a ``steps_per_epoch`` run's pass and the batches earlier epochs drew
+        from it) is saved with it; a dataset's random state is the one its pass started
+        from, or the current one where the next epoch starts a new pass.
+        """
         blobs = None
-        if self.cursor is not None:  # mid-epoch: the state the epoch started from
-            blobs = self.cursor.state() if step == 0 else self.cursor.epoch_state
+        at_new_pass = step == 0 and (position is None or position.pass_step == 0)
+        if self.cursor is not None:
+            blobs = self.cursor.state() if at_new_pass else self.cursor.epoch_state
         meta = {"epoch": int(epoch), "step": int(step), "seed": int(self.seed), **self.run}
+        if position is not None and self.run.get("steps_per_epoch"):
+            meta.update({"pass": int(position.pass_index), "pass_step": int(position.pass_step)})
         save_checkpoint(self.path, variable_arrays(self._variables()), meta, blobs=blobs)
         self._remove_legacy()
 
@@ -124,7 +136,7 @@ class Checkpointer:
 
     def _check_run(self, meta) -> None:
         shown = self._shown_path()
-        for key in ("epoch", "step", "seed"):
+        for key in ("epoch", "step", "seed") + (("pass", "pass_step") if "pass" in meta else ()):
             if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool) or meta[key] < 0:
                 raise CheckpointError(f"The checkpoint {shown!r} has no valid `{key}` ({meta.get(key)!r}). "
                                       "Delete it to start over.")

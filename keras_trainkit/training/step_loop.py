@@ -41,18 +41,20 @@ class StepLoop:
         self.k = int(steps_per_execution)
         self._limits = StepLimits(self.k)
 
-    def run(self, call, steps, *, begin, end, first_step=0, after_call=None, should_stop=None):
+    def run(self, call, steps, *, begin, end, first_step=0, after_call=None, should_stop=None, count=False):
         """Run the pass; returns ``(payload of the last call, steps done)``.
 
         ``begin(step)`` and ``end(last_step, payload)`` are the batch hooks;
         ``after_call(step, n)`` runs after each call (checkpoints);
-        ``should_stop()`` ends the pass after a call (``model.stop_training``).
+        ``should_stop()`` ends the pass after a call (``model.stop_training``);
+        ``count``: read ``n`` back although ``steps`` is known (data that may end sooner).
         """
         step, payload = first_step, None
         while steps is None or step < steps:
             begin(step)
+            asked = self.k if steps is None else min(self.k, steps - step)
             n, result = call(self._limits(None if steps is None else steps - step))
-            n = int(n) if steps is None else min(self.k, steps - step)
+            n = int(n) if steps is None or count else asked
             if n == 0:
                 break
             payload = result
@@ -60,6 +62,6 @@ class StepLoop:
             end(step - 1, payload)
             if after_call is not None:
                 after_call(step, n)
-            if (should_stop is not None and should_stop()) or n < self.k:
+            if (should_stop is not None and should_stop()) or n < asked:
                 break
         return payload, step

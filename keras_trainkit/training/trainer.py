@@ -19,6 +19,7 @@ from keras_trainkit._compat.keras import (
     clear_initial_epoch,
     compute_loss_with_training_flag,
     initial_epoch_set_by_callbacks,
+    metrics_in_order,
 )
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
@@ -398,8 +399,10 @@ class Trainer:
             checkpoint_every_n_steps: steps between checkpoints inside an
                 epoch (a positive integer), or ``None`` for epoch ends only.
             steps_per_epoch: steps per epoch (Keras's meaning: one iterator
-                runs on across epochs), or ``None`` for one pass over the data.
-                Required for an infinite dataset (``dataset.repeat()``).
+                runs on across epochs; where a pass over finite data has fewer
+                batches left, the epoch ends with them and the next starts a new
+                pass), or ``None`` for one pass over the data. Required for an
+                infinite dataset (``dataset.repeat()``).
         """
         verbose = check_fit_arguments(
             x, epochs=epochs, initial_epoch=initial_epoch, validation_split=validation_split, verbose=verbose,
@@ -421,7 +424,8 @@ class Trainer:
                                          self.seed, steps_per_epoch)
         resume_step = 0
         if checkpointer is not None:
-            initial_epoch, resume_step = checkpointer.restore(initial_epoch)
+            initial_epoch, resume_step, position = checkpointer.restore(initial_epoch)
+            plan.resume_at(position)
             if checkpointer.resumed and verbose:
                 print(checkpointer.resumed)
         self.model.stop_training = False
@@ -465,24 +469,25 @@ class Trainer:
         def after_call(step, n):
             if checkpointer is not None and every and step // every > (step - n) // every and (
                     steps is None or step < steps):
-                checkpointer.save(epoch, step)
+                checkpointer.save(epoch, step, plan.position)
 
-        logs, _ = self._loop.run(
+        logs, steps_done = self._loop.run(
             bind(train_function, iterator), steps, begin=callbacks.on_train_batch_begin,
             end=lambda step, payload: callbacks.on_train_batch_end(step, payload), first_step=first_step,
-            after_call=after_call, should_stop=lambda: self.model.stop_training)
+            after_call=after_call, should_stop=lambda: self.model.stop_training, count=plan.counts_steps)
+        plan.end_epoch(steps_done, stopped=self.model.stop_training)
         logs = scalar_logs(logs)
         self.non_finite.end_epoch(epoch, self.model)
         # A transform that stopped training in the graph (SkipNonFinite under XLA,
         # where compiled code cannot raise) raises here at the latest.
         self._chain.raise_if_stopped()
-        if validation is not None and not self.model.stop_training:
+        if validation is not None:  # as in `fit`, also in an epoch that set `stop_training`
             with self.evaluation_weights():
                 val_logs = self._evaluate_prepared(*validation, callbacks)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if checkpointer is not None:
-            checkpointer.save(epoch + 1, 0)
+            checkpointer.save(epoch + 1, 0, plan.position)
         return logs
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
@@ -495,10 +500,7 @@ class Trainer:
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=steps, history=False)
         with self.evaluation_weights():
             logs = self._evaluate_prepared(dataset, steps, callbacks)
-        if return_dict:
-            return logs
-        values = list(logs.values())
-        return values[0] if len(values) == 1 else values
+        return logs if return_dict else metrics_in_order(self.model, logs)
 
     def _evaluate_prepared(self, dataset, steps, callbacks):
         """Run the test function over a prepared ``dataset`` of ``steps`` batches; returns the logs."""

@@ -4,7 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_trainkit._compat.keras import _add_slot_variables_by_reference, add_slot_variables, metric_direction
+from keras_trainkit._compat.keras import (
+    _add_slot_variables_by_reference,
+    add_slot_variables,
+    metric_direction,
+    metrics_in_order,
+)
 
 
 def _model_variables():
@@ -67,3 +72,19 @@ def test_the_fallback_builds_what_keras_builds():
 ])
 def test_metric_direction(metric, direction):
     assert metric_direction(metric) == direction
+
+
+def test_metrics_in_order_is_the_order_of_model_evaluate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = {"a": rng.normal(size=(16, 1)).astype("float32"), "b": rng.integers(0, 2, size=(16, 1))}
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(inputs),
+                                 "b": keras.layers.Dense(1, activation="sigmoid", name="b")(inputs)})
+    model.compile("sgd", {"a": "mse", "b": "binary_crossentropy"}, metrics={"a": ["mae"], "b": ["accuracy"]})
+    as_list = model.evaluate(x, y, verbose=0)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    reordered = dict(reversed(list(logs.items())))  # the order of the dictionary must not matter
+    assert metrics_in_order(model, reordered) == pytest.approx(as_list)
+    assert len(as_list) == 5
