@@ -10,9 +10,14 @@ uniquely, and the study decides which trial comes next.
   the Optuna trial in registration order (:mod:`~keras_trainkit.tuning.optuna_space`),
   so the parameters of an inactive conditional scope (another optimizer's
   ``beta_1``) are never asked. Hyperparameters a model registers only while
-  it is built are asked then, from the same trial.
-* **Epochs**: every epoch's objective reaches the study (``trial.report``);
-  an Optuna pruner (``optuna.pruners.*``) or one of our rules (``"median"``,
+  it is built (or in ``HyperModel.fit``) are asked then, from the same trial;
+  with ``tune_new_entries=False`` they keep their defaults, as KerasTuner's,
+  and in the defaults trial of ``start_from_defaults`` they are recorded in
+  the study at their defaults.
+* **Epochs**: every epoch's objective reaches the study (as ``trial.report``;
+  with ``executions_per_trial > 1``, the mean over the executions so far, as
+  KerasTuner records it, each execution overwriting the last); an Optuna
+  pruner (``optuna.pruners.*``) or one of our rules (``"median"``,
   ``"asha"``, a :class:`~keras_trainkit.tuning.Pruner`, applied to every
   worker's trials through the study) can stop a trial. A pruned trial ends
   ``PRUNED`` in the study and ``COMPLETED`` with its best score in
@@ -43,6 +48,7 @@ from keras_trainkit.tuning.optuna_samplers import get_sampler
 from keras_trainkit.tuning.optuna_space import (
     AskingHyperParameters,
     active_values,
+    fix_value,
     optuna_params,
     suggest,
 )
@@ -66,6 +72,7 @@ _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialSta
             TrialState.FAIL)
 SURPLUS_ATTR = "trainkit_surplus"
 WORKER_ATTR = "trainkit_worker"
+DEFAULTS_ATTR = "trainkit_defaults"  # the trial ``start_from_defaults`` enqueued
 
 
 def _this_worker() -> dict:
@@ -160,6 +167,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         self.grace_period = check_heartbeat(heartbeat_interval, grace_period, max_retry)
         self.max_retry = max_retry
         self.optuna_trials: dict[str, optuna.Trial] = {}
+        self.storage_ids: dict[str, int] = {}  # KerasTuner's trial id -> the storage's
         self.heartbeats: dict[str, Heartbeat] = {}
         self._storage = None
         self._study = None
@@ -209,14 +217,31 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         optuna_trial = response["optuna_trial"]
         hyperparameters = AskingHyperParameters.from_config(self.hyperparameters.get_config())
         hyperparameters.values = response["values"]
-        hyperparameters.ask = lambda hp: suggest(optuna_trial, hp)
         trial_id = self.trial_id_of(optuna_trial.number)
         self._attach(trial_id, optuna_trial)
+        if self.tune_new_entries:  # else KerasTuner's: new entries keep their defaults
+            hyperparameters.ask = self._asker(trial_id, optuna_trial)
         return kt_compat.start_trial(self, tuner_id, trial_id, hyperparameters, RUNNING)
 
+    def _asker(self, trial_id: str, optuna_trial):
+        """How the trial asks for a hyperparameter registered after it started: from the
+        study, or at its default in the trial ``start_from_defaults`` enqueued."""
+        if not optuna_trial.user_attrs.get(DEFAULTS_ATTR):
+            return lambda hp: suggest(optuna_trial, hp)
+        storage, storage_id = optuna_trial.storage, self.storage_ids[trial_id]
+        return lambda hp: fix_value(storage, storage_id, hp, hp.default)
+
     def trial_id_of(self, number: int) -> str:
-        """KerasTuner's id of the Optuna trial ``number`` (zero-padded like KerasTuner's)."""
+        """KerasTuner's id of a new trial, the Optuna trial ``number`` zero-padded like
+        KerasTuner's to the width of ``max_trials``. A search resumed with a larger
+        ``max_trials`` pads its new trials wider: look trials up by :meth:`trial_of`."""
         return f"{number:0{len(str(self.max_trials))}d}"
+
+    def trial_of(self, number: int):
+        """KerasTuner's trial of the Optuna trial ``number`` (whatever width its id was
+        padded to), or ``None``."""
+        return next((trial for trial_id, trial in self.trials.items()
+                     if trial_id.isdigit() and int(trial_id) == number), None)
 
     def populate_space(self, trial_id):
         """Ask the study for a trial (``trial_id`` is unused: the trial's number names it)."""
@@ -246,7 +271,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
                 return IDLE
             return None
         if self.start_from_defaults and not trials:
-            study.enqueue_trial(optuna_params_of_defaults(self), skip_if_exists=True)
+            study.enqueue_trial(optuna_params_of_defaults(self), skip_if_exists=True,
+                                user_attrs={DEFAULTS_ATTR: True})
         with warnings.catch_warnings():
             # Optuna warns that heartbeats are meant for Study.optimize: we beat ourselves.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -295,9 +321,10 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
 
     def _attach(self, trial_id: str, optuna_trial) -> None:
         self.optuna_trials[trial_id] = optuna_trial
+        self.storage_ids[trial_id] = storage_trial_id(self.study, self.storage,
+                                                      optuna_trial.number)
         if has_heartbeat(self.storage) and trial_id not in self.heartbeats:
-            self.heartbeats[trial_id] = Heartbeat(
-                self.storage, storage_trial_id(self.study, self.storage, optuna_trial.number))
+            self.heartbeats[trial_id] = Heartbeat(self.storage, self.storage_ids[trial_id])
 
     # -- epochs and pruning -------------------------------------------------------
     @keras_tuner.synchronized
@@ -307,11 +334,13 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         name = self.objective.name
         if optuna_trial is None or self.multi_objective or name not in metrics:
             return trial
-        value = float(np.mean(metrics[name]))
+        value = _mean_at(trial, name, int(step))
         if not np.isfinite(value):
             return trial
-        try:
-            optuna_trial.report(value, int(step))
+        try:  # an earlier execution's value at this step is overwritten (as Trial.report
+            # would not): the storage's public call, one writer per trial in any storage
+            optuna_trial.storage.set_trial_intermediate_value(
+                self.storage_ids[trial_id], int(step), value)
         except optuna.exceptions.UpdateFinishedTrialError:
             return trial  # failed by its heartbeat meanwhile: its copy runs elsewhere
         reason = self._prune_reason(trial, optuna_trial, int(step))
@@ -324,8 +353,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         return trial
 
     def _prune_reason(self, trial, optuna_trial, step: int) -> str | None:
-        if self.optuna_pruner is not None:
-            if optuna_trial.should_prune():
+        if self.optuna_pruner is not None:  # Trial.should_prune, with the stored values
+            frozen = optuna_trial.storage.get_trial(self.storage_ids[trial.trial_id])
+            if self.study.pruner.prune(self.study, frozen):
                 return f"Optuna's {type(self.optuna_pruner).__name__} said to prune"
             return None
         if not isinstance(self.pruner, Pruner):
@@ -354,6 +384,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         if heartbeat is not None:
             heartbeat.stop()
         optuna_trial = self.optuna_trials.pop(trial.trial_id, None)
+        self.storage_ids.pop(trial.trial_id, None)
         if optuna_trial is None:
             return
         record = self.trials[trial.trial_id]
@@ -423,9 +454,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         """The KerasTuner trials of the study's Pareto front (``study.best_trials``),
         best first by the first objective."""
         self.refresh_trials()
-        numbers = [t.number for t in self.study.best_trials]
-        front = [self.trials[self.trial_id_of(n)] for n in numbers
-                 if self.trial_id_of(n) in self.trials]
+        front = [self.trial_of(t.number) for t in self.study.best_trials]
+        front = [t for t in front if t is not None]
         first = objectives_of(self.objective)[0]
         return sorted(front, key=lambda t: self.objective_values(t)[0],
                       reverse=first.direction == "max")
@@ -441,10 +471,18 @@ def _places(trials) -> list:
     return sorted(holders, key=lambda t: (t.system_attrs.get("failed_trial", t.number), t.number))
 
 
+def _mean_at(trial, name: str, step: int) -> float:
+    """The mean of the objective ``name`` at ``step`` over the trial's executions so far
+    (KerasTuner's record: one value per execution)."""
+    values = [np.mean(o.value) for o in trial.metrics.get_history(name) if o.step == step]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def optuna_params_of_defaults(oracle) -> dict:
     """The Optuna parameters of every active hyperparameter at its default."""
     space = oracle.hyperparameters.space
     return optuna_params(space, active_values(space, lambda hp: hp.default))
 
 
-__all__ = ["OptunaOracle", "SURPLUS_ATTR", "WORKER_ATTR", "objectives_of", "optuna_params_of_defaults"]
+__all__ = ["DEFAULTS_ATTR", "OptunaOracle", "SURPLUS_ATTR", "WORKER_ATTR", "objectives_of",
+           "optuna_params_of_defaults"]

@@ -23,7 +23,8 @@ its index keeps the order (a categorical would not) and the value stays exact.
 
 :func:`suggest` asks an ``optuna.Trial`` for one hyperparameter and returns the
 KerasTuner value; :func:`optuna_params` turns KerasTuner values into Optuna
-parameters (to enqueue a trial at known values); :class:`AskingHyperParameters`
+parameters (to enqueue a trial at known values), :func:`fix_value` records one
+in a running trial; :class:`AskingHyperParameters`
 asks the study for every hyperparameter a model registers while it is built,
 so a parameter is asked only when the build reaches it (define-by-run).
 """
@@ -82,6 +83,21 @@ def _stepped_log(hp) -> ParamMapping:
                         to_value, to_param)
 
 
+def _mirror(low, high, cast):
+    """``v -> lo + hi - v`` on ``[lo, hi]``: each end maps exactly to the other (in
+    floating point ``lo + hi - lo`` may miss ``hi``, and KerasTuner's default is ``lo``)
+    and rounding never leaves the range."""
+
+    def mirror(value):
+        if value == low:
+            return cast(high)
+        if value == high:
+            return cast(low)
+        return cast(min(max(low + high - value, low), high))
+
+    return mirror
+
+
 def _numerical(hp) -> ParamMapping:
     is_int = isinstance(hp, kt_hp.Int)
     low, high = hp.min_value, hp.max_value
@@ -90,7 +106,7 @@ def _numerical(hp) -> ParamMapping:
     if hp.sampling == "reverse_log":
         distribution = (optuna.distributions.IntDistribution(low, high, log=True) if is_int
                         else optuna.distributions.FloatDistribution(low, high, log=True))
-        mirror = (lambda v: int(low + high - v)) if is_int else (lambda v: low + high - v)
+        mirror = _mirror(low, high, int if is_int else float)
         return ParamMapping(hp.name + MIRRORED, distribution, mirror, mirror)
     log = hp.sampling == "log"
     if is_int:
@@ -131,6 +147,20 @@ def suggest(trial, hp):
     return param.to_value(_ask(trial, param))
 
 
+def fix_value(storage, trial_id: int, hp, value):
+    """Record the KerasTuner ``value`` as the parameter of ``hp`` of the storage's trial
+    ``trial_id`` (in ``hp``'s distribution, as an enqueued trial's fixed parameter is)
+    and return its KerasTuner value; a parameter recorded already keeps its value."""
+    param = mapping(hp)
+    recorded = storage.get_trial(trial_id).params
+    if param.name not in recorded:
+        recorded = {param.name: param.to_param(value)}
+        storage.set_trial_param(trial_id, param.name,
+                                param.distribution.to_internal_repr(recorded[param.name]),
+                                param.distribution)
+    return param.to_value(recorded[param.name])
+
+
 def _ask(trial, param: ParamMapping):
     """``trial.suggest_*`` for the mapping's distribution."""
     distribution = param.distribution
@@ -156,10 +186,14 @@ def active_values(space, choose: Callable) -> dict:
 
 
 def optuna_params(space, values: dict) -> dict:
-    """The Optuna parameters (names and values) of the KerasTuner ``values``."""
+    """The Optuna parameters (names and values) of the KerasTuner ``values``: those of
+    the hyperparameters active given ``values``, so of two hyperparameters of one name
+    in exclusive conditional scopes, the active one maps the value."""
+    given = keras_tuner.HyperParameters()
+    given.values = dict(values)
     params = {}
     for hp in space:
-        if hp.name in values:
+        if hp.name in values and given.is_active(hp):
             param = mapping(hp)
             params[param.name] = param.to_param(values[hp.name])
     return params
@@ -203,4 +237,4 @@ class AskingHyperParameters(keras_tuner.HyperParameters):
 
 
 __all__ = ["AskingHyperParameters", "INDEX", "MIRRORED", "ParamMapping", "active_values",
-           "mapping", "optuna_params", "suggest"]
+           "fix_value", "mapping", "optuna_params", "suggest"]

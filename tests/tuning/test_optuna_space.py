@@ -4,6 +4,7 @@ ImportError without Optuna. No training: fast."""
 import importlib
 import pickle
 import sys
+import warnings
 
 import keras_tuner
 import numpy as np
@@ -211,3 +212,46 @@ def test_a_retried_trial_takes_its_originals_place_and_a_surplus_trial_none():
     study.add_trial(optuna.create_trial(state=state.FAIL, user_attrs={SURPLUS_ATTR: True}))
     study.add_trial(optuna.create_trial(state=state.FAIL))  # a trial that raised: it counts
     assert [t.number for t in _places(study.trials)] == [0, 3, 2, 5]
+
+
+def test_a_name_in_two_conditional_scopes_maps_the_active_ones_value():
+    """KerasTuner allows one name in two exclusive scopes; only the active one's value
+    becomes an Optuna parameter (``units:index`` 2: 8 = 2 * 2**2 on the first grid,
+    which KerasTuner's own defaults choose)."""
+    hps = keras_tuner.HyperParameters()
+    hps.Choice("kind", ["small", "big"])
+    with hps.conditional_scope("kind", "small"):
+        hps.Int("units", 2, 64, step=2, sampling="log", default=8)
+    with hps.conditional_scope("kind", "big"):
+        hps.Int("units", 3, 243, step=3, sampling="log")
+    assert hps.values == {"kind": "small", "units": 8}
+    defaults = optuna_space.active_values(hps.space, lambda hp: hp.default)
+    params = optuna_space.optuna_params(hps.space, defaults)
+    assert params == {"kind": "small", "units:index": 2}
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    assert optuna_space.active_values(
+        hps.space, lambda hp: optuna_space.suggest(trial, hp)) == hps.values
+    big = optuna_space.optuna_params(hps.space, {"kind": "big", "units": 27})
+    assert big == {"kind": "big", "units:index": 2}  # 27 = 3 * 3**2 on the second grid
+
+
+@pytest.mark.parametrize("low, high", [(0.01, 0.3), (0.9, 0.9999), (0.5, 0.999), (1e-3, 0.7)])
+def test_a_reverse_log_default_comes_back_exactly_and_in_range(low, high):
+    """KerasTuner's default of a Float is its ``min_value``; enqueued, it comes back as
+    itself, with no out-of-range warning, and every mirrored value stays in range."""
+    hp = _hp(lambda h: h.Float("beta", low, high, sampling="reverse_log"))
+    assert hp.default == low
+    study = optuna.create_study()
+    study.enqueue_trial(optuna_space.optuna_params([hp], {"beta": hp.default}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trial = study.ask()
+        assert optuna_space.suggest(trial, hp) == low
+    param = optuna_space.mapping(hp)
+    assert param.to_param(high) == low and param.to_value(low) == high
+    for value in np.linspace(low, high, 101):
+        mirrored = param.to_param(value)
+        assert low <= mirrored <= high
+        assert low <= param.to_value(mirrored) <= high
