@@ -7,7 +7,12 @@ import math
 
 import keras
 
-from keras_trainkit.callbacks._monitor import MonitorBase, check_optional_number, sync_model_state
+from keras_trainkit.callbacks._monitor import (
+    MonitorBase,
+    _direction_from_metrics,
+    check_optional_number,
+    sync_model_state,
+)
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import variable_arrays
@@ -68,7 +73,8 @@ class EarlyStopping(MonitorBase):
     are combined with "or": training stops as soon as any holds, and
     ``stopped_reason`` names it (one of :data:`REASONS`); a log line says why.
 
-    Prechelt's criteria (for errors, so ``mode`` must resolve to ``"min"``;
+    Prechelt's criteria (for errors, so ``mode`` must resolve to ``"min"``, or
+    a ``ValueError`` is raised;
     ``t`` counts checks, an epoch unless ``check_every_n_steps`` is set;
     ``E_va`` is the monitored value, ``E_tr`` the ``training_monitor`` value):
 
@@ -103,7 +109,8 @@ class EarlyStopping(MonitorBase):
         mode: ``"auto"``, ``"min"`` or ``"max"``.
         baseline: as in Keras: ``wait`` resets only on improvements that also
             beat the baseline.
-        restore_best_weights: restore the best check's weights at the end.
+        restore_best_weights: restore the best check's weights at the end
+            (nothing when no check ran, as in Keras).
         start_from_epoch: epochs to train before checking starts.
         min_delta_mode: ``"absolute"`` (Keras's rule) or ``"relative"``: an
             improvement must beat ``best`` by ``min_delta * |best|``.
@@ -118,7 +125,8 @@ class EarlyStopping(MonitorBase):
         training_monitor: the log key of the training error ``E_tr`` used by PQ.
         restore_optimizer_state: also restore the optimizer's variables (slots
             and iteration counter) from the best check when weights are restored.
-        check_every_n_steps: check every this many training steps (reading the
+        check_every_n_steps: check every this many training steps (counted from
+            the batch index, so also with ``steps_per_execution``; reading the
             batch logs, which in ``model.fit`` hold the epoch's running means and
             no ``val_*`` keys) instead of at each epoch end.
 
@@ -220,6 +228,7 @@ class EarlyStopping(MonitorBase):
         self.history = []  # (epoch, step, E_va, E_tr, GL) per check
         self._epoch = 0
         self._step = 0
+        self._epoch_first_step = 0
         self._checks = 0
         self._up_count = 0
         self._e_opt = None
@@ -228,6 +237,8 @@ class EarlyStopping(MonitorBase):
     def on_train_begin(self, logs=None):
         self._reset_state()
         self._lower_is_better = None
+        if self.mode == "auto" and _direction_from_metrics(self.model, self.monitor) == "up":
+            self._refuse_prechelt_upward()
         if self.check_finite:
             control.build_optimizer(self.model)
             self._snapshot()
@@ -242,7 +253,10 @@ class EarlyStopping(MonitorBase):
     def _snapshot(self):
         self.best_weights = self.model.get_weights()
         if self._keep_optimizer_state():
-            self.best_optimizer_state = variable_arrays(self.model.optimizer.variables)
+            # Kept with the variables themselves: a wrapper that another callback puts
+            # around the optimizer (GradientClipping) may be gone again when they are restored.
+            variables = list(self.model.optimizer.variables)
+            self.best_optimizer_state = list(zip(variables, variable_arrays(variables)))
 
     def _restore(self, optimizer_too=None):
         """Put back the kept weights and, with ``optimizer_too`` (default: ``restore_optimizer_state``), the
@@ -253,34 +267,39 @@ class EarlyStopping(MonitorBase):
         optimizer_too = self.restore_optimizer_state if optimizer_too is None else optimizer_too
         if not optimizer_too or getattr(self.model, "optimizer", None) is None:
             return
-        variables = self.model.optimizer.variables
-        if self.best_optimizer_state is not None and len(variables) == len(self.best_optimizer_state):
-            for variable, value in zip(variables, self.best_optimizer_state):
-                variable.assign(value)
+        kept = self.best_optimizer_state or []
+        for variable, value in kept:
+            variable.assign(value)
+        restored = {id(variable) for variable, _ in kept}
+        missing = [v for v in self.model.optimizer.variables if id(v) not in restored]
+        if not missing:
             return
-        reset = [v.path for v in variables if not is_finite(keras.ops.convert_to_numpy(v))]
-        for variable in variables:
+        reset = [v.path for v in missing if not is_finite(keras.ops.convert_to_numpy(v))]
+        for variable in missing:
             if variable.path in reset:
                 variable.assign(keras.ops.zeros_like(variable))
         logger.warning(
-            "EarlyStopping: the optimizer's state could not be restored (it has %d variables, %d were "
-            "kept: it was built after the copy); its non-finite variables were reset to zero: %s.",
-            len(variables), len(self.best_optimizer_state or []), ", ".join(reset) or "none",
+            "EarlyStopping: %d of the optimizer's variables could not be restored (they were made "
+            "after the copy); the non-finite ones were reset to zero: %s.",
+            len(missing), ", ".join(reset) or "none",
         )
 
     # ------------------------------------------------------------------ hooks
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._epoch_first_step = self._step
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
+        # One call per `steps_per_execution` steps, with the index of the last one.
+        before, self._step = self._step, self._epoch_first_step + int(batch) + 1
         logs = logs or {}
         if self.check_finite:
             loss = to_float(logs.get("loss"))
             if loss is not None and not math.isfinite(loss):
                 self._halt("non_finite", f"loss={loss} at epoch {self._epoch + 1}, step {self._step}")
                 return
-        if self.check_every_n_steps and self._step % self.check_every_n_steps == 0:
+        every = self.check_every_n_steps
+        if every and self._step // every > before // every:
             if self._epoch >= self.start_from_epoch:
                 self._check(logs)
 
@@ -304,7 +323,7 @@ class EarlyStopping(MonitorBase):
     def on_train_end(self, logs=None):
         if self.stopped_reason == "non_finite":
             return  # already restored
-        if self.restore_best_weights and self.best_weights is not None:
+        if self.restore_best_weights and self.best is not None and self.best_weights is not None:
             logger.info("EarlyStopping: restoring the weights of the best check (epoch %s).",
                         None if self.best_epoch is None else self.best_epoch + 1)
             self._restore()
@@ -314,6 +333,8 @@ class EarlyStopping(MonitorBase):
         """One check: update the best value and test every criterion."""
         sync_model_state(self.model)  # JAX: a check between epochs reads and may restore weights
         self._resolve_direction()
+        if not self._lower_is_better:
+            self._refuse_prechelt_upward()
         current = self._monitor_value(logs, self._warned)
         if current is None:
             return
@@ -386,6 +407,14 @@ class EarlyStopping(MonitorBase):
             return ("patience", f"no improvement of {self.monitor} in {self.wait} checks "
                     f"(patience={self.patience}); best {self.best:.6g} at epoch {self.best_epoch + 1}")
         return None
+
+    def _refuse_prechelt_upward(self):
+        """Prechelt's criteria are defined for errors: a quantity that goes up is refused."""
+        if self.GL_alpha is not None or self.PQ_alpha is not None or self.UP_s is not None:
+            raise ValueError(
+                "Argument `mode` must resolve to 'min' with Prechelt's criteria (GL_alpha, PQ_alpha, "
+                f"UP_s are defined for errors), but `{self.monitor}` goes up: monitor an error or "
+                f"loss, or drop those criteria. Received: mode={self.mode!r}, monitor={self.monitor!r}")
 
     def _halt(self, reason, detail):
         self.stopped_reason = reason

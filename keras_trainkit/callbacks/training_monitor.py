@@ -97,6 +97,11 @@ class TrainingMonitor(TrainkitCallback):
       ``optimizer/momentum``, ``optimizer/weight_decay`` ...);
     * ``loss/batch``, the loss of that batch.
 
+    Steps are counted from the batch index: with ``steps_per_execution=k`` the
+    batch hooks run once per call of ``k`` steps, a record is made at the call
+    that reaches a multiple of ``log_every_n_steps``, and its update ratio and
+    batch loss cover that call's steps (the gradient norms are its last step's).
+
     With ``log_dir`` these go to TensorBoard event files (``tf.summary``) under
     ``log_dir``; in any case they are kept in ``records`` (one dict per logged
     step).
@@ -182,7 +187,9 @@ class TrainingMonitor(TrainkitCallback):
         self.stopped_reason = None
         self.step = 0
         self._epoch = 0
-        self._batch_in_epoch = 0
+        self._epoch_first_step = 0
+        self._longest_call = None  # the most steps one call has run (steps_per_execution)
+        self._previous_count = 0
         self._previous_mean = None
         self._window = collections.deque(maxlen=self.spike_window)
         self._non_finite_epoch = None
@@ -210,14 +217,19 @@ class TrainingMonitor(TrainkitCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._batch_in_epoch = 0
+        self._epoch_first_step = self.step
+        self._previous_count = 0
         self._previous_mean = None
 
-    def _due(self, step):
-        return step % self.log_every_n_steps == 0
+    def _due(self, before, after):
+        """Whether the steps ``before + 1 .. after`` hold a multiple of ``log_every_n_steps``."""
+        return after // self.log_every_n_steps > before // self.log_every_n_steps
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.update_ratios and self._due(self.step + 1):
+        # Keras calls the batch hooks once per `steps_per_execution` steps; the first call is
+        # assumed to reach a record (the call's length is not known before it ends).
+        start = self._epoch_first_step + int(batch)
+        if self.update_ratios and (self._longest_call is None or self._due(start, start + self._longest_call)):
             sync_model_state(self.model)
             self._before = [keras.ops.convert_to_numpy(v).astype(np.float64)
                             for v in self.model.trainable_variables]
@@ -226,12 +238,12 @@ class TrainingMonitor(TrainkitCallback):
         if self._recorder is not None and self.step == 0:
             if control.warn_if_unused(self.model, self):
                 self._recorder = None  # its norms would be stale zeros
-        self.step += 1
-        self._batch_in_epoch += 1
-        loss = self._batch_loss(logs or {})
+        before, self.step = self.step, self._epoch_first_step + int(batch) + 1
+        self._longest_call = max(self._longest_call or 0, self.step - before)
+        loss = self._batch_loss(logs or {}, self.step - self._epoch_first_step)
         if loss is not None:
             self._check_spike(loss)
-        if self._due(self.step):
+        if self._due(before, self.step):
             record = {"step": self.step, "epoch": self._epoch}
             if loss is not None:
                 record["loss/batch"] = loss
@@ -244,19 +256,21 @@ class TrainingMonitor(TrainkitCallback):
         self._before = None
 
     # ------------------------------------------------------------ measurements
-    def _batch_loss(self, logs):
+    def _batch_loss(self, logs, count):
+        """The mean loss of the call's batches, from the running means ``m`` after ``count``
+        and after the previous call's steps of the epoch: ``(c m_c - c' m_c') / (c - c')``."""
         value = to_float(logs.get("loss"))
         if value is None:
             return None
         if self.batch_loss == "per_batch":
             return value
-        k = self._batch_in_epoch
         previous, self._previous_mean = self._previous_mean, value
-        if previous is None or k == 1:
+        previous_count, self._previous_count = self._previous_count, count
+        if previous is None or previous_count == 0 or count <= previous_count:
             return value
         if not (math.isfinite(previous) and math.isfinite(value)):
             return value
-        return k * value - (k - 1) * previous
+        return (count * value - previous_count * previous) / (count - previous_count)
 
     def _check_spike(self, loss):
         history = list(self._window)
