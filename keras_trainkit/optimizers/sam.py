@@ -51,6 +51,7 @@ from keras import ops
 from keras_trainkit._compat.keras import loss_tracker, unscale_loss_for_distribution
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers._sam_backends import jax_train_step, torch_train_step
+from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
 
@@ -63,7 +64,10 @@ def sam_perturbation(grads, variables, rho=0.05, adaptive=False, eps=1e-12, eta=
     element-wise (``eta = 0`` is the common implementation; Kwon et al. also
     use ``eta = 0.01``). ``eps`` is added to the norm, outside the square root.
     A non-finite norm (an overflowing scaled loss) gives ``e = 0``. ``None``
-    gradients give ``None``.
+    gradients give ``None``. A sparse gradient (``tf.IndexedSlices``, from an
+    ``Embedding``) is first made dense (rows of a repeated id summed, absent
+    rows zero: :func:`~keras_trainkit.optimizers._sparse.densify`), so ``g``
+    is always the dense gradient and ``e`` a dense tensor.
 
     Example:
         >>> import numpy as np
@@ -71,6 +75,8 @@ def sam_perturbation(grads, variables, rho=0.05, adaptive=False, eps=1e-12, eta=
         >>> np.round(np.asarray(e[0]), 3).tolist()
         [0.6, 0.8]
     """
+    # Sparse rows are summed per index before any square: (a + b)**2, not a**2 + b**2.
+    grads = densify_all(list(grads), list(variables))
     present = [(g, w) for g, w in zip(grads, variables) if g is not None]
     if not present:
         return [None for _ in grads]

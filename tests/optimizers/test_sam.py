@@ -265,3 +265,78 @@ def test_plain_apply_needs_the_perturbation_first():
     e = sam.perturbation(grads, [var])  # a loop of one's own: perturb, then apply
     sam.apply([g + 0.0 * p for g, p in zip(grads, e)], [var])
     np.testing.assert_allclose(var.numpy(), [0.95, -2.05], rtol=1e-6)
+
+
+def _numpy_sam_perturbation(grads, weights, rho, adaptive=False):
+    """Foret et al. 2021: ``e = rho g / ||g||`` (ASAM: ``rho T^2 g / ||T g||``, ``T = |w|``), dense float64."""
+    scaled = [g * np.abs(w) if adaptive else g for g, w in zip(grads, weights)]
+    norm = np.sqrt(sum((s**2).sum() for s in scaled))
+    return [rho * (np.abs(w) * s if adaptive else s) / norm for s, w in zip(scaled, weights)]
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_perturbation_of_sparse_gradient_with_repeated_and_absent_rows(adaptive):
+    """A tf.IndexedSlices (an Embedding's gradient) is the dense gradient it sums to."""
+    table = np.arange(1.0, 9.0, dtype="float32").reshape(4, 2) / 4
+    other = np.array([0.5, -1.0], "float32")
+    # Rows 1 (twice) and 2; rows 0 and 3 absent.
+    values = np.array([[1.0, -2.0], [3.0, 0.5], [-1.0, 1.0]], "float32")
+    slices = tf.IndexedSlices(tf.constant(values), tf.constant([1, 2, 1]), tf.constant([4, 2]))
+    dense = np.zeros((4, 2))
+    dense[1] = values[0] + values[2]
+    dense[2] = values[1]
+    other_grad = np.array([0.25, 2.0], "float32")
+    variables = [keras.Variable(table), keras.Variable(other)]
+    e = sam_perturbation([slices, other_grad], variables, rho=0.3, adaptive=adaptive)
+    expected = _numpy_sam_perturbation([dense, other_grad.astype("float64")], [table, other], 0.3, adaptive)
+    for got, exp in zip(e, expected):
+        np.testing.assert_allclose(np.asarray(got), exp, rtol=1e-6, atol=1e-7)
+
+
+def test_sam_model_with_embedding_equals_one_hot_dense_and_numpy():
+    """SAMModel.fit on an Embedding (sparse gradient, an id seen twice) takes the step of the same
+    function written as one-hot @ Dense (dense gradient), and of a numpy transcription."""
+    init = np.arange(8, dtype="float32").reshape(4, 2) / 10
+    ids = np.array([[1, 1, 2]])
+    y = np.zeros((1, 2), "float32")
+    ids_in = keras.Input((3,), dtype="int32")
+    embed = keras.layers.Embedding(4, 2, embeddings_initializer=keras.initializers.Constant(init))
+    embedding_model = keras.Model(ids_in, ops.sum(embed(ids_in), axis=1))
+    onehot_in = keras.Input((3, 4))
+    dense = keras.layers.Dense(2, use_bias=False, kernel_initializer=keras.initializers.Constant(init))
+    dense_model = keras.Model(onehot_in, ops.sum(dense(onehot_in), axis=1))
+    for model, x in ((embedding_model, ids), (dense_model, np.eye(4, dtype="float32")[ids])):
+        sam_model = SAMModel(model)
+        sam_model.compile(optimizer=SAM(keras.optimizers.SGD(0.1), rho=0.5), loss="mse")
+        sam_model.fit(x, y, epochs=1, verbose=0)
+
+    def grad(w):  # d/dW of mean((sum_i W[ids_i])**2) over the 2 outputs
+        out = w[ids[0]].sum(0)
+        g = np.zeros_like(w)
+        for i in ids[0]:
+            g[i] += out
+        return g
+
+    w = init.astype("float64")
+    (e,) = _numpy_sam_perturbation([grad(w)], [w], 0.5)
+    expected = w - 0.1 * grad(w + e)
+    np.testing.assert_allclose(embed.embeddings.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embed.embeddings.numpy(), dense.kernel.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_trainer_hook_with_sparse_gradient_equals_numpy():
+    """``sam_gradients`` (the Trainer's hook) on a gather: the perturbation uses the summed rows."""
+    init = np.array([[1.0, 0.0], [0.5, -1.0], [2.0, 1.0]], "float32")
+    table = keras.Variable(init)
+    ids = tf.constant([0, 0, 2])
+    _, (grad,) = sam_gradients(lambda: ops.sum(ops.take(table, ids, axis=0) ** 2), [table], rho=0.2)
+
+    def numpy_grad(w):
+        g = np.zeros_like(w)
+        for i in (0, 0, 2):
+            g[i] += 2 * w[i]
+        return g
+
+    w = init.astype("float64")
+    (e,) = _numpy_sam_perturbation([numpy_grad(w)], [w], 0.2)
+    np.testing.assert_allclose(np.asarray(tf.convert_to_tensor(grad)), numpy_grad(w + e), rtol=1e-6)
