@@ -330,3 +330,22 @@ def stateless_scope_values(scope) -> dict:
     Keras 3.8-3.15.
     """
     return dict(scope.state_mapping)
+
+
+def gradient_accumulators(optimizer, variables) -> list:
+    """Keras's gradient accumulator of ``optimizer`` for each of ``variables`` (``None`` each when
+    the optimizer does not accumulate).
+
+    With ``gradient_accumulation_steps=k`` Keras sums the micro-batch gradients in one slot per
+    variable and, on the ``k``-th call, applies ``(accumulator + g) / k`` and zeroes the slot;
+    reading the slot *before* ``optimizer.apply`` therefore gives the gradient that call applies.
+    The optimizer must be built.
+
+    Upstream: ``BaseOptimizer._accumulated_gradients``, ``BaseOptimizer._get_variable_index``
+    and ``_backend_apply_gradients`` (``keras/src/optimizers/base_optimizer.py``; JAX:
+    ``keras/src/backend/jax/optimizer.py``, the same rule). Checked with Keras 3.8.0 and 3.15.1,
+    whose rule is the same on every backend. No public twin exists.
+    """
+    if not optimizer.gradient_accumulation_steps:
+        return [None for _ in variables]
+    return [optimizer._accumulated_gradients[optimizer._get_variable_index(v)] for v in variables]

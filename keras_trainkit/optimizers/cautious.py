@@ -8,9 +8,11 @@ import re
 import keras
 from keras import ops
 
+from keras_trainkit._compat.keras import gradient_accumulators
 from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay, state_dtype
 from keras_trainkit.optimizers._registry import register
-from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.optimizers.control import leaf_optimizers
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper, check_inner_ema_off
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -39,8 +41,8 @@ class Cautious(OptimizerWrapper):
         w    <- w - lr * weight_decay * w                 (optional, unmasked, after)
 
     Reading the update as a difference makes the wrapper exact for *any*
-    inner optimizer (Keras's, ours, schedules, EMA, accumulation: whatever
-    it writes), at the cost of one copy of the variables and the rounding of
+    inner optimizer (Keras's, ours, schedules, clipping, decay: whatever it
+    writes), at the cost of one copy of the variables and the rounding of
     one subtraction (``w_after - w_before`` is the inner step rounded to the
     weights' precision: for float32 weights a relative error of about
     ``1e-7 |w| / |delta|`` on the step, far below float32 gradient noise; for
@@ -55,6 +57,17 @@ class Cautious(OptimizerWrapper):
 
     On a step where the inner optimizer leaves a variable unchanged (a skipped
     step, an accumulation micro-batch) ``delta = 0`` and nothing changes.
+
+    Gradient accumulation (``gradient_accumulation_steps=k`` on the inner
+    optimizer): the mask's ``g`` is the gradient the inner optimizer applies,
+    the mean of the ``k`` micro-batch gradients (read from Keras's accumulator
+    before the step), not the last micro-batch's. Set it on the optimizer this
+    wrapper wraps directly; below another wrapper it is refused.
+
+    ``use_ema`` on the inner optimizer is refused (``ValueError``): Keras
+    averages inside the inner step, before the mask, so the average would
+    follow weights the model never had. Use the callback
+    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it.
 
     Args:
         optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``, a name
@@ -85,6 +98,16 @@ class Cautious(OptimizerWrapper):
         decay = check_weight_decay(weight_decay)
         exclusions = check_exclusions(exclude_from_weight_decay)
         super().__init__(optimizer, name=name, **kwargs)
+        check_inner_ema_off("Cautious", self.inner_optimizer, "Cautious masks the update")
+        for leaf in leaf_optimizers(self.inner_optimizer):
+            if leaf is not self.inner_optimizer and leaf.gradient_accumulation_steps:
+                raise ValueError(
+                    "Argument `optimizer` of Cautious may set `gradient_accumulation_steps` only on "
+                    "the optimizer Cautious wraps directly (the mask needs the averaged gradient "
+                    "that optimizer applies). Received: inner optimizer "
+                    f"{type(leaf).__name__}.gradient_accumulation_steps={leaf.gradient_accumulation_steps!r} "
+                    f"inside {type(self.inner_optimizer).__name__}"
+                )
         self.cautious_weight_decay = decay
         self._decay_patterns = exclusions
 
@@ -92,6 +115,15 @@ class Cautious(OptimizerWrapper):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         # The copies keep the old values on backends whose assign writes in place.
         before = [ops.copy(ops.convert_to_tensor(v)) for _, v in pairs]
+        steps = self.inner_optimizer.gradient_accumulation_steps
+        if steps:
+            # The gradient the inner optimizer applies on an update step: (accumulated + g) / k.
+            # On the other micro-batches the inner leaves the weights (delta = 0): no mask matters.
+            accumulators = gradient_accumulators(self.inner_optimizer, [v for _, v in pairs])
+            pairs = [
+                (ops.divide(ops.add(ops.cast(g, acc.dtype), ops.convert_to_tensor(acc)), float(steps)), v)
+                for (g, v), acc in zip(pairs, accumulators)
+            ]
         count = ops.copy(ops.convert_to_tensor(self.inner_optimizer.iterations))
         rate = self._decay_rate_now()
         self.apply_inner(grads, variables)

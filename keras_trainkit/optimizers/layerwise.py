@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from keras_trainkit.optimizers._registry import register
-from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper, check_inner_ema_off
 from keras_trainkit.utils import validation as v
 
 
@@ -96,6 +96,12 @@ class LayerwiseLearningRate(OptimizerWrapper):
     optimizer's slots (momentum, moments) are not scaled. Variables with
     ``f == 1`` cost nothing; ``f == 0`` freezes a variable.
 
+    ``use_ema`` on the inner optimizer is refused (``ValueError``): Keras
+    averages inside the inner step, before the wrapper scales it, so the
+    average (which ``finalize_variable_values`` puts in the model) would
+    follow the unscaled weights and move a frozen variable. Use the callback
+    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it.
+
     The base learning rate stays the inner optimizer's (``learning_rate`` is
     delegated), so schedules and callbacks that change it at run time
     (``LearningRateScheduler``, ``ReduceLROnPlateau``) act on every layer,
@@ -138,6 +144,7 @@ class LayerwiseLearningRate(OptimizerWrapper):
             v.check_non_negative(f"multipliers[{pattern!r}]", factor)
         v.check_non_negative("default", default)
         super().__init__(optimizer, name=name, **kwargs)
+        check_inner_ema_off("LayerwiseLearningRate", self.inner_optimizer, "the wrapper scales the update")
         self.multipliers = {str(k): float(f) for k, f in multipliers.items()}
         self.default = float(default)
 

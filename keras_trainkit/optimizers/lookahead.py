@@ -7,7 +7,7 @@ from keras import ops
 from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers._conditional import run_where
 from keras_trainkit.optimizers._registry import register
-from keras_trainkit.optimizers.wrapper import OptimizerWrapper
+from keras_trainkit.optimizers.wrapper import OptimizerWrapper, check_inner_ema_off
 from keras_trainkit.utils import validation as v
 
 
@@ -32,7 +32,10 @@ class Lookahead(OptimizerWrapper):
     weights are the fast weights; right after a synchronization they equal the
     slow weights. This matches ``optax.lookahead(fast, sync_period,
     slow_step_size)`` (which keeps the (fast, slow) pair as parameters) with the
-    fast state not reset.
+    fast state not reset. ``use_ema`` on the fast optimizer is refused
+    (``ValueError``): Keras would average the fast weights before each
+    synchronization rewrites them; average with the callback
+    ``keras_trainkit.callbacks.SWA``.
 
     Args:
         optimizer: the fast optimizer: a ``keras.optimizers.Optimizer``, a name
@@ -61,6 +64,7 @@ class Lookahead(OptimizerWrapper):
         v.check_number("sync_period", sync_period, minimum=1, integer=True)
         v.check_number("slow_step_size", slow_step_size, minimum=0.0, maximum=1.0, min_inclusive=False)
         super().__init__(optimizer, name=name, **kwargs)
+        check_inner_ema_off("Lookahead", self.inner_optimizer, "Lookahead pulls the weights to the slow ones")
         self.sync_period = int(sync_period)
         self.slow_step_size = float(slow_step_size)
 

@@ -32,7 +32,9 @@ steps leave weights, slots and ``iterations`` unchanged), working under
 ``tf.distribute`` and XLA alike.
 
 Base-optimizer features (``weight_decay``, ``clipnorm``, ``use_ema``,
-gradient accumulation, ...) belong to the inner optimizer: set them there.
+gradient accumulation, ...) belong to the inner optimizer: set them there. A
+wrapper that rewrites the weights after the inner step refuses an inner
+``use_ema`` (:func:`check_inner_ema_off`): Keras averages inside that step.
 The inner optimizer's ``loss_scale_factor`` moves to the wrapper, so the
 wrapper's hooks see unscaled gradients.
 """
@@ -73,6 +75,26 @@ def _tf_distribution():
     if context is None or tf.distribute.get_strategy().num_replicas_in_sync <= 1:
         return None
     return tf, context
+
+
+def check_inner_ema_off(wrapper_name, optimizer, why):
+    """Raise ``ValueError`` if a leaf of ``optimizer`` sets ``use_ema``.
+
+    Keras updates its moving average inside the inner step, from the weights the
+    inner step wrote; a wrapper that then rewrites those weights (``why``) leaves
+    an average of weights the model never had.
+    """
+    from keras_trainkit.optimizers.control import leaf_optimizers  # control imports this module
+
+    for leaf in leaf_optimizers(optimizer):
+        if leaf.use_ema:
+            raise ValueError(
+                f"Argument `optimizer` of {wrapper_name} must not set `use_ema`: Keras updates the "
+                f"average inside the inner step, before {why}, so it would average weights the "
+                "model never had (and `finalize_variable_values` would put them in the model). "
+                "Drop `use_ema`, or average the weights with the callback "
+                "keras_trainkit.callbacks.SWA. Received: optimizer.use_ema=True"
+            )
 
 
 @register(abstract=True)

@@ -164,3 +164,11 @@ def test_mixed_float16_with_loss_scaling():
     assert np.all(np.isfinite(history.history["loss"]))
     for a, b in zip(head, model.get_layer("head").weights):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("default", [0.5, 0.0])
+def test_inner_ema_is_refused(default):
+    """Keras averages inside the inner step, before the wrapper scales it: the average (put in the
+    model by ``finalize_variable_values``) would follow unscaled weights, and move a frozen one."""
+    with pytest.raises(ValueError, match=r"`use_ema`.*SWA.*Received: optimizer.use_ema=True"):
+        LayerwiseLearningRate(keras.optimizers.SGD(0.1, use_ema=True), default=default)

@@ -157,3 +157,15 @@ def test_mixed_float16_with_loss_scaling():
     slow = model.optimizer.inner_optimizer._slow_weights
     for w, s in zip(model.trainable_variables, slow):  # 8 steps: synced at the end
         np.testing.assert_array_equal(w.numpy(), s.numpy())
+
+
+@pytest.mark.parametrize("inner", [
+    lambda: keras.optimizers.SGD(0.1, use_ema=True),
+    lambda: {"class_name": "Adam", "config": {"learning_rate": 0.01, "use_ema": True}},
+])
+def test_an_inner_ema_is_refused(inner):
+    """Keras averages inside the fast step, before a synchronization pulls the weights to the
+    slow ones: the average (which ``finalize_variable_values`` puts in the model) would
+    follow fast weights the model never had at that step's end."""
+    with pytest.raises(ValueError, match=r"Lookahead must not set `use_ema`.*SWA.*Received: optimizer.use_ema=True"):
+        Lookahead(inner())

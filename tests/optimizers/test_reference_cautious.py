@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_trainkit.optimizers import ADOPT, Cautious
+from keras_trainkit.optimizers import ADOPT, Cautious, Lookahead
 from keras_trainkit.optimizers.cautious import cautious_mask
 from tests.optimizers import reference_drivers as tr
 from tests.optimizers import reference_problems as rp
@@ -125,6 +125,53 @@ def test_gradient_accumulation_updates_only_on_the_last_micro_batch():
     # The gradient depends only on the weights, which stay put within a window.
     rp.assert_matches(accumulated[1::2], every_step)
     np.testing.assert_array_equal(accumulated[2::2], accumulated[1:-1:2])
+
+
+def cautious_sgd(lr):
+    """Cautious plain SGD: ``u = lr g``."""
+
+    def step(params, grads, t):
+        return {name: w - masked(lr * grads[name], grads[name]) for name, w in params.items()}
+
+    return step
+
+
+@pytest.mark.parametrize("inner, reference", ids=["sgd", "adam"], argvalues=[
+    (lambda: keras.optimizers.SGD(0.1, gradient_accumulation_steps=3), cautious_sgd(0.1)),
+    (lambda: keras.optimizers.Adam(0.01, gradient_accumulation_steps=3), cautious_adam(0.01)),
+])
+def test_gradient_accumulation_masks_with_the_averaged_gradient(inner, reference):
+    """Micro-batches whose gradients differ in sign: the mask is that of the gradient Keras applies,
+    the mean of the window's micro-batch gradients (a numpy step on the mean), not the last one's."""
+    rng = np.random.default_rng(7)
+    micro = rng.normal(size=(4 * 3, 6)).astype("float32")
+    w = keras.Variable(np.zeros(6, "float32"))
+    opt = Cautious(inner())
+    params, trajectory = {"w": np.zeros(6)}, []
+    for t, window in enumerate(micro.reshape(4, 3, 6), start=1):
+        for g in window:
+            opt.apply([g], [w])
+        params = reference(params, {"w": window.astype(np.float64).mean(0)}, t)
+        np.testing.assert_allclose(w.numpy(), params["w"], rtol=1e-5, atol=1e-7)
+    # The sign of the last micro-batch's gradient disagrees with the mean's somewhere.
+    assert np.any(np.sign(micro[2::3]) != np.sign(micro.reshape(4, 3, 6).mean(1)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Cautious(keras.optimizers.SGD(0.1, use_ema=True)),
+    lambda: Cautious(Lookahead(keras.optimizers.Adam(use_ema=True, ema_overwrite_frequency=5))),
+    lambda: Cautious({"class_name": "SGD", "config": {"learning_rate": 0.1, "use_ema": True}}),
+])
+def test_inner_ema_is_refused(make):
+    """Keras averages inside the inner step, before the mask: the average would follow weights the
+    model never had, so the combination is refused when the wrapper is made."""
+    with pytest.raises(ValueError, match=r"`use_ema`.*SWA.*Received: optimizer.use_ema=True"):
+        make()
+
+
+def test_inner_accumulation_below_another_wrapper_is_refused():
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        Cautious(Lookahead(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)))
 
 
 def test_float16_variables_match_the_transcription():
