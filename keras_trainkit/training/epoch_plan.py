@@ -177,6 +177,7 @@ class EpochPlan:
 
     @property
     def infinite(self) -> bool:
+        """Whether the data is a dataset that never ends (``dataset.repeat()``)."""
         return self.is_dataset and int(self.data[0].cardinality()) == tf.data.INFINITE_CARDINALITY
 
     @property
