@@ -8,6 +8,8 @@
 * :class:`MonitorBase` infers the direction of the watched quantity from the
   model's metrics as Keras's callbacks do, and adds argument validation, a
   relative ``min_delta`` and plain-float comparisons.
+* :class:`StepCount` counts training steps from the batch index, so that
+  ``steps_per_execution`` does not change what "every N steps" means.
 """
 
 from __future__ import annotations
@@ -32,6 +34,37 @@ def sync_model_state(model) -> None:
     sync = getattr(model, "jax_state_sync", None)
     if callable(sync):
         sync()
+
+
+class StepCount:
+    """The training steps of a run, counted from the batch index Keras passes.
+
+    Keras calls the batch hooks once per call of ``steps_per_execution`` steps,
+    with the index (in the epoch) of the call's first step at
+    ``on_train_batch_begin`` and of its last at ``on_train_batch_end``:
+    counting the calls would be off by that factor.
+    """
+
+    def __init__(self):
+        self.step = 0  # steps done in the run
+        self.epoch_first = 0  # steps done before the current epoch
+
+    def begin_epoch(self) -> None:
+        self.epoch_first = self.step
+
+    def before_batch(self, batch) -> int:
+        """The steps done before the call that starts at ``batch`` of this epoch."""
+        return self.epoch_first + int(batch)
+
+    def end_batch(self, batch) -> int:
+        """Count the call that ended at ``batch`` of this epoch; returns the steps done before it."""
+        before, self.step = self.step, self.epoch_first + int(batch) + 1
+        return before
+
+
+def reaches_multiple(before: int, after: int, every: int) -> bool:
+    """Whether the steps ``before + 1 .. after`` hold a multiple of ``every``."""
+    return after // every > before // every
 
 
 def check_optional_number(name, value, **kwargs):

@@ -9,8 +9,10 @@ import keras
 
 from keras_trainkit.callbacks._monitor import (
     MonitorBase,
+    StepCount,
     _direction_from_metrics,
     check_optional_number,
+    reaches_multiple,
     sync_model_state,
 )
 from keras_trainkit.callbacks._registry import register
@@ -227,8 +229,7 @@ class EarlyStopping(MonitorBase):
         self.stopped_message = None
         self.history = []  # (epoch, step, E_va, E_tr, GL) per check
         self._epoch = 0
-        self._step = 0
-        self._epoch_first_step = 0
+        self._steps = StepCount()
         self._checks = 0
         self._up_count = 0
         self._e_opt = None
@@ -242,6 +243,10 @@ class EarlyStopping(MonitorBase):
         if self.check_finite:
             control.build_optimizer(self.model)
             self._snapshot()
+
+    @property
+    def _step(self) -> int:
+        return self._steps.step
 
     def _keep_weights(self):
         return self.restore_best_weights or self.check_finite
@@ -287,11 +292,10 @@ class EarlyStopping(MonitorBase):
     # ------------------------------------------------------------------ hooks
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._epoch_first_step = self._step
+        self._steps.begin_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
-        # One call per `steps_per_execution` steps, with the index of the last one.
-        before, self._step = self._step, self._epoch_first_step + int(batch) + 1
+        before = self._steps.end_batch(batch)
         logs = logs or {}
         if self.check_finite:
             loss = to_float(logs.get("loss"))
@@ -299,7 +303,7 @@ class EarlyStopping(MonitorBase):
                 self._halt("non_finite", f"loss={loss} at epoch {self._epoch + 1}, step {self._step}")
                 return
         every = self.check_every_n_steps
-        if every and self._step // every > before // every:
+        if every and reaches_multiple(before, self._step, every):
             if self._epoch >= self.start_from_epoch:
                 self._check(logs)
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks._monitor import TrainkitCallback, sync_model_state
+from keras_trainkit.callbacks._monitor import StepCount, TrainkitCallback, reaches_multiple, sync_model_state
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.callbacks._registry import register
@@ -185,9 +185,8 @@ class TrainingMonitor(TrainkitCallback):
         self.records = []
         self.spikes = []
         self.stopped_reason = None
-        self.step = 0
+        self._steps = StepCount()
         self._epoch = 0
-        self._epoch_first_step = 0
         self._longest_call = None  # the most steps one call has run (steps_per_execution)
         self._previous_count = 0
         self._previous_mean = None
@@ -217,18 +216,22 @@ class TrainingMonitor(TrainkitCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._epoch_first_step = self.step
+        self._steps.begin_epoch()
         self._previous_count = 0
         self._previous_mean = None
 
+    @property
+    def step(self) -> int:
+        """Training steps done in the run (counted from the batch index)."""
+        return self._steps.step
+
     def _due(self, before, after):
-        """Whether the steps ``before + 1 .. after`` hold a multiple of ``log_every_n_steps``."""
-        return after // self.log_every_n_steps > before // self.log_every_n_steps
+        return reaches_multiple(before, after, self.log_every_n_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
         # Keras calls the batch hooks once per `steps_per_execution` steps; the first call is
         # assumed to reach a record (the call's length is not known before it ends).
-        start = self._epoch_first_step + int(batch)
+        start = self._steps.before_batch(batch)
         if self.update_ratios and (self._longest_call is None or self._due(start, start + self._longest_call)):
             sync_model_state(self.model)
             self._before = [keras.ops.convert_to_numpy(v).astype(np.float64)
@@ -238,9 +241,9 @@ class TrainingMonitor(TrainkitCallback):
         if self._recorder is not None and self.step == 0:
             if control.warn_if_unused(self.model, self):
                 self._recorder = None  # its norms would be stale zeros
-        before, self.step = self.step, self._epoch_first_step + int(batch) + 1
+        before = self._steps.end_batch(batch)
         self._longest_call = max(self._longest_call or 0, self.step - before)
-        loss = self._batch_loss(logs or {}, self.step - self._epoch_first_step)
+        loss = self._batch_loss(logs or {}, self.step - self._steps.epoch_first)
         if loss is not None:
             self._check_spike(loss)
         if self._due(before, self.step):
