@@ -113,19 +113,20 @@ class Checkpointer:
         position = Position(meta["pass"], meta["pass_step"]) if "pass" in meta else Position(epoch, 0)
         return epoch, step, position
 
-    def save(self, epoch: int, step: int, position=None) -> None:
+    def save(self, epoch: int, step: int, position) -> None:
         """Write the checkpoint of ``(epoch, step)`` (step 0: the epoch's start).
 
-        ``position`` (a ``steps_per_epoch`` run's pass and the batches earlier epochs drew
-        from it) is saved with it; a dataset's random state is the one its pass started
-        from, or the current one where the next epoch starts a new pass.
+        ``position`` (the plan's :class:`~keras_trainkit.training.epoch_plan.Position`: the
+        pass and the batches earlier epochs drew from it) is saved with a ``steps_per_epoch``
+        run; a dataset's random state is the one its pass started from, or the current one
+        where the next epoch starts a new pass.
         """
         blobs = None
-        at_new_pass = step == 0 and (position is None or position.pass_step == 0)
+        at_new_pass = step == 0 and position.pass_step == 0
         if self.cursor is not None:
             blobs = self.cursor.state() if at_new_pass else self.cursor.epoch_state
         meta = {"epoch": int(epoch), "step": int(step), "seed": int(self.seed), **self.run}
-        if position is not None and self.run.get("steps_per_epoch"):
+        if self.run.get("steps_per_epoch"):
             meta.update({"pass": int(position.pass_index), "pass_step": int(position.pass_step)})
         save_checkpoint(self.path, variable_arrays(self._variables()), meta, blobs=blobs)
         self._remove_legacy()

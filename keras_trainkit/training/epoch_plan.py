@@ -115,7 +115,7 @@ class EpochPlan:
         repeat = not self.is_dataset and not self.ordered
         self.dataset, self.steps = prepare_inputs(x, y, sample_weight, batch_size, model, shuffle=shuffle,
                                                   seed=seed, repeat=repeat)
-        if self.is_dataset and int(x.cardinality()) == tf.data.INFINITE_CARDINALITY and not steps_per_epoch:
+        if self.infinite and not steps_per_epoch:
             raise ValueError(
                 "Argument `x` is an infinite tf.data.Dataset (e.g. `.repeat()`), so an epoch would "
                 "never end: pass `steps_per_epoch`. Received: steps_per_epoch=None"
