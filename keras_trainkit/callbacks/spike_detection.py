@@ -82,7 +82,10 @@ class SpikeDetection(TrainkitCallback):
       trained on (its data is consumed). Costs one host copy of the model and
       optimizer variables per batch, once detection has started. The state of
       the Trainer's own ``gradient_transforms`` (kept outside the optimizer)
-      is not in the copy; transforms inside a ``TransformedOptimizer`` are.
+      is not in the copy, nor is the partial gradient sum of the Trainer's
+      ``gradient_accumulation_steps``; transforms inside a
+      ``TransformedOptimizer`` and Keras's optimizer-side
+      ``gradient_accumulation_steps`` are.
     * ``"restore"``: roll back to the last good state, a host copy of the
       same variables taken after every ``snapshot_every``-th non-spiking batch
       (and at the start of training): the spike and the batches just before it
@@ -167,6 +170,7 @@ class SpikeDetection(TrainkitCallback):
         self._epoch_spikes = 0
         self._totals = (0.0, 0.0)
         self._before_batch = None
+        self._call_begin = 0
         self._good_state = None
         self._last_good_loss = math.inf
 
@@ -210,9 +214,22 @@ class SpikeDetection(TrainkitCallback):
     def _detecting(self):
         return self._good_batches >= self.warmup
 
+    def _recorded_ahead(self, batch):
+        """Whether a recorded spiking step of this epoch is at ``batch`` or later (not yet undone)."""
+        return any(epoch == self._epoch and step >= batch for epoch, step in self._to_skip)
+
+    def _recorded_in_call(self, last):
+        """Whether a recorded spiking step of this epoch lies in the call of steps ``_call_begin..last``.
+
+        With ``steps_per_execution=k`` Keras passes the call's first step to
+        ``on_train_batch_begin`` and its last to ``on_train_batch_end``; the
+        record holds the last step of the spiking call.
+        """
+        return any(epoch == self._epoch and self._call_begin <= step <= last for epoch, step in self._to_skip)
+
     def on_train_batch_begin(self, batch, logs=None):
-        recorded = (self._epoch, int(batch)) in self._to_skip
-        if recorded or (self.policy == "skip" and self._detecting()):
+        self._call_begin = int(batch)
+        if self._recorded_ahead(int(batch)) or (self.policy == "skip" and self._detecting()):
             self._before_batch = _StateCopy(self.model)
         else:
             self._before_batch = None
@@ -236,7 +253,7 @@ class SpikeDetection(TrainkitCallback):
         totals_before = self._totals
         loss = self._batch_loss()
         position = (self._epoch, int(batch))
-        if position in self._to_skip:
+        if self._recorded_in_call(int(batch)):
             self._undo(self._before_batch, totals_before)
             logger.info("SpikeDetection: skipped the recorded spiking batch %s.", position)
             spiked = False

@@ -15,7 +15,7 @@ import numpy as np
 from keras_trainkit._compat.keras import nested_layers
 from keras_trainkit.callbacks._monitor import TrainkitCallback
 from keras_trainkit.callbacks._registry import register
-from keras_trainkit.optimizers import control
+from keras_trainkit.optimizers import control, find_evaluation_weights
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from keras_trainkit.utils.validation import (
     check_bool,
@@ -83,8 +83,11 @@ def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
     batch statistics over the data: for the ``i``-th batch (1-based) each BN
     layer's momentum is set to ``(i - 1) / i``, so
     ``moving = moving * (i - 1) / i + batch_stat / i``. Momenta are restored
-    afterwards. The forward passes run with ``training=True`` and change no
-    trainable weight.
+    afterwards. The forward passes run with ``training=True`` and change only
+    the BatchNorm statistics: every other variable of the model (the
+    random-seed states of ``Dropout`` and the like, other layers' state) is put
+    back afterwards, so training after a recomputation draws the same random
+    numbers as without it.
 
     Args:
         model: a Keras model.
@@ -106,6 +109,9 @@ def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
+    statistics = {id(w) for layer in layers for w in layer.non_trainable_variables}
+    others = [w for w in model.non_trainable_variables if id(w) not in statistics]
+    saved = [keras.ops.copy(keras.ops.convert_to_tensor(w)) for w in others]
     count = 0
     try:
         for batch in _iterate_inputs(data, batch_size, steps):
@@ -116,7 +122,34 @@ def recompute_batch_norm_statistics(model, data, batch_size=32, steps=None):
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+        for w, value in zip(others, saved):
+            w.assign(value)
     return count
+
+
+def _check_optimizer_keeps_weights(optimizer):
+    """Refuse an optimizer whose end of ``fit`` puts other weights in place of SWA's average.
+
+    ``fit`` and the ``Trainer`` call ``optimizer.finalize_variable_values``
+    after the last epoch's ``on_epoch_end`` (where the average is swapped in):
+    with ``use_ema=True`` it writes the EMA over the average, and
+    ``ScheduleFree`` exchanges the model's weights with its own average ``x``.
+    """
+    for candidate in control.wrapper_chain(optimizer) + control.leaf_optimizers(optimizer):
+        if getattr(candidate, "use_ema", False):
+            raise ValueError(
+                "SWA needs an optimizer that leaves the trained weights in the model: with `use_ema=True` "
+                "the end of fit (finalize_variable_values) writes the EMA over SWA's average. Set "
+                "use_ema=False, or use the EMA without SWA. Received: optimizer.use_ema=True"
+            )
+    source = find_evaluation_weights(optimizer)
+    if source is not None and source.swaps_at_end_of_fit:
+        raise ValueError(
+            "SWA needs an optimizer that leaves the trained weights in the model: "
+            f"{type(source).__name__} averages the weights itself and puts its average into the model at "
+            "the end of fit, in place of SWA's. Use one of the two. "
+            f"Received: optimizer={type(optimizer).__name__}"
+        )
 
 
 def _is_legacy_state(path) -> bool:
@@ -159,7 +192,10 @@ class SWA(TrainkitCallback):
     make the old statistics stale). The swap happens at the end of the last
     scheduled epoch, before callbacks listed after this one (so a
     ``ModelCheckpoint`` after it saves the averaged weights), or at
-    ``on_train_end`` when training stopped early.
+    ``on_train_end`` when training stopped early. An optimizer that writes
+    other weights into the model at the end of ``fit`` (``use_ema=True``,
+    ``ScheduleFree``) would replace the average; it is refused with a
+    ``ValueError`` at ``on_train_begin``.
 
     SWA learning rate: with ``swa_learning_rate``, from epoch ``start_epoch``
     the optimizer's learning rate moves from its value ``lr_0`` at that epoch
@@ -317,6 +353,7 @@ class SWA(TrainkitCallback):
 
     # ------------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
+        _check_optimizer_keeps_weights(getattr(self.model, "optimizer", None))
         self._reset_state()
         self._training = True
         if self.swa_learning_rate is not None:

@@ -1,0 +1,144 @@
+"""Regressions found in review of SpikeDetection, SWA and SwapEvaluationWeights.
+
+* A resumed ``SpikeDetection`` run undoes a recorded call under ``steps_per_execution > 1``
+  (Keras passes the call's first step to ``on_train_batch_begin`` and its last to
+  ``on_train_batch_end``; the record holds the last), in ``model.fit`` and the ``Trainer``.
+* Recomputing BatchNorm statistics draws no random numbers: training with
+  ``SwapEvaluationWeights(bn_data=...)`` equals training without the callback even with
+  ``Dropout`` (reference: the run without the callback).
+* ``SWA`` refuses an optimizer whose end of ``fit`` writes other weights over its average
+  (``use_ema=True``: the EMA; ``ScheduleFree``: its own ``x``), before any step.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_trainkit.callbacks import SWA, SpikeDetection, SwapEvaluationWeights
+from keras_trainkit.callbacks.swa import recompute_batch_norm_statistics
+from keras_trainkit.optimizers import ScheduleFree
+from keras_trainkit.training import Trainer
+
+BATCH = 4
+SPIKE_BATCH = 6
+
+
+def _spike_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12 * BATCH, 4)).astype("float32")
+    y = (x @ rng.normal(size=(4, 1))).astype("float32")
+    y[SPIKE_BATCH * BATCH:(SPIKE_BATCH + 1) * BATCH] *= 1e3
+    return x, y
+
+
+def _spike_model():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse", steps_per_execution=2)
+    return model
+
+
+class _Weights(keras.callbacks.Callback):
+    """The model's weights before and after every call of the train function."""
+
+    def __init__(self):
+        super().__init__()
+        self.before, self.after = [], []
+
+    def _weights(self):
+        return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.trainable_variables]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.before.append(self._weights())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after.append(self._weights())
+
+
+def _fit_spikes(callback, fit_with):
+    x, y = _spike_data()
+    model = _spike_model()
+    recorder = _Weights()
+    if fit_with == "trainer":
+        Trainer.from_compiled(model, shuffle=False, steps_per_execution=2).fit(
+            x, y, batch_size=BATCH, verbose=0, callbacks=[callback, recorder])
+    else:
+        model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback, recorder])
+    return recorder
+
+
+@pytest.mark.parametrize("fit_with", ["model", "trainer"])
+def test_a_resumed_run_undoes_a_recorded_call_under_steps_per_execution(tmp_path, fit_with):
+    path = str(tmp_path / "spikes.npz")
+    first = SpikeDetection(policy="stop", warmup=2, state_path=path)
+    _fit_spikes(first, fit_with)
+    call = SPIKE_BATCH // 2  # calls of 2 steps: the spike is in the call of steps 6 and 7
+    assert [(s["epoch"], s["step"]) for s in first.spikes] == [(0, 2 * call + 1)]
+
+    resumed = SpikeDetection(policy="stop", warmup=2, rtol=1e9, state_path=path)
+    recorder = _fit_spikes(resumed, fit_with)
+    assert len(recorder.after) == 6, "the resumed run trains on"
+    for before, after in zip(recorder.before[call], recorder.after[call]):
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(recorder.before[call - 1], recorder.after[call - 1]):
+        assert not np.array_equal(before, after)
+
+
+def _dropout_model():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.Dropout(0.5, seed=7), keras.layers.Dense(1)])
+    model.compile(ScheduleFree(keras.optimizers.SGD(0.05)), "mse")
+    return model
+
+
+def test_batch_norm_recomputation_at_x_leaves_dropout_training_unchanged():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    trained = []
+    for callbacks in ([SwapEvaluationWeights(bn_data=x)], []):
+        model = _dropout_model()
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, validation_data=(x, y),
+                  callbacks=callbacks)
+        trained.append([keras.ops.convert_to_numpy(w) for w in model.optimizer.training_weights()])
+    for with_callback, without in zip(*trained):
+        np.testing.assert_array_equal(with_callback, without)
+
+
+def test_recompute_batch_norm_statistics_changes_only_the_statistics():
+    model = _dropout_model()
+    x = np.random.default_rng(1).normal(size=(32, 4)).astype("float32")
+    bn = model.layers[1]
+    seeds = [v for v in model.non_trainable_variables if "seed" in v.path]
+    assert seeds, "the Dropout layer keeps a seed-generator state"
+    seeds_before = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in seeds]
+    assert recompute_batch_norm_statistics(model, x, batch_size=8) == 4
+    for before, v in zip(seeds_before, seeds):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(v))
+    # Independent: the mean over batches of each batch's mean at the BN input.
+    features = x @ keras.ops.convert_to_numpy(model.layers[0].kernel) + keras.ops.convert_to_numpy(
+        model.layers[0].bias)
+    expected = np.mean([features[i:i + 8].mean(axis=0) for i in range(0, 32, 8)], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fit_with", ["model", "trainer"])
+@pytest.mark.parametrize("optimizer,match", [
+    (lambda: keras.optimizers.SGD(0.05, use_ema=True), r"use_ema=True.*Received: optimizer.use_ema=True"),
+    (lambda: ScheduleFree(keras.optimizers.SGD(0.05)), r"puts its average.*Received: optimizer=ScheduleFree"),
+    (lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(use_ema=True)),
+     r"Received: optimizer.use_ema=True"),
+])
+def test_swa_refuses_an_optimizer_that_replaces_its_average_at_the_end_of_fit(fit_with, optimizer, match):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer(), "mse")
+    x, y = np.ones((16, 4), "float32"), np.ones((16, 1), "float32")
+    with pytest.raises(ValueError, match=match):
+        if fit_with == "trainer":
+            Trainer.from_compiled(model, shuffle=False).fit(x, y, batch_size=8, epochs=3, verbose=0,
+                                                            callbacks=[SWA(start_epoch=1)])
+        else:
+            model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[SWA(start_epoch=1)])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0, "refused before any step"
