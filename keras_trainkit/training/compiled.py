@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_trainkit._compat.tensorflow import bind_traced_call, xla_optimization_barrier
+from keras_trainkit.optimizers import control
 
 
 def resolve_jit(jit_compile, model, strategy, run_eagerly) -> bool:
@@ -123,7 +124,7 @@ class StepFunctions:
     the one it traced (callbacks such as ``GradientClipping`` swap it in
     ``on_train_begin``) or a retrace was asked for
     (``keras_trainkit.optimizers.control.retrace``, after a change a traced
-    step would not see).
+    step would not see), also in the middle of ``fit`` (:meth:`bound_train`).
 
     Args:
         trainer: the :class:`~keras_trainkit.training.Trainer` whose steps are compiled.
@@ -139,11 +140,11 @@ class StepFunctions:
         trainer = self.trainer
         return trainer.jit_compile and trainer.strategy.num_replicas_in_sync == 1
 
-    def train(self, retrace_requests: int):
+    def train(self):
         """The train function ``f(iterator, limit) -> (n, metric results)``, traced if needed."""
         trainer = self.trainer
         optimizer = trainer.model.optimizer
-        traced_for = (optimizer, retrace_requests)
+        traced_for = (optimizer, control.retrace_requests(trainer.model))
         if self.train_function is not None and self._traced_for == traced_for:
             return self.train_function
         if not optimizer.built:
@@ -155,6 +156,26 @@ class StepFunctions:
             trainer.train_step, steps_per_execution=trainer.steps_per_execution, jit=self._jit,
             run_eagerly=trainer.run_eagerly, results=trainer.model.get_metrics_result, guard=trainer.non_finite)
         return self.train_function
+
+    def bound_train(self, iterator):
+        """``call(limit)`` running the current train function on ``iterator`` (see :func:`bind`).
+
+        ``model.fit`` calls ``model.train_function`` afresh at every step, so a
+        retrace asked for during ``fit`` (``SWA`` putting its learning rate in
+        place of a schedule at an epoch's start) or an optimizer swapped
+        takes effect at the next call; so here, binding again only when the
+        function changed.
+        """
+        bound_function, bound_call = None, None
+
+        def call(limit):
+            nonlocal bound_function, bound_call
+            function = self.train()
+            if function is not bound_function:
+                bound_function, bound_call = function, bind(function, iterator)
+            return bound_call(limit)
+
+        return call
 
     def test(self):
         """The test function ``f(iterator, limit) -> (n, metric results)``."""

@@ -25,7 +25,7 @@ from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.accumulation import GradientAccumulator
-from keras_trainkit.training.compiled import StepFunctions, bind, pin_gradients, resolve_jit
+from keras_trainkit.training.compiled import StepFunctions, pin_gradients, resolve_jit
 from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
 from keras_trainkit.training import evaluation
 from keras_trainkit.training.evaluation import TrainingBatches
@@ -433,13 +433,13 @@ class Trainer:
         clear_initial_epoch(self.model)
         self.evaluation_weights().resume()
         callbacks.on_train_begin()
-        train_function = self._functions.train(control.retrace_requests(self.model))
+        self._functions.train()  # traced and the optimizer built before the first epoch, as in fit
         initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)
         logs = None
         for epoch in range(initial_epoch, epochs):
             first_step = resume_step if epoch == initial_epoch else 0
             logs = self._fit_epoch(epoch, first_step, plan, callbacks, checkpointer, checkpoint_every_n_steps,
-                                   validation, train_function)
+                                   validation)
             if self.model.stop_training:
                 break
         self.non_finite.end_fit()
@@ -456,7 +456,7 @@ class Trainer:
         return (list(self.model.variables) + list(self._compiled_optimizer.variables)
                 + self._chain.variables + [self.non_finite.skipped] + self._accumulator.variables)
 
-    def _fit_epoch(self, epoch, first_step, plan, callbacks, checkpointer, every, validation, train_function):
+    def _fit_epoch(self, epoch, first_step, plan, callbacks, checkpointer, every, validation):
         """One epoch: its batches, the NaN policy, validation, the epoch-end checkpoint."""
         cursor = checkpointer.cursor if checkpointer is not None else None
         seed = checkpointer.seed if checkpointer is not None else None
@@ -472,7 +472,7 @@ class Trainer:
                 checkpointer.save(epoch, step, plan.position)
 
         logs, steps_done = self._loop.run(
-            bind(train_function, iterator), steps, begin=callbacks.on_train_batch_begin,
+            self._functions.bound_train(iterator), steps, begin=callbacks.on_train_batch_begin,
             end=lambda step, payload: callbacks.on_train_batch_end(step, payload), first_step=first_step,
             after_call=after_call, should_stop=lambda: self.model.stop_training, count=plan.counts_steps)
         plan.end_epoch(steps_done, stopped=self.model.stop_training)

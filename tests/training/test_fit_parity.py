@@ -191,3 +191,50 @@ def test_a_run_with_steps_per_epoch_resumes_mid_pass(kind, tmp_path):
     assert batches == [2, 1]  # the rest of epoch 3, then epoch 4
     for ours, theirs in zip(weights, expected_weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+class OverrideLearningRateMidEpoch(keras.callbacks.Callback):
+    """From the third step on, the learning rate is 0 in place of the schedule (a retrace asked for mid-epoch)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        from keras_trainkit.optimizers import control
+
+        if batch == 1 and control.LearningRateHandle(self.model.optimizer).begin_override(0.0):
+            control.retrace(self.model)
+
+
+class EpochKernels(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.kernels = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.kernels.append(keras.ops.convert_to_numpy(self.model.layers[0].kernel).copy())
+
+
+@pytest.mark.parametrize("when", ["epoch_begin", "mid_epoch"])
+def test_a_retrace_asked_for_during_fit_takes_effect_at_the_next_step(when):
+    # model.fit calls model.train_function afresh at every step: a schedule replaced during fit
+    # (SWA's learning rate from its start epoch; here a learning rate of 0) is used from the next step.
+    from keras_trainkit.callbacks import SWA
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    kernels = {}
+    for runner in ("fit", "trainer"):
+        model = regression(seed=1)
+        model.compile(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)), "mse")
+        seen = EpochKernels()
+        override = (SWA(start_epoch=1, swa_learning_rate=0.0, anneal_epochs=0) if when == "epoch_begin"
+                    else OverrideLearningRateMidEpoch())
+        callbacks = [seen, override]
+        if runner == "fit":
+            model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
+        else:
+            Trainer.from_compiled(model, shuffle=False).fit(x, y, batch_size=8, epochs=3, verbose=0,
+                                                           callbacks=callbacks)
+        kernels[runner] = seen.kernels
+    frozen_from = 0 if when == "mid_epoch" else 1  # the epoch from whose end on the weights stay
+    for runner, trained in kernels.items():
+        for later in trained[frozen_from + 1:]:
+            np.testing.assert_array_equal(later, trained[frozen_from], err_msg=runner)
+    np.testing.assert_allclose(kernels["trainer"][frozen_from], kernels["fit"][frozen_from], rtol=1e-6)
