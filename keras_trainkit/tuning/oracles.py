@@ -10,6 +10,11 @@ stopping) and the tuner ends the trial's ``model.fit`` after that epoch. This
 works in-process and across KerasTuner's chief/worker protocol, since the
 decision travels with ``update_trial``.
 
+With ``executions_per_trial > 1``, trials are pruned during their first
+execution only (a pruned trial runs no further execution); a trial that
+passed its first runs every execution, so each of its epochs is the mean of
+them all.
+
 A pruned trial is not a failure: it ends ``COMPLETED`` and keeps the best
 score it reached, so Bayesian optimization learns from it; the oracle records
 it in ``oracle.pruned_trials`` (``{trial_id: {"epoch", "rule", "reason"}}``),
@@ -34,6 +39,7 @@ from keras_trainkit.tuning.pruning import get_pruner
 from keras_trainkit.utils.validation import (
     check_condition,
     check_non_negative,
+    check_number,
     check_positive,
     check_seed,
     check_type,
@@ -75,6 +81,14 @@ def _check_oracle_arguments(kwargs: dict) -> None:
     ``int``), which KerasTuner takes as they come and fails on at a later trial."""
     if "seed" in kwargs:
         kwargs["seed"] = check_seed("seed", kwargs["seed"])
+    objectives = kwargs.get("objective")
+    for objective in objectives if isinstance(objectives, (list, tuple)) else [objectives]:
+        # KerasTuner takes Objective("val_loss", "minimize") and fails every trial at its
+        # first report (MetricHistory refuses the direction), after training it.
+        direction = getattr(objective, "direction", "min")
+        if isinstance(objective, keras_tuner.Objective) and direction not in ("min", "max"):
+            raise ValueError(f"Argument `objective` must have the direction 'min' or 'max'. "
+                             f"Received: objective={objective}")
     if isinstance(kwargs.get("objective"), (list, tuple)):
         # KerasTuner ran a search with no objective (every score 0), and counted a metric
         # named twice twice (with opposite directions, the two cancelled out).
@@ -155,10 +169,22 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
         return trial.metrics.exists(name) and any(
             obs.step >= step for obs in trial.metrics.get_history(name))
 
+    def _later_execution(self, trial, step: int) -> bool:
+        """Whether the value just recorded at ``step`` is not the first there: a later
+        execution of a trial (``executions_per_trial > 1``) that its first passed."""
+        return any(obs.step == step and len(np.atleast_1d(obs.value)) > 1
+                   for obs in trial.metrics.get_history(self.objective.name))
+
     @keras_tuner.synchronized
     def update_trial(self, trial_id, metrics, step=0):
         trial = super().update_trial(trial_id, metrics, step=step)
         if self.pruner is None or self.objective.name not in metrics:
+            return trial
+        if self._later_execution(trial, step):
+            # Its first execution passed every step: a "best so far" that ignores the
+            # later epochs recorded already would prune it, and its epochs after the
+            # stop would keep one execution's values, not the mean (a pruned trial
+            # could rank first on a value no other execution confirmed).
             return trial
         value = self._best_by_step(trial, step)
         if value is None:
@@ -228,6 +254,8 @@ class HyperbandOracle(PruningOracleMixin, keras_tuner.oracles.HyperbandOracle):
             raise ValueError("Hyperband stops trials by its own brackets and takes no pruner; "
                              "use pruner=None, or RandomSearch/BayesianOptimization for a "
                              f"pruning rule. Received: pruner={pruner!r}")
+        if "max_epochs" in kwargs:  # KerasTuner fails at the first trial (an IndexError) below 1
+            check_number("max_epochs", kwargs["max_epochs"], minimum=1)
         super().__init__(*args, **kwargs)
         if max_trials is not None:
             check_positive("max_trials", max_trials, integer=True)

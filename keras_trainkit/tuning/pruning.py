@@ -6,10 +6,13 @@ tuner reports after every epoch.
 
 Rules:
 
-* :class:`MedianPruner` (the median stopping rule of Google Vizier, Golovin et
-  al. 2017): after ``warmup_epochs``, stop a trial whose best value so far is
-  worse than the median of the other trials' best values up to the same epoch,
-  once ``startup_trials`` trials have reported that epoch.
+* :class:`MedianPruner` (a stricter form of the median stopping rule of Google
+  Vizier, Golovin et al. 2017): after ``warmup_epochs``, stop a trial whose best
+  value so far is worse than the median of the other trials' best values up to
+  the same epoch, once ``startup_trials`` trials have reported that epoch.
+  Vizier's rule compares with the median of the other (completed) trials'
+  running averages up to that epoch, which are lower than their best values on
+  a rising curve, so it stops fewer trials, later.
 * :class:`ASHAPruner` (asynchronous successive halving, Li et al. 2020): rungs
   at epochs ``min_epochs * reduction_factor**k``; at a rung a trial continues
   only if its value ranks in the top ``1 / reduction_factor`` of the values
@@ -47,6 +50,10 @@ class Pruner:
 
 class MedianPruner(Pruner):
     """Stop a trial that is worse than the median of the others at the same epoch.
+
+    The others' *best* values up to the epoch, not the running averages of
+    Vizier's median stopping rule (Golovin et al. 2017), so it prunes more (see
+    the module docstring); the benchmarks in docs/benchmarks.md measured this rule.
 
     Args:
         startup_trials: how many other trials must have reported an epoch

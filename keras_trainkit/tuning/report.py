@@ -40,6 +40,7 @@ import numpy as np
 
 from keras_trainkit.tuning.pareto import rank_trials
 from keras_trainkit.tuning.trial_models import check_search
+from keras_trainkit.tuning.tuners import TrainkitTunerMixin
 from keras_trainkit.utils.validation import check_positive
 
 FINISHED = ("COMPLETED", "FAILED", "INVALID")
@@ -85,22 +86,26 @@ def _trained_with(values: dict) -> dict:
     return values
 
 
-def _curve_and_epochs(trial, name) -> tuple[list[tuple[int, float]], int]:
+def _curve_and_epochs(trial, name, every_epoch: bool = False,
+                      ) -> tuple[list[tuple[int, float]], int]:
     """The trial's ``(epoch, objective)`` pairs (epochs from 1) and the epochs it trained.
 
-    Our tuners report every epoch at ``step=epoch`` (Keras's 0-based epoch). A
+    Our tuners (``every_epoch``) report every epoch at ``step=epoch``, Keras's
+    0-based epoch, which a ``fit`` from ``initial_epoch`` counts from there. A
     Hyperband trial (``tuner/epochs`` among its hyperparameters) trains epochs
-    ``tuner/initial_epoch .. tuner/epochs - 1`` and KerasTuner reports it once, at
-    the index of its best epoch within that ``fit`` (``tuner_utils.get_best_step``),
-    so its step counts from ``tuner/initial_epoch``.
+    ``tuner/initial_epoch .. tuner/epochs - 1``, and KerasTuner's own tuners report
+    it once, at the index of its best epoch within that ``fit``
+    (``tuner_utils.get_best_step``), so that step counts from ``tuner/initial_epoch``.
+    With ``executions_per_trial > 1`` an epoch's value is the mean over the
+    executions, as the oracle scores it.
     """
     values = trial.hyperparameters.values
     history = trial.metrics.get_history(name) if trial.metrics.exists(name) else []
-    if HYPERBAND_EPOCHS in values:
+    if HYPERBAND_EPOCHS in values and not every_epoch:
         start = int(values.get(HYPERBAND_INITIAL_EPOCH, 0))
-        by_epoch = {start + int(obs.step) + 1: float(obs.value[0]) for obs in history}
+        by_epoch = {start + int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
         return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start
-    by_epoch = {int(obs.step) + 1: float(obs.value[0]) for obs in history}
+    by_epoch = {int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
     return sorted(by_epoch.items()), len(by_epoch)
 
 
@@ -127,9 +132,10 @@ def trial_records(tuner) -> list[TrialRecord]:
     objectives = several_objectives(oracle)
     name = objective_name(oracle)
     pruned = getattr(oracle, "pruned_trials", {})
+    every_epoch = isinstance(tuner, TrainkitTunerMixin)  # reports at Keras's own epoch index
     records = []
     for trial in oracle.trials.values():
-        curve, epochs = _curve_and_epochs(trial, name)
+        curve, epochs = _curve_and_epochs(trial, name, every_epoch)
         score = trial.score if trial.score is not None and np.isfinite(trial.score) else None
         values = {}
         if objectives and trial.status == "COMPLETED":
