@@ -34,11 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """The sizes and the plot's path (its folder created if missing), before any work."""
     from keras_trainkit.commands._paths import output_file
-    from keras_trainkit.utils.validation import check_positive
+    from keras_trainkit.utils.validation import check_number, check_positive
 
     check_positive("depth", args.depth, integer=True)
     check_positive("width", args.width, integer=True)
     check_positive("batch_size", args.batch_size, integer=True)
+    check_number("seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
     if args.plot is not None:
         output_file(args.plot, "--plot", "check-init")
 

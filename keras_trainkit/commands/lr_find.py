@@ -38,21 +38,36 @@ def check(args: argparse.Namespace) -> None:
                  hint="The sweep must go from `start_lr` up to `end_lr`")
     check_number("num_steps", args.num_steps, minimum=2, integer=True)
     check_positive("batch_size", args.batch_size, integer=True)
+    check_number("seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
     output_folder(args.output, "--output", "lr-find")
+
+
+def _optimizer(name: str):
+    """The optimizer ``--optimizer`` names, or an error that names the flag."""
+    from keras_trainkit import optimizers
+
+    try:
+        return optimizers.get(name)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Argument `--optimizer` must name an optimizer that "
+                         f"keras_trainkit.optimizers.get builds on its own (a wrapper such as "
+                         f"lookahead or sam needs an inner optimizer; {error}). "
+                         f"Received: --optimizer={name!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import keras
 
-    from keras_trainkit import datasets, models, optimizers
+    from keras_trainkit import datasets, models
     from keras_trainkit.diagnostics import lr_find
     from keras_trainkit.diagnostics.lr_finder import SUGGESTION_RULES
 
+    optimizer = _optimizer(args.optimizer)  # before the data and the model
     (x, y), _ = datasets.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
     model = models.build(args.model, x.shape[1:], int(y.max()) + 1)
     model.compile(
-        optimizer=optimizers.get(args.optimizer),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     result = lr_find(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 import time
@@ -67,7 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="folder for the search state and the report, created with any "
                              "missing parents")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh instead of resuming a search in --output")
+                        help="start afresh instead of resuming a search in --output (a "
+                             "search started with another --dataset, --model, --space, "
+                             "--epochs, --seed, --tuner or --objectives is refused without it)")
 
 
 def recipe(args: argparse.Namespace, input_shape, num_classes):
@@ -126,7 +129,8 @@ def _print_progress(tuner, trial, started=None, total=None):
     best_score = best[0].score if best and best[0].score is not None else float("nan")
     message = ended.message or ""
     status = "pruned" if message.startswith("pruned") else ended.status.lower()
-    score = f"val_accuracy={ended.score:.4f}" if ended.score is not None else "val_accuracy=-"
+    name = getattr(oracle.objective, "name", "val_accuracy")  # the one objective
+    score = f"{name}={ended.score:.4f}" if ended.score is not None else f"{name}=-"
     objectives = several_objectives(oracle)
     if objectives and ended.status == "COMPLETED":  # several objectives: each, no "best"
         values = zip(objectives, oracle.objective_values(ended))
@@ -245,18 +249,21 @@ def refit(tuner, train, validation):
 
 
 def check(args: argparse.Namespace) -> None:
-    """The argument checks and the output folder (created if missing), before any work."""
+    """The argument checks, a search in --output started with other settings, and the
+    output folder (created if missing), before any work."""
     from keras_trainkit.commands._paths import output_folder
+    from keras_trainkit.commands._tune_state import check_objective_names, check_same_search
 
-    parse_objectives(args.objectives)
+    check_objective_names(args.objectives)
     for name in ("trials", "epochs", "parallel", "ensemble"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Argument `--{name}` must be >= 1. Received: {name}={getattr(args, name)}")
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"Argument `--seed` must be in [0, 2**32). Received: seed={args.seed}")
-    if args.budget_minutes is not None and args.budget_minutes <= 0:
-        raise ValueError(f"Argument `--budget-minutes` must be > 0. Received: budget_minutes={args.budget_minutes}")
+    if args.budget_minutes is not None and not 0 < args.budget_minutes < math.inf:
+        raise ValueError(f"Argument `--budget-minutes` must be a finite number > 0. Received: budget_minutes={args.budget_minutes}")
     check_tuner_flags(args)
+    check_same_search(args)
     output_folder(args.output, "--output", "tune")
 
 
@@ -281,23 +288,22 @@ def _print_optuna_notes(tuner) -> None:
         print(f"Optuna study {tuner.study.study_name!r}: optuna-dashboard {tuner.storage_url}")
 
 
-def run(args: argparse.Namespace) -> int:
-    import keras
-    import numpy as np
-
-    from keras_trainkit.commands.demo import split
-    from keras_trainkit.tuning.ensemble import ensemble_best_models
-    from keras_trainkit.tuning.parallel import parallel_search
-    from keras_trainkit.tuning.report import several_objectives, write_report
+def _prepare_output(args: argparse.Namespace) -> None:
+    """Check an Optuna ``--storage`` against the search in ``--output``, then (with
+    ``--overwrite``) remove the old search and record the new one's settings."""
+    from keras_trainkit.commands._tune_state import check_storage_study, write_settings
 
     args.project_dir = os.path.join(args.output, "search")
+    check_storage_study(args, args.project_dir)  # before --overwrite removes anything
     if args.overwrite and os.path.isdir(args.project_dir):
         import shutil
 
         shutil.rmtree(args.project_dir)
-    train, validation, (x_test, y_test) = split(args.dataset, args.seed)
-    input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
-    started = time.time()
+    write_settings(args)
+
+
+def _print_start(args: argparse.Namespace) -> None:
+    """The line that says which search starts (or resumes) and where its state is."""
     trials = f"{args.trials} " if args.trials else ("" if args.tuner == "hyperband" else
                                                     f"{DEFAULT_TRIALS} ")
     pruner = "brackets" if args.tuner == "hyperband" else (args.pruner or "median")
@@ -308,19 +314,14 @@ def run(args: argparse.Namespace) -> int:
           f"{', isolated trials' if args.isolate else ''}"
           f"{f', budget {args.budget_minutes:g} min' if args.budget_minutes else ''}); "
           f"state in {args.project_dir}", flush=True)
-    factory = functools.partial(make_tuner, args, input_shape, num_classes, started)
-    if args.parallel > 1:
-        tuner = parallel_search(factory, *train, validation_data=validation,
-                                parallel_trials=args.parallel)
-    else:
-        tuner = factory()
-        tuner.search(*train, validation_data=validation, verbose=0)
-    report = write_report(tuner, args.output)
-    print()
-    print(report["summary"])
 
-    def test_accuracy(model):
-        return float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
+
+def _final_models(args, tuner, train, validation, test_accuracy, started) -> None:
+    """The best (or Pareto-front) models' test accuracy, the ensemble and the refit."""
+    import keras
+
+    from keras_trainkit.tuning.ensemble import ensemble_best_models
+    from keras_trainkit.tuning.report import several_objectives
 
     several = bool(several_objectives(tuner.oracle))
     if several:
@@ -345,6 +346,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"Best recipe refit on training + validation ({examples} examples): test accuracy "
               f"{test_accuracy(model):.4f} (saved to {path}; "
               f"{(time.time() - started) / 60:.1f} min in all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) the search, write the report, test the final models.
+
+    Returns 0, or 1 when no trial finished with a score (no model to test).
+    """
+    import numpy as np
+
+    from keras_trainkit.commands.demo import split
+    from keras_trainkit.tuning.parallel import parallel_search
+    from keras_trainkit.tuning.report import write_report
+
+    _prepare_output(args)
+    train, validation, (x_test, y_test) = split(args.dataset, args.seed)
+    input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
+    started = time.time()
+    _print_start(args)
+    factory = functools.partial(make_tuner, args, input_shape, num_classes, started)
+    if args.parallel > 1:
+        tuner = parallel_search(factory, *train, validation_data=validation,
+                                parallel_trials=args.parallel)
+    else:
+        tuner = factory()
+        tuner.search(*train, validation_data=validation, verbose=0)
+    report = write_report(tuner, args.output)
+    print()
+    print(report["summary"])
+    if not tuner.oracle.get_best_trials(1):
+        print(f"trainkit tune: error: no trial of the search has finished with a score, so there "
+              f"is no model to test (the report in {os.path.abspath(args.output)} lists the "
+              "trials); run the command again to resume the search, with a larger "
+              "--budget-minutes or --trials", file=sys.stderr)
+        return 1
+
+    def test_accuracy(model):
+        return float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
+
+    _final_models(args, tuner, train, validation, test_accuracy, started)
     if args.tuner == "optuna":
         _print_optuna_notes(tuner)
     print(f"Report: {os.path.abspath(args.output)} (summary.txt, best_hyperparameters.json, "
