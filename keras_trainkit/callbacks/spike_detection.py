@@ -12,6 +12,7 @@ import numpy as np
 from keras_trainkit._compat.keras import loss_total_and_count, set_loss_total_and_count
 from keras_trainkit.callbacks._monitor import TrainkitCallback, check_optional_number, sync_model_state
 from keras_trainkit.callbacks._registry import register
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint, variable_arrays
 from keras_trainkit.utils.validation import check_bool, check_condition, check_in, check_positive, check_type
 
@@ -41,13 +42,17 @@ def is_spike(loss, last_good, recent, atol=None, rtol=2.0):
 
 
 class _StateCopy:
-    """A host copy of the model's variables and its optimizer's (slots, step counter), put back on demand."""
+    """A host copy of the model's training state, put back on demand.
+
+    The model's variables and its optimizer's (slots, step counter), and in
+    the ``Trainer`` also its own gradient transforms' state, accumulated
+    gradient and skip counter (``control.training_state_variables``).
+    """
 
     def __init__(self, model):
         sync_model_state(model)
         self.model = model
-        optimizer = getattr(model, "optimizer", None)
-        self.variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+        self.variables = control.training_state_variables(model)
         self.arrays = variable_arrays(self.variables)
 
     def restore(self):
@@ -80,12 +85,11 @@ class SpikeDetection(TrainkitCallback):
       variables and the optimizer's variables (slots and step counter) are put
       back to their values before the batch, so it is as if it had not been
       trained on (its data is consumed). Costs one host copy of the model and
-      optimizer variables per batch, once detection has started. The state of
-      the Trainer's own ``gradient_transforms`` (kept outside the optimizer)
-      is not in the copy, nor is the partial gradient sum of the Trainer's
-      ``gradient_accumulation_steps``; transforms inside a
-      ``TransformedOptimizer`` and Keras's optimizer-side
-      ``gradient_accumulation_steps`` are.
+      optimizer variables per batch, once detection has started. In the
+      ``Trainer`` the copy also holds its own state (its ``gradient_transforms``,
+      the partial gradient sum of its ``gradient_accumulation_steps``, its
+      count of skipped non-finite steps), so a skipped batch leaves nothing
+      in the accumulated gradient.
     * ``"restore"``: roll back to the last good state, a host copy of the
       same variables taken after every ``snapshot_every``-th non-spiking batch
       (and at the start of training): the spike and the batches just before it

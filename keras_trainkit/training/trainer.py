@@ -432,29 +432,41 @@ class Trainer:
         self.non_finite.begin_fit()
         clear_initial_epoch(self.model)
         self.evaluation_weights().resume()
-        callbacks.on_train_begin()
-        self._functions.train()  # traced and the optimizer built before the first epoch, as in fit
-        initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)
-        logs = None
-        for epoch in range(initial_epoch, epochs):
-            first_step = resume_step if epoch == initial_epoch else 0
-            logs = self._fit_epoch(epoch, first_step, plan, callbacks, checkpointer, checkpoint_every_n_steps,
-                                   validation)
-            if self.model.stop_training:
-                break
-        self.non_finite.end_fit()
-        if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
-            self.optimizer.finalize_variable_values(self.model.trainable_variables)
-            self.evaluation_weights().finalize()
-        callbacks.on_train_end(logs=logs)
+        with control.loop_state(self.model, self._training_state_variables):
+            callbacks.on_train_begin()
+            self._functions.train()  # traced and the optimizer built before the first epoch, as in fit
+            initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)
+            logs = None
+            for epoch in range(initial_epoch, epochs):
+                first_step = resume_step if epoch == initial_epoch else 0
+                logs = self._fit_epoch(epoch, first_step, plan, callbacks, checkpointer, checkpoint_every_n_steps,
+                                       validation)
+                if self.model.stop_training:
+                    break
+            self.non_finite.end_fit()
+            if epochs > 0 and hasattr(self.optimizer, "finalize_variable_values"):
+                self.optimizer.finalize_variable_values(self.model.trainable_variables)
+                self.evaluation_weights().finalize()
+            callbacks.on_train_end(logs=logs)
         return self.model.history
 
     def _checkpoint_variables(self):
         """What a checkpoint saves, in a fixed order: model, optimizer as compiled, transforms, counters."""
         # model.variables: the weights and the layers' seed-generator states (dropout, ...). The
         # optimizer as compiled: callbacks may wrap it during fit, its variables stay.
-        return (list(self.model.variables) + list(self._compiled_optimizer.variables)
-                + self._chain.variables + [self.non_finite.skipped] + self._accumulator.variables)
+        return list(self.model.variables) + list(self._compiled_optimizer.variables) + self._own_variables()
+
+    def _training_state_variables(self):
+        """Every variable the next step reads (``control.training_state_variables`` while fitting).
+
+        Unlike a checkpoint, the optimizer as it is now: transforms a callback
+        attached (``GradientClipping``) keep state in the wrapper.
+        """
+        return list(self.model.variables) + list(self.model.optimizer.variables) + self._own_variables()
+
+    def _own_variables(self):
+        """The state the Trainer keeps outside the model and optimizer: transforms, skip count, accumulated sum."""
+        return self._chain.variables + [self.non_finite.skipped] + self._accumulator.variables
 
     def _fit_epoch(self, epoch, first_step, plan, callbacks, checkpointer, every, validation):
         """One epoch: its batches, the NaN policy, validation, the epoch-end checkpoint."""

@@ -142,3 +142,27 @@ def test_swa_refuses_an_optimizer_that_replaces_its_average_at_the_end_of_fit(fi
         else:
             model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[SWA(start_epoch=1)])
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0, "refused before any step"
+
+
+def test_a_skipped_batch_leaves_nothing_in_the_trainers_accumulated_gradient():
+    # Reference: model.fit with Keras's optimizer-side accumulation, whose partial sum is an
+    # optimizer variable (so in the copy). Before, the Trainer's own partial sum kept the
+    # spiking gradient and applied it with the next batch (a 7.88 update, three more spikes).
+    x, y = _spike_data()
+    runs = {}
+    for runner in ("fit", "trainer"):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        accumulate = {"gradient_accumulation_steps": 2} if runner == "fit" else {}
+        model.compile(keras.optimizers.SGD(0.01, **accumulate), "mse")
+        detector = SpikeDetection(policy="skip", warmup=2)
+        if runner == "fit":
+            model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[detector])
+        else:
+            Trainer.from_compiled(model, shuffle=False, gradient_accumulation_steps=2).fit(
+                x, y, batch_size=BATCH, verbose=0, callbacks=[detector])
+        runs[runner] = ([s["step"] for s in detector.spikes], [w.numpy() for w in model.trainable_variables])
+    assert runs["fit"][0] == runs["trainer"][0] == [SPIKE_BATCH]
+    for trainer_weight, fit_weight in zip(runs["trainer"][1], runs["fit"][1]):
+        np.testing.assert_allclose(trainer_weight, fit_weight, rtol=1e-5, atol=1e-6)

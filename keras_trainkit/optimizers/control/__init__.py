@@ -22,6 +22,8 @@ optimizer's private attributes or walks its wrappers:
   :func:`detach_transforms`.
 * **Retracing**: :func:`retrace` makes ``model.fit`` and the Trainer trace
   their step again after a change that a traced step would not see.
+* **The training state**: :func:`training_state_variables`, every variable the
+  next step reads, also the Trainer's own (:func:`loop_state`).
 
 What a compiled step sees (``model.fit`` traces ``train_step`` lazily, on the
 first batch, after ``on_train_begin``): a Python float read by ``update_step``
@@ -52,6 +54,7 @@ from keras_trainkit.optimizers.control.hyperparameters import (
     schedule_hyperparameter,
 )
 from keras_trainkit.optimizers.control.learning_rate import LearningRateHandle, learning_rate_handles
+from keras_trainkit.optimizers.control.loop_state import loop_state, training_state_variables
 
 __all__ = [
     "HyperparameterVariable",
@@ -63,10 +66,12 @@ __all__ = [
     "find_optimizer",
     "leaf_optimizers",
     "learning_rate_handles",
+    "loop_state",
     "model_leaf_optimizers",
     "retrace",
     "retrace_requests",
     "schedule_hyperparameter",
+    "training_state_variables",
     "update_count",
     "warn_if_unused",
     "wrapper_chain",

@@ -1,0 +1,46 @@
+"""The variables that hold a model's training state, whichever loop trains it.
+
+A callback that undoes training (``SpikeDetection`` skipping a batch or going
+back to a good state) must copy every variable the next step reads. Under
+``model.fit`` those are the model's and its optimizer's. The ``Trainer`` keeps
+more outside them: its own gradient transforms' state, the partial gradient
+sum of its ``gradient_accumulation_steps`` and its count of skipped non-finite
+steps; while it trains a model it names them here (:func:`loop_state`), the
+list its checkpoints save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+
+_LOOP_STATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def loop_state(model, variables):
+    """While the block runs, :func:`training_state_variables` of ``model`` is ``variables()``.
+
+    Args:
+        model: the model a loop trains.
+        variables: a function returning every variable of the loop's training state.
+    """
+    _LOOP_STATES[model] = variables
+    try:
+        yield
+    finally:
+        _LOOP_STATES.pop(model, None)
+
+
+def training_state_variables(model) -> list:
+    """Every variable the next training step of ``model`` reads and updates.
+
+    The list a running ``Trainer`` named (:func:`loop_state`); otherwise the
+    model's variables and its optimizer's (slots, step counter), which is all
+    ``model.fit`` keeps.
+    """
+    variables = _LOOP_STATES.get(model)
+    if variables is not None:
+        return list(variables())
+    optimizer = getattr(model, "optimizer", None)
+    return list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
