@@ -20,7 +20,7 @@ import keras
 from keras_trainkit.callbacks._monitor import sync_model_state
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
-from keras_trainkit.optimizers.control import HyperparameterVariable  # noqa: F401  (its documented home)
+from keras_trainkit.optimizers.control import HyperparameterVariable
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.utils.validation import check_in, check_type
 
@@ -53,6 +53,14 @@ class HyperparameterScheduler(keras.callbacks.Callback):
     (``inner_optimizer``) or a per-layer set (``MultiOptimizer``) every inner
     optimizer is scheduled. The value is logged in the epoch logs under the
     hyperparameter's name.
+
+    On JAX with ``jit_compile`` (Keras's default there), the jitted step reads
+    such a variable once, when it is traced (Keras's JAX trainer carries only
+    the model's, optimizer's and metrics' variables): a new value per epoch
+    retraces the step (``control.assigned_outside_state``); a new value per
+    step would compile every step, so ``frequency="step"`` is refused there
+    for any hyperparameter but a float ``learning_rate`` (compile with
+    ``jit_compile=False``, or schedule per epoch).
 
     Args:
         hyperparameter: the optimizer attribute to set, e.g. ``"momentum"``.
@@ -120,7 +128,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
                         "set a float learning rate. Pass the schedule to the optimizer "
                         f"instead. Received: hyperparameter={self.hyperparameter!r}"
                     )
-                targets.append((leaf, handle.raw))
+                targets.append((leaf, handle.variable))
                 continue
             already = isinstance(getattr(leaf, self.hyperparameter, None), HyperparameterVariable)
             targets.append((leaf, control.schedule_hyperparameter(leaf, self.hyperparameter)))
@@ -137,17 +145,30 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         # JAX: mid-fit the trainer holds the variables' values; put them back so the update
         # count can be read and the new value assigned (the next batch reads them back).
         sync_model_state(self.model)
+        frozen_changed = False
         for leaf, variable in self._targets:
             value = self._value(count_of(leaf))
             if isinstance(variable, HyperparameterVariable):
+                frozen_changed = frozen_changed or float(variable) != float(value)
                 variable.set_value(value)
             else:
                 variable.assign(value)
+        if frozen_changed:
+            control.assigned_outside_state(self.model)  # JAX froze the old value into its step
 
     # -- callback hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         self._targets = self._resolve_targets()
+        frozen = [v for _, v in self._targets if isinstance(v, HyperparameterVariable)]
+        if frozen and self.frequency == "step" and control.step_freezes_assigned_values(self.model):
+            raise ValueError(
+                f"HyperparameterScheduler cannot set {self.hyperparameter} at every step of a "
+                "jit-compiled step on JAX: Keras's JAX trainer reads it once, when it traces the "
+                "step, so each new value would need a new compilation. Compile the model with "
+                "jit_compile=False, or schedule per epoch (frequency='epoch'). "
+                f"Received: frequency={self.frequency!r}"
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.frequency == "epoch":

@@ -166,3 +166,33 @@ def test_a_skipped_batch_leaves_nothing_in_the_trainers_accumulated_gradient():
     assert runs["fit"][0] == runs["trainer"][0] == [SPIKE_BATCH]
     for trainer_weight, fit_weight in zip(runs["trainer"][1], runs["fit"][1]):
         np.testing.assert_allclose(trainer_weight, fit_weight, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_saved_during_swa_annealing_over_a_schedule_loads_its_optimizer_state(tmp_path):
+    # SWA holds the learning rate in place of the schedule from start_epoch; a ModelCheckpoint
+    # then must still save the schedule. Before, the held variable was saved as a float
+    # learning rate: the loaded Adam had one variable more, Keras skipped loading its state
+    # (iterations 8 -> 0, moments dropped) and the schedule was lost.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=4, decay_rate=0.5)
+    model.compile(keras.optimizers.Adam(schedule), "mse")
+    path = str(tmp_path / "model.keras")
+
+    class SaveWhileHeld(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.state = [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.optimizer.variables]
+            self.model.save(path)  # during SWA's epoch 1, with the rate held at 0.01
+
+    saver = SaveWhileHeld()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[SWA(start_epoch=1, swa_learning_rate=0.01), saver])
+    loaded = keras.models.load_model(path)
+    learning_rate = loaded.optimizer.get_config()["learning_rate"]
+    assert learning_rate == keras.optimizers.schedules.serialize(schedule)
+    loaded_state = [keras.ops.convert_to_numpy(v) for v in loaded.optimizer.variables]
+    assert len(loaded_state) == len(saver.state)
+    for saved, restored in zip(saver.state, loaded_state):
+        np.testing.assert_array_equal(restored, saved)
+    assert int(loaded_state[0]) == 8  # iterations

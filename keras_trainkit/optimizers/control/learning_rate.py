@@ -12,6 +12,41 @@ from keras_trainkit.utils.values import to_float
 from keras_trainkit.schedules.scaled import ScaledSchedule
 
 
+@keras.saving.register_keras_serializable(package="keras_trainkit")
+class HeldLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate held at a variable's value in place of ``schedule``, saved as ``schedule``.
+
+    What :meth:`LearningRateHandle.begin_override` puts in place of a schedule:
+    ``lr(step) = variable`` (assign it to change the rate inside a traced step).
+    Its config is the schedule's, and loading it gives the schedule back, so a
+    model saved while the rate is held (a ``ModelCheckpoint`` during SWA's
+    annealing) keeps its optimizer's config and variable layout: loading it
+    restores the optimizer's state (a ``keras.Variable`` in the schedule's
+    place would be saved as a float learning rate, one optimizer variable
+    more, and Keras would then skip loading the saved slots).
+
+    Args:
+        schedule: the schedule (or callable) that the held rate stands in for.
+        value: the rate to hold.
+    """
+
+    def __init__(self, schedule, value):
+        self.schedule = schedule
+        self.variable = keras.Variable(float(value), dtype="float32", trainable=False,
+                                       name="learning_rate_override")
+
+    def __call__(self, step):
+        return keras.ops.convert_to_tensor(self.variable)
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule)}
+
+    @classmethod
+    def from_config(cls, config):
+        """The schedule the rate was held in place of (the hold is not saved)."""
+        return keras.saving.deserialize_keras_object(config["schedule"])
+
+
 class LearningRateHandle:
     """Read, scale, set or temporarily override one (leaf) optimizer's learning rate.
 
@@ -47,8 +82,25 @@ class LearningRateHandle:
 
     @property
     def is_schedule(self) -> bool:
-        """Whether the learning rate is a function of the step (schedule or callable)."""
-        return not isinstance(self.raw, keras.Variable)
+        """Whether the learning rate is a function of the step (schedule or callable, not held)."""
+        return self.variable is None
+
+    @property
+    def variable(self):
+        """The variable a traced step reads the rate from: a float's or a held one's (``None`` for a schedule)."""
+        raw = self.raw
+        if isinstance(raw, HeldLearningRate):
+            return raw.variable
+        return raw if isinstance(raw, keras.Variable) else None
+
+    @property
+    def held(self) -> bool:
+        """Whether a schedule is replaced by a held rate now (:meth:`begin_override`)."""
+        return isinstance(self.raw, HeldLearningRate)
+
+    def _assign(self, value) -> None:
+        """Set a float (or held) learning rate to ``value``."""
+        self.variable.assign(float(value))
 
     def value(self) -> float:
         """The learning rate the next update will use (schedules evaluated at the update count)."""
@@ -57,7 +109,7 @@ class LearningRateHandle:
     def make_scalable(self) -> bool:
         """Wrap a schedule in a ``ScaledSchedule`` (once); returns whether anything changed."""
         raw = self.raw
-        if isinstance(raw, (keras.Variable, ScaledSchedule)):
+        if self.variable is not None or isinstance(raw, ScaledSchedule):
             return False
         if not callable(raw):
             raise ValueError(
@@ -90,7 +142,7 @@ class LearningRateHandle:
                 f"Received: learning_rate={raw!r}"
             )
         new = max(current * factor, minimum)
-        self.optimizer.learning_rate = new
+        self._assign(new)
         return new
 
     def set(self, value) -> None:
@@ -101,46 +153,48 @@ class LearningRateHandle:
                 f"({type(self.raw).__name__}), which cannot be set to a float; use "
                 f"LearningRateHandle.override for a while. Received: learning_rate={value!r}"
             )
-        self.optimizer.learning_rate = float(value)
+        self._assign(value)
 
     def begin_override(self, value) -> bool:
         """Hold the learning rate at ``value`` until :meth:`end_override`; returns whether to retrace.
 
         A float learning rate is assigned (its variable is the one a traced
-        step reads: no retrace). A schedule is replaced by a variable holding
-        ``value`` (returns ``True`` the first time: a step traced before reads
-        the schedule, so retrace with :func:`retrace`). Either way the
-        optimizer's saved layout is unchanged and :meth:`end_override` puts the
-        original back. Call again to change the value; :attr:`override_variable`
-        is the variable to assign directly.
+        step reads: no retrace), and so is one held already. A schedule is
+        replaced by a :class:`HeldLearningRate` holding ``value`` (returns
+        ``True``: a step traced before reads the schedule, so retrace with
+        :func:`retrace`), which is saved as the schedule. Either way the
+        optimizer's saved config and layout are unchanged and
+        :meth:`end_override` puts the original back. Call again to change the
+        value; :attr:`override_variable` is the variable to assign directly.
         """
         if self._saved is not None:
             self.override_variable.assign(float(value))
             return False
-        raw = self.raw
-        if isinstance(raw, keras.Variable):
-            self._saved = ("value", to_float(raw))
-            raw.assign(float(value))
+        variable = self.variable
+        if variable is not None:
+            self._saved = ("value", to_float(variable))
+            variable.assign(float(value))
             return False
+        raw = self.raw
         self._saved = ("object", raw)
-        variable = keras.Variable(float(value), dtype="float32", trainable=False, name="learning_rate_override")
-        replace_raw_learning_rate(self.optimizer, variable)
+        replace_raw_learning_rate(self.optimizer, HeldLearningRate(raw, value))
         return True
 
     @property
     def override_variable(self):
         """The variable holding the overriding learning rate (``None`` without an override)."""
-        return self.raw if self._saved is not None else None
+        return self.variable if self._saved is not None else None
 
     def end_override(self) -> bool:
         """Put back what :meth:`begin_override` changed; returns whether to retrace."""
         if self._saved is None:
             return False
         kind, saved = self._saved
-        self._saved = None
         if kind == "value":
-            self.raw.assign(saved)
+            self.override_variable.assign(saved)
+            self._saved = None
             return False
+        self._saved = None
         replace_raw_learning_rate(self.optimizer, saved)
         return True
 
