@@ -205,6 +205,8 @@ class ReduceLROnPlateau(MonitorBase):
             self.wait += 1
             if self.wait >= self.patience:
                 reduced = [self._reduce(handle, epoch) for handle in handles]
+                if any(done and handle.is_schedule for done, handle in zip(reduced, handles)):
+                    control.assigned_outside_state(self.model)  # JAX froze the scale into its step
                 if any(reduced):
                     self.cooldown_counter = self.cooldown
                     self.wait = 0

@@ -376,6 +376,8 @@ class SWA(TrainkitCallback):
                    for handle, start in zip(self._lr_handles, self._swa_lr_start)]
         if any(changed):  # a schedule was replaced by the SWA rate's variable
             control.retrace(self.model)
+        elif any(handle.held for handle in self._lr_handles):
+            control.assigned_outside_state(self.model)  # JAX froze the held rate into its step
 
     def on_epoch_end(self, epoch, logs=None):
         due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.frequency == 0

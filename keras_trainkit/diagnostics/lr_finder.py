@@ -409,9 +409,13 @@ def _sweep(model, batches, learning_rates, lr_variables, accumulation, smoothing
     """Train one update per learning rate; ``(tried, losses, smoothed, diverged)``."""
     tried, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
+    in_state = {id(variable) for variable in model.optimizer.variables}
+    held = any(id(variable) not in in_state for variable in lr_variables)  # a schedule's stand-in
     for i, learning_rate in enumerate(learning_rates):
         for variable in lr_variables:
             variable.assign(float(learning_rate))
+        if held:  # JAX with XLA froze the held rate into the step: one compilation per rate
+            control.assigned_outside_state(model)
         step_losses = []
         for _ in range(accumulation):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(next(batches))

@@ -21,7 +21,9 @@ optimizer's private attributes or walks its wrappers:
 * **Gradient transforms** on a compiled model: :func:`attach_transforms` and
   :func:`detach_transforms`.
 * **Retracing**: :func:`retrace` makes ``model.fit`` and the Trainer trace
-  their step again after a change that a traced step would not see.
+  their step again after a change that a traced step would not see;
+  :func:`assigned_outside_state` after assigning a variable that Keras's JAX
+  trainer does not carry through its jitted step (it froze the value).
 * **The training state**: :func:`training_state_variables`, every variable the
   next step reads, also the Trainer's own (:func:`loop_state`).
 
@@ -40,12 +42,14 @@ from keras_trainkit.optimizers.control.attachment import (
     warn_if_unused,
 )
 from keras_trainkit.optimizers.control.chain_walk import (
+    assigned_outside_state,
     build_optimizer,
     find_optimizer,
     leaf_optimizers,
     model_leaf_optimizers,
     retrace,
     retrace_requests,
+    step_freezes_assigned_values,
     update_count,
     wrapper_chain,
 )
@@ -60,6 +64,7 @@ __all__ = [
     "HyperparameterVariable",
     "LearningRateHandle",
     "applied_steps",
+    "assigned_outside_state",
     "attach_transforms",
     "build_optimizer",
     "detach_transforms",
@@ -71,6 +76,7 @@ __all__ = [
     "retrace",
     "retrace_requests",
     "schedule_hyperparameter",
+    "step_freezes_assigned_values",
     "training_state_variables",
     "update_count",
     "warn_if_unused",

@@ -109,6 +109,25 @@ def retrace(model) -> None:
         model.make_train_function(force=True)
 
 
+def step_freezes_assigned_values(model) -> bool:
+    """Whether ``model``'s compiled step reads an assigned variable outside its state only once.
+
+    TensorFlow and PyTorch read every variable at run time. Keras's JAX
+    trainer carries only the model's, optimizer's and metrics' variables
+    through its jitted step; any other variable the step reads (a
+    ``HyperparameterVariable``, a ``ScaledSchedule``'s scale, a held learning
+    rate) is read when the step is traced and frozen into it, so assigning it
+    reaches the step only after a :func:`retrace`.
+    """
+    return keras.backend.backend() == "jax" and bool(getattr(model, "jit_compile", False))
+
+
+def assigned_outside_state(model) -> None:
+    """After assigning such a variable: :func:`retrace` where the step froze its value (JAX with XLA)."""
+    if step_freezes_assigned_values(model):
+        retrace(model)
+
+
 def retrace_requests(model) -> int:
     """How many times :func:`retrace` was asked for ``model`` (for loops that cache a trace)."""
     return _RETRACE_REQUESTS.get(model, 0)
