@@ -36,7 +36,10 @@ gradient accumulation, ...) belong to the inner optimizer: set them there. A
 wrapper that rewrites the weights after the inner step refuses an inner
 ``use_ema`` (:func:`check_inner_ema_off`): Keras averages inside that step.
 The inner optimizer's ``loss_scale_factor`` moves to the wrapper, so the
-wrapper's hooks see unscaled gradients.
+wrapper's hooks see unscaled gradients. A ``LossScaleOptimizer`` inside a
+wrapper is refused (:func:`check_no_loss_scale_inside`): it must be the
+outermost optimizer, ``LossScaleOptimizer(wrapper)``, as ``mixed_float16``
+builds it.
 """
 
 from __future__ import annotations
@@ -97,6 +100,31 @@ def check_inner_ema_off(wrapper_name, optimizer, why):
             )
 
 
+def check_no_loss_scale_inside(wrapper_name, optimizer):
+    """Raise ``ValueError`` if ``optimizer`` is or wraps a ``keras.optimizers.LossScaleOptimizer``.
+
+    A loss-scale optimizer divides the gradients by its dynamic scale (``2**15``
+    at first), assuming ``model.optimizer.scale_loss`` multiplied the loss by
+    it. Inside a wrapper nothing does (the wrapper's ``scale_loss`` and the
+    one of a ``LossScaleOptimizer`` that ``mixed_float16`` puts around it use
+    their own scale): every step would be about ``2**15`` times too small and
+    training would silently stall. It must be the outermost optimizer.
+    """
+    from keras_trainkit.optimizers.control import wrapper_chain  # control imports this module
+
+    chain = wrapper_chain(optimizer)
+    if any(isinstance(link, keras.optimizers.LossScaleOptimizer) for link in chain):
+        nested = "".join(f"{type(link).__name__}(" for link in chain[:-1])
+        received = nested + type(chain[-1]).__name__ + ")" * (len(chain) - 1)
+        raise ValueError(
+            f"Argument `optimizer` of {wrapper_name} must not be or wrap a "
+            "keras.optimizers.LossScaleOptimizer: it would divide the gradients by a loss "
+            "scale the loss was never multiplied by, so training would silently stall. Put "
+            f"it outside: LossScaleOptimizer({wrapper_name}(...)), or compile under the "
+            f"mixed_float16 policy, which adds it. Received: optimizer={received}"
+        )
+
+
 @register(abstract=True)
 class OptimizerWrapper(keras.optimizers.Optimizer):
     """Base class of optimizers that wrap another Keras optimizer.
@@ -110,7 +138,8 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     Args:
         optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``
-            instance, a name (``"adam"``, ``"radam"``) or a config dict.
+            instance, a name (``"adam"``, ``"radam"``) or a config dict; not
+            a ``LossScaleOptimizer`` (``ValueError``: put it outside).
         loss_scale_factor: optional static loss scale; defaults to the inner
             optimizer's, which is moved here.
         name: the optimizer's name.
@@ -145,6 +174,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
             )
         check_type("name", name, (str, type(None)))
         inner = self._resolve_optimizer(optimizer)
+        check_no_loss_scale_inside(type(self).__name__, inner)
         if loss_scale_factor is not None:
             check_positive("loss_scale_factor", loss_scale_factor)
         if loss_scale_factor is None:
