@@ -123,7 +123,8 @@ def step_freezes_assigned_values(model) -> bool:
 
 
 def assigned_outside_state(model) -> None:
-    """After assigning such a variable: :func:`retrace` where the step froze its value (JAX with XLA)."""
+    """After assigning a variable that the step reads but does not carry in its state: :func:`retrace`
+    where the step froze its value (JAX with XLA, see :func:`step_freezes_assigned_values`)."""
     if step_freezes_assigned_values(model):
         retrace(model)
 
