@@ -10,6 +10,8 @@
   relative ``min_delta`` and plain-float comparisons.
 * :class:`StepCount` counts training steps from the batch index, so that
   ``steps_per_execution`` does not change what "every N steps" means.
+* :class:`TrackedBatchLoss` reads each train call's loss from the model's loss
+  tracker (``SpikeDetection`` and ``TrainingMonitor``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import warnings
 
 import keras
 
-from keras_trainkit._compat.keras import metric_direction
+from keras_trainkit._compat.keras import loss_total_and_count, metric_direction, set_loss_total_and_count
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
 from keras_trainkit.utils.values import to_float
 
@@ -60,6 +62,46 @@ class StepCount:
         """Count the call that ended at ``batch`` of this epoch; returns the steps done before it."""
         before, self.step = self.step, self.epoch_first + int(batch) + 1
         return before
+
+
+class TrackedBatchLoss:
+    """The loss of each train call's batches, from the change of the model's loss tracker.
+
+    ``fit`` and the Trainer add each step's loss ``l_i`` to the tracker with
+    ``update_state(l_i, sample_weight=n_i)`` (``n_i`` the batch size) and reset
+    it at each epoch's start, so across one call of ``k`` steps
+
+        L = (total_after - total_before) / (count_after - count_before)
+          = sum(n_i l_i) / sum(n_i)
+
+    exactly, for any batch sizes (a logged running mean ``m_k`` recovers it as
+    ``k m_k - (k - 1) m_{k-1}`` only for equal sizes: a smaller last batch gets
+    a blend of its loss and the epoch's mean).
+    """
+
+    def __init__(self):
+        self.totals = (0.0, 0.0)  # the tracker's (total, count) at the last read
+
+    def begin_epoch(self) -> None:
+        self.totals = (0.0, 0.0)  # fit resets the tracker at each epoch's start
+
+    def read(self, model):
+        """The loss of the steps since the last read, or ``None`` if the tracker did not advance
+        (a ``train_step`` that does not update it, or a model without one)."""
+        read = loss_total_and_count(model)
+        if read is None:
+            return None
+        previous_total, previous_count = self.totals
+        self.totals = read
+        total, count = read
+        if count <= previous_count:
+            return None
+        return (total - previous_total) / (count - previous_count)
+
+    def take_back(self, model, totals) -> None:
+        """Put the tracker (and this reader) back to ``totals``: an undone batch leaves the epoch's loss."""
+        set_loss_total_and_count(model, *totals)
+        self.totals = totals
 
 
 def reaches_multiple(before: int, after: int, every: int) -> bool:

@@ -9,8 +9,13 @@ import os
 
 import numpy as np
 
-from keras_trainkit._compat.keras import loss_total_and_count, set_loss_total_and_count
-from keras_trainkit.callbacks._monitor import TrainkitCallback, check_optional_number, sync_model_state
+from keras_trainkit._compat.keras import loss_total_and_count
+from keras_trainkit.callbacks._monitor import (
+    TrackedBatchLoss,
+    TrainkitCallback,
+    check_optional_number,
+    sync_model_state,
+)
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint, variable_arrays
@@ -172,7 +177,7 @@ class SpikeDetection(TrainkitCallback):
         self._to_skip = set()
         self._epoch = 0
         self._epoch_spikes = 0
-        self._totals = (0.0, 0.0)
+        self._loss = TrackedBatchLoss()
         self._before_batch = None
         self._call_begin = 0
         self._good_state = None
@@ -213,7 +218,7 @@ class SpikeDetection(TrainkitCallback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
         self._epoch_spikes = 0
-        self._totals = (0.0, 0.0)  # fit resets the loss tracker at each epoch's start
+        self._loss.begin_epoch()
 
     def _detecting(self):
         return self._good_batches >= self.warmup
@@ -239,22 +244,24 @@ class SpikeDetection(TrainkitCallback):
             self._before_batch = None
 
     def _batch_loss(self):
-        """The batch's loss from the change of the loss tracker's sum and count (exact for any batch size)."""
-        total, count = loss_total_and_count(self.model)
-        previous_total, previous_count = self._totals
-        self._totals = (total, count)
-        if count <= previous_count:
-            return float("nan")
-        return (total - previous_total) / (count - previous_count)
+        """The call's loss from the loss tracker (exact for any batch size; see ``TrackedBatchLoss``)."""
+        loss = self._loss.read(self.model)
+        if loss is None:
+            raise ValueError(
+                "SpikeDetection reads the batch loss from the model's loss tracker, which this "
+                "model's train_step did not update (a custom train_step must add its loss to it, "
+                "as Keras's does: update_state(loss, sample_weight=batch_size) on the metric named "
+                f"'loss'); without it no spike can be detected. Received: model={self.model.name!r}"
+            )
+        return loss
 
     def _undo(self, state, totals_before):
         """Put ``state`` back and take the batch out of the epoch's loss (a NaN must not stay in its sum)."""
         state.restore()
-        set_loss_total_and_count(self.model, *totals_before)
-        self._totals = totals_before
+        self._loss.take_back(self.model, totals_before)
 
     def on_train_batch_end(self, batch, logs=None):
-        totals_before = self._totals
+        totals_before = self._loss.totals
         loss = self._batch_loss()
         position = (self._epoch, int(batch))
         if self._recorded_in_call(int(batch)):

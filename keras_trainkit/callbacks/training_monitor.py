@@ -13,7 +13,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks._monitor import StepCount, TrainkitCallback, reaches_multiple, sync_model_state
+from keras_trainkit.callbacks._monitor import (
+    StepCount,
+    TrackedBatchLoss,
+    TrainkitCallback,
+    reaches_multiple,
+    sync_model_state,
+)
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.callbacks._registry import register
@@ -111,11 +117,13 @@ class TrainingMonitor(TrainkitCallback):
     ``spike_window`` non-spike batch losses (once at least ``spike_window //
     2`` are known). ``on_spike="warn"`` logs a warning, ``"stop"`` also stops
     training (``stopped_reason = "loss_spike"``), ``"ignore"`` only records it
-    in ``spikes``. The batch loss comes from the logs: with
-    ``batch_loss="running_mean"`` (``model.fit`` and the ``Trainer``, whose batch
-    logs hold the epoch's running mean ``m_k``) it is recovered as
-    ``k * m_k - (k - 1) * m_{k-1}`` (exact for equal batch sizes); with
-    ``"per_batch"`` the logged value is used as is.
+    in ``spikes``. The batch loss: with ``batch_loss="running_mean"``
+    (``model.fit`` and the ``Trainer``) it is read from the model's loss
+    tracker, exactly for any batch sizes, as ``SpikeDetection`` reads it
+    (``callbacks._monitor.TrackedBatchLoss``); where a custom ``train_step``
+    does not update the tracker, it is recovered from the logged running
+    means ``m_k`` as ``k * m_k - (k - 1) * m_{k-1}`` (exact for equal batch
+    sizes). With ``"per_batch"`` the logged value is used as is.
 
     Args:
         log_dir: folder for TensorBoard event files, or ``None`` for none.
@@ -190,6 +198,7 @@ class TrainingMonitor(TrainkitCallback):
         self._longest_call = None  # the most steps one call has run (steps_per_execution)
         self._previous_count = 0
         self._previous_mean = None
+        self._tracked = TrackedBatchLoss()
         self._window = collections.deque(maxlen=self.spike_window)
         self._non_finite_epoch = None
         self._recorder = None
@@ -219,6 +228,7 @@ class TrainingMonitor(TrainkitCallback):
         self._steps.begin_epoch()
         self._previous_count = 0
         self._previous_mean = None
+        self._tracked.begin_epoch()
 
     @property
     def step(self) -> int:
@@ -260,13 +270,17 @@ class TrainingMonitor(TrainkitCallback):
 
     # ------------------------------------------------------------ measurements
     def _batch_loss(self, logs, count):
-        """The mean loss of the call's batches, from the running means ``m`` after ``count``
-        and after the previous call's steps of the epoch: ``(c m_c - c' m_c') / (c - c')``."""
+        """The mean loss of the call's batches: from the loss tracker, else from the running
+        means ``m`` after ``count`` and after the previous call's steps of the epoch:
+        ``(c m_c - c' m_c') / (c - c')``."""
         value = to_float(logs.get("loss"))
-        if value is None:
-            return None
         if self.batch_loss == "per_batch":
             return value
+        tracked = self._tracked.read(self.model)
+        if tracked is not None:
+            return tracked
+        if value is None:
+            return None
         previous, self._previous_mean = self._previous_mean, value
         previous_count, self._previous_count = self._previous_count, count
         if previous is None or previous_count == 0 or count <= previous_count:

@@ -196,3 +196,52 @@ def test_a_model_saved_during_swa_annealing_over_a_schedule_loads_its_optimizer_
     for saved, restored in zip(saver.state, loaded_state):
         np.testing.assert_array_equal(restored, saved)
     assert int(loaded_state[0]) == 8  # iterations
+
+
+def test_training_monitor_reads_each_batch_loss_exactly_for_unequal_batch_sizes():
+    # Batches of 4, 4 and 2 at learning rate 0: each batch's loss is numpy's MSE of the model's
+    # predictions on it. Before, the last batch's came from running means (exact for equal
+    # sizes only): a blend of its loss and the epoch's mean.
+    from keras_trainkit.callbacks import TrainingMonitor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4)).astype("float32")
+    y = np.concatenate([np.zeros((8, 1)), 10 * np.ones((2, 1))]).astype("float32")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    monitor = TrainingMonitor(log_every_n_steps=1, gradient_norms=False, update_ratios=False,
+                              hyperparameters=False, on_spike="ignore")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    predictions = model.predict(x, verbose=0)
+    expected = [float(np.mean((predictions[i:i + 4] - y[i:i + 4]) ** 2)) for i in (0, 4, 8)]
+    np.testing.assert_allclose([r["loss/batch"] for r in monitor.records], expected, rtol=1e-5)
+
+
+def test_spike_detection_refuses_a_train_step_that_leaves_the_loss_tracker_alone():
+    # Before, its batch loss was NaN at every step, no batch counted as good, and detection
+    # never started: a silent no-op.
+    import tensorflow as tf
+
+    class OwnLoss(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+            self.own_loss = keras.metrics.Mean(name="own_loss")
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+        def train_step(self, data):
+            inputs, targets = data
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((self(inputs) - targets) ** 2)
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+            self.own_loss.update_state(loss)
+            return {"loss": self.own_loss.result()}
+
+    model = OwnLoss()
+    model.compile("sgd")
+    x, y = np.ones((16, 4), "float32"), np.ones((16, 1), "float32")
+    with pytest.raises(ValueError, match="did not update.*Received: model="):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SpikeDetection()])
