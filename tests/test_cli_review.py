@@ -146,3 +146,19 @@ def test_lr_find_names_the_flag_of_an_optimizer_it_cannot_build(tmp_path, capsys
     assert error[0].startswith("trainkit lr-find: error: Argument `--optimizer` must name")
     assert error[0].endswith("Received: --optimizer='lookahead'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_removes_the_old_searchs_report_and_models_and_nothing_else(tmp_path):
+    # Before, a new search that writes no ensemble (or other hyperparameters) left the old
+    # search's ensemble_model.keras and score_vs_*.png beside its own report.
+    output = tmp_path / "out"
+    _old_search(output)
+    old = ["ensemble_model.keras", "best_model.keras", "summary.txt", "score_vs_old_units.png",
+           "pareto_front.json", "learning_curves.png"]
+    for name in old:
+        (output / name).write_text("old")
+    (output / "my_notes.txt").write_text("mine")
+    args = cli.build_parser().parse_args(["tune", *TINY, "--overwrite", "--output", str(output)])
+    tune._prepare_output(args)
+    assert sorted(p.name for p in output.iterdir()) == ["my_notes.txt", "search"]
+    assert [p.name for p in (output / "search").iterdir()] == ["trainkit_tune.json"]

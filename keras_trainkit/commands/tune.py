@@ -288,17 +288,29 @@ def _print_optuna_notes(tuner) -> None:
         print(f"Optuna study {tuner.study.study_name!r}: optuna-dashboard {tuner.storage_url}")
 
 
+#: What a search writes in ``--output`` beside ``search/``: its report and final models.
+SEARCH_OUTPUTS = ("summary.txt", "best_hyperparameters.json", "score_by_trial.png", "score_vs_*.png",
+                  "learning_curves.png", "pareto_front.json", "pareto_front.png", "ensemble_model.keras",
+                  "best_model.keras")
+
+
 def _prepare_output(args: argparse.Namespace) -> None:
     """Check an Optuna ``--storage`` against the search in ``--output``, then (with
-    ``--overwrite``) remove the old search and record the new one's settings."""
+    ``--overwrite``) remove the old search, its report and its models, and record the
+    new one's settings."""
+    import glob
+    import shutil
+
     from keras_trainkit.commands._tune_state import check_storage_study, write_settings
 
     args.project_dir = os.path.join(args.output, "search")
     check_storage_study(args, args.project_dir)  # before --overwrite removes anything
-    if args.overwrite and os.path.isdir(args.project_dir):
-        import shutil
-
-        shutil.rmtree(args.project_dir)
+    if args.overwrite:
+        if os.path.isdir(args.project_dir):
+            shutil.rmtree(args.project_dir)
+        for pattern in SEARCH_OUTPUTS:  # a new search need not write them all again
+            for path in glob.glob(os.path.join(glob.escape(args.output), pattern)):
+                os.remove(path)
     write_settings(args)
 
 
