@@ -4,28 +4,22 @@ What the other wrapper tests leave out: every wrapper with ``jit_compile=True``
 and several steps per execution against its plain ``fit``; Cautious, ScheduleFree
 and a nested wrapper on two replicas against one device, and ``SAMModel`` on two
 replicas against a numpy transcription of SAM with a per-replica perturbation
-(the paper's m-sharpness, as documented), in a subprocess that splits the CPU
-in two before TensorFlow starts; Cautious and ScheduleFree under
+(the paper's m-sharpness, as documented), over the test session's two
+logical CPUs; Cautious and ScheduleFree under
 ``mixed_float16``, whose loss scale must move exactly as with a plain Keras
 Adam; and a ``LossScaleOptimizer`` placed *inside* a wrapper, which divided
 every gradient by its 2**15 loss scale (training silently stalled) and is
 now refused.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_trainkit import optimizers as O
 from keras_trainkit.optimizers.transforms import ClipByGlobalNorm, SkipNonFinite
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import mirrored_two_cpus
 
 WRAPPERS = {
     "OptimizerWrapper": lambda inner: O.OptimizerWrapper(inner),
@@ -170,13 +164,8 @@ def test_mixed_float16_loss_scale_moves_as_with_a_plain_keras_adam(name):
 
 
 # ----------------------------------------------------------- MirroredStrategy
-def test_two_replicas_match_one_device_in_a_fresh_process():
-    """Runs this file as a script: two logical CPUs must be set before TensorFlow starts."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600,
-                            cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    differences = json.loads(result.stdout.strip().splitlines()[-1])
+def test_two_replicas_match_one_device():
+    differences = _mirrored_differences()
     assert set(differences) == {"Cautious", "ScheduleFree", "Lookahead(Cautious)", "SAM"}
     for case, difference in differences.items():
         assert difference < 1e-6, (case, difference)
@@ -207,7 +196,6 @@ def _sam_reference(x, y, w0, steps, replicas, lr=0.05, momentum=0.9, rho=0.05, b
 
 def _mirrored_differences():
     """Max weight difference, two replicas against one device (SAM: against ``_sam_reference``)."""
-    import tensorflow as tf
 
     x, y, w0 = _data()
     cases = {
@@ -218,8 +206,7 @@ def _mirrored_differences():
     out = {}
     for case, (make, steps, fits) in cases.items():
         runs = []
-        for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(
-                ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())):
+        for strategy in (tf.distribute.get_strategy(), mirrored_two_cpus()):
             with strategy.scope():
                 model = _model(w0)
                 model.compile(optimizer=make(), loss="mse", steps_per_execution=steps)
@@ -227,19 +214,10 @@ def _mirrored_differences():
                 model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
             runs.append(model.get_weights())
         out[case] = max(float(np.max(np.abs(a - b))) for a, b in zip(*runs))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-    with strategy.scope():
+    with mirrored_two_cpus().scope():
         model = _model(w0, sam=True)
         model.compile(optimizer=O.SAM(keras.optimizers.SGD(0.05, momentum=0.9), rho=0.05), loss="mse")
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     reference = _sam_reference(x, y, w0, steps=2, replicas=2)
     out["SAM"] = max(float(np.max(np.abs(a - b))) for a, b in zip(model.get_weights(), reference))
     return out
-
-
-if __name__ == "__main__":
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    print(json.dumps(_mirrored_differences()))
