@@ -35,12 +35,29 @@ print("RESULT", json.dumps({"history": history.history, "finite": all(np.isfinit
 """
 
 
+def _result(stdout, prefix):
+    line = [text for text in stdout.splitlines() if text.startswith(prefix + " ")][-1]
+    return json.loads(line[len(prefix) + 1:])
+
+
+@pytest.fixture(scope="module")
+def backend_runs():
+    """Each backend's script output, run once: JAX's also runs ``_FROZEN_SCRIPT`` (one process)."""
+    outputs = {}
+
+    def run(backend):
+        if backend not in outputs:
+            script = _SCRIPT + (_FROZEN_SCRIPT if backend == "jax" else "")
+            outputs[backend] = run_under_backend(backend, ["-c", script]).stdout
+        return outputs[backend]
+
+    return run
+
+
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_batch_callbacks_in_fit(backend):
-    completed = run_under_backend(backend, ["-c", _SCRIPT])
-    line = [text for text in completed.stdout.splitlines() if text.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
+def test_batch_callbacks_in_fit(backend, backend_runs):
+    result = _result(backend_runs(backend), "RESULT")
     history = result["history"]
     assert len(history["grad_norm"]) == 3 and all(n > 0 for n in history["grad_norm"])
     assert len(history["loss"]) == 3 and result["finite"]
@@ -89,21 +106,19 @@ for learning_rate in (0.01, keras.optimizers.schedules.ExponentialDecay(0.01, 40
     model.compile(keras.optimizers.SGD(learning_rate), "mse")
     sweeps.append(tk.diagnostics.lr_find(model, (x, y), start_lr=1e-4, end_lr=1.0, num_steps=12,
                                          batch_size=8, smoothing=0.0).losses.tolist())
-print("RESULT", json.dumps({"plateau": plateau, "swa": swa, "per_step": per_step, "sweeps": sweeps,
+print("FROZEN", json.dumps({"plateau": plateau, "swa": swa, "per_step": per_step, "sweeps": sweeps,
                             "momentum_vs_eager": float(np.abs(jitted - eager).max()),
                             "momentum_vs_constant": float(np.abs(jitted - constant).max())}))
 """
 
 
 @pytest.mark.backends
-def test_values_assigned_between_epochs_reach_the_jitted_step_on_jax():
+def test_values_assigned_between_epochs_reach_the_jitted_step_on_jax(backend_runs):
     # Keras's JAX trainer freezes a variable outside its state (a HyperparameterVariable, a
     # ScaledSchedule's scale, SWA's and the LR finder's held rate) into the jitted step: before,
     # ReduceLROnPlateau over a schedule, SWA's annealing, a momentum schedule and the LR
     # finder's sweep over a schedule did not reach the step on JAX.
-    completed = run_under_backend("jax", ["-c", _FROZEN_SCRIPT])
-    line = [text for text in completed.stdout.splitlines() if text.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
+    result = _result(backend_runs("jax"), "FROZEN")
     assert result["plateau"][0] > 0.01 and max(result["plateau"][1:]) < 1e-6  # learning rate x 1e-6
     assert result["swa"][0] > 0.01 and result["swa"][1:] == [0.0, 0.0]  # annealed to 0 by epoch 3
     assert result["momentum_vs_eager"] < 1e-6  # jit_compile=False reads the variable at run time
