@@ -255,6 +255,25 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
             )
 
 
+def check_targets(model, x, y, name: str, loss_needs_targets: bool = True) -> None:
+    """Refuse array inputs without targets, before any work, when the compiled loss needs them.
+
+    Silent for datasets, a model without a compiled loss (trained by
+    ``add_loss`` alone) and a ``compute_loss`` of its own (``loss_needs_targets``
+    false, or the model's override), which may not need ``y``.
+    """
+    custom = type(model).compute_loss is not keras.Model.compute_loss
+    if (y is not None or x is None or is_dataset(x) or getattr(model, "loss", None) is None
+            or custom or not loss_needs_targets):
+        return
+    if name == "validation_data":
+        raise ValueError("Argument `validation_data` must be `(x_val, y_val)` or `(x_val, y_val, "
+                         f"sample_weight)`: the compiled loss ({model.loss!r}) needs targets. "
+                         "Received: validation_data without targets")
+    raise ValueError(f"Argument `y` must hold the targets: the compiled loss ({model.loss!r}) needs "
+                     "them. Received: y=None")
+
+
 def split_validation(x, y, sample_weight, fraction: float):
     """Hold out the last ``fraction`` of the examples (before shuffling), like ``fit``: the
     first ``floor(n * (1 - fraction))`` examples train."""

@@ -59,6 +59,7 @@ def check_trainer_arguments(*, model, jit_compile, steps_per_execution, gradient
     check_type("run_eagerly", run_eagerly, bool)
     if seed is not None:
         check_type("seed", seed, int)
+        check_non_negative("seed", seed, integer=True)  # NumPy seeds the checkpointed order
     if strategy is not None:
         check_type("strategy", strategy, tf.distribute.Strategy)
 
@@ -122,7 +123,7 @@ def check_fit_arguments(x, *, epochs, initial_epoch, validation_split, verbose, 
                         checkpoint_every_n_steps, steps_per_epoch):
     """Validate ``fit``'s arguments before any work; returns ``verbose`` resolved."""
     check_non_negative("epochs", epochs, integer=True)
-    check_type("initial_epoch", initial_epoch, int)
+    check_non_negative("initial_epoch", initial_epoch, integer=True)
     check_probability("validation_split", validation_split)
     if steps_per_epoch is not None:
         check_positive("steps_per_epoch", steps_per_epoch, integer=True)

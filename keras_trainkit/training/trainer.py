@@ -44,6 +44,7 @@ from keras_trainkit.training.setup import (
 from keras_trainkit.training.non_finite import NonFiniteGuard, NonFiniteLossError, all_finite
 from keras_trainkit.training.step_loop import StepLoop
 from keras_trainkit.utils.pipelines import array_dataset
+from keras_trainkit.utils.validation import check_positive
 from keras_trainkit.utils.values import scalar_logs
 
 logger = logging.getLogger(__name__)
@@ -408,6 +409,12 @@ class Trainer:
             x, epochs=epochs, initial_epoch=initial_epoch, validation_split=validation_split, verbose=verbose,
             checkpoint_dir=checkpoint_dir, checkpoint_every_n_steps=checkpoint_every_n_steps,
             steps_per_epoch=steps_per_epoch)
+        needs_targets = type(self).compute_loss is Trainer.compute_loss  # an override may not
+        _data.check_targets(self.model, x, y, "x", needs_targets)
+        if validation_data is not None and not _data.is_dataset(validation_data):
+            _data.check_targets(self.model, validation_data,
+                                keras.utils.unpack_x_y_sample_weight(tuple(validation_data))[1],
+                                "validation_data", needs_targets)
         if validation_split and validation_data is None:
             _data.check_arrays(x, y, sample_weight, self.model)
             (x, y, sample_weight), validation_data = _data.split_validation(x, y, sample_weight, validation_split)
@@ -506,6 +513,7 @@ class Trainer:
                  callbacks=None, return_dict=False):
         """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as ``model.evaluate``."""
         verbose = check_verbose(verbose)
+        _data.check_targets(self.model, x, y, "x", type(self).compute_loss is Trainer.compute_loss)
         dataset, steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
                                         seed=self.seed)
         self._ensure_built(dataset)
@@ -522,6 +530,8 @@ class Trainer:
     def predict(self, x, batch_size=None, verbose=0):
         """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights."""
         check_verbose(verbose)
+        if batch_size is not None:
+            check_positive("batch_size", batch_size, integer=True)
         if _data.is_dataset(x):
             dataset = x
         else:
