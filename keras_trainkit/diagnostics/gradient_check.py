@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.utils.gradients import value_and_gradients
-from keras_trainkit.utils.validation import check_non_negative, check_positive, check_type
+from keras_trainkit.utils.validation import check_non_negative, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, 
     check_non_negative("abs_tolerance", abs_tolerance)
     check_type("float64", float64, bool)
     check_type("seed", seed, int)
+    check_seed("seed", seed)
     if isinstance(loss, (str, dict)) or loss is None:
         loss_fn = keras.losses.get(loss)
         if loss_fn is None:
@@ -142,8 +143,12 @@ def _pick_coordinates(variables, num_coordinates, seed):
     chosen = [(int(i), int(rng.integers(sizes[i]))) for i in rng.permutation(len(variables))[:num_coordinates]]
     remaining = num_coordinates - len(chosen)
     if remaining > 0:
-        flat = rng.choice(int(sizes.sum()), size=min(remaining, int(sizes.sum())), replace=False)
         bounds = np.cumsum(sizes)
+        # the rest are distinct from each other and from those already chosen
+        taken = {int(bounds[i - 1] if i else 0) + f for i, f in chosen}
+        total = int(sizes.sum())
+        draw = rng.choice(total, size=min(remaining + len(taken), total), replace=False)
+        flat = [int(f) for f in draw if int(f) not in taken][:remaining]
         for f in flat:
             i = int(np.searchsorted(bounds, f, side="right"))
             chosen.append((i, int(f - (bounds[i - 1] if i else 0))))

@@ -34,7 +34,7 @@ import numpy as np
 
 from keras_trainkit.diagnostics._init_advice import scale_advice
 from keras_trainkit.utils.gradients import value_and_gradients
-from keras_trainkit.utils.validation import check_number, check_probability, check_type
+from keras_trainkit.utils.validation import check_number, check_probability, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +315,10 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     check_type("model", model, keras.Model)
     check_number("ratio_threshold", ratio_threshold, minimum=1, min_inclusive=False)
     check_probability("dead_threshold", dead_threshold, include_one=True)
+    check_type("seed", seed, int)
+    check_seed("seed", seed)
+    if initialized_with is not None:
+        check_type("initialized_with", initialized_with, str)
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError("Argument `model` must be a built functional or Sequential model. "
                          f"Received: model={model.name!r}")

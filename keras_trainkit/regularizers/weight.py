@@ -131,8 +131,8 @@ class SpectralNorm(keras.regularizers.Regularizer):
     def _vector(self, key: str, size: int) -> keras.Variable:
         if key in self._vectors:
             return self._vectors[key]
-        initial = self._initial_state.get(key)
-        if initial is None or len(initial) != size:
+        initial = self._saved_vector(key, size)
+        if initial is None:
             initial = _start_vector(key, size)
         value = np.asarray(initial, dtype="float32")
         if keras.backend.backend() == "tensorflow":
@@ -146,6 +146,23 @@ class SpectralNorm(keras.regularizers.Regularizer):
                                       aggregation="only_first_replica")
         self._vectors[key] = variable
         return variable
+
+    def _saved_vector(self, key: str, size: int):
+        """The saved vector for ``key``, or ``None``.
+
+        A variable's path can differ between the saving and the loading model only by
+        a model-name prefix (a Sequential model builds its layers as
+        ``"sequential/dense/kernel"``, ``load_model`` rebuilds them as
+        ``"dense/kernel"``): without an exact match, the one saved key that equals
+        ``key`` up to such a prefix (and has the right length) is used.
+        """
+        initial = self._initial_state.get(key)
+        if initial is None:
+            matches = [name for name, saved in self._initial_state.items() if len(saved) == size
+                       and (name.endswith("/" + key) or key.endswith("/" + name))]
+            if len(matches) == 1:  # saved under the other path: it now lives under ``key``
+                initial = self._initial_state.pop(matches[0])
+        return initial if initial is not None and len(initial) == size else None
 
     def sigma(self, x, update: bool = True):
         """The power-iteration estimate of the largest singular value of ``x``."""
