@@ -89,7 +89,11 @@ class SpectralNorm(keras.regularizers.Regularizer):
     is not a layer weight: it is saved in this regularizer's config (``state``,
     ``{key: [floats]}``), which ``model.save("m.keras")`` writes as part of the
     layer's config, so a loaded model resumes from the saved vectors. Under
-    ``tf.distribute`` the first replica's update is kept.
+    ``tf.distribute`` the first replica's update is kept. Where no state can
+    be kept (Keras's JAX ``fit``, whose jitted step is stateless and hands the
+    regularizer its weight without a path), ``u`` and ``v`` are the top
+    singular vectors from an SVD of ``W``: the iteration's limit, at an SVD's
+    cost per step.
 
     Args:
         factor: penalty weight (>= 0).
@@ -169,19 +173,20 @@ class SpectralNorm(keras.regularizers.Regularizer):
         matrix = _as_matrix(ops.convert_to_tensor(x))
         key = getattr(x, "path", None) or "x".join(str(d) for d in matrix.shape)
         size = int(matrix.shape[1])
+        w = ops.stop_gradient(ops.cast(matrix, "float32"))
         if key not in self._vectors and in_stateless_scope():
-            # Symbolic build: use the start vector, create the state on the first real call.
-            u_var, update = None, False
-            u = ops.convert_to_tensor(_start_vector(key, size), dtype="float32")
+            # No state can be kept (a symbolic build, or JAX's stateless jitted step, where
+            # the weight comes without its path): the iteration's limit, by SVD.
+            left, _, right = ops.svd(w, full_matrices=False)
+            u, v = right[0], left[:, 0]
         else:
             u_var = self._vector(key, size)
             u = ops.convert_to_tensor(u_var)
-        w = ops.stop_gradient(ops.cast(matrix, "float32"))
-        for _ in range(self.power_iterations):
-            v = _normalize(ops.matmul(w, u))
-            u = _normalize(ops.matmul(ops.transpose(w), v))
-        if update:
-            u_var.assign(u)
+            for _ in range(self.power_iterations):
+                v = _normalize(ops.matmul(w, u))
+                u = _normalize(ops.matmul(ops.transpose(w), v))
+            if update:
+                u_var.assign(u)
         u = ops.cast(ops.stop_gradient(u), matrix.dtype)
         v = ops.cast(ops.stop_gradient(v), matrix.dtype)
         return ops.sum(v * ops.matmul(matrix, u))
