@@ -326,9 +326,9 @@ def lr_find(
     control.build_optimizer(model)
     leaves = control.leaf_optimizers(model.optimizer)  # after the build: a MultiOptimizer knows its parts then
     accumulation = max(int(leaf.gradient_accumulation_steps or 1) for leaf in leaves)
-    with _restored_afterwards(model, leaves, float(start_lr)) as lr_variables:
+    with _restored_afterwards(model, leaves, float(start_lr)) as handles:
         tried, losses, smoothed, diverged = _sweep(
-            model, itertools.chain([first], batches), learning_rates, lr_variables, accumulation,
+            model, itertools.chain([first], batches), learning_rates, handles, accumulation,
             smoothing, divergence_threshold)
     result = LRFinderResult(
         learning_rates=np.asarray(tried),
@@ -370,7 +370,7 @@ def _check_arguments(model, start_lr, end_lr, num_steps, mode, smoothing, diverg
 
 @contextlib.contextmanager
 def _restored_afterwards(model, leaves, start_lr):
-    """Yield the learning-rate variables to sweep; afterwards put every variable back exactly.
+    """Yield the leaves' rate handles, overridden for the sweep; afterwards put every variable back exactly.
 
     A float learning rate's own variable is swept; a schedule is replaced by a
     variable for the sweep (the traced train function with it). Model and
@@ -391,7 +391,7 @@ def _restored_afterwards(model, leaves, start_lr):
     if swapped:
         model.train_function = None  # trace a step that reads the temporary variable
     try:
-        yield [handle.override_variable for handle in handles]
+        yield handles
     finally:
         for variable, value in zip(model_variables, model_state):
             variable.assign(value)
@@ -405,15 +405,14 @@ def _restored_afterwards(model, leaves, start_lr):
         model.reset_metrics()
 
 
-def _sweep(model, batches, learning_rates, lr_variables, accumulation, smoothing, divergence_threshold):
+def _sweep(model, batches, learning_rates, handles, accumulation, smoothing, divergence_threshold):
     """Train one update per learning rate; ``(tried, losses, smoothed, diverged)``."""
     tried, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
-    in_state = {id(variable) for variable in model.optimizer.variables}
-    held = any(id(variable) not in in_state for variable in lr_variables)  # a schedule's stand-in
+    held = any(handle.held for handle in handles)  # a schedule's stand-in, outside JAX's state
     for i, learning_rate in enumerate(learning_rates):
-        for variable in lr_variables:
-            variable.assign(float(learning_rate))
+        for handle in handles:
+            handle.override_variable.assign(float(learning_rate))
         if held:  # JAX with XLA froze the held rate into the step: one compilation per rate
             control.assigned_outside_state(model)
         step_losses = []
