@@ -25,6 +25,7 @@ from keras_trainkit.utils.validation import (
     check_positive,
     check_type,
 )
+from keras_trainkit.utils.values import to_float
 
 logger = logging.getLogger(__name__)
 
@@ -372,11 +373,13 @@ class SWA(TrainkitCallback):
             return
         if self._swa_lr_start is None:
             self._swa_lr_start = [handle.value() for handle in self._lr_handles]
+        held_before = [to_float(handle.override_variable) if handle.held else None for handle in self._lr_handles]
         changed = [handle.begin_override(self._annealed_rate(start, epoch))
                    for handle, start in zip(self._lr_handles, self._swa_lr_start)]
         if any(changed):  # a schedule was replaced by the SWA rate's variable
             control.retrace(self.model)
-        elif any(handle.held for handle in self._lr_handles):
+        elif any(before is not None and to_float(handle.override_variable) != before
+                 for handle, before in zip(self._lr_handles, held_before)):
             control.assigned_outside_state(self.model)  # JAX froze the held rate into its step
 
     def on_epoch_end(self, epoch, logs=None):
