@@ -5,8 +5,9 @@ regularizers, callbacks, a ``GradientTape`` trainer and KerasTuner search
 spaces, each usable in ``model.fit``, in a custom loop, and in a search.
 
 ``import keras_trainkit`` imports every sub-package but ``tuning`` (which loads
-KerasTuner on first use) and, where TensorFlow is not installed, ``training``,
-and so registers every serializable class with Keras:
+KerasTuner on first use) and, off the TensorFlow backend, ``training`` (the
+TensorFlow-only Trainer, loaded on first use there), and so registers every
+serializable class with Keras:
 ``keras.models.load_model`` reads a saved model that uses our objects after this
 one import, with no ``custom_objects``. The ``trainkit`` console script is the
 one exception: it imports the sub-packages itself, after parsing its arguments
@@ -26,16 +27,24 @@ _SUBPACKAGES = ("callbacks", "datasets", "diagnostics", "initializers", "models"
 def _import_subpackages() -> None:
     """Import every sub-package but ``tuning``; registers our classes with Keras.
 
-    Where TensorFlow is not installed (a JAX or PyTorch setup), ``training``, the
-    TensorFlow ``GradientTape`` Trainer, is left out too: the optimizers, transforms,
-    schedules, initializers, regularizers, callbacks and diagnostics import and run
-    on those backends without it, and ``keras_trainkit.training`` raises the
-    ``ImportError`` that names TensorFlow on first use.
+    ``training``, the TensorFlow ``GradientTape`` Trainer, is imported only on the
+    TensorFlow backend: on JAX or PyTorch the Trainer cannot run (it says so), and
+    importing it would load TensorFlow for nothing where TensorFlow is installed
+    (about 2 s of every ``import keras_trainkit``) and fail where it is not. The
+    optimizers, transforms, schedules, initializers, regularizers, callbacks and
+    diagnostics import and run on every backend; ``keras_trainkit.training`` is
+    loaded on first use there (its ``BatchSizeSchedule`` registers itself then,
+    and only the Trainer reads one).
     """
-    tensorflow_installed = importlib.util.find_spec("tensorflow") is not None
+    import keras
+
     for name in _SUBPACKAGES:
-        if name != "training" or tensorflow_installed:
+        if name != "training" or _trainer_can_run(keras.backend.backend()):
             importlib.import_module(f"{__name__}.{name}")
+
+
+def _trainer_can_run(backend: str) -> bool:
+    return backend == "tensorflow" and importlib.util.find_spec("tensorflow") is not None
 
 
 def __getattr__(name):
