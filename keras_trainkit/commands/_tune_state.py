@@ -103,17 +103,6 @@ def write_settings(args) -> None:
     os.replace(temporary, path)
 
 
-def _storage_file(storage: str) -> str | None:
-    """The file of a SQLite or journal ``--storage`` (``None`` for a database server)."""
-    from keras_trainkit.tuning.optuna_storage import JOURNAL_PREFIX
-
-    if storage.startswith(JOURNAL_PREFIX):
-        return storage[len(JOURNAL_PREFIX):] or None
-    if storage.startswith("sqlite:///"):
-        return storage[len("sqlite:///"):] or None
-    return None
-
-
 def _inside(path: str | None, folder: str) -> bool:
     """Whether the file ``path`` lies in ``folder`` (or below it)."""
     if path is None:
@@ -133,12 +122,12 @@ def check_storage_study(args, project_dir: str) -> None:
         TypeError, ValueError, MissingPackage: a storage that cannot open, or one
             that holds the study of another search.
     """
-    from keras_trainkit.tuning.optuna_storage import check_storage
+    from keras_trainkit.tuning.optuna_storage import check_storage, shown_storage, storage_file
 
     if args.tuner != "optuna":
         return
     check_storage(args.storage)
-    if args.storage in (None, "journal") or _inside(_storage_file(args.storage), project_dir):
+    if args.storage in (None, "journal") or _inside(storage_file(args.storage), project_dir):
         return  # inside OUTPUT/search: it goes with the folder
     ours = any(os.path.exists(os.path.join(project_dir, name))
                for name in (SETTINGS_FILE, "oracle.json"))
@@ -147,11 +136,9 @@ def check_storage_study(args, project_dir: str) -> None:
     trials = _trials_in_study(args.storage, project_dir)
     if trials is None:
         return
-    from keras_trainkit.tuning.optuna_storage import _shown
-
-    shown = _shown(args.storage)
+    shown = shown_storage(args.storage)
     journal = args.storage.startswith("journal:")
-    where = (f"{_storage_file(args.storage)} --storage-class JournalFileBackend" if journal
+    where = (f"{storage_file(args.storage)} --storage-class JournalFileBackend" if journal
              else shown)
     remedy = (f"delete it (optuna delete-study --storage {where} --study-name {STUDY_NAME}) "
               f"or give another --storage")

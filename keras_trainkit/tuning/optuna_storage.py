@@ -142,7 +142,7 @@ DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
                    "MySQLdb": "mysqlclient"}
 
 
-def _shown(storage: str) -> str:
+def shown_storage(storage: str) -> str:
     """``storage`` for a message: a database URL's password as ``***``."""
     try:
         return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
@@ -152,10 +152,32 @@ def _shown(storage: str) -> str:
 
 def _refuse_storage(storage, problem: str) -> ValueError:
     return ValueError(f"Argument `storage` must be {STORAGE_FORMS}; {problem}. "
-                      f"Received: storage={_shown(storage)!r}")
+                      f"Received: storage={shown_storage(storage)!r}")
 
 
-def _check_folder(storage, path: str) -> None:
+def storage_file(storage: str) -> str | None:
+    """The file a ``storage`` string names: a ``"journal:<path>"``'s path, a SQLite URL's
+    database file; ``None`` for a database server, an in-memory SQLite database, and
+    ``"journal"`` (the search directory's journal, which only the search knows).
+
+    Raises:
+        ValueError: a string that is neither a journal nor a database URL.
+    """
+    if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
+        return storage[len(JOURNAL_PREFIX):] or None
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        raise _refuse_storage(storage, "it is not one of them") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url.database
+    return None
+
+
+def _check_folder(storage: str) -> None:
+    path = storage_file(storage)
+    if path is None:
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise _refuse_storage(storage, f"its file's folder {folder} does not exist (create it)")
@@ -181,11 +203,9 @@ def _check_database_url(storage: str) -> None:
             f"Install it (pip install {DRIVER_PACKAGES.get(module, module)!r}), or name an "
             "installed driver in the URL (e.g. 'postgresql+psycopg2://...', "
             "'postgresql+psycopg://...', 'mysql+pymysql://...'). "
-            f"Received: storage={_shown(storage)!r}") from error
+            f"Received: storage={shown_storage(storage)!r}") from error
     engine.dispose()
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        _check_folder(storage, url.database)
+    _check_folder(storage)
 
 
 def check_storage(storage) -> None:
@@ -204,8 +224,7 @@ def check_storage(storage) -> None:
         raise TypeError(f"Argument `storage` must be {STORAGE_FORMS}. "
                         f"Received: storage={storage!r}")
     if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
-        if storage[len(JOURNAL_PREFIX):]:
-            _check_folder(storage, storage[len(JOURNAL_PREFIX):])
+        _check_folder(storage)
         return
     _check_database_url(storage)
 
@@ -259,7 +278,7 @@ def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
-        path = storage[len(JOURNAL_PREFIX):] or os.path.join(project_dir, JOURNAL_FILE)
+        path = storage_file(storage) or os.path.join(project_dir, JOURNAL_FILE)
         backend = optuna.storages.journal.JournalFileBackend(path)
         if heartbeat_interval is None:
             return optuna.storages.JournalStorage(backend)
@@ -365,4 +384,5 @@ class Heartbeat:
 
 __all__ = ["DATABASE_FILE", "HEARTBEAT_ATTR", "Heartbeat", "HeartbeatJournalStorage",
            "JOURNAL_FILE", "check_heartbeat", "check_storage", "fail_dead_workers_trials",
-           "has_heartbeat", "make_storage", "storage_trial_id", "storage_url"]
+           "has_heartbeat", "make_storage", "shown_storage", "storage_file", "storage_trial_id",
+           "storage_url"]

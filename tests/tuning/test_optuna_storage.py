@@ -14,7 +14,10 @@ from keras_trainkit.tuning.optuna_storage import (  # noqa: E402
     HeartbeatJournalStorage,
     fail_dead_workers_trials,
     has_heartbeat,
+    check_storage,
     make_storage,
+    shown_storage,
+    storage_file,
     storage_trial_id,
 )
 
@@ -132,3 +135,22 @@ def test_the_oracle_refuses_a_grace_period_within_the_interval():
 
     with pytest.raises(ValueError, match="grace_period.*Received: grace_period=5"):
         tuning.OptunaOracle(objective="val_accuracy", heartbeat_interval=5, grace_period=5)
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("journal", None), ("journal:", None), ("journal:/data/s.journal", "/data/s.journal"),
+    ("sqlite:///rel/s.db", "rel/s.db"), ("sqlite:////data/s.db?timeout=30", "/data/s.db"),
+    ("sqlite://", None), ("sqlite:///:memory:", None),
+    ("postgresql+psycopg2://user:secret@host/db", None)])
+def test_storage_file_names_the_file_of_a_journal_or_sqlite_storage(storage, expected):
+    assert storage_file(storage) == expected
+
+
+def test_a_sqlite_url_with_a_query_is_checked_at_its_file_and_a_password_is_hidden(tmp_path):
+    check_storage(f"sqlite:///{tmp_path}/s.db?timeout=30")  # the folder exists
+    with pytest.raises(ValueError, match="does not exist"):
+        check_storage(f"sqlite:///{tmp_path}/missing/s.db?timeout=30")
+    with pytest.raises(ValueError, match="storage='not a url'"):
+        storage_file("not a url")
+    assert shown_storage("postgresql+psycopg2://user:secret@host/db") == (
+        "postgresql+psycopg2://user:***@host/db")
