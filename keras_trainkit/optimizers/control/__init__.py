@@ -14,7 +14,8 @@ optimizer's private attributes or walks its wrappers:
   :func:`model_leaf_optimizers`, :func:`wrapper_chain`, :func:`find_optimizer`.
 * **The learning rate**: :class:`LearningRateHandle` reads it, scales it (a
   float is multiplied, a schedule is wrapped in a ``ScaledSchedule`` so it
-  keeps its shape), sets it, and overrides it for a while.
+  keeps its shape), sets it, and overrides it for a while (in a schedule's
+  place, a :class:`HeldLearningRate`, saved as the schedule it stands in for).
 * **Any float hyperparameter** (``beta_1``, ``momentum``, ``weight_decay``,
   ...): :func:`schedule_hyperparameter` makes it a variable that a compiled
   step reads at run time.
@@ -57,10 +58,15 @@ from keras_trainkit.optimizers.control.hyperparameters import (
     HyperparameterVariable,
     schedule_hyperparameter,
 )
-from keras_trainkit.optimizers.control.learning_rate import LearningRateHandle, learning_rate_handles
+from keras_trainkit.optimizers.control.learning_rate import (
+    HeldLearningRate,
+    LearningRateHandle,
+    learning_rate_handles,
+)
 from keras_trainkit.optimizers.control.loop_state import loop_state, training_state_variables
 
 __all__ = [
+    "HeldLearningRate",
     "HyperparameterVariable",
     "LearningRateHandle",
     "applied_steps",

@@ -8,6 +8,7 @@ import keras
 
 from keras_trainkit._compat.keras import raw_learning_rate, replace_raw_learning_rate
 from keras_trainkit.optimizers.control.chain_walk import _children, model_leaf_optimizers
+from keras_trainkit.utils.validation import check_number
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.schedules.scaled import ScaledSchedule
 
@@ -27,10 +28,16 @@ class HeldLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     Args:
         schedule: the schedule (or callable) that the held rate stands in for.
-        value: the rate to hold.
+        value: the rate to hold (a finite number >= 0).
     """
 
     def __init__(self, schedule, value):
+        if not callable(schedule):
+            raise TypeError("Argument `schedule` must be a LearningRateSchedule or a callable of "
+                            f"the step. Received: schedule={schedule!r}")
+        if hasattr(value, "shape"):  # a one-number array, tensor or variable
+            value = to_float(value) if to_float(value) is not None else value
+        check_number("value", value, minimum=0)
         self.schedule = schedule
         self.variable = keras.Variable(float(value), dtype="float32", trainable=False,
                                        name="learning_rate_override")
