@@ -37,18 +37,30 @@ def _probe(folder: Path) -> None:
         pass
 
 
-def output_folder(path, flag: str, command: str) -> Path:
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists."""
+    return next(p for p in (folder, *folder.parents) if p.exists())
+
+
+def output_folder(path, flag: str, command: str, create: bool = True) -> Path:
     """Check (and if missing create) the output folder ``path``; returns it as a ``Path``.
+
+    With ``create=False`` a missing folder is only checked: its nearest existing
+    ancestor must be a folder that can be written. A command whose later checks
+    can still refuse (``trainkit tune``'s storage) creates it after them, so a
+    refused command leaves no empty folder behind.
 
     Raises:
         ValueError: the folder cannot be created or written.
     """
     folder = Path(path).expanduser()
     try:
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(folder))
-        _make_folder(folder, command)
-        _probe(folder)
+        existing = _nearest_existing(folder.absolute())
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        if create:
+            _make_folder(folder, command)
+        _probe(folder if create else existing)
     except OSError as error:
         raise _unwritable(flag, path, "a folder", error) from None
     return folder

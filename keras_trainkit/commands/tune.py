@@ -250,7 +250,7 @@ def refit(tuner, train, validation):
 
 def check(args: argparse.Namespace) -> None:
     """The argument checks, a search in --output started with other settings, and the
-    output folder (created if missing), before any work."""
+    output folder (created, if missing, once the storage is checked too), before any work."""
     from keras_trainkit.commands._paths import output_folder
     from keras_trainkit.commands._tune_state import check_objective_names, check_same_search
 
@@ -264,7 +264,7 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"Argument `--budget-minutes` must be a finite number > 0. Received: budget_minutes={args.budget_minutes}")
     check_tuner_flags(args)
     check_same_search(args)
-    output_folder(args.output, "--output", "tune")
+    output_folder(args.output, "--output", "tune", create=False)
 
 
 def _print_front_models(tuner, test_accuracy, examples: int) -> None:
@@ -295,16 +295,19 @@ SEARCH_OUTPUTS = ("summary.txt", "best_hyperparameters.json", "score_by_trial.pn
 
 
 def _prepare_output(args: argparse.Namespace) -> None:
-    """Check an Optuna ``--storage`` against the search in ``--output``, then (with
-    ``--overwrite``) remove the old search, its report and its models, and record the
-    new one's settings."""
+    """Check an Optuna ``--storage`` against the search in ``--output`` (it needs
+    Optuna and so TensorFlow, which ``check`` must not import), then create
+    ``--output`` if missing, (with ``--overwrite``) remove the old search, its report
+    and its models, and record the new one's settings."""
     import glob
     import shutil
 
+    from keras_trainkit.commands._paths import output_folder
     from keras_trainkit.commands._tune_state import check_storage_study, write_settings
 
     args.project_dir = os.path.join(args.output, "search")
     check_storage_study(args, args.project_dir)  # before --overwrite removes anything
+    output_folder(args.output, "--output", "tune")
     if args.overwrite:
         if os.path.isdir(args.project_dir):
             shutil.rmtree(args.project_dir)
