@@ -19,7 +19,8 @@ uniquely, and the study decides which trial comes next.
   KerasTuner records it, each execution overwriting the last); an Optuna
   pruner (``optuna.pruners.*``) or one of our rules (``"median"``,
   ``"asha"``, a :class:`~keras_trainkit.tuning.Pruner`, applied to every
-  worker's trials through the study) can stop a trial. A pruned trial ends
+  worker's trials through the study) can stop a trial, during its first
+  execution (as with our other oracles). A pruned trial ends
   ``PRUNED`` in the study and ``COMPLETED`` with its best score in
   KerasTuner, listed in ``oracle.pruned_trials`` as with our other oracles.
 * **Many processes**: ``max_trials`` counts the study's trials (every
@@ -343,6 +344,12 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
                 self.storage_ids[trial_id], int(step), value)
         except optuna.exceptions.UpdateFinishedTrialError:
             return trial  # failed by its heartbeat meanwhile: its copy runs elsewhere
+        if self._later_execution(trial, int(step)):
+            # Pruned in its first execution only, as by our other oracles: the study's
+            # record now mixes the means so far with the first execution's later
+            # epochs (Optuna's pruners judge its last step, which this execution has
+            # not reached), a curve no execution produced.
+            return trial
         reason = self._prune_reason(trial, optuna_trial, int(step))
         if reason:
             rule = (type(self.optuna_pruner).__name__ if self.optuna_pruner is not None
