@@ -35,6 +35,99 @@ def _weighted_layers(model):
     return found
 
 
+def _producers(model) -> dict:
+    """``{id(output tensor): layer}`` over the model's layers, nested models walked into."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_producers(layer))
+        try:
+            found[id(layer.output)] = layer
+        except (AttributeError, ValueError):  # no single output (a shared layer)
+            continue
+    return found
+
+
+def _has_kernel(layer) -> bool:
+    return any(w.name in ("kernel", "depthwise_kernel", "embeddings")
+               for w in layer.weights)
+
+
+def _flattened_shape(layer, producers) -> tuple | None:
+    """The shape (without the batch axis) that a ``Flatten`` flattened into ``layer``'s
+    input features, through layers that keep the features apart (dropout, activations,
+    normalization); ``None`` if its input does not come from one."""
+    try:
+        tensor = layer.input
+    except (AttributeError, ValueError):
+        return None
+    while id(tensor) in producers:
+        producer = producers[id(tensor)]
+        if isinstance(producer, keras.layers.Flatten):
+            return tuple(producer.input.shape[1:])
+        try:
+            before = producer.input
+        except (AttributeError, ValueError):
+            return None
+        if (not hasattr(before, "shape") or _has_kernel(producer)
+                or tuple(before.shape) != tuple(tensor.shape)):
+            return None  # an input layer, several inputs, or features mixed or moved
+        tensor = before
+    return None
+
+
+def _flattened_indices(large_shape, small_shape, method: str, seed: int) -> np.ndarray:
+    """The flat indices of a flattened feature axis: every original axis selected on
+    its own (so a ``Flatten`` after a convolution keeps the convolution's channels at
+    every position), in the flattened (C) order of the small shape."""
+    sets = [_indices(large, small, method, seed) for large, small in zip(large_shape, small_shape)]
+    return np.ravel_multi_index(np.ix_(*sets), large_shape).ravel()
+
+
+def _feature_axes(layer, weights) -> list[int | None]:
+    """Per weight, the axis that runs over the layer's input features, or ``None``: a
+    ``Dense``-like kernel's first axis; every vector of a layer without a kernel
+    (normalization's scale, offset and statistics)."""
+    if _has_kernel(layer):
+        return [0 if w.name == "kernel" and len(w.shape) == 2 else None
+                for w in weights]
+    return [0 if len(w.shape) == 1 else None for w in weights]
+
+
+def _weight_indices(small, large, method: str, seed: int, flattened) -> list:
+    """The index sets of each weight of the layer pair (``flattened``: the small and
+    large shapes a ``Flatten`` made their input features from, or ``None``)."""
+    per_weight = []
+    for ws, wl, axis in zip(small.weights, large.weights, _feature_axes(small, small.weights)):
+        ss, sl = tuple(ws.shape), tuple(wl.shape)
+        if len(ss) != len(sl) or any(a > b for a, b in zip(ss, sl)):
+            raise ValueError(
+                "The architectures do not correspond: each small weight must have the "
+                "large weight's rank and no larger dimension. Received: "
+                f"{small.name}/{ws.name} shape {ss} vs {large.name}/{wl.name} shape {sl}"
+            )
+        sets = [_indices(b, a, method, seed) for a, b in zip(ss, sl)]
+        if flattened is not None and axis is not None:
+            sets[axis] = _flattened_indices(flattened[1], flattened[0], method, seed)
+        per_weight.append(sets)
+    return per_weight
+
+
+def _flattened_pair(small, large, small_producers, large_producers):
+    """``(small shape, large shape)`` a ``Flatten`` made the pair's input features from
+    (checked to correspond), or ``None``."""
+    shapes = (_flattened_shape(small, small_producers), _flattened_shape(large, large_producers))
+    if shapes[0] is None or shapes[1] is None:
+        return None
+    if len(shapes[0]) != len(shapes[1]) or any(
+            a is None or b is None or a > b for a, b in zip(*shapes)):
+        raise ValueError(
+            "The architectures do not correspond: the tensors flattened into matching layers "
+            "must have the same rank and no larger dimension in the small model. Received: "
+            f"{small.name} flattens {shapes[0]} vs {large.name} flattens {shapes[1]}")
+    return shapes
+
+
 def select_weights(small_model: keras.Model, large_model: keras.Model, method: str = "uniform",
                    seed: int = 0) -> dict[str, list[list[np.ndarray]]]:
     """Copy into ``small_model`` a consistent selection of ``large_model``'s weights.
@@ -45,7 +138,13 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     depends only on its two sizes ``(D, d)``, so the units kept in the output of
     layer ``l`` are the units kept in the input of layer ``l + 1`` (and in the
     normalization statistics between them): the selected sub-network computes
-    with the same channels throughout.
+    with the same channels throughout. Where a ``Flatten`` turns a ``(length,
+    channels)`` map into the input features of a ``Dense`` layer (or of a
+    normalization before it), the flattened axis is selected as the product of
+    the map's own axes, ``I_length x I_channels`` in flattened order, so the
+    ``Dense`` layer reads the channels the convolution kept, at every position
+    (for ``"first"`` and ``"random"``, and for ``"uniform"`` where the lengths
+    differ, an index set of the flattened size alone would not).
 
     Methods for choosing ``d`` of ``D`` indices:
     ``"uniform"`` (evenly spaced, ``floor(i * D / d)``; the paper's default),
@@ -94,6 +193,7 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
             f"({[layer.name for layer in small_layers]}), large_model with {len(large_layers)} "
             f"({[layer.name for layer in large_layers]})"
         )
+    small_producers, large_producers = _producers(small_model), _producers(large_model)
     plan = []
     for small, large in zip(small_layers, large_layers):
         if type(small) is not type(large) or len(small.weights) != len(large.weights):
@@ -103,17 +203,8 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
                 f"{len(small.weights)} weights) vs large layer {large.name!r} "
                 f"({type(large).__name__}, {len(large.weights)} weights)"
             )
-        per_weight = []
-        for ws, wl in zip(small.weights, large.weights):
-            ss, sl = tuple(ws.shape), tuple(wl.shape)
-            if len(ss) != len(sl) or any(a > b for a, b in zip(ss, sl)):
-                raise ValueError(
-                    "The architectures do not correspond: each small weight must have the "
-                    "large weight's rank and no larger dimension. Received: "
-                    f"{small.name}/{ws.name} shape {ss} vs {large.name}/{wl.name} shape {sl}"
-                )
-            per_weight.append([_indices(b, a, method, seed) for a, b in zip(ss, sl)])
-        plan.append((small, large, per_weight))
+        flattened = _flattened_pair(small, large, small_producers, large_producers)
+        plan.append((small, large, _weight_indices(small, large, method, seed, flattened)))
     selection = {}
     for small, large, per_weight in plan:
         for ws, wl, index_sets in zip(small.weights, large.weights, per_weight):
