@@ -16,14 +16,18 @@ For an optimizer without evaluation weights (see
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
-from keras_trainkit.training import replicas
 from keras_trainkit.training.compiled import bind
 from keras_trainkit.training.step_loop import StepLoop
+from keras_trainkit.utils.validation import check_positive
 from keras_trainkit.utils.values import scalar_logs
+
+logger = logging.getLogger(__name__)
 
 #: BatchNorm statistics are recomputed over at most this many batches (the authors use 50).
 BATCH_NORM_STEPS = 50
@@ -46,22 +50,48 @@ class TrainingBatches:
         return EvaluationWeightsSwap(model, bn_data=self.dataset, bn_steps=self.steps)
 
 
-def evaluate_batches(model, strategy, loop, test_function, dataset, steps, callbacks):
-    """Run ``test_function`` in ``loop`` (a ``StepLoop``) over a prepared ``dataset`` of ``steps``
-    batches under ``strategy``; returns the logs."""
+def steps_to_run(dataset, pass_steps, steps, *, name: str, steps_name: str):
+    """The steps of an evaluation or prediction over ``dataset``: ``steps`` when given
+    (``None`` or a positive integer, checked), else one pass (``pass_steps``, ``None``
+    when its length is unknown).
+
+    Raises:
+        ValueError: an infinite dataset without ``steps`` (the pass would never end).
+    """
+    if steps is not None:
+        return check_positive(steps_name, steps, integer=True)
+    if isinstance(dataset, tf.data.Dataset) and int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(f"Argument `{name}` is an infinite tf.data.Dataset (e.g. `.repeat()`), so a "
+                         f"pass over it would never end: pass `{steps_name}`. "
+                         f"Received: {steps_name}=None")
+    return pass_steps
+
+
+def warn_if_ran_out(steps_name: str, steps, done: int) -> None:
+    """Keras's warning where the data ended before ``steps`` (given) batches."""
+    if steps is not None and done < steps:
+        logger.warning("The data ran out after %d of %s=%d batches: the pass ends there, as in "
+                       "Keras.", done, steps_name, steps)
+
+
+def evaluate_batches(model, loop, test_function, iterator, steps, callbacks, count=False):
+    """Run ``test_function`` in ``loop`` (a ``StepLoop``) over ``steps`` batches of a
+    distributed ``iterator`` (``count``: the data may end sooner); returns
+    ``(logs, steps done)``."""
     callbacks.on_test_begin()
     model.reset_metrics()
-    iterator = iter(replicas.distribute(strategy, dataset))
-    logs, _ = loop.run(bind(test_function, iterator), steps,
-                       begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
+    logs, done = loop.run(bind(test_function, iterator), steps, count=count,
+                          begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
     logs = scalar_logs(logs)
     callbacks.on_test_end(logs)
-    return logs
+    return logs, done
 
 
-def predict_batches(strategy, predict, dataset):
-    """The compiled ``predict`` function over every batch of ``dataset``, concatenated as NumPy arrays."""
-    iterator = iter(replicas.distribute(strategy, dataset))
+def predict_batches(predict, iterator, steps, callbacks):
+    """The compiled ``predict`` function over ``steps`` batches of a distributed
+    ``iterator`` (all of them for ``None``; fewer where the data ends), concatenated as
+    NumPy arrays, with the callbacks' ``on_predict_*`` hooks (``{"outputs": ...}``
+    per batch, as ``model.predict``); returns ``(outputs, steps done)``."""
     outputs = []
 
     def call(limit):
@@ -70,7 +100,13 @@ def predict_batches(strategy, predict, dataset):
             return 0, None
         return 1, tf.nest.map_structure(lambda t: t.numpy(), predict(batch))
 
-    StepLoop(1).run(call, None, begin=lambda step: None, end=lambda step, out: outputs.append(out))
+    def end(step, output):
+        outputs.append(output)
+        callbacks.on_predict_batch_end(step, {"outputs": output})
+
+    callbacks.on_predict_begin()
+    _, done = StepLoop(1).run(call, steps, count=True, begin=callbacks.on_predict_batch_begin, end=end)
+    callbacks.on_predict_end()
     if not outputs:
         raise ValueError("Argument `x` must yield at least one batch. Received: empty data")
-    return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs), done

@@ -15,6 +15,7 @@ from keras_trainkit.training.checkpointer import (
     dataset_fingerprint,
 )
 from keras_trainkit.training.epoch_plan import prepare_inputs
+from keras_trainkit.training.evaluation import steps_to_run
 from keras_trainkit.training.non_finite import ON_NAN_POLICIES
 from keras_trainkit.utils.validation import (
     check_in,
@@ -120,13 +121,19 @@ def check_verbose(verbose):
 
 
 def check_fit_arguments(x, *, epochs, initial_epoch, validation_split, verbose, checkpoint_dir,
-                        checkpoint_every_n_steps, steps_per_epoch):
+                        checkpoint_every_n_steps, steps_per_epoch, validation_data=None,
+                        validation_steps=None):
     """Validate ``fit``'s arguments before any work; returns ``verbose`` resolved."""
     check_non_negative("epochs", epochs, integer=True)
     check_non_negative("initial_epoch", initial_epoch, integer=True)
     check_probability("validation_split", validation_split)
     if steps_per_epoch is not None:
         check_positive("steps_per_epoch", steps_per_epoch, integer=True)
+    if validation_steps is not None:
+        check_positive("validation_steps", validation_steps, integer=True)
+        if validation_data is None and not validation_split:
+            raise ValueError("Argument `validation_steps` needs validation data (`validation_data` "
+                             f"or `validation_split`). Received: validation_steps={validation_steps}")
     if checkpoint_dir is not None:
         check_type("checkpoint_dir", checkpoint_dir, (str, os.PathLike))
         if _data.is_dataset(x):
@@ -146,15 +153,28 @@ def check_fit_arguments(x, *, epochs, initial_epoch, validation_split, verbose, 
     return check_verbose(verbose)
 
 
-def validation_inputs(validation_data, batch_size, model, seed):
-    """``(dataset, steps)`` of the validation data, or ``None``."""
+def validation_inputs(validation_data, batch_size, model, seed, validation_steps=None):
+    """``(dataset, steps, count)`` of each validation, or ``None`` without validation data
+    (``count``: the data may end before ``steps``, so the step loop reads back how many ran).
+
+    Each validation runs a fresh iterator over the dataset (as ``model.fit``,
+    which resets its evaluation iterator every time): a whole pass, or its first
+    ``validation_steps`` batches (fewer where the data ends).
+
+    Raises:
+        ValueError: an infinite dataset without ``validation_steps``.
+    """
     if validation_data is None:
         return None
     if _data.is_dataset(validation_data):
-        return prepare_inputs(validation_data, None, None, None, model, shuffle=False, seed=seed,
-                              name="validation_data")
-    vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
-    return prepare_inputs(vx, vy, vw, batch_size, model, shuffle=False, seed=seed, name="validation_data")
+        vx, vy, vw, batch_size = validation_data, None, None, None
+    else:
+        vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+    dataset, pass_steps = prepare_inputs(vx, vy, vw, batch_size, model, shuffle=False, seed=seed,
+                                         name="validation_data")
+    steps = steps_to_run(dataset, pass_steps, validation_steps, name="validation_data",
+                         steps_name="validation_steps")
+    return dataset, steps, validation_steps is not None
 
 
 def make_checkpointer(checkpoint_dir, plan, data, variables, seed, steps_per_epoch):

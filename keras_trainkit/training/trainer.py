@@ -371,7 +371,7 @@ class Trainer:
     def fit(self, x, y=None, batch_size=None, epochs=1, validation_data=None,
             validation_split=0.0, callbacks=None, initial_epoch=0, verbose="auto",
             sample_weight=None, checkpoint_dir=None, checkpoint_every_n_steps=None,
-            steps_per_epoch=None):
+            steps_per_epoch=None, validation_steps=None):
         """Train for ``epochs`` epochs; returns a ``keras.callbacks.History``.
 
         Args:
@@ -404,11 +404,16 @@ class Trainer:
                 batches left, the epoch ends with them and the next starts a new
                 pass), or ``None`` for one pass over the data. Required for an
                 infinite dataset (``dataset.repeat()``).
+            validation_steps: batches of each validation, the first of the
+                validation data each time, as in ``fit`` (fewer where the data ends),
+                or ``None`` for a whole pass; required for an infinite validation
+                dataset.
         """
         verbose = check_fit_arguments(
             x, epochs=epochs, initial_epoch=initial_epoch, validation_split=validation_split, verbose=verbose,
             checkpoint_dir=checkpoint_dir, checkpoint_every_n_steps=checkpoint_every_n_steps,
-            steps_per_epoch=steps_per_epoch)
+            steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+            validation_steps=validation_steps)
         needs_targets = type(self).compute_loss is Trainer.compute_loss  # an override may not
         _data.check_targets(self.model, x, y, "x", needs_targets)
         if validation_data is not None and not _data.is_dataset(validation_data):
@@ -421,7 +426,8 @@ class Trainer:
         plan = EpochPlan(x, y, sample_weight, batch_size, model=self.model, strategy=self.strategy,
                          shuffle=self.shuffle, seed=self.seed, initial_epoch=initial_epoch,
                          steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None)
-        validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed)
+        validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed,
+                                       validation_steps)
         self._ensure_built(plan.dataset)
         self._training_batches.remember(plan)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
@@ -501,8 +507,10 @@ class Trainer:
         # where compiled code cannot raise) raises here at the latest.
         self._chain.raise_if_stopped()
         if validation is not None:  # as in `fit`, also in an epoch that set `stop_training`
+            dataset, steps, count = validation
             with self.evaluation_weights():
-                val_logs = self._evaluate_prepared(*validation, callbacks)
+                val_logs, _ = self._evaluate_prepared(iter(replicas.distribute(self.strategy, dataset)),
+                                                      steps, callbacks, count=count)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if checkpointer is not None:
@@ -510,32 +518,49 @@ class Trainer:
         return logs
 
     def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 callbacks=None, return_dict=False):
-        """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as ``model.evaluate``."""
+                 callbacks=None, return_dict=False, steps=None):
+        """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as
+        ``model.evaluate``; ``steps``: the batches to evaluate (``None``: all; required for an
+        infinite dataset)."""
         verbose = check_verbose(verbose)
         _data.check_targets(self.model, x, y, "x", type(self).compute_loss is Trainer.compute_loss)
-        dataset, steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
-                                        seed=self.seed)
+        dataset, pass_steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
+                                             seed=self.seed)
+        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
         self._ensure_built(dataset)
-        callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=steps, history=False)
+        callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
+                                  history=False)
         with self.evaluation_weights():
-            logs = self._evaluate_prepared(dataset, steps, callbacks)
+            logs, done = self._evaluate_prepared(iter(replicas.distribute(self.strategy, dataset)),
+                                                 run_steps, callbacks, count=steps is not None)
+        evaluation.warn_if_ran_out("steps", steps, done)
         return logs if return_dict else metrics_in_order(self.model, logs)
 
-    def _evaluate_prepared(self, dataset, steps, callbacks):
-        """Run the test function over a prepared ``dataset`` of ``steps`` batches; returns the logs."""
-        return evaluation.evaluate_batches(self.model, self.strategy, self._loop, self._functions.test(), dataset,
-                                           steps, callbacks)
+    def _evaluate_prepared(self, iterator, steps, callbacks, count=False):
+        """Run the test function over ``steps`` batches of a distributed ``iterator``; returns
+        ``(logs, steps done)``."""
+        return evaluation.evaluate_batches(self.model, self._loop, self._functions.test(), iterator, steps,
+                                           callbacks, count=count)
 
-    def predict(self, x, batch_size=None, verbose=0):
-        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights."""
-        check_verbose(verbose)
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights,
+        as ``model.predict``: ``steps`` batches (``None``: all; required for an infinite dataset),
+        ``callbacks``' ``on_predict_*`` hooks."""
+        verbose = check_verbose(verbose)
         if batch_size is not None:
             check_positive("batch_size", batch_size, integer=True)
         if _data.is_dataset(x):
-            dataset = x
+            dataset, pass_steps = x, None
         else:
             _data.check_arrays(x, None, None, self.model)
             dataset = array_dataset(x, batch_size=32 if batch_size is None else batch_size, shuffle=False)
+            pass_steps = None
+        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
+        callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
+                                  history=False)
         with self.evaluation_weights():
-            return evaluation.predict_batches(self.strategy, self._functions.predict(), dataset)
+            outputs, done = evaluation.predict_batches(
+                self._functions.predict(), iter(replicas.distribute(self.strategy, dataset)), run_steps,
+                callbacks)
+        evaluation.warn_if_ran_out("steps", steps, done)
+        return outputs
