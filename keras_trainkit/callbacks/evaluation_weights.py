@@ -172,8 +172,9 @@ class SwapEvaluationWeights(TrainkitCallback):
       not resume from ``x``): evaluate or predict with this callback, or take
       ``find_evaluation_weights(optimizer).evaluation_weights()``.
     * ``swap_on_epoch=True`` also puts ``x`` in at each epoch end (before the
-      callbacks listed after this one, e.g. a ``ModelCheckpoint``) and takes
-      it out at the next epoch's start. ``ScheduleFree`` records the swap in
+      callbacks listed after this one, e.g. a ``ModelCheckpoint``, or an
+      ``EarlyStopping(restore_best_weights=True)``, which then restores the best
+      epoch's ``x`` rather than its ``y``) and takes it out at the next epoch's start. ``ScheduleFree`` records the swap in
       its state, so a model saved then resumes correctly after
       ``load_model``; Keras's ``ScheduleFreeAdamW`` does not (a warning says so).
 
