@@ -83,16 +83,18 @@ def _as_float32(value) -> float:
 
 
 def _check_bounds(name, value, minimum, maximum, min_inclusive, max_inclusive, hint, rounded=None):
-    """Raise unless ``value`` lies within the bounds (or, given ``rounded``, its float32 rounding does)."""
+    """Raise unless ``value`` lies within the bounds (or, given ``rounded``, its float32 rounding
+    lies within theirs: the two meet as float32 tensors)."""
     tested = value if rounded is None else rounded
     for bound, inclusive, above in ((minimum, min_inclusive, True), (maximum, max_inclusive, False)):
         if bound is None:
             continue
+        limit = bound if rounded is None else _as_float32(bound)
         if above:
-            holds = tested >= bound if inclusive else tested > bound
+            holds = tested >= limit if inclusive else tested > limit
             op = ">=" if inclusive else ">"
         else:
-            holds = tested <= bound if inclusive else tested < bound
+            holds = tested <= limit if inclusive else tested < limit
             op = "<=" if inclusive else "<"
         if not holds:
             where = "" if rounded is None else f" in float32 (it rounds to {rounded!r})"

@@ -81,6 +81,15 @@ def test_float32_rounding_must_satisfy_the_bounds():
     assert v.check_non_negative("epsilon", 0.0) == 0.0
 
 
+def test_the_float32_rounding_is_compared_with_the_bound_rounded_too():
+    """Value and bound meet as float32 tensors: 0.1 <= 0.1 holds (both round to
+    0.10000000149); 0.1000000001 > 0.1 does not (the same float32)."""
+    assert v.check_number("x", 0.1, maximum=0.1) == 0.1
+    assert v.check_number("x", 0.1, minimum=0.1) == 0.1
+    with pytest.raises(ValueError, match=r"must be > 0.1 in float32 \(it rounds to 0.10000000149"):
+        v.check_number("x", 0.1000000001, minimum=0.1, min_inclusive=False)
+
+
 @pytest.mark.parametrize("value", [2.0, 1e300, 3.0e38])
 def test_integers_refuse_floats(value):
     with pytest.raises(TypeError, match="must be an integer, not float"):
