@@ -12,6 +12,7 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
+    floor_div,
     cosine_mix,
     progress,
 )
@@ -115,7 +116,7 @@ class CosineAnnealingWarmRestarts(LearningRateSchedule):
         """The cycle index of ``t``; the float estimate is corrected at the boundaries."""
         first = float(self.first_decay_steps)
         if self.t_mul == 1.0:
-            return ops.floor_divide(t, first)  # exact at restarts on XLA too (see StepDecay)
+            return floor_div(t, first)  # exact at restarts on XLA too
         ratio = 1.0 + t * (self.t_mul - 1.0) / first
         cycle = ops.maximum(ops.floor(ops.log(ratio) / math.log(self.t_mul)), 0.0)
         # log() in float32 may land just below an integer at an exact restart

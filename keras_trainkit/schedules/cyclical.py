@@ -11,6 +11,7 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
+    floor_div,
 )
 from keras_trainkit.schedules._registry import register
 from keras_trainkit.utils import validation
@@ -84,7 +85,7 @@ class CyclicalLearningRate(LearningRateSchedule):
         t = as_float(step)
         up = float(self.step_size)
         length = up + float(self.step_size_down or self.step_size)
-        cycles = ops.floor_divide(t, length)  # exact at cycle ends on XLA too (see StepDecay)
+        cycles = floor_div(t, length)  # exact at cycle ends on XLA too
         into = t - cycles * length  # steps into the current cycle, exact for integer steps
         height = ops.where(into <= up, into / up, (length - into) / (length - up))
         if self.mode == "triangular2":

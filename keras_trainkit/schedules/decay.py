@@ -10,6 +10,7 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
+    floor_div,
     linear_mix,
     progress,
 )
@@ -91,9 +92,9 @@ class StepDecay(LearningRateSchedule):
         return cls(initial_learning_rate, step_size=step_size, gamma=gamma)
 
     def __call__(self, step):
-        # floor_divide, not floor(t / d): XLA on CPU (JAX) divides through a reciprocal,
-        # so 97.0 / 97.0 gives 0.99999994 and the drop would come one step late.
-        drops = ops.floor_divide(as_float(step), float(self.step_size))
+        # not floor(t / d): XLA divides through a reciprocal, so 97.0 / 97.0 gives
+        # 0.99999994 and the drop would come one step late (see floor_div).
+        drops = floor_div(as_float(step), float(self.step_size))
         return self.initial_learning_rate * ops.power(self.gamma, drops)
 
     def get_config(self):

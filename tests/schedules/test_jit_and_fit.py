@@ -45,3 +45,31 @@ def test_nested_schedule_in_jit_compiled_fit_counts_optimizer_updates():
     optimizer = model.optimizer
     assert int(optimizer.iterations) == 15
     np.testing.assert_allclose(float(optimizer.learning_rate), float(schedule(15)), rtol=1e-6)
+
+
+# Step counts whose float32 division by themselves XLA rounds below 1 (it divides through a
+# reciprocal): floor_divide(41.0, 41.0) was 0 there, so the drop or restart came a step late.
+XLA_UNEVEN = (41, 47, 55, 61, 82, 97)
+
+
+@pytest.mark.parametrize("length", XLA_UNEVEN)
+def test_boundaries_fall_on_their_step_under_xla(length):
+    cases = {
+        "StepDecay": (schedules.StepDecay(1.0, length, 0.5), lambda k: 0.5 ** (k // length)),
+        "CosineAnnealingWarmRestarts": (
+            schedules.CosineAnnealingWarmRestarts(1.0, length),
+            lambda k: 0.5 * (1.0 + np.cos(np.pi * (k % length) / length))),
+        "CyclicalLearningRate": (  # triangular2: each cycle's height is halved
+            schedules.CyclicalLearningRate(0.0, 1.0, step_size=length, mode="triangular2"),
+            lambda k: (1.0 - abs(k / length - 2 * (k // (2 * length)) - 1)) / 2 ** (k // (2 * length))),
+    }
+    steps = [length - 1, length, length + 1, 2 * length, 3 * length - 1, 3 * length, 4 * length]
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    for name, (schedule, formula) in cases.items():
+        compiled = tf.function(lambda: schedule(step), jit_compile=True)
+        values = []
+        for k in steps:
+            step.assign(k)
+            values.append(float(compiled()))
+        np.testing.assert_allclose(values, [formula(k) for k in steps], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{name} with {length} steps")
