@@ -79,6 +79,9 @@ class ScaledSchedule(LearningRateSchedule):
     def __call__(self, step):
         base = ops.convert_to_tensor(self.base_value(step))
         dtype = keras.backend.standardize_dtype(base.dtype)
+        if "float" not in dtype:  # an integer rate: the scale (0.5) must not be truncated to 0
+            dtype = "float32"
+            base = ops.cast(base, dtype)
         return ops.multiply(ops.cast(self.scale_variable, dtype), base)
 
     def get_config(self):

@@ -247,3 +247,13 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
     mod = importlib.import_module(f"keras_trainkit.schedules.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0, f"{result.failed} doctest failure(s) in {module}"
+
+
+def test_a_scaled_integer_schedule_is_not_truncated():
+    """Keras trains with an integer schedule (``PiecewiseConstantDecay([2], [1, 0])``); scaled
+    by 0.5 it must give 0.5, 0.5, 0.5, 0 (the scale was cast to the integer dtype: 0)."""
+    scaled = schedules.ScaledSchedule(keras.optimizers.schedules.PiecewiseConstantDecay([2], [1, 0]), 0.5)
+    assert [float(scaled(k)) for k in range(4)] == [0.5, 0.5, 0.5, 0.0]
+    assert float(schedules.ScaledSchedule(lambda: 2, 0.25)(0)) == 0.5
+    floats = schedules.ScaledSchedule(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5), 0.5)
+    assert keras.backend.standardize_dtype(floats(0).dtype) == "float32"
