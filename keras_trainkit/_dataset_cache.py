@@ -104,8 +104,13 @@ def _read_members(path: Path, spec: ArraySpec) -> dict[str, np.ndarray]:
             if info.file_size > spec.max_member_bytes(key):
                 raise ValueError(f"{key} expands to {info.file_size} bytes, more than the "
                                  f"{spec.max_member_bytes(key)} its shape needs")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in KEYS}
+        # Each array from the member checked above (np.load's data["x_train"] would take a
+        # member named "x_train" first, whose size nothing checked).
+        arrays = {}
+        for key in KEYS:
+            with archive.open(members[f"{key}.npy"]) as member:
+                arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+        return arrays
 
 
 def read(path: Path, spec: ArraySpec) -> dict[str, np.ndarray] | None:

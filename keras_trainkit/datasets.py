@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_trainkit import _dataset_cache
 from keras_trainkit._dataset_cache import ArraySpec
-from keras_trainkit.utils.validation import check_number, check_positive, check_seed, check_type
+from keras_trainkit.utils.validation import SEED_MAX, check_number, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def load_mnist1d(shuffle_seq: bool = False, seed: int = 42):
         ((4000, 40), (1000, 40))
     """
     check_type("shuffle_seq", shuffle_seq, bool)
-    check_type("seed", seed, int)
+    # an integer seed in [0, 2**32 - 1] (NumPy integers too; not a bool, not None)
+    seed = int(check_number("seed", seed, minimum=0, maximum=SEED_MAX, integer=True))
     arrays = _dataset_cache.load(
         _mnist1d_cache_path(shuffle_seq, seed), _mnist1d_spec(shuffle_seq, seed),
         lambda: _generate_mnist1d(shuffle_seq, seed), f"MNIST-1D (shuffle_seq={shuffle_seq}, seed={seed})")
@@ -232,16 +233,35 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
     check_positive("batch_size", batch_size, integer=True)
     check_type("shuffle", shuffle, bool)
     seed = check_seed("seed", seed)
-    n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
-    if n == 0:
-        raise ValueError(f"Argument `x` must hold at least one example. Received: x with length {n}")
-    if y is not None and len(y) != n:
-        raise ValueError(
-            "Arguments `x` and `y` must have the same number of examples. "
-            f"Received: len(x)={n}, len(y)={len(y)}"
-        )
+    import keras
+
+    x, y = keras.tree.lists_to_tuples(x), keras.tree.lists_to_tuples(y)  # a list: several inputs, as Keras
+    lengths = {**_example_counts("x", x), **_example_counts("y", y)}
+    shown = ", ".join(f"len({name})={n}" for name, n in lengths.items())
+    if not lengths or min(lengths.values()) == 0:
+        raise ValueError(f"Argument `x` must hold at least one example. Received: {shown}")
+    if len(set(lengths.values())) > 1:
+        raise ValueError("Arguments `x` and `y` must have the same number of examples in every array. "
+                         f"Received: {shown}")
     return array_dataset(x, y, batch_size=int(batch_size), shuffle=shuffle, seed=seed,
                          drop_remainder=drop_remainder)
+
+
+def _example_counts(name: str, data) -> dict[str, int]:
+    """``{"x[0]": n0, "x[1]": n1, ...}``: the examples of each array of a structure (several
+    inputs, a dict), or ``{"x": n}`` for one array; ``{}`` for ``None``."""
+    import keras
+
+    if data is None:
+        return {}
+    counts = {}
+    for path, leaf in keras.tree.flatten_with_path(data):
+        where = name + "".join(f"[{key!r}]" for key in path)
+        if not np.shape(leaf):
+            raise ValueError(f"Argument `{name}` must hold arrays of examples (one per row). "
+                             f"Received: {where}={leaf!r}")
+        counts[where] = np.shape(leaf)[0]
+    return counts
 
 
 def random_shift(data, shift: int, seed: int | None = None):

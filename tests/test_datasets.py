@@ -146,3 +146,31 @@ def test_random_shift_rolls_each_signal_within_the_bound():
         datasets.random_shift(plain, -1)
     with pytest.raises(TypeError, match="Argument `seed` must be an integer, not float"):
         datasets.random_shift(plain, 2, seed=1.5)
+
+
+def test_to_dataset_takes_several_inputs_and_checks_every_array():
+    """A tuple of inputs counted as its number of inputs: ``(a, b), y`` was refused
+    (len(x)=2), and a ``y`` of 2 labels passed to fail inside tf.data."""
+    a, b = np.ones((10, 3), "float32"), np.zeros((10, 2), "float32")
+    y = np.arange(10) % 2
+    for x in ((a, b), [a, b], {"a": a, "b": (a, b)}):
+        batches = list(datasets.to_dataset(x, y, batch_size=4))
+        assert [int(batch[1].shape[0]) for batch in batches] == [4, 4, 2]
+    with pytest.raises(ValueError, match=r"Received: len\(x\[0\]\)=10, len\(x\[1\]\)=10, len\(y\)=2"):
+        datasets.to_dataset((a, b), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"len\(x\[1\]\)=5"):
+        datasets.to_dataset((a, b[:5]), y)
+    with pytest.raises(ValueError, match=r"arrays of examples.*Received: x\[0\]=1.0"):
+        datasets.to_dataset([1.0, 2.0])
+
+
+def test_load_mnist1d_seed_is_an_integer_in_range():
+    """A NumPy integer seed is a seed; True (the seed-1 data set before) and -1 are refused
+    with the argument's name."""
+    (x, _), _ = datasets.load_mnist1d(seed=np.int64(42))
+    (expected, _), _ = datasets.load_mnist1d(seed=42)
+    np.testing.assert_array_equal(x, expected)
+    with pytest.raises(TypeError, match="Argument `seed` must be an integer, not bool"):
+        datasets.load_mnist1d(seed=True)
+    with pytest.raises(ValueError, match="Received: seed=-1"):
+        datasets.load_mnist1d(seed=-1)

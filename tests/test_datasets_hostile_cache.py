@@ -101,6 +101,34 @@ def test_small_file_that_expands_to_64_mb_is_refused_unread(cache, true_mnist1d,
     assert any("expands to" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("extra", ["bomb", "not_an_array"])
+def test_a_member_named_like_an_array_without_npy_is_not_read(cache, true_mnist1d, extra, caplog):
+    """np.load's ``data["x_train"]`` takes a member named ``x_train`` before ``x_train.npy``:
+    a 64 MB bomb there was read (62 MB), bytes there crashed the loader (AttributeError)."""
+    import io
+    import zipfile
+
+    path = datasets._mnist1d_cache_path(False, 42)
+    datasets.load_mnist1d()  # the true data, cached
+    if extra == "bomb":
+        buffer = io.BytesIO()
+        np.save(buffer, np.zeros(16_000_000, np.float32))
+        name, payload, compression = "x_train", buffer.getvalue(), zipfile.ZIP_DEFLATED
+    else:
+        name, payload, compression = "y_test", b"not an array", zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "a", compression=compression) as archive:
+        archive.writestr(name, payload)
+    tracemalloc.start()
+    try:
+        (x, y), (x_test, y_test) = datasets.load_mnist1d()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(x, true_mnist1d["x_train"])
+    np.testing.assert_array_equal(y_test, true_mnist1d["y_test"])
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB allocated reading the cache"
+
+
 def test_other_seeds_are_never_read_from_the_cache(cache, true_mnist1d):
     """No checksum ships for seed 7, so a cache file for it cannot be verified."""
     path = datasets._mnist1d_cache_path(False, 7)
