@@ -80,7 +80,7 @@ def cnn(
     num_classes: int,
     *,
     filters: Sequence[int] = (32, 64, 64),
-    kernel_size: int = 5,
+    kernel_size: int | None = None,
     dense_units: int = 128,
     activation: str = "relu",
     batch_norm: bool = True,
@@ -94,7 +94,8 @@ def cnn(
 
     Each block is Conv -> (BatchNorm) -> activation; blocks after the first
     downsample with stride 2. Global average pooling, one hidden Dense layer
-    and a ``logits`` layer follow.
+    and a ``logits`` layer follow. ``kernel_size`` (the convolutions' size, per
+    spatial axis) defaults to 5 for 1-D inputs and 3 for 2-D ones.
 
     Example:
         >>> model = cnn((40,), 10)
@@ -102,7 +103,8 @@ def cnn(
         (None, 10)
     """
     check_positive("num_classes", num_classes, integer=True)
-    check_positive("kernel_size", kernel_size, integer=True)
+    if kernel_size is not None:
+        check_positive("kernel_size", kernel_size, integer=True)
     check_positive("dense_units", dense_units, integer=True)
     check_probability("dropout", dropout)
     check_bool("batch_norm", batch_norm)
@@ -118,7 +120,7 @@ def cnn(
         x = keras.layers.Reshape((input_shape[0], 1), name="add_channel")(x)
     conv = keras.layers.Conv2D if rank == 3 else keras.layers.Conv1D
     pool = keras.layers.GlobalAveragePooling2D if rank == 3 else keras.layers.GlobalAveragePooling1D
-    size = min(kernel_size, 3) if rank == 3 else kernel_size
+    size = kernel_size if kernel_size is not None else (3 if rank == 3 else 5)
     for i, f in enumerate(filters):
         x = conv(
             f,

@@ -35,3 +35,25 @@ def test_bad_arguments():
     members = [models.mlp((4,), 3, depth=1, width=4) for _ in range(2)]
     with pytest.raises(TypeError, match="Argument `from_logits` must be of type bool.*'False'"):
         models.average_models(members, from_logits="False")
+
+
+@pytest.mark.parametrize("shape, kernel_size, expected", [
+    ((40,), None, (5,)), ((40,), 7, (7,)),
+    ((8, 8, 1), None, (3, 3)), ((8, 8, 1), 5, (5, 5)), ((8, 8, 1), 7, (7, 7)),
+])
+def test_cnn_kernel_size_is_the_one_asked(shape, kernel_size, expected):
+    """A 2-D kernel_size was cut to 3, so a search over CNNSpace's (3, 5, 7) on the digits
+    built the same 3x3 model for all three and reported the size it did not use."""
+    model = models.cnn(shape, 10, kernel_size=kernel_size)
+    assert tuple(model.get_layer("conv_0").kernel.shape[:-2]) == expected
+
+
+def test_cnn_space_builds_the_kernel_size_it_records():
+    import keras_tuner
+
+    from keras_trainkit import tuning
+
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("kernel_size", 7)
+    model = tuning.CNNSpace().build(hp, (8, 8, 1), 10)
+    assert tuple(model.get_layer("conv_0").kernel.shape[:2]) == (7, 7)
