@@ -36,6 +36,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import keras_tuner
 import numpy as np
 
 from keras_trainkit.tuning.pareto import rank_trials
@@ -60,6 +61,9 @@ class TrialRecord:
         curve: ``(epoch, objective)`` pairs, epochs 1-based.
         objectives: with several objectives, each one's value (``score`` is the
             first one's); else empty.
+        epochs_exact: whether ``epochs`` is the count trained, or (``False``) only
+            the last epoch the trial reported: KerasTuner's own tuners report a
+            trial once, at its best epoch, so the epochs after it are not known.
     """
 
     trial_id: str
@@ -72,6 +76,7 @@ class TrialRecord:
     message: str | None = None
     pruned_after: int | None = None
     objectives: dict = field(default_factory=dict)
+    epochs_exact: bool = True
 
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -86,9 +91,10 @@ def _trained_with(values: dict) -> dict:
     return values
 
 
-def _curve_and_epochs(trial, name, every_epoch: bool = False,
-                      ) -> tuple[list[tuple[int, float]], int]:
-    """The trial's ``(epoch, objective)`` pairs (epochs from 1) and the epochs it trained.
+def _curve_and_epochs(trial, name, every_epoch: bool = False, best_only: bool = False,
+                      ) -> tuple[list[tuple[int, float]], int, bool]:
+    """The trial's ``(epoch, objective)`` pairs (epochs from 1), the epochs it trained,
+    and whether that count is exact.
 
     Our tuners (``every_epoch``) report every epoch at ``step=epoch``, Keras's
     0-based epoch, which a ``fit`` from ``initial_epoch`` counts from there. A
@@ -97,16 +103,24 @@ def _curve_and_epochs(trial, name, every_epoch: bool = False,
     it once, at the index of its best epoch within that ``fit``
     (``tuner_utils.get_best_step``), so that step counts from ``tuner/initial_epoch``.
     With ``executions_per_trial > 1`` an epoch's value is the mean over the
-    executions, as the oracle scores it.
+    executions, as the oracle scores it. A tuner of another ``run_trial`` is taken
+    to report every epoch it trained (exact where they run on without a gap).
+    KerasTuner's own ``run_trial`` (``best_only``) reports each execution once, at
+    its best epoch: the trial trained at least through it, and that is all that is
+    known.
     """
     values = trial.hyperparameters.values
     history = trial.metrics.get_history(name) if trial.metrics.exists(name) else []
     if HYPERBAND_EPOCHS in values and not every_epoch:
         start = int(values.get(HYPERBAND_INITIAL_EPOCH, 0))
         by_epoch = {start + int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
-        return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start
+        return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start, True
     by_epoch = {int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
-    return sorted(by_epoch.items()), len(by_epoch)
+    if best_only:  # trained at least through the epoch it reported
+        return sorted(by_epoch.items()), max(by_epoch, default=0), False
+    epochs = sorted(by_epoch)
+    exact = every_epoch or epochs == list(range(epochs[0], epochs[0] + len(epochs))) if epochs else True
+    return sorted(by_epoch.items()), len(by_epoch), exact
 
 
 def several_objectives(oracle) -> list:
@@ -133,9 +147,11 @@ def trial_records(tuner) -> list[TrialRecord]:
     name = objective_name(oracle)
     pruned = getattr(oracle, "pruned_trials", {})
     every_epoch = isinstance(tuner, TrainkitTunerMixin)  # reports at Keras's own epoch index
+    # KerasTuner's own run_trial reports each execution once, at its best epoch
+    best_only = not every_epoch and getattr(type(tuner), "run_trial", None) is keras_tuner.Tuner.run_trial
     records = []
     for trial in oracle.trials.values():
-        curve, epochs = _curve_and_epochs(trial, name, every_epoch)
+        curve, epochs, exact = _curve_and_epochs(trial, name, every_epoch, best_only)
         score = trial.score if trial.score is not None and np.isfinite(trial.score) else None
         values = {}
         if objectives and trial.status == "COMPLETED":
@@ -147,7 +163,7 @@ def trial_records(tuner) -> list[TrialRecord]:
         records.append(TrialRecord(
             trial_id=trial.trial_id, status=trial.status, score=score, epochs=epochs,
             pruned=stopped is not None, hyperparameters=_trained_with(trial.hyperparameters.values),
-            curve=curve, message=trial.message, objectives=values,
+            curve=curve, message=trial.message, objectives=values, epochs_exact=exact,
             pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
     if objectives:  # the oracle's ranking (get_best_trials), of the values read above
         names = [o.name for o in objectives]
@@ -176,13 +192,17 @@ def summary_table(tuner, num_trials: int = 10) -> str:
                          for n in names)
         values = ", ".join(f"{k}={_short(record.hyperparameters[k])}" for k in keys
                            if k in record.hyperparameters)
-        lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {record.epochs:>6} {shown}  {values}")
+        epochs = f"{record.epochs}{'' if record.epochs_exact else '+'}"
+        lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {epochs:>6} {shown}  {values}")
     total_epochs = sum(r.epochs for r in records)
     pruned = sum(r.pruned for r in records)
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
+    inexact = any(not r.epochs_exact for r in records)
     lines.append(f"\n{len(records)} trials, {pruned} pruned, {failed} failed, "
-                 f"{total_epochs} epochs trained in all"
-                 + (" (PRUNED@E: stopped after epoch E, counted from 1)" if pruned else ""))
+                 f"{'at least ' if inexact else ''}{total_epochs} epochs trained in all"
+                 + (" (PRUNED@E: stopped after epoch E, counted from 1)" if pruned else "")
+                 + ("\nN+: the trial reported its best epoch, N, only (KerasTuner's own tuners "
+                    "do); it may have trained more" if inexact else ""))
     return "\n".join(lines)
 
 

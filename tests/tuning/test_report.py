@@ -118,3 +118,32 @@ def test_a_bad_num_trials_is_refused_before_anything_is_written(search, tmp_path
     with pytest.raises(error, match=message.replace(".", r"\.")):
         write_report(search, str(tmp_path / "report"), num_trials)
     assert not (tmp_path / "report").exists()
+
+
+def test_kerastuners_own_tuner_is_not_reported_as_one_epoch_per_trial(tmp_path):
+    """KerasTuner's RandomSearch reports each trial once, at its best epoch: every trial of
+    3 epochs was listed as 1 epoch ("3 epochs trained in all" for 9). The report now says
+    what it knows: at least through the reported epoch."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Choice("u", [2, 3, 4])),
+                                  keras.layers.Dense(2)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    tuner = keras_tuner.RandomSearch(build, objective="val_accuracy", max_trials=3, seed=1,
+                                     directory=str(tmp_path), project_name="kt")
+    tuner.search(x, y, epochs=3, validation_data=(x, y), verbose=0)
+    records = trial_records(tuner)
+    best_steps = {t.trial_id: [o.step for o in t.metrics.get_history("val_accuracy")]
+                  for t in tuner.oracle.trials.values()}
+    for record in records:
+        assert not record.epochs_exact
+        assert record.epochs == best_steps[record.trial_id][0] + 1 <= 3
+    table = summary_table(tuner)
+    assert f"at least {sum(r.epochs for r in records)} epochs trained in all" in table
+    assert f"{records[0].epochs}+" in table.splitlines()[1]
