@@ -66,7 +66,9 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         hyperparameter: the optimizer attribute to set, e.g. ``"momentum"``.
         schedule: a ``keras.optimizers.schedules.LearningRateSchedule`` or any
             callable of the step (or epoch) returning a number.
-        frequency: ``"step"`` (default) or ``"epoch"``.
+        frequency: ``"step"`` (default) or ``"epoch"``. Per step needs
+            ``steps_per_execution=1`` (the batch hooks run once per call of the
+            step, so the others would keep the call's first value; refused).
         verbose: 0 is quiet; 1 prints the value at each epoch start.
 
     Example:
@@ -159,6 +161,15 @@ class HyperparameterScheduler(keras.callbacks.Callback):
     # -- callback hooks -------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        steps = control.steps_per_call(self.model)
+        if self.frequency == "step" and steps > 1:
+            raise ValueError(
+                f"HyperparameterScheduler sets {self.hyperparameter} before each call of the "
+                f"training step, and with steps_per_execution={steps} a call runs {steps} steps: "
+                "all but the first would keep the value of the call's first step. Use "
+                "steps_per_execution=1, schedule per epoch (frequency='epoch'), or, for the "
+                "learning rate, give the optimizer the schedule itself (its step runs in the "
+                f"compiled loop). Received: frequency={self.frequency!r}")
         self._targets = self._resolve_targets()
         frozen = [v for _, v in self._targets if isinstance(v, HyperparameterVariable)]
         if frozen and self.frequency == "step" and control.step_freezes_assigned_values(self.model):

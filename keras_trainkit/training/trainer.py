@@ -445,7 +445,7 @@ class Trainer:
         self.non_finite.begin_fit()
         clear_initial_epoch(self.model)
         self.evaluation_weights().resume()
-        with control.loop_state(self.model, self._training_state_variables):
+        with control.loop_state(self.model, self._training_state_variables, self.steps_per_execution):
             callbacks.on_train_begin()
             self._functions.train()  # traced and the optimizer built before the first epoch, as in fit
             initial_epoch = initial_epoch_set_by_callbacks(self.model, default=initial_epoch)

@@ -234,3 +234,40 @@ def test_scheduled_momentum_under_mirrored_strategy(two_cpu_strategy):
     w0 = model.get_weights()[0].astype(np.float64)
     w = _fit(model, HyperparameterScheduler("momentum", momentum_schedule))
     np.testing.assert_allclose(w, _numpy_sgd(w0, 0.02, momentum_schedule), rtol=2e-4, atol=1e-5)
+
+
+def _lr_every_other_step(t):
+    return 0.1 if int(t) % 2 == 0 else 0.0
+
+
+@pytest.mark.parametrize("runner", ["fit", "trainer"])
+def test_per_step_schedules_need_one_step_per_call(runner):
+    """With steps_per_execution=2 the batch hooks run once per 2 steps: the rate of an
+    odd step (0.0 here) was never set, and w ended 0.4096 = 0.8**4 instead of 0.64
+    (refused now, before any step). Per epoch, or one step per call, is right."""
+    import keras
+
+    from keras_trainkit.training import Trainer
+
+    x, y = np.ones((4, 1), "float32"), np.zeros((4, 1), "float32")
+
+    def train(steps_per_execution, frequency="step"):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
+                                                                         kernel_initializer="ones")])
+        scheduler = HyperparameterScheduler("learning_rate", _lr_every_other_step, frequency=frequency)
+        kwargs = dict(batch_size=1, epochs=1, verbose=0, callbacks=[scheduler])
+        if runner == "fit":
+            model.compile(keras.optimizers.SGD(0.05), "mse", steps_per_execution=steps_per_execution)
+            model.fit(x, y, shuffle=False, **kwargs)
+        else:
+            Trainer(model, keras.optimizers.SGD(0.05), "mse", shuffle=False,
+                    steps_per_execution=steps_per_execution).fit(x, y, **kwargs)
+        return float(model.layers[0].kernel.numpy()[0, 0])
+
+    w = 1.0
+    for t in range(4):  # the docstring's rule: lr(t) before step t; d(w^2)/dw = 2w
+        w -= _lr_every_other_step(t) * 2 * w
+    assert train(1) == pytest.approx(w)  # 0.64
+    with pytest.raises(ValueError, match="steps_per_execution=2 a call runs 2 steps"):
+        train(2)
+    assert train(2, frequency="epoch") == pytest.approx(0.8 ** 4)  # epoch 0's rate, every step

@@ -63,7 +63,7 @@ from keras_trainkit.optimizers.control.learning_rate import (
     LearningRateHandle,
     learning_rate_handles,
 )
-from keras_trainkit.optimizers.control.loop_state import loop_state, training_state_variables
+from keras_trainkit.optimizers.control.loop_state import loop_state, steps_per_call, training_state_variables
 
 __all__ = [
     "HeldLearningRate",
@@ -83,6 +83,7 @@ __all__ = [
     "retrace_requests",
     "schedule_hyperparameter",
     "step_freezes_assigned_values",
+    "steps_per_call",
     "training_state_variables",
     "update_count",
     "warn_if_unused",

@@ -15,21 +15,36 @@ import contextlib
 import weakref
 
 _LOOP_STATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_STEPS_PER_CALL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
-def loop_state(model, variables):
-    """While the block runs, :func:`training_state_variables` of ``model`` is ``variables()``.
+def loop_state(model, variables, steps_per_call: int = 1):
+    """While the block runs, :func:`training_state_variables` of ``model`` is ``variables()``
+    and :func:`steps_per_call` is ``steps_per_call``.
 
     Args:
         model: the model a loop trains.
         variables: a function returning every variable of the loop's training state.
+        steps_per_call: the training steps of one call of the loop's compiled step
+            (its ``steps_per_execution``).
     """
     _LOOP_STATES[model] = variables
+    _STEPS_PER_CALL[model] = int(steps_per_call)
     try:
         yield
     finally:
         _LOOP_STATES.pop(model, None)
+        _STEPS_PER_CALL.pop(model, None)
+
+
+def steps_per_call(model) -> int:
+    """The training steps between two calls of the batch hooks: a running ``Trainer``'s
+    ``steps_per_execution`` (:func:`loop_state`), else ``model.fit``'s
+    (``model.steps_per_execution``), else 1."""
+    if model in _STEPS_PER_CALL:
+        return _STEPS_PER_CALL[model]
+    return int(getattr(model, "steps_per_execution", None) or 1)
 
 
 def training_state_variables(model) -> list:
