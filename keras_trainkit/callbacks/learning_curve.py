@@ -76,7 +76,8 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, **threshold
     and ``V`` the validation curve, ``L_init`` the loss before training
     (``initial_loss``, e.g. the first batch's loss; default ``L[0]``), a third
     ``m = max(1, T // 3)`` epochs, and ``r = mean drop of L over the last m
-    epochs / mean drop over the first m epochs``:
+    epochs / mean drop over the first m epochs`` (0 when ``L`` did not drop over
+    the first ``m``: there is no steady decrease to measure):
 
     * **learning rate too high** when a loss is NaN/Inf; or
       ``max(L) > explosion_factor * L_init`` (an early blow-up); or the
@@ -88,8 +89,8 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, **threshold
       fell: ``b = argmin(V) < T - 1``, ``V[-1] > V[b] * (1 + overfit_tolerance)``,
       ``L[-1] < L[b]``, ``L[-1] <= min(L) * (1 + rise_tolerance)`` and the model
       fits its training data, ``L[-1] < underfit_fraction * L_init``.
-    * **learning rate too low** for a slow, steady decrease: ``L`` falls at
-      >= 90% of the epochs, ``r >= steady_ratio`` (no slowing down) and
+    * **learning rate too low** for a slow, steady decrease: ``L`` falls
+      (strictly) at >= 90% of the epochs, ``r >= steady_ratio`` (no slowing down) and
       ``L[-1] > slow_fraction * L_init``.
     * **underfitting** when both losses plateau high: the relative drop of
       ``L`` over the last ``m`` epochs is below ``plateau_tolerance``, ``r <
@@ -131,7 +132,8 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, **threshold
     increase_fraction = increases / (T - 1)
     first_drop = _mean_drop(L[: m + 1])
     last_drop = _mean_drop(L[-(m + 1):])
-    ratio = last_drop / first_drop if first_drop > 0 else math.inf
+    # r is a steady decrease's measure: with no drop at first there is none to measure
+    ratio = last_drop / first_drop if first_drop > 0 else 0.0
 
     evidence = {}
     if max(L) > t["explosion_factor"] * initial:
@@ -153,7 +155,7 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, **threshold
                 "val_rise": V[-1] / V[b] - 1, "train_loss_at_best": L[b], "final_train_loss": L[-1],
             }, SUGGESTIONS[OVERFITTING]))
 
-    falling = (T - 1 - increases) / (T - 1)
+    falling = sum(1 for a, b in zip(L, L[1:]) if b < a) / (T - 1)  # strictly: a flat epoch is no fall
     if falling >= 0.9 and ratio >= t["steady_ratio"] and L[-1] > t["slow_fraction"] * initial:
         findings.append(Finding(LR_TOO_LOW, {
             "mean_drop_first_epochs": first_drop, "mean_drop_last_epochs": last_drop,

@@ -81,3 +81,16 @@ def test_hand_made_curves():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"Received: {name}="):
         LearningCurveDiagnosis(**kwargs)
+
+
+def test_flat_epochs_are_no_fall_and_a_flat_start_is_no_steady_decrease():
+    """A flat curve at ln(10) was "learning rate too low" (flat epochs counted as falls, and
+    r = inf for no first drop): it is a plateau high up, underfitting. A stair-step curve
+    falls at 3 of 9 epochs, not >= 90%: no finding."""
+    from keras_trainkit.callbacks.learning_curve import diagnose_learning_curves
+
+    assert [f.name for f in diagnose_learning_curves([2.3] * 8, [2.31] * 8)] == ["underfitting"]
+    stairs = [2.0, 1.9, 1.9, 1.9, 1.9, 1.85, 1.85, 1.85, 1.8, 1.8]
+    assert diagnose_learning_curves(stairs, [v + 0.01 for v in stairs]) == []
+    steady = [2.3 - 0.02 * i for i in range(10)]
+    assert [f.name for f in diagnose_learning_curves(steady)] == ["learning rate too low"]
