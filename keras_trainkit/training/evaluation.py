@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
+from keras_trainkit.training import replicas
 from keras_trainkit.training.compiled import bind
 from keras_trainkit.training.step_loop import StepLoop
 from keras_trainkit.utils.validation import check_positive
@@ -74,12 +75,13 @@ def warn_if_ran_out(steps_name: str, steps, done: int) -> None:
                        "Keras.", done, steps_name, steps)
 
 
-def evaluate_batches(model, loop, test_function, iterator, steps, callbacks, count=False):
-    """Run ``test_function`` in ``loop`` (a ``StepLoop``) over ``steps`` batches of a
-    distributed ``iterator`` (``count``: the data may end sooner); returns
-    ``(logs, steps done)``."""
+def evaluate_batches(model, strategy, loop, test_function, dataset, steps, callbacks, count=False):
+    """Run ``test_function`` in ``loop`` (a ``StepLoop``) over ``steps`` batches of a fresh
+    iterator over ``dataset`` under ``strategy`` (``count``: the data may end sooner);
+    returns ``(logs, steps done)``."""
     callbacks.on_test_begin()
     model.reset_metrics()
+    iterator = iter(replicas.distribute(strategy, dataset))
     logs, done = loop.run(bind(test_function, iterator), steps, count=count,
                           begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
     logs = scalar_logs(logs)
@@ -87,11 +89,12 @@ def evaluate_batches(model, loop, test_function, iterator, steps, callbacks, cou
     return logs, done
 
 
-def predict_batches(predict, iterator, steps, callbacks):
-    """The compiled ``predict`` function over ``steps`` batches of a distributed
-    ``iterator`` (all of them for ``None``; fewer where the data ends), concatenated as
+def predict_batches(strategy, predict, dataset, steps, callbacks):
+    """The compiled ``predict`` function over ``steps`` batches of ``dataset`` under
+    ``strategy`` (all of them for ``None``; fewer where the data ends), concatenated as
     NumPy arrays, with the callbacks' ``on_predict_*`` hooks (``{"outputs": ...}``
     per batch, as ``model.predict``); returns ``(outputs, steps done)``."""
+    iterator = iter(replicas.distribute(strategy, dataset))
     outputs = []
 
     def call(limit):

@@ -509,8 +509,7 @@ class Trainer:
         if validation is not None:  # as in `fit`, also in an epoch that set `stop_training`
             dataset, steps, count = validation
             with self.evaluation_weights():
-                val_logs, _ = self._evaluate_prepared(iter(replicas.distribute(self.strategy, dataset)),
-                                                      steps, callbacks, count=count)
+                val_logs, _ = self._evaluate_prepared(dataset, steps, callbacks, count=count)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callbacks.on_epoch_end(epoch, logs)
         if checkpointer is not None:
@@ -531,16 +530,15 @@ class Trainer:
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
                                   history=False)
         with self.evaluation_weights():
-            logs, done = self._evaluate_prepared(iter(replicas.distribute(self.strategy, dataset)),
-                                                 run_steps, callbacks, count=steps is not None)
+            logs, done = self._evaluate_prepared(dataset, run_steps, callbacks, count=steps is not None)
         evaluation.warn_if_ran_out("steps", steps, done)
         return logs if return_dict else metrics_in_order(self.model, logs)
 
-    def _evaluate_prepared(self, iterator, steps, callbacks, count=False):
-        """Run the test function over ``steps`` batches of a distributed ``iterator``; returns
+    def _evaluate_prepared(self, dataset, steps, callbacks, count=False):
+        """Run the test function over ``steps`` batches of a prepared ``dataset``; returns
         ``(logs, steps done)``."""
-        return evaluation.evaluate_batches(self.model, self._loop, self._functions.test(), iterator, steps,
-                                           callbacks, count=count)
+        return evaluation.evaluate_batches(self.model, self.strategy, self._loop, self._functions.test(),
+                                           dataset, steps, callbacks, count=count)
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights,
@@ -550,17 +548,16 @@ class Trainer:
         if batch_size is not None:
             check_positive("batch_size", batch_size, integer=True)
         if _data.is_dataset(x):
-            dataset, pass_steps = x, None
+            dataset = x
         else:
             _data.check_arrays(x, None, None, self.model)
             dataset = array_dataset(x, batch_size=32 if batch_size is None else batch_size, shuffle=False)
-            pass_steps = None
-        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
+        # without steps, all the batches there are (counted as they come)
+        run_steps = evaluation.steps_to_run(dataset, None, steps, name="x", steps_name="steps")
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
                                   history=False)
         with self.evaluation_weights():
-            outputs, done = evaluation.predict_batches(
-                self._functions.predict(), iter(replicas.distribute(self.strategy, dataset)), run_steps,
-                callbacks)
+            outputs, done = evaluation.predict_batches(self.strategy, self._functions.predict(), dataset,
+                                                       run_steps, callbacks)
         evaluation.warn_if_ran_out("steps", steps, done)
         return outputs
