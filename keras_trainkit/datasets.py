@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_trainkit import _dataset_cache
 from keras_trainkit._dataset_cache import ArraySpec
-from keras_trainkit.utils.validation import SEED_MAX, check_number, check_positive, check_seed, check_type
+from keras_trainkit.utils.validation import check_number, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def load_mnist1d(shuffle_seq: bool = False, seed: int = 42):
         ((4000, 40), (1000, 40))
     """
     check_type("shuffle_seq", shuffle_seq, bool)
-    # an integer seed in [0, 2**32 - 1] (NumPy integers too; not a bool, not None)
-    seed = int(check_number("seed", seed, minimum=0, maximum=SEED_MAX, integer=True))
+    seed = check_seed("seed", seed, optional=False)
     arrays = _dataset_cache.load(
         _mnist1d_cache_path(shuffle_seq, seed), _mnist1d_spec(shuffle_seq, seed),
         lambda: _generate_mnist1d(shuffle_seq, seed), f"MNIST-1D (shuffle_seq={shuffle_seq}, seed={seed})")

@@ -174,9 +174,10 @@ class SwapEvaluationWeights(TrainkitCallback):
     * ``swap_on_epoch=True`` also puts ``x`` in at each epoch end (before the
       callbacks listed after this one, e.g. a ``ModelCheckpoint``, or an
       ``EarlyStopping(restore_best_weights=True)``, which then restores the best
-      epoch's ``x`` rather than its ``y``) and takes it out at the next epoch's start. ``ScheduleFree`` records the swap in
-      its state, so a model saved then resumes correctly after
-      ``load_model``; Keras's ``ScheduleFreeAdamW`` does not (a warning says so).
+      epoch's ``x`` rather than its ``y``) and takes it out at the next epoch's
+      start. ``ScheduleFree`` records the swap in its state, so a model saved
+      then resumes correctly after ``load_model``; Keras's ``ScheduleFreeAdamW``
+      does not (a warning says so).
 
     The same callback works in ``model.evaluate``/``predict`` and in the
     ``Trainer`` (which swaps by itself; the two do not swap twice).

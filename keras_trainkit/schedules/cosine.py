@@ -12,8 +12,8 @@ from keras_trainkit.schedules._common import (
     as_float,
     check_rate,
     check_steps,
-    floor_div,
     cosine_mix,
+    floor_div,
     progress,
 )
 from keras_trainkit.schedules._registry import register

@@ -116,11 +116,12 @@ def _curve_and_epochs(trial, name, every_epoch: bool = False, best_only: bool = 
         by_epoch = {start + int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
         return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start, True
     by_epoch = {int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
+    curve = sorted(by_epoch.items())
     if best_only:  # trained at least through the epoch it reported
-        return sorted(by_epoch.items()), max(by_epoch, default=0), False
+        return curve, max(by_epoch, default=0), False
     epochs = sorted(by_epoch)
-    exact = every_epoch or epochs == list(range(epochs[0], epochs[0] + len(epochs))) if epochs else True
-    return sorted(by_epoch.items()), len(by_epoch), exact
+    gapless = not epochs or epochs == list(range(epochs[0], epochs[0] + len(epochs)))
+    return curve, len(by_epoch), every_epoch or gapless
 
 
 def several_objectives(oracle) -> list:

@@ -171,9 +171,10 @@ def check_unrolled_count(name: str, value: Any, *, minimum: int = 1) -> int:
     ))
 
 
-def check_seed(name: str, value: Any) -> int | None:
-    """Accept ``None`` or an integer seed in ``[0, 2**32 - 1]``; return it as ``int``."""
-    if value is None:
+def check_seed(name: str, value: Any, *, optional: bool = True) -> int | None:
+    """Accept an integer seed in ``[0, 2**32 - 1]`` (NumPy integers too, not a bool), or
+    ``None`` where ``optional``; return it as ``int``."""
+    if value is None and optional:
         return None
     return int(check_number(name, value, minimum=0, maximum=SEED_MAX, integer=True))
 

@@ -35,9 +35,8 @@ class HeldLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         if not callable(schedule):
             raise TypeError("Argument `schedule` must be a LearningRateSchedule or a callable of "
                             f"the step. Received: schedule={schedule!r}")
-        if hasattr(value, "shape"):  # a one-number array, tensor or variable
-            value = to_float(value) if to_float(value) is not None else value
-        check_number("value", value, minimum=0)
+        number = to_float(value) if hasattr(value, "shape") else None  # a one-number array or tensor
+        check_number("value", value if number is None else number, minimum=0)
         self.schedule = schedule
         self.variable = keras.Variable(float(value), dtype="float32", trainable=False,
                                        name="learning_rate_override")

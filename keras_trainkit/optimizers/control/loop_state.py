@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import weakref
 
+# model -> (the function naming its state variables, the steps of one call)
 _LOOP_STATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_STEPS_PER_CALL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -29,21 +29,19 @@ def loop_state(model, variables, steps_per_call: int = 1):
         steps_per_call: the training steps of one call of the loop's compiled step
             (its ``steps_per_execution``).
     """
-    _LOOP_STATES[model] = variables
-    _STEPS_PER_CALL[model] = int(steps_per_call)
+    _LOOP_STATES[model] = (variables, int(steps_per_call))
     try:
         yield
     finally:
         _LOOP_STATES.pop(model, None)
-        _STEPS_PER_CALL.pop(model, None)
 
 
 def steps_per_call(model) -> int:
     """The training steps between two calls of the batch hooks: a running ``Trainer``'s
     ``steps_per_execution`` (:func:`loop_state`), else ``model.fit``'s
     (``model.steps_per_execution``), else 1."""
-    if model in _STEPS_PER_CALL:
-        return _STEPS_PER_CALL[model]
+    if model in _LOOP_STATES:
+        return _LOOP_STATES[model][1]
     return int(getattr(model, "steps_per_execution", None) or 1)
 
 
@@ -54,8 +52,7 @@ def training_state_variables(model) -> list:
     model's variables and its optimizer's (slots, step counter), which is all
     ``model.fit`` keeps.
     """
-    variables = _LOOP_STATES.get(model)
-    if variables is not None:
-        return list(variables())
+    if model in _LOOP_STATES:
+        return list(_LOOP_STATES[model][0]())
     optimizer = getattr(model, "optimizer", None)
     return list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
