@@ -36,8 +36,8 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
     only), each loaded from its saved best checkpoint for inference (without
     its optimizer state, see :func:`~keras_trainkit.tuning.trial_models.load_trial_model`).
     Works with any KerasTuner tuner, ours or KerasTuner's own; a search with
-    fewer scored trials gives a smaller ensemble. A trial whose weights cannot
-    be loaded is left out with a warning naming the file, and the next best
+    fewer scored trials gives a smaller ensemble. A trial whose weights (or the
+    build config of a model ``build(hp)`` leaves unbuilt) cannot be read is left out with a warning naming the file, and the next best
     takes its place. The members are named ``trial_<id>``, best first.
 
     Example:

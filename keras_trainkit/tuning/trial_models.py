@@ -40,6 +40,20 @@ def _trial_of(tuner, trial):
     return trials[trial]
 
 
+def _build_from_saved_config(model, path, trial) -> None:
+    """Build ``model`` from the build config KerasTuner saved after the trial's ``fit``
+    (``build_config.json``): a missing or damaged file is a ``ValueError`` naming it,
+    as damaged weights are."""
+    try:
+        with open(path) as handle:
+            model.build_from_config(json.load(handle))
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(
+            f"Trial {trial.trial_id}'s model build config {path} cannot be read ({error}); "
+            "KerasTuner writes it after the trial's fit. Run the search again to train the "
+            "trial anew, or leave the trial out.") from error
+
+
 def load_trial_model(tuner, trial) -> keras.Model:
     """A trial's model with its best epoch's weights, built and compiled as in the
     search, from any KerasTuner ``Tuner``. The optimizer's saved state is not
@@ -55,14 +69,14 @@ def load_trial_model(tuner, trial) -> keras.Model:
     Raises:
         TypeError: when ``tuner`` is not a tuner or ``trial`` not a trial or id.
         ValueError: for an id the search does not have, and, naming the file, when
-            the best-epoch weights cannot be loaded.
+            the best-epoch weights, or the build config of a model that ``build(hp)``
+            leaves unbuilt, cannot be read.
     """
     check_search(tuner, models=True)
     trial = _trial_of(tuner, trial)
     model = kt_compat.build_model(tuner, trial.hyperparameters)
     if not model.built:
-        with open(kt_compat.build_config_path(tuner, trial.trial_id)) as handle:
-            model.build_from_config(json.load(handle))
+        _build_from_saved_config(model, kt_compat.build_config_path(tuner, trial.trial_id), trial)
     path = kt_compat.best_weights_path(tuner, trial.trial_id)
     optimizer, model.optimizer = getattr(model, "optimizer", None), None
     try:

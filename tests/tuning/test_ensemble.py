@@ -1,6 +1,7 @@
 """Averaging the best models of a search: numbers against numpy, saving, a real tuner."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -191,3 +192,45 @@ def test_a_search_reader_given_no_tuner_says_so(call):
     """Before: AttributeError ("'str' object has no attribute 'oracle'")."""
     with pytest.raises(TypeError, match=r"Argument `tuner` must be a .*Received: tuner='search'"):
         call()
+
+
+def _unbuilt_search(tmp_path):
+    """KerasTuner's RandomSearch over a Sequential that ``build(hp)`` leaves unbuilt (no
+    ``Input``): loading a trial's model needs the build config saved after its fit."""
+    def build(hp):
+        model = keras.Sequential([keras.layers.Dense(hp.Choice("width", [4, 8])),
+                                  keras.layers.Dense(3)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 12)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    tuner = keras_tuner.RandomSearch(build, objective="val_loss", max_trials=2, seed=1,
+                                     directory=str(tmp_path), project_name="unbuilt")
+    tuner.search(x[:48], y[:48], validation_data=(x[48:], y[48:]), epochs=1, verbose=0)
+    return tuner, x[48:]
+
+
+@pytest.mark.parametrize("damage", ["missing", "not json"])
+def test_a_trial_without_its_build_config_is_named_and_left_out(tmp_path, damage):
+    """Before: a missing build config raised FileNotFoundError (and a damaged one a bare
+    JSONDecodeError) from ``load_trial_model``, and stopped ``ensemble_best_models``
+    instead of leaving that trial out as it does for damaged weights."""
+    tuner, x = _unbuilt_search(tmp_path)
+    best, other = tuner.oracle.get_best_trials(2)
+    config = tmp_path / "unbuilt" / f"trial_{best.trial_id}" / "build_config.json"
+    assert config.exists()
+    if damage == "missing":
+        config.unlink()
+    else:
+        config.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"Trial {best.trial_id}'s model build config "
+                                         rf"{re.escape(str(config))} cannot be read"):
+        load_trial_model(tuner, best)
+    with pytest.warns(UserWarning, match=rf"Left out of the ensemble: Trial {best.trial_id}'s"):
+        ensemble = ensemble_best_models(tuner, 2)
+    members = [layer.name for layer in ensemble.layers if isinstance(layer, keras.Model)]
+    assert members == [f"trial_{other.trial_id}"]
+    logits = np.asarray(tuner.load_model(other).predict(x, verbose=0), dtype="float64")
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), np.log(_softmax(logits)), atol=1e-5)
