@@ -43,7 +43,9 @@ def mlp(
     """A multilayer perceptron: ``depth`` hidden Dense layers of ``width`` units.
 
     Hidden layers are named ``dense_0 ... dense_{depth-1}``, the classifier
-    ``logits``. Inputs of any rank are flattened first.
+    ``logits``. Inputs of any rank are flattened first. ``kernel_initializer``
+    initializes every Dense layer, ``logits`` included; ``kernel_regularizer``
+    applies to the hidden layers only.
 
     Example:
         >>> model = mlp((40,), 10, depth=3, width=64)
@@ -96,6 +98,10 @@ def cnn(
     downsample with stride 2. Global average pooling, one hidden Dense layer
     and a ``logits`` layer follow. ``kernel_size`` (the convolutions' size, per
     spatial axis) defaults to 5 for 1-D inputs and 3 for 2-D ones.
+    ``kernel_initializer`` and ``kernel_regularizer`` apply to the convolutions
+    and the hidden Dense layer, the layers followed by ``activation`` (He
+    initialization by default, for ReLU); the linear ``logits`` layer keeps
+    Keras's Glorot-uniform default and no regularizer, whatever they are.
 
     Example:
         >>> model = cnn((40,), 10)

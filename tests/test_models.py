@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -57,3 +58,23 @@ def test_cnn_space_builds_the_kernel_size_it_records():
     hp.Fixed("kernel_size", 7)
     model = tuning.CNNSpace().build(hp, (8, 8, 1), 10)
     assert tuple(model.get_layer("conv_0").kernel.shape[:2]) == (7, 7)
+
+
+def test_initializer_and_regularizer_reach_the_documented_layers():
+    """``cnn``: the convolutions and the hidden Dense layer get them, the linear logits
+    layer neither; ``mlp``: every Dense layer gets the initializer, the logits layer no
+    regularizer (as the docstrings say)."""
+    regularizer = keras.regularizers.L2(0.1)
+    model = models.cnn((40,), 10, filters=(4, 8), kernel_initializer="zeros", kernel_regularizer=regularizer)
+    for name in ("conv_0", "conv_1", "dense"):
+        layer = model.get_layer(name)
+        assert not np.any(keras.ops.convert_to_numpy(layer.kernel)), name
+        assert layer.kernel_regularizer is regularizer, name
+    logits = model.get_layer("logits")
+    assert np.any(keras.ops.convert_to_numpy(logits.kernel))
+    assert logits.kernel_regularizer is None
+    model = models.mlp((40,), 10, depth=1, width=8, kernel_initializer="zeros", kernel_regularizer=regularizer)
+    assert model.get_layer("dense_0").kernel_regularizer is regularizer
+    for name in ("dense_0", "logits"):
+        assert not np.any(keras.ops.convert_to_numpy(model.get_layer(name).kernel)), name
+    assert model.get_layer("logits").kernel_regularizer is None
