@@ -35,6 +35,35 @@ def is_dataset(data) -> bool:
     return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
 
 
+def _cardinality(dataset) -> int:
+    """``dataset.cardinality()``; a distributed dataset has it as a property."""
+    cardinality = dataset.cardinality
+    return int(cardinality() if callable(cardinality) else cardinality)
+
+
+def pass_batches(dataset) -> int | None:
+    """The batches of one pass over a (distributed) dataset; ``None`` where not known or infinite."""
+    cardinality = _cardinality(dataset)
+    return cardinality if cardinality > 0 else None
+
+
+def is_infinite(data) -> bool:
+    """Whether ``data`` is a (distributed) dataset that never ends (``dataset.repeat()``)."""
+    return is_dataset(data) and _cardinality(data) == tf.data.INFINITE_CARDINALITY
+
+
+def check_ends(data, steps, *, name: str, steps_name: str, run: str) -> None:
+    """Refuse an infinite dataset without a step count: the ``run`` over it (an epoch,
+    a validation, an evaluation) would never end.
+
+    Raises:
+        ValueError: ``data`` is infinite and ``steps`` is ``None``.
+    """
+    if steps is None and is_infinite(data):
+        raise ValueError(f"Argument `{name}` is an infinite tf.data.Dataset (e.g. `.repeat()`), so {run} "
+                         f"would never end: pass `{steps_name}`. Received: {steps_name}=None")
+
+
 def _model_input_shapes(model):
     """The model's declared input shapes (without the batch axis), or ``None``."""
     try:
@@ -207,8 +236,7 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
     """
     if isinstance(dataset, tf.distribute.DistributedDataset):
         return
-    cardinality = int(dataset.cardinality())
-    if cardinality == 0:
+    if int(dataset.cardinality()) == 0:
         raise ValueError(
             f"Argument `{name}` must yield at least one batch. Received: an empty "
             "tf.data.Dataset (cardinality 0); check its filtering and `batch(drop_remainder=...)`."

@@ -31,7 +31,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow as tf
 
 from keras_trainkit.training import _data
 from keras_trainkit.training.batch_size_schedule import BatchSizeSchedule
@@ -66,8 +65,7 @@ def prepare_inputs(x, y, sample_weight, batch_size, model, *, shuffle, seed, rep
                 f"(batch the dataset instead). Received: batch_size={batch_size}"
             )
         _data.check_dataset(x, model, name=name)
-        cardinality = int(x.cardinality()) if isinstance(x, tf.data.Dataset) else -1
-        return x, (cardinality if cardinality > 0 else None)
+        return x, _data.pass_batches(x)
     if x is None:
         raise ValueError(f"Argument `{name}` must hold data. Received: {name}=None")
     batch_size = 32 if batch_size is None else batch_size
@@ -115,11 +113,7 @@ class EpochPlan:
         repeat = not self.is_dataset and not self.ordered
         self.dataset, self.steps = prepare_inputs(x, y, sample_weight, batch_size, model, shuffle=shuffle,
                                                   seed=seed, repeat=repeat)
-        if self.infinite and not steps_per_epoch:
-            raise ValueError(
-                "Argument `x` is an infinite tf.data.Dataset (e.g. `.repeat()`), so an epoch would "
-                "never end: pass `steps_per_epoch`. Received: steps_per_epoch=None"
-            )
+        _data.check_ends(x, steps_per_epoch, name="x", steps_name="steps_per_epoch", run="an epoch")
         if steps_per_epoch:
             self.steps = int(steps_per_epoch)
         self._iterator = None
@@ -178,7 +172,7 @@ class EpochPlan:
     @property
     def infinite(self) -> bool:
         """Whether the data is a dataset that never ends (``dataset.repeat()``)."""
-        return self.is_dataset and int(self.data[0].cardinality()) == tf.data.INFINITE_CARDINALITY
+        return _data.is_infinite(self.data[0])
 
     @property
     def counts_steps(self) -> bool:
@@ -190,8 +184,7 @@ class EpochPlan:
         """Batches in one pass over the data; ``None`` when not known (or infinite)."""
         if not self.is_dataset:
             return math.ceil(num_examples(self.data[0]) / int(self.batch_size))
-        cardinality = int(self.data[0].cardinality())
-        return cardinality if cardinality > 0 else None
+        return _data.pass_batches(self.data[0])
 
     def _epoch_steps(self, epoch: int) -> int:
         """The epoch's steps: a whole pass, or ``steps_per_epoch`` cut short (with Keras's

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit._compat.keras import nested_layers
 from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
-from keras_trainkit.training import replicas
+from keras_trainkit.optimizers import find_evaluation_weights
+from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.compiled import bind
 from keras_trainkit.training.step_loop import StepLoop
 from keras_trainkit.utils.validation import check_positive
@@ -41,10 +44,28 @@ class TrainingBatches:
         self.dataset = None
         self.steps = BATCH_NORM_STEPS
 
-    def remember(self, plan):
-        """Keep ``plan``'s batches (an ``EpochPlan``): arrays repeat, so one epoch of them is taken."""
-        self.dataset = plan.dataset.take(plan.steps) if plan.steps else plan.dataset
+    def remember(self, plan, model):
+        """Keep ``plan``'s batches (an ``EpochPlan``): arrays repeat, so one epoch of them is taken.
+
+        Raises:
+            ValueError: the batches are a distributed dataset (whose per-replica parts the
+                BatchNorm recomputation cannot read) and ``model`` would need them: it has
+                BatchNormalization layers and its optimizer keeps evaluation weights.
+        """
         self.steps = min(BATCH_NORM_STEPS, plan.steps or BATCH_NORM_STEPS)
+        if isinstance(plan.dataset, tf.data.Dataset):
+            self.dataset = plan.dataset.take(plan.steps) if plan.steps else plan.dataset
+            return
+        self.dataset = None
+        if find_evaluation_weights(model.optimizer) is not None and any(
+                isinstance(layer, keras.layers.BatchNormalization) for layer in nested_layers(model)):
+            raise ValueError(
+                "Argument `x` must be a tf.data.Dataset that the Trainer distributes itself when the "
+                "optimizer keeps evaluation weights and the model has BatchNormalization layers: "
+                "their statistics are recomputed at the evaluation weights from the training batches. "
+                f"Received: x of type {type(plan.dataset).__name__} with optimizer "
+                f"{type(model.optimizer).__name__}"
+            )
 
     def swap(self, model) -> EvaluationWeightsSwap:
         """An ``EvaluationWeightsSwap`` for ``model`` recomputing BatchNorm statistics over these batches."""
@@ -61,10 +82,7 @@ def steps_to_run(dataset, pass_steps, steps, *, name: str, steps_name: str):
     """
     if steps is not None:
         return check_positive(steps_name, steps, integer=True)
-    if isinstance(dataset, tf.data.Dataset) and int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(f"Argument `{name}` is an infinite tf.data.Dataset (e.g. `.repeat()`), so a "
-                         f"pass over it would never end: pass `{steps_name}`. "
-                         f"Received: {steps_name}=None")
+    _data.check_ends(dataset, steps, name=name, steps_name=steps_name, run="a pass over it")
     return pass_steps
 
 

@@ -16,7 +16,8 @@ from keras_trainkit._compat.keras import loss_tracker
 
 
 def distribute(strategy, dataset):
-    """``dataset`` distributed over ``strategy``'s replicas (as it is for one device)."""
+    """``dataset`` distributed over ``strategy``'s replicas (as it is for one device; a
+    distributed dataset as it is)."""
     if isinstance(dataset, tf.distribute.DistributedDataset):
         return dataset
     if strategy.num_replicas_in_sync > 1 or tf.distribute.has_strategy():

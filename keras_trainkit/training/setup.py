@@ -89,8 +89,10 @@ def build_on_one_batch(model, dataset, strategy, compute_loss) -> None:
 
     Runs ``model(x, training=False)`` (no update, no dropout randomness) so that
     every variable exists before a step is traced; the metrics are reset after.
+    A distributed dataset's batch holds one part per replica: the first builds.
     """
-    batch = next(iter(dataset.take(1)))
+    batch = next(iter(dataset.take(1) if isinstance(dataset, tf.data.Dataset) else dataset))
+    batch = tf.nest.map_structure(lambda part: strategy.experimental_local_results(part)[0], batch)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
     with strategy.scope():
         y_pred = model(x, training=False)

@@ -429,7 +429,7 @@ class Trainer:
         validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed,
                                        validation_steps)
         self._ensure_built(plan.dataset)
-        self._training_batches.remember(plan)
+        self._training_batches.remember(plan, self.model)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)
         self._compiled_optimizer = self.optimizer
