@@ -35,7 +35,7 @@ echo "compat lane: installing ${floor[*]}"
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "${floor[@]}" "pytest>=7.4" "hypothesis>=6.90" -e .
+"$venv/bin/python" -m pip install -q "${floor[@]}" "pytest>=7.4" "pytest-timeout>=2.2" "hypothesis>=6.90" -e .
 installed=$(date +%s)
 "$venv/bin/python" - <<'EOF'
 import cmaes, keras, keras_tuner, optuna, tensorflow as tf

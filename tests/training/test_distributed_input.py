@@ -58,6 +58,7 @@ def test_a_distributed_dataset_trains_as_the_dataset_it_came_from(two_cpu_strate
     np.testing.assert_allclose(predicted, expected_predicted, rtol=1e-6)
 
 
+@pytest.mark.timeout(300)  # a regression would loop forever: fail it instead
 def test_an_infinite_distributed_dataset_needs_steps_per_epoch(two_cpu_strategy):
     trainer = _trainer(two_cpu_strategy)
     infinite = two_cpu_strategy.experimental_distribute_dataset(_batches(repeat=True))

@@ -100,6 +100,7 @@ def test_weights_that_overflow_stop_training_at_the_epoch_end():
         trainer.fit(x, y, batch_size=16, epochs=3, verbose=0)
 
 
+@pytest.mark.timeout(300)  # a regression would loop forever: fail it instead
 def test_an_infinite_dataset_needs_steps_per_epoch():
     x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()

@@ -56,6 +56,7 @@ def test_each_validation_takes_the_first_validation_steps_batches_as_fit(validat
     assert (expected[0] == pytest.approx(whole[0])) == (validation_steps == 7 and validation != "infinite")
 
 
+@pytest.mark.timeout(300)  # a regression would loop forever: fail it instead
 def test_an_infinite_validation_dataset_needs_validation_steps():
     model = _model()
     before = [w.copy() for w in model.get_weights()]
@@ -107,6 +108,7 @@ def test_predict_takes_steps_batches_and_runs_the_callbacks_as_keras_does():
                                model.predict(X, batch_size=4, steps=2, verbose=0), rtol=1e-6)
 
 
+@pytest.mark.timeout(300)  # a regression would loop forever: fail it instead
 @pytest.mark.parametrize("call", ["evaluate", "predict"])
 def test_an_infinite_dataset_needs_steps(call):
     trainer = Trainer(_model(), "sgd", "mse")
