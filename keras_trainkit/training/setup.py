@@ -14,7 +14,7 @@ from keras_trainkit.training.checkpointer import (
     data_fingerprint,
     dataset_fingerprint,
 )
-from keras_trainkit.training.epoch_plan import prepare_inputs
+from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
 from keras_trainkit.training.evaluation import steps_to_run
 from keras_trainkit.training.non_finite import ON_NAN_POLICIES
 from keras_trainkit.utils.validation import (
@@ -179,16 +179,37 @@ def validation_inputs(validation_data, batch_size, model, seed, validation_steps
     return dataset, steps, validation_steps is not None
 
 
-def make_checkpointer(checkpoint_dir, plan, data, variables, seed, steps_per_epoch):
+def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, validation_split,
+               validation_steps, initial_epoch, steps_per_epoch, ordered, needs_targets):
+    """The data of one ``fit`` of ``trainer``, checked before any work: ``(plan, validation)``,
+    the :class:`EpochPlan` of the training data (after ``validation_split`` took its last
+    examples) and :func:`validation_inputs`. ``needs_targets``: the loss reads ``y``."""
+    model = trainer.model
+    _data.check_targets(model, x, y, "x", needs_targets)
+    if validation_data is not None and not _data.is_dataset(validation_data):
+        _data.check_targets(model, validation_data,
+                            keras.utils.unpack_x_y_sample_weight(tuple(validation_data))[1],
+                            "validation_data", needs_targets)
+    if validation_split and validation_data is None:
+        _data.check_arrays(x, y, sample_weight, model)
+        (x, y, sample_weight), validation_data = _data.split_validation(x, y, sample_weight, validation_split)
+    plan = EpochPlan(x, y, sample_weight, batch_size, model=model, strategy=trainer.strategy,
+                     shuffle=trainer.shuffle, seed=trainer.seed, initial_epoch=initial_epoch,
+                     steps_per_epoch=steps_per_epoch, ordered=ordered)
+    validation = validation_inputs(validation_data, plan.batch_size, model, trainer.seed, validation_steps)
+    return plan, validation
+
+
+def make_checkpointer(checkpoint_dir, plan, variables, seed, steps_per_epoch):
     """The :class:`Checkpointer` of a fit with ``checkpoint_dir`` (``None`` without one).
 
-    ``data`` is ``(x, y, sample_weight)``; ``variables`` returns what to save.
-    The run is identified by its input kind, batch size (or schedule), steps
-    per epoch and a fingerprint of the data.
+    ``variables`` returns what to save. The run is identified by its input
+    kind, batch size (or schedule), steps per epoch and a fingerprint of the
+    data (``plan.data``).
     """
     if checkpoint_dir is None:
         return None
-    x, y, sample_weight = data
+    x, y, sample_weight = plan.data
     cursor = DatasetCursor(plan.dataset) if plan.is_dataset else None
     schedule = plan.schedule
     run = {"inputs": "dataset" if plan.is_dataset else "arrays",
@@ -219,3 +240,16 @@ def callback_list(callbacks, model, *, verbose, epochs, steps, history):
         list(callbacks or []), add_history=history, add_progbar=verbose != 0,
         verbose=verbose, epochs=epochs, steps=steps, model=model,
     )
+
+
+def restore_checkpoint(checkpointer, plan, initial_epoch, verbose):
+    """``(epoch, step)`` a ``fit`` starts from: its checkpoint's, when ``checkpointer`` holds
+    one (``plan`` moved to its data position; "Resumed from ..." printed unless ``verbose``
+    is 0), else ``(initial_epoch, 0)``."""
+    if checkpointer is None:
+        return initial_epoch, 0
+    epoch, step, position = checkpointer.restore(initial_epoch)
+    plan.resume_at(position)
+    if checkpointer.resumed and verbose:
+        print(checkpointer.resumed)
+    return epoch, step

@@ -26,7 +26,7 @@ from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, pin_gradients, resolve_jit
-from keras_trainkit.training.epoch_plan import EpochPlan, prepare_inputs
+from keras_trainkit.training.epoch_plan import prepare_inputs
 from keras_trainkit.training import evaluation
 from keras_trainkit.training.evaluation import TrainingBatches
 from keras_trainkit.training.setup import (
@@ -38,8 +38,9 @@ from keras_trainkit.training.setup import (
     check_fit_arguments,
     check_verbose,
     compile_model,
+    fit_inputs,
     make_checkpointer,
-    validation_inputs,
+    restore_checkpoint,
 )
 from keras_trainkit.training.non_finite import NonFiniteGuard, NonFiniteLossError, all_finite
 from keras_trainkit.training.step_loop import StepLoop
@@ -414,33 +415,19 @@ class Trainer:
             checkpoint_dir=checkpoint_dir, checkpoint_every_n_steps=checkpoint_every_n_steps,
             steps_per_epoch=steps_per_epoch, validation_data=validation_data,
             validation_steps=validation_steps)
-        needs_targets = type(self).compute_loss is Trainer.compute_loss  # an override may not
-        _data.check_targets(self.model, x, y, "x", needs_targets)
-        if validation_data is not None and not _data.is_dataset(validation_data):
-            _data.check_targets(self.model, validation_data,
-                                keras.utils.unpack_x_y_sample_weight(tuple(validation_data))[1],
-                                "validation_data", needs_targets)
-        if validation_split and validation_data is None:
-            _data.check_arrays(x, y, sample_weight, self.model)
-            (x, y, sample_weight), validation_data = _data.split_validation(x, y, sample_weight, validation_split)
-        plan = EpochPlan(x, y, sample_weight, batch_size, model=self.model, strategy=self.strategy,
-                         shuffle=self.shuffle, seed=self.seed, initial_epoch=initial_epoch,
-                         steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None)
-        validation = validation_inputs(validation_data, plan.batch_size, self.model, self.seed,
-                                       validation_steps)
+        plan, validation = fit_inputs(
+            self, x, y, sample_weight, batch_size=batch_size, validation_data=validation_data,
+            validation_split=validation_split, validation_steps=validation_steps, initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None,
+            needs_targets=type(self).compute_loss is Trainer.compute_loss)  # an override may not
         self._ensure_built(plan.dataset)
         self._training_batches.remember(plan, self.model)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)
         self._compiled_optimizer = self.optimizer
-        checkpointer = make_checkpointer(checkpoint_dir, plan, (x, y, sample_weight), self._checkpoint_variables,
-                                         self.seed, steps_per_epoch)
-        resume_step = 0
-        if checkpointer is not None:
-            initial_epoch, resume_step, position = checkpointer.restore(initial_epoch)
-            plan.resume_at(position)
-            if checkpointer.resumed and verbose:
-                print(checkpointer.resumed)
+        checkpointer = make_checkpointer(checkpoint_dir, plan, self._checkpoint_variables, self.seed,
+                                         steps_per_epoch)
+        initial_epoch, resume_step = restore_checkpoint(checkpointer, plan, initial_epoch, verbose)
         self.model.stop_training = False
         self.non_finite.begin_fit()
         clear_initial_epoch(self.model)
