@@ -37,3 +37,30 @@ def test_the_restored_model_scores_the_best_validation_loss(runner):
     # the model's own weights now (no swap): the best epoch's x
     residual = keras.ops.convert_to_numpy(model(X_VAL)) - Y_VAL
     assert float(np.mean(residual ** 2)) == pytest.approx(min(losses), rel=1e-6)
+
+
+def _early_stopped_trainer(restore):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    trainer = Trainer(model, ScheduleFree(keras.optimizers.SGD(0.05)), "mse")
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=3, restore_best_weights=restore)
+    trainer.fit(X, Y, epochs=40, batch_size=32, validation_data=(X_VAL, Y_VAL), verbose=0,
+                callbacks=[SwapEvaluationWeights(swap_on_epoch=True), stop])
+    return trainer, stop.stopped_epoch
+
+
+def test_a_further_fit_goes_on_from_the_last_y_with_the_restored_weights_as_x():
+    """docs/optimizers.md#schedulefree: weights written after ``fit`` take the place of ``x``;
+    the next ``fit`` goes on from the last ``y``. ``fit(epochs=0)`` runs only that resume."""
+    restored, stopped = _early_stopped_trainer(restore=True)
+    best_x = restored.model.get_weights()
+    plain, plain_stopped = _early_stopped_trainer(restore=False)
+    assert stopped == plain_stopped > 0  # the same run, but for the restore at its end
+    restored.fit(X, Y, epochs=0, verbose=0)
+    plain.fit(X, Y, epochs=0, verbose=0)
+    last_y = plain.model.get_weights()
+    for weight, expected, best in zip(restored.model.get_weights(), last_y, best_x):
+        np.testing.assert_array_equal(weight, expected)  # the last y, not the restored weights
+        assert not np.array_equal(weight, best)
+    for x, best in zip(restored.optimizer.evaluation_weights(), best_x):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), best)
