@@ -41,6 +41,14 @@ def _normalize(v):
     return v / (ops.sqrt(ops.sum(ops.square(v))) + _EPSILON)
 
 
+def _normalize_or(v, fallback):
+    """``v / ||v||``, or ``fallback`` where ``v`` is (numerically) zero: a zero kernel
+    (``kernel_initializer="zeros"``) gives a zero iterate, from which the power
+    iteration could never leave once the kernel changes."""
+    norm = ops.sqrt(ops.sum(ops.square(v)))
+    return ops.where(norm > _EPSILON, v / ops.maximum(norm, _EPSILON), fallback)
+
+
 def _start_vector(key: str, size: int) -> np.ndarray:
     """A fixed unit vector, reproducible from ``key`` (no global random state)."""
     rng = np.random.default_rng(zlib.crc32(key.encode()))
@@ -80,6 +88,9 @@ class SpectralNorm(keras.regularizers.Regularizer):
     training step suffices once training is under way:
 
         v <- W u / ||W u||,   u <- W^T v / ||W^T v||,   sigma = v^T W u.
+
+    Where ``W^T v`` is zero (a zero kernel), ``u`` restarts from its fixed start
+    vector instead of becoming zero, so the estimate recovers once ``W`` changes.
 
     ``u`` and ``v`` are held constant in the gradient, which is then
     ``d sigma / d W = v u^T`` (exact at convergence).
@@ -182,9 +193,10 @@ class SpectralNorm(keras.regularizers.Regularizer):
         else:
             u_var = self._vector(key, size)
             u = ops.convert_to_tensor(u_var)
+            start = ops.convert_to_tensor(_start_vector(key, size), dtype="float32")
             for _ in range(self.power_iterations):
                 v = _normalize(ops.matmul(w, u))
-                u = _normalize(ops.matmul(ops.transpose(w), v))
+                u = _normalize_or(ops.matmul(ops.transpose(w), v), start)
             if update:
                 u_var.assign(u)
         u = ops.cast(ops.stop_gradient(u), matrix.dtype)
@@ -284,15 +296,23 @@ class SRIP(keras.regularizers.Regularizer):
         self.mode = mode
 
     def sigma(self, x):
-        """The power-iteration estimate of ``sigma(W^T W - I)``."""
-        residual = _gram_minus_identity(_as_matrix(ops.convert_to_tensor(x)), self.mode)
+        """The power-iteration estimate of ``sigma(W^T W - I)``, in ``x``'s dtype (computed
+        in float32 for a float16/bfloat16 ``x``: near an orthogonal ``W`` the squares of
+        the residual underflow float16, and the iterate became 0/0)."""
+        x = ops.convert_to_tensor(x)
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        matrix = _as_matrix(x)
+        if dtype in ("float16", "bfloat16"):
+            matrix = ops.cast(matrix, "float32")
+        residual = _gram_minus_identity(matrix, self.mode)
         size = int(residual.shape[0])
         vector = ops.convert_to_tensor(_start_vector(f"srip{size}", size), dtype=residual.dtype)
         frozen = ops.stop_gradient(residual)
         for _ in range(self.power_iterations):
             vector = _normalize(ops.matmul(frozen, vector))
         vector = ops.stop_gradient(vector)
-        return ops.sqrt(ops.sum(ops.square(ops.matmul(residual, vector))) + _EPSILON * _EPSILON)
+        sigma = ops.sqrt(ops.sum(ops.square(ops.matmul(residual, vector))) + _EPSILON * _EPSILON)
+        return ops.cast(sigma, dtype)
 
     def __call__(self, x):
         sigma = self.sigma(x)
