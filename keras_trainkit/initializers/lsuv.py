@@ -9,7 +9,7 @@ import keras
 from keras_trainkit._compat.keras import nested_layers
 import numpy as np
 
-from keras_trainkit.utils.validation import check_positive, check_type
+from keras_trainkit.utils.validation import SEED_MAX, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def _check_graph_model(model, name="model"):
 
 
 def _pre_activation_output(model, layer, x):
-    """The layer's output before its fused activation, on the batch ``x``."""
+    """The layer's output before its fused activation, on the batch ``x``, as float64
+    (NumPy sums a bfloat16 array in bfloat16: its ``np.var`` came out about half the
+    true variance under a ``mixed_bfloat16`` policy)."""
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     probe = keras.Model(inputs, layer.output)
     activation = getattr(layer, "activation", None)
@@ -58,7 +60,7 @@ def _pre_activation_output(model, layer, x):
     if activation is not None:
         layer.activation = linear
     try:
-        return keras.ops.convert_to_numpy(probe(x, training=False))
+        return keras.ops.convert_to_numpy(probe(x, training=False)).astype("float64")
     finally:
         if activation is not None:
             layer.activation = activation
@@ -85,7 +87,8 @@ def lsuv_initialize(model: keras.Model, x_batch, tol: float = 0.1, max_iter: int
         x_batch: a batch of real inputs (a few hundred examples is plenty).
         tol: tolerance on the output variance (> 0).
         max_iter: maximum rescaling passes per layer (positive integer).
-        seed: seed of the orthogonal start.
+        seed: seed of the orthogonal start (an integer in ``[0, 2**32 - 1]``, or
+            ``None``); layer ``i`` (in forward order) uses ``(seed + i) mod 2**32``.
 
     Returns:
         ``{layer name: output variance after initialization}``.
@@ -104,8 +107,7 @@ def lsuv_initialize(model: keras.Model, x_batch, tol: float = 0.1, max_iter: int
     _check_graph_model(model)
     check_positive("tol", tol)
     check_positive("max_iter", max_iter, integer=True)
-    if seed is not None:
-        check_type("seed", seed, int)
+    seed = check_seed("seed", seed)
     x = np.asarray(x_batch)
     if x.ndim == 0 or x.shape[0] < 2:
         raise ValueError(
@@ -122,8 +124,12 @@ def lsuv_initialize(model: keras.Model, x_batch, tol: float = 0.1, max_iter: int
     variances: dict[str, float] = {}
     for index, layer in enumerate(layers):
         kernel = layer.kernel
-        orthogonal = keras.initializers.Orthogonal(seed=None if seed is None else seed + index)
-        kernel.assign(orthogonal(tuple(kernel.shape), dtype=kernel.dtype))
+        layer_seed = None if seed is None else (seed + index) % (SEED_MAX + 1)
+        orthogonal = keras.initializers.Orthogonal(seed=layer_seed)
+        # Drawn in float32 (at least): the QR behind it has no float16/bfloat16 kernel.
+        draw_dtype = "float64" if kernel.dtype == "float64" else "float32"
+        start = orthogonal(tuple(kernel.shape), dtype=draw_dtype)
+        kernel.assign(keras.ops.cast(start, kernel.dtype))
     for layer in layers:
         variance = float("nan")
         for iteration in range(int(max_iter)):

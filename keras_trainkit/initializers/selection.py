@@ -7,7 +7,7 @@ import logging
 import keras
 import numpy as np
 
-from keras_trainkit.utils.validation import check_in, check_type
+from keras_trainkit.utils.validation import check_in, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
         small_model: the built model to initialize (modified in place).
         large_model: the built, usually trained, model to select from.
         method: ``"uniform"``, ``"first"`` or ``"random"``.
-        seed: seed of the ``"random"`` method.
+        seed: seed of the ``"random"`` method (an integer in ``[0, 2**32 - 1]``).
 
     Returns:
         ``{small layer name: [index arrays of each dimension, per weight]}``,
@@ -180,7 +180,7 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     check_type("small_model", small_model, keras.Model)
     check_type("large_model", large_model, keras.Model)
     check_in("method", method, SELECTION_METHODS)
-    check_type("seed", seed, int)
+    seed = check_seed("seed", seed, optional=False)
     for name, model in (("small_model", small_model), ("large_model", large_model)):
         if not model.built:
             raise ValueError(f"Argument `{name}` must be built (call it once or give it an Input). "
