@@ -24,6 +24,26 @@ def _indices(large: int, small: int, method: str, rng_seed: int) -> np.ndarray:
     return np.sort(rng.choice(large, size=small, replace=False))
 
 
+def _gate_count(layer) -> int:
+    """How many gates a recurrent layer keeps side by side on the last axis of each of
+    its weights (LSTM and ConvLSTM 4, GRU 3; a ``Bidirectional`` layer as its
+    direction), else 1."""
+    layer = getattr(layer, "forward_layer", layer)
+    if isinstance(layer, (keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)):
+        return 4
+    cell = getattr(layer, "cell", None)
+    if isinstance(cell, keras.layers.LSTMCell):
+        return 4
+    return 3 if isinstance(cell, keras.layers.GRUCell) else 1
+
+
+def _gated_indices(large: int, small: int, gates: int, method: str, rng_seed: int) -> np.ndarray:
+    """The index set of an axis of ``gates`` blocks of units side by side: the same units
+    (those of ``(large // gates, small // gates)``) in every gate's block."""
+    units = _indices(large // gates, small // gates, method, rng_seed)
+    return np.concatenate([gate * (large // gates) + units for gate in range(gates)])
+
+
 def _weighted_layers(model):
     """Layers with weights in forward order; nested models are walked into."""
     found = []
@@ -98,6 +118,7 @@ def _weight_indices(small, large, method: str, seed: int, flattened) -> list:
     """The index sets of each weight of the layer pair (``flattened``: the small and
     large shapes a ``Flatten`` made their input features from, or ``None``)."""
     per_weight = []
+    gates = _gate_count(small)
     for ws, wl, axis in zip(small.weights, large.weights, _feature_axes(small, small.weights)):
         ss, sl = tuple(ws.shape), tuple(wl.shape)
         if len(ss) != len(sl) or any(a > b for a, b in zip(ss, sl)):
@@ -107,6 +128,8 @@ def _weight_indices(small, large, method: str, seed: int, flattened) -> list:
                 f"{small.name}/{ws.name} shape {ss} vs {large.name}/{wl.name} shape {sl}"
             )
         sets = [_indices(b, a, method, seed) for a, b in zip(ss, sl)]
+        if gates > 1 and ss[-1] % gates == 0 and sl[-1] % gates == 0:
+            sets[-1] = _gated_indices(sl[-1], ss[-1], gates, method, seed)
         if flattened is not None and axis is not None:
             sets[axis] = _flattened_indices(flattened[1], flattened[0], method, seed)
         per_weight.append(sets)
@@ -144,7 +167,12 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     the map's own axes, ``I_length x I_channels`` in flattened order, so the
     ``Dense`` layer reads the channels the convolution kept, at every position
     (for ``"first"`` and ``"random"``, and for ``"uniform"`` where the lengths
-    differ, an index set of the flattened size alone would not).
+    differ, an index set of the flattened size alone would not). A recurrent
+    layer's gates (``LSTM``/``ConvLSTM``: 4, ``GRU``: 3) sit side by side on the
+    last axis of its weights: that axis is selected gate by gate, the same units
+    in every gate's block (for ``"first"`` and ``"random"`` an index set of the
+    whole axis would take other gates' columns, e.g. a small LSTM's forget gate
+    from the large one's input gate; ``"uniform"`` gives the same indices either way).
 
     Methods for choosing ``d`` of ``D`` indices:
     ``"uniform"`` (evenly spaced, ``floor(i * D / d)``; the paper's default),
