@@ -12,7 +12,11 @@ from keras_trainkit._compat.keras import gradient_accumulators
 from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.control import leaf_optimizers
-from keras_trainkit.optimizers.wrapper import OptimizerWrapper, check_inner_ema_off
+from keras_trainkit.optimizers.wrapper import (
+    OptimizerWrapper,
+    check_inner_ema_off,
+    check_no_weight_reset_inside,
+)
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -67,15 +71,19 @@ class Cautious(OptimizerWrapper):
     ``use_ema`` on the inner optimizer is refused (``ValueError``): Keras
     averages inside the inner step, before the mask, so the average would
     follow weights the model never had. Use the callback
-    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it.
+    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it. A
+    ``Lookahead`` inside is refused too (its synchronization would be masked
+    as a step): write ``Lookahead(Cautious(...))``.
 
     Args:
         optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``, a name
             or a config dict.
         weight_decay: ``None``, a float >= 0 or a ``LearningRateSchedule`` of
             the inner update count; the unmasked decay above.
-        exclude_from_weight_decay: regular expressions of variable names not
-            decayed by ``weight_decay``.
+        exclude_from_weight_decay: regular expressions searched in variable
+            names and paths; matching variables are not decayed by
+            ``weight_decay`` (Keras's ``exclude_from_weight_decay`` method
+            excludes from it too).
         name: the optimizer's name.
         **kwargs: ``loss_scale_factor``; other base-optimizer arguments belong
             on the inner optimizer.
@@ -108,8 +116,13 @@ class Cautious(OptimizerWrapper):
                     f"{type(leaf).__name__}.gradient_accumulation_steps={leaf.gradient_accumulation_steps!r} "
                     f"inside {type(self.inner_optimizer).__name__}"
                 )
+        check_no_weight_reset_inside(
+            "Cautious", self.inner_optimizer, "Cautious masks the change of the weights"
+        )
         self.cautious_weight_decay = decay
         self._decay_patterns = exclusions
+        self._excluded_ids = set()
+        self._excluded_names = ()
 
     def wrapped_apply(self, grads, variables):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
@@ -154,9 +167,28 @@ class Cautious(OptimizerWrapper):
             decay = decay(self.inner_optimizer.iterations)
         return ops.cast(self.inner_optimizer.learning_rate, "float32") * ops.cast(decay, "float32")
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Keras's method: exclude variables (objects, or name regular expressions) from decay.
+
+        Applies to this wrapper's unmasked ``weight_decay`` and to the inner
+        optimizer's own decay; it adds to ``exclude_from_weight_decay`` given
+        at construction and, as in Keras, is not saved in the config.
+        """
+        try:
+            check_exclusions(var_names)
+        except (TypeError, ValueError) as error:
+            raise type(error)(str(error).replace("exclude_from_weight_decay", "var_names")) from None
+        super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+        self._excluded_ids = {id(variable) for variable in var_list or ()}
+        self._excluded_names = tuple(var_names or ())
+
     def _decays(self, variable) -> bool:
-        name = getattr(variable, "path", variable.name)
-        return not any(re.search(pattern, name) for pattern in self._decay_patterns or ())
+        if id(variable) in self._excluded_ids:
+            return False
+        # Searched in the name (as Keras and the other optimizers do: "^bias$") and in the path ("d1/").
+        names = (variable.name, getattr(variable, "path", variable.name))
+        patterns = tuple(self._decay_patterns or ()) + self._excluded_names
+        return not any(re.search(pattern, name) for pattern in patterns for name in names)
 
     def get_config(self):
         config = super().get_config()

@@ -37,8 +37,9 @@ class LARS(TrainkitOptimizer):
     Weight decay is **coupled** (inside the trust ratio, as in the paper); a
     schedule is evaluated at the update count. Variables matching
     ``exclude_from_weight_decay`` get no decay, and variables matching
-    ``exclude_from_layer_adaptation`` (by default the same patterns) use
-    ``trust = 1``, as is usual for biases and normalization layers.
+    ``exclude_from_layer_adaptation`` (by default the variables excluded from
+    weight decay, by the argument or by Keras's ``exclude_from_weight_decay``
+    method) use ``trust = 1``, as is usual for biases and normalization layers.
 
     Args:
         learning_rate: float >= 0 or a schedule. Defaults to ``1.0``.
@@ -49,8 +50,8 @@ class LARS(TrainkitOptimizer):
         weight_decay: ``None``, a float >= 0 or a schedule of the update count.
         exclude_from_weight_decay: regular expressions of variable names not to decay.
         exclude_from_layer_adaptation: regular expressions of variable names
-            stepped without the trust ratio; ``None`` uses
-            ``exclude_from_weight_decay``.
+            stepped without the trust ratio; ``None`` excludes the variables
+            excluded from weight decay.
         **kwargs: Keras optimizer arguments (``clipnorm``, ``use_ema``, ...).
 
     Example:
@@ -105,7 +106,9 @@ class LARS(TrainkitOptimizer):
     def _adapts(self, variable) -> bool:
         patterns = self.exclude_from_layer_adaptation
         if patterns is None:
-            patterns = self._exclude_names or []
+            # The variables excluded from weight decay, by the argument or by Keras's
+            # method exclude_from_weight_decay(var_list=..., var_names=...).
+            return self._use_weight_decay(variable)
         return not any(re.search(pattern, variable.name) for pattern in patterns)
 
     def update_step(self, gradient, variable, learning_rate):

@@ -9,7 +9,11 @@ import keras
 from keras import ops
 
 from keras_trainkit.optimizers._registry import register
-from keras_trainkit.optimizers.wrapper import OptimizerWrapper, check_inner_ema_off
+from keras_trainkit.optimizers.wrapper import (
+    OptimizerWrapper,
+    check_inner_ema_off,
+    check_no_weight_reset_inside,
+)
 from keras_trainkit.utils import validation as v
 
 
@@ -100,7 +104,9 @@ class LayerwiseLearningRate(OptimizerWrapper):
     averages inside the inner step, before the wrapper scales it, so the
     average (which ``finalize_variable_values`` puts in the model) would
     follow the unscaled weights and move a frozen variable. Use the callback
-    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it.
+    ``keras_trainkit.callbacks.SWA`` to average weights, or drop it. A
+    ``Lookahead`` inside is refused too (its synchronization would be scaled
+    as a step): write ``Lookahead(LayerwiseLearningRate(...))``.
 
     The base learning rate stays the inner optimizer's (``learning_rate`` is
     delegated), so schedules and callbacks that change it at run time
@@ -145,6 +151,11 @@ class LayerwiseLearningRate(OptimizerWrapper):
         v.check_non_negative("default", default)
         super().__init__(optimizer, name=name, **kwargs)
         check_inner_ema_off("LayerwiseLearningRate", self.inner_optimizer, "the wrapper scales the update")
+        check_no_weight_reset_inside(
+            "LayerwiseLearningRate",
+            self.inner_optimizer,
+            "LayerwiseLearningRate scales the change of the weights",
+        )
         self.multipliers = {str(k): float(f) for k, f in multipliers.items()}
         self.default = float(default)
 

@@ -60,6 +60,9 @@ class Lookahead(OptimizerWrapper):
         back", NeurIPS 2019.
     """
 
+    #: The synchronization moves the weights: wrappers rewriting the update refuse to wrap this one.
+    resets_weights = True
+
     def __init__(self, optimizer, sync_period=6, slow_step_size=0.5, name=None, **kwargs):
         v.check_number("sync_period", sync_period, minimum=1, integer=True)
         v.check_number("slow_step_size", slow_step_size, minimum=0.0, maximum=1.0, min_inclusive=False)
