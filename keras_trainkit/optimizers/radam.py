@@ -23,8 +23,12 @@ def one_minus_power(beta: float, step, dtype):
     Written ``-expm1(step * log(beta))`` with ``log(beta)`` taken in Python
     float64: the subtraction ``1 - beta**step`` in float32 loses the digits of
     a ``beta`` near 1 (``0.999`` becomes ``0.99900001``: 1.3e-5 relative at
-    ``step = 1``).
+    ``step = 1``). A ``beta`` scheduled as a scalar variable
+    (``control.schedule_hyperparameter``) is read on the device at every step,
+    its logarithm taken in ``dtype`` (``log(0) = -inf`` gives 1).
     """
+    if not isinstance(beta, float):
+        return -ops.expm1(step * ops.log(ops.cast(beta, dtype)))
     if beta == 0.0:
         return ops.ones_like(step)
     return -ops.expm1(step * ops.cast(math.log(beta), dtype))
@@ -54,7 +58,17 @@ def rectifier_terms(beta_2: float, step, dtype):
     ``rho_t = (rho_inf - 2 / L) + (2 / L) g(u)``: the constant is taken in
     Python float64 and the rest has no cancellation, so ``rho_t`` is good to
     about 1e-7 relative in float32 (on every backend, without float64).
+
+    A ``beta_2`` scheduled as a scalar variable is read on the device at every
+    step and both terms are tensors in ``dtype`` (the constant then carries
+    ``dtype``'s round-off; ``L`` is capped at 80 so that ``beta_2 = 0`` gives
+    ``rho_t = rho_inf = 1``).
     """
+    if not isinstance(beta_2, float):
+        beta_2 = ops.cast(beta_2, dtype)
+        rho_inf = 2.0 / (1.0 - beta_2) - 1.0
+        rate = ops.minimum(-ops.log(beta_2), 80.0)
+        return rho_inf - 2.0 / rate + (2.0 / rate) * _one_minus_u_over_expm1(step * rate), rho_inf
     rho_inf = 2.0 / (1.0 - beta_2) - 1.0
     if beta_2 == 0.0:
         return ops.full_like(step, rho_inf), rho_inf
@@ -83,7 +97,10 @@ class RAdam(TrainkitOptimizer):
     see :func:`rectifier_terms`) in float32, or float64 for float64 variables:
     equal to the float64 formulas within float32 round-off on every backend
     (JAX without float64 included). The direct float32 formula, as in optax
-    and TF Addons, leaves ``rho_t`` off by up to 1.8e-3 at ``t = 6``.
+    and TF Addons, leaves ``rho_t`` off by up to 1.8e-3 at ``t = 6``. A
+    ``beta_1`` or ``beta_2`` scheduled at run time (``HyperparameterScheduler``)
+    is read at every update; its scalars are then computed from the float32
+    variable on the device.
 
     Epsilon placement: **outside** the square root of the bias-corrected second
     moment, ``sqrt(v_hat) + epsilon`` (as optax's ``radam`` with ``eps_root=0``
@@ -177,8 +194,11 @@ class RAdam(TrainkitOptimizer):
         """``(use_rectified, r_t)``: whether ``rho_t >= sma_threshold``, and the rectifier."""
         rho_t, rho_inf = rectifier_terms(self.beta_2, step, dtype)
         denominator = (rho_inf - 4.0) * (rho_inf - 2.0)
-        scale = rho_inf / denominator if denominator else math.inf
-        ratio = (rho_t - 4.0) * (rho_t - 2.0) * ops.cast(scale, dtype) / rho_t
+        if isinstance(rho_inf, float):
+            scale = ops.cast(rho_inf / denominator if denominator else math.inf, dtype)
+        else:  # a scheduled beta_2: rho_inf is a tensor
+            scale = rho_inf / denominator
+        ratio = (rho_t - 4.0) * (rho_t - 2.0) * scale / rho_t
         return rho_t >= self.sma_threshold, ops.sqrt(ops.maximum(ratio, 0.0))
 
     def update_step(self, gradient, variable, learning_rate):

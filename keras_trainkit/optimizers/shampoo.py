@@ -370,8 +370,11 @@ class Shampoo(TrainkitOptimizer):
         blocks = block_view(gradient, layout)  # in the state dtype, as the statistics
         # G G^T and G^T G as batched products with the transpose folded in (no copy);
         # the EMA weight (1 - beta_2) is applied once to the (smaller) gradient blocks
-        # as sqrt(1 - beta_2), not to both b x b products.
-        scaled = blocks if self.beta_2 == 1.0 else blocks * math.sqrt(1.0 - self.beta_2)
+        # as sqrt(1 - beta_2), not to both b x b products (a tensor: beta_2 may be a
+        # scheduled variable, read at run time).
+        weight = (math.sqrt(1.0 - self.beta_2) if isinstance(self.beta_2, float)
+                  else ops.sqrt(ops.cast(1.0 - self.beta_2, blocks.dtype)))
+        scaled = blocks if self.beta_2 == 1.0 else blocks * weight
         gram_left = ops.einsum("...ij,...kj->...ik", scaled, scaled)
         gram_right = ops.einsum("...ji,...jk->...ik", scaled, scaled)
         if self.beta_2 == 1.0:
