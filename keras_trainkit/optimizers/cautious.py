@@ -72,8 +72,9 @@ class Cautious(OptimizerWrapper):
     averages inside the inner step, before the mask, so the average would
     follow weights the model never had. Use the callback
     ``keras_trainkit.callbacks.SWA`` to average weights, or drop it. A
-    ``Lookahead`` inside is refused too (its synchronization would be masked
-    as a step): write ``Lookahead(Cautious(...))``.
+    ``Lookahead`` or ``ScheduleFree`` inside is refused too (the weights they
+    set from their own state would be masked as a step): write
+    ``Lookahead(Cautious(...))`` or ``ScheduleFree(Cautious(...))``.
 
     Args:
         optimizer: the inner optimizer: a ``keras.optimizers.Optimizer``, a name

@@ -105,8 +105,9 @@ class LayerwiseLearningRate(OptimizerWrapper):
     average (which ``finalize_variable_values`` puts in the model) would
     follow the unscaled weights and move a frozen variable. Use the callback
     ``keras_trainkit.callbacks.SWA`` to average weights, or drop it. A
-    ``Lookahead`` inside is refused too (its synchronization would be scaled
-    as a step): write ``Lookahead(LayerwiseLearningRate(...))``.
+    ``Lookahead`` or ``ScheduleFree`` inside is refused too (the weights they
+    set from their own state would be scaled as a step): write
+    ``Lookahead(LayerwiseLearningRate(...))`` or ``ScheduleFree(LayerwiseLearningRate(...))``.
 
     The base learning rate stays the inner optimizer's (``learning_rate`` is
     delegated), so schedules and callbacks that change it at run time

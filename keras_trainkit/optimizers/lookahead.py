@@ -60,7 +60,8 @@ class Lookahead(OptimizerWrapper):
         back", NeurIPS 2019.
     """
 
-    #: The synchronization moves the weights: wrappers rewriting the update refuse to wrap this one.
+    #: The synchronization sets the weights from the slow copy: wrappers rewriting the change
+    #: of the weights refuse to wrap this one (``wrapper.check_no_weight_reset_inside``).
     resets_weights = True
 
     def __init__(self, optimizer, sync_period=6, slow_step_size=0.5, name=None, **kwargs):

@@ -163,6 +163,11 @@ class ScheduleFree(OptimizerWrapper):
         Scheduled", NeurIPS 2024, https://arxiv.org/abs/2405.15682.
     """
 
+    #: Each step sets the weights to ``y = beta x + (1 - beta) z`` from its own state: wrappers
+    #: rewriting the change of the weights (``LayerwiseLearningRate``, ``Cautious``) refuse to
+    #: wrap this one (``wrapper.check_no_weight_reset_inside``); put them inside it.
+    resets_weights = True
+
     def __init__(self, optimizer, beta_1=0.9, weight_lr_power=2.0, loss_scale_factor=None, name=None, **kwargs):
         v.check_number("beta_1", beta_1, minimum=0.0, maximum=1.0, min_inclusive=False)
         v.check_non_negative("weight_lr_power", weight_lr_power)

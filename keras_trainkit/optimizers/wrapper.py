@@ -126,13 +126,15 @@ def check_no_loss_scale_inside(wrapper_name, optimizer):
 
 
 def check_no_weight_reset_inside(wrapper_name, optimizer, why):
-    """Raise ``ValueError`` if ``optimizer`` is or wraps a wrapper that resets the weights (``Lookahead``).
+    """Raise ``ValueError`` if ``optimizer`` is or wraps a wrapper that writes the weights
+    from its own state (``Lookahead``, ``ScheduleFree``).
 
-    Such a wrapper (marked ``resets_weights = True``) moves the weights to its
-    own copy after the inner step (``Lookahead``'s synchronization); a wrapper
-    outside it that rewrites the change of the weights (``why``) would treat
-    that jump as a step, so the weights would leave the copy they were reset
-    to and training would silently differ. The resetting wrapper goes outside.
+    Such a wrapper (marked ``resets_weights = True``) sets the weights from
+    copies it keeps after the inner step (``Lookahead``'s synchronization to
+    its slow weights, ``ScheduleFree``'s ``y = beta x + (1 - beta) z``); a
+    wrapper outside it that rewrites the change of the weights (``why``) would
+    treat that write as a step, so the weights would leave what the state says
+    they are and training would silently differ. The resetting wrapper goes outside.
     """
     from keras_trainkit.optimizers.control import wrapper_chain  # control imports this module
 
@@ -143,8 +145,8 @@ def check_no_weight_reset_inside(wrapper_name, optimizer, why):
         received = "".join(f"{type(link).__name__}(" for link in chain[:-1])
         received += type(chain[-1]).__name__ + ")" * (len(chain) - 1)
         raise ValueError(
-            f"Argument `optimizer` of {wrapper_name} must not be or wrap a {outer}: it resets the "
-            f"weights after its inner step and {why}, which would treat that reset as a step, so "
+            f"Argument `optimizer` of {wrapper_name} must not be or wrap a {outer}: it sets the "
+            f"weights from its own state after its inner step and {why}, which would treat that as a step, so "
             f"training would silently differ. Put it outside: {outer}({wrapper_name}(...)). "
             f"Received: optimizer={received}"
         )
