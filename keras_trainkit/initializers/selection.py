@@ -73,18 +73,25 @@ def _has_kernel(layer) -> bool:
                for w in layer.weights)
 
 
-def _flattened_shape(layer, producers) -> tuple | None:
-    """The shape (without the batch axis) that a ``Flatten`` flattened into ``layer``'s
-    input features, through layers that keep the features apart (dropout, activations,
-    normalization); ``None`` if its input does not come from one."""
+def _joins_features(layer) -> bool:
+    """Whether ``layer`` concatenates its inputs along the feature (last) axis."""
+    if not isinstance(layer, keras.layers.Concatenate):
+        return False
+    return layer.axis in (-1, len(layer.output.shape) - 1)
+
+
+def _feature_source(layer, producers):
+    """The ``Flatten`` or last-axis ``Concatenate`` layer that made ``layer``'s input
+    features, followed back through layers that keep the features apart (dropout,
+    activations, normalization); ``None`` if its input comes from neither."""
     try:
         tensor = layer.input
     except (AttributeError, ValueError):
         return None
     while id(tensor) in producers:
         producer = producers[id(tensor)]
-        if isinstance(producer, keras.layers.Flatten):
-            return tuple(producer.input.shape[1:])
+        if isinstance(producer, keras.layers.Flatten) or _joins_features(producer):
+            return producer
         try:
             before = producer.input
         except (AttributeError, ValueError):
@@ -104,19 +111,29 @@ def _flattened_indices(large_shape, small_shape, method: str, seed: int) -> np.n
     return np.ravel_multi_index(np.ix_(*sets), large_shape).ravel()
 
 
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+
+
 def _feature_axes(layer, weights) -> list[int | None]:
     """Per weight, the axis that runs over the layer's input features, or ``None``: a
-    ``Dense``-like kernel's first axis; every vector of a layer without a kernel
-    (normalization's scale, offset and statistics)."""
-    if _has_kernel(layer):
-        return [0 if w.name == "kernel" and len(w.shape) == 2 else None
-                for w in weights]
-    return [0 if len(w.shape) == 1 else None for w in weights]
+    ``Dense`` kernel's first axis, a convolution kernel's input-channel axis (the
+    next-to-last; the last for a transposed one); every vector of a layer without a
+    kernel (normalization's scale, offset and statistics)."""
+    if not _has_kernel(layer):
+        return [0 if len(w.shape) == 1 else None for w in weights]
+    axes = []
+    for w in weights:
+        rank = len(w.shape)
+        if w.name not in ("kernel", "depthwise_kernel") or rank < 2:
+            axes.append(None)
+        else:
+            axes.append(rank - 1 if isinstance(layer, _TRANSPOSED) else rank - 2)
+    return axes
 
 
-def _weight_indices(small, large, method: str, seed: int, flattened) -> list:
-    """The index sets of each weight of the layer pair (``flattened``: the small and
-    large shapes a ``Flatten`` made their input features from, or ``None``)."""
+def _weight_indices(small, large, method: str, seed: int, features) -> list:
+    """The index sets of each weight of the layer pair (``features``: the index set of
+    the input features a ``Flatten`` or ``Concatenate`` made, or ``None``)."""
     per_weight = []
     gates = _gate_count(small)
     for ws, wl, axis in zip(small.weights, large.weights, _feature_axes(small, small.weights)):
@@ -130,25 +147,41 @@ def _weight_indices(small, large, method: str, seed: int, flattened) -> list:
         sets = [_indices(b, a, method, seed) for a, b in zip(ss, sl)]
         if gates > 1 and ss[-1] % gates == 0 and sl[-1] % gates == 0:
             sets[-1] = _gated_indices(sl[-1], ss[-1], gates, method, seed)
-        if flattened is not None and axis is not None:
-            sets[axis] = _flattened_indices(flattened[1], flattened[0], method, seed)
+        if features is not None and axis is not None:
+            sets[axis] = features
         per_weight.append(sets)
     return per_weight
 
 
-def _flattened_pair(small, large, small_producers, large_producers):
-    """``(small shape, large shape)`` a ``Flatten`` made the pair's input features from
-    (checked to correspond), or ``None``."""
-    shapes = (_flattened_shape(small, small_producers), _flattened_shape(large, large_producers))
-    if shapes[0] is None or shapes[1] is None:
+def _feature_indices(small, large, small_producers, large_producers, method: str, seed: int):
+    """The index set of the pair's input features where a ``Flatten`` or ``Concatenate``
+    made them (their layouts checked to correspond), else ``None``: a flattened map's
+    axes each selected on its own (:func:`_flattened_indices`), a concatenation's parts
+    each selected on its own at its offset."""
+    sources = (_feature_source(small, small_producers), _feature_source(large, large_producers))
+    if sources[0] is None or sources[1] is None:
         return None
-    if len(shapes[0]) != len(shapes[1]) or any(
-            a is None or b is None or a > b for a, b in zip(*shapes)):
+    layouts = [_layout(source) for source in sources]
+    (kind, small_parts), (large_kind, large_parts) = layouts
+    if (kind != large_kind or len(small_parts) != len(large_parts)
+            or any(a is None or b is None or a > b for a, b in zip(small_parts, large_parts))):
         raise ValueError(
-            "The architectures do not correspond: the tensors flattened into matching layers "
-            "must have the same rank and no larger dimension in the small model. Received: "
-            f"{small.name} flattens {shapes[0]} vs {large.name} flattens {shapes[1]}")
-    return shapes
+            "The architectures do not correspond: the features flattened or concatenated into "
+            "matching layers must have the same layout and no larger part in the small model. "
+            f"Received: {small.name} {kind} {small_parts} vs {large.name} {large_kind} {large_parts}")
+    if kind == "flattens":
+        return _flattened_indices(large_parts, small_parts, method, seed)
+    offsets = np.cumsum((0,) + large_parts[:-1])
+    return np.concatenate([offset + _indices(large, small, method, seed)
+                           for offset, small, large in zip(offsets, small_parts, large_parts)])
+
+
+def _layout(source) -> tuple[str, tuple]:
+    """``("flattens", the flattened shape)`` of a ``Flatten``, ``("concatenates parts of
+    sizes", their feature sizes)`` of a ``Concatenate``."""
+    if isinstance(source, keras.layers.Flatten):
+        return "flattens", tuple(source.input.shape[1:])
+    return "concatenates parts of sizes", tuple(t.shape[-1] for t in source.input)
 
 
 def select_weights(small_model: keras.Model, large_model: keras.Model, method: str = "uniform",
@@ -167,7 +200,11 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     the map's own axes, ``I_length x I_channels`` in flattened order, so the
     ``Dense`` layer reads the channels the convolution kept, at every position
     (for ``"first"`` and ``"random"``, and for ``"uniform"`` where the lengths
-    differ, an index set of the flattened size alone would not). A recurrent
+    differ, an index set of the flattened size alone would not). Where a
+    ``Concatenate`` joins parts along the feature axis, the layer reading them
+    selects each part on its own at its offset, so it reads the units each
+    branch kept (the parts must correspond, in order, with none larger in the
+    small model). A recurrent
     layer's gates (``LSTM``/``ConvLSTM``: 4, ``GRU``: 3) sit side by side on the
     last axis of its weights: that axis is selected gate by gate, the same units
     in every gate's block (for ``"first"`` and ``"random"`` an index set of the
@@ -231,8 +268,8 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
                 f"{len(small.weights)} weights) vs large layer {large.name!r} "
                 f"({type(large).__name__}, {len(large.weights)} weights)"
             )
-        flattened = _flattened_pair(small, large, small_producers, large_producers)
-        plan.append((small, large, _weight_indices(small, large, method, seed, flattened)))
+        features = _feature_indices(small, large, small_producers, large_producers, method, seed)
+        plan.append((small, large, _weight_indices(small, large, method, seed, features)))
     selection = {}
     for small, large, per_weight in plan:
         for ws, wl, index_sets in zip(small.weights, large.weights, per_weight):
