@@ -212,7 +212,9 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     from the large one's input gate; ``"uniform"`` gives the same indices either way).
 
     Methods for choosing ``d`` of ``D`` indices:
-    ``"uniform"`` (evenly spaced, ``floor(i * D / d)``; the paper's default),
+    ``"uniform"`` (evenly spaced, ``floor(i * D / d)``; the paper's default,
+    equal to the authors' ``i * (D // d)`` where ``d`` divides ``D``: their code's
+    other branch, ``round(linspace(0, D, d))``, ends past the last index),
     ``"first"`` (the first ``d``) and ``"random"`` (a sorted random subset,
     fixed per ``(D, d)`` by ``seed``).
 
