@@ -74,7 +74,10 @@ def _has_kernel(layer) -> bool:
 
 
 def _joins_features(layer) -> bool:
-    """Whether ``layer`` concatenates its inputs along the feature (last) axis."""
+    """Whether ``layer`` concatenates parts along the feature (last) axis: a
+    ``Concatenate`` there, or a ``Bidirectional`` layer's two directions."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return layer.merge_mode == "concat"
     if not isinstance(layer, keras.layers.Concatenate):
         return False
     return layer.axis in (-1, len(layer.output.shape) - 1)
@@ -178,9 +181,11 @@ def _feature_indices(small, large, small_producers, large_producers, method: str
 
 def _layout(source) -> tuple[str, tuple]:
     """``("flattens", the flattened shape)`` of a ``Flatten``, ``("concatenates parts of
-    sizes", their feature sizes)`` of a ``Concatenate``."""
+    sizes", their feature sizes)`` of a ``Concatenate`` or ``Bidirectional`` layer."""
     if isinstance(source, keras.layers.Flatten):
         return "flattens", tuple(source.input.shape[1:])
+    if isinstance(source, keras.layers.Bidirectional):
+        return "concatenates parts of sizes", (source.output.shape[-1] // 2,) * 2
     return "concatenates parts of sizes", tuple(t.shape[-1] for t in source.input)
 
 
@@ -201,7 +206,8 @@ def select_weights(small_model: keras.Model, large_model: keras.Model, method: s
     ``Dense`` layer reads the channels the convolution kept, at every position
     (for ``"first"`` and ``"random"``, and for ``"uniform"`` where the lengths
     differ, an index set of the flattened size alone would not). Where a
-    ``Concatenate`` joins parts along the feature axis, the layer reading them
+    ``Concatenate`` (or a ``Bidirectional`` layer, its two directions) joins parts
+    along the feature axis, the layer reading them
     selects each part on its own at its offset, so it reads the units each
     branch kept (the parts must correspond, in order, with none larger in the
     small model). A recurrent
