@@ -2,8 +2,9 @@
 
 The same step as the TensorFlow one in ``sam.py``: the loss and gradient at
 ``w``, the ascent ``e(w)`` from the compiled ``SAM`` optimizer, the gradient
-at ``w + e`` (the weights are never modified; non-trainable state updated by
-the second pass, e.g. BatchNorm statistics, is discarded), and the SAM
+at ``w + e`` (the weights are never modified; the second pass reads the
+non-trainable state, e.g. BatchNorm statistics and random-seed states, as the
+first pass did, and what it writes is discarded), and the SAM
 optimizer applies that gradient with its inner optimizer. Loss and metrics
 are those of the first pass. Each follows its backend's own
 ``Trainer.train_step`` (``keras/src/backend/{jax,torch}/trainer.py``, Keras
@@ -54,6 +55,7 @@ def torch_train_step(model, sam, data):
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = list(model.trainable_variables)
+    state = [(v, v.value.clone()) for v in model.non_trainable_variables]  # as the second pass reads them
 
     def scaled_loss(y_pred):
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
@@ -68,7 +70,7 @@ def torch_train_step(model, sam, data):
     points = [
         None if e is None else (v.value + e).detach().requires_grad_(True) for v, e in zip(variables, perturbation)
     ]
-    mapping = [(v, p) for v, p in zip(variables, points) if p is not None]
+    mapping = [(v, p) for v, p in zip(variables, points) if p is not None] + state
     with keras.StatelessScope(state_mapping=mapping):
         _, second = scaled_loss(model(x, training=True))
     present = [p for p in points if p is not None]

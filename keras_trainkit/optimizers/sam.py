@@ -98,27 +98,43 @@ def sam_perturbation(grads, variables, rho=0.05, adaptive=False, eps=1e-12, eta=
     return [None if g is None else next(out) for g in grads]
 
 
-def _perturbed_gradients(loss_fn, variables, perturbation):
+def state_before(state_variables) -> list:
+    """``(variable, value)`` pairs of ``state_variables`` as they are now: what SAM's second
+    pass reads them as (:func:`sam_gradients`)."""
+    return [(variable, keras.ops.copy(keras.ops.convert_to_tensor(variable))) for variable in state_variables]
+
+
+def _perturbed_gradients(loss_fn, variables, perturbation, state=()):
+    """``(loss, gradients)`` at ``w + e`` (``perturbation``), the weights untouched; the
+    ``(variable, value)`` pairs of ``state`` are read at those values and what the pass
+    writes to any variable is discarded."""
     import tensorflow as tf
 
     pairs = [(var, var + e) for var, e in zip(variables, perturbation) if e is not None]
     points = [point for _, point in pairs]
     with tf.GradientTape() as tape:
         tape.watch(points)
-        with keras.StatelessScope(state_mapping=pairs):
+        with keras.StatelessScope(state_mapping=pairs + list(state)):
             loss = loss_fn()
     grads = iter(tape.gradient(loss, points))
     return loss, [None if e is None else next(grads) for e in perturbation]
 
 
-def sam_gradients(loss_fn, variables, rho=0.05, adaptive=False, eps=1e-12, eta=0.0):
+def sam_gradients(loss_fn, variables, rho=0.05, adaptive=False, eps=1e-12, eta=0.0, state_variables=()):
     """The Trainer hook: ``(loss at w, gradients at w + e(w))`` for SAM / ASAM.
+
+    The second pass reads ``state_variables`` as they were before the first
+    (``model.non_trainable_variables``: the layers' random-seed states, so both
+    passes of a step draw the same dropout masks, as in the authors' JAX code and
+    in ``SAMModel`` on every backend; the next step draws new ones) and what it
+    writes (BatchNorm statistics, seed states) is discarded.
 
     Args:
         loss_fn: zero-argument callable returning the scalar loss; it must read
             the weights through ``variables`` (a Keras model's forward pass does).
         variables: list of ``keras.Variable`` to differentiate.
         rho, adaptive, eps, eta: as in :func:`sam_perturbation`.
+        state_variables: the other variables ``loss_fn`` reads and updates.
 
     Returns:
         ``(loss, grads)``: the loss at the current weights and the list of
@@ -138,11 +154,12 @@ def sam_gradients(loss_fn, variables, rho=0.05, adaptive=False, eps=1e-12, eta=0
                 "sam_gradients needs keras.Variable objects (e.g. model.trainable_variables). "
                 f"Received: variables=[..., {var!r}, ...]"
             )
+    state = state_before(state_variables)
     with tf.GradientTape() as tape:
         loss = loss_fn()
     grads = tape.gradient(loss, variables)
     perturbation = sam_perturbation(grads, variables, rho=rho, adaptive=adaptive, eps=eps, eta=eta)
-    _, perturbed = _perturbed_gradients(loss_fn, variables, perturbation)
+    _, perturbed = _perturbed_gradients(loss_fn, variables, perturbation, state)
     perturbed = [None if g is None else p for g, p in zip(grads, perturbed)]
     return loss, perturbed
 
@@ -209,10 +226,11 @@ class SAM(OptimizerWrapper):
         self._two_pass_used = True
         return sam_perturbation(grads, variables, self.rho, self.adaptive, self.eps, self.eta)
 
-    def compute_gradients(self, loss_fn, variables):
+    def compute_gradients(self, loss_fn, variables, state_variables=()):
         """The Trainer hook: ``(loss at w, gradients at w + e(w))``; see :func:`sam_gradients`."""
         self._two_pass_used = True
-        return sam_gradients(loss_fn, variables, self.rho, self.adaptive, self.eps, self.eta)
+        return sam_gradients(loss_fn, variables, self.rho, self.adaptive, self.eps, self.eta,
+                             state_variables=state_variables)
 
     def wrapped_apply(self, grads, variables):
         """Refuse a step whose gradient was not taken at ``w + e(w)``, then apply it."""
@@ -258,7 +276,10 @@ class SAMModel(keras.Model):
     ``w + e`` (read through a ``keras.StatelessScope``: the weights are never
     modified), and lets the SAM optimizer apply it with its inner optimizer.
     Loss and metrics are those of the first pass (at ``w``). Non-trainable
-    state (BatchNorm statistics) is updated by the first pass only. Works with
+    state (BatchNorm statistics, random-seed states) is updated by the first
+    pass only, and the second pass reads it as the first did: both passes of a
+    step draw the same dropout masks (as the authors' JAX code does), the next
+    step new ones. Works with
     ``jit_compile=True``, ``tf.distribute`` (per-replica perturbation) and
     ``mixed_float16`` (the loss-scale optimizer wrapping SAM).
 
@@ -300,6 +321,7 @@ class SAMModel(keras.Model):
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
+        state = state_before(self.non_trainable_variables)  # as the second pass reads them
 
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -317,7 +339,7 @@ class SAMModel(keras.Model):
             second = self.compute_loss(x=x, y=y, y_pred=pred, sample_weight=sample_weight, training=True)
             return self.optimizer.scale_loss(second)
 
-        _, perturbed = _perturbed_gradients(perturbed_loss, variables, perturbation)
+        _, perturbed = _perturbed_gradients(perturbed_loss, variables, perturbation, state)
         perturbed = [None if g is None else p for g, p in zip(grads, perturbed)]
         self.optimizer.apply(perturbed, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -255,7 +255,8 @@ class Trainer:
             return self.optimizer.scale_loss(loss)
 
         if self._sam is not None:
-            _, grads = self._sam.compute_gradients(objective, variables)
+            _, grads = self._sam.compute_gradients(objective, variables,
+                                                   state_variables=self.model.non_trainable_variables)
         else:
             with tf.GradientTape() as tape:
                 scaled = objective()
