@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_trainkit.training import _data
+from keras_trainkit.training._fit_options import apply_class_weight
 from keras_trainkit.training.checkpointer import (
     Checkpointer,
     DatasetCursor,
@@ -180,10 +181,11 @@ def validation_inputs(validation_data, batch_size, model, seed, validation_steps
 
 
 def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, validation_split,
-               validation_steps, initial_epoch, steps_per_epoch, ordered, needs_targets):
+               validation_steps, initial_epoch, steps_per_epoch, ordered, needs_targets, class_weight=None):
     """The data of one ``fit`` of ``trainer``, checked before any work: ``(plan, validation)``,
     the :class:`EpochPlan` of the training data (after ``validation_split`` took its last
-    examples) and :func:`validation_inputs`. ``needs_targets``: the loss reads ``y``."""
+    examples) and :func:`validation_inputs`. ``needs_targets``: the loss reads ``y``.
+    ``class_weight`` weighs the training examples (not the validation ones), as in ``fit``."""
     model = trainer.model
     _data.check_targets(model, x, y, "x", needs_targets)
     if validation_data is not None and not _data.is_dataset(validation_data):
@@ -193,6 +195,7 @@ def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, val
     if validation_split and validation_data is None:
         _data.check_arrays(x, y, sample_weight, model)
         (x, y, sample_weight), validation_data = _data.split_validation(x, y, sample_weight, validation_split)
+    x, y, sample_weight = apply_class_weight(x, y, sample_weight, class_weight)
     plan = EpochPlan(x, y, sample_weight, batch_size, model=model, strategy=trainer.strategy,
                      shuffle=trainer.shuffle, seed=trainer.seed, initial_epoch=initial_epoch,
                      steps_per_epoch=steps_per_epoch, ordered=ordered)

@@ -11,6 +11,7 @@ epoch's batches), :mod:`.checkpointer` (resume), :mod:`.non_finite` (the
 from __future__ import annotations
 
 import logging
+import math
 
 import keras
 import tensorflow as tf
@@ -24,6 +25,7 @@ from keras_trainkit._compat.keras import (
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import _data, replicas
+from keras_trainkit.training._fit_options import check_class_weight, check_validation_freq, should_validate
 from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, pin_gradients, resolve_jit
 from keras_trainkit.training.epoch_plan import prepare_inputs
@@ -44,7 +46,7 @@ from keras_trainkit.training.setup import (
 )
 from keras_trainkit.training.non_finite import NonFiniteGuard, NonFiniteLossError, all_finite
 from keras_trainkit.training.step_loop import StepLoop
-from keras_trainkit.utils.pipelines import array_dataset
+from keras_trainkit.utils.pipelines import array_dataset, num_examples
 from keras_trainkit.utils.validation import check_positive
 from keras_trainkit.utils.values import scalar_logs
 
@@ -373,7 +375,7 @@ class Trainer:
     def fit(self, x, y=None, batch_size=None, epochs=1, validation_data=None,
             validation_split=0.0, callbacks=None, initial_epoch=0, verbose="auto",
             sample_weight=None, checkpoint_dir=None, checkpoint_every_n_steps=None,
-            steps_per_epoch=None, validation_steps=None):
+            steps_per_epoch=None, validation_steps=None, class_weight=None, validation_freq=1):
         """Train for ``epochs`` epochs; returns a ``keras.callbacks.History``.
 
         Args:
@@ -410,16 +412,24 @@ class Trainer:
                 validation data each time, as in ``fit`` (fewer where the data ends),
                 or ``None`` for a whole pass; required for an infinite validation
                 dataset.
+            class_weight: ``{class id: weight}``, as in ``fit``: each training example
+                weighs its class's weight (1 for a class not listed; the class is the
+                integer label, or the argmax of a one-hot target); not with
+                ``sample_weight`` or a dataset yielding sample weights, nor for several outputs.
+            validation_freq: as in ``fit``: validate after every ``validation_freq``-th
+                epoch (an integer), or after the epochs listed (1-based, e.g. ``[1, 5, 10]``).
         """
         verbose = check_fit_arguments(
             x, epochs=epochs, initial_epoch=initial_epoch, validation_split=validation_split, verbose=verbose,
             checkpoint_dir=checkpoint_dir, checkpoint_every_n_steps=checkpoint_every_n_steps,
             steps_per_epoch=steps_per_epoch, validation_data=validation_data,
             validation_steps=validation_steps)
+        validation_freq = check_validation_freq(validation_freq)
+        class_weight = check_class_weight(class_weight)
         plan, validation = fit_inputs(
             self, x, y, sample_weight, batch_size=batch_size, validation_data=validation_data,
             validation_split=validation_split, validation_steps=validation_steps, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None,
+            steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None, class_weight=class_weight,
             needs_targets=type(self).compute_loss is Trainer.compute_loss)  # an override may not
         self._ensure_built(plan.dataset)
         self._training_batches.remember(plan, self.model)
@@ -441,7 +451,7 @@ class Trainer:
             for epoch in range(initial_epoch, epochs):
                 first_step = resume_step if epoch == initial_epoch else 0
                 logs = self._fit_epoch(epoch, first_step, plan, callbacks, checkpointer, checkpoint_every_n_steps,
-                                       validation)
+                                       validation if should_validate(epoch, validation_freq) else None)
                 if self.model.stop_training:
                     break
             self.non_finite.end_fit()
@@ -536,12 +546,15 @@ class Trainer:
         if batch_size is not None:
             check_positive("batch_size", batch_size, integer=True)
         if _data.is_dataset(x):
-            dataset = x
+            dataset, pass_steps = x, _data.pass_batches(x)
         else:
             _data.check_arrays(x, None, None, self.model)
-            dataset = array_dataset(x, batch_size=32 if batch_size is None else batch_size, shuffle=False)
-        # without steps, all the batches there are (counted as they come)
-        run_steps = evaluation.steps_to_run(dataset, None, steps, name="x", steps_name="steps")
+            batch_size = 32 if batch_size is None else batch_size
+            dataset = array_dataset(x, batch_size=batch_size, shuffle=False)
+            pass_steps = math.ceil(num_examples(x) / batch_size)
+        # without steps, one pass: its length where known (the progress bar's target, as in
+        # `model.predict`), else all the batches there are (counted as they come)
+        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
                                   history=False)
         with self.evaluation_weights():
