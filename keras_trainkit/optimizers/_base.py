@@ -280,6 +280,21 @@ def _is_half(variable) -> bool:
     return state_dtype(variable.dtype) != keras.backend.standardize_dtype(variable.dtype)
 
 
+def hyperparameter(value, dtype):
+    """A float hyperparameter ready for arithmetic with tensors of ``dtype``.
+
+    A Python number (or ``None``, for an optional one) is returned as it is
+    (the update's numbers stay those of the float). Anything else, chiefly a
+    ``HyperparameterVariable`` that ``control.schedule_hyperparameter``
+    installed (a float32 scalar read at every step), is cast to ``dtype``: ``(g - m) * (1.0 - beta)`` would
+    otherwise multiply a float64 (or other non-float32) tensor by a float32
+    one, which TensorFlow refuses.
+    """
+    if value is None or isinstance(value, numbers.Real):
+        return value
+    return ops.cast(value, dtype)
+
+
 def bias_correction(beta: float, step, dtype):
     """``1 - beta ** step`` in ``dtype`` (``beta`` converted straight to ``dtype``, not via float32)."""
     return 1.0 - ops.power(ops.convert_to_tensor(beta, dtype=dtype), step)

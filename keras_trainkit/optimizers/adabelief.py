@@ -10,6 +10,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -112,13 +113,16 @@ class AdaBelief(TrainkitOptimizer):
         step = ops.cast(self.iterations + 1, dtype)
         m = self._momentums[self._get_variable_index(variable)]
         s = self._beliefs[self._get_variable_index(variable)]
+        beta_1, beta_2, epsilon, epsilon_root = (
+            hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.epsilon, self.epsilon_root)
+        )
 
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(m, (gradient - m) * (1.0 - beta_1))
         surprise = ops.square(gradient - m)
-        self.assign(s, self.beta_2 * s + (1.0 - self.beta_2) * surprise + self.epsilon_root)
-        m_hat = m / bias_correction(self.beta_1, step, dtype)
-        s_hat = s / bias_correction(self.beta_2, step, dtype)
-        self.assign_sub(variable, lr * m_hat / (ops.sqrt(s_hat) + self.epsilon))
+        self.assign(s, beta_2 * s + (1.0 - beta_2) * surprise + epsilon_root)
+        m_hat = m / bias_correction(beta_1, step, dtype)
+        s_hat = s / bias_correction(beta_2, step, dtype)
+        self.assign_sub(variable, lr * m_hat / (ops.sqrt(s_hat) + epsilon))
 
     def get_config(self):
         config = super().get_config()

@@ -10,6 +10,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -108,17 +109,18 @@ class Adan(TrainkitOptimizer):
         v = self._differences[index]
         n = self._squares[index]
         previous = self._previous_gradients[index]
+        beta_1, beta_2, beta_3, epsilon = (
+            hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.beta_3, self.epsilon)
+        )
 
         difference = ops.where(ops.equal(self.iterations, 0), ops.zeros_like(gradient), gradient - previous)
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (difference - v) * (1.0 - self.beta_2))
-        self.assign_add(n, (ops.square(gradient + self.beta_2 * difference) - n) * (1.0 - self.beta_3))
+        self.assign_add(m, (gradient - m) * (1.0 - beta_1))
+        self.assign_add(v, (difference - v) * (1.0 - beta_2))
+        self.assign_add(n, (ops.square(gradient + beta_2 * difference) - n) * (1.0 - beta_3))
         self.assign(previous, gradient)
 
-        direction = m / bias_correction(self.beta_1, step, dtype) + self.beta_2 * v / bias_correction(
-            self.beta_2, step, dtype
-        )
-        denominator = ops.sqrt(n / bias_correction(self.beta_3, step, dtype)) + self.epsilon
+        direction = m / bias_correction(beta_1, step, dtype) + beta_2 * v / bias_correction(beta_2, step, dtype)
+        denominator = ops.sqrt(n / bias_correction(beta_3, step, dtype)) + epsilon
         new_value = ops.cast(variable, dtype) - lr * direction / denominator
         decay = self._decay_rate(variable)
         if decay is not None:

@@ -12,6 +12,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -170,11 +171,12 @@ class AdEMAMix(TrainkitOptimizer):
         alpha = ops.cast(alpha_schedule(self.alpha, step_32, self.warmup_steps), dtype)
         slow_weight = slow_ema_weight(self.beta_1, self.beta_3, step, self.warmup_steps, dtype)
 
-        self.assign_add(fast, (gradient - fast) * (1.0 - self.beta_1))
+        beta_1, beta_2, epsilon = (hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
+        self.assign_add(fast, (gradient - fast) * (1.0 - beta_1))
         self.assign_add(slow, (gradient - slow) * slow_weight)
-        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
-        numerator = fast / bias_correction(self.beta_1, step, dtype) + alpha * slow
-        denominator = ops.sqrt(v / bias_correction(self.beta_2, step, dtype)) + self.epsilon
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - beta_2))
+        numerator = fast / bias_correction(beta_1, step, dtype) + alpha * slow
+        denominator = ops.sqrt(v / bias_correction(beta_2, step, dtype)) + epsilon
         self.assign_sub(variable, lr * numerator / denominator)
 
     def get_config(self):

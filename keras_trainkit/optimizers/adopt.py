@@ -5,7 +5,13 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._base import (
+    TrainkitOptimizer,
+    check_beta,
+    check_epsilon,
+    hyperparameter,
+    state_dtype,
+)
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 
@@ -105,17 +111,18 @@ class ADOPT(TrainkitOptimizer):
         m = self._momentums[index]
         v = self._velocities[index]
         first = ops.equal(self.iterations, 0)
+        beta_1, epsilon = hyperparameter(self.beta_1, dtype), hyperparameter(self.epsilon, dtype)
 
-        normalized = gradient / ops.maximum(ops.sqrt(v), self.epsilon)
+        normalized = gradient / ops.maximum(ops.sqrt(v), epsilon)
         if self.use_clipping:
             bound = ops.power(ops.cast(self.iterations, dtype), 0.25)
             normalized = ops.clip(normalized, -bound, bound)
         # The first gradient only seeds v: no momentum, no step.
         normalized = ops.where(first, ops.zeros_like(normalized), normalized)
-        self.assign_add(m, (normalized - m) * (1.0 - self.beta_1))
+        self.assign_add(m, (normalized - m) * (1.0 - beta_1))
         direction = m
         if self.nesterov:
-            direction = self.beta_1 * m + (1.0 - self.beta_1) * normalized
+            direction = beta_1 * m + (1.0 - beta_1) * normalized
         self.assign_sub(variable, lr * direction)
 
         decay_2 = ops.where(first, ops.zeros((), dtype=dtype), ops.cast(self.beta_2, dtype))

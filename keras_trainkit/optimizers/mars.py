@@ -11,6 +11,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -146,11 +147,12 @@ class MARS(adam_branch.AdamBranchMixin, TrainkitOptimizer):
             decay = self._adam_decay_rate(variable)
             estimate = gradient
         lr = ops.cast(lr, dtype)
+        beta_1, beta_2, epsilon = (hyperparameter(x, dtype) for x in (beta_1, beta_2, self.epsilon))
         m, v = self._momentums[index], self._velocities[index]
         self.assign_add(m, (estimate - m) * (1.0 - beta_1))
         self.assign_add(v, (ops.square(estimate) - v) * (1.0 - beta_2))
         direction = (m / bias_correction(beta_1, step, dtype)) / (
-            ops.sqrt(v / bias_correction(beta_2, step, dtype)) + self.epsilon
+            ops.sqrt(v / bias_correction(beta_2, step, dtype)) + epsilon
         )
         if decay is not None:
             direction = direction + decay * ops.cast(variable, dtype)
@@ -158,7 +160,8 @@ class MARS(adam_branch.AdamBranchMixin, TrainkitOptimizer):
 
     def _corrected_gradient(self, gradient, previous):
         """``c`` clipped to norm 1; stores ``gradient`` as the next step's ``g_{t-1}``."""
-        scale = self.gamma * self.beta_1 / (1.0 - self.beta_1)
+        gamma, beta_1 = (hyperparameter(x, gradient.dtype) for x in (self.gamma, self.beta_1))
+        scale = gamma * beta_1 / (1.0 - beta_1)
         corrected = gradient + scale * (gradient - previous)
         self.assign(previous, gradient)
         # The norm in float32: a float16 sum of squares overflows at 65504.

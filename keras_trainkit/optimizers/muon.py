@@ -9,7 +9,14 @@ from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers import _adam_branch as adam_branch
-from keras_trainkit.optimizers._base import TrainkitOptimizer, bias_correction, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._base import (
+    TrainkitOptimizer,
+    bias_correction,
+    check_beta,
+    check_epsilon,
+    hyperparameter,
+    state_dtype,
+)
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import matrix_shape
 from keras_trainkit.utils import validation
@@ -204,7 +211,7 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
             direction = self._adam_direction(gradient, variable, self._momentums[index], self._velocities[index])
             decay = self._adam_decay_rate(variable)
         if decay is not None:
-            direction = direction + decay * variable
+            direction = direction + decay * ops.cast(variable, dtype)
         self.assign_sub(variable, lr * direction)
 
     def _nesterov_average(self, gradient, momentum, beta, step, dtype):
@@ -218,21 +225,25 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
     def _muon_direction(self, gradient, variable, momentum):
         dtype = state_dtype(variable.dtype)
         step = ops.cast(self.iterations + 1, dtype)
-        self.assign_add(momentum, (gradient - momentum) * (1.0 - self.beta))
-        average = self._nesterov_average(gradient, momentum, self.beta, step, dtype)
+        beta = hyperparameter(self.beta, dtype)
+        self.assign_add(momentum, (gradient - momentum) * (1.0 - beta))
+        average = self._nesterov_average(gradient, momentum, beta, step, dtype)
         fan_in, fan_out = matrix_shape(variable.shape)
         matrix = ops.reshape(average, (fan_in, fan_out))
         orthogonal = newton_schulz(matrix, self.ns_steps, self.epsilon)
-        scale = shape_scale(fan_in, fan_out, self.consistent_rms)
+        scale = shape_scale(fan_in, fan_out, hyperparameter(self.consistent_rms, orthogonal.dtype))
         return ops.cast(ops.reshape(orthogonal * scale, variable.shape), dtype)
 
     def _adam_direction(self, gradient, variable, momentum, velocity):
         dtype = state_dtype(variable.dtype)
         step = ops.cast(self.iterations + 1, dtype)
-        self.assign_add(momentum, (gradient - momentum) * (1.0 - self.adam_beta_1))
-        self.assign_add(velocity, (ops.square(gradient) - velocity) * (1.0 - self.adam_beta_2))
-        average = self._nesterov_average(gradient, momentum, self.adam_beta_1, step, dtype)
-        return average / (ops.sqrt(velocity / bias_correction(self.adam_beta_2, step, dtype)) + self.epsilon)
+        beta_1, beta_2, epsilon = (
+            hyperparameter(x, dtype) for x in (self.adam_beta_1, self.adam_beta_2, self.epsilon)
+        )
+        self.assign_add(momentum, (gradient - momentum) * (1.0 - beta_1))
+        self.assign_add(velocity, (ops.square(gradient) - velocity) * (1.0 - beta_2))
+        average = self._nesterov_average(gradient, momentum, beta_1, step, dtype)
+        return average / (ops.sqrt(velocity / bias_correction(beta_2, step, dtype)) + epsilon)
 
     def get_config(self):
         config = super().get_config()

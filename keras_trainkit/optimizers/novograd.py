@@ -5,7 +5,13 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._base import (
+    TrainkitOptimizer,
+    check_beta,
+    check_epsilon,
+    hyperparameter,
+    state_dtype,
+)
 from keras_trainkit.optimizers._registry import register
 
 
@@ -95,16 +101,17 @@ class NovoGrad(TrainkitOptimizer):
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._norms[index]
+        beta_1, beta_2, epsilon = (hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
 
         squared_norm = ops.sum(ops.square(gradient))
         first = ops.equal(self.iterations, 0)
-        self.assign(v, ops.where(first, squared_norm, self.beta_2 * v + (1.0 - self.beta_2) * squared_norm))
-        update = gradient / (ops.sqrt(v) + self.epsilon)
+        self.assign(v, ops.where(first, squared_norm, beta_2 * v + (1.0 - beta_2) * squared_norm))
+        update = gradient / (ops.sqrt(v) + epsilon)
         decay = self._decay_rate(variable)
         if decay is not None:
             update = update + decay * ops.cast(variable, dtype)
         # m starts at zero, so beta_1 * m + u gives m_1 = u_1.
-        self.assign(m, self.beta_1 * m + update)
+        self.assign(m, beta_1 * m + update)
         self.assign_sub(variable, lr * m)
 
     def get_config(self):

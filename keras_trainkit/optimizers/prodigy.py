@@ -6,7 +6,13 @@ import keras
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._base import (
+    TrainkitOptimizer,
+    check_beta,
+    check_epsilon,
+    hyperparameter,
+    state_dtype,
+)
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation
 from keras_trainkit.utils.validation import check_bool
@@ -131,8 +137,9 @@ class Prodigy(TrainkitOptimizer):
 
     def _step_size(self, d, learning_rate, dtype):
         step = ops.cast(self.iterations + 1, dtype)
-        correction = ops.sqrt(1.0 - ops.power(ops.convert_to_tensor(self.beta_2, dtype=dtype), step)) / (
-            1.0 - ops.power(ops.convert_to_tensor(self.beta_1, dtype=dtype), step)
+        beta_1, beta_2 = hyperparameter(self.beta_1, dtype), hyperparameter(self.beta_2, dtype)
+        correction = ops.sqrt(1.0 - ops.power(ops.convert_to_tensor(beta_2, dtype=dtype), step)) / (
+            1.0 - ops.power(ops.convert_to_tensor(beta_1, dtype=dtype), step)
         )
         return ops.cast(d, dtype) * ops.cast(learning_rate, dtype) * correction
 
@@ -172,8 +179,9 @@ class Prodigy(TrainkitOptimizer):
         self.assign(w0, w0_value)
         self.assign_add(self._numerator_step, ops.cast(ops.sum(gradient * (w0_value - weights)), self._scalar_dtype))
         scaled = d * gradient
-        self.assign_add(m, (scaled - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(scaled) - v) * (1.0 - self.beta_2))
+        beta_1, beta_2 = hyperparameter(self.beta_1, dtype), hyperparameter(self.beta_2, dtype)
+        self.assign_add(m, (scaled - m) * (1.0 - beta_1))
+        self.assign_add(v, (ops.square(scaled) - v) * (1.0 - beta_2))
         growth = d if self.safeguard_warmup else self._step_size(d, learning_rate, dtype)
         self.assign(s, self._beta_3 * s + growth * scaled / self.d0)
         self.assign_add(self._denominator_step, ops.cast(ops.sum(ops.abs(s)), self._scalar_dtype))

@@ -11,6 +11,7 @@ from keras_trainkit.optimizers._base import (
     TrainkitOptimizer,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -183,10 +184,12 @@ class RAdam(TrainkitOptimizer):
         )
 
     def _warmup_learning_rate(self, lr, step):
-        warmup_steps = self.total_steps * self.warmup_proportion
-        decay_steps = max(self.total_steps - warmup_steps, 1.0)
-        decay_rate = (self.min_lr - lr) / decay_steps
-        warm = lr * step / max(warmup_steps, 1.0)
+        warmup_steps = self.total_steps * hyperparameter(self.warmup_proportion, lr.dtype)
+        # Python's max for a float; a scheduled proportion is a tensor, read at run time.
+        maximum = max if isinstance(warmup_steps, float) else ops.maximum
+        decay_steps = maximum(self.total_steps - warmup_steps, 1.0)
+        decay_rate = (hyperparameter(self.min_lr, lr.dtype) - lr) / decay_steps
+        warm = lr * step / maximum(warmup_steps, 1.0)
         decayed = lr + decay_rate * ops.minimum(step - warmup_steps, decay_steps)
         return ops.where(step <= warmup_steps, warm, decayed)
 
@@ -199,7 +202,7 @@ class RAdam(TrainkitOptimizer):
         else:  # a scheduled beta_2: rho_inf is a tensor
             scale = rho_inf / denominator
         ratio = (rho_t - 4.0) * (rho_t - 2.0) * scale / rho_t
-        return rho_t >= self.sma_threshold, ops.sqrt(ops.maximum(ratio, 0.0))
+        return rho_t >= hyperparameter(self.sma_threshold, dtype), ops.sqrt(ops.maximum(ratio, 0.0))
 
     def update_step(self, gradient, variable, learning_rate):
         # The update in float32 at least (float16 cannot hold rho_inf's digits or g**2).
@@ -219,12 +222,13 @@ class RAdam(TrainkitOptimizer):
 
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        beta_1, beta_2, epsilon = (hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
+        self.assign_add(m, (gradient - m) * (1.0 - beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - beta_2))
 
         m_hat = m / first_correction
         v_hat = v / second_correction
-        rectified = rectifier * m_hat / (ops.sqrt(v_hat) + self.epsilon)
+        rectified = rectifier * m_hat / (ops.sqrt(v_hat) + epsilon)
         update = ops.where(use_rectified, rectified, m_hat)
 
         decay = self._decay_rate(variable)

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
 from keras_trainkit.optimizers import _batched_linalg as batched_linalg
-from keras_trainkit.optimizers._base import TrainkitOptimizer, state_dtype
+from keras_trainkit.optimizers._base import TrainkitOptimizer, hyperparameter, state_dtype
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.utils import validation as v
 
@@ -348,9 +348,10 @@ class Shampoo(TrainkitOptimizer):
 
         if self.graft == "adam":
             velocity = self._graft_velocities[index]
-            self.assign_add(velocity, (ops.square(gradient) - velocity) * (1.0 - self.graft_beta_2))
-            v_hat = velocity / (1.0 - ops.power(ops.convert_to_tensor(self.graft_beta_2, dtype=dtype), step))
-            direction = gradient / (ops.sqrt(v_hat) + self.graft_epsilon)
+            graft_beta_2 = hyperparameter(self.graft_beta_2, dtype)
+            self.assign_add(velocity, (ops.square(gradient) - velocity) * (1.0 - graft_beta_2))
+            v_hat = velocity / (1.0 - ops.power(ops.convert_to_tensor(graft_beta_2, dtype=dtype), step))
+            direction = gradient / (ops.sqrt(v_hat) + hyperparameter(self.graft_epsilon, dtype))
         else:
             direction = gradient
 
@@ -358,8 +359,9 @@ class Shampoo(TrainkitOptimizer):
             direction = self._shampoo_direction(gradient, variable, direction)
 
         momentum = self._momentums[index]
-        self.assign_add(momentum, (direction - momentum) * (1.0 - self.beta_1))
-        correction = 1.0 - ops.power(ops.convert_to_tensor(self.beta_1, dtype=dtype), step)
+        beta_1 = hyperparameter(self.beta_1, dtype)
+        self.assign_add(momentum, (direction - momentum) * (1.0 - beta_1))
+        correction = 1.0 - ops.power(ops.convert_to_tensor(beta_1, dtype=dtype), step)
         self.assign_sub(variable, ops.cast(lr * momentum / correction, variable.dtype))
 
     def _shampoo_direction(self, gradient, variable, graft_direction):

@@ -12,7 +12,13 @@ import numpy as np
 from keras import ops
 
 from keras_trainkit.optimizers import _batched_linalg as batched_linalg
-from keras_trainkit.optimizers._base import TrainkitOptimizer, check_beta, check_epsilon, state_dtype
+from keras_trainkit.optimizers._base import (
+    TrainkitOptimizer,
+    check_beta,
+    check_epsilon,
+    hyperparameter,
+    state_dtype,
+)
 from keras_trainkit.optimizers._conditional import select, value_of
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import block_layout, block_view, matrix_shape, unblock
@@ -310,14 +316,15 @@ class SOAP(TrainkitOptimizer):
         """``(m, v, w)`` after an Adam step of a variable of rank < 2."""
         gradient = ops.cast(gradient, state_dtype(variable.dtype))
         m, v = value_of(m), value_of(v)
-        m = m + (gradient - m) * (1.0 - self.beta_1)
-        v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
-        return m, v, self._new_weights(variable, m / (ops.sqrt(v) + self.epsilon), learning_rate)
+        beta_1, beta_2, epsilon = (hyperparameter(x, m.dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
+        m = m + (gradient - m) * (1.0 - beta_1)
+        v = v + (ops.square(gradient) - v) * (1.0 - beta_2)
+        return m, v, self._new_weights(variable, m / (ops.sqrt(v) + epsilon), learning_rate)
 
     def _accumulate_statistics(self, gradient_blocks, stats):
         """Assign the EMAs ``L, R`` of ``G G^T``, ``G^T G``; return their new values."""
         left, right = (value_of(stat) for stat in stats)
-        weight = 1.0 - self._statistic_beta
+        weight = 1.0 - hyperparameter(self._statistic_beta, left.dtype)
         left = left + (ops.einsum("...ij,...kj->...ik", gradient_blocks, gradient_blocks) - left) * weight
         right = right + (ops.einsum("...ji,...jk->...ik", gradient_blocks, gradient_blocks) - right) * weight
         self.assign(stats[0], left)
@@ -343,9 +350,10 @@ class SOAP(TrainkitOptimizer):
         m, v = value_of(m), value_of(v)
         rotated = project(gradient_blocks, left, right)
         # m is kept rotated: Q_L^T (EMA of G) Q_R = EMA of Q_L^T G Q_R while the bases stay.
-        m = m + (rotated - m) * (1.0 - self.beta_1)
-        v = v + (ops.square(rotated) - v) * (1.0 - self.beta_2)
-        direction = unblock(project_back(m / (ops.sqrt(v) + self.epsilon), left, right), variable.shape)
+        beta_1, beta_2, epsilon = (hyperparameter(x, m.dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
+        m = m + (rotated - m) * (1.0 - beta_1)
+        v = v + (ops.square(rotated) - v) * (1.0 - beta_2)
+        direction = unblock(project_back(m / (ops.sqrt(v) + epsilon), left, right), variable.shape)
         return m, v, self._new_weights(variable, direction, learning_rate)
 
     def _refreshed(self, stats, padding, left, right, m, v):

@@ -11,6 +11,7 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    hyperparameter,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -98,13 +99,14 @@ class Yogi(TrainkitOptimizer):
         step = ops.cast(self.iterations + 1, dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
+        beta_1, beta_2, epsilon = (hyperparameter(x, dtype) for x in (self.beta_1, self.beta_2, self.epsilon))
 
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(m, (gradient - m) * (1.0 - beta_1))
         g2 = ops.square(gradient)
-        self.assign_sub(v, (1.0 - self.beta_2) * ops.sign(v - g2) * g2)
-        m_hat = m / bias_correction(self.beta_1, step, dtype)
-        v_hat = v / bias_correction(self.beta_2, step, dtype)
-        self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+        self.assign_sub(v, (1.0 - beta_2) * ops.sign(v - g2) * g2)
+        m_hat = m / bias_correction(beta_1, step, dtype)
+        v_hat = v / bias_correction(beta_2, step, dtype)
+        self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + epsilon))
 
     def get_config(self):
         config = super().get_config()
