@@ -125,6 +125,16 @@ class Cautious(OptimizerWrapper):
         self._excluded_ids = set()
         self._excluded_names = ()
 
+    @property
+    def weight_decay(self):
+        """The unmasked decay (``cautious_weight_decay``, the config's ``weight_decay``): what
+        ``control.schedule_hyperparameter(optimizer, "weight_decay")`` schedules."""
+        return getattr(self, "cautious_weight_decay", None)
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        self.cautious_weight_decay = value
+
     def wrapped_apply(self, grads, variables):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         # The copies keep the old values on backends whose assign writes in place.

@@ -143,3 +143,31 @@ def test_scheduled_warmup_proportion_under_xla():
                          jit_compile=True)
     tolerance = TOLERANCE["float32"] * np.max(np.abs(reference - _weights(_variables("float32"))))
     np.testing.assert_allclose(ours, reference, rtol=0, atol=tolerance)
+
+
+def test_cautious_weight_decay_is_what_scheduling_weight_decay_changes():
+    """``Cautious``'s config key ``weight_decay`` is its own unmasked decay: scheduling the name
+    changes it (before, it set the Keras base optimizer's unused attribute: no effect at all)."""
+    import tensorflow as tf
+
+    grads = np.random.default_rng(3).normal(size=(6, 3)).astype("float32")
+
+    def run(optimizer, switch=None):
+        w = keras.Variable(np.ones(3, "float32"), name="kernel")
+        step = tf.function(lambda g: optimizer.apply([g], [w]))
+        for t, g in enumerate(grads):
+            if switch is not None and t == 3:
+                switch()
+            step(tf.constant(g))
+        return w.numpy()
+
+    reference = optimizers.Cautious(keras.optimizers.SGD(0.1), weight_decay=0.5)
+    w_ref = keras.Variable(np.ones(3, "float32"), name="kernel")
+    for t, g in enumerate(grads):  # eager, the plain float changed at step 3
+        if t == 3:
+            reference.cautious_weight_decay = 0.0
+        reference.apply([g], [w_ref])
+    scheduled = optimizers.Cautious(keras.optimizers.SGD(0.1), weight_decay=0.5)
+    variable = schedule_hyperparameter(scheduled, "weight_decay")
+    np.testing.assert_allclose(run(scheduled, switch=lambda: variable.assign(0.0)), w_ref.numpy(), rtol=1e-6)
+    assert not np.allclose(w_ref.numpy(), run(optimizers.Cautious(keras.optimizers.SGD(0.1), weight_decay=0.5)))
