@@ -18,6 +18,12 @@ import keras
 from keras_trainkit._compat.keras import loss_tracker
 
 
+def state_before(state_variables) -> list:
+    """``(variable, value)`` pairs of ``state_variables`` as they are now: what SAM's second
+    pass reads them as, on every backend (``sam.sam_gradients``, ``SAMModel``)."""
+    return [(variable, keras.ops.copy(keras.ops.convert_to_tensor(variable))) for variable in state_variables]
+
+
 def _batch_size(x):
     return next(i for i in keras.tree.flatten(x) if i is not None).shape[0]
 
@@ -55,7 +61,7 @@ def torch_train_step(model, sam, data):
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = list(model.trainable_variables)
-    state = [(v, v.value.clone()) for v in model.non_trainable_variables]  # as the second pass reads them
+    state = state_before(model.non_trainable_variables)  # as the second pass reads them
 
     def scaled_loss(y_pred):
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)

@@ -50,7 +50,7 @@ from keras import ops
 
 from keras_trainkit._compat.keras import loss_tracker, unscale_loss_for_distribution
 from keras_trainkit.optimizers._registry import register
-from keras_trainkit.optimizers._sam_backends import jax_train_step, torch_train_step
+from keras_trainkit.optimizers._sam_backends import jax_train_step, state_before, torch_train_step
 from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers.wrapper import OptimizerWrapper
 from keras_trainkit.utils import validation as v
@@ -96,12 +96,6 @@ def sam_perturbation(grads, variables, rho=0.05, adaptive=False, eps=1e-12, eta=
 
     out = iter(ascent(g, w) for g, (_, w) in zip(scaled, present))
     return [None if g is None else next(out) for g in grads]
-
-
-def state_before(state_variables) -> list:
-    """``(variable, value)`` pairs of ``state_variables`` as they are now: what SAM's second
-    pass reads them as (:func:`sam_gradients`)."""
-    return [(variable, keras.ops.copy(keras.ops.convert_to_tensor(variable))) for variable in state_variables]
 
 
 def _perturbed_gradients(loss_fn, variables, perturbation, state=()):
