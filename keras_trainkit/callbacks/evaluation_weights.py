@@ -70,6 +70,12 @@ class EvaluationWeightsSwap:
         self.source = find_evaluation_weights(getattr(model, "optimizer", None))
         self._saved = None
 
+    @property
+    def recomputes_batch_norm(self) -> bool:
+        """Whether a swap recomputes BatchNorm statistics (it needs ``bn_data`` for that): the
+        optimizer keeps evaluation weights and the model has BatchNormalization layers."""
+        return self.source is not None and bool(_batch_norm_variables(self.model))
+
     def _variables(self):
         return list(self.model.trainable_variables)
 

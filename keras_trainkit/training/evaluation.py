@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import logging
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trainkit._compat.keras import nested_layers
 from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
-from keras_trainkit.optimizers import find_evaluation_weights
 from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.compiled import bind
 from keras_trainkit.training.step_loop import StepLoop
@@ -57,8 +54,7 @@ class TrainingBatches:
             self.dataset = plan.dataset.take(plan.steps) if plan.steps else plan.dataset
             return
         self.dataset = None
-        if find_evaluation_weights(model.optimizer) is not None and any(
-                isinstance(layer, keras.layers.BatchNormalization) for layer in nested_layers(model)):
+        if self.swap(model).recomputes_batch_norm:
             raise ValueError(
                 "Argument `x` must be a tf.data.Dataset that the Trainer distributes itself when the "
                 "optimizer keeps evaluation weights and the model has BatchNormalization layers: "
