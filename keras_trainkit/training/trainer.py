@@ -11,7 +11,6 @@ epoch's batches), :mod:`.checkpointer` (resume), :mod:`.non_finite` (the
 from __future__ import annotations
 
 import logging
-import math
 
 import keras
 import tensorflow as tf
@@ -46,7 +45,6 @@ from keras_trainkit.training.setup import (
 )
 from keras_trainkit.training.non_finite import NonFiniteGuard, NonFiniteLossError, all_finite
 from keras_trainkit.training.step_loop import StepLoop
-from keras_trainkit.utils.pipelines import array_dataset, num_examples
 from keras_trainkit.utils.validation import check_positive
 from keras_trainkit.utils.values import scalar_logs
 
@@ -548,10 +546,8 @@ class Trainer:
         if _data.is_dataset(x):
             dataset, pass_steps = x, _data.pass_batches(x)
         else:
-            _data.check_arrays(x, None, None, self.model)
-            batch_size = 32 if batch_size is None else batch_size
-            dataset = array_dataset(x, batch_size=batch_size, shuffle=False)
-            pass_steps = math.ceil(num_examples(x) / batch_size)
+            dataset, pass_steps = prepare_inputs(x, None, None, batch_size, self.model, shuffle=False,
+                                                 seed=self.seed)
         # without steps, one pass: its length where known (the progress bar's target, as in
         # `model.predict`), else all the batches there are (counted as they come)
         run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
