@@ -37,11 +37,12 @@ def _gate_count(layer) -> int:
     return 3 if isinstance(cell, keras.layers.GRUCell) else 1
 
 
-def _gated_indices(large: int, small: int, gates: int, method: str, rng_seed: int) -> np.ndarray:
-    """The index set of an axis of ``gates`` blocks of units side by side: the same units
-    (those of ``(large // gates, small // gates)``) in every gate's block."""
-    units = _indices(large // gates, small // gates, method, rng_seed)
-    return np.concatenate([gate * (large // gates) + units for gate in range(gates)])
+def _part_indices(large_parts, small_parts, method: str, rng_seed: int) -> np.ndarray:
+    """The index set of an axis made of parts side by side (a concatenation's inputs, a
+    recurrent layer's gates): each part selected on its own, at its offset."""
+    offsets = np.cumsum((0,) + tuple(large_parts[:-1]))
+    return np.concatenate([offset + _indices(large, small, method, rng_seed)
+                           for offset, small, large in zip(offsets, small_parts, large_parts)])
 
 
 def _weighted_layers(model):
@@ -84,8 +85,8 @@ def _joins_features(layer) -> bool:
 
 
 def _feature_source(layer, producers):
-    """The ``Flatten`` or last-axis ``Concatenate`` layer that made ``layer``'s input
-    features, followed back through layers that keep the features apart (dropout,
+    """The ``Flatten``, last-axis ``Concatenate`` or ``Bidirectional`` layer that made
+    ``layer``'s input features, followed back through layers that keep the features apart (dropout,
     activations, normalization); ``None`` if its input comes from neither."""
     try:
         tensor = layer.input
@@ -149,7 +150,7 @@ def _weight_indices(small, large, method: str, seed: int, features) -> list:
             )
         sets = [_indices(b, a, method, seed) for a, b in zip(ss, sl)]
         if gates > 1 and ss[-1] % gates == 0 and sl[-1] % gates == 0:
-            sets[-1] = _gated_indices(sl[-1], ss[-1], gates, method, seed)
+            sets[-1] = _part_indices((sl[-1] // gates,) * gates, (ss[-1] // gates,) * gates, method, seed)
         if features is not None and axis is not None:
             sets[axis] = features
         per_weight.append(sets)
@@ -174,9 +175,7 @@ def _feature_indices(small, large, small_producers, large_producers, method: str
             f"Received: {small.name} {kind} {small_parts} vs {large.name} {large_kind} {large_parts}")
     if kind == "flattens":
         return _flattened_indices(large_parts, small_parts, method, seed)
-    offsets = np.cumsum((0,) + large_parts[:-1])
-    return np.concatenate([offset + _indices(large, small, method, seed)
-                           for offset, small, large in zip(offsets, small_parts, large_parts)])
+    return _part_indices(large_parts, small_parts, method, seed)
 
 
 def _layout(source) -> tuple[str, tuple]:
