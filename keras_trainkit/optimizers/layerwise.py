@@ -32,10 +32,16 @@ def match_multiplier(path: str, multipliers: Mapping[str, float], default: float
         >>> match_multiplier("model/head/kernel", {"head/*": 10.0})
         10.0
     """
-    for pattern, factor in multipliers.items():
+    pattern = matching_pattern(path, multipliers)
+    return float(default if pattern is None else multipliers[pattern])
+
+
+def matching_pattern(path: str, patterns) -> str | None:
+    """The first of ``patterns`` matching ``path`` (see :func:`match_multiplier`), else ``None``."""
+    for pattern in patterns:
         if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, "*/" + pattern):
-            return float(factor)
-    return float(default)
+            return pattern
+    return None
 
 
 def depth_decay_multipliers(layers, decay: float) -> dict[str, float]:
@@ -98,7 +104,9 @@ class LayerwiseLearningRate(OptimizerWrapper):
     with learning rate ``f * lr``, and it scales decoupled weight decay too,
     as torch's parameter groups do (``lr * wd`` per group). The inner
     optimizer's slots (momentum, moments) are not scaled. Variables with
-    ``f == 1`` cost nothing; ``f == 0`` freezes a variable.
+    ``f == 1`` cost nothing; ``f == 0`` freezes a variable. ``default`` may be
+    scheduled at run time with ``control.schedule_hyperparameter(opt, "default")``;
+    the variables it covers are then scaled at every step, whatever its value.
 
     ``use_ema`` on the inner optimizer is refused (``ValueError``): Keras
     averages inside the inner step, before the wrapper scales it, so the
@@ -160,15 +168,25 @@ class LayerwiseLearningRate(OptimizerWrapper):
         self.multipliers = {str(k): float(f) for k, f in multipliers.items()}
         self.default = float(default)
 
-    def factor_for(self, variable) -> float:
-        """The multiplier applied to ``variable``'s update."""
-        return match_multiplier(_variable_path(variable), self.multipliers, self.default)
+    def factor_for(self, variable):
+        """The multiplier applied to ``variable``'s update.
+
+        A float, or the variable of ``default`` once it is scheduled
+        (``control.schedule_hyperparameter(optimizer, "default")``), which a
+        compiled step reads at run time.
+        """
+        pattern = matching_pattern(_variable_path(variable), self.multipliers)
+        if pattern is not None:
+            return self.multipliers[pattern]
+        return self.default if isinstance(self.default, keras.Variable) else float(self.default)
 
     def wrapped_apply(self, grads, variables):
         scaled = []
         for var, grad in zip(variables, grads):
             factor = self.factor_for(var)
-            if grad is not None and factor != 1.0:
+            # A scheduled factor is always applied: its value at trace time says nothing
+            # about the values it takes later.
+            if grad is not None and (isinstance(factor, keras.Variable) or factor != 1.0):
                 scaled.append((var, factor, ops.copy(var)))
         super().wrapped_apply(grads, variables)
         for var, factor, before in scaled:

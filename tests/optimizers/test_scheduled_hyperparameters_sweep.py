@@ -171,3 +171,24 @@ def test_cautious_weight_decay_is_what_scheduling_weight_decay_changes():
     variable = schedule_hyperparameter(scheduled, "weight_decay")
     np.testing.assert_allclose(run(scheduled, switch=lambda: variable.assign(0.0)), w_ref.numpy(), rtol=1e-6)
     assert not np.allclose(w_ref.numpy(), run(optimizers.Cautious(keras.optimizers.SGD(0.1), weight_decay=0.5)))
+
+
+@pytest.mark.parametrize("start", [1.0, 0.5])
+def test_scheduled_layerwise_default_matches_the_eager_float(start):
+    """``LayerwiseLearningRate.default`` scheduled: the bias (no pattern) follows the new factor.
+
+    Before the fix a traced step crashed (autograph turned ``float(default)`` into a
+    tensor and the ``factor != 1.0`` test into a ``tf.cond`` whose values left its
+    branch); starting from ``default=1.0`` the factor must still be applied later.
+    """
+
+    def make():
+        return optimizers.LayerwiseLearningRate(keras.optimizers.Adam(0.05), {"kernel": 0.3}, default=start)
+
+    reference = run_eager(make(), "default", 0.2, "float32")
+    constant = run_eager(make(), "default", None, "float32")
+    tolerance = TOLERANCE["float32"] * np.max(np.abs(reference - _weights(_variables("float32"))))
+    assert np.max(np.abs(reference[12:] - constant[12:])) > 10 * tolerance  # the bias moved differently
+    np.testing.assert_array_equal(reference[:12], constant[:12])  # the kernel kept its own factor
+    ours = run_scheduled(make(), "default", 0.2, "float32")
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=tolerance)
