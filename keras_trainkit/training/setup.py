@@ -156,23 +156,36 @@ def check_fit_arguments(x, *, epochs, initial_epoch, validation_split, verbose, 
     return check_verbose(verbose)
 
 
-def validation_inputs(validation_data, batch_size, model, seed, validation_steps=None):
+def validation_inputs(validation_data, batch_size, model, seed, validation_steps=None,
+                      validation_batch_size=None):
     """``(dataset, steps, count)`` of each validation, or ``None`` without validation data
     (``count``: the data may end before ``steps``, so the step loop reads back how many ran).
 
     Each validation runs a fresh iterator over the dataset (as ``model.fit``,
     which resets its evaluation iterator every time): a whole pass, or its first
-    ``validation_steps`` batches (fewer where the data ends).
+    ``validation_steps`` batches (fewer where the data ends). Array validation
+    data is batched by ``validation_batch_size``, else by ``batch_size``.
 
     Raises:
-        ValueError: an infinite dataset without ``validation_steps``.
+        ValueError: an infinite dataset without ``validation_steps``; a
+            ``validation_batch_size`` that is not a positive integer, or given
+            with a dataset (which ``model.fit`` would ignore without a word).
     """
+    if validation_batch_size is not None:
+        check_positive("validation_batch_size", validation_batch_size, integer=True)
+        if validation_data is not None and _data.is_dataset(validation_data):
+            raise ValueError(
+                "Argument `validation_batch_size` must be None when `validation_data` is a "
+                "tf.data.Dataset (batch the dataset instead). "
+                f"Received: validation_batch_size={validation_batch_size}"
+            )
     if validation_data is None:
         return None
     if _data.is_dataset(validation_data):
         vx, vy, vw, batch_size = validation_data, None, None, None
     else:
         vx, vy, vw = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+        batch_size = validation_batch_size or batch_size
     dataset, pass_steps = prepare_inputs(vx, vy, vw, batch_size, model, shuffle=False, seed=seed,
                                          name="validation_data")
     steps = steps_to_run(dataset, pass_steps, validation_steps, name="validation_data",
@@ -181,7 +194,8 @@ def validation_inputs(validation_data, batch_size, model, seed, validation_steps
 
 
 def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, validation_split,
-               validation_steps, initial_epoch, steps_per_epoch, ordered, needs_targets, class_weight=None):
+               validation_steps, initial_epoch, steps_per_epoch, ordered, needs_targets, class_weight=None,
+               validation_batch_size=None):
     """The data of one ``fit`` of ``trainer``, checked before any work: ``(plan, validation)``,
     the :class:`EpochPlan` of the training data (after ``validation_split`` took its last
     examples) and :func:`validation_inputs`. ``needs_targets``: the loss reads ``y``.
@@ -199,7 +213,8 @@ def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, val
     plan = EpochPlan(x, y, sample_weight, batch_size, model=model, strategy=trainer.strategy,
                      shuffle=trainer.shuffle, seed=trainer.seed, initial_epoch=initial_epoch,
                      steps_per_epoch=steps_per_epoch, ordered=ordered)
-    validation = validation_inputs(validation_data, plan.batch_size, model, trainer.seed, validation_steps)
+    validation = validation_inputs(validation_data, plan.batch_size, model, trainer.seed, validation_steps,
+                                   validation_batch_size)
     return plan, validation
 
 

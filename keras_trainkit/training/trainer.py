@@ -373,7 +373,8 @@ class Trainer:
     def fit(self, x, y=None, batch_size=None, epochs=1, validation_data=None,
             validation_split=0.0, callbacks=None, initial_epoch=0, verbose="auto",
             sample_weight=None, checkpoint_dir=None, checkpoint_every_n_steps=None,
-            steps_per_epoch=None, validation_steps=None, class_weight=None, validation_freq=1):
+            steps_per_epoch=None, validation_steps=None, class_weight=None, validation_freq=1,
+            validation_batch_size=None):
         """Train for ``epochs`` epochs; returns a ``keras.callbacks.History``.
 
         Args:
@@ -416,6 +417,9 @@ class Trainer:
                 ``sample_weight`` or a dataset yielding sample weights, nor for several outputs.
             validation_freq: as in ``fit``: validate after every ``validation_freq``-th
                 epoch (an integer), or after the epochs listed (1-based, e.g. ``[1, 5, 10]``).
+            validation_batch_size: batch size of array validation data (also of
+                ``validation_split``'s), as in ``fit``; ``None``: ``batch_size`` (a schedule's
+                at ``initial_epoch``). Refused with a validation dataset, which ``fit`` ignores.
         """
         verbose = check_fit_arguments(
             x, epochs=epochs, initial_epoch=initial_epoch, validation_split=validation_split, verbose=verbose,
@@ -428,6 +432,7 @@ class Trainer:
             self, x, y, sample_weight, batch_size=batch_size, validation_data=validation_data,
             validation_split=validation_split, validation_steps=validation_steps, initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None, class_weight=class_weight,
+            validation_batch_size=validation_batch_size,
             needs_targets=type(self).compute_loss is Trainer.compute_loss)  # an override may not
         self._ensure_built(plan.dataset)
         self._training_batches.remember(plan, self.model)

@@ -238,3 +238,61 @@ def test_a_retrace_asked_for_during_fit_takes_effect_at_the_next_step(when):
         for later in trained[frozen_from + 1:]:
             np.testing.assert_array_equal(later, trained[frozen_from], err_msg=runner)
     np.testing.assert_allclose(kernels["trainer"][frozen_from], kernels["fit"][frozen_from], rtol=1e-6)
+
+
+class ValidationBatchIndices(keras.callbacks.Callback):
+    """The batch indices of each validation."""
+
+    def on_train_begin(self, logs=None):
+        self.indices = []
+
+    def on_test_begin(self, logs=None):
+        self.indices.append([])
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.indices[-1].append(batch)
+
+
+@pytest.mark.parametrize("validation", ["data", "split"])
+def test_validation_batch_size_batches_validation_as_fit_does(validation):
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
+    y = np.ones((20, 1), "float32")
+    arguments = dict(batch_size=5, epochs=2, validation_batch_size=3, verbose=0)
+    if validation == "data":
+        arguments["validation_data"] = (x[:10], y[:10])
+    else:
+        arguments["validation_split"] = 0.5
+    seen = {}
+    for runner in ("fit", "trainer"):
+        model = regression()
+        callback = ValidationBatchIndices()
+        if runner == "fit":
+            model.compile("sgd", "mse")
+            history = model.fit(x, y, callbacks=[callback], shuffle=False, **arguments)
+        else:
+            history = Trainer(model, "sgd", "mse", jit_compile=False, shuffle=False).fit(
+                x, y, callbacks=[callback], **arguments)
+        seen[runner] = (callback.indices, history.history["val_loss"])
+    assert seen["trainer"][0] == seen["fit"][0] == [[0, 1, 2, 3]] * 2  # ceil(10 / 3) batches, not 2
+    np.testing.assert_allclose(seen["trainer"][1], seen["fit"][1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "8"])
+def test_validation_batch_size_is_checked_before_training(value):
+    model = regression()
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises((ValueError, TypeError), match="Argument `validation_batch_size`"):
+        Trainer(model, "sgd", "mse", jit_compile=False).fit(x, y, validation_data=(x, y),
+                                                             validation_batch_size=value, verbose=0)
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_validation_batch_size_with_a_validation_dataset_is_refused():
+    # model.fit ignores it without a word; the batches are the dataset's own.
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    with pytest.raises(ValueError, match=r"validation_batch_size=4"):
+        Trainer(regression(), "sgd", "mse", jit_compile=False).fit(x, y, validation_data=dataset,
+                                                                   validation_batch_size=4, verbose=0)
