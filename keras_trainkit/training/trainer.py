@@ -10,6 +10,7 @@ epoch's batches), :mod:`.checkpointer` (resume), :mod:`.non_finite` (the
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import keras
@@ -57,6 +58,13 @@ __all__ = ["NonFiniteLossError", "Trainer"]
 
 def _is_sam(optimizer) -> bool:
     return callable(getattr(optimizer, "compute_gradients", None)) and hasattr(optimizer, "rho")
+
+
+def _takes_state_variables(compute_gradients) -> bool:
+    """Whether a SAM-like ``compute_gradients`` takes ``state_variables`` (ours does; one
+    written before it existed may not, and is called as it was then)."""
+    parameters = inspect.signature(compute_gradients).parameters.values()
+    return any(p.name == "state_variables" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 class Trainer:
@@ -188,7 +196,7 @@ class Trainer:
         self._accumulator = GradientAccumulator(gradient_accumulation_steps)
         self._loop = StepLoop(steps_per_execution)
         self._functions = StepFunctions(self)
-        self._sam = None
+        self._sam, self._sam_state = None, False
         self._state_built = False
         self._training_batches = TrainingBatches()
 
@@ -212,6 +220,7 @@ class Trainer:
     def optimizer_changed(self, optimizer) -> None:
         """Called when a step is traced for ``optimizer``: finds a SAM optimizer in its wrappers."""
         self._sam = control.find_optimizer(optimizer, _is_sam)
+        self._sam_state = self._sam is not None and _takes_state_variables(self._sam.compute_gradients)
 
     @property
     def skipped_steps(self) -> int:
@@ -235,7 +244,8 @@ class Trainer:
         replicas like the loss), evaluated inside the tape so that input-gradient
         penalties are differentiated through. With a
         ``keras_trainkit.optimizers.SAM`` optimizer the gradients are SAM's, taken
-        at the perturbed weights ``w + e(w)`` (``SAM.compute_gradients``); the
+        at the perturbed weights ``w + e(w)`` (``SAM.compute_gradients``, given the
+        model's non-trainable state where it takes ``state_variables``); the
         returned loss is the one at ``w``. Gradients are those of
         ``optimizer.scale_loss(loss)``; the Trainer unscales them afterwards.
         """
@@ -255,8 +265,8 @@ class Trainer:
             return self.optimizer.scale_loss(loss)
 
         if self._sam is not None:
-            _, grads = self._sam.compute_gradients(objective, variables,
-                                                   state_variables=self.model.non_trainable_variables)
+            state = {"state_variables": self.model.non_trainable_variables} if self._sam_state else {}
+            _, grads = self._sam.compute_gradients(objective, variables, **state)
         else:
             with tf.GradientTape() as tape:
                 scaled = objective()

@@ -40,6 +40,43 @@ def test_sam_matches_sam_model_fit():
     assert not np.allclose(plain.get_weights()[0], model.get_weights()[0], atol=1e-5)
 
 
+class SAMWithoutStateVariables(keras.optimizers.SGD):
+    """A user's SAM-like optimizer (``compute_gradients`` and ``rho``) written before our
+    ``compute_gradients`` took ``state_variables``: SAM's two passes, by hand."""
+
+    rho = 0.1
+
+    def compute_gradients(self, loss_fn, variables):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)
+        norm = tf.linalg.global_norm(grads)
+        steps = [self.rho * g / (norm + 1e-12) for g in grads]
+        for variable, step in zip(variables, steps):
+            variable.assign_add(step)
+        with tf.GradientTape() as tape:
+            perturbed = loss_fn()
+        grads = tape.gradient(perturbed, variables)
+        for variable, step in zip(variables, steps):
+            variable.assign_sub(step)
+        return loss, grads
+
+
+def test_a_sam_like_optimizer_without_state_variables_is_called_as_before():
+    # Before, the Trainer passed `state_variables=` to every SAM-like optimizer: TypeError.
+    x, y = problem()
+    reference = net()
+    wrapped = SAMModel(reference)
+    wrapped.compile(optimizer=SAM(keras.optimizers.SGD(0.1), rho=0.1), loss="mse")
+    wrapped.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    model = net()
+    Trainer(model, SAMWithoutStateVariables(0.1), "mse", jit_compile=False, shuffle=False).fit(
+        x, y, batch_size=16, epochs=2, verbose=0)
+    assert_same(reference, model)
+
+
 def test_jacobian_penalty_matches_penalized_model_fit():
     x, y = problem()
     reference = net()
