@@ -1,7 +1,8 @@
 """The :class:`Trainer`: a compiled ``GradientTape`` loop with Keras callbacks and gradient hooks.
 
 The Trainer is configuration plus its hooks; ``fit``, ``evaluate`` and
-``predict`` orchestrate its parts, each in its own module with its own state:
+``predict`` (the last two and each epoch of ``fit`` in :mod:`.loops`)
+orchestrate its parts, each in its own module with its own state:
 :mod:`.step_loop` (the one loop of calls), :mod:`.compiled` (the compiled
 functions), :mod:`.replicas` (replica reduction), :mod:`.epoch_plan` (each
 epoch's batches), :mod:`.checkpointer` (resume), :mod:`.non_finite` (the
@@ -20,17 +21,15 @@ from keras_trainkit._compat.keras import (
     clear_initial_epoch,
     compute_loss_with_training_flag,
     initial_epoch_set_by_callbacks,
-    metrics_in_order,
 )
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
-from keras_trainkit.training import _data, replicas
+from keras_trainkit.training import replicas
 from keras_trainkit.training._fit_options import check_class_weight, check_validation_freq, should_validate
 from keras_trainkit.training.accumulation import GradientAccumulator
 from keras_trainkit.training.compiled import StepFunctions, pin_gradients, resolve_jit
-from keras_trainkit.training.epoch_plan import prepare_inputs
-from keras_trainkit.training import evaluation
 from keras_trainkit.training.evaluation import TrainingBatches
+from keras_trainkit.training.loops import TrainerLoops
 from keras_trainkit.training.setup import (
     build_on_one_batch,
     check_penalties,
@@ -38,7 +37,6 @@ from keras_trainkit.training.setup import (
     check_trainer_arguments,
     callback_list,
     check_fit_arguments,
-    check_verbose,
     compile_model,
     fit_inputs,
     make_checkpointer,
@@ -46,8 +44,6 @@ from keras_trainkit.training.setup import (
 )
 from keras_trainkit.training.non_finite import NonFiniteGuard, NonFiniteLossError, all_finite
 from keras_trainkit.training.step_loop import StepLoop
-from keras_trainkit.utils.validation import check_positive
-from keras_trainkit.utils.values import scalar_logs
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +63,7 @@ def _takes_state_variables(compute_gradients) -> bool:
     return any(p.name == "state_variables" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
-class Trainer:
+class Trainer(TrainerLoops):
     """A ``GradientTape`` training loop for any Keras model, as fast as ``model.fit``.
 
     Each training step is::
@@ -443,7 +439,7 @@ class Trainer:
             validation_split=validation_split, validation_steps=validation_steps, initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch, ordered=checkpoint_dir is not None, class_weight=class_weight,
             validation_batch_size=validation_batch_size,
-            needs_targets=type(self).compute_loss is Trainer.compute_loss)  # an override may not
+            needs_targets=self._loss_reads_targets())
         self._ensure_built(plan.dataset)
         self._training_batches.remember(plan, self.model)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
@@ -474,6 +470,10 @@ class Trainer:
             callbacks.on_train_end(logs=logs)
         return self.model.history
 
+    def _loss_reads_targets(self) -> bool:
+        """Whether the loss reads ``y``: the default :meth:`compute_loss` does, an override may not."""
+        return type(self).compute_loss is Trainer.compute_loss
+
     def _checkpoint_variables(self):
         """What a checkpoint saves, in a fixed order: model, optimizer as compiled, transforms, counters."""
         # model.variables: the weights and the layers' seed-generator states (dropout, ...). The
@@ -491,85 +491,3 @@ class Trainer:
     def _own_variables(self):
         """The state the Trainer keeps outside the model and optimizer: transforms, skip count, accumulated sum."""
         return self._chain.variables + [self.non_finite.skipped] + self._accumulator.variables
-
-    def _fit_epoch(self, epoch, first_step, plan, callbacks, checkpointer, every, validation):
-        """One epoch: its batches, the NaN policy, validation, the epoch-end checkpoint."""
-        cursor = checkpointer.cursor if checkpointer is not None else None
-        seed = checkpointer.seed if checkpointer is not None else None
-        iterator, steps, changed = plan.epoch(epoch, first_step, cursor=cursor, seed=seed)
-        if changed:
-            callbacks.set_params({**callbacks.params, "steps": steps})
-        self.model.reset_metrics()
-        callbacks.on_epoch_begin(epoch)
-
-        def after_call(step, n):
-            if checkpointer is not None and every and step // every > (step - n) // every and (
-                    steps is None or step < steps):
-                checkpointer.save(epoch, step, plan.position)
-
-        logs, steps_done = self._loop.run(
-            self._functions.bound_train(iterator), steps, begin=callbacks.on_train_batch_begin,
-            end=lambda step, payload: callbacks.on_train_batch_end(step, payload), first_step=first_step,
-            after_call=after_call, should_stop=lambda: self.model.stop_training, count=plan.counts_steps)
-        plan.end_epoch(steps_done, stopped=self.model.stop_training)
-        logs = scalar_logs(logs)
-        self.non_finite.end_epoch(epoch, self.model)
-        # A transform that stopped training in the graph (SkipNonFinite under XLA,
-        # where compiled code cannot raise) raises here at the latest.
-        self._chain.raise_if_stopped()
-        if validation is not None:  # as in `fit`, also in an epoch that set `stop_training`
-            dataset, steps, count = validation
-            with self.evaluation_weights():
-                val_logs, _ = self._evaluate_prepared(dataset, steps, callbacks, count=count)
-            logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        callbacks.on_epoch_end(epoch, logs)
-        if checkpointer is not None:
-            checkpointer.save(epoch + 1, 0, plan.position)
-        return logs
-
-    def evaluate(self, x, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 callbacks=None, return_dict=False, steps=None):
-        """Loss and metrics over ``x`` at the evaluation weights (:meth:`evaluation_weights`), as
-        ``model.evaluate``; ``steps``: the batches to evaluate (``None``: all; required for an
-        infinite dataset)."""
-        verbose = check_verbose(verbose)
-        _data.check_targets(self.model, x, y, "x", type(self).compute_loss is Trainer.compute_loss)
-        dataset, pass_steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
-                                             seed=self.seed)
-        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
-        self._ensure_built(dataset)
-        callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
-                                  history=False)
-        with self.evaluation_weights():
-            logs, done = self._evaluate_prepared(dataset, run_steps, callbacks, count=steps is not None)
-        evaluation.warn_if_ran_out("steps", steps, done)
-        return logs if return_dict else metrics_in_order(self.model, logs)
-
-    def _evaluate_prepared(self, dataset, steps, callbacks, count=False):
-        """Run the test function over ``steps`` batches of a prepared ``dataset``; returns
-        ``(logs, steps done)``."""
-        return evaluation.evaluate_batches(self.model, self.strategy, self._loop, self._functions.test(),
-                                           dataset, steps, callbacks, count=count)
-
-    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
-        """Model outputs over ``x`` (arrays or a dataset) as NumPy arrays, at the evaluation weights,
-        as ``model.predict``: ``steps`` batches (``None``: all; required for an infinite dataset),
-        ``callbacks``' ``on_predict_*`` hooks."""
-        verbose = check_verbose(verbose)
-        if batch_size is not None:
-            check_positive("batch_size", batch_size, integer=True)
-        if _data.is_dataset(x):
-            dataset, pass_steps = x, _data.pass_batches(x)
-        else:
-            dataset, pass_steps = prepare_inputs(x, None, None, batch_size, self.model, shuffle=False,
-                                                 seed=self.seed)
-        # without steps, one pass: its length where known (the progress bar's target, as in
-        # `model.predict`), else all the batches there are (counted as they come)
-        run_steps = evaluation.steps_to_run(dataset, pass_steps, steps, name="x", steps_name="steps")
-        callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
-                                  history=False)
-        with self.evaluation_weights():
-            outputs, done = evaluation.predict_batches(self.strategy, self._functions.predict(), dataset,
-                                                       run_steps, callbacks)
-        evaluation.warn_if_ran_out("steps", steps, done)
-        return outputs
