@@ -48,8 +48,26 @@ def global_norm(grads):
 
 
 def scale_grads(grads, scale):
-    """Multiply every gradient by the float32 scalar ``scale`` (in the gradient's dtype)."""
-    return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
+    """Multiply every gradient by the float32 ``scale`` (a scalar, or a tensor that broadcasts).
+
+    See :func:`multiply_in_float32` for the dtype of the product.
+    """
+    return [None if g is None else multiply_in_float32(g, scale) for g in grads]
+
+
+def multiply_in_float32(g, factor):
+    """``g * factor`` in ``g``'s dtype; float16/bfloat16 gradients are multiplied in float32.
+
+    A float16 or bfloat16 gradient times a float32 ``factor`` is computed in
+    float32 and rounded once, to the nearest value of ``g``'s dtype. Rounding
+    ``factor`` to float16 first would make a small factor (a clipping scale
+    ``max_norm / ||g||`` below float16's smallest normal, ``6.1e-5``) a
+    subnormal with a few significant bits, or zero below ``6e-8``, so the
+    clipped gradient would be off by up to tens of percent, or vanish.
+    """
+    if keras.backend.standardize_dtype(g.dtype) in ("float16", "bfloat16"):
+        return ops.cast(ops.cast(g, "float32") * factor, g.dtype)
+    return g * ops.cast(factor, g.dtype)
 
 
 def check_patterns(name, patterns):

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import re
 
+import keras
 from keras import ops
 
 from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns, variable_path
+
+
+def _centralize(g):
+    """``g - mean(g, axes=all but the last)``; float16/bfloat16 in float32, rounded once.
+
+    In a low-precision dtype the mean itself would be rounded (to 8 significant
+    bits in bfloat16) before the subtraction, which leaves every column off by
+    that rounding, several times the error of rounding the exact result once.
+    """
+    dtype = keras.backend.standardize_dtype(g.dtype)
+    wide = ops.cast(g, "float32") if dtype in ("float16", "bfloat16") else g
+    axes = tuple(range(len(g.shape) - 1))
+    return ops.cast(wide - ops.mean(wide, axis=axes, keepdims=True), dtype)
 
 
 @register
@@ -49,8 +63,7 @@ class GradientCentralization(GradientTransform):
             if g is None or len(g.shape) <= 1 or excluded:
                 out.append(g)
                 continue
-            axes = tuple(range(len(g.shape) - 1))
-            out.append(g - ops.mean(g, axis=axes, keepdims=True))
+            out.append(_centralize(g))
         return out
 
     def get_config(self):

@@ -12,6 +12,7 @@ from keras_trainkit.optimizers.transforms.base import (
     GradientTransform,
     check_patterns,
     global_norm,
+    multiply_in_float32,
     scale_grads,
     variable_path,
 )
@@ -208,7 +209,7 @@ class AdaptiveGradientClipping(_ClippingTransform):
             max_norm = clipping * ops.maximum(unitwise_norm(w), self.eps)
             over = ops.greater(g_norm, max_norm)
             factor = ops.where(over, max_norm / ops.maximum(g_norm, 1e-6), 1.0)
-            out.append(g * ops.cast(factor, g.dtype))
+            out.append(multiply_in_float32(g, factor))
             units += math.prod(g_norm.shape)
             clipped = clipped + ops.sum(ops.cast(over, "float32"))
         self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(squares))) if squares
