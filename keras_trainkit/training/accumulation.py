@@ -10,16 +10,34 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_trainkit.utils.validation import check_number
+
+# Sums of float16 / bfloat16 gradients are kept in float32: a float16 sum of k
+# gradients overflows where their mean does not (4 x 30000 -> inf), and k
+# roundings to bfloat16's 8-bit significand lose several ulps of the mean.
+_WIDE_SUM_DTYPES = (tf.float16, tf.bfloat16)
+
+
+def _sum_dtype(dtype):
+    """The dtype of the running sum of a variable's gradients: float32 for float16/bfloat16."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in _WIDE_SUM_DTYPES else dtype
+
 
 class GradientAccumulator:
     """Sums micro-batch gradients and calls ``apply(mean)`` every ``steps`` of them.
+
+    ``mean = (1 / k) * sum_j g_j`` (``tf.IndexedSlices`` rows are summed per
+    index, as ``tf.convert_to_tensor`` does), computed in the variable's dtype,
+    or in float32 for float16 and bfloat16 variables and cast back once, as
+    ``optax.MultiSteps`` averages its micro-batches.
 
     Args:
         steps: micro-batches per update, ``k`` >= 1 (1: every gradient is applied at once).
     """
 
     def __init__(self, steps: int):
-        self.steps = int(steps)
+        self.steps = int(check_number("steps", steps, minimum=1, integer=True))
         self.sums = []
         self.micro_step = None
 
@@ -30,7 +48,7 @@ class GradientAccumulator:
         with strategy.scope():
             self.micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
             if self.steps > 1:
-                self.sums = [tf.Variable(tf.zeros(v.shape, dtype=v.dtype), trainable=False,
+                self.sums = [tf.Variable(tf.zeros(v.shape, dtype=_sum_dtype(v.dtype)), trainable=False,
                                          name="grad_accumulator") for v in variables]
 
     @property
