@@ -5,7 +5,8 @@ Keras 3 has no backend-neutral ``grad``; each backend differentiates its own
 way. This module is the one place that chooses, through each framework's public
 API. :func:`value_and_gradients` (first-order, with respect to variables):
 
-* TensorFlow: ``tf.GradientTape``;
+* TensorFlow: ``tf.GradientTape`` (a ``tf.IndexedSlices`` gradient, of a
+  gather, summed per index into a dense tensor, like the other backends' own);
 * JAX: ``jax.value_and_grad``;
 * PyTorch: ``torch.autograd.grad``.
 
@@ -96,7 +97,25 @@ def _tensorflow(fn, variables):
         tape.watch(values)
         value, aux = _scoped(fn, variables, values)
     grads = tape.gradient(value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return value, aux, grads
+    return value, aux, [_dense(g, v) for g, v in zip(grads, variables)]
+
+
+def _dense(gradient, variable):
+    """A ``tf.IndexedSlices`` gradient (of a gather: ``Embedding``, ``ops.take``) as a dense tensor.
+
+    ``d[i] = sum of values[j] where indices[j] == i`` (zero where ``i`` is
+    absent), of the variable's shape, as ``tf.convert_to_tensor`` sums the
+    slices: the slices hold one row per look-up, so an index looked up twice
+    has two rows, and squaring or storing them before that sum gives wrong
+    numbers (``0.1**2 + 0.1**2 != 0.2**2``); ``np.asarray`` of the slices is a
+    0-d object array.
+    """
+    import tensorflow as tf
+
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    rows = variable.shape[0] if variable.shape[0] is not None else gradient.dense_shape[0]
+    return tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)
 
 
 def _jax(fn, variables):
