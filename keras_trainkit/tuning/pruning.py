@@ -36,6 +36,12 @@ class Pruner:
     ``others``, a list of the other trials' best values up to ``step`` (only
     trials that reached ``step``). It returns a reason string to prune, or
     ``None``.
+
+    NaN values follow Optuna's pruners: a trial whose value is NaN (diverged)
+    is pruned where the rule would judge it (past warm-up and startup, at a
+    rung), and NaN values of the others are left out of the comparison
+    (Optuna's median ignores them; its successive halving never records a NaN
+    at a rung).
     """
 
     name = "pruner"
@@ -46,6 +52,18 @@ class Pruner:
     def get_config(self) -> dict:
         """The constructor arguments."""
         return {}
+
+
+def _finite_others(others) -> list[float]:
+    """The other trials' values that are numbers (NaN left out)."""
+    return [float(v) for v in others if not math.isnan(v)]
+
+
+def _nan_reason(value: float, step: int) -> str | None:
+    """The reason to prune a trial whose value is NaN, or ``None``."""
+    if math.isnan(value):
+        return f"value is NaN by epoch {step}"
+    return None
 
 
 class MedianPruner(Pruner):
@@ -73,6 +91,11 @@ class MedianPruner(Pruner):
 
     def decide(self, step, value, others):
         if step < self.warmup_epochs or len(others) < self.startup_trials:
+            return None
+        if (reason := _nan_reason(value, step)) is not None:
+            return reason
+        others = _finite_others(others)
+        if not others:
             return None
         median = float(np.median(others))
         if value < median:
@@ -129,6 +152,9 @@ class ASHAPruner(Pruner):
         k = round(math.log(ratio, self.reduction_factor))
         if self.min_epochs * self.reduction_factor**k != step + 1:
             return None  # not a rung
+        if (reason := _nan_reason(value, step)) is not None:
+            return reason
+        others = _finite_others(others)
         values = sorted([*others, value], reverse=True)
         keep = max(1, len(values) // self.reduction_factor)
         if value < values[keep - 1]:
