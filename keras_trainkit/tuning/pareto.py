@@ -24,11 +24,36 @@ import numpy as np
 def pareto_ranks(points, maximize) -> np.ndarray:
     """The front number of every point (0: the Pareto front).
 
+    A point with a NaN objective (a diverged trial) is on no front: it ranks
+    after every point whose objectives are all numbers, in one last front, as
+    Optuna fails a trial told a NaN value and leaves it out of its Pareto front.
+
     Args:
         points: ``(n, k)`` objective values, one row per point.
         maximize: ``k`` booleans, whether each objective goes up.
+
+    Raises:
+        ValueError: ``points`` is not 2-D, or ``maximize`` does not give one
+            direction per column.
     """
-    signed = np.asarray(points, dtype=float) * np.where(maximize, 1.0, -1.0)
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2:
+        raise ValueError("Argument `points` must be an (n, k) array, one row of objective "
+                         f"values per point. Received: points of shape {points.shape}")
+    directions = np.asarray(maximize)
+    if directions.ndim != 1 or len(directions) != points.shape[1]:
+        raise ValueError(f"Argument `maximize` must give one direction per objective "
+                         f"({points.shape[1]}). Received: maximize={maximize!r}")
+    signed = points * np.where(directions.astype(bool), 1.0, -1.0)
+    finite = ~np.isnan(signed).any(axis=1)
+    ranks = np.full(len(signed), -1)
+    ranks[finite] = _front_numbers(signed[finite])
+    ranks[~finite] = ranks.max(initial=-1) + 1
+    return ranks
+
+
+def _front_numbers(signed: np.ndarray) -> np.ndarray:
+    """The fronts of ``signed`` points (larger is better in every column), no NaN."""
     at_least = np.all(signed[:, None, :] >= signed[None, :, :], axis=-1)
     better = np.any(signed[:, None, :] > signed[None, :, :], axis=-1)
     dominates = at_least & better  # [i, j]: point i dominates point j
