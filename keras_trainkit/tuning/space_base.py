@@ -23,7 +23,13 @@ from keras_trainkit.utils.validation import check_condition, check_in, check_typ
 
 @dataclass(frozen=True)
 class Param:
-    """One tunable value: a log/linear float or int range, a choice, or a boolean."""
+    """One tunable value: a log/linear float or int range, a choice, or a boolean.
+
+    A ``closed`` choice lists every case the space's code handles (an optimizer
+    family, ``"none"``/``"global_norm"``): ``ranges`` may narrow it and ``fixed``
+    may pick one of its values, but no other value, which the space would ignore
+    (turning clipping off for ``"on"``) or fail on in every trial's build.
+    """
 
     kind: str  # "float", "int", "choice" or "bool"
     default: Any
@@ -31,6 +37,27 @@ class Param:
     high: float | None = None
     log: bool = False
     values: tuple = ()
+    closed: bool = False
+
+    def allows(self, value) -> bool:
+        """Whether the space can take ``value`` for this parameter (a boolean for a
+        boolean, one of its values for a closed choice; any value otherwise)."""
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.closed:
+            return any(value == v and type(value) is type(v) for v in self.values)
+        return True
+
+    def check_allowed(self, name: str, value):
+        """Refuse a ``fixed`` value the space cannot take; ``name`` is the argument."""
+        check_condition(name, value, self.allows(value), f"must be {self._allowed()}")
+        return value
+
+    def _allowed(self) -> str:
+        """The values :meth:`allows` takes, in words."""
+        if self.kind == "bool":
+            return "True or False"
+        return f"one of {', '.join(map(repr, self.values))}"
 
     def narrowed(self, bounds, name: str = "bounds") -> "Param":
         """This parameter with ``bounds`` (a ``(low, high)`` pair or a list of choices);
@@ -50,8 +77,12 @@ class Param:
         check_condition(name, bounds, isinstance(bounds, (tuple, list)) and len(bounds) > 0,
                         "must list at least one value")
         values = tuple(bounds)
+        refused = [value for value in values if not self.allows(value)]
+        check_condition(name, bounds, not refused, f"must list values that are each "
+                        f"{self._allowed()}; {', '.join(map(repr, refused))} is not")
         default = self.default if self.default in values else values[0]
-        return Param("choice", default, values=values)
+        return Param("choice", default, values=values,
+                     closed=self.closed or self.kind == "bool")
 
     def with_default(self, default, name: str = "default") -> "Param":
         """This parameter with another default (the value a first or grid trial takes)."""
@@ -64,7 +95,7 @@ class Param:
             check_in(name, default, self.values)
         else:
             check_type(name, default, bool)
-        return Param(self.kind, default, self.low, self.high, self.log, self.values)
+        return Param(self.kind, default, self.low, self.high, self.log, self.values, self.closed)
 
     def register(self, hp, name: str):
         """Register this parameter as ``name`` on ``hp`` and return its value."""
@@ -74,7 +105,11 @@ class Param:
         if self.kind == "int":
             return hp.Int(name, int(self.low), int(self.high), sampling="log" if self.log else "linear",
                           default=int(self.default))
-        if self.kind == "bool":
+        if self.kind == "bool" or (self.values and all(isinstance(v, bool) for v in self.values)):
+            # KerasTuner's Choice turns booleans into 0 and 1 (bool is an int subclass):
+            # a boolean narrowed by `ranges` stays a Boolean, or a Fixed of its one value.
+            if len(set(self.values)) == 1:
+                return hp.Fixed(name, self.values[0])
             return hp.Boolean(name, default=self.default)
         return hp.Choice(name, list(self.values), default=self.default)
 
@@ -83,9 +118,10 @@ def _float(low, high, default, log=False):
     return Param("float", default, low, high, log)
 
 
-def _choice(values, default=None):
+def _choice(values, default=None, closed=False):
     values = tuple(values)
-    return Param("choice", values[0] if default is None else default, values=values)
+    return Param("choice", values[0] if default is None else default, values=values,
+                 closed=closed)
 
 
 def _mapping(name: str, value) -> dict:
@@ -165,7 +201,10 @@ class Space:
                     f"{argument}={self._given[argument]!r}")
         for name, param in table.items():
             keys = self._keys(name)
-            if not any(key in self.fixed for key in keys):
+            fixed = [key for key in keys if key in self.fixed]
+            if fixed:  # the value registered is the first key's
+                param.check_allowed(f"fixed[{fixed[0]!r}]", self.fixed[fixed[0]])
+            else:
                 self._shaped(param, *keys)  # raises for a range or default it cannot take
         for argument in ("ranges", "defaults"):
             for key in getattr(self, argument):

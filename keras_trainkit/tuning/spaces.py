@@ -197,7 +197,7 @@ class OptimizerSpace(Space):
 
     def parameters(self) -> dict[str, Param]:
         """``optimizer`` and every family's ``<family>_<parameter>``."""
-        table = {"optimizer": _choice(self.families)}
+        table = {"optimizer": _choice(self.families, closed=True)}
         for family in self.families:
             table.update({f"{family}_{short}": param
                           for short, param in self.table[family].items()})
@@ -243,7 +243,7 @@ SCHEDULE_FAMILIES: dict[str, dict[str, Param]] = {
     "one_cycle": {"pct_start": _float(0.1, 0.5, 0.3), "div_factor": _float(5.0, 50.0, 25.0, log=True)},
     "warmup_stable_decay": {"warmup_fraction": _float(0.01, 0.2, 0.05),
                             "decay_fraction": _float(0.1, 0.5, 0.2),
-                            "decay_type": _choice(("linear", "cosine", "1-sqrt"))},
+                            "decay_type": _choice(("linear", "cosine", "1-sqrt"), closed=True)},
 }
 
 
@@ -274,7 +274,7 @@ class ScheduleSpace(Space):
 
     def parameters(self) -> dict[str, Param]:
         """``schedule`` and every family's ``<family>_<parameter>``."""
-        table = {"schedule": _choice(self.families)}
+        table = {"schedule": _choice(self.families, closed=True)}
         for family in self.families:
             table.update({f"{family}_{n}": param for n, param in SCHEDULE_FAMILIES[family].items()})
         return table
@@ -350,7 +350,7 @@ class TrainingSpace(Space):
                                        128 if 128 in self.batch_sizes else self.batch_sizes[0]),
                  "epochs": Param("int", self.epochs[1], *self.epochs)}
         if self.clipping:
-            table["clipping"] = _choice(("none", "global_norm"))
+            table["clipping"] = _choice(("none", "global_norm"), closed=True)
             table["clip_norm"] = _float(0.1, 10.0, 1.0, log=True)
         if self.label_smoothing is not None:
             table["label_smoothing"] = _float(*self.label_smoothing, self.label_smoothing[0])
@@ -391,7 +391,7 @@ class RegularizationSpace(Space):
         """``dropout`` and, with ``l2``, ``l2`` with ``l2_factor``."""
         table = {"dropout": _float(*self.dropout, self.dropout[0])}
         if self.l2:
-            table.update(l2=_choice(("off", "on")), l2_factor=_float(1e-6, 1e-2, 1e-4, log=True))
+            table.update(l2=_choice(("off", "on"), closed=True), l2_factor=_float(1e-6, 1e-2, 1e-4, log=True))
         return table
 
     def build(self, hp) -> dict[str, Any]:
