@@ -75,6 +75,27 @@ def _check_spaces(**spaces) -> None:
                             f"for the default one). Received: {name}={value!r}")
 
 
+def _check_class_indices(name: str, y: np.ndarray, num_classes: int) -> None:
+    """Refuse class labels ``to_categorical`` would misread: it indexes with ``int64``
+    casts, so ``-1`` became the last class and ``0.7`` class 0, silently."""
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1):
+        raise ValueError(f"Argument `{name}` must hold class indices (shape (n,) or (n, 1)) "
+                         f"or one-hot rows (shape (n, {num_classes})). "
+                         f"Received: {name} with labels of shape {y.shape}")
+    flat = y.reshape(-1)
+    if np.issubdtype(y.dtype, np.number) or y.dtype == bool:
+        labels = flat.astype(float)
+        bad = flat[~np.isfinite(labels) | (labels != np.round(labels))
+                   | (labels < 0) | (labels >= num_classes)]
+    else:
+        bad = flat
+    if bad.size:
+        shown = np.unique(bad)[:3].tolist()
+        raise ValueError(f"Argument `{name}` must hold class indices, integers in "
+                         f"[0, {num_classes}) (num_classes={num_classes}). Received: {name} "
+                         f"with labels such as {shown}")
+
+
 class RecipeHyperModel(keras_tuner.HyperModel):
     """Tune architecture, optimizer, schedule, batch size, epochs, clipping,
     initializer and regularization of a model together.
@@ -175,7 +196,14 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         if num_classes is None:
             raise ValueError("Argument `num_classes` (or `num_outputs` with a `loss`) is "
                              "required. Received: num_classes=None")
-        return check_positive("num_classes", num_classes, integer=True)
+        check_positive("num_classes", num_classes, integer=True)
+        if loss is None and num_classes < 2:
+            raise ValueError("Argument `num_classes` must be at least 2 for classification: a "
+                             "softmax over one class is always 1, so the loss is 0 and no trial "
+                             "learns anything. For a binary task give num_classes=2 (or a "
+                             "`loss` of your own with num_outputs=1). "
+                             f"Received: num_classes={num_classes!r}")
+        return num_classes
 
     @property
     def objective(self) -> str:
@@ -240,22 +268,25 @@ class RecipeHyperModel(keras_tuner.HyperModel):
                              self.seed)
         validation = None
         if validation_data is not None:
-            validation = self._dataset(*validation_data, batch_size=512, shuffle=False)
+            validation = self._dataset(*validation_data, batch_size=512, shuffle=False,
+                                       name="validation_data")
         kwargs.setdefault("shuffle", False)  # the dataset shuffles itself each epoch
         return model.fit(train.prefetch(tf.data.AUTOTUNE), validation_data=validation,
                          epochs=epochs, callbacks=callbacks, verbose=verbose, **kwargs)
 
-    def _targets(self, y):
+    def _targets(self, y, name: str = "y"):
         y = np.asarray(y)
         if self.loss is not None:
             return y.astype("float32") if np.issubdtype(y.dtype, np.floating) else y
         if y.ndim == 2 and y.shape[1] == self.outputs and self.outputs > 1:
             return y.astype("float32")  # one-hot (or probability) rows
+        _check_class_indices(name, y, self.outputs)
         return keras.utils.to_categorical(y, self.outputs).astype("float32")
 
-    def _dataset(self, x, y, batch_size, shuffle):
-        """The shared array pipeline (``utils.pipelines``), with its epoch length stated."""
-        data = array_dataset(np.asarray(x, dtype="float32"), self._targets(y),
+    def _dataset(self, x, y, batch_size, shuffle, name: str = "y"):
+        """The shared array pipeline (``utils.pipelines``), with its epoch length stated;
+        ``name`` is the argument that gave ``y``, for the error message."""
+        data = array_dataset(np.asarray(x, dtype="float32"), self._targets(y, name),
                              batch_size=batch_size, shuffle=shuffle, seed=self.seed)
         return data.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
 
