@@ -190,6 +190,15 @@ class ProbabilityAverage(keras.layers.Layer):
         return super().get_config() | {"from_logits": self.from_logits}
 
 
+def _ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the model's last layer is a softmax (a ``Softmax`` layer, or a layer whose
+    ``activation`` is ``keras.activations.softmax``)."""
+    if not model.layers:
+        return False
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
+
+
 def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
                    member_names: Sequence[str] | None = None,
                    name: str = "ensemble") -> keras.Model:
@@ -202,6 +211,7 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
             input and output shapes.
         from_logits: whether the members emit logits (the output is then
             logits too, see :class:`ProbabilityAverage`) or probabilities.
+            ``True`` with a member whose last layer is a softmax is refused.
         member_names: names of the members inside the ensemble (default
             ``member_0``, ``member_1``, ...); each member is wrapped under its
             name, so members that share a name can sit side by side.
@@ -228,6 +238,11 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
             raise ValueError("Argument `models` must hold models with one input and one output. "
                              f"Received: {model.name} with {len(model.inputs)} inputs and "
                              f"{len(model.outputs)} outputs")
+        if from_logits and _ends_in_softmax(model):
+            raise ValueError("Argument `from_logits` must be False for members that end in a "
+                             f"softmax: {model.name} emits probabilities, and from_logits=True "
+                             "would take a softmax of them again (a flatter average, whose argmax "
+                             "can change). Received: from_logits=True")
     # `inputs`/`outputs`, not `input`/`output`: a Sequential model that was built but
     # never called has the former only.
     shapes = {(tuple(m.inputs[0].shape[1:]), tuple(m.outputs[0].shape[1:])) for m in models}

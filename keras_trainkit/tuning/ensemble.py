@@ -39,6 +39,9 @@ def ensemble_best_models(tuner, num_models: int = 5, *, from_logits: bool = True
     fewer scored trials gives a smaller ensemble. A trial whose weights (or the
     build config of a model ``build(hp)`` leaves unbuilt) cannot be read is left out with a warning naming the file, and the next best
     takes its place. The members are named ``trial_<id>``, best first.
+    ``from_logits``: whether the members emit logits (our models and recipe
+    spaces do); a search whose models end in a softmax needs ``False``, and
+    ``True`` is refused for them (see :func:`~keras_trainkit.models.average_models`).
 
     Example:
         >>> ensemble = ensemble_best_models(tuner, 5)          # doctest: +SKIP

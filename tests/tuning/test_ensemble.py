@@ -112,6 +112,30 @@ def test_sequential_members_never_called_are_averaged():
     np.testing.assert_allclose(average_models(members).predict(x, verbose=0), expected, atol=1e-5)
 
 
+def _softmax_ending(kind):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    if kind == "dense":
+        return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(inputs))
+    logits = keras.layers.Dense(5)(inputs)
+    layer = keras.layers.Softmax() if kind == "layer" else keras.layers.Activation("softmax")
+    return keras.Model(inputs, layer(logits))
+
+
+@pytest.mark.parametrize("kind", ["dense", "layer", "activation"])
+def test_from_logits_with_softmax_members_is_refused(kind):
+    """softmax(softmax(z)) is flatter than softmax(z): averaged, its argmax can differ from
+    the members' mean probability, silently; the members' own probabilities are averaged
+    with from_logits=False."""
+    members = [_softmax_ending(kind), _members(1)[0]]
+    with pytest.raises(ValueError, match="Argument `from_logits` must be False.*Received: from_logits=True"):
+        average_models(members)
+    softmax_member = members[0]
+    x = _x()
+    got = average_models([softmax_member], from_logits=False).predict(x, verbose=0)
+    np.testing.assert_allclose(got, softmax_member.predict(x, verbose=0), atol=1e-6)
+
+
 def test_bad_arguments_are_named():
     members = _members(2)
     with pytest.raises(ValueError, match="at least one model"):
