@@ -219,7 +219,8 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
         batch_size: examples per batch.
         shuffle: shuffle all examples anew each epoch.
         seed: shuffle seed, for reproducible order.
-        drop_remainder: drop a last, smaller batch.
+        drop_remainder: drop a last, smaller batch (``batch_size`` must then be at
+            most the number of examples).
 
     Example:
         >>> import numpy as np
@@ -242,6 +243,12 @@ def to_dataset(x, y=None, batch_size: int = 32, shuffle: bool = False, seed: int
     if len(set(lengths.values())) > 1:
         raise ValueError("Arguments `x` and `y` must have the same number of examples in every array. "
                          f"Received: {shown}")
+    check_type("drop_remainder", drop_remainder, bool)
+    examples = min(lengths.values())
+    if drop_remainder and examples < batch_size:
+        raise ValueError(f"Argument `batch_size` must be at most the number of examples ({examples}) "
+                         "with drop_remainder=True, or the dataset has no batch at all. "
+                         f"Received: batch_size={batch_size}")
     return array_dataset(x, y, batch_size=int(batch_size), shuffle=shuffle, seed=seed,
                          drop_remainder=drop_remainder)
 

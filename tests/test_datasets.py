@@ -128,6 +128,18 @@ def test_to_dataset_batches_and_validates():
         datasets.to_dataset(x, y, shuffle="False")
 
 
+def test_to_dataset_drop_remainder_keeps_full_batches_and_never_gives_nothing():
+    x = np.arange(10, dtype="float32").reshape(10, 1)
+    full = datasets.to_dataset(x, np.arange(10), batch_size=4, drop_remainder=True)
+    assert [int(b[0].shape[0]) for b in full] == [4, 4]
+    assert [int(b[0].shape[0]) for b in datasets.to_dataset(x, batch_size=10, drop_remainder=True)] == [10]
+    # fewer examples than one batch: an empty dataset, on which fit trains nothing, silently
+    with pytest.raises(ValueError, match="number of examples \\(10\\).*Received: batch_size=16"):
+        datasets.to_dataset(x, batch_size=16, drop_remainder=True)
+    with pytest.raises(TypeError, match="Argument `drop_remainder` must be of type bool, not str"):
+        datasets.to_dataset(x, drop_remainder="False")
+
+
 def test_random_shift_rolls_each_signal_within_the_bound():
     x = np.tile(np.arange(10, dtype="float32"), (64, 1))
     data = datasets.random_shift(datasets.to_dataset(x, np.zeros(64), batch_size=16), 2, seed=1)
