@@ -21,16 +21,18 @@ generated on every call and never cached.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from keras_trainkit.utils.files import write_atomically
 
 logger = logging.getLogger("keras_trainkit.datasets")
 
@@ -133,16 +135,13 @@ def read(path: Path, spec: ArraySpec) -> dict[str, np.ndarray] | None:
 
 
 def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write atomically (``utils.files.write_atomically``: a temporary file in the same
+    folder, then ``os.replace``), readable as the umask allows, like any file the user
+    writes: a cache folder shared by several users or hosts serves them all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.stem, suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{key: arrays[key] for key in KEYS})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: arrays[key] for key in KEYS})
+    write_atomically(os.fspath(path), buffer.getvalue())
 
 
 def load(path: Path, spec: ArraySpec, generate: Callable[[], dict[str, np.ndarray]],

@@ -170,3 +170,33 @@ def test_digits_are_cached_and_a_crafted_digits_file_is_not_trusted(tmp_path, mo
     _craft(path, {"x_train": x_train, "y_train": y_bad, "x_test": x_test, "y_test": y_test})
     (_, y3), _ = datasets.load_digits()
     np.testing.assert_array_equal(y3, y_train)
+
+
+def test_a_cache_file_is_readable_as_the_umask_allows(cache):
+    """A cache folder may be shared (several users, a shared file system): the file gets
+    the mode of any file the user writes, 0o666 less the umask (mkstemp made it 0o600)."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        datasets.load_mnist1d()
+    finally:
+        os.umask(previous)
+    [path] = cache.glob("*.npz")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from keras_trainkit import _dataset_cache
+    from keras_trainkit.utils import files
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full_disk)
+    arrays = {key: np.zeros(3) for key in KEYS}
+    with pytest.raises(OSError, match="No space left"):
+        _dataset_cache.write(tmp_path / "data.npz", arrays)
+    assert list(tmp_path.iterdir()) == []

@@ -13,14 +13,21 @@ def write_atomically(path: str, data: bytes) -> None:
     The bytes go to a temporary file in the same folder, are flushed to disk and
     renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows); the
     folder is then synced so that the rename itself survives a power cut. A
-    write cut short (a kill, a full disk) leaves at most the temporary file.
+    write that fails (a full disk) removes its temporary file; one cut short by
+    a kill leaves at most the temporary file. The file's mode is that of any
+    file the user creates (``0o666`` less the umask).
     """
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
