@@ -242,3 +242,18 @@ def test_wrong_types_raise_type_error():
     with pytest.raises(TypeError, match="`allow_callables` must be of type bool.*Received: "
                                         "allow_callables='yes'"):
         GradientChain([ClipByGlobalNorm(1.0)], allow_callables="yes")
+
+
+def test_autoclip_non_finite_norm_is_not_recorded_and_spreads_as_documented():
+    """A norm that overflows float32 (finite entries of 1e20) is not recorded, and every
+    gradient becomes non-finite (the documented rule, as in ClipByGlobalNorm), never a
+    silent zero and never the unclipped 1e20."""
+    clip = transforms.AutoClip(50.0)
+    variables = [keras.Variable(np.zeros(2, "float32"))]
+    clip.build(variables)
+    clip.call([tf.constant([3.0, 4.0])], variables)  # history [5]
+    out = clip.call([tf.constant([1e20, 1.0])], variables)[0].numpy()
+    assert not np.isfinite(out).any()
+    assert int(clip.count.numpy()) == 1  # the overflowing norm is not in the history
+    np.testing.assert_allclose(clip.call([tf.constant([6.0, 8.0])], variables)[0].numpy(),
+                               [6.0 * 7.5 / 10.0, 8.0 * 7.5 / 10.0], rtol=1e-6)  # median of [5, 10]

@@ -239,8 +239,10 @@ class AutoClip(_ClippingTransform):
     a variable (saved and checkpointed), so the percentile covers a sliding
     window of the most recent norms instead of the paper's unbounded history;
     with ``history_size`` >= the number of steps the two agree exactly.
-    Non-finite norms are not recorded (and pass through unclipped, for
-    ``SkipNonFinite`` or loss scaling to handle). Statistics: ``grad_norm``,
+    Non-finite norms are not recorded; as in ``ClipByGlobalNorm``, a
+    non-finite norm makes every gradient non-finite (the scale is the norm
+    itself, never a silent zero), for ``SkipNonFinite`` or loss scaling to
+    handle. Statistics: ``grad_norm``,
     ``clip_fraction`` (1.0 when clipped) and ``threshold`` (``c_t``).
 
     Args:
