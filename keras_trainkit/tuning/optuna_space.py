@@ -31,6 +31,7 @@ so a parameter is asked only when the build reaches it (define-by-run).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -142,9 +143,36 @@ def mapping(hp) -> ParamMapping:
 
 
 def suggest(trial, hp):
-    """Ask the ``optuna.Trial`` for ``hp`` and return its KerasTuner value."""
+    """Ask the ``optuna.Trial`` for ``hp`` and return its KerasTuner value.
+
+    Raises:
+        ValueError: the study holds this parameter name with a distribution
+            Optuna cannot change to ``hp``'s (another hyperparameter of the same
+            name, in another conditional scope, with other choices, another
+            sampling or another type); the message names the hyperparameter.
+    """
     param = mapping(hp)
-    return param.to_value(_ask(trial, param))
+    with _naming_refusals(hp, param):
+        return param.to_value(_ask(trial, param))
+
+
+@contextlib.contextmanager
+def _naming_refusals(hp, param: ParamMapping):
+    """Re-raise Optuna's refusal of a parameter (``"CategoricalDistribution does not
+    support dynamic value space."``) with the hyperparameter it is about."""
+    try:
+        yield
+    except ValueError as error:
+        scopes = " and ".join(f"{c.name} in {list(c.values)}" for c in hp.conditions
+                              if hasattr(c, "values"))
+        where = f" (active when {scopes})" if scopes else ""
+        raise ValueError(
+            f"Optuna refused the hyperparameter {hp.name!r}{where} as parameter {param.name!r} "
+            f"with {param.distribution}: {error} The study holds that name with another "
+            "distribution, as when two conditional scopes register one name with other values, "
+            "another sampling or another type. Give them different names "
+            f"(e.g. '<scope>_{hp.name}')."
+        ) from error
 
 
 def fix_value(storage, trial_id: int, hp, value):
@@ -155,9 +183,10 @@ def fix_value(storage, trial_id: int, hp, value):
     recorded = storage.get_trial(trial_id).params
     if param.name not in recorded:
         recorded = {param.name: param.to_param(value)}
-        storage.set_trial_param(trial_id, param.name,
-                                param.distribution.to_internal_repr(recorded[param.name]),
-                                param.distribution)
+        with _naming_refusals(hp, param):
+            storage.set_trial_param(trial_id, param.name,
+                                    param.distribution.to_internal_repr(recorded[param.name]),
+                                    param.distribution)
     return param.to_value(recorded[param.name])
 
 

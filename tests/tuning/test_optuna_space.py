@@ -237,6 +237,32 @@ def test_a_name_in_two_conditional_scopes_maps_the_active_ones_value():
     assert big == {"kind": "big", "units:index": 2}  # 27 = 3 * 3**2 on the second grid
 
 
+@pytest.mark.parametrize("register_small, register_big", [
+    (lambda hps: hps.Choice("units", [8, 16]), lambda hps: hps.Choice("units", [64, 128])),
+    (lambda hps: hps.Int("units", 8, 16), lambda hps: hps.Int("units", 8, 128, sampling="log")),
+    (lambda hps: hps.Int("units", 8, 16), lambda hps: hps.Float("units", 8.0, 16.0)),
+], ids=["other choices", "log instead of linear", "float instead of int"])
+def test_a_name_two_scopes_give_distributions_optuna_cannot_share_is_named(register_small, register_big):
+    """Optuna keeps one distribution per parameter name in a study; where the other scope's
+    hyperparameter needs an incompatible one, its refusal ("CategoricalDistribution does not
+    support dynamic value space.", "Cannot set different distribution kind...") named neither
+    the hyperparameter nor its scope."""
+    hps = keras_tuner.HyperParameters()
+    hps.Choice("kind", ["small", "big"])
+    with hps.conditional_scope("kind", "small"):
+        register_small(hps)
+    with hps.conditional_scope("kind", "big"):
+        register_big(hps)
+    small, big = [hp for hp in hps.space if hp.name == "units"]
+    study = optuna.create_study()
+    first = study.ask()
+    optuna_space.suggest(first, small)
+    study.tell(first, 1.0)
+    with pytest.raises(ValueError, match=r"hyperparameter 'units' \(active when kind in \['big'\]\)"
+                                         r".*Give them different names"):
+        optuna_space.suggest(study.ask(), big)
+
+
 @pytest.mark.parametrize("low, high", [(0.01, 0.3), (0.9, 0.9999), (0.5, 0.999), (1e-3, 0.7)])
 def test_a_reverse_log_default_comes_back_exactly_and_in_range(low, high):
     """KerasTuner's default of a Float is its ``min_value``; enqueued, it comes back as
