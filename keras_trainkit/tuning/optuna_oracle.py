@@ -49,6 +49,7 @@ from keras_trainkit.tuning.optuna_samplers import get_sampler
 from keras_trainkit.tuning.optuna_space import (
     AskingHyperParameters,
     active_values,
+    check_shared_names,
     fix_value,
     optuna_params,
     suggest,
@@ -248,6 +249,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         """Ask the study for a trial (``trial_id`` is unused: the trial's number names it)."""
         if self.deadline is not None and time.time() > self.deadline:
             return {"status": STOPPED, "values": None}
+        check_shared_names(self.hyperparameters.space)  # before a trial is asked for
         optuna_trial = self._ask()
         if optuna_trial is None or optuna_trial is IDLE:
             return {"status": STOPPED if optuna_trial is None else IDLE, "values": None}

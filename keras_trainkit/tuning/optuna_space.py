@@ -156,6 +156,40 @@ def suggest(trial, hp):
         return param.to_value(_ask(trial, param))
 
 
+def check_shared_names(space) -> None:
+    """Refuse, before any trial, two hyperparameters of ``space`` that map to one Optuna
+    name with distributions a study cannot hold both of (Optuna keeps one per name: two
+    conditional scopes registering ``units`` with other choices, another sampling, or
+    ``Int`` and ``Float``); KerasTuner itself allows them.
+
+    Raises:
+        ValueError: naming the hyperparameter and both scopes.
+    """
+    first = {}
+    for hp in space:
+        param = mapping(hp)
+        if param.name not in first:
+            first[param.name] = (hp, param)
+            continue
+        other, other_param = first[param.name]
+        try:
+            optuna.distributions.check_distribution_compatibility(other_param.distribution,
+                                                                  param.distribution)
+        except ValueError as error:
+            raise ValueError(
+                f"Argument `hypermodel` registers the hyperparameter {hp.name!r} twice, "
+                f"{_scope(other)} as {other_param.distribution} and {_scope(hp)} as "
+                f"{param.distribution}; an Optuna study keeps one distribution per name "
+                f"({error}). Give them different names (e.g. '<scope>_{hp.name}')."
+            ) from error
+
+
+def _scope(hp) -> str:
+    """Where ``hp`` is active, in words: ``"when kind in ['big']"`` or ``"always"``."""
+    scopes = " and ".join(f"{c.name} in {list(c.values)}" for c in hp.conditions if hasattr(c, "values"))
+    return f"when {scopes}" if scopes else "always"
+
+
 @contextlib.contextmanager
 def _naming_refusals(hp, param: ParamMapping):
     """Re-raise Optuna's refusal of a parameter (``"CategoricalDistribution does not
@@ -163,12 +197,9 @@ def _naming_refusals(hp, param: ParamMapping):
     try:
         yield
     except ValueError as error:
-        scopes = " and ".join(f"{c.name} in {list(c.values)}" for c in hp.conditions
-                              if hasattr(c, "values"))
-        where = f" (active when {scopes})" if scopes else ""
         raise ValueError(
-            f"Optuna refused the hyperparameter {hp.name!r}{where} as parameter {param.name!r} "
-            f"with {param.distribution}: {error} The study holds that name with another "
+            f"Optuna refused the hyperparameter {hp.name!r} (active {_scope(hp)}) as parameter "
+            f"{param.name!r} with {param.distribution}: {error} The study holds that name with another "
             "distribution, as when two conditional scopes register one name with other values, "
             "another sampling or another type. Give them different names "
             f"(e.g. '<scope>_{hp.name}')."
@@ -266,4 +297,4 @@ class AskingHyperParameters(keras_tuner.HyperParameters):
 
 
 __all__ = ["AskingHyperParameters", "INDEX", "MIRRORED", "ParamMapping", "active_values",
-           "fix_value", "mapping", "optuna_params", "suggest"]
+           "check_shared_names", "fix_value", "mapping", "optuna_params", "suggest"]

@@ -266,3 +266,30 @@ def test_time_budget_and_report(tmp_path):
     assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.intermediate_values) < 5
     summary = tuning.write_report(tuner, str(tmp_path / "report"))["summary"]
     assert "1 trials, 0 pruned, 0 failed" in summary
+
+
+def test_one_name_in_two_scopes_optuna_cannot_share_is_refused_before_any_trial(tmp_path):
+    """KerasTuner registers every branch of a hypermodel's conditional scopes up front; two
+    `units` Optuna cannot hold in one study (other choices) are refused there, with both
+    scopes named, instead of failing the search at the other branch's first trial."""
+
+    def build(hp):
+        kind = hp.Choice("kind", ["small", "big"])
+        units = None
+        with hp.conditional_scope("kind", "small"):
+            if kind == "small":
+                units = hp.Choice("units", [8, 16])
+        with hp.conditional_scope("kind", "big"):
+            if kind == "big":
+                units = hp.Choice("units", [64, 128])
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(units), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        return model
+
+    tuner = tuning.OptunaSearch(build, sampler="random", objective="val_loss", max_trials=4, seed=3,
+                                directory=str(tmp_path), project_name="scopes")
+    x = np.zeros((4, 2), "float32")
+    with pytest.raises(ValueError, match=r"registers the hyperparameter 'units' twice, when kind in "
+                                         r"\['small'\] .* and when kind in \['big'\]"):
+        tuner.search(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=1, verbose=0)
+    assert len(tuner.study.trials) == 0 and len(tuner.oracle.trials) == 0
