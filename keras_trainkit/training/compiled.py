@@ -103,6 +103,35 @@ def make_multi_step(step_fn, *, steps_per_execution, jit, run_eagerly, results, 
     return tf.function(step, reduce_retracing=True)
 
 
+def make_multi_predict(one_step, *, steps_per_execution, run_eagerly):
+    """A function ``f(iterator, limit) -> (n, outputs)`` predicting up to ``limit`` batches.
+
+    ``one_step(data)`` gives one batch's outputs; a call concatenates those of
+    its ``n`` batches along the batch axis, as ``model.predict`` does with
+    ``steps_per_execution``. The first batch is ``next(iterator)``: on data that
+    has ended the call raises ``tf.errors.OutOfRangeError`` (outputs of no batch
+    have no shape to give), the later ones stop at the data's end.
+    """
+
+    def step(iterator, limit):
+        outputs = one_step(next(iterator))
+        n = tf.constant(1)
+        if steps_per_execution == 1:
+            return n, outputs
+        growing = tf.nest.map_structure(lambda t: tf.TensorShape([None]).concatenate(t.shape[1:]), outputs)
+        for _ in tf.range(limit - 1):
+            tf.autograph.experimental.set_loop_options(shape_invariants=[(outputs, growing)])
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            more = one_step(optional.get_value())
+            outputs = tf.nest.map_structure(lambda a, b: tf.concat([a, b], axis=0), outputs, more)
+            n += 1
+        return n, outputs
+
+    return step if run_eagerly else tf.function(step, reduce_retracing=True)
+
+
 def bind(function, iterator):
     """``call(limit)`` running ``function(iterator, limit)``, with the trace looked up once.
 
@@ -192,7 +221,8 @@ class StepFunctions:
         return self.test_function
 
     def predict(self):
-        """The predict function ``f(batch) -> outputs`` (the replicas' outputs concatenated)."""
+        """The predict function ``f(iterator, limit) -> (n, outputs)`` (:func:`make_multi_predict`;
+        each step's outputs are the replicas' outputs concatenated)."""
         if self.predict_function is None:
             trainer = self.trainer
             strategy = trainer.strategy
@@ -202,6 +232,6 @@ class StepFunctions:
                 return tf.nest.map_structure(
                     lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), out)
 
-            self.predict_function = one_step if trainer.run_eagerly else tf.function(
-                one_step, reduce_retracing=True)
+            self.predict_function = make_multi_predict(
+                one_step, steps_per_execution=trainer.steps_per_execution, run_eagerly=trainer.run_eagerly)
         return self.predict_function

@@ -24,7 +24,6 @@ import tensorflow as tf
 from keras_trainkit.callbacks.evaluation_weights import EvaluationWeightsSwap
 from keras_trainkit.training import _data, replicas
 from keras_trainkit.training.compiled import bind
-from keras_trainkit.training.step_loop import StepLoop
 from keras_trainkit.utils.validation import check_positive
 from keras_trainkit.utils.values import scalar_logs
 
@@ -103,26 +102,29 @@ def evaluate_batches(model, strategy, loop, test_function, dataset, steps, callb
     return logs, done
 
 
-def predict_batches(strategy, predict, dataset, steps, callbacks):
-    """The compiled ``predict`` function over ``steps`` batches of ``dataset`` under
-    ``strategy`` (all of them for ``None``; fewer where the data ends), concatenated as
-    NumPy arrays, with the callbacks' ``on_predict_*`` hooks (``{"outputs": ...}``
-    per batch, as ``model.predict``); returns ``(outputs, steps done)``."""
+def predict_batches(strategy, loop, predict, dataset, steps, callbacks):
+    """The compiled ``predict`` function (``f(iterator, limit) -> (n, outputs)``) in
+    ``loop`` (a ``StepLoop``) over ``steps`` batches of ``dataset`` under ``strategy``
+    (all of them for ``None``; fewer where the data ends), concatenated as NumPy
+    arrays, with the callbacks' ``on_predict_*`` hooks (``{"outputs": ...}`` of each
+    call's batches, as ``model.predict``); returns ``(outputs, steps done)``."""
     iterator = iter(replicas.distribute(strategy, dataset))
+    bound = bind(predict, iterator)
     outputs = []
 
     def call(limit):
-        batch = next(iterator, None)
-        if batch is None:
+        try:
+            n, output = bound(limit)
+        except (StopIteration, tf.errors.OutOfRangeError):  # the data ended before this call
             return 0, None
-        return 1, tf.nest.map_structure(lambda t: t.numpy(), predict(batch))
+        return n, tf.nest.map_structure(lambda t: t.numpy(), output)
 
     def end(step, output):
         outputs.append(output)
         callbacks.on_predict_batch_end(step, {"outputs": output})
 
     callbacks.on_predict_begin()
-    _, done = StepLoop(1).run(call, steps, count=True, begin=callbacks.on_predict_batch_begin, end=end)
+    _, done = loop.run(call, steps, count=True, begin=callbacks.on_predict_batch_begin, end=end)
     callbacks.on_predict_end()
     if not outputs:
         raise ValueError("Argument `x` must yield at least one batch. Received: empty data")

@@ -98,7 +98,7 @@ class TrainerLoops:
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=1, steps=run_steps,
                                   history=False)
         with self.evaluation_weights():
-            outputs, done = evaluation.predict_batches(self.strategy, self._functions.predict(), dataset,
-                                                       run_steps, callbacks)
+            outputs, done = evaluation.predict_batches(self.strategy, self._loop, self._functions.predict(),
+                                                       dataset, run_steps, callbacks)
         evaluation.warn_if_ran_out("steps", steps, done)
         return outputs

@@ -296,3 +296,49 @@ def test_validation_batch_size_with_a_validation_dataset_is_refused():
     with pytest.raises(ValueError, match=r"validation_batch_size=4"):
         Trainer(regression(), "sgd", "mse", jit_compile=False).fit(x, y, validation_data=dataset,
                                                                    validation_batch_size=4, verbose=0)
+
+
+class PredictCalls(keras.callbacks.Callback):
+    def on_predict_begin(self, logs=None):
+        self.calls = []
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self.calls.append([batch])
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.calls[-1] += [batch, logs["outputs"].shape[0]]
+
+
+@pytest.mark.parametrize("data", ["arrays", "dataset of unknown length", "steps"])
+def test_predict_runs_steps_per_execution_batches_per_call_as_model_predict(data):
+    """As ``model.predict``: one call of up to k batches, its outputs concatenated for
+    ``on_predict_batch_end``. Before, the Trainer ran one batch per call whatever k.
+    ``model.predict`` with ``steps=4`` and k = 3 predicts 6 batches (two whole calls);
+    the Trainer stops at 4, as ``model.predict`` with k = 1 does."""
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+    inputs = {"x": x, "batch_size": 2}
+    if data != "arrays":
+        inputs = {"x": tf.data.Dataset.from_tensor_slices(x).batch(2).filter(lambda row: True)}
+        inputs.update({"steps": 4} if data == "steps" else {})
+    runs = {}
+    for runner, k in (("predict", 1), ("predict", 3), ("trainer", 3)):
+        model = regression(outputs=2)
+        callback = PredictCalls()
+        if runner == "predict":
+            model.compile("sgd", "mse", steps_per_execution=k)
+            outputs = model.predict(verbose=0, callbacks=[callback], **inputs)
+        else:
+            trainer = Trainer(model, "sgd", "mse", jit_compile=False, steps_per_execution=k)
+            outputs = trainer.predict(callbacks=[callback], **inputs)
+        # (first batch, batches' rows) of each call that ran (Keras begins one more call
+        # on data of unknown length, which finds nothing)
+        runs[runner, k] = (outputs, [(c[0], c[2]) for c in callback.calls if len(c) == 3],
+                           [c[1] for c in callback.calls if len(c) == 3])
+    outputs, calls, ends = runs["trainer", 3]
+    np.testing.assert_allclose(outputs, runs["predict", 1][0], rtol=1e-6)
+    assert calls == ([(0, 6), (3, 2)] if data == "steps" else [(0, 6), (3, 4)])
+    if data != "steps":
+        assert calls == runs["predict", 3][1]
+    # The index a call reports is the last batch it ran (model.predict reports its start
+    # plus k - 1, 5 for a last call of batches 3 and 4: the documented difference).
+    assert ends == [2, 3 if data == "steps" else 4]
