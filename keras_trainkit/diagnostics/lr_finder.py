@@ -215,12 +215,16 @@ def _batches(data, batch_size, seed):
 
     if isinstance(data, tf.data.Dataset):
         dataset = data
-    elif isinstance(data, (tuple, list)) and len(data) in (1, 2, 3):
+    elif isinstance(data, (tuple, list)) and len(data) in (1, 2):
         dataset = to_dataset(data[0], data[1] if len(data) > 1 else None, batch_size=batch_size,
                              shuffle=True, seed=seed)
+    elif isinstance(data, (tuple, list)) and len(data) == 3:
+        # (x, y, sample_weight): batched together as (x, (y, sample_weight)), then flattened
+        dataset = to_dataset(data[0], (data[1], data[2]), batch_size=batch_size, shuffle=True, seed=seed)
+        dataset = dataset.map(lambda x, target: (x, target[0], target[1]))
     else:
         raise TypeError(
-            "Argument `data` must be a tf.data.Dataset of batches or an `(x, y)` tuple of "
+            "Argument `data` must be a tf.data.Dataset of batches or an `(x, y[, sample_weight])` tuple of "
             f"arrays, not {type(data).__name__}. Received: data={data!r:.80}"
         )
     if keras.backend.backend() != "tensorflow":
@@ -284,8 +288,8 @@ def lr_find(
     Args:
         model: a compiled ``keras.Model``.
         data: a ``tf.data.Dataset`` of ``(x, y[, sample_weight])`` batches, or an
-            ``(x, y)`` tuple of arrays (batched with ``batch_size``, shuffled
-            with ``seed``). It is repeated as needed.
+            ``(x, y)`` or ``(x, y, sample_weight)`` tuple of arrays (batched with
+            ``batch_size``, shuffled with ``seed``). It is repeated as needed.
         start_lr: first learning rate (> 0).
         end_lr: last learning rate (> ``start_lr``).
         num_steps: number of learning rates tried (>= 2).
