@@ -49,8 +49,9 @@ class GradientCheckResult:
         max_relative_error: the largest relative error over the coordinates.
         threshold: the verdict threshold.
         passed: ``max_relative_error < threshold``.
-        dtype: the dtype the check ran in (``"float64"`` unless the model
-            could not be cloned in float64).
+        dtype: the dtype the check computed in (``"float64"`` unless the model
+            could not be cloned in float64; ``"float32"`` for a float32 clone of
+            a 16-bit model).
         coordinates: every checked coordinate, worst first.
     """
 
@@ -82,11 +83,33 @@ def _computes_in_float64() -> bool:
     return keras.backend.result_type("float64", "float64") == "float64"
 
 
-def _float64_clone(model):
-    """A float64 copy of ``model`` with the same weights, or ``None`` if it cannot be cloned."""
+_HALF = ("float16", "bfloat16")
+
+
+def _compute_dtypes(layer) -> set[str]:
+    """The compute dtypes of ``layer`` and of every layer nested in it."""
+    dtypes = {str(getattr(layer, "compute_dtype", None))}
+    for child in getattr(layer, "layers", None) or []:
+        dtypes |= _compute_dtypes(child)
+    return dtypes
+
+
+def _computes_in_half(model) -> bool:
+    """Whether some layer of ``model`` computes in 16 bits (``mixed_float16``, ``float16``, ...).
+
+    A 16-bit loss has about 3 significant digits (float16's machine epsilon is
+    ``2**-10``): its central differences ``(L(w + h) - L(w - h)) / 2h`` are
+    rounding noise for any ``h`` small enough to be a derivative, so a correct
+    model would fail the check.
+    """
+    return bool(_compute_dtypes(model) & set(_HALF))
+
+
+def _clone_in(model, dtype):
+    """A copy of ``model`` computing in ``dtype`` with the same weights, or ``None`` if it cannot be cloned."""
     def clone_layer(layer):
         config = layer.get_config()
-        config["dtype"] = "float64"
+        config["dtype"] = dtype
         return layer.__class__.from_config(config)
 
     try:
@@ -94,15 +117,32 @@ def _float64_clone(model):
         if not clone.built:
             clone.build(model.input_shape)
         weights = model.get_weights()
-        clone.set_weights([np.asarray(w, dtype="float64") if np.issubdtype(np.asarray(w).dtype, np.floating)
+        clone.set_weights([np.asarray(w, dtype=dtype) if np.issubdtype(np.asarray(w).dtype, np.floating)
                            else w for w in weights])
     except Exception as error:  # noqa: BLE001 - any failure means: check in the model's own dtype
-        logger.warning("gradient_check: cannot clone %s in float64 (%s); checking in its own dtype",
-                       model.name, error)
+        logger.warning("gradient_check: cannot clone %s in %s (%s); checking in its own dtype",
+                       model.name, dtype, error)
         return None
-    if any(v.dtype != "float64" for v in clone.trainable_variables):
+    if any(v.dtype != dtype for v in clone.trainable_variables) or _compute_dtypes(clone) & set(_HALF):
         return None
     return clone
+
+
+def _float64_clone(model):
+    """A float64 copy of ``model`` with the same weights, or ``None`` if it cannot be cloned."""
+    return _clone_in(model, "float64")
+
+
+def _target(model, float64):
+    """The model the check runs on: a float64 clone, else a float32 clone of a 16-bit model, else ``model``."""
+    target = _float64_clone(model) if float64 else None
+    if target is None and _computes_in_half(model):
+        logger.warning("gradient_check: %s computes in 16 bits, where finite differences are rounding "
+                       "noise; checking a float32 copy", model.name)
+        target = _clone_in(model, "float32")
+    if target is None:
+        return model
+    return target
 
 
 def _tensor(array, dtype):
@@ -187,10 +227,15 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     weights copied) unless ``float64=False``, cloning fails or Keras does not
     compute in float64 on this backend (its type promotion turns float64 into
     float32 on JAX and PyTorch): then the check runs in the model's own dtype,
-    with the float32 step and threshold, and a warning says so. ``model`` itself is never modified. Runs on every Keras
-    backend (the gradient through ``keras_trainkit.utils.gradients``). The loss is ``mean(loss(y, model(x, training=False)))``
-    (dropout off); a ``keras.losses.Loss`` instance is evaluated through its
-    unreduced ``call`` so that it runs in the model's dtype. Every trainable variable gets at least one coordinate while
+    with the float32 step and threshold, and a warning says so. A model that
+    computes in 16 bits (``mixed_float16``, ``float16``, ``bfloat16``) is then
+    checked as a float32 clone instead: a 16-bit loss has about 3 significant
+    digits, and its central differences are rounding noise (a correct model
+    would fail). ``model`` itself is never modified. Runs on every Keras
+    backend (the gradient through ``keras_trainkit.utils.gradients``). The loss
+    is ``mean(loss(y, model(x, training=False)))`` (dropout off); a
+    ``keras.losses.Loss`` instance is evaluated through its unreduced ``call``
+    so that it runs in the model's dtype. Every trainable variable gets at least one coordinate while
     ``num_coordinates`` allows, the rest are drawn uniformly over all
     parameters.
 
@@ -226,8 +271,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
                        "checking %s in its own dtype with the float32 step and threshold",
                        keras.backend.backend(), model.name)
         float64 = False
-    target = _float64_clone(model) if float64 else None
-    target = target if target is not None else model
+    target = _target(model, float64)
     variables = list(target.trainable_variables)
     if not variables:
         raise ValueError(f"Argument `model` has no trainable weights. Received: model={model.name!r}")
@@ -237,6 +281,10 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     limit = threshold if threshold is not None else (1e-6 if wide else 5e-2)
     x_in = keras.tree.map_structure(lambda a: _tensor(a, dtype), x)
     y_in = _tensor(y, dtype)
+    half = sorted(_compute_dtypes(target) & set(_HALF))
+    if half:  # the float32 clone failed: say which dtype the numbers come from
+        logger.warning("gradient_check: %s computes in %s; the finite differences are unreliable",
+                       model.name, half[0])
 
     # A keras.losses.Loss computes in its own dtype (float32): call its unreduced ``call``.
     per_example = loss_fn.call if isinstance(loss_fn, keras.losses.Loss) else loss_fn
@@ -253,7 +301,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     checks.sort(key=lambda c: c.relative_error, reverse=True)
     worst = checks[0].relative_error if checks else 0.0
     result = GradientCheckResult(max_relative_error=worst, threshold=limit, passed=worst < limit,
-                                 dtype=dtype, coordinates=checks)
+                                 dtype=half[0] if half else dtype, coordinates=checks)
     logger.info("%s", result)
     return result
 
