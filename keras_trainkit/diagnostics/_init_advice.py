@@ -4,9 +4,11 @@ names what the model does not already do.
 The scale-preserving choice depends on the activation (course notes, "where to
 start"): He (``Var(W) = 2 / fan_in``) for ReLU-like units, which zero half their
 inputs; Glorot (``2 / (fan_in + fan_out)``) or LeCun (``1 / fan_in``) for tanh,
-sigmoid and linear units. LSUV (Mishkin & Matas 2016) measures instead of
-assuming. When the model already uses the right one, the remaining levers are
-normalization layers and residual connections.
+sigmoid and linear units; LeCun normal for SELU, whose self-normalizing fixed
+point (mean 0, variance 1) needs ``fan_in Var(W) = 1`` (Klambauer et al.,
+"Self-Normalizing Neural Networks", 2017). LSUV (Mishkin & Matas 2016)
+measures instead of assuming. When the model already uses the right one, the
+remaining levers are normalization layers and residual connections.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _RELU_LIKE = {"relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "swish", "mi
 #: Names shown in the advice, with the identifier to use.
 HE = "He (he_normal)"
 GLOROT = "Glorot (glorot_uniform)"
+LECUN = "LeCun (lecun_normal)"
 LSUV = "LSUV (keras_trainkit.initializers.lsuv_initialize)"
 NORMALIZATION = "normalization layers (BatchNormalization/LayerNormalization)"
 RESIDUAL = "residual connections"
@@ -60,12 +63,19 @@ def scale_advice(layers, kernel_layers, initialized_with: str | None = None) -> 
     else:
         used = {initializer_family(getattr(layer, "kernel_initializer", None))
                 for layer in kernel_layers}
-    relu_like = bool(_activation_names(layers) & _RELU_LIKE)
-    scale_preserving = HE if relu_like else GLOROT
-    options = [option for option, family in ((scale_preserving, scale_preserving.split()[0]),
-                                             (LSUV, "LSUV")) if family not in used]
+    scale_preserving, families, kind = _scale_preserving(_activation_names(layers))
+    options = [option for option, names in ((scale_preserving, families), (LSUV, {"LSUV"}))
+               if not names & used]
     if not options or "LSUV" in used:  # LSUV rescales whatever start it is given
         options = [NORMALIZATION, RESIDUAL]
-    kind = "ReLU-like" if relu_like else "tanh/sigmoid/linear"
     return (f"the kernels use {', '.join(sorted(used))} with {kind} activations; "
             f"try {' or '.join(options)}")
+
+
+def _scale_preserving(activations):
+    """``(advice, initializer families that preserve the scale, activation kind)`` for these activations."""
+    if activations & _RELU_LIKE:
+        return HE, {"He"}, "ReLU-like"
+    if "selu" in activations:
+        return LECUN, {"LeCun"}, "SELU"
+    return GLOROT, {"Glorot", "LeCun"}, "tanh/sigmoid/linear"
