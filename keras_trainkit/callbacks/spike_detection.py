@@ -77,11 +77,13 @@ class SpikeDetection(TrainkitCallback):
     the mean of the last ``window`` non-spiking batch losses and ``last`` the
     last of them, ``L`` is a spike when it is NaN/Inf, or when ``L > last``
     and ``L - mean >= atol`` (if set) and ``L - mean >= rtol * |mean|`` (if
-    set). Detection starts once ``warmup`` non-spiking losses were seen (over
-    the whole run; Lightning counts the batch index); spiking losses never
-    enter the window. Lightning also records the batch before a spike; here
-    only the spiking batch is recorded (``"restore"`` undoes the batches
-    before it).
+    set). Detection of finite spikes starts once ``warmup`` non-spiking losses
+    were seen (over the whole run; Lightning counts the batch index); a NaN/Inf
+    loss is a spike from the first batch on (it needs no window, and an update
+    left in place would make every later loss NaN, so that the warmup never
+    ends). Spiking losses never enter the window. Lightning also records the
+    batch before a spike; here only the spiking batch is recorded
+    (``"restore"`` undoes the batches before it).
 
     Policies:
 
@@ -90,11 +92,10 @@ class SpikeDetection(TrainkitCallback):
       variables and the optimizer's variables (slots and step counter) are put
       back to their values before the batch, so it is as if it had not been
       trained on (its data is consumed). Costs one host copy of the model and
-      optimizer variables per batch, once detection has started. In the
-      ``Trainer`` the copy also holds its own state (its ``gradient_transforms``,
-      the partial gradient sum of its ``gradient_accumulation_steps``, its
-      count of skipped non-finite steps), so a skipped batch leaves nothing
-      in the accumulated gradient.
+      optimizer variables per batch. In the ``Trainer`` the copy also holds
+      its own state (its ``gradient_transforms``, the partial gradient sum of
+      its ``gradient_accumulation_steps``, its count of skipped non-finite
+      steps), so a skipped batch leaves nothing in the accumulated gradient.
     * ``"restore"``: roll back to the last good state, a host copy of the
       same variables taken after every ``snapshot_every``-th non-spiking batch
       (and at the start of training): the spike and the batches just before it
@@ -238,7 +239,8 @@ class SpikeDetection(TrainkitCallback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._call_begin = int(batch)
-        if self._recorded_ahead(int(batch)) or (self.policy == "skip" and self._detecting()):
+        # a non-finite loss is a spike from the first batch on: "skip" needs the state before every batch
+        if self._recorded_ahead(int(batch)) or self.policy == "skip":
             self._before_batch = _StateCopy(self.model)
         else:
             self._before_batch = None
@@ -269,7 +271,10 @@ class SpikeDetection(TrainkitCallback):
             logger.info("SpikeDetection: skipped the recorded spiking batch %s.", position)
             spiked = False
         else:
-            spiked = self._detecting() and is_spike(loss, self._last_good_loss, self._recent, self.atol, self.rtol)
+            # a NaN/Inf needs no window: during the warmup it is a spike too (else its update stays,
+            # the weights turn NaN, no loss is finite again and detection never starts)
+            spiked = not math.isfinite(loss) or (
+                self._detecting() and is_spike(loss, self._last_good_loss, self._recent, self.atol, self.rtol))
             if spiked:
                 self._on_spike(position, loss, totals_before)
             elif math.isfinite(loss):
@@ -300,7 +305,7 @@ class SpikeDetection(TrainkitCallback):
             self._stop()
         logger.warning(
             "SpikeDetection: loss spike at epoch %d, step %d (loss %.6g, mean of the last %d batches %.6g); %s.",
-            epoch, step, loss, len(self._recent), float(np.mean(self._recent)),
+            epoch, step, loss, len(self._recent), float(np.mean(self._recent)) if self._recent else math.nan,
             "training stopped" if self.model.stop_training else
             {"skip": "the batch was undone", "restore": "the last good state was restored"}[self.policy],
         )
