@@ -207,7 +207,7 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, *, val_epoc
         val_epochs: the 0-based indices into ``loss`` of the epochs at which
             the values of ``val_loss`` were measured (strictly increasing, one
             per value), or ``None`` for every epoch.
-        **thresholds: overrides of :data:`DEFAULT_THRESHOLDS`.
+        **thresholds: overrides of :data:`DEFAULT_THRESHOLDS` (another name is a ``TypeError``).
 
     Returns:
         A list of :class:`Finding` (empty when nothing looks wrong).
@@ -216,7 +216,7 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, *, val_epoc
         ValueError: when ``val_epochs`` holds a non-integer, is not strictly
             increasing, has not one entry per value of ``val_loss`` or holds an
             index outside ``[0, len(loss))``.
-        TypeError: when ``val_epochs`` is not iterable.
+        TypeError: when ``val_epochs`` is not iterable, or a threshold's name is unknown.
 
     Example:
         >>> [f.name for f in diagnose_learning_curves([2.3, 1.5, 1.0, 0.6, 0.3],
@@ -226,9 +226,14 @@ def diagnose_learning_curves(loss, val_loss=None, initial_loss=None, *, val_epoc
         ...     [2.3, 1.5, 1.0, 0.6, 0.3, 0.2], [1.8, 2.2, 2.6], val_epochs=[1, 3, 5])]
         [2]
     """
+    unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
+    if unknown:
+        received = ", ".join(f"{name}={thresholds[name]!r}" for name in unknown)
+        raise TypeError(f"Unknown threshold argument(s) {unknown}; the thresholds are "
+                        f"{sorted(DEFAULT_THRESHOLDS)}. Received: {received}")
     t = {**DEFAULT_THRESHOLDS, **thresholds}
     L = [float(v) for v in loss]
-    V = [float(v) for v in val_loss] if val_loss else []
+    V = [float(v) for v in val_loss] if val_loss is not None else []  # an array has no truth value
     T = len(L)
     if val_epochs is not None:
         E = _check_val_epochs(val_epochs, len(V), T)
