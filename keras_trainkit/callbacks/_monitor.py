@@ -58,9 +58,18 @@ class StepCount:
         """The steps done before the call that starts at ``batch`` of this epoch."""
         return self.epoch_first + int(batch)
 
-    def end_batch(self, batch) -> int:
-        """Count the call that ended at ``batch`` of this epoch; returns the steps done before it."""
-        before, self.step = self.step, self.epoch_first + int(batch) + 1
+    def end_batch(self, batch, steps=None) -> int:
+        """Count the call that ended at ``batch`` of this epoch; returns the steps done before it.
+
+        ``steps``, the epoch's steps (``params["steps"]``) when known, caps the
+        index: ``model.fit`` passes ``first + steps_per_execution - 1`` also for
+        a shorter last call (``batch=5`` after the 5th and last step of an
+        epoch with ``steps_per_execution=2``), one step past the epoch's end.
+        """
+        batch = int(batch)
+        if steps:
+            batch = min(batch, int(steps) - 1)
+        before, self.step = self.step, self.epoch_first + batch + 1
         return before
 
 

@@ -295,7 +295,7 @@ class EarlyStopping(MonitorBase):
         self._steps.begin_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
-        before = self._steps.end_batch(batch)
+        before = self._steps.end_batch(batch, (self.params or {}).get("steps"))
         logs = logs or {}
         if self.check_finite:
             loss = to_float(logs.get("loss"))

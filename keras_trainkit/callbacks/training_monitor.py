@@ -251,7 +251,7 @@ class TrainingMonitor(TrainkitCallback):
         if self._recorder is not None and self.step == 0:
             if control.warn_if_unused(self.model, self):
                 self._recorder = None  # its norms would be stale zeros
-        before = self._steps.end_batch(batch)
+        before = self._steps.end_batch(batch, (self.params or {}).get("steps"))
         self._longest_call = max(self._longest_call or 0, self.step - before)
         loss = self._batch_loss(logs or {}, self.step - self._steps.epoch_first)
         if loss is not None:
