@@ -37,7 +37,9 @@ class GradientClipping(TrainkitCallback):
     * ``"agc"`` (``AdaptiveGradientClipping``): unit-wise
       ``g <- g * clipping * max(||w||, eps) / ||g||`` where ``||g|| / max(||w||, eps) > clipping``;
     * ``"autoclip"`` (``AutoClip``): clip the global norm at the ``percentile``-th
-      percentile of the norms seen so far (last ``history_size`` steps).
+      percentile of the norms seen so far (last ``history_size`` steps; the history
+      carries over to the next ``fit`` of the same model and optimizer, as with a
+      ``TransformedOptimizer`` compiled in).
 
     How: in ``on_train_begin`` the transform is attached to the compiled
     optimizer (``keras_trainkit.optimizers.control.attach_transforms``: a
@@ -131,14 +133,25 @@ class GradientClipping(TrainkitCallback):
 
     def _reset_state(self):
         self.transform = None
+        self._trained = None  # (model, optimizer, variable ids) the transform was built for
         self._batch_stats = []
         self._checked = False
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs=None):
+        # The transform (AutoClip's history of norms) carries over from one fit to the next on
+        # the same model, optimizer and variables, as in a TransformedOptimizer compiled in.
+        trained = self._training_key()
+        kept = self.transform if self._trained == trained else None
         self._reset_state()
-        self.transform = self._make_transform(self.mode)
+        self.transform = kept or self._make_transform(self.mode)
+        self._trained = trained
         control.attach_transforms(self.model, self, [self.transform])
+
+    def _training_key(self):
+        """What the transform's state belongs to: the model, its (leaf) optimizers and variables."""
+        return (id(self.model), tuple(id(leaf) for leaf in control.model_leaf_optimizers(self.model)),
+                tuple(id(v) for v in self.model.trainable_variables))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batch_stats = []
