@@ -15,6 +15,8 @@ traced or XLA-compiled step reads at run time.
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 from keras_trainkit.callbacks._monitor import sync_model_state
@@ -25,6 +27,25 @@ from keras_trainkit.utils.values import to_float
 from keras_trainkit.utils.validation import check_in, check_type
 
 FREQUENCIES = ("step", "epoch")
+
+# Keras optimizers whose momentum's side of 0 picks code when they are built and traced:
+# ``SGD`` keeps momentum slots only if built with ``momentum != 0`` (``RMSprop``: ``> 0``)
+# and its traced update takes the plain path when the momentum read then was 0.
+# (class, slot attribute, whether a value uses the momentum path)
+_MOMENTUM_GATES = (
+    (keras.optimizers.SGD, "momentums", lambda value: value != 0),
+    (keras.optimizers.RMSprop, "_momentums", lambda value: value > 0),
+)
+
+
+def _momentum_gate(leaf, hyperparameter):
+    """``(slot attribute, test)`` when ``leaf``'s ``hyperparameter`` is a gated momentum, else ``None``."""
+    if hyperparameter != "momentum":
+        return None
+    for cls, slots, uses_momentum in _MOMENTUM_GATES:
+        if isinstance(leaf, cls):
+            return slots, uses_momentum
+    return None
 
 
 @register
@@ -132,12 +153,42 @@ class HyperparameterScheduler(keras.callbacks.Callback):
                     )
                 targets.append((leaf, handle.variable))
                 continue
+            self._check_momentum_slots(leaf)
             already = isinstance(getattr(leaf, self.hyperparameter, None), HyperparameterVariable)
             targets.append((leaf, control.schedule_hyperparameter(leaf, self.hyperparameter)))
             retrace = retrace or not already
         if retrace:
             control.retrace(self.model)
         return targets
+
+    def _check_momentum_slots(self, leaf) -> None:
+        """Refuse an ``SGD``/``RMSprop`` built with momentum 0: it has no momentum slots, so its
+        update would ignore every scheduled momentum (silently training without momentum)."""
+        gate = _momentum_gate(leaf, self.hyperparameter)
+        if gate is None:
+            return
+        control.build_optimizer(self.model)
+        slots, uses_momentum = gate
+        if leaf.built and not getattr(leaf, slots, None) and self.model.trainable_variables:
+            raise ValueError(
+                f"HyperparameterScheduler cannot schedule the momentum of {type(leaf).__name__} "
+                f"built with momentum={float(getattr(leaf, 'momentum')):g}: it keeps no momentum "
+                "slots, so its update would ignore every scheduled value. Compile the optimizer with "
+                f"a momentum > 0 (the schedule may still hold it at 0 for a while). "
+                f"Received: hyperparameter={self.hyperparameter!r}")
+
+    def _momentum_path_value(self, leaf, value):
+        """``value``, but a momentum of 0 for ``SGD``/``RMSprop`` as the smallest positive double.
+
+        Their update checks ``momentum != 0`` (``> 0``) when it is traced and then takes the plain
+        path, which leaves the momentum slots alone: a step traced at 0 would ignore every later
+        momentum, and one traced before would restart from stale slots. ``5e-324`` is 0.0 exactly
+        in the float32 variable the step reads, and on the momentum side of that check, so the
+        traced update keeps updating its slots (``m = 0 * m - lr * g``: the plain update)."""
+        gate = _momentum_gate(leaf, self.hyperparameter)
+        if gate is not None and value == 0:
+            return math.ulp(0.0)
+        return value
 
     def _value(self, count) -> float:
         value = to_float(self.schedule(count))
@@ -151,6 +202,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         for leaf, variable in self._targets:
             value = self._value(count_of(leaf))
             if isinstance(variable, HyperparameterVariable):
+                value = self._momentum_path_value(leaf, value)
                 frozen_changed = frozen_changed or float(variable) != float(value)
                 variable.set_value(value)
             else:

@@ -28,7 +28,9 @@ class HyperparameterVariable(keras.Variable):
     computed from the last value set on the host: such checks choose the code
     path when the step is traced, exactly as they do for a float, so the
     scheduled value must stay on the same side of them (e.g. an ``SGD``
-    momentum schedule must stay above 0).
+    momentum schedule must stay above 0; ``HyperparameterScheduler`` sets a
+    scheduled ``SGD``/``RMSprop`` momentum of 0 as the smallest positive double,
+    0.0 in the float32 variable and on the momentum side of the check).
     """
 
     def __init__(self, value, name):
