@@ -227,9 +227,10 @@ class SWA(TrainkitCallback):
         swap_for_validation: evaluate validation data with the averaged weights
             (swapped in at ``on_test_begin``, out at ``on_test_end``; BatchNorm
             statistics are not recomputed for it).
-        state_path: a ``.npz`` file where the running average is saved after
-            each averaging step (atomically, in the library's one checkpoint
-            format, ``keras_trainkit.utils.checkpoints``) and read back at
+        state_path: a ``.npz`` file where the running average (and each
+            optimizer's ``lr_0``, so that a resumed run anneals from it) is
+            saved after each averaging step (atomically, in the library's one
+            checkpoint format, ``keras_trainkit.utils.checkpoints``) and read back at
             ``on_train_begin`` when it exists, so an interrupted run resumed
             with ``keras.callbacks.BackupAndRestore`` or the Trainer's
             ``checkpoint_dir`` keeps its average. A damaged file, or one
@@ -311,6 +312,7 @@ class SWA(TrainkitCallback):
         self._finalized = False
         self._training = False
         self._backup = None
+        self._resumed_lr_start = False
 
     # ----------------------------------------------------------------- helpers
     def _log(self, message, *args):
@@ -333,8 +335,10 @@ class SWA(TrainkitCallback):
             variable.assign(value)
 
     def _save_state(self):
-        save_checkpoint(self.state_path, self._sum,
-                        {"kind": "swa", "n_averaged": self.n_averaged, "averaged_epochs": self.averaged_epochs})
+        meta = {"kind": "swa", "n_averaged": self.n_averaged, "averaged_epochs": self.averaged_epochs}
+        if self._swa_lr_start is not None:  # each optimizer's lr_0, to anneal from after a resume
+            meta["swa_lr_start"] = [float(lr) for lr in self._swa_lr_start]
+        save_checkpoint(self.state_path, self._sum, meta)
 
     def _load_state(self):
         if not self.state_path or not Path(self.state_path).exists():
@@ -350,6 +354,11 @@ class SWA(TrainkitCallback):
         self._sum = [np.asarray(total, np.float64) for total in sums]
         self.n_averaged = int(meta["n_averaged"])
         self.averaged_epochs = [int(e) for e in meta["averaged_epochs"]]
+        starts = meta.get("swa_lr_start")
+        if self.swa_learning_rate is not None and isinstance(starts, list) and len(starts) == len(self._lr_handles):
+            # The rate restored with the optimizer is an annealed one, not lr_0 (see _restore_learning_rates).
+            self._swa_lr_start = [float(lr) for lr in starts]
+            self._resumed_lr_start = True
         self._log("SWA: resumed an average of %d snapshots from %s.", self.n_averaged, self.state_path)
 
     # ------------------------------------------------------------------- hooks
@@ -411,7 +420,20 @@ class SWA(TrainkitCallback):
     def on_train_end(self, logs=None):
         self._finalize()
         self._training = False
+        self._restore_learning_rates()
+
+    def _restore_learning_rates(self):
+        """Put back each optimizer's learning rate: its schedule, or its float ``lr_0``.
+
+        In a run resumed from ``state_path`` the float rate found at the override's
+        start was restored from a checkpoint taken while annealing; the original is
+        the ``lr_0`` kept in the state file.
+        """
         changed = [handle.end_override() for handle in self._lr_handles]
+        if self._resumed_lr_start:
+            for handle, start in zip(self._lr_handles, self._swa_lr_start):
+                if not handle.is_schedule:
+                    handle.set(start)
         self._lr_handles = []
         if any(changed):
             control.retrace(self.model)
