@@ -24,12 +24,18 @@ def assert_same(a_model, b_model):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_sam_matches_sam_model_fit():
-    x, y = problem()
+def sam_model_fit(x, y):
+    """The reference: ``SAMModel`` trained by ``fit`` (SGD 0.1, rho 0.1, 2 epochs of 16)."""
     reference = net()
     wrapped = SAMModel(reference)
     wrapped.compile(optimizer=SAM(keras.optimizers.SGD(0.1), rho=0.1), loss="mse")
     wrapped.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    return reference
+
+
+def test_sam_matches_sam_model_fit():
+    x, y = problem()
+    reference = sam_model_fit(x, y)
     model = net()
     Trainer(model, SAM(keras.optimizers.SGD(0.1), rho=0.1), "mse", jit_compile=False,
             shuffle=False).fit(x, y, batch_size=16, epochs=2, verbose=0)
@@ -67,10 +73,7 @@ class SAMWithoutStateVariables(keras.optimizers.SGD):
 def test_a_sam_like_optimizer_without_state_variables_is_called_as_before():
     # Before, the Trainer passed `state_variables=` to every SAM-like optimizer: TypeError.
     x, y = problem()
-    reference = net()
-    wrapped = SAMModel(reference)
-    wrapped.compile(optimizer=SAM(keras.optimizers.SGD(0.1), rho=0.1), loss="mse")
-    wrapped.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    reference = sam_model_fit(x, y)
     model = net()
     Trainer(model, SAMWithoutStateVariables(0.1), "mse", jit_compile=False, shuffle=False).fit(
         x, y, batch_size=16, epochs=2, verbose=0)
