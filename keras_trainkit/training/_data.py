@@ -128,11 +128,37 @@ def _check_finite(name: str, array: np.ndarray) -> None:
             )
 
 
-def _check_shapes_against_model(name: str, shapes, model) -> None:
-    expected = _model_input_shapes(model)
-    if expected is None or len(expected) != len(shapes):
-        return
-    for got, want in zip(shapes, expected):
+def _model_input_shapes_by_key(model):
+    """The model's declared input shapes keyed as a dict ``x`` names them, or ``None``.
+
+    A model built on a dict of inputs is keyed by that dict's keys; otherwise each
+    input by its name (Keras feeds a dict ``x`` to a list of inputs by name).
+    """
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        structure = None
+    if isinstance(structure, dict):
+        return {key: tuple(t.shape[1:]) for key, t in structure.items()}
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return {t.name: tuple(t.shape[1:]) for t in inputs or []} or None
+
+
+def _check_shapes_against_model(name: str, shapes, model, keys=None) -> None:
+    """Compare per-example ``shapes`` with the model's inputs: one for one in order, or, for a
+    dict ``x`` (``keys``: its keys in ``shapes``' order), by key; inputs not paired are not checked."""
+    if keys is not None:
+        by_key = _model_input_shapes_by_key(model) or {}
+        pairs = [(got, by_key[key]) for key, got in zip(keys, shapes) if key in by_key]
+    else:
+        expected = _model_input_shapes(model)
+        if expected is None or len(expected) != len(shapes):
+            return
+        pairs = list(zip(shapes, expected))
+    for got, want in pairs:
         got = tuple(got)
         if len(got) != len(want):
             raise ValueError(
@@ -146,6 +172,11 @@ def _check_shapes_against_model(name: str, shapes, model) -> None:
                     f"Argument `{name}` must have per-example shape {want} to match the "
                     f"model's input. Received: {name} with per-example shape {got}"
                 )
+
+
+def _dict_keys(structure):
+    """The keys of a dict ``structure`` in ``tf.nest.flatten``'s order (sorted), else ``None``."""
+    return sorted(structure) if isinstance(structure, dict) else None
 
 
 def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") -> None:
@@ -214,7 +245,7 @@ def check_arrays(x, y=None, sample_weight=None, model=None, *, name: str = "x") 
                     f"loss up). Received: {label} with {problem}"
                 )
     if model is not None:
-        _check_shapes_against_model(name, [a.shape[1:] for a in xs], model)
+        _check_shapes_against_model(name, [a.shape[1:] for a in xs], model, keys=_dict_keys(x))
         problem = label_problem(y, model)
         if problem:
             raise ValueError(
@@ -253,7 +284,7 @@ def check_dataset(dataset, model=None, *, name: str = "x") -> None:
     if model is not None:
         shapes = [tuple(s.shape[1:]) if s.shape.rank is not None else None for s in _flat(spec_x)]
         if all(s is not None for s in shapes):
-            _check_shapes_against_model(name, shapes, model)
+            _check_shapes_against_model(name, shapes, model, keys=_dict_keys(spec_x))
     try:
         first = next(iter(dataset.take(1)))
     except StopIteration:

@@ -8,6 +8,7 @@ a ``tf.gather`` of (shuffled) indices, so an epoch copies no array, and
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -72,7 +73,9 @@ def ordered_dataset(x, y=None, sample_weight=None, *, order, batch_size: int) ->
 def _gathered_batches(x, y, sample_weight, batched_indices) -> tf.data.Dataset:
     """Batches of the arrays' examples, one gather per batch of ``batched_indices``."""
     parts = (x,) if y is None else ((x, y) if sample_weight is None else (x, y, sample_weight))
-    parts = tf.nest.map_structure(_as_float32_if_float64, parts)
+    # tf.data takes no Python lists in an element: one array per input or output, given as a
+    # list, becomes a tuple (as Keras's own array adapter does; models take either).
+    parts = keras.tree.lists_to_tuples(tf.nest.map_structure(_as_float32_if_float64, parts))
     data = batched_indices.map(_gather_fn(parts), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
