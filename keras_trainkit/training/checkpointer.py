@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.npz"
 _LEGACY_MANIFEST = "manifest.json"
 _LEGACY_FILE = re.compile(r"^ckpt-\d{6}-\d{9}\.npz$")
+_UNIQUE_SUFFIX = re.compile(r"_\d+(?=$|[/_])")
 
 
 def data_fingerprint(x, y=None, sample_weight=None) -> str:
@@ -65,6 +66,17 @@ def data_fingerprint(x, y=None, sample_weight=None) -> str:
             picks = np.unique(np.linspace(0, len(array) - 1, min(len(array), 256)).astype(np.int64))
             digest.update(np.ascontiguousarray(array[picks]).tobytes())
     return digest.hexdigest()[:16]
+
+
+def variable_names(variables) -> list:
+    """What each variable is, as a checkpoint records it: its Keras path (a ``tf.Variable``'s
+    name), with the ``_<n>`` suffixes that Keras adds to make names unique removed, so a
+    script rerun (or a model built second in one process) gives the same names."""
+    names = []
+    for variable in variables:
+        name = getattr(variable, "path", None) or str(getattr(variable, "name", "")).split(":")[0]
+        names.append(_UNIQUE_SUFFIX.sub("", name))
+    return names
 
 
 def dataset_fingerprint(dataset) -> str:
@@ -125,10 +137,12 @@ class Checkpointer:
         at_new_pass = step == 0 and position.pass_step == 0
         if self.cursor is not None:
             blobs = self.cursor.state() if at_new_pass else self.cursor.epoch_state
-        meta = {"epoch": int(epoch), "step": int(step), "seed": int(self.seed), **self.run}
+        variables = self._variables()
+        meta = {"epoch": int(epoch), "step": int(step), "seed": int(self.seed), **self.run,
+                "variables": variable_names(variables)}
         if self.run.get("steps_per_epoch"):
             meta.update({"pass": int(position.pass_index), "pass_step": int(position.pass_step)})
-        save_checkpoint(self.path, variable_arrays(self._variables()), meta, blobs=blobs)
+        save_checkpoint(self.path, variable_arrays(variables), meta, blobs=blobs)
         self._remove_legacy()
 
     # ------------------------------------------------------------------ checks
@@ -151,10 +165,30 @@ class Checkpointer:
                     f"The checkpoint {shown!r} was written for another run: its {what} was "
                     f"{meta[key]!r}, this fit's is {self.run.get(key)!r}. Resume with the same data "
                     "and arguments, or use a new folder.")
+        self._check_variables(meta.get("variables"), shown)
         steps = self.run.get("steps")
         if steps is not None and meta["step"] >= steps:
             raise CheckpointError(f"The checkpoint {shown!r} is at step {meta['step']} of an epoch of "
                                   f"{steps} steps, which this run cannot have reached. Delete it to start over.")
+
+    def _check_variables(self, saved, shown) -> None:
+        """Refuse a checkpoint whose variables are another model's or optimizer's (same shapes,
+        other names: an SGD momentum is no RMSprop velocity). Older checkpoints hold no names."""
+        if saved is None:
+            return
+        if not isinstance(saved, list) or not all(isinstance(name, str) for name in saved):
+            raise CheckpointError(f"The checkpoint {shown!r} has no valid `variables` list. Delete it to "
+                                  "start over.")
+        current = variable_names(self._variables())
+        if saved == current:
+            return
+        index = next((i for i, (a, b) in enumerate(zip(saved, current)) if a != b), min(len(saved), len(current)))
+        theirs = saved[index] if index < len(saved) else "nothing"
+        ours = current[index] if index < len(current) else "nothing"
+        raise CheckpointError(
+            f"The checkpoint {shown!r} was written for another model or optimizer: its variable {index} is "
+            f"{theirs!r}, this fit's is {ours!r}. Nothing was restored. Use a new folder, or the script, "
+            "model and optimizer that wrote it.")
 
     # ------------------------------------------------------------------ files
     def _load(self):

@@ -121,10 +121,19 @@ class EpochPlan:
         # and how many of its batches earlier epochs drew (see `Position`).
         self.position = Position(pass_index=int(initial_epoch), pass_step=0)
 
-    def resume_at(self, position: "Position") -> None:
-        """Continue from a checkpoint's ``position`` (the next :meth:`epoch` makes its iterator)."""
+    def resume_at(self, position: "Position", epoch: int | None = None, step: int = 0) -> None:
+        """Continue from a checkpoint's ``position`` (the next :meth:`epoch` makes its iterator).
+
+        ``epoch`` and ``step``: where the checkpoint was written. Under a
+        ``BatchSizeSchedule`` a position part-way through a pass belongs to the
+        batch size of the epoch that drew from it last (``epoch``, or the epoch
+        before at an epoch's start): the plan takes that size, so that the next
+        :meth:`epoch` starts a new pass only where the uninterrupted run did.
+        """
         self.position = position
         self._iterator = None
+        if self.schedule is not None and epoch is not None and position.pass_step:
+            self.batch_size = self.schedule(int(epoch) if step else max(int(epoch) - 1, 0))
 
     def epoch(self, epoch: int, first_step: int = 0, cursor=None, seed=None):
         """``(iterator, steps, changed)`` for ``epoch``; ``changed``: the steps per epoch changed.

@@ -267,7 +267,7 @@ def restore_checkpoint(checkpointer, plan, initial_epoch, verbose):
     if checkpointer is None:
         return initial_epoch, 0
     epoch, step, position = checkpointer.restore(initial_epoch)
-    plan.resume_at(position)
+    plan.resume_at(position, epoch, step)
     if checkpointer.resumed and verbose:
         print(checkpointer.resumed)
     return epoch, step
