@@ -9,6 +9,7 @@ KerasTuner's public API (``keras_tuner.Tuner``, ``keras_tuner.Oracle``,
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 from keras_tuner.src.engine import objective as objective_module
@@ -279,6 +280,55 @@ def save_trial_record(oracle, trial) -> None:
     oracle._save_trial(trial)
 
 
+def trial_record_paths(oracle) -> list[str]:
+    """Every ``<project>/trial_<id>/trial.json`` there is, sorted, found by listing the
+    folder (a glob of the project's path would read ``[``, ``*`` or ``?`` in it as a
+    pattern; see :func:`reload_oracle`)."""
+    project_dir = os.path.dirname(oracle_state_path(oracle))
+    paths = (os.path.join(project_dir, name, "trial.json") for name in sorted(os.listdir(project_dir))
+             if name.startswith("trial_"))
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def reload_oracle(oracle) -> None:
+    """Reload a KerasTuner ``oracle`` from its project folder, as ``Oracle.reload``
+    does, but find the trials by listing the folder.
+
+    KerasTuner's ``Oracle.reload`` (``keras_tuner/src/engine/oracle.py``, 1.4.8)
+    finds every ``trial_<id>/trial.json`` with a glob pattern made of the
+    project's path, so a ``directory`` or ``project_name`` holding ``[``, ``*``
+    or ``?`` (``runs[1]``) matched no trial (the resumed search lost them all and
+    ran trial ``0`` again over the first one's folder), or another folder's
+    (``runs1``). The trials are read first, then ``oracle.json``, and the
+    trials that were running are queued to run again, as there.
+    """
+    state_path = oracle_state_path(oracle)
+    project_dir = os.path.dirname(state_path)
+    for path in trial_record_paths(oracle):
+        trial = trial_module.Trial.load(path)
+        oracle.trials[trial.trial_id] = trial
+    with open(state_path, "rb") as handle:
+        state = json.loads(handle.read())
+    try:
+        oracle.set_state(state)
+    except KeyError as error:  # the message of KerasTuner's Oracle.reload
+        raise RuntimeError(
+            "Error reloading `Oracle` from existing project. If you did not mean to reload "
+            "from an existing project, change the `project_name` or pass `overwrite=True` "
+            f"when creating the `Tuner`. Found existing project at: {project_dir}") from error
+    # As there: the trials running when the search stopped are run again first.
+    retries = pending_retries(oracle)
+    for trial in oracle.ongoing_trials.values():
+        retries.append(trial.trial_id)
+    oracle.ongoing_trials = {}
+
+
+def reload_by_listing(oracle) -> None:
+    """Make ``oracle.reload()`` (which ``BaseTuner.reload`` calls) :func:`reload_oracle`,
+    for a KerasTuner oracle of another class than ours (whose ``reload`` uses it already)."""
+    oracle.reload = functools.partial(reload_oracle, oracle)
+
+
 __all__ = [
     "AtomicTrialRecords",
     "BEST_WEIGHTS_FILE",
@@ -301,7 +351,10 @@ __all__ = [
     "save_oracle_state",
     "save_trial_record",
     "set_random_stream_position",
+    "reload_by_listing",
+    "reload_oracle",
     "start_trial",
+    "trial_record_paths",
     "tuner_state_path",
     "write_records_atomically",
 ]

@@ -33,7 +33,6 @@ uniquely, and the study decides which trial comes next.
 
 from __future__ import annotations
 
-import glob
 import os
 import socket
 import time
@@ -431,9 +430,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
     def refresh_trials(self) -> None:
         """Read the trials other processes of the search recorded (``trial_<id>/trial.json``),
         so the best trials, the report and the ensemble cover every worker."""
-        project_dir = os.path.dirname(kt_compat.oracle_state_path(self))
         ongoing = {t.trial_id for t in self.ongoing_trials.values()}
-        for path in sorted(glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))):
+        for path in kt_compat.trial_record_paths(self):  # not a glob: "runs[1]" is a folder name
             trial_id = os.path.basename(os.path.dirname(path))[len("trial_"):]
             known = self.trials.get(trial_id)
             if trial_id in ongoing or (known is not None and known.status != RUNNING):

@@ -211,7 +211,7 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
         kt_compat.save_oracle_state(self)
 
     def reload(self):
-        super().reload()
+        kt_compat.reload_oracle(self)  # KerasTuner's Oracle.reload, without its glob
         # KerasTuner reloads the trials in file-listing order, which is arbitrary,
         # and ranks equal scores in that order: a resumed search could name
         # another best trial than the search that ran. Keep creation order.

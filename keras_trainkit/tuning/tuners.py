@@ -74,6 +74,7 @@ from keras_trainkit.tuning.oracles import (
     HyperbandOracle,
     PruningBayesianOptimizationOracle,
     PruningGridSearchOracle,
+    PruningOracleMixin,
     PruningRandomSearchOracle,
 )
 from keras_trainkit.tuning.recipe import RecipeHyperModel
@@ -226,6 +227,10 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
                 fresh_tuner_state=self.get_state())
             for note in notes:
                 print(note, flush=True)
+            if not isinstance(self.oracle, PruningOracleMixin):  # ours reload so already
+                # KerasTuner's Oracle.reload finds the trials by a glob of the project's
+                # path: one with "[", "*" or "?" in it lost them all (kt_compat.reload_oracle).
+                kt_compat.reload_by_listing(self.oracle)
         super().reload()
 
     # -- the search loop -------------------------------------------------------
