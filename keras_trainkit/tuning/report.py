@@ -64,6 +64,8 @@ class TrialRecord:
         epochs_exact: whether ``epochs`` is the count trained, or (``False``) only
             the last epoch the trial reported: KerasTuner's own tuners report a
             trial once, at its best epoch, so the epochs after it are not known.
+        epochs_all_executions: the epochs trained over all the trial's executions
+            (``executions_per_trial > 1``); ``None`` means ``epochs`` (one execution).
     """
 
     trial_id: str
@@ -77,6 +79,7 @@ class TrialRecord:
     pruned_after: int | None = None
     objectives: dict = field(default_factory=dict)
     epochs_exact: bool = True
+    epochs_all_executions: int | None = None
 
 
 HYPERBAND_EPOCHS = "tuner/epochs"
@@ -92,9 +95,9 @@ def _trained_with(values: dict) -> dict:
 
 
 def _curve_and_epochs(trial, name, every_epoch: bool = False, best_only: bool = False,
-                      ) -> tuple[list[tuple[int, float]], int, bool]:
+                      executions: int = 1) -> tuple[list[tuple[int, float]], int, bool, int]:
     """The trial's ``(epoch, objective)`` pairs (epochs from 1), the epochs it trained,
-    and whether that count is exact.
+    whether that count is exact, and the epochs trained over all its executions.
 
     Our tuners (``every_epoch``) report every epoch at ``step=epoch``, Keras's
     0-based epoch, which a ``fit`` from ``initial_epoch`` counts from there. A
@@ -103,8 +106,11 @@ def _curve_and_epochs(trial, name, every_epoch: bool = False, best_only: bool = 
     it once, at the index of its best epoch within that ``fit``
     (``tuner_utils.get_best_step``), so that step counts from ``tuner/initial_epoch``.
     With ``executions_per_trial > 1`` an epoch's value is the mean over the
-    executions, as the oracle scores it. A tuner of another ``run_trial`` is taken
-    to report every epoch it trained (exact where they run on without a gap).
+    executions, as the oracle scores it, and each execution that reached an epoch
+    added one value there (a pruned trial ran its first execution only), so the
+    values count the epochs of every execution; a tuner that reports a trial once
+    (KerasTuner's own) ran all ``executions``. A tuner of another ``run_trial`` is
+    taken to report every epoch it trained (exact where they run on without a gap).
     KerasTuner's own ``run_trial`` (``best_only``) reports each execution once, at
     its best epoch: the trial trained at least through it, and that is all that is
     known.
@@ -114,14 +120,17 @@ def _curve_and_epochs(trial, name, every_epoch: bool = False, best_only: bool = 
     if HYPERBAND_EPOCHS in values and not every_epoch:
         start = int(values.get(HYPERBAND_INITIAL_EPOCH, 0))
         by_epoch = {start + int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
-        return sorted(by_epoch.items()), int(values[HYPERBAND_EPOCHS]) - start, True
+        epochs = int(values[HYPERBAND_EPOCHS]) - start
+        return sorted(by_epoch.items()), epochs, True, epochs * executions
     by_epoch = {int(obs.step) + 1: float(np.mean(obs.value)) for obs in history}
     curve = sorted(by_epoch.items())
     if best_only:  # trained at least through the epoch it reported
-        return curve, max(by_epoch, default=0), False
+        epochs = max(by_epoch, default=0)
+        return curve, epochs, False, epochs * executions
+    total = sum(len(np.atleast_1d(obs.value)) for obs in history)
     epochs = sorted(by_epoch)
     gapless = not epochs or epochs == list(range(epochs[0], epochs[0] + len(epochs)))
-    return curve, len(by_epoch), every_epoch or gapless
+    return curve, len(by_epoch), every_epoch or gapless, total
 
 
 def several_objectives(oracle) -> list:
@@ -136,6 +145,25 @@ def objective_name(oracle) -> str:
     return (several_objectives(oracle) or [oracle.objective])[0].name
 
 
+def _reports_best_epoch_only(tuner) -> bool:
+    """Whether the tuner's trials report each execution once, at its best epoch, as
+    KerasTuner's own ``Tuner.run_trial`` does (our tuners report every epoch)."""
+    return (not isinstance(tuner, TrainkitTunerMixin)
+            and getattr(type(tuner), "run_trial", None) is keras_tuner.Tuner.run_trial)
+
+
+def _single_point_note(tuner, records) -> str | None:
+    """What the learning curves' title says when KerasTuner's own tuner reported each
+    trial once, at its best epoch (its curves are single points), else ``None``."""
+    if isinstance(tuner, TrainkitTunerMixin):  # every epoch reported
+        return None
+    if any(HYPERBAND_EPOCHS in r.hyperparameters for r in records):
+        return "KerasTuner's Hyperband reports each trial's best epoch only"
+    if _reports_best_epoch_only(tuner):
+        return "KerasTuner's tuner reports each trial's best epoch only"
+    return None
+
+
 def trial_records(tuner) -> list[TrialRecord]:
     """Every trial of ``tuner``'s oracle, best first (finished trials without a
     score last; with several objectives, ranked as the oracle ranks them:
@@ -148,11 +176,12 @@ def trial_records(tuner) -> list[TrialRecord]:
     name = objective_name(oracle)
     pruned = getattr(oracle, "pruned_trials", {})
     every_epoch = isinstance(tuner, TrainkitTunerMixin)  # reports at Keras's own epoch index
-    # KerasTuner's own run_trial reports each execution once, at its best epoch
-    best_only = not every_epoch and getattr(type(tuner), "run_trial", None) is keras_tuner.Tuner.run_trial
+    best_only = _reports_best_epoch_only(tuner)
+    executions = int(getattr(tuner, "executions_per_trial", 1) or 1)
     records = []
     for trial in oracle.trials.values():
-        curve, epochs, exact = _curve_and_epochs(trial, name, every_epoch, best_only)
+        curve, epochs, exact, total = _curve_and_epochs(trial, name, every_epoch, best_only,
+                                                        executions)
         score = trial.score if trial.score is not None and np.isfinite(trial.score) else None
         values = {}
         if objectives and trial.status == "COMPLETED":
@@ -165,6 +194,7 @@ def trial_records(tuner) -> list[TrialRecord]:
             trial_id=trial.trial_id, status=trial.status, score=score, epochs=epochs,
             pruned=stopped is not None, hyperparameters=_trained_with(trial.hyperparameters.values),
             curve=curve, message=trial.message, objectives=values, epochs_exact=exact,
+            epochs_all_executions=total,
             pruned_after=int(stopped["epoch"]) + 1 if stopped is not None else None))
     if objectives:  # the oracle's ranking (get_best_trials), of the values read above
         names = [o.name for o in objectives]
@@ -195,12 +225,16 @@ def summary_table(tuner, num_trials: int = 10) -> str:
                            if k in record.hyperparameters)
         epochs = f"{record.epochs}{'' if record.epochs_exact else '+'}"
         lines.append(f"{rank:>4} {record.trial_id:>6} {status:<9} {epochs:>6} {shown}  {values}")
-    total_epochs = sum(r.epochs for r in records)
+    total_epochs = sum(r.epochs if r.epochs_all_executions is None else r.epochs_all_executions
+                       for r in records)
     pruned = sum(r.pruned for r in records)
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
     inexact = any(not r.epochs_exact for r in records)
+    several = any(r.epochs_all_executions not in (None, r.epochs) for r in records)
     lines.append(f"\n{len(records)} trials, {pruned} pruned, {failed} failed, "
                  f"{'at least ' if inexact else ''}{total_epochs} epochs trained in all"
+                 + (" (every execution counted; the table's epochs are per execution)"
+                    if several else "")
                  + (" (PRUNED@E: stopped after epoch E, counted from 1)" if pruned else "")
                  + ("\nN+: the trial reported its best epoch, N, only (KerasTuner's own tuners "
                     "do); it may have trained more" if inexact else ""))
@@ -266,9 +300,9 @@ def _log_sampled(tuner) -> set[str]:
             if getattr(hp, "sampling", None) in ("log", "reverse_log")}
 
 
-def _plot_learning_curves(records, name, path, labelled=10):
+def _plot_learning_curves(records, name, path, labelled=10, note=None):
     """Every trial's objective per epoch (1-based); the ``labelled`` best in colour
-    with their trial id, pruned trials dashed."""
+    with their trial id, pruned trials dashed; ``note`` added to the title."""
     import matplotlib.pyplot as plt
 
     with_curve = [r for r in records if r.curve]
@@ -286,8 +320,8 @@ def _plot_learning_curves(records, name, path, labelled=10):
     title = f"{len(with_curve)} trials"
     if len(with_curve) > labelled:
         title += f", the {labelled} best in colour"
-    if any(HYPERBAND_EPOCHS in r.hyperparameters for r in with_curve):
-        title += "; KerasTuner's Hyperband reports each trial's best epoch only"
+    if note:
+        title += f"; {note}"
     ax.set_title(title, fontsize="medium")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -414,7 +448,7 @@ def write_report(tuner, output_dir: str, num_trials: int = 10) -> dict:
             if _plot_score_vs(scored, key, name, path, log_scale=key in log_sampled):
                 files.append(path)
         path = os.path.join(output_dir, "learning_curves.png")
-        _plot_learning_curves(records, name, path)
+        _plot_learning_curves(records, name, path, note=_single_point_note(tuner, records))
         files.append(path)
         hparams_dir = os.path.join(output_dir, "hparams")
         write_hparams_logs(tuner, hparams_dir)
