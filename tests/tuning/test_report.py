@@ -3,7 +3,6 @@ curve, and Hyperband trials shown with the epochs they trained (issue 17, sectio
 
 import keras
 import keras_tuner
-import matplotlib.figure
 import numpy as np
 import pytest
 
@@ -28,20 +27,6 @@ def _space():
     hp.Int("units", 1, 1000)  # linear, spans 1000x
     hp.Fixed("epochs", 20)
     return hp
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure the report saves, by file name."""
-    saved = {}
-    original = matplotlib.figure.Figure.savefig
-
-    def record(figure, path, *args, **kwargs):
-        saved[str(path).rsplit("/", 1)[-1]] = figure
-        return original(figure, path, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
-    return saved
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ got no such note. The reference is KerasTuner's record of each trial
 
 import keras
 import keras_tuner
-import matplotlib.figure
 import numpy as np
 import pytest
 
@@ -24,20 +23,6 @@ class TinyModel(keras_tuner.HyperModel):
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], run_eagerly=True)
         return model
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure the report saves, by file name."""
-    saved = {}
-    original = matplotlib.figure.Figure.savefig
-
-    def record(figure, path, *args, **kwargs):
-        saved[str(path).rsplit("/", 1)[-1]] = figure
-        return original(figure, path, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
-    return saved
 
 
 def _search(tuner):
