@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.callbacks import GradientClipping
+from tests.callbacks.linear_reference import two_layer_mse_gradients
 
 BATCH, LR, PERCENTILE = 8, 0.05, 10.0
 
@@ -25,12 +26,7 @@ def _numpy_autoclip_sgd(weights, x, y, epochs):
     weights, norms = [w.astype(np.float64) for w in weights], []
     for _ in range(epochs):
         for i in range(0, len(x), BATCH):
-            xb, yb = x[i:i + BATCH].astype(np.float64), y[i:i + BATCH].astype(np.float64)
-            k1, b1, k2, b2 = weights
-            hidden = xb @ k1 + b1
-            d = 2.0 * (hidden @ k2 + b2 - yb) / yb.size
-            dh = d @ k2.T
-            grads = [xb.T @ dh, dh.sum(0), hidden.T @ d, d.sum(0)]
+            grads = two_layer_mse_gradients(weights, x[i:i + BATCH], y[i:i + BATCH])
             norm = np.sqrt(sum(float((g ** 2).sum()) for g in grads))
             norms.append(norm)
             scale = min(1.0, np.percentile(norms, PERCENTILE) / norm)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_trainkit.callbacks import EarlyStopping, TrainingMonitor
+from tests.callbacks.linear_reference import two_layer_mse_gradients
 
 BATCH, STEPS = 8, 5  # 5 steps per epoch, calls of 2, 2 and 1 steps
 
@@ -46,12 +47,7 @@ def _numpy_global_gradient_norms(weights, x, y, epochs):
     norms, step = {}, 0
     for _ in range(epochs):
         for i in range(0, len(x), BATCH):
-            xb, yb = x[i:i + BATCH].astype(np.float64), y[i:i + BATCH].astype(np.float64)
-            k1, b1, k2, b2 = weights
-            hidden = xb @ k1 + b1
-            d = 2.0 * (hidden @ k2 + b2 - yb) / yb.size
-            dh = d @ k2.T
-            grads = [xb.T @ dh, dh.sum(0), hidden.T @ d, d.sum(0)]
+            grads = two_layer_mse_gradients(weights, x[i:i + BATCH], y[i:i + BATCH])
             step += 1
             norms[step] = np.sqrt(sum(float((g ** 2).sum()) for g in grads))
             weights = [w - 0.05 * g for w, g in zip(weights, grads)]
