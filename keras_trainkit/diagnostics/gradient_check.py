@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from keras_trainkit.utils.dtypes import HALF_FLOATS
 from keras_trainkit.utils.gradients import value_and_gradients
 from keras_trainkit.utils.validation import check_non_negative, check_positive, check_seed, check_type
 
@@ -83,9 +84,6 @@ def _computes_in_float64() -> bool:
     return keras.backend.result_type("float64", "float64") == "float64"
 
 
-_HALF = ("float16", "bfloat16")
-
-
 def _compute_dtypes(layer) -> set[str]:
     """The compute dtypes of ``layer`` and of every layer nested in it."""
     dtypes = {str(getattr(layer, "compute_dtype", None))}
@@ -102,7 +100,7 @@ def _computes_in_half(model) -> bool:
     rounding noise for any ``h`` small enough to be a derivative, so a correct
     model would fail the check.
     """
-    return bool(_compute_dtypes(model) & set(_HALF))
+    return bool(_compute_dtypes(model) & set(HALF_FLOATS))
 
 
 def _clone_in(model, dtype):
@@ -123,7 +121,7 @@ def _clone_in(model, dtype):
         logger.warning("gradient_check: cannot clone %s in %s (%s); checking in its own dtype",
                        model.name, dtype, error)
         return None
-    if any(v.dtype != dtype for v in clone.trainable_variables) or _compute_dtypes(clone) & set(_HALF):
+    if any(v.dtype != dtype for v in clone.trainable_variables) or _compute_dtypes(clone) & set(HALF_FLOATS):
         return None
     return clone
 
@@ -281,7 +279,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     limit = threshold if threshold is not None else (1e-6 if wide else 5e-2)
     x_in = keras.tree.map_structure(lambda a: _tensor(a, dtype), x)
     y_in = _tensor(y, dtype)
-    half = sorted(_compute_dtypes(target) & set(_HALF))
+    half = sorted(_compute_dtypes(target) & set(HALF_FLOATS))
     if half:  # the float32 clone failed: say which dtype the numbers come from
         logger.warning("gradient_check: %s computes in %s; the finite differences are unreliable",
                        model.name, half[0])

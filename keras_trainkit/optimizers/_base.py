@@ -48,6 +48,7 @@ from keras import ops
 
 from keras_trainkit.optimizers._sparse import densify_all
 from keras_trainkit.optimizers._update_count import UpdateCountScheduleMixin
+from keras_trainkit.utils.dtypes import float32_if_half, is_half
 from keras_trainkit.utils import validation
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -272,12 +273,11 @@ def state_dtype(dtype) -> str:
     second-moment statistics or matrix roots (``float16`` overflows above
     65504 and has no eigendecomposition kernel); otherwise ``dtype`` itself.
     """
-    dtype = keras.backend.standardize_dtype(dtype)
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    return float32_if_half(dtype)
 
 
 def _is_half(variable) -> bool:
-    return state_dtype(variable.dtype) != keras.backend.standardize_dtype(variable.dtype)
+    return is_half(variable.dtype)
 
 
 def hyperparameter(value, dtype):

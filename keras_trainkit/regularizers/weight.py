@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_trainkit._compat.keras import in_stateless_scope
 from keras_trainkit.regularizers._registry import register
+from keras_trainkit.utils.dtypes import float32_if_half
 from keras_trainkit.utils.validation import (
     FLOAT32_MAX,
     check_in,
@@ -301,9 +302,7 @@ class SRIP(keras.regularizers.Regularizer):
         the residual underflow float16, and the iterate became 0/0)."""
         x = ops.convert_to_tensor(x)
         dtype = keras.backend.standardize_dtype(x.dtype)
-        matrix = _as_matrix(x)
-        if dtype in ("float16", "bfloat16"):
-            matrix = ops.cast(matrix, "float32")
+        matrix = ops.cast(_as_matrix(x), float32_if_half(dtype))
         residual = _gram_minus_identity(matrix, self.mode)
         size = int(residual.shape[0])
         vector = ops.convert_to_tensor(_start_vector(f"srip{size}", size), dtype=residual.dtype)

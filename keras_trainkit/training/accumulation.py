@@ -10,18 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_trainkit.utils.dtypes import float32_if_half
 from keras_trainkit.utils.validation import check_number
-
-# Sums of float16 / bfloat16 gradients are kept in float32: a float16 sum of k
-# gradients overflows where their mean does not (4 x 30000 -> inf), and k
-# roundings to bfloat16's 8-bit significand lose several ulps of the mean.
-_WIDE_SUM_DTYPES = (tf.float16, tf.bfloat16)
-
-
-def _sum_dtype(dtype):
-    """The dtype of the running sum of a variable's gradients: float32 for float16/bfloat16."""
-    dtype = tf.as_dtype(dtype)
-    return tf.float32 if dtype in _WIDE_SUM_DTYPES else dtype
 
 
 class GradientAccumulator:
@@ -48,7 +38,10 @@ class GradientAccumulator:
         with strategy.scope():
             self.micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
             if self.steps > 1:
-                self.sums = [tf.Variable(tf.zeros(v.shape, dtype=_sum_dtype(v.dtype)), trainable=False,
+                # Sums of float16 / bfloat16 gradients are kept in float32: a float16 sum
+                # of k gradients overflows where their mean does not (4 x 30000 -> inf),
+                # and k roundings to bfloat16's 8-bit significand lose several ulps.
+                self.sums = [tf.Variable(tf.zeros(v.shape, dtype=float32_if_half(v.dtype)), trainable=False,
                                          name="grad_accumulator") for v in variables]
 
     @property

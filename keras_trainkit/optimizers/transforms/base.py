@@ -27,6 +27,7 @@ import keras
 from keras import ops
 
 from keras_trainkit.optimizers._sparse import densify, densify_all
+from keras_trainkit.utils.dtypes import is_half
 from keras_trainkit.utils.registry import snake_case
 from keras_trainkit.utils.validation import check_condition, check_type
 
@@ -65,7 +66,7 @@ def multiply_in_float32(g, factor):
     subnormal with a few significant bits, or zero below ``6e-8``, so the
     clipped gradient would be off by up to tens of percent, or vanish.
     """
-    if keras.backend.standardize_dtype(g.dtype) in ("float16", "bfloat16"):
+    if is_half(g.dtype):
         return ops.cast(ops.cast(g, "float32") * factor, g.dtype)
     return g * ops.cast(factor, g.dtype)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-import keras
 from keras import ops
 
 from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns, variable_path
+from keras_trainkit.utils.dtypes import float32_if_half
 
 
 def _centralize(g):
@@ -18,10 +18,9 @@ def _centralize(g):
     bits in bfloat16) before the subtraction, which leaves every column off by
     that rounding, several times the error of rounding the exact result once.
     """
-    dtype = keras.backend.standardize_dtype(g.dtype)
-    wide = ops.cast(g, "float32") if dtype in ("float16", "bfloat16") else g
+    wide = ops.cast(g, float32_if_half(g.dtype))
     axes = tuple(range(len(g.shape) - 1))
-    return ops.cast(wide - ops.mean(wide, axis=axes, keepdims=True), dtype)
+    return ops.cast(wide - ops.mean(wide, axis=axes, keepdims=True), g.dtype)
 
 
 @register
