@@ -64,15 +64,18 @@ def check_ends(data, steps, *, name: str, steps_name: str, run: str) -> None:
                          f"would never end: pass `{steps_name}`. Received: {steps_name}=None")
 
 
-def _model_input_shapes(model):
-    """The model's declared input shapes (without the batch axis), or ``None``."""
+def _declared_inputs(model):
+    """The model's declared input tensors (``model.inputs``), or ``None`` where it has none."""
     try:
-        inputs = model.inputs
+        return model.inputs or None
     except (AttributeError, ValueError):
         return None
-    if not inputs:
-        return None
-    return [tuple(t.shape[1:]) for t in inputs]
+
+
+def _model_input_shapes(model):
+    """The model's declared input shapes (without the batch axis), or ``None``."""
+    inputs = _declared_inputs(model)
+    return None if inputs is None else [tuple(t.shape[1:]) for t in inputs]
 
 
 def _check_numeric(name: str, array: np.ndarray) -> None:
@@ -140,11 +143,8 @@ def _model_input_shapes_by_key(model):
         structure = None
     if isinstance(structure, dict):
         return {key: tuple(t.shape[1:]) for key, t in structure.items()}
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return {t.name: tuple(t.shape[1:]) for t in inputs or []} or None
+    inputs = _declared_inputs(model)
+    return None if inputs is None else {t.name: tuple(t.shape[1:]) for t in inputs}
 
 
 def _check_shapes_against_model(name: str, shapes, model, keys=None) -> None:
