@@ -22,6 +22,7 @@ from keras_trainkit.callbacks._monitor import (
 )
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.utils.values import to_float
+from keras_trainkit.utils.variables import variable_path
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientTransform
@@ -54,7 +55,7 @@ class _GradientNormRecorder(GradientTransform):
 def _layer_name(variable, model_name=None) -> str:
     """The layer part of a variable's path (``"dense/kernel"`` -> ``"dense"``), without a
     leading model name (Sequential models prefix their variables' paths with it)."""
-    parts = str(getattr(variable, "path", None) or variable.name).split("/")
+    parts = variable_path(variable).split("/")
     if len(parts) > 2 and parts[0] == model_name:
         parts = parts[1:]
     return "/".join(parts[:-1]) if len(parts) > 1 else parts[0]

@@ -17,6 +17,7 @@ from keras_trainkit.optimizers.wrapper import (
     check_inner_ema_off,
     check_no_weight_reset_inside,
 )
+from keras_trainkit.utils.variables import variable_path
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -197,7 +198,7 @@ class Cautious(OptimizerWrapper):
         if id(variable) in self._excluded_ids:
             return False
         # Searched in the name (as Keras and the other optimizers do: "^bias$") and in the path ("d1/").
-        names = (variable.name, getattr(variable, "path", variable.name))
+        names = (variable.name, variable_path(variable))
         patterns = tuple(self._decay_patterns or ()) + self._excluded_names
         return not any(re.search(pattern, name) for pattern in patterns for name in names)
 

@@ -15,10 +15,7 @@ from keras_trainkit.optimizers.wrapper import (
     check_no_weight_reset_inside,
 )
 from keras_trainkit.utils import validation as v
-
-
-def _variable_path(variable) -> str:
-    return getattr(variable, "path", None) or variable.name
+from keras_trainkit.utils.variables import variable_path
 
 
 def match_multiplier(path: str, multipliers: Mapping[str, float], default: float = 1.0) -> float:
@@ -175,7 +172,7 @@ class LayerwiseLearningRate(OptimizerWrapper):
         (``control.schedule_hyperparameter(optimizer, "default")``), which a
         compiled step reads at run time.
         """
-        pattern = matching_pattern(_variable_path(variable), self.multipliers)
+        pattern = matching_pattern(variable_path(variable), self.multipliers)
         if pattern is not None:
             return self.multipliers[pattern]
         return self.default if isinstance(self.default, keras.Variable) else float(self.default)

@@ -20,6 +20,7 @@ from keras_trainkit.optimizers._base import (
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import matrix_shape
 from keras_trainkit.utils import validation
+from keras_trainkit.utils.variables import variable_path
 
 #: The quintic Newton-Schulz coefficients of Keller Jordan's Muon (optax's "standard").
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -183,7 +184,7 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         """Whether ``variable`` gets the Muon step (else AdamW)."""
         if len(variable.shape) < 2:
             return False
-        path = getattr(variable, "path", variable.name)
+        path = variable_path(variable)
         if self.exclude_embeddings and "embedding" in path.lower():
             return False
         return not any(re.search(pattern, path) for pattern in self.exclude_layers or ())

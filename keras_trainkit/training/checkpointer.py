@@ -45,6 +45,7 @@ from keras_trainkit.utils.checkpoints import (
     save_checkpoint,
     variable_arrays,
 )
+from keras_trainkit.utils.variables import variable_path
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,7 @@ def variable_names(variables) -> list:
     """What each variable is, as a checkpoint records it: its Keras path (a ``tf.Variable``'s
     name), with the ``_<n>`` suffixes that Keras adds to make names unique removed, so a
     script rerun (or a model built second in one process) gives the same names."""
-    names = []
-    for variable in variables:
-        name = getattr(variable, "path", None) or str(getattr(variable, "name", "")).split(":")[0]
-        names.append(_UNIQUE_SUFFIX.sub("", name))
-    return names
+    return [_UNIQUE_SUFFIX.sub("", variable_path(variable)) for variable in variables]
 
 
 def dataset_fingerprint(dataset) -> str:

@@ -85,11 +85,6 @@ def check_patterns(name, patterns):
     return tuple(patterns)
 
 
-def variable_path(variable) -> str:
-    """The path of a model variable (``"dense/kernel"``), or its name."""
-    return str(getattr(variable, "path", None) or getattr(variable, "name", ""))
-
-
 class GradientTransform:
     """Base class of gradient transforms: a stateful map ``(grads, variables) -> grads``.
 

@@ -7,8 +7,9 @@ import re
 from keras import ops
 
 from keras_trainkit.optimizers.transforms._registry import register
-from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns, variable_path
+from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns
 from keras_trainkit.utils.dtypes import float32_if_half
+from keras_trainkit.utils.variables import variable_path
 
 
 def _centralize(g):

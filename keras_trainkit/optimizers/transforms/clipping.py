@@ -14,9 +14,9 @@ from keras_trainkit.optimizers.transforms.base import (
     global_norm,
     multiply_in_float32,
     scale_grads,
-    variable_path,
 )
 from keras_trainkit.utils.validation import check_number, check_positive
+from keras_trainkit.utils.variables import variable_path
 
 
 class _ClippingTransform(GradientTransform):
