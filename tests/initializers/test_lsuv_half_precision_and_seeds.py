@@ -1,4 +1,4 @@
-"""Review s18: LSUV on half-precision layers, seed checks (references: numpy, the rule)."""
+"""LSUV on half-precision layers, seed checks (references: numpy, the rule)."""
 
 
 import keras

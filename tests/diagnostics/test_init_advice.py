@@ -1,4 +1,4 @@
-"""Review s19: the init check's advice names LeCun normal for SELU networks, and does not tell a
+"""The init check's advice names LeCun normal for SELU networks, and does not tell a
 LeCun-initialized tanh network to try Glorot (the same variance on square layers)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Review s19: a model computing in 16 bits is checked as a float32 copy, not by 16-bit differences."""
+"""A model computing in 16 bits is checked as a float32 copy, not by 16-bit differences."""
 
 import numpy as np
 import keras

@@ -1,4 +1,4 @@
-"""Regressions found in review of SpikeDetection, SWA and SwapEvaluationWeights.
+"""Corners of SpikeDetection, SWA and SwapEvaluationWeights that the other tests leave open.
 
 * A resumed ``SpikeDetection`` run undoes a recorded call under ``steps_per_execution > 1``
   (Keras passes the call's first step to ``on_train_batch_begin`` and its last to

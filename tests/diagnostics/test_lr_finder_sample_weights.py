@@ -1,4 +1,4 @@
-"""Review s19: ``lr_find`` on ``(x, y, sample_weight)`` arrays weights the loss like ``model.fit``."""
+"""``lr_find`` on ``(x, y, sample_weight)`` arrays weights the loss like ``model.fit``."""
 
 import numpy as np
 import keras

@@ -1,4 +1,4 @@
-"""Review s19: a NaN loss during the warmup is a spike (it needs no window).
+"""A NaN loss during the warmup is a spike (it needs no window).
 
 Before, a NaN batch in the warmup was left in place: its update made the weights NaN, every
 later loss NaN, the warmup never ended and no spike was ever reported ("skip" recorded [], the

@@ -1,4 +1,4 @@
-"""Review s18: wrappers' weight-decay exclusions and nestings, against independent references.
+"""Wrappers' weight-decay exclusions and nestings, against independent references.
 
 * ``Cautious.exclude_from_weight_decay`` (Keras's method) must exclude from
   the wrapper's own unmasked decay, not only from the inner optimizer's

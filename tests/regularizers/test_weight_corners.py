@@ -1,4 +1,4 @@
-"""Review s18: SpectralNorm after a zero kernel, SRIP on float16 kernels (references: numpy)."""
+"""SpectralNorm after a zero kernel, SRIP on float16 kernels (references: numpy)."""
 
 import keras
 import numpy as np

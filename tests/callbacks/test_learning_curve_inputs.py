@@ -1,4 +1,4 @@
-"""Review s19: ``diagnose_learning_curves`` takes NumPy curves and refuses unknown thresholds."""
+"""``diagnose_learning_curves`` takes NumPy curves and refuses unknown thresholds."""
 
 import numpy as np
 import pytest
