@@ -364,6 +364,15 @@ class Shampoo(TrainkitOptimizer):
         correction = 1.0 - ops.power(ops.convert_to_tensor(beta_1, dtype=dtype), step)
         self.assign_sub(variable, ops.cast(lr * momentum / correction, variable.dtype))
 
+    def _statistics_weight(self, dtype):
+        """``sqrt(1 - beta_2)``, the factor of the gradient blocks in the statistics' EMA, or 1
+        where ``beta_2`` is 1 (the statistics are sums). A scheduled ``beta_2`` (a variable) is
+        read at run time, so a step traced on one side of 1 follows a schedule across it."""
+        if isinstance(self.beta_2, float):
+            return 1.0 if self.beta_2 == 1.0 else math.sqrt(1.0 - self.beta_2)
+        beta_2 = ops.cast(self.beta_2, dtype)
+        return ops.where(ops.equal(beta_2, 1.0), ops.ones((), dtype), ops.sqrt(1.0 - beta_2))
+
     def _shampoo_direction(self, gradient, variable, graft_direction):
         key = self._var_key(variable)
         stat_left, stat_right = self._stats[key]
@@ -372,17 +381,14 @@ class Shampoo(TrainkitOptimizer):
         blocks = block_view(gradient, layout)  # in the state dtype, as the statistics
         # G G^T and G^T G as batched products with the transpose folded in (no copy);
         # the EMA weight (1 - beta_2) is applied once to the (smaller) gradient blocks
-        # as sqrt(1 - beta_2), not to both b x b products (a tensor: beta_2 may be a
-        # scheduled variable, read at run time).
-        weight = (math.sqrt(1.0 - self.beta_2) if isinstance(self.beta_2, float)
-                  else ops.sqrt(ops.cast(1.0 - self.beta_2, blocks.dtype)))
-        scaled = blocks if self.beta_2 == 1.0 else blocks * weight
+        # as sqrt(1 - beta_2), not to both b x b products.
+        scaled = blocks * self._statistics_weight(blocks.dtype)
         gram_left = ops.einsum("...ij,...kj->...ik", scaled, scaled)
         gram_right = ops.einsum("...ji,...jk->...ik", scaled, scaled)
-        if self.beta_2 == 1.0:
+        if isinstance(self.beta_2, float) and self.beta_2 == 1.0:
             self.assign_add(stat_left, gram_left)
             self.assign_add(stat_right, gram_right)
-        else:
+        else:  # beta_2 * L is L itself where a scheduled beta_2 is 1
             self.assign(stat_left, self.beta_2 * stat_left + gram_left)
             self.assign(stat_right, self.beta_2 * stat_right + gram_right)
 

@@ -134,3 +134,41 @@ def test_ademamix_warmup_with_a_scheduled_beta_matches_pytorch_optimizer(name):
     )
     rp.assert_differs(rp.run_keras(make(), rp.rosenbrock()), reference)
     rp.assert_matches(ours, reference, rtol=2e-5)
+
+
+@pytest.mark.parametrize("start, later", [(0.99, 1.0), (1.0, 0.95)])
+def test_shampoo_beta_2_scheduled_across_one_switches_between_ema_and_sum(start, later):
+    # beta_2 = 1 sums the statistics (L += G G^T); below 1 they are an EMA. A step traced
+    # on one side used to keep that rule after the schedule crossed 1: from 0.99 to 1.0 the
+    # statistics froze (weight 1 - 1 = 0), from 1.0 to 0.95 they kept summing.
+    def beta_2(count):
+        return tf.where(count < 30, tf.constant(start, "float64"), tf.constant(later, "float64"))
+
+    arguments = dict(learning_rate=2.0**-7, beta_1=0.9, beta_2=start, epsilon=1e-4, max_block_size=3,
+                     preconditioning_compute_steps=4, start_preconditioning_step=3, graft="adam",
+                     graft_beta_2=0.99, graft_epsilon=1e-8)
+    w0, b0, grads = _problem()
+    w, b = keras.Variable(w0), keras.Variable(b0)
+    optimizer = Shampoo(**arguments)
+    optimizer.build([w, b])
+    handle = schedule_hyperparameter(optimizer, "beta_2")
+
+    @tf.function
+    def step(gw, gb):
+        handle.assign(tf.cast(beta_2(tf.cast(optimizer.iterations, "float64")), "float32"))
+        optimizer.apply([gw, gb], [w, b])
+
+    reference = NumpyShampoo(*(arguments[k] for k in (
+        "learning_rate", "beta_1", "beta_2", "epsilon", "max_block_size", "preconditioning_compute_steps",
+        "start_preconditioning_step", "graft", "graft_beta_2", "graft_epsilon")))
+    rw, rb = w0.copy(), b0.copy()
+    for t in range(60):
+        gw, gb = grads(rw, rb)
+        step(tf.constant(gw), tf.constant(gb))
+        reference.beta_2 = float(np.float32(start if t < 30 else later))
+        rw, rb = reference.step("w", rw, gw), reference.step("b", rb, gb)
+        reference.t += 1
+        np.testing.assert_allclose(w.numpy(), rw, rtol=0, atol=1e-9 * np.abs(rw).max(), err_msg=f"step {t}")
+        np.testing.assert_allclose(b.numpy(), rb, rtol=0, atol=1e-9 * np.abs(rb).max(), err_msg=f"step {t}")
+        w.assign(rw)
+        b.assign(rb)
