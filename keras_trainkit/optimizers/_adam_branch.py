@@ -57,18 +57,3 @@ class AdamBranchMixin:
             return None
         return ops.cast(current_value(self, self.adam_weight_decay, None), state_dtype(variable.dtype))
 
-
-def serialize(value):
-    """A float, ``None`` or a serialized schedule, for ``get_config``."""
-    if isinstance(value, _Schedule):
-        return keras.optimizers.schedules.serialize(value)
-    return value
-
-
-def deserialize(config, keys, custom_objects=None):
-    """``config`` with the serialized schedules under ``keys`` rebuilt."""
-    config = dict(config)
-    for key in keys:
-        if isinstance(config.get(key), dict):
-            config[key] = keras.optimizers.schedules.deserialize(config[key], custom_objects=custom_objects)
-    return config

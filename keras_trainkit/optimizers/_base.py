@@ -65,6 +65,20 @@ def check_weight_decay(value: Any) -> Any:
     return float(validation.check_non_negative("weight_decay", value))
 
 
+def serialize_schedule(value: Any) -> Any:
+    """A hyperparameter as ``get_config`` records it: a float, ``None`` or a serialized schedule."""
+    return keras.optimizers.schedules.serialize(value) if isinstance(value, _Schedule) else value
+
+
+def deserialize_schedules(config: dict, keys, custom_objects=None) -> dict:
+    """A copy of ``config`` with the serialized schedules under ``keys`` built again."""
+    config = dict(config)
+    for key in keys:
+        if isinstance(config.get(key), dict):
+            config[key] = keras.optimizers.schedules.deserialize(config[key], custom_objects=custom_objects)
+    return config
+
+
 def check_exclusions(value: Any) -> list[str] | None:
     """Check ``exclude_from_weight_decay``: ``None`` or a list of regular expressions."""
     if value is None:
@@ -236,10 +250,7 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        decay = self._weight_decay
-        if isinstance(decay, _Schedule):
-            decay = keras.optimizers.schedules.serialize(decay)
-        config["weight_decay"] = decay
+        config["weight_decay"] = serialize_schedule(self._weight_decay)
         config["exclude_from_weight_decay"] = (
             list(self._exclude_names) if self._exclude_names else None
         )
@@ -247,11 +258,7 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("weight_decay"), dict):
-            config["weight_decay"] = keras.optimizers.schedules.deserialize(
-                config["weight_decay"], custom_objects=custom_objects
-            )
+        config = deserialize_schedules(config, ("weight_decay",), custom_objects)
         return super().from_config(config, custom_objects=custom_objects)
 
 

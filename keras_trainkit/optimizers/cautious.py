@@ -9,7 +9,13 @@ import keras
 from keras import ops
 
 from keras_trainkit._compat.keras import gradient_accumulators
-from keras_trainkit.optimizers._base import check_exclusions, check_weight_decay, state_dtype
+from keras_trainkit.optimizers._base import (
+    check_exclusions,
+    check_weight_decay,
+    deserialize_schedules,
+    serialize_schedule,
+    state_dtype,
+)
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.control import leaf_optimizers
 from keras_trainkit.optimizers.wrapper import (
@@ -204,16 +210,11 @@ class Cautious(OptimizerWrapper):
 
     def get_config(self):
         config = super().get_config()
-        decay = self.cautious_weight_decay
-        config["weight_decay"] = keras.optimizers.schedules.serialize(decay) if isinstance(decay, _Schedule) else decay
+        config["weight_decay"] = serialize_schedule(self.cautious_weight_decay)
         config["exclude_from_weight_decay"] = list(self._decay_patterns) if self._decay_patterns else None
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("weight_decay"), dict):
-            config["weight_decay"] = keras.optimizers.schedules.deserialize(
-                config["weight_decay"], custom_objects=custom_objects
-            )
+        config = deserialize_schedules(config, ("weight_decay",), custom_objects)
         return super().from_config(config, custom_objects=custom_objects)

@@ -14,7 +14,9 @@ from keras_trainkit.optimizers._base import (
     bias_correction,
     check_beta,
     check_epsilon,
+    deserialize_schedules,
     hyperparameter,
+    serialize_schedule,
     state_dtype,
 )
 from keras_trainkit.optimizers._registry import register
@@ -257,17 +259,17 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
                 "epsilon": self.epsilon,
                 "exclude_embeddings": self.exclude_embeddings,
                 "exclude_layers": list(self.exclude_layers) if self.exclude_layers else None,
-                "adam_learning_rate": adam_branch.serialize(self.adam_learning_rate),
+                "adam_learning_rate": serialize_schedule(self.adam_learning_rate),
                 "adam_beta_1": self.adam_beta_1,
                 "adam_beta_2": self.adam_beta_2,
-                "adam_weight_decay": adam_branch.serialize(self.adam_weight_decay),
+                "adam_weight_decay": serialize_schedule(self.adam_weight_decay),
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = adam_branch.deserialize(config, ("adam_learning_rate", "adam_weight_decay"), custom_objects)
+        config = deserialize_schedules(config, ("adam_learning_rate", "adam_weight_decay"), custom_objects)
         return super().from_config(config, custom_objects=custom_objects)
 
 
