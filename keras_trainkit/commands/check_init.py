@@ -41,7 +41,16 @@ def check(args: argparse.Namespace) -> None:
     check_positive("batch_size", args.batch_size, integer=True)
     check_number("seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
     if args.plot is not None:
-        output_file(args.plot, "--plot", "check-init")
+        args.plot = str(output_file(args.plot, "--plot", "check-init"))  # "~" expanded
+
+
+def _named(flag: str, value: str, what: str, get):
+    """``get(value)``, or an error that names the flag (before the data and the model)."""
+    try:
+        return get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Argument `{flag}` must name {what} ({error}). "
+                         f"Received: {flag}={value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,16 +58,20 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_trainkit import datasets, initializers, models
     from keras_trainkit.diagnostics import check_initialization
-    (x, y), _ = datasets.load(args.dataset)
-    x, y = x[: args.batch_size], y[: args.batch_size]
     lsuv = args.initializer.lower() == "lsuv"
-    initializer = initializers.get("orthogonal" if lsuv else args.initializer)
+    initializer = _named("--initializer", args.initializer,
+                         "an initializer that keras_trainkit.initializers.get knows, or lsuv",
+                         lambda name: initializers.get("orthogonal" if lsuv else name))
+    _named("--activation", args.activation, "a Keras activation", keras.activations.get)
+    (x, y), _ = datasets.load(args.dataset)
+    num_classes = int(y.max()) + 1  # the data set's, whatever labels the batch holds
+    x, y = x[: args.batch_size], y[: args.batch_size]
     keras.utils.set_random_seed(args.seed)
     if args.model == "mlp":
         extra = {"depth": args.depth, "width": args.width}
     else:
         extra = {"filters": (args.width,) * args.depth, "batch_norm": False}
-    model = models.build(args.model, x.shape[1:], int(y.max()) + 1, activation=args.activation,
+    model = models.build(args.model, x.shape[1:], num_classes, activation=args.activation,
                          kernel_initializer=initializer, **extra)
     if lsuv:
         initializers.lsuv_initialize(model, x, seed=args.seed)

@@ -243,7 +243,7 @@ def check(args: argparse.Namespace) -> None:
     if args.output is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.output = str(Path("trainkit-demo") / f"{args.dataset}-{stamp}")
-    output_folder(args.output, "--output", "demo")
+    args.output = str(output_folder(args.output, "--output", "demo"))  # "~" expanded
 
 
 def run(args: argparse.Namespace) -> int:

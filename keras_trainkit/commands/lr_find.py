@@ -39,7 +39,7 @@ def check(args: argparse.Namespace) -> None:
     check_number("num_steps", args.num_steps, minimum=2, integer=True)
     check_positive("batch_size", args.batch_size, integer=True)
     check_number("seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
-    output_folder(args.output, "--output", "lr-find")
+    args.output = str(output_folder(args.output, "--output", "lr-find"))  # "~" expanded
 
 
 def _optimizer(name: str):

@@ -264,7 +264,7 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"Argument `--budget-minutes` must be a finite number > 0. Received: budget_minutes={args.budget_minutes}")
     check_tuner_flags(args)
     check_same_search(args)
-    output_folder(args.output, "--output", "tune", create=False)
+    args.output = str(output_folder(args.output, "--output", "tune", create=False))  # "~" expanded
 
 
 def _print_front_models(tuner, test_accuracy, examples: int) -> None:
@@ -288,10 +288,11 @@ def _print_optuna_notes(tuner) -> None:
         print(f"Optuna study {tuner.study.study_name!r}: optuna-dashboard {tuner.storage_url}")
 
 
-#: What a search writes in ``--output`` beside ``search/``: its report and final models.
+#: What a search writes in ``--output`` beside ``search/``: its report (``hparams/`` its
+#: TensorBoard HParams logs) and final models.
 SEARCH_OUTPUTS = ("summary.txt", "best_hyperparameters.json", "score_by_trial.png", "score_vs_*.png",
                   "learning_curves.png", "pareto_front.json", "pareto_front.png", "ensemble_model.keras",
-                  "best_model.keras")
+                  "best_model.keras", "hparams")
 
 
 def _prepare_output(args: argparse.Namespace) -> None:
@@ -313,7 +314,10 @@ def _prepare_output(args: argparse.Namespace) -> None:
             shutil.rmtree(args.project_dir)
         for pattern in SEARCH_OUTPUTS:  # a new search need not write them all again
             for path in glob.glob(os.path.join(glob.escape(args.output), pattern)):
-                os.remove(path)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
     write_settings(args)
 
 

@@ -1,4 +1,4 @@
-"""`trainkit` command-line review: bad values refused before any work, a search in
+"""`trainkit` refusals: bad values refused before any work, a search in
 `--output` or `--storage` never resumed, joined or removed by a command that
 cannot honour it, and no traceback when a search ends without a finished trial."""
 
