@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,12 +88,14 @@ def _generate_mnist1d(shuffle_seq: bool, seed: int) -> dict[str, np.ndarray]:
     args = get_dataset_args()
     args.shuffle_seq = shuffle_seq
     args.seed = seed
-    # make_dataset seeds NumPy's global generator; keep the caller's state intact.
-    state = np.random.get_state()
+    # make_dataset seeds NumPy's and Python's global generators (mnist1d.utils.set_seed);
+    # keep the caller's states intact, so a script's draws do not depend on the cache.
+    state, python_state = np.random.get_state(), random.getstate()
     try:
         data = make_dataset(args)
     finally:
         np.random.set_state(state)
+        random.setstate(python_state)
     return {
         "x_train": np.asarray(data["x"], dtype=np.float32),
         "y_train": np.asarray(data["y"], dtype=np.int64),
