@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     n_train = 256 if smoke else None
 
     (x, y), (x_test, y_test) = tk.datasets.load_mnist1d()
-    x = (x - x.mean()) / x.std()
-    x_test = (x_test - x.mean()) / x.std()
+    mean, std = x.mean(), x.std()  # the training set's, for the test set too
+    x, x_test = (x - mean) / std, (x_test - mean) / std
     if n_train:
         x, y, x_test, y_test = x[:n_train], y[:n_train], x_test[:128], y_test[:128]
     batch = x[:256]
