@@ -27,7 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a short run for CI")
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args(argv)
-    epochs = args.epochs or (2 if args.smoke else 40)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"argument --epochs: must be >= 1, got {args.epochs}")
+    epochs = (2 if args.smoke else 40) if args.epochs is None else args.epochs
 
     keras.utils.set_random_seed(0)
     (x, y), (x_test, y_test) = tk.datasets.load_digits()

@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     smoke = args.smoke or os.environ.get("KERAS_TRAINKIT_SMOKE") == "1"
     depth = 10
     width = 16 if smoke else 128
-    epochs = args.epochs or (1 if smoke else 5)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"argument --epochs: must be >= 1, got {args.epochs}")
+    epochs = (1 if smoke else 5) if args.epochs is None else args.epochs
     n_train = 256 if smoke else None
 
     (x, y), (x_test, y_test) = tk.datasets.load_mnist1d()
