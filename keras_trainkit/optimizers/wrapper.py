@@ -322,11 +322,15 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         """Hand aggregated gradients to the inner optimizer (update + step count)."""
         distribution = _tf_distribution()
         if distribution is not None:
-            # The inner optimizer all-reduces (sums) again: give each replica
-            # its share so the sum is the aggregated gradient.
+            # The inner optimizer all-reduces (sums) again, but a Keras optimizer
+            # clips (clipnorm, global_clipnorm, clipvalue) each replica's part
+            # before that: the first replica keeps the aggregated gradient, the
+            # others pass g * 0 (zero; NaN where g is not finite, so a loss-scale
+            # check decides alike on every replica). The sum is g, clipped as g.
+            # Equal shares g / replicas would each be clipped at the threshold.
             _, context = distribution
-            share = 1.0 / context.num_replicas_in_sync
-            grads = [None if g is None else g * ops.cast(share, g.dtype) for g in grads]
+            first = ops.equal(context.replica_id_in_sync_group, 0)
+            grads = [None if g is None else g * ops.cast(first, g.dtype) for g in grads]
         self.inner_optimizer.apply(grads, variables)
 
     def apply_inner_if(self, pred, grads, variables, otherwise=None):

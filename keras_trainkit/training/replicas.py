@@ -67,23 +67,39 @@ def unscale(optimizer, grads):
     return [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
 
 
+def _scaled(g, factor):
+    """``g * factor`` for a scalar ``factor``; a ``tf.IndexedSlices`` is scaled in its values."""
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
+    return g * tf.cast(factor, g.dtype)
+
+
 def apply_from_cross_replica(strategy, optimizer, grads, variables) -> None:
     """``optimizer.apply(grads, variables)`` for summed, unscaled ``grads``, from the cross-replica context.
 
     A ``LossScaleOptimizer`` gets the gradients scaled back (it checks them
     for finiteness and unscales itself). Keras optimizers all-reduce (sum) the
-    gradients they get in a replica context, so each replica is handed its
-    share ``g / replicas`` of the summed gradient.
+    gradients they get in a replica context, but clip them (``clipnorm``,
+    ``global_clipnorm``, ``clipvalue``) before that, on each replica's own
+    part: so the first replica is handed the whole summed gradient and the
+    others ``g * 0`` (zero, and NaN where ``g`` is not finite, so that every
+    replica takes the same finiteness decision). The sum is ``g`` and the
+    clipping sees ``g``, as on one device; equal shares ``g / replicas``
+    would clip each at the threshold, i.e. ``g`` at ``replicas`` times it.
     """
     scale = _loss_scale(optimizer)
     if scale is not None:
-        grads = [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+        grads = [None if g is None else _scaled(g, scale) for g in grads]
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
-        optimizer.apply(grads, variables)
+        # Copies made here, in the graph of the update's branch: the default replica
+        # context's all-reduce refuses gradients from two graphs (outer tensors next to
+        # ones an optimizer made here, such as a sparse gradient made dense).
+        optimizer.apply([None if g is None else tf.identity(g) for g in grads], variables)
         return
     shares = strategy.experimental_distribute_values_from_function(
-        lambda context: [None if g is None else tf.identity(g) / replicas for g in grads])
+        lambda context: [None if g is None else _scaled(tf.identity(g), context.replica_id_in_sync_group == 0)
+                         for g in grads])
 
     def apply(share):
         # A copy made in the replica context, on the replica's device.

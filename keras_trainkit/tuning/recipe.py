@@ -262,8 +262,10 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         total_steps = math.ceil(len(x) / batch_size) * epochs
         base_learning_rate = self.optimizer_space.sample(hp)[1]["learning_rate"]
         schedule = self.schedule_space.build(hp, base_learning_rate, total_steps)
-        # Recompiling swaps the optimizer and keeps the weights.
-        self._compile(model, self.optimizer_space.build(hp, learning_rate=schedule), training)
+        # Recompiling swaps the optimizer and keeps the weights. KerasTuner calls fit outside
+        # its `distribution_strategy`'s scope: the new optimizer is made in the model's own.
+        with _strategy_scope(model):
+            self._compile(model, self.optimizer_space.build(hp, learning_rate=schedule), training)
         train = random_shift(self._dataset(x, y, batch_size, shuffle=True), training["shift"],
                              self.seed)
         validation = None
@@ -289,6 +291,13 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         data = array_dataset(np.asarray(x, dtype="float32"), self._targets(y, name),
                              batch_size=batch_size, shuffle=shuffle, seed=self.seed)
         return data.apply(tf.data.experimental.assert_cardinality(math.ceil(len(x) / batch_size)))
+
+
+def _strategy_scope(model):
+    """The scope of the ``tf.distribute`` strategy ``model`` was built under (the default one's
+    when none): an optimizer made outside it cannot update the model's variables."""
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return strategy.scope()
 
 
 __all__ = ["LAYER_KWARGS", "RecipeHyperModel"]
