@@ -1,4 +1,4 @@
-"""Review of the KerasTuner-side tuning features: oracles driven with synthetic results,
+"""The KerasTuner-side tuning features: oracles driven with synthetic results,
 expected values worked out by hand (KerasTuner 1.4.8's semantics)."""
 
 import keras

@@ -1,4 +1,4 @@
-"""Review s18: the callback contract of the Trainer against Keras's own ``fit`` / ``predict``.
+"""The callback contract of the Trainer against Keras's own ``fit`` / ``predict``.
 
 A recording callback logs every hook call (name, batch/epoch index, logs) and
 ``set_params``; the Trainer must produce the sequence ``model.fit`` produces on

@@ -1,4 +1,4 @@
-"""Review findings: regularizers, initializers and diagnostics (expected values from numpy)."""
+"""Regularizers, initializers and diagnostics: corners (expected values from numpy)."""
 
 import keras
 import numpy as np

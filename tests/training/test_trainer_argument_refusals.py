@@ -1,4 +1,4 @@
-"""Bad arguments to the Trainer refused before any work (review findings)."""
+"""Bad arguments to the Trainer refused before any work."""
 
 import numpy as np
 import pytest
