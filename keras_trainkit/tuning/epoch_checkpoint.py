@@ -12,7 +12,11 @@ variables; its metadata (``meta``) is the trial's :class:`ResumeState`:
 * ``execution`` and ``epoch``: the last epoch that ended (from 0);
 * ``best_value``: the best objective value so far (or ``null``);
 * ``reported``: whether the epochs reached the oracle;
-* ``histories``: the results of the trial's finished executions.
+* ``histories``: the results of the trial's finished executions;
+* ``pruned_epoch``: ``epoch`` when the oracle pruned the trial at that epoch
+  (a resumed search then ends the trial as pruned at once, without training
+  it again), else ``null``. Checkpoints written before this field load as
+  not pruned.
 
 A kill at any moment leaves the previous complete checkpoint or the new one.
 A resumed search reads the state with :func:`read_resume_state`, which checks
@@ -76,6 +80,7 @@ class ResumeState:
     reported: bool = False  # whether the epochs reached the oracle
     histories: list = field(default_factory=list)  # finished executions' results
     weights: str = CHECKPOINT_FILE  # the file inside the trial folder holding the arrays
+    pruned_epoch: int | None = None  # ``epoch`` when the oracle pruned the trial there
 
     @property
     def values(self) -> dict:
@@ -96,7 +101,8 @@ class ResumeState:
         """The checkpoint's metadata for this state."""
         return {"kind": KIND, "trial_id": self.trial_id, "hyperparameters": self.hyperparameters,
                 "execution": self.execution, "epoch": self.epoch, "best_value": self.best_value,
-                "reported": self.reported, "histories": self.histories}
+                "reported": self.reported, "histories": self.histories,
+                "pruned_epoch": self.pruned_epoch}
 
 
 def _field(state: dict, name: str, kind, path: str, optional=False):
@@ -119,12 +125,16 @@ def _state_from(state: dict, path: str, weights: str) -> ResumeState:
     if len(histories) != execution or not all(isinstance(h, dict) for h in histories):
         raise DamagedCheckpoint(path, f"{len(histories)} finished executions before execution "
                                       f"{execution}")
+    pruned_epoch = _field(state, "pruned_epoch", int, path, optional=True)
+    if pruned_epoch not in (None, epoch):
+        raise DamagedCheckpoint(path, f"it says epoch {epoch + 1} ended, but that the trial "
+                                      f"was pruned at epoch {pruned_epoch + 1}")
     return ResumeState(trial_id=_field(state, "trial_id", str, path),
                        hyperparameters=_field(state, "hyperparameters", dict, path),
                        execution=execution, epoch=epoch,
                        best_value=None if best is None else float(best),
                        reported=_field(state, "reported", bool, path), histories=histories,
-                       weights=weights)
+                       weights=weights, pruned_epoch=pruned_epoch)
 
 
 def _read_legacy_state(path: str) -> ResumeState | None:
@@ -245,7 +255,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         best_epoch: the callback keeping the best epoch's weights; its
             ``best_value`` is recorded, so a resumed trial keeps its best.
         reporter: the callback sending epochs to the oracle; whether it did is
-            recorded, so a resumed search can check the state against the oracle.
+            recorded, so a resumed search can check the state against the oracle,
+            and so is a pruning decision (its ``stopped`` is ``"pruned"``), so a
+            resumed search ends the trial as pruned.
         parent_pid: in a trial's own process, the search's process id: when the
             search has died, nothing more is written (the resumed search owns
             the folder) and training stops.
@@ -322,11 +334,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         best = getattr(self.best_epoch, "best_value", None)
+        pruned = getattr(self.reporter, "stopped", None) == "pruned"  # at this epoch's report
         state = ResumeState(
             trial_id=self.trial_id, hyperparameters=self.hyperparameters,
             execution=self.execution, epoch=int(epoch),
             best_value=float(best) if best is not None and abs(best) != float("inf") else None,
-            reported=bool(getattr(self.reporter, "reported", False)), histories=self.histories)
+            reported=bool(getattr(self.reporter, "reported", False)), histories=self.histories,
+            pruned_epoch=int(epoch) if pruned else None)
         save_checkpoint(self.path, variable_arrays(self._variables()), state.meta())
         self._remove_stale()
 

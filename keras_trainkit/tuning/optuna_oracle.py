@@ -20,8 +20,8 @@ uniquely, and the study decides which trial comes next.
   pruner (``optuna.pruners.*``) or one of our rules (``"median"``,
   ``"asha"``, a :class:`~keras_trainkit.tuning.Pruner`, applied to every
   worker's trials through the study) can stop a trial, during its first
-  execution (as with our other oracles). A pruned trial ends
-  ``PRUNED`` in the study and ``COMPLETED`` with its best score in
+  execution (as with our other oracles). A pruned trial ends ``PRUNED`` in the
+  study (valued by Optuna at its last epoch) and ``COMPLETED`` with its score in
   KerasTuner, listed in ``oracle.pruned_trials`` as with our other oracles.
 * **Many processes**: ``max_trials`` counts the study's trials (every
   worker's); a trial that a dead worker left is failed by the storage's
@@ -65,6 +65,7 @@ from keras_trainkit.tuning.optuna_storage import (
 from keras_trainkit.tuning.oracles import RUNNING, STOPPED, PruningOracleMixin
 from keras_trainkit.tuning.pareto import rank_trials
 from keras_trainkit.tuning.pruning import Pruner
+from keras_trainkit.tuning.returned_score import ReturnedScore, returned_metrics
 from keras_trainkit.utils.validation import check_condition, check_positive, check_type
 
 TrialState = optuna.trial.TrialState
@@ -331,7 +332,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
     # -- epochs and pruning -------------------------------------------------------
     @keras_tuner.synchronized
     def update_trial(self, trial_id, metrics, step=0):
-        trial = keras_tuner.Oracle.update_trial(self, trial_id, metrics, step=step)
+        # KerasTuner's record (or a returned score's), without PruningOracleMixin's rule
+        trial = ReturnedScore.update_trial(self, trial_id, metrics, step=step)
+        self._forget_outlived_pruning(trial_id, step)
         optuna_trial = self.optuna_trials.get(trial_id)
         name = self.objective.name
         if optuna_trial is None or self.multi_objective or name not in metrics:
@@ -355,9 +358,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         if reason:
             rule = (type(self.optuna_pruner).__name__ if self.optuna_pruner is not None
                     else self.pruner.name)
-            self.pruned_trials[trial_id] = {"epoch": int(step), "rule": rule, "reason": reason}
-            trial.message = f"pruned at epoch {step} by the {rule} rule: {reason}"
-            trial.status = STOPPED
+            self._prune(trial, step, rule, reason)
         return trial
 
     def _prune_reason(self, trial, optuna_trial, step: int) -> str | None:
@@ -404,15 +405,17 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             self.study.tell(optuna_trial, self.objective_values(record), skip_if_finished=True)
 
     def objective_values(self, trial) -> list[float]:
-        """The trial's value of each objective, at its best step."""
+        """The trial's value of each objective: what its ``fit`` returned, else its
+        value at the best step (one objective: the score, the returned value if any)."""
         objectives = objectives_of(self.objective)
         if len(objectives) == 1:
             return [float(trial.score)]
+        returned = returned_metrics(trial)
         values = []
         for objective in objectives:
             history = trial.metrics.get_history(objective.name)
             at_best = [o.value for o in history if o.step == trial.best_step] or [history[-1].value]
-            values.append(float(np.mean(at_best[0])))
+            values.append(returned.get(objective.name, float(np.mean(at_best[0]))))
         return values
 
     # -- every worker's trials ------------------------------------------------------

@@ -16,9 +16,13 @@ passed its first runs every execution, so each of its epochs is the mean of
 them all.
 
 A pruned trial is not a failure: it ends ``COMPLETED`` and keeps the best
-score it reached, so Bayesian optimization learns from it; the oracle records
+score it reached (or, when its ``fit`` returned a value, that value, as
+KerasTuner scores it: :mod:`~keras_trainkit.tuning.returned_score`), so
+Bayesian optimization learns from it; the oracle records
 it in ``oracle.pruned_trials`` (``{trial_id: {"epoch", "rule", "reason"}}``),
-saved with the oracle's state, and puts the reason in ``trial.message``.
+saved with the oracle's state as soon as the rule decides (a search killed
+before the trial ended finds the decision when it resumes), and puts the
+reason in ``trial.message``.
 
 The ready-made oracles: :class:`PruningRandomSearchOracle`,
 :class:`PruningBayesianOptimizationOracle`, :class:`PruningGridSearchOracle`
@@ -36,6 +40,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from keras_trainkit._compat import keras_tuner as kt_compat
 from keras_trainkit.tuning.pruning import get_pruner
+from keras_trainkit.tuning.returned_score import ReturnedScore
 from keras_trainkit.utils.validation import (
     check_condition,
     check_non_negative,
@@ -107,7 +112,7 @@ def _check_oracle_arguments(kwargs: dict) -> None:
                            integer=True)
 
 
-class PruningOracleMixin(kt_compat.AtomicTrialRecords):
+class PruningOracleMixin(ReturnedScore, kt_compat.AtomicTrialRecords):
     """Adds pruning, a first trial at the defaults, a deadline and crash-safe
     records to a KerasTuner ``Oracle`` (put it first among the bases).
 
@@ -121,7 +126,10 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
 
     ``trial.json`` and ``oracle.json`` are written whole or not at all (a kill
     or a full disk during a write leaves the previous file), and a reloaded
-    search ranks equal scores in trial order, as the search that ran did.
+    search ranks equal scores in trial order, as the search that ran did. A
+    trial whose ``fit`` returned a float or a dict is scored by that value, as
+    KerasTuner scores it, not by its best epoch
+    (:class:`~keras_trainkit.tuning.returned_score.ReturnedScore`).
     """
 
     def __init__(self, *args, pruner=None, start_from_defaults: bool = False, **kwargs):
@@ -175,9 +183,27 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
         return any(obs.step == step and len(np.atleast_1d(obs.value)) > 1
                    for obs in trial.metrics.get_history(self.objective.name))
 
+    def _prune(self, trial, step: int, rule: str, reason: str) -> None:
+        """Stop ``trial`` at ``step`` and record why, in ``oracle.json`` at once: a search
+        killed before the trial ends resumes it as pruned (its epoch checkpoint records
+        the decision too) and ends it with this record."""
+        self.pruned_trials[trial.trial_id] = {"epoch": int(step), "rule": rule, "reason": reason}
+        trial.message = f"pruned at epoch {step} by the {rule} rule: {reason}"
+        trial.status = STOPPED
+        self.save()
+
+    def _forget_outlived_pruning(self, trial_id, step: int) -> None:
+        """Forget the pruning of a trial that reports a later epoch: the search was
+        killed after the decision but before the epoch's checkpoint recorded it, and the
+        resumed trial went on (it is judged again at this epoch)."""
+        info = self.pruned_trials.get(trial_id)
+        if info is not None and int(step) > info["epoch"]:
+            del self.pruned_trials[trial_id]
+
     @keras_tuner.synchronized
     def update_trial(self, trial_id, metrics, step=0):
         trial = super().update_trial(trial_id, metrics, step=step)
+        self._forget_outlived_pruning(trial_id, step)
         if self.pruner is None or self.objective.name not in metrics:
             return trial
         if self._later_execution(trial, step):
@@ -193,10 +219,7 @@ class PruningOracleMixin(kt_compat.AtomicTrialRecords):
                   if t.trial_id != trial_id and self._reached(t, step)]
         reason = self.pruner.decide(int(step), value, [v for v in others if v is not None])
         if reason:
-            self.pruned_trials[trial_id] = {"epoch": int(step), "rule": self.pruner.name,
-                                            "reason": reason}
-            trial.message = f"pruned at epoch {step} by the {self.pruner.name} rule: {reason}"
-            trial.status = STOPPED
+            self._prune(trial, step, self.pruner.name, reason)
         return trial
 
     @keras_tuner.synchronized

@@ -5,7 +5,10 @@ A tuner with :class:`keras_trainkit.tuning.TrainkitTunerMixin` keeps one
 whether the trial's checkpoint can be resumed: only a checkpoint of this trial
 (same id, same hyperparameters) that agrees with what the oracle recorded and
 whose weights are readable. Anything else is reported, set aside into
-``trial_<id>/damaged_<time>/`` and the trial starts clean.
+``trial_<id>/damaged_<time>/`` and the trial starts clean. A checkpoint that
+records a pruning decision (the search was killed after the pruned epoch's
+checkpoint, before the trial ended) ends the trial as pruned at once: it
+trains no further epoch, as in the search that was not killed.
 
 For every execution :meth:`TrialRun.plan_execution` returns the ``fit``
 arguments: ``initial_epoch`` when resuming, and the callbacks, in this order
@@ -253,13 +256,24 @@ class TrialRun:
                 f"in {where}; the trial starts again from its first epoch.")
             return run
         if state is not None:
-            run.resume = state
-            run.histories = list(state.histories)
-            run.messages.append(
-                f"Trial {trial.trial_id}: resuming from its checkpoint after epoch "
-                f"{state.epoch + 1}" + (f" of execution {state.execution + 1}"
-                                         if executions_per_trial > 1 else "") + ".")
+            run._resume_from(state, executions_per_trial)
         return run
+
+    def _resume_from(self, state, executions_per_trial: int) -> None:
+        """Continue the trial from ``state``; a state that records a pruning decision
+        ends the trial as pruned (``stopped``), so it trains no further."""
+        self.resume = state
+        self.histories = list(state.histories)
+        where = f"after epoch {state.epoch + 1}" + (
+            f" of execution {state.execution + 1}" if executions_per_trial > 1 else "")
+        if state.pruned_epoch is None:
+            self.messages.append(f"Trial {self.trial.trial_id}: resuming from its checkpoint "
+                                 f"{where}.")
+            return
+        self.stopped = "pruned"
+        self.reported = state.reported
+        self.messages.append(f"Trial {self.trial.trial_id}: its checkpoint says it was pruned "
+                             f"{where}; it ends as pruned, without training further.")
 
     def _record(self):
         try:

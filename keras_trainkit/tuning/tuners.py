@@ -21,8 +21,9 @@ first among the bases), or :func:`trainkit_tuner` makes such a class from one:
   last epoch, after checking that the checkpoint is that trial's and agrees with
   the oracle's record; a damaged checkpoint or record is reported, set aside
   and the trial run again (:mod:`keras_trainkit.tuning.search_files`). It says
-  which trial resumed at which epoch. The search's records (``oracle.json``,
-  ``trial.json``, ``tuner0.json``) are written atomically, whatever the oracle.
+  which trial resumed at which epoch; a trial killed after its pruned epoch ends
+  as pruned. The search's records (``oracle.json``, ``trial.json``,
+  ``tuner0.json``) are written atomically, whatever the oracle.
 * **Isolation** (``isolate_trials=True``): each execution of a trial runs in a
   fresh subprocess (:mod:`keras_trainkit.tuning.isolation`) that applies the
   tuner's own build checks; host and GPU memory return to the system after
@@ -31,14 +32,16 @@ first among the bases), or :func:`trainkit_tuner` makes such a class from one:
   trial starts after it, and running trials stop at their next epoch end.
 * **Results**: a non-finite loss fails the trial (``non-finite loss (...) at
   epoch e, batch b``); results are validated as KerasTuner validates them
-  (``FatalTypeError`` for a ``run_trial`` returning a string); a search whose
-  trials all failed raises with the first failure.
+  (``FatalTypeError`` for a ``run_trial`` returning a string) and scored as
+  KerasTuner scores them (a float or dict that ``fit`` returns, not the best
+  epoch: :mod:`~keras_trainkit.tuning.returned_score`); a search whose trials
+  all failed raises with the first failure.
 
 The ready-made tuners keep KerasTuner's names and arguments, add ``pruner``
 and ``start_from_defaults`` to the oracles that take them, and default the
-objective to a ``RecipeHyperModel``'s own (``"val_accuracy"`` for
-classification, ``"val_loss"`` with a loss of one's own), else ``"val_accuracy"``: :class:`RandomSearch`,
-:class:`BayesianOptimization`, :class:`GridSearch` and :class:`Hyperband`.
+objective to a ``RecipeHyperModel``'s own (``"val_accuracy"`` for classification,
+``"val_loss"`` with a loss of one's own), else ``"val_accuracy"``:
+:class:`RandomSearch`, :class:`BayesianOptimization`, :class:`GridSearch`, :class:`Hyperband`.
 
 A new tuner (for instance one backed by Optuna) gets all of this by writing
 its oracle (a ``keras_tuner.Oracle`` whose ``update_trial`` may answer
@@ -78,6 +81,7 @@ from keras_trainkit.tuning.oracles import (
     PruningRandomSearchOracle,
 )
 from keras_trainkit.tuning.recipe import RecipeHyperModel
+from keras_trainkit.tuning.returned_score import returned_report, score_returned_values
 from keras_trainkit.tuning.search_files import repair_search_files
 from keras_trainkit.tuning.trial_models import load_trial_model
 from keras_trainkit.tuning.trial_plan import NonFiniteLoss, TrialRun, quiet_round_continuation
@@ -174,6 +178,7 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
             keras_tuner.Tuner.__init__(self, oracle=oracle, **tuner_kwargs)
         if not _is_worker():  # a worker's oracle is the chief's, over gRPC
             kt_compat.write_records_atomically(self.oracle)
+            score_returned_values(self.oracle)
         if (not kwargs.get("overwrite") and not _is_worker()
                 and not os.path.exists(kt_compat.tuner_state_path(self))
                 and os.path.exists(kt_compat.oracle_state_path(self.oracle))):
@@ -285,6 +290,9 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         if run is not None and run.reported:  # the epochs reached the oracle one by one
             if results is not None:
                 kt_compat.check_trial_results(results, objective, "Tuner.run_trial()")
+                report = returned_report(results, objective)
+                if report:  # a float or dict returned: the score, as KerasTuner's
+                    self.oracle.update_trial(trial.trial_id, report)
             return
         if self.oracle.get_trial(trial.trial_id).metrics.exists(objective.name):
             warnings.warn(
@@ -342,7 +350,7 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
         finished = run.finished_result(execution)
         if finished is not None:
             return finished
-        if run.stopped:  # pruned or out of time: no further execution
+        if run.stopped:  # pruned (before a kill too) or out of time: no further execution
             return keras.callbacks.History()
         plan = run.plan_execution(execution, kwargs, deadline=self._deadline)
         if self.isolate_trials:
