@@ -38,3 +38,36 @@ def test_demo_bad_arguments(capsys):
     assert "Received: --seed=-1" in capsys.readouterr().err
     assert cli.main(["demo", "--seed", str(2**32)]) == 2
     assert f"Received: --seed={2**32}" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_model_named_twice(tmp_path, capsys):
+    """Before, ``--models mlp,mlp`` trained the MLP twice into the same folders."""
+    assert cli.main(["demo", "--models", "mlp,cnn,mlp", "--output", str(tmp_path / "o")]) == 2
+    assert "must name each model once. Received: --models=mlp,cnn,mlp" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_demo_started_in_the_same_second_gets_its_own_default_folder(tmp_path, monkeypatch):
+    """Before, two demos started in one second wrote into one folder (``<dataset>-<time>``)."""
+    import argparse
+    from datetime import datetime
+
+    from keras_trainkit.commands import demo
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 6, 15, 4, 5)
+
+    monkeypatch.setattr(demo, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    folders = []
+    for _ in range(3):
+        args = argparse.Namespace(dataset="digits", models="mlp", epochs=None, seed=0,
+                                  subset=None, output=None)
+        demo.check(args)
+        folders.append(args.output)
+    assert folders == ["trainkit-demo/digits-20261206-150405",
+                       "trainkit-demo/digits-20261206-150405-2",
+                       "trainkit-demo/digits-20261206-150405-3"]
+    assert all((tmp_path / folder).is_dir() for folder in folders)

@@ -226,6 +226,17 @@ def split(dataset: str, seed: int, subset: int | None = None):
     return (x[train], y[train]), (x[val], y[val]), (x_test, y_test)
 
 
+def _new_default_output(dataset: str) -> Path:
+    """``trainkit-demo/<dataset>-<time>``, or with ``-2``, ``-3``, ... added where a demo
+    started in the same second already has that folder (it is never written over)."""
+    stem = Path("trainkit-demo") / f"{dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    folder, number = stem, 1
+    while folder.exists():
+        number += 1
+        folder = stem.with_name(f"{stem.name}-{number}")
+    return folder
+
+
 def check(args: argparse.Namespace) -> None:
     """The argument checks and the output folder (created if missing), before any work."""
     from keras_trainkit.commands._paths import output_folder
@@ -234,6 +245,9 @@ def check(args: argparse.Namespace) -> None:
     if not names or any(name not in RECIPES[args.dataset] for name in names):
         raise ValueError(f"Argument `--models` must list names among mlp, cnn. Received: "
                          f"--models={args.models}")
+    if len(set(names)) < len(names):  # each model's outputs would overwrite the other's
+        raise ValueError(f"Argument `--models` must name each model once. Received: "
+                         f"--models={args.models}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"Argument `--epochs` must be >= 1. Received: --epochs={args.epochs}")
     if not 0 <= args.seed < 2**32:
@@ -241,8 +255,7 @@ def check(args: argparse.Namespace) -> None:
     if args.subset is not None and args.subset < 10:
         raise ValueError(f"Argument `--subset` must be >= 10. Received: --subset={args.subset}")
     if args.output is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        args.output = str(Path("trainkit-demo") / f"{args.dataset}-{stamp}")
+        args.output = str(_new_default_output(args.dataset))
     args.output = str(output_folder(args.output, "--output", "demo"))  # "~" expanded
 
 
