@@ -20,7 +20,7 @@ search reloaded from disk) and writes:
   objectives; the first two objectives drawn, the front joined);
 * ``hparams/``: TensorBoard HParams logs (an experiment config and one run per
   trial with its hyperparameters and objective), readable by TensorBoard's
-  HParams dashboard.
+  HParams dashboard; a report written again (a resumed search) replaces them.
 
 Epochs are counted from 1 everywhere in the report: "epoch 3" is the third
 epoch trained, as in Keras's progress lines (KerasTuner records them from 0).
@@ -347,12 +347,41 @@ def _hparam(hp, hp_api):
     return hp_api.HParam(hp.name, domain)
 
 
+def _holds_hparams(path: str) -> bool:
+    """Whether the event file ``path`` holds HParams summaries (a report's, so written
+    by :func:`write_hparams_logs`); a file cut short counts by what it holds."""
+    import tensorflow as tf
+
+    try:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(value.metadata.plugin_data.plugin_name == "hparams"
+                   for value in event.summary.value):
+                return True
+    except tf.errors.DataLossError:
+        pass
+    return False
+
+
+def _remove_earlier_hparams_logs(log_dir: str) -> None:
+    """Delete the event files of an earlier report in ``log_dir`` (a resumed search's
+    report is written again): TensorBoard would show both, a trial's old score beside
+    its new one. Event files without HParams summaries are left alone."""
+    import glob
+
+    for folder in [log_dir, *sorted(glob.glob(os.path.join(glob.escape(log_dir), "trial_*")))]:
+        for path in glob.glob(os.path.join(glob.escape(folder), "events.out.tfevents.*")):
+            if _holds_hparams(path):
+                os.remove(path)
+
+
 def write_hparams_logs(tuner, log_dir: str) -> None:
-    """Write TensorBoard HParams summaries: the experiment and one run per trial."""
+    """Write TensorBoard HParams summaries: the experiment and one run per trial,
+    replacing those of an earlier call with the same ``log_dir``."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp_api
 
     check_search(tuner)
+    _remove_earlier_hparams_logs(log_dir)
     oracle = tuner.oracle
     name = objective_name(oracle)
     names = [o.name for o in several_objectives(oracle)] or [name]

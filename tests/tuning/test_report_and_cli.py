@@ -66,10 +66,23 @@ def test_trainkit_tune_small_budget(tmp_path, capsys):
     assert all("optimizer" in s.session_start_info.hparams for s in sessions)
 
     # rerunning resumes the finished search instead of starting again
+    writer = tf.summary.create_file_writer(str(output / "hparams" / "trial_0"))
+    with writer.as_default():
+        tf.summary.scalar("mine", 1.0, step=0)  # a log of one's own, not a report's
+    writer.close()
     assert cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "3",
                      "--epochs", "2", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "trial 1 of 3" not in printed and "refit" not in printed
+    # its report replaced the first one's HParams logs (TensorBoard showed both) ...
+    contents = _hparams_events(output / "hparams")
+    assert sum(c.HasField("experiment") for c in contents) == 1
+    assert sum(c.HasField("session_start_info") for c in contents) == 3
+    # ... and left the log of one's own
+    mine = [v.tag for path in (output / "hparams" / "trial_0").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for v in event.summary.value]
+    assert mine.count("mine") == 1
 
 
 def test_tune_rejects_bad_arguments(tmp_path):
