@@ -6,7 +6,9 @@ Ops placed by default still run on ``/cpu:0``.
 """
 
 import gc
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,6 +20,35 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 LOGICAL_CPUS = ["/cpu:0", "/cpu:1"]
+DURATIONS = Path(__file__).with_name("durations.json")  # scripts/test_durations.py
+SECONDS_PER_UNMEASURED_TEST = 1.0  # a file not in DURATIONS: about the suite's mean
+
+
+def pytest_configure(config):
+    """Under ``--dist loadfile`` the files go to the workers in the order of
+    :func:`pytest_collection_modifyitems`, not pytest-xdist's (most tests first)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker, put the files longest first (their seconds in the last
+    measured run, ``durations.json``), each file's tests in their own order: the
+    workers take the next file as they finish one, so a long file never starts
+    last while the other worker idles (by test count, the few-test crash-and-resume
+    files of 20-60 s came last). Without xdist the order stays pytest's."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def cost(path):
+        return seconds.get(path, SECONDS_PER_UNMEASURED_TEST * len(by_file[path]))
+
+    items[:] = [item for path in sorted(by_file, key=cost, reverse=True) for item in by_file[path]]
 
 
 @pytest.fixture(scope="session", autouse=True)
