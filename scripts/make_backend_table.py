@@ -137,7 +137,8 @@ def _outcome(case) -> tuple[str, str]:
     return "passed", ""
 
 
-def _path(case) -> str:
+def test_file(case) -> str:
+    """The test file (``tests/x/test_y.py``) of a JUnit ``testcase`` element."""
     file = case.get("file")
     if file:
         return file
@@ -151,7 +152,7 @@ def collect(junit: list[tuple[str, Path]], components) -> tuple[dict, list[str]]
     results, unmapped = defaultdict(list), []
     for backend, path in junit:
         for case in ET.parse(path).iter("testcase"):
-            test_path, name = _path(case), case.get("name", "")
+            test_path, name = test_file(case), case.get("name", "")
             runs_on = next((p for p in _parameters(name) if p in BACKENDS), backend)
             owners = components_of(test_path, name, components)
             if not owners:

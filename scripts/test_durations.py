@@ -18,25 +18,16 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUTPUT = ROOT / "tests" / "durations.json"
+from make_backend_table import test_file  # this folder is on sys.path when run
 
-
-def _test_file(classname: str) -> str:
-    """The file of a JUnit ``classname`` (``tests.x.test_y`` or ``tests.x.test_y.TestZ``)."""
-    parts = classname.split(".")
-    for end in range(len(parts), 0, -1):
-        path = "/".join(parts[:end]) + ".py"
-        if (ROOT / path).is_file():
-            return path
-    return "/".join(parts) + ".py"
+OUTPUT = Path(__file__).resolve().parents[1] / "tests" / "durations.json"
 
 
 def file_seconds(junit_xml: str) -> dict[str, float]:
     """``{"tests/x/test_y.py": seconds}`` summed over the file's test cases."""
     seconds: dict[str, float] = defaultdict(float)
     for case in ElementTree.parse(junit_xml).iter("testcase"):
-        seconds[_test_file(case.get("classname", ""))] += float(case.get("time") or 0.0)
+        seconds[test_file(case)] += float(case.get("time") or 0.0)
     return {path: round(value, 1) for path, value in sorted(seconds.items())}
 
 
