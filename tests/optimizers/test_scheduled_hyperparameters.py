@@ -70,11 +70,11 @@ def test_radam_scheduled_betas_match_optax_inject_hyperparams(names):
     rp.assert_matches(ours, reference, rtol=2e-6)
 
 
-def test_shampoo_scheduled_beta_2_matches_the_numpy_transcription():
-    def beta_2(count):
-        return 0.99 - 0.3 * count / 60
-
-    arguments = dict(learning_rate=2.0**-7, beta_1=0.9, beta_2=0.99, epsilon=1e-4, max_block_size=3,
+def _assert_shampoo_follows_the_beta_2_schedule(beta_2, beta_2_value, start):
+    """60 steps of Shampoo whose ``beta_2`` is set before each step to ``beta_2(iterations)``
+    (a traced function of a float64 tensor) match the numpy transcription run with
+    ``beta_2_value(t)`` as float32 holds it, step by step."""
+    arguments = dict(learning_rate=2.0**-7, beta_1=0.9, beta_2=start, epsilon=1e-4, max_block_size=3,
                      preconditioning_compute_steps=4, start_preconditioning_step=3, graft="adam",
                      graft_beta_2=0.99, graft_epsilon=1e-8)
     w0, b0, grads = _problem()
@@ -95,13 +95,20 @@ def test_shampoo_scheduled_beta_2_matches_the_numpy_transcription():
     for t in range(60):
         gw, gb = grads(rw, rb)
         step(tf.constant(gw), tf.constant(gb))
-        reference.beta_2 = float(np.float32(beta_2(t)))  # the value the float32 variable holds
+        reference.beta_2 = float(np.float32(beta_2_value(t)))  # the value the float32 variable holds
         rw, rb = reference.step("w", rw, gw), reference.step("b", rb, gb)
         reference.t += 1
-        np.testing.assert_allclose(w.numpy(), rw, rtol=0, atol=1e-9 * np.abs(rw).max())
-        np.testing.assert_allclose(b.numpy(), rb, rtol=0, atol=1e-9 * np.abs(rb).max())
+        np.testing.assert_allclose(w.numpy(), rw, rtol=0, atol=1e-9 * np.abs(rw).max(), err_msg=f"step {t}")
+        np.testing.assert_allclose(b.numpy(), rb, rtol=0, atol=1e-9 * np.abs(rb).max(), err_msg=f"step {t}")
         w.assign(rw)
         b.assign(rb)
+
+
+def test_shampoo_scheduled_beta_2_matches_the_numpy_transcription():
+    def beta_2(count):
+        return 0.99 - 0.3 * count / 60
+
+    _assert_shampoo_follows_the_beta_2_schedule(beta_2, beta_2, start=0.99)
 
 
 ADEMAMIX_SCHEDULES = {"beta_1": lambda c: 0.9 - 0.3 * c / STEPS, "beta_3": lambda c: 0.9995 - 0.02 * c / STEPS}
@@ -144,31 +151,5 @@ def test_shampoo_beta_2_scheduled_across_one_switches_between_ema_and_sum(start,
     def beta_2(count):
         return tf.where(count < 30, tf.constant(start, "float64"), tf.constant(later, "float64"))
 
-    arguments = dict(learning_rate=2.0**-7, beta_1=0.9, beta_2=start, epsilon=1e-4, max_block_size=3,
-                     preconditioning_compute_steps=4, start_preconditioning_step=3, graft="adam",
-                     graft_beta_2=0.99, graft_epsilon=1e-8)
-    w0, b0, grads = _problem()
-    w, b = keras.Variable(w0), keras.Variable(b0)
-    optimizer = Shampoo(**arguments)
-    optimizer.build([w, b])
-    handle = schedule_hyperparameter(optimizer, "beta_2")
-
-    @tf.function
-    def step(gw, gb):
-        handle.assign(tf.cast(beta_2(tf.cast(optimizer.iterations, "float64")), "float32"))
-        optimizer.apply([gw, gb], [w, b])
-
-    reference = NumpyShampoo(*(arguments[k] for k in (
-        "learning_rate", "beta_1", "beta_2", "epsilon", "max_block_size", "preconditioning_compute_steps",
-        "start_preconditioning_step", "graft", "graft_beta_2", "graft_epsilon")))
-    rw, rb = w0.copy(), b0.copy()
-    for t in range(60):
-        gw, gb = grads(rw, rb)
-        step(tf.constant(gw), tf.constant(gb))
-        reference.beta_2 = float(np.float32(start if t < 30 else later))
-        rw, rb = reference.step("w", rw, gw), reference.step("b", rb, gb)
-        reference.t += 1
-        np.testing.assert_allclose(w.numpy(), rw, rtol=0, atol=1e-9 * np.abs(rw).max(), err_msg=f"step {t}")
-        np.testing.assert_allclose(b.numpy(), rb, rtol=0, atol=1e-9 * np.abs(rb).max(), err_msg=f"step {t}")
-        w.assign(rw)
-        b.assign(rb)
+    _assert_shampoo_follows_the_beta_2_schedule(
+        beta_2, lambda t: start if t < 30 else later, start=start)
