@@ -18,17 +18,8 @@ from keras_trainkit.callbacks import SWA, SpikeDetection, SwapEvaluationWeights
 from keras_trainkit.callbacks.swa import recompute_batch_norm_statistics
 from keras_trainkit.optimizers import ScheduleFree
 from keras_trainkit.training import Trainer
-
-BATCH = 4
-SPIKE_BATCH = 6
-
-
-def _spike_data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(12 * BATCH, 4)).astype("float32")
-    y = (x @ rng.normal(size=(4, 1))).astype("float32")
-    y[SPIKE_BATCH * BATCH:(SPIKE_BATCH + 1) * BATCH] *= 1e3
-    return x, y
+from tests.callbacks.test_spike_detection import BATCH, SPIKE_BATCH
+from tests.callbacks.test_spike_detection import _data as _spike_data
 
 
 def _spike_model():
