@@ -44,6 +44,13 @@ def _trial_started(project, trial_id):
     return (project / f"trial_{trial_id}" / "runner.json").exists()
 
 
+def _logged_starts(log):
+    """Trial starts the search script has logged in full (a line ends with its newline).
+    ``log.exists()`` alone is true from the ``open``, before the line is written: a kill
+    there left the first run without a start of its own."""
+    return log.read_text().count("\n") if log.exists() else 0
+
+
 def _trial_processes(search_pid):
     """Processes (other than the search) whose environment names this search run."""
     found = []
@@ -94,7 +101,7 @@ def test_sigkill_then_rerun_resumes(tmp_path, mode, trial_index, kill_at):
     process = _run(tmp_path, log, *extra, wait=False, hold_at=(trial_index, hold_epoch))
     if kill_at == "started":  # during the first epoch, before any checkpoint
         def ready():
-            return _trial_started(project, trial_index) and log.exists()
+            return _trial_started(project, trial_index) and _logged_starts(log) > trial_index
     else:
         def ready():
             epoch = _resume_epoch(project, trial_index)
