@@ -3,10 +3,11 @@ epoch, whose objective ``score`` is a known function of the hyperparameters and 
 epoch (set in the logs by a callback), so pruning and fronts are predictable.
 
 Run as a script it is one worker of a search: ``python _optuna_helpers.py DIR LOG
-STORAGE MAX_TRIALS [SEED] [WORKERS]``; it appends one JSON line per trial start to
-LOG. With WORKERS, it waits after its imports until WORKERS workers of DIR are ready,
-so that on a loaded machine a worker slow to import still gets a trial of a short
-search.
+STORAGE MAX_TRIALS [SEED] [WORKERS [GO]]``; it appends one JSON line per trial start
+to LOG. With WORKERS, it waits after its imports until WORKERS workers of DIR are
+ready, so that on a loaded machine a worker slow to import still gets a trial of a
+short search; with GO too, it then waits until the file GO exists (the test creates it
+once a chosen worker has started its trial, which then cannot be taken by the others).
 """
 
 import json
@@ -77,16 +78,24 @@ class Synthetic(keras_tuner.HyperModel):
         return model.fit(X, Y, epochs=self.epochs, **kwargs)
 
 
-def wait_for_workers(directory, workers, timeout=600):
-    """Marks this worker ready in ``DIR/ready`` and waits until ``workers`` are."""
+def _wait_until(condition, failure, timeout=600):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise SystemExit(failure())
+        time.sleep(0.1)
+
+
+def wait_for_workers(directory, workers, go=None):
+    """Marks this worker ready in ``DIR/ready``, waits until ``workers`` are, then
+    (with ``go``) until that file exists."""
     ready = os.path.join(directory, "ready")
     os.makedirs(ready, exist_ok=True)
     open(os.path.join(ready, str(os.getpid())), "w").close()
-    deadline = time.time() + timeout
-    while len(os.listdir(ready)) < workers:
-        if time.time() > deadline:
-            raise SystemExit(f"only {len(os.listdir(ready))} of {workers} workers became ready")
-        time.sleep(0.1)
+    _wait_until(lambda: len(os.listdir(ready)) >= workers,
+                lambda: f"only {len(os.listdir(ready))} of {workers} workers became ready")
+    if go is not None:
+        _wait_until(lambda: os.path.exists(go), lambda: f"{go} was never created")
 
 
 def main():
@@ -95,7 +104,7 @@ def main():
     directory, log_path, storage, max_trials = sys.argv[1:5]
     seed = int(sys.argv[5]) if len(sys.argv) > 5 else None
     if len(sys.argv) > 6:
-        wait_for_workers(directory, int(sys.argv[6]))
+        wait_for_workers(directory, int(sys.argv[6]), *sys.argv[7:8])
     storage = None if storage == "default" else storage
     tuner = tuning.OptunaSearch(
         Synthetic(epochs=4, sleep=0.5, log_path=log_path),

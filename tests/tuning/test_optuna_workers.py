@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TrialState = optuna.trial.TrialState
 
 
-def _start(directory, log, storage="default", max_trials=3, seed=7, workers=None):
+def _start(directory, log, storage="default", max_trials=3, seed=7, workers=None, go=None):
     """One worker process; with ``workers``, it starts searching once that many are
-    ready (every worker of a short search gets a trial however slowly it imports)."""
+    ready (every worker of a short search gets a trial however slowly it imports), and
+    with ``go`` too, once that file exists."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                TF_CPP_MIN_LOG_LEVEL="2")
-    together = [] if workers is None else [str(workers)]
+    together = [] if workers is None else [str(workers), *([str(go)] if go else [])]
     return subprocess.Popen(
         [sys.executable, str(HELPER), str(directory), str(log), storage, str(max_trials),
          str(seed), *together], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -48,13 +49,30 @@ def _lines(log):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _wait_for(condition, timeout=300):
+def _wait_for(condition, timeout=300, process=None):
+    """Waits until ``condition()``; fails at once, with its output, if ``process`` ends."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the worker ended (exit {process.returncode}) first:\n"
+                                 + process.stdout.read()[-3000:])
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s")
+
+
+def _start_workers(directory, log, storage, count, max_trials=6):
+    """``count`` workers of one search; the others start searching once the first has
+    started its trial (on a loaded machine they could otherwise take every trial of
+    the short search before it asked for one)."""
+    go = Path(directory) / "go"
+    first = _start(directory, log, storage=storage, max_trials=max_trials, workers=count)
+    others = [_start(directory, log, storage=storage, max_trials=max_trials, workers=count,
+                     go=go) for _ in range(count - 1)]
+    _wait_for(lambda: any(s["pid"] == first.pid for s in _lines(log)), process=first)
+    go.touch()
+    return [first, *others]
 
 
 def _finish(process, timeout=180):
@@ -111,10 +129,8 @@ def test_three_workers_run_one_search_and_a_killed_workers_trial_is_retried(tmp_
     log = tmp_path / "log.jsonl"
     journal = tmp_path / "shared.journal"
     storage = f"journal:{journal}" if backend == "journal" else "default"
-    workers = [_start(tmp_path, log, storage=storage, max_trials=6, workers=3)
-               for _ in range(3)]
+    workers = _start_workers(tmp_path, log, storage, 3)
     victim = workers[0]
-    _wait_for(lambda: any(s["pid"] == victim.pid for s in _lines(log)))
     time.sleep(0.8)  # the victim is in a trial's epochs
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -183,8 +199,7 @@ def postgres():
 
 def test_two_workers_on_a_postgresql_server(tmp_path, postgres):
     log = tmp_path / "log.jsonl"
-    workers = [_start(tmp_path, log, storage=postgres, max_trials=6, workers=2)
-               for _ in range(2)]
+    workers = _start_workers(tmp_path, log, postgres, 2)
     for worker in workers:
         _finish(worker)
     _check_one_search(_study(tmp_path, postgres), 6)
