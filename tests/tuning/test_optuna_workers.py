@@ -89,8 +89,9 @@ def _study(directory, storage=None):
 def test_a_search_killed_mid_trial_resumes_from_its_storage(tmp_path):
     log = tmp_path / "log.jsonl"
     first = _start(tmp_path, log)
-    _wait_for(lambda: len(_lines(log)) >= 2)  # the second trial has started
-    time.sleep(1.2)  # and trained an epoch or two
+    # the second trial has started and checkpointed its first of 4 epochs
+    _wait_for(lambda: len(_lines(log)) >= 2 and
+              (tmp_path / "search" / "trial_1" / "checkpoint.npz").exists(), process=first)
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed = _lines(log)[-1]["values"]
