@@ -4,10 +4,11 @@ epoch (set in the logs by a callback), so pruning and fronts are predictable.
 
 Run as a script it is one worker of a search: ``python _optuna_helpers.py DIR LOG
 STORAGE MAX_TRIALS [SEED] [WORKERS [GO]]``; it appends one JSON line per trial start
-to LOG. With WORKERS, it waits after its imports until WORKERS workers of DIR are
-ready, so that on a loaded machine a worker slow to import still gets a trial of a
-short search; with GO too, it then waits until the file GO exists (the test creates it
-once a chosen worker has started its trial, which then cannot be taken by the others).
+to LOG. With WORKERS, it builds its tuner and then waits until WORKERS workers of DIR
+have, so that on a loaded machine a worker slow to start still gets a trial of a short
+search; with GO too, it then waits until the file GO exists (the test creates it once
+a chosen worker has started its trial, which the others then cannot take, and which
+they do not know as a trial of their own: they read the search folder before it).
 """
 
 import json
@@ -87,8 +88,8 @@ def _wait_until(condition, failure, timeout=600):
 
 
 def wait_for_workers(directory, workers, go=None):
-    """Marks this worker ready in ``DIR/ready``, waits until ``workers`` are, then
-    (with ``go``) until that file exists."""
+    """Marks this worker (its tuner built) ready in ``DIR/ready``, waits until
+    ``workers`` are, then (with ``go``) until that file exists."""
     ready = os.path.join(directory, "ready")
     os.makedirs(ready, exist_ok=True)
     open(os.path.join(ready, str(os.getpid())), "w").close()
@@ -103,14 +104,14 @@ def main():
 
     directory, log_path, storage, max_trials = sys.argv[1:5]
     seed = int(sys.argv[5]) if len(sys.argv) > 5 else None
-    if len(sys.argv) > 6:
-        wait_for_workers(directory, int(sys.argv[6]), *sys.argv[7:8])
     storage = None if storage == "default" else storage
     tuner = tuning.OptunaSearch(
         Synthetic(epochs=4, sleep=0.5, log_path=log_path),
         objective=keras_tuner.Objective("score", "max"), max_trials=int(max_trials),
         storage=storage, seed=seed, heartbeat_interval=1, grace_period=4,
         directory=directory, project_name="search")
+    if len(sys.argv) > 6:
+        wait_for_workers(directory, int(sys.argv[6]), *sys.argv[7:8])
     tuner.search()
 
 

@@ -63,9 +63,12 @@ def _wait_for(condition, timeout=300, process=None):
 
 
 def _start_workers(directory, log, storage, count, max_trials=6):
-    """``count`` workers of one search; the others start searching once the first has
-    started its trial (on a loaded machine they could otherwise take every trial of
-    the short search before it asked for one)."""
+    """``count`` workers of one search. Each builds its tuner (reads the search folder)
+    before the first asks for a trial; the others start searching once the first has
+    started its trial. Otherwise, on a loaded machine, they could take every trial of
+    the short search before the first asked for one; or, reading the folder after its
+    trial began, take that trial over as their own rerun once its worker is killed
+    (resumed from its checkpoint on the same host) instead of the heartbeat's retry."""
     go = Path(directory) / "go"
     first = _start(directory, log, storage=storage, max_trials=max_trials, workers=count)
     others = [_start(directory, log, storage=storage, max_trials=max_trials, workers=count,
