@@ -280,6 +280,11 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             # Optuna warns that heartbeats are meant for Study.optimize: we beat ourselves.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             optuna_trial = study.ask()
+        if has_heartbeat(self.storage):
+            # The first beat now, not later from the thread: a database storage never fails
+            # a trial without one, so a worker killed in between would hang the others.
+            self.storage.record_heartbeat(storage_trial_id(study, self.storage,
+                                                           optuna_trial.number))
         places = _places(study.get_trials(deepcopy=False))
         numbers = [t.number for t in places[:self.max_trials]]
         if optuna_trial.number not in numbers:  # another worker took the last place first

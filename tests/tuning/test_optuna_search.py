@@ -4,6 +4,7 @@ epochs; its objective ``score`` is set from the hyperparameters (``_optuna_helpe
 
 import json
 import os
+import time
 
 import keras
 import keras_tuner
@@ -13,6 +14,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from keras_trainkit import tuning  # noqa: E402
+from keras_trainkit.tuning import optuna_oracle  # noqa: E402
 from tests.tuning._optuna_helpers import Synthetic  # noqa: E402
 
 SCORE = keras_tuner.Objective("score", "max")
@@ -226,6 +228,40 @@ def test_a_trial_started_during_a_reload_is_read(tmp_path):
     assert joining.ongoing_trials["tuner1"].hyperparameters.values == (
         started.hyperparameters.values)
     assert sorted(joining.trials) == ["0", "1", "2"]
+
+
+class _NoHeartbeatThread:
+    """A heartbeat thread that never beats: a worker killed before its first beat."""
+
+    def __init__(self, storage, trial_id):
+        pass
+
+    def stop(self):
+        pass
+
+
+def test_a_worker_killed_before_its_first_thread_beat_has_its_trial_retried(tmp_path,
+                                                                             monkeypatch):
+    """A database storage (Optuna's ``RDBStorage``) fails only running trials that beat
+    at least once; the oracle beats when it asks, so the trial of a worker killed before
+    its heartbeat thread's first beat is failed and run again by another worker (before,
+    it stayed running for good and the others waited on it)."""
+    monkeypatch.setattr(optuna_oracle, "Heartbeat", _NoHeartbeatThread)
+    url = f"sqlite:///{tmp_path}/shared.db"
+
+    def worker(name):
+        return tuning.OptunaSearch(Synthetic(epochs=1), objective=SCORE, max_trials=3,
+                                   storage=url, heartbeat_interval=1, grace_period=2,
+                                   directory=str(tmp_path / name), project_name="s").oracle
+
+    dead = worker("a").create_trial("a")
+    time.sleep(3.5)  # past the grace period (SQLite keeps the beat in whole seconds)
+    retry = worker("b").create_trial("b")
+    study = optuna.load_study(study_name="s", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL,
+                                               optuna.trial.TrialState.RUNNING]
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+    assert retry.hyperparameters.values == dead.hyperparameters.values
 
 
 def test_journal_storage(tmp_path):
