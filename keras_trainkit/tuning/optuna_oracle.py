@@ -280,11 +280,9 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             # Optuna warns that heartbeats are meant for Study.optimize: we beat ourselves.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             optuna_trial = study.ask()
-        if has_heartbeat(self.storage):
-            # The first beat now, not later from the thread: a database storage never fails
-            # a trial without one, so a worker killed in between would hang the others.
-            self.storage.record_heartbeat(storage_trial_id(study, self.storage,
-                                                           optuna_trial.number))
+        # The first beat now, not later from the thread: a database storage never fails
+        # a trial without one, so a worker killed in between would hang the others.
+        self._beat(optuna_trial.number)
         places = _places(study.get_trials(deepcopy=False))
         numbers = [t.number for t in places[:self.max_trials]]
         if optuna_trial.number not in numbers:  # another worker took the last place first
@@ -308,9 +306,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
             record = records.get(int(trial_id))
             if (record is not None and record.state == TrialState.RUNNING
                     and _process_gone(record.user_attrs.get(WORKER_ATTR))):
-                if has_heartbeat(self.storage):  # claim it before a worker fails it
-                    self.storage.record_heartbeat(
-                        storage_trial_id(self.study, self.storage, record.number))
+                self._beat(record.number)  # claim it before a worker fails it
                 continue
             queue.remove(trial_id)
             if record is not None and record.state == TrialState.FAIL:
@@ -319,6 +315,11 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
                 trial.message = ("its worker stopped; the Optuna study failed the trial by its "
                                  "heartbeat and runs its values again as a new trial")
                 kt_compat.save_trial_record(self, trial)
+
+    def _beat(self, number: int) -> None:
+        """Record one heartbeat of the study's trial ``number`` now (with a heartbeat storage)."""
+        if has_heartbeat(self.storage):
+            self.storage.record_heartbeat(storage_trial_id(self.study, self.storage, number))
 
     def _reopen(self, trial_id: str):
         """The running Optuna trial of KerasTuner's trial ``trial_id``, claimed by this process."""
