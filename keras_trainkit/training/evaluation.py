@@ -88,6 +88,19 @@ def warn_if_ran_out(steps_name: str, steps, done: int) -> None:
                        "Keras.", done, steps_name, steps)
 
 
+def pass_logs(model, last_call_logs) -> dict:
+    """The logs of a whole pass (an epoch's training, an evaluation), as ``model.fit`` and
+    ``model.evaluate`` give them: the model's metric results read again after the last
+    batch's callbacks, where they have the keys the steps returned (a custom step's other
+    logs are kept as the last call returned them). A callback may change a metric's state
+    in ``on_*_batch_end``: ``SpikeDetection`` takes an undone batch out of the loss
+    tracker, and the last batch's change must reach the epoch's logs as it does in ``fit``."""
+    if not last_call_logs:
+        return scalar_logs(last_call_logs)
+    metric_logs = model.get_metrics_result()
+    return scalar_logs(metric_logs if set(metric_logs) == set(last_call_logs) else last_call_logs)
+
+
 def evaluate_batches(model, strategy, loop, test_function, dataset, steps, callbacks, count=False):
     """Run ``test_function`` in ``loop`` (a ``StepLoop``) over ``steps`` batches of a fresh
     iterator over ``dataset`` under ``strategy`` (``count``: the data may end sooner);
@@ -97,7 +110,7 @@ def evaluate_batches(model, strategy, loop, test_function, dataset, steps, callb
     iterator = iter(replicas.distribute(strategy, dataset))
     logs, done = loop.run(bind(test_function, iterator), steps, count=count,
                           begin=callbacks.on_test_batch_begin, end=callbacks.on_test_batch_end)
-    logs = scalar_logs(logs)
+    logs = pass_logs(model, logs)
     callbacks.on_test_end(logs)
     return logs, done
 

@@ -15,7 +15,6 @@ from keras_trainkit.training import _data, evaluation
 from keras_trainkit.training.epoch_plan import prepare_inputs
 from keras_trainkit.training.setup import callback_list, check_verbose
 from keras_trainkit.utils.validation import check_positive
-from keras_trainkit.utils.values import scalar_logs
 
 
 class TrainerLoops:
@@ -41,7 +40,7 @@ class TrainerLoops:
             end=lambda step, payload: callbacks.on_train_batch_end(step, payload), first_step=first_step,
             after_call=after_call, should_stop=lambda: self.model.stop_training, count=plan.counts_steps)
         plan.end_epoch(steps_done, stopped=self.model.stop_training)
-        logs = scalar_logs(logs)
+        logs = evaluation.pass_logs(self.model, logs)
         self.non_finite.end_epoch(epoch, self.model)
         # A transform that stopped training in the graph (SkipNonFinite under XLA,
         # where compiled code cannot raise) raises here at the latest.

@@ -3,6 +3,9 @@
 * A resumed ``SpikeDetection`` run undoes a recorded call under ``steps_per_execution > 1``
   (Keras passes the call's first step to ``on_train_batch_begin`` and its last to
   ``on_train_batch_end``; the record holds the last), in ``model.fit`` and the ``Trainer``.
+* An undone *last* batch of an epoch is taken out of the epoch's ``loss`` on both paths
+  (reference: the epoch without that batch and without the callback). The ``Trainer``
+  logged the last call's loss, read before ``on_train_batch_end`` undid it.
 * Recomputing BatchNorm statistics draws no random numbers: training with
   ``SwapEvaluationWeights(bn_data=...)`` equals training without the callback even with
   ``Dropout`` (reference: the run without the callback).
@@ -20,6 +23,7 @@ from keras_trainkit.optimizers import ScheduleFree
 from keras_trainkit.training import Trainer
 from tests.callbacks.test_spike_detection import BATCH, SPIKE_BATCH
 from tests.callbacks.test_spike_detection import _data as _spike_data
+from tests.callbacks.test_spike_detection import _model as _one_step_spike_model
 
 
 def _spike_model():
@@ -56,6 +60,22 @@ def _fit_spikes(callback, fit_with):
     else:
         model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback, recorder])
     return recorder
+
+
+@pytest.mark.parametrize("fit_with", ["model", "trainer"])
+def test_an_undone_last_batch_is_taken_out_of_the_epoch_loss(fit_with):
+    x, y = _spike_data()
+    kept = SPIKE_BATCH * BATCH
+    x, y = x[:kept + BATCH], y[:kept + BATCH]  # the spiking batch is the epoch's last
+    reference = _one_step_spike_model().fit(x[:kept], y[:kept], batch_size=BATCH, shuffle=False, verbose=0)
+    model, callback = _one_step_spike_model(), SpikeDetection(policy="skip", warmup=2)
+    if fit_with == "trainer":
+        history = Trainer.from_compiled(model, shuffle=False).fit(x, y, batch_size=BATCH, verbose=0,
+                                                                  callbacks=[callback])
+    else:
+        history = model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
+    assert [s["step"] for s in callback.spikes] == [SPIKE_BATCH]
+    assert history.history["loss"] == pytest.approx(reference.history["loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("fit_with", ["model", "trainer"])
