@@ -16,6 +16,7 @@ policy.
 
 from __future__ import annotations
 
+import collections.abc
 import math
 
 import keras
@@ -28,6 +29,34 @@ from keras_trainkit.training._labels import label_problem
 
 def _flat(structure):
     return tf.nest.flatten(structure)
+
+
+def check_input_kind(data, name: str) -> None:
+    """Refuse, naming the argument, data the Trainer does not read: a
+    ``keras.utils.PyDataset``, a generator or other iterable without a shape (a
+    PyTorch ``DataLoader``). ``model.fit`` reads them through Keras's data adapters;
+    the Trainer takes arrays (or a list/dict of them) and a ``tf.data.Dataset``.
+    Without this, a ``PyDataset`` was read as one array (``y`` missing, or NumPy's
+    "inhomogeneous shape"), and as ``validation_data`` its batches were unpacked as
+    ``(x, y)``."""
+    if (data is None or is_dataset(data) or hasattr(data, "shape")
+            or isinstance(data, (list, tuple, dict, str, bytes))):
+        return
+    if isinstance(data, keras.utils.PyDataset):
+        kind = "a keras.utils.PyDataset"
+    elif isinstance(data, collections.abc.Iterator):
+        kind = "a generator or iterator"
+    elif isinstance(data, collections.abc.Iterable):
+        kind = "an iterable without a shape"
+    else:
+        return
+    raise TypeError(
+        f"Argument `{name}` must be arrays (or a list/dict of arrays, one per model input) or a "
+        f"tf.data.Dataset: the Trainer does not read {kind}, which `model.fit` reads through "
+        "Keras's data adapters. Pass arrays, or wrap it in a tf.data.Dataset (e.g. "
+        "`tf.data.Dataset.from_generator(..., output_signature=...)`). "
+        f"Received: {name} of type {type(data).__module__}.{type(data).__qualname__}"
+    )
 
 
 def is_dataset(data) -> bool:
@@ -95,16 +124,18 @@ def _check_numeric(name: str, array: np.ndarray) -> None:
 
 
 def _check_python_numbers(label: str, structure) -> None:
-    """Refuse a Python list/tuple of numbers: Keras reads a list as one array per input."""
+    """Refuse a Python list/tuple of numbers (Python or NumPy scalars): Keras reads a list as
+    one array per input."""
     if not isinstance(structure, (list, tuple)):
         return
     leaves = _flat(structure)
-    if leaves and any(not hasattr(leaf, "shape") and np.ndim(leaf) == 0 for leaf in leaves):
+    if leaves and any(np.ndim(leaf) == 0 for leaf in leaves):
+        kind = "scalars (0-d arrays)" if all(hasattr(leaf, "shape") for leaf in leaves) else "Python numbers"
         raise TypeError(
             f"Argument `{label}` must be an array (or a list/dict of arrays, one per model "
             f"input or output): a Python {type(structure).__name__} is read as one array per "
             f"input, as in Keras. Received: {label}, a {type(structure).__name__} of "
-            f"{len(leaves)} Python numbers. Convert it with `np.asarray({label})`."
+            f"{len(leaves)} {kind}. Convert it with `np.asarray({label})`."
         )
 
 

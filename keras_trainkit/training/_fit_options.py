@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import keras
@@ -56,6 +57,9 @@ def check_class_weight(class_weight):
                 or isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise ValueError("Argument `class_weight` must map non-negative integer class ids to numbers. "
                              f"Received: class_weight={class_weight!r}")
+        if not math.isfinite(value) or value < 0:  # as `sample_weight`, which it becomes
+            raise ValueError("Argument `class_weight` must map class ids to finite weights >= 0. "
+                             f"Received: class_weight={class_weight!r} (class {key}: {value!r})")
     return {int(k): float(v) for k, v in class_weight.items()}
 
 

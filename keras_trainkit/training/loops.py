@@ -61,6 +61,7 @@ class TrainerLoops:
         ``model.evaluate``; ``steps``: the batches to evaluate (``None``: all; required for an
         infinite dataset)."""
         verbose = check_verbose(verbose)
+        _data.check_input_kind(x, "x")
         _data.check_targets(self.model, x, y, "x", self._loss_reads_targets())
         dataset, pass_steps = prepare_inputs(x, y, sample_weight, batch_size, self.model, shuffle=False,
                                              seed=self.seed)
@@ -86,6 +87,7 @@ class TrainerLoops:
         verbose = check_verbose(verbose)
         if batch_size is not None:
             check_positive("batch_size", batch_size, integer=True)
+        _data.check_input_kind(x, "x")
         if _data.is_dataset(x):
             dataset, pass_steps = x, _data.pass_batches(x)
         else:

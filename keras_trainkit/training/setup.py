@@ -76,6 +76,9 @@ def compile_model(model, optimizer, loss, metrics, strategy, from_model=False) -
                     f"a loss. Received: model={model.name!r} (not compiled)"
                 )
         else:
+            if optimizer is None:  # Keras compiles it, leaving a model that cannot train
+                raise ValueError("Argument `optimizer` must be a Keras optimizer, its name or its "
+                                 "config (e.g. \"adam\"). Received: optimizer=None")
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
     if getattr(model.optimizer, "gradient_accumulation_steps", None):
         raise ValueError(
@@ -201,6 +204,8 @@ def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, val
     examples) and :func:`validation_inputs`. ``needs_targets``: the loss reads ``y``.
     ``class_weight`` weighs the training examples (not the validation ones), as in ``fit``."""
     model = trainer.model
+    _data.check_input_kind(x, "x")
+    _data.check_input_kind(validation_data, "validation_data")
     _data.check_targets(model, x, y, "x", needs_targets)
     if validation_data is not None and not _data.is_dataset(validation_data):
         _data.check_targets(model, validation_data,

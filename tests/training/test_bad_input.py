@@ -117,9 +117,14 @@ LABELS = np.array([0, 1, 2, 1, 0, 2, 1, 0, 2, 1])
         ([1.0, 2.0, 3.0], [0, 1, 2], None, TypeError,
          r"`x` must be an array.*a Python list is read as one array per input.*Received: x, a "
          r"list of 3 Python numbers. Convert it with `np.asarray\(x\)`"),
+        # NumPy scalars have a shape (()), so they passed the check and y was read as a
+        # rank-0 array: "`y` must have a batch axis (rank >= 1)".
+        (X, list(LABELS), None, TypeError,
+         r"`y` must be an array.*Received: y, a list of 10 scalars \(0-d arrays\). "
+         r"Convert it with `np.asarray\(y\)`"),
     ],
     ids=["label-too-large", "label-negative", "label-fractional", "complex-x", "negative-weight",
-         "python-list"],
+         "python-list", "list-of-numpy-scalars"],
 )
 def test_bad_labels_and_weights_before_training(classifier, x, y, sample_weight, error, match):
     def call():

@@ -166,6 +166,12 @@ def test_class_weight_and_validation_freq_are_checked():
         trainer.fit(x, labels, class_weight=[1.0, 2.0], verbose=0)
     with pytest.raises(ValueError, match="class_weight"):
         trainer.fit(x, labels, class_weight={"a": 2.0}, verbose=0)
+    # Before, these reached the sample-weight check and its message named `sample_weight`,
+    # which the caller had not given.
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"`class_weight` must map class ids to finite weights >= 0.*"
+                                             rf"\(class 1: {bad!r}\)"):
+            trainer.fit(x, labels, class_weight={0: 1.0, 1: bad}, verbose=0)
     for bad in (0, [0, 2]):
         with pytest.raises(ValueError, match="validation_freq"):
             trainer.fit(x, labels, validation_freq=bad, validation_split=0.2, verbose=0)

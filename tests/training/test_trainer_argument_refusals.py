@@ -42,6 +42,15 @@ def test_negative_seed_is_refused_by_the_constructor():
         _trainer(seed=-1)
 
 
+def test_no_optimizer_is_refused_by_the_constructor():
+    # Keras compiles with `optimizer=None`; before, `fit` then failed inside the Trainer with
+    # "AttributeError: 'NoneType' object has no attribute 'built'".
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="Argument `optimizer` must be a Keras optimizer.*Received: optimizer=None"):
+        Trainer(model, None, "mse")
+    assert not model.compiled
+
+
 def test_negative_initial_epoch_is_refused():
     x, y = _data()
     trainer = _trainer()
@@ -81,3 +90,37 @@ def test_a_model_trained_by_add_loss_alone_still_fits_without_targets():
     x, _ = _data()
     history = trainer.fit(x, batch_size=4, epochs=2, verbose=0, validation_data=(x,))
     assert history.history["loss"][1] < history.history["loss"][0]
+
+
+class _Batches(keras.utils.PyDataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        x, y = _data()
+        return x[index * 4:(index + 1) * 4], y[index * 4:(index + 1) * 4]
+
+
+def _generator():
+    x, y = _data()
+    yield x, y
+
+
+@pytest.mark.parametrize("kind, make", [("keras.utils.PyDataset", _Batches),
+                                        ("generator or iterator", _generator)])
+def test_data_the_trainer_does_not_read_is_refused_by_name(kind, make):
+    # Before: "`y` must hold the targets" for fit, NumPy's "inhomogeneous shape" for
+    # predict, and a PyDataset as validation_data had its batches unpacked as (x, y).
+    x, y = _data()
+    trainer, counter = _trainer(), _CountBatches()
+    calls = {"x": [lambda: trainer.fit(make(), verbose=0, callbacks=[counter]),
+                   lambda: trainer.evaluate(make(), verbose=0),
+                   lambda: trainer.predict(make())],
+             "validation_data": [lambda: trainer.fit(x, y, validation_data=make(), verbose=0,
+                                                     callbacks=[counter])]}
+    for name, refused in calls.items():
+        for call in refused:
+            with pytest.raises(TypeError, match=rf"Argument `{name}` must be arrays .* or a tf.data.Dataset: "
+                                                rf"the Trainer does not read a {kind}.*Received: {name} of type"):
+                call()
+    assert counter.batches == 0
