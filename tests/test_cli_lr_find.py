@@ -36,4 +36,4 @@ def test_lr_find_console_script(tmp_path):
 def test_lr_find_bad_argument_is_a_clean_error(capsys):
     status = cli.main(["lr-find", "--dataset", "digits", "--model", "mlp", "--num-steps", "1"])
     assert status == 2
-    assert "Received: num_steps=1" in capsys.readouterr().err
+    assert "Argument `--num-steps` must be >= 2. Received: --num-steps=1" in capsys.readouterr().err

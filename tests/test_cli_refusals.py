@@ -36,14 +36,24 @@ def _old_search(folder):
     (["tune", "--objectives", "val_accuracy:max,val_accuracy:min"], "--objectives",
      "val_accuracy:max,val_accuracy:min"),
     # numpy's "Seed must be between 0 and 2**32 - 1", after TensorFlow and the data loaded
-    (["lr-find", "--seed", "-1"], "seed", "-1"),
-    (["check-init", "--seed", str(2**32)], "seed", str(2**32)),
+    (["lr-find", "--seed", "-1"], "--seed", "-1"),
+    (["check-init", "--seed", str(2**32)], "--seed", str(2**32)),
+    # named their Python names (`start_lr`, `depth`), not the flags
+    (["lr-find", "--start-lr", "0"], "--start-lr", "--start-lr=0"),
+    (["check-init", "--depth", "0"], "--depth", "--depth=0"),
+    # refused only after `--output` / `--plot`'s folder was created
+    (["lr-find", "--optimizer", "no_such_optimizer"], "--optimizer", "no_such_optimizer"),
+    (["check-init", "--initializer", "no_such_init", "--plot", "{output}/init.png"], "--initializer",
+     "no_such_init"),
+    (["check-init", "--activation", "no_such_activation", "--plot", "{output}/init.png"], "--activation",
+     "no_such_activation"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, option,
                                                 value):
     for module in (tune, lr_find, check_init):
         _no_work(monkeypatch, module)
     output = tmp_path / "out"
+    argv = [arg.replace("{output}", str(output)) for arg in argv]
     if argv[0] != "check-init":
         argv = [*argv, "--output", str(output)]
     assert cli.main(argv) == 2

@@ -29,16 +29,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The sweep's arguments and the output folder (created if missing), before any work."""
+    """The sweep's arguments, the optimizer (built: ``args.optimizer_object``) and the output
+    folder (created if missing, once everything else passed), before any work."""
     from keras_trainkit.commands._paths import output_folder
     from keras_trainkit.utils.validation import check_number, check_positive
 
-    check_positive("start_lr", args.start_lr)
-    check_number("end_lr", args.end_lr, minimum=args.start_lr, min_inclusive=False,
-                 hint="The sweep must go from `start_lr` up to `end_lr`")
-    check_number("num_steps", args.num_steps, minimum=2, integer=True)
-    check_positive("batch_size", args.batch_size, integer=True)
-    check_number("seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
+    check_positive("--start-lr", args.start_lr)
+    check_number("--end-lr", args.end_lr, minimum=args.start_lr, min_inclusive=False,
+                 hint="The sweep must go from `--start-lr` up to `--end-lr`")
+    check_number("--num-steps", args.num_steps, minimum=2, integer=True)
+    check_positive("--batch-size", args.batch_size, integer=True)
+    check_number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
+    args.optimizer_object = _optimizer(args.optimizer)
     args.output = str(output_folder(args.output, "--output", "lr-find"))  # "~" expanded
 
 
@@ -62,12 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from keras_trainkit.diagnostics import lr_find
     from keras_trainkit.diagnostics.lr_finder import SUGGESTION_RULES
 
-    optimizer = _optimizer(args.optimizer)  # before the data and the model
     (x, y), _ = datasets.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
     model = models.build(args.model, x.shape[1:], int(y.max()) + 1)
     model.compile(
-        optimizer=optimizer,
+        optimizer=args.optimizer_object,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     result = lr_find(
