@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from keras_trainkit._compat.keras import add_slot_variables
@@ -16,7 +17,8 @@ class Lookahead(OptimizerWrapper):
     """Lookahead around any Keras optimizer.
 
     The wrapped ("fast") optimizer updates the model weights ``w`` as usual; a
-    copy of slow weights ``phi`` (initialized to ``w`` before the first update)
+    copy of slow weights ``phi`` (initialized to ``w`` before Lookahead's first
+    update, also where the fast optimizer has taken steps before it was wrapped)
     is pulled towards them every ``sync_period`` updates, and the fast weights
     restart from the slow ones::
 
@@ -77,10 +79,13 @@ class Lookahead(OptimizerWrapper):
             return
         super().build(variables)
         self._slow_weights = add_slot_variables(self, variables, "slow")
-        # Every replica writes the same value, so no cross-replica aggregation
-        # ("only_first_replica" would need a merge_call inside the cond below).
+        # The inner update count at which the slow weights were last set (started or
+        # synced); -1: not started. Every replica writes the same value, so no
+        # cross-replica aggregation ("only_first_replica" would need a merge_call
+        # inside the conds below).
         self._synced_at = self.add_variable(
-            (), initializer="zeros", dtype="int64", aggregation="none", name="lookahead_synced_at"
+            (), initializer=keras.initializers.Constant(-1), dtype="int64", aggregation="none",
+            name="lookahead_synced_at"
         )
 
     def wrapped_apply(self, grads, variables):
@@ -90,11 +95,17 @@ class Lookahead(OptimizerWrapper):
         # stateless_apply). Every replica writes the same value.
         slots = [self._slow_weights[self._get_variable_index(w)] for w in variables]
 
-        def start_slow_weights():  # at the weights seen before the first inner update
+        # At the weights seen before Lookahead's first update: not started yet, or no inner
+        # update so far (as before -1 marked "not started": a state saved then reads 0).
+        # "Inner iterations == 0" alone missed an inner optimizer that had stepped before it
+        # was wrapped: the slow weights stayed zero, and the first sync halved the weights.
+        def start_slow_weights():
             for slow, fast in zip(slots, variables):
                 slow.assign(ops.cast(fast, slow.dtype))
+            self._synced_at.assign(ops.cast(self.iterations, "int64"))
 
-        run_where(ops.equal(self.iterations, 0), start_slow_weights, slots)
+        not_started = ops.logical_or(ops.less(self._synced_at, 0), ops.equal(self.iterations, 0))
+        run_where(not_started, start_slow_weights, slots + [self._synced_at])
         super().wrapped_apply(grads, variables)
         iteration = ops.cast(self.iterations, "int64")
         due = ops.logical_and(

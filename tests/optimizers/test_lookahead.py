@@ -87,6 +87,35 @@ def test_fit_with_jit_compile_syncs_weights():
         np.testing.assert_array_equal(w.numpy(), slow.numpy())
 
 
+def test_wrapping_an_optimizer_that_has_stepped_starts_the_slow_weights_at_the_current_weights():
+    """Before, the slow weights were set only at inner ``iterations == 0``: around an SGD that
+    had taken 8 steps they stayed zero, and the first sync halved the weights."""
+    x, y = _data()
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)  # 8 steps
+    start = [w.numpy() for w in model.trainable_variables]
+    reference = _model()  # plain SGD (no state) from the same weights: the fast weights
+    reference.set_weights(model.get_weights())
+    reference.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    reference.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0, shuffle=False)  # 2 steps
+    model.compile(optimizer=Lookahead(model.optimizer, sync_period=2, slow_step_size=0.5), loss="mse")
+    model.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0, shuffle=False)  # 2 steps: iterations 10, a sync
+    for w, w0, fast in zip(model.trainable_variables, start, reference.trainable_variables):
+        np.testing.assert_allclose(w.numpy(), w0 + 0.5 * (fast.numpy() - w0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_state_saved_before_the_first_step_by_an_older_version_still_starts_the_slow_weights():
+    """Older versions marked "not started" by the inner count alone; their ``synced_at`` was 0."""
+    var = keras.Variable(np.array([2.0, -4.0], "float32"))
+    opt = Lookahead(keras.optimizers.SGD(0.5), sync_period=1, slow_step_size=0.5)
+    opt.build([var])
+    opt._synced_at.assign(0)  # as loaded from such a file
+    opt.apply([keras.ops.convert_to_tensor(np.array([1.0, 1.0], "float32"))], [var])
+    # fast: w0 - 0.5 * g = [1.5, -4.5]; slow from w0: w0 + 0.5 * (fast - w0)
+    np.testing.assert_allclose(var.numpy(), [1.75, -4.25])
+
+
 def test_save_load_keeps_slow_weights_and_resumes(tmp_path):
     x, y = _data()
     model = _model()
