@@ -33,6 +33,26 @@ def select(condition, if_true, if_false):
     return ops.where(condition, if_true, if_false)
 
 
+def branch_tensors(tensors):
+    """``tensors`` (a list, ``None`` entries kept) as tensors of the ``tf.cond`` branch being traced.
+
+    A branch reads the enclosing graph's tensors as they are. Where the branch
+    computes some gradients anew (a transform that changes only the kernels',
+    a 16-bit variable's gradient cast to float32) and passes the others on, an
+    op that needs all its inputs from one graph, the custom gradient of Keras's
+    cross-replica sum of the gradients, raised "All custom_gradient outputs
+    should be from the same graph". ``tf.identity`` brings each into the
+    branch. Eager TensorFlow, JAX and PyTorch get the tensors as they are.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return tensors
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return tensors
+    return [None if t is None else tf.identity(t) for t in tensors]
+
+
 def _unique(variables):
     seen, unique = set(), []
     for variable in variables:

@@ -8,7 +8,7 @@ chain means the same thing wherever it runs.
 
 from __future__ import annotations
 
-from keras_trainkit.optimizers._conditional import run_where
+from keras_trainkit.optimizers._conditional import branch_tensors, run_where
 from keras_trainkit.optimizers.transforms._registry import REGISTRY
 from keras_trainkit.optimizers.transforms.base import GradientTransform
 from keras_trainkit.optimizers.transforms.skipping import SkipTransform
@@ -158,7 +158,7 @@ class GradientChain:
                 grads = list(transform(grads, variables))
 
                 def rest(g, after=index + 1):
-                    self._run_from(after, list(g), variables, update, run_if)
+                    self._run_from(after, branch_tensors(list(g)), variables, update, run_if)
 
                 run_if(decision, rest, grads)
                 return
