@@ -250,7 +250,9 @@ class RecipeHyperModel(keras_tuner.HyperModel):
 
         Args:
             x, y: training arrays (class indices or one-hot rows for
-                classification; the targets as the loss expects otherwise).
+                classification, one-hot encoded here for the compiled
+                ``CategoricalCrossentropy``: the model's own ``evaluate`` takes
+                one-hot rows; the targets as the loss expects otherwise).
             validation_data: ``(x_val, y_val)`` arrays; required for the
                 ``val_*`` objectives.
             epochs: set by Hyperband; otherwise the tuned ``epochs`` is used.
