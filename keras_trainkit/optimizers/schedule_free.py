@@ -344,10 +344,11 @@ class ScheduleFree(OptimizerWrapper):
         if not self._swaps_expected and not self._warned_unswapped:
             self._warned_unswapped = True
             logger.warning(
-                "ScheduleFree: this fit validated at the training weights y, not at the average x, and "
-                "BatchNorm statistics were not recomputed at x. Pass "
-                "callbacks=[keras_trainkit.callbacks.SwapEvaluationWeights(bn_data=x_train)] to model.fit "
-                "(the Trainer does it by itself). The model holds x now.")
+                "ScheduleFree: the model holds the average x now. This fit had no "
+                "keras_trainkit.callbacks.SwapEvaluationWeights, so any validation in it ran at the "
+                "training weights y, not at x, and BatchNorm statistics (if any) were not recomputed at x. "
+                "Pass callbacks=[keras_trainkit.callbacks.SwapEvaluationWeights(bn_data=x_train)] to "
+                "model.fit (the Trainer does it by itself).")
         self._swaps_expected = False
 
     def get_config(self):

@@ -269,7 +269,8 @@ def test_fit_without_an_evaluation_swap_warns_once_and_with_one_does_not(caplog)
         _fit(model, 1, [SwapEvaluationWeights()])
         Trainer(_model(batch_norm=False), _schedule_free(), "mse", jit_compile=False).fit(
             x, y, batch_size=BATCH, epochs=1, verbose=0)
-        assert "validated at the training weights" not in caplog.text
+        assert "ScheduleFree: the model holds the average x now" not in caplog.text
         _fit(model, 1)
         _fit(model, 1)
     assert caplog.text.count("SwapEvaluationWeights(bn_data=x_train)") == 1
+    assert caplog.text.count("ScheduleFree: the model holds the average x now") == 1
