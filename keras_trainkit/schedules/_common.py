@@ -53,9 +53,14 @@ def progress(t, begin, end):
     Both are computed from a difference of step counts (exact in ``float32``
     for steps below 2**24) and one division, so each is accurate to a relative
     rounding error even where it is tiny; ``1 - done`` would not be near the end.
+    Where ``begin + span`` rounds to ``begin`` (a short span at a float32 step far past
+    2**24: SGDR's 5-step cycles at step 2**27) the span is 0, and ``t`` is read as at
+    ``begin`` (``(0, 1)``) instead of ``0 / 0``, a NaN learning rate.
     """
     span = end - begin
-    return (t - begin) / span, (end - t) / span
+    empty = ops.equal(span, 0.0)
+    safe_span = ops.where(empty, 1.0, span)
+    return ops.where(empty, 0.0, (t - begin) / safe_span), ops.where(empty, 1.0, (end - t) / safe_span)
 
 
 def linear_mix(start, end, done, left):

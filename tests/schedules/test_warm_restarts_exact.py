@@ -79,6 +79,18 @@ def test_huge_integer_t_mul_is_evaluated_not_refused_at_call_time():
     np.testing.assert_allclose(values(schedule, 40), reference, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("t_mul", [1.0, 2.0, 1.5])
+def test_short_cycles_far_past_two_to_the_24_stay_finite_and_in_range(t_mul):
+    """Old: NaN from step 2**27 on with 5-step cycles and t_mul=1 (in float32 the cycle's
+    end rounded to its start: 0 / 0). Past 2**24 the phase is not exact (documented), but
+    every value is a learning rate between the floor (0 here) and the peak."""
+    schedule = schedules.CosineAnnealingWarmRestarts(0.1, 5, t_mul)
+    steps = [2**27, 2**27 + 3, 3 * 10**8 + 3, 2**31 - 1, 10**12]
+    got = np.array([float(schedule(k)) for k in steps])
+    assert np.isfinite(got).all(), got
+    assert ((got >= 0.0) & (got <= np.float32(0.1))).all(), got
+
+
 _JAX_SCRIPT = """
 import json, jax, numpy as np
 from keras_trainkit import schedules
