@@ -5,6 +5,8 @@ and the benchmarks build their models here, so one name means one network
 everywhere. Every builder returns an uncompiled functional ``keras.Model``
 whose last layer emits logits (use ``from_logits=True`` losses), and
 ``average_models`` joins trained ones into an ensemble that emits logits too.
+``ClassCrossentropy`` is a ``from_logits`` classification loss for them that takes
+class indices or one-hot rows, with label smoothing.
 
 Saving and loading: every layer here is registered with Keras as
 ``keras_trainkit>ClassName``, so a model that uses one saves with
@@ -190,6 +192,43 @@ class ProbabilityAverage(keras.layers.Layer):
         return super().get_config() | {"from_logits": self.from_logits}
 
 
+@keras.saving.register_keras_serializable(package="keras_trainkit")
+class ClassCrossentropy(keras.losses.CategoricalCrossentropy):
+    """Categorical cross-entropy on class indices or one-hot rows, with label smoothing.
+
+    Targets of class indices (shape ``(n,)``, or ``(n, 1)`` against ``C > 1``
+    outputs) are one-hot encoded, ``q = one_hot(y, C)``; rows ``(n, C)`` are
+    used as given. Then, as ``keras.losses.CategoricalCrossentropy`` (which
+    this is, with the same arguments and config), label smoothing ``eps``
+    gives ``q' = q (1 - eps) + eps / C`` (Szegedy et al., "Rethinking the
+    Inception Architecture for Computer Vision", CVPR 2016) and the loss is
+    ``-sum_c q'_c log softmax(z)_c`` for logits ``z`` (``from_logits=True``).
+    Keras's ``SparseCategoricalCrossentropy`` has no label smoothing and its
+    ``CategoricalCrossentropy`` refuses class indices ("target and output must
+    have the same rank"); a model compiled with this one trains and evaluates on
+    the labels the user has. Indices are read on the last axis (``axis=-1``, the
+    default); with another ``axis`` the targets must be rows. ``tuning.RecipeHyperModel`` compiles its
+    classifiers with it. Class indices outside ``[0, C)`` give a zero row: check
+    them first (the Trainer and the recipe's ``fit`` do).
+    """
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="class_crossentropy", dtype=None):
+        super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, axis=axis,
+                         reduction=reduction, name=name, dtype=dtype)
+        self.class_axis = axis
+
+    def call(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        if self.class_axis in (-1, len(y_pred.shape) - 1) and classes is not None and classes > 1 and (
+                len(y_true.shape) == len(y_pred.shape) - 1
+                or (len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1)):
+            if len(y_true.shape) == len(y_pred.shape):
+                y_true = ops.squeeze(y_true, axis=-1)
+            y_true = ops.one_hot(ops.cast(y_true, "int32"), classes, dtype=y_pred.dtype)
+        return super().call(y_true, y_pred)
+
+
 def _ends_in_softmax(model: keras.Model) -> bool:
     """Whether the model's last layer is a softmax (a ``Softmax`` layer, or a layer whose
     ``activation`` is ``keras.activations.softmax``)."""
@@ -262,4 +301,4 @@ def average_models(models: Sequence[keras.Model], *, from_logits: bool = True,
     return keras.Model(inputs, averaged, name=name)
 
 
-__all__ = ["BUILDERS", "ProbabilityAverage", "average_models", "build", "cnn", "mlp"]
+__all__ = ["BUILDERS", "ClassCrossentropy", "ProbabilityAverage", "average_models", "build", "cnn", "mlp"]

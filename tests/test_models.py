@@ -78,3 +78,39 @@ def test_initializer_and_regularizer_reach_the_documented_layers():
     for name in ("dense_0", "logits"):
         assert not np.any(keras.ops.convert_to_numpy(model.get_layer(name).kernel)), name
     assert model.get_layer("logits").kernel_regularizer is None
+
+
+def _smoothed_cross_entropy(logits, labels, classes, smoothing):
+    """NumPy: -sum_c q'_c log softmax(z)_c with q' = one_hot(y) (1 - eps) + eps / C, per example."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    q = np.eye(classes)[labels] * (1.0 - smoothing) + smoothing / classes
+    return -(q * log_p).sum(axis=-1)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("form", ["indices", "column", "one_hot", "float_indices"])
+def test_class_crossentropy_takes_indices_and_one_hot_rows(form, smoothing):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(7, 4)).astype("float32") * 3
+    labels = np.array([0, 3, 1, 1, 2, 0, 3])
+    y = {"indices": labels, "column": labels[:, None], "one_hot": np.eye(4, dtype="float32")[labels],
+         "float_indices": labels.astype("float32")}[form]
+    loss = models.ClassCrossentropy(from_logits=True, label_smoothing=smoothing)
+    expected = _smoothed_cross_entropy(logits.astype("float64"), labels, 4, smoothing).mean()
+    np.testing.assert_allclose(float(loss(y, logits)), expected, rtol=1e-5)
+
+
+def test_class_crossentropy_in_a_model_round_trips_and_evaluates_indices(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = models.mlp((5,), 3, depth=1, width=8)
+    model.compile("sgd", models.ClassCrossentropy(from_logits=True, label_smoothing=0.2), metrics=["accuracy"])
+    x = np.random.default_rng(1).normal(size=(12, 5)).astype("float32")
+    y = np.array([0, 1, 2] * 4)
+    on_indices = model.evaluate(x, y, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.loss, models.ClassCrossentropy)
+    assert loaded.loss.get_config()["label_smoothing"] == 0.2
+    np.testing.assert_allclose(loaded.evaluate(x, np.eye(3)[y], verbose=0), on_indices, rtol=1e-6)

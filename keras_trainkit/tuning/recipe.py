@@ -9,8 +9,9 @@ label smoothing, so batch size and epochs are tuned without a hand-written
 Hyperband sets ``epochs`` itself and the recipe then follows Hyperband's value).
 
 Classification is the default: the model outputs logits, labels are class
-indices (one-hot encoded inside ``fit`` so that label smoothing applies) or
-one-hot rows, and the objective is ``"val_accuracy"``. With ``loss=`` (and
+indices or one-hot rows, the loss is ``models.ClassCrossentropy`` (label
+smoothing on either, so the models, ``get_best_models``' too, evaluate on the
+labels the search took), and the objective is ``"val_accuracy"``. With ``loss=`` (and
 ``metrics=``) it trains any other task, regression included, on the targets as
 given; its objective is then ``"val_loss"``.
 """
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trainkit.datasets import random_shift
+from keras_trainkit.models import ClassCrossentropy
 from keras_trainkit.tuning.architectures import ARCHITECTURES
 from keras_trainkit.tuning.space_checks import check_shape
 from keras_trainkit.tuning.spaces import (
@@ -240,8 +242,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
             optimizer.global_clipnorm = training["clip_norm"]
         loss = self.loss
         if loss is None:
-            loss = keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=training["label_smoothing"])
+            loss = ClassCrossentropy(from_logits=True, label_smoothing=training["label_smoothing"])
         model.compile(optimizer=optimizer, loss=loss, metrics=list(self.metrics))
 
     def fit(self, hp, model, x, y=None, validation_data=None, callbacks=None, epochs=None,
@@ -250,9 +251,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
 
         Args:
             x, y: training arrays (class indices or one-hot rows for
-                classification, one-hot encoded here for the compiled
-                ``CategoricalCrossentropy``: the model's own ``evaluate`` takes
-                one-hot rows; the targets as the loss expects otherwise).
+                classification; the targets as the loss expects otherwise).
             validation_data: ``(x_val, y_val)`` arrays; required for the
                 ``val_*`` objectives.
             epochs: set by Hyperband; otherwise the tuned ``epochs`` is used.

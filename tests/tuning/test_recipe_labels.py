@@ -63,3 +63,22 @@ def test_good_labels_of_every_form_still_train():
     one_hot = np.eye(3)[[0, 1, 2, 1] * 4]
     assert np.isfinite(_fit(one_hot, y_val=one_hot[:4]).history["val_loss"][0])
     assert np.isfinite(_fit(np.array([0.0, 1.0, 2.0, 1.0] * 4)).history["loss"][0])
+
+
+def test_the_recipe_models_evaluate_on_the_class_indices_the_search_took(tmp_path):
+    """Before, the recipe compiled Keras's CategoricalCrossentropy: the best model's
+    ``evaluate(x, y)`` raised "target and output must have the same rank" on the indices the
+    search had trained on, and needed one-hot rows."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 4)).astype("float32")
+    y = rng.integers(0, 3, size=48)
+    hypermodel = tuning.RecipeHyperModel(
+        (4,), 3, training=tuning.TrainingSpace(batch_sizes=(16,), epochs=1, clipping=False))
+    tuner = tuning.RandomSearch(hypermodel, max_trials=1, seed=0, directory=tmp_path, project_name="p")
+    tuner.search(x[:32], y[:32], validation_data=(x[32:], y[32:]), verbose=0)
+    best = tuner.get_best_models(1)[0]
+    on_indices = best.evaluate(x[32:], y[32:], verbose=0, return_dict=True)
+    # a model of its own: Keras picks the accuracy metric for the first labels it sees
+    on_rows = tuner.get_best_models(1)[0].evaluate(x[32:], np.eye(3)[y[32:]], verbose=0, return_dict=True)
+    assert on_indices == pytest.approx(on_rows, rel=1e-6)
+    assert on_indices["accuracy"] == pytest.approx(tuner.oracle.get_best_trials(1)[0].score)
