@@ -281,9 +281,10 @@ def lr_find(
 
     Afterwards every model variable (weights, BatchNorm statistics, seed
     states), every optimizer variable (slots, ``iterations``, accumulators, a
-    float learning rate) and the optimizer's learning-rate object (a schedule
-    is set aside during the sweep and put back, with the model's traced train
-    function) are restored exactly. Metric states are reset.
+    float learning rate), the state of the weights' regularizers (``SpectralNorm``'s
+    ``u``) and the optimizer's learning-rate object (a schedule is set aside
+    during the sweep and put back, with the model's traced train function) are
+    restored exactly. Metric states are reset.
 
     Args:
         model: a compiled ``keras.Model``.
@@ -372,13 +373,25 @@ def _check_arguments(model, start_lr, end_lr, num_steps, mode, smoothing, diverg
         )
 
 
+def _stateful_regularizers(model) -> list:
+    """The weight regularizers of ``model`` that keep state outside the model's variables
+    and can put it back (``regularizers.SpectralNorm``'s power-iteration vectors), once each."""
+    found = {}
+    for variable in model.weights:
+        regularizer = getattr(variable, "regularizer", None)
+        if hasattr(regularizer, "restore_state"):
+            found.setdefault(id(regularizer), regularizer)
+    return list(found.values())
+
+
 @contextlib.contextmanager
 def _restored_afterwards(model, leaves, start_lr):
     """Yield the leaves' rate handles, overridden for the sweep; afterwards put every variable back exactly.
 
     A float learning rate's own variable is swept; a schedule is replaced by a
     variable for the sweep (the traced train function with it). Model and
-    optimizer variables (of the wrapper and of every leaf) are copied first.
+    optimizer variables (of the wrapper and of every leaf) are copied first, and the
+    state of the weights' regularizers (``SpectralNorm``'s ``u``).
     """
     model_variables = list(model.variables)
     optimizer_variables, seen = [], set()
@@ -388,6 +401,7 @@ def _restored_afterwards(model, leaves, start_lr):
             optimizer_variables.append(variable)
     model_state = variable_arrays(model_variables)
     optimizer_state = variable_arrays(optimizer_variables)
+    regularizer_states = [(r, r.state_snapshot()) for r in _stateful_regularizers(model)]
     saved_train_function = model.train_function
     saved_stop = getattr(model, "stop_training", False)
     handles = [control.LearningRateHandle(leaf) for leaf in leaves]
@@ -401,6 +415,8 @@ def _restored_afterwards(model, leaves, start_lr):
             variable.assign(value)
         for variable, value in zip(optimizer_variables, optimizer_state):
             variable.assign(value)
+        for regularizer, snapshot in regularizer_states:
+            regularizer.restore_state(snapshot)
         for handle in handles:
             handle.end_override()
         if swapped:

@@ -143,6 +143,19 @@ class SpectralNorm(keras.regularizers.Regularizer):
                     )
                 self._initial_state[key] = [float(v) for v in values]
         self._vectors: dict[str, keras.Variable] = {}
+        self._creation_values: dict[str, np.ndarray] = {}  # each vector's value when made
+
+    def state_snapshot(self) -> dict:
+        """The power-iteration vectors ``u`` as they are now, ``{key: array}``, for
+        :meth:`restore_state` (``diagnostics.lr_find`` puts them back after its sweep)."""
+        return {key: np.array(keras.ops.convert_to_numpy(v), copy=True) for key, v in self._vectors.items()}
+
+    def restore_state(self, snapshot: dict) -> None:
+        """Put every vector back to its value in ``snapshot`` (from :meth:`state_snapshot`);
+        one made since gets the value it was made with (a saved or start vector), so the
+        next call iterates as if nothing had run in between."""
+        for key, variable in self._vectors.items():
+            variable.assign(snapshot[key] if key in snapshot else self._creation_values[key])
 
     def _vector(self, key: str, size: int) -> keras.Variable:
         if key in self._vectors:
@@ -161,6 +174,7 @@ class SpectralNorm(keras.regularizers.Regularizer):
             variable = keras.Variable(value, trainable=False, name="spectral_norm_u",
                                       aggregation="only_first_replica")
         self._vectors[key] = variable
+        self._creation_values[key] = value
         return variable
 
     def _saved_vector(self, key: str, size: int):

@@ -170,3 +170,32 @@ def test_plot_marks_the_true_minimum_and_names_each_rule():
     assert "/ 10" in minimum_label and "1.00e-03" in minimum_label
     assert any(label.startswith("valley") and "longest descent" in label for label in points)
     assert result.lowest_loss_learning_rate == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("trained_first", [True, False])
+def test_spectral_norm_state_is_put_back(trained_first):
+    """SpectralNorm's ``u`` lives outside the model's variables: before, the sweep's power
+    iterations stayed in it, and the next fit (and ``model.save``) differed from a model
+    that never ran ``lr_find``. A ``u`` made by the sweep gets its starting value back."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, size=64)
+
+    def model():
+        keras.utils.set_random_seed(0)  # fixed names: the start vector is keyed by the path
+        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(
+            8, kernel_regularizer=tk.regularizers.SpectralNorm(0.1), name="spectral"),
+            keras.layers.Dense(3, name="out")], name="net")
+        m.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if trained_first:
+            m.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+        return m
+
+    swept, reference = model(), model()
+    lr_find(swept, (x, y), num_steps=20, batch_size=16)
+    assert (swept.layers[0].kernel_regularizer.get_config()["state"]
+            == reference.layers[0].kernel_regularizer.get_config()["state"]) or not trained_first
+    after = swept.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False).history["loss"]
+    expected = reference.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False).history["loss"]
+    assert after == expected
+    assert (swept.layers[0].kernel_regularizer.get_config()["state"]
+            == reference.layers[0].kernel_regularizer.get_config()["state"])
