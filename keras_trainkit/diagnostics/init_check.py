@@ -34,7 +34,13 @@ import numpy as np
 
 from keras_trainkit.diagnostics._init_advice import scale_advice
 from keras_trainkit.utils.gradients import value_and_gradients
-from keras_trainkit.utils.validation import check_number, check_probability, check_seed, check_type
+from keras_trainkit.utils.validation import (
+    check_model_batch,
+    check_number,
+    check_probability,
+    check_seed,
+    check_type,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -198,14 +204,16 @@ def _probe(model, layers, batch):
     return probe, [offsets[id(layer)] for layer in layers]
 
 
-def _one_pass(model, layers, x, y_batch, loss, seed):
+def _one_pass(model, layers, x, examples, y_batch, loss, seed):
     """One forward and backward pass: ``(outputs, output gradients, {layer: kernel-gradient std}, loss)``.
 
     The loss is the given one on ``y_batch``, or without labels the surrogate
-    ``mean_i sum(prediction_i * d)`` with a fixed random direction ``d``. Runs on
+    ``mean_i sum(prediction_i * r_i)`` with fixed random directions ``r_i``, one
+    per example (one ``r`` for all made the output gradient of a 1-unit output
+    the same on every example: its std 0, a false "exploding gradients"). Runs on
     every Keras backend (gradients through ``keras_trainkit.utils.gradients``).
     """
-    probe, offsets = _probe(model, layers, len(x))
+    probe, offsets = _probe(model, layers, examples)
     kernel_layers = [layer for layer in layers if isinstance(layer, _KERNEL_LAYERS)]
     if y_batch is not None and len(model.outputs) != 1:
         raise ValueError("Argument `y_batch` is only supported for single-output models. "
@@ -213,7 +221,7 @@ def _one_pass(model, layers, x, y_batch, loss, seed):
     loss_fn = keras.losses.get(loss) if loss is not None else \
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(seed)
-    directions = [rng.normal(size=tuple(output.shape[1:])) for output in model.outputs]
+    directions = [rng.normal(size=(examples,) + tuple(output.shape[1:])) for output in model.outputs]
 
     def forward():
         everything = list(probe(x, training=False))
@@ -287,7 +295,8 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
 
     Args:
         model: a built flat functional or Sequential model.
-        x_batch: an input batch (a few hundred examples).
+        x_batch: an input batch (a few hundred examples): an array, or for a model
+            with several inputs a list (in ``model.inputs`` order) or dict of arrays.
         y_batch: optional targets for ``loss``.
         loss: a Keras loss identifier or instance (used with ``y_batch``).
         ratio_threshold: the growth/decay factor across depth that triggers a
@@ -322,11 +331,9 @@ def check_initialization(model: keras.Model, x_batch, y_batch=None, loss=None, *
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError("Argument `model` must be a built functional or Sequential model. "
                          f"Received: model={model.name!r}")
-    x = np.asarray(x_batch)
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"Argument `x_batch` must hold at least one example. Received: x_batch shape {x.shape}")
+    x, examples = check_model_batch("x_batch", x_batch, model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    outputs, output_grads, kernel_grads, value = _one_pass(model, layers, x, y_batch, loss, seed)
+    outputs, output_grads, kernel_grads, value = _one_pass(model, layers, x, examples, y_batch, loss, seed)
     stats: list[LayerInitStats] = []
     warnings: list[InitWarning] = []
     for layer, out, grad in zip(layers, outputs, output_grads):

@@ -9,7 +9,7 @@ import keras
 from keras_trainkit._compat.keras import nested_layers
 import numpy as np
 
-from keras_trainkit.utils.validation import SEED_MAX, check_positive, check_seed, check_type
+from keras_trainkit.utils.validation import SEED_MAX, check_model_batch, check_positive, check_seed, check_type
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def lsuv_initialize(model: keras.Model, x_batch, tol: float = 0.1, max_iter: int
 
     Args:
         model: a built functional or Sequential ``keras.Model``.
-        x_batch: a batch of real inputs (a few hundred examples is plenty).
+        x_batch: a batch of real inputs (a few hundred examples is plenty): an array,
+            or for a model with several inputs a list or dict of arrays.
         tol: tolerance on the output variance (> 0).
         max_iter: maximum rescaling passes per layer (positive integer).
         seed: seed of the orthogonal start (an integer in ``[0, 2**32 - 1]``, or
@@ -108,14 +109,7 @@ def lsuv_initialize(model: keras.Model, x_batch, tol: float = 0.1, max_iter: int
     check_positive("tol", tol)
     check_positive("max_iter", max_iter, integer=True)
     seed = check_seed("seed", seed)
-    x = np.asarray(x_batch)
-    if x.ndim == 0 or x.shape[0] < 2:
-        raise ValueError(
-            "Argument `x_batch` must hold at least 2 examples. "
-            f"Received: x_batch with shape {x.shape}"
-        )
-    if not np.all(np.isfinite(x)):
-        raise ValueError("Argument `x_batch` must be finite. Received: x_batch with non-finite values")
+    x, _ = check_model_batch("x_batch", x_batch, model, minimum=2, finite=True)
     layers = kernel_layers(model)
     if not layers:
         raise ValueError(

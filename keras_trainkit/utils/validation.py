@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 
 _REPR_LIMIT = 120
 
@@ -234,3 +236,32 @@ def check_learning_rate(name: str, value: Any) -> Any:
     if isinstance(value, keras.Variable):
         return value
     return check_non_negative(name, value)
+
+
+def check_model_batch(name: str, batch, model, *, minimum: int = 1, finite: bool = False):
+    """``batch`` for ``model`` as NumPy arrays and its number of examples: ``(batch, n)``.
+
+    A model with several inputs takes a list/tuple (in the order of ``model.inputs``) or a
+    dict (by input name) of arrays, kept in that structure; any other batch is one array
+    (a list of examples included). Every array must hold the same number ``n >= minimum``
+    of examples along its first axis, and with ``finite`` only finite values.
+    """
+    several = len(getattr(model, "inputs", None) or ()) > 1
+    if isinstance(batch, dict) or (several and isinstance(batch, (list, tuple))):
+        arrays = {k: np.asarray(v) for k, v in batch.items()} if isinstance(batch, dict) \
+            else type(batch)(np.asarray(v) for v in batch)
+        leaves = list(arrays.values()) if isinstance(arrays, dict) else list(arrays)
+    else:
+        arrays = np.asarray(batch)
+        leaves = [arrays]
+    sizes = sorted({leaf.shape[0] if leaf.ndim else 0 for leaf in leaves}) or [0]
+    if len(sizes) > 1:
+        raise ValueError(f"Argument `{name}` must hold the same number of examples for every input. "
+                         f"Received: {name} with {', '.join(map(str, sizes))} examples")
+    if sizes[0] < minimum:
+        shapes = ", ".join(str(leaf.shape) for leaf in leaves) or "none"
+        raise ValueError(f"Argument `{name}` must hold at least {minimum} example(s). "
+                         f"Received: {name} with shape(s) {shapes}")
+    if finite and not all(np.all(np.isfinite(leaf)) for leaf in leaves):
+        raise ValueError(f"Argument `{name}` must be finite. Received: {name} with non-finite values")
+    return arrays, sizes[0]

@@ -134,3 +134,31 @@ def test_advice_names_what_the_model_does_not_already_use(batch):
     result = check_initialization(halving, x, y, initialized_with="lsuv")
     advice = _advice(result, "vanishing_activations")
     assert "LSUV" not in advice and "normalization" in advice
+
+
+def test_a_one_unit_output_without_labels_is_not_flagged(batch):
+    """One surrogate direction for all examples made a 1-unit output's gradient the same
+    on every example: its std 0, and a false 'exploding_gradients' (growth 1e26x)."""
+    x, _ = batch
+    keras.utils.set_random_seed(0)
+    model = tk.models.mlp((40,), 1, depth=3, width=32, activation="relu", kernel_initializer="he_normal")
+    result = check_initialization(model, x)
+    assert result.passed, str(result)
+    assert all(s.gradient_std > 0 for s in result.layers), str(result)
+
+
+def test_a_model_with_two_inputs_takes_a_list_or_a_dict(batch):
+    x, _ = batch
+    a, b = keras.Input((24,), name="a"), keras.Input((16,), name="b")
+    hidden = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu", name="da")(a),
+                                         keras.layers.Dense(8, activation="relu", name="db")(b)])
+    model = keras.Model([a, b], keras.layers.Dense(3, name="head")(hidden))
+    as_list = check_initialization(model, [x[:, :24], x[:, 24:]])
+    as_dict = check_initialization(model, {"b": x[:, 24:], "a": x[:, :24]})
+    assert as_list.to_dict() == as_dict.to_dict()
+    probe = keras.Model(model.inputs, model.get_layer("db").output)  # a direct computation
+    out = keras.ops.convert_to_numpy(probe([x[:, :24], x[:, 24:]]))
+    assert next(s for s in as_list.layers if s.name == "db").activation_std == pytest.approx(out.std(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"`x_batch` must hold the same number of examples for every input. "
+                                         r"Received: x_batch with 10, 256 examples"):
+        check_initialization(model, [x[:10, :24], x[:, 24:]])

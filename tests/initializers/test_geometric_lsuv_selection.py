@@ -89,6 +89,24 @@ def test_lsuv_bad_arguments():
         lsuv_initialize(model, np.full((8, 4), np.nan))
 
 
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_lsuv_on_a_model_with_two_inputs(as_dict):
+    """Before: np.asarray(x_batch) made NumPy's 'inhomogeneous shape' error of a list, and
+    of a dict a 0-d array ('at least 2 examples')."""
+    rng = np.random.default_rng(0)
+    xa, xb = rng.normal(size=(256, 4)).astype("float32"), rng.normal(size=(256, 3)).astype("float32")
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    hidden = keras.layers.Concatenate()([keras.layers.Dense(6, activation="relu", name="da")(a),
+                                         keras.layers.Dense(6, activation="relu", name="db")(b)])
+    model = keras.Model([a, b], keras.layers.Dense(2, name="head")(hidden))
+    variances = lsuv_initialize(model, {"a": xa, "b": xb} if as_dict else [xa, xb], tol=0.02, seed=0)
+    assert sorted(variances) == ["da", "db", "head"]
+    for name in ("da", "db"):  # pre-activations, computed here from the kernels
+        layer, x = model.get_layer(name), xa if name == "da" else xb
+        pre = x @ keras.ops.convert_to_numpy(layer.kernel) + keras.ops.convert_to_numpy(layer.bias)
+        assert abs(pre.var() - 1) < 0.02, name
+
+
 def _mlp(width, depth=2, bn=False):
     return tk.models.mlp((12,), 5, depth=depth, width=width, batch_norm=bn)
 
