@@ -326,6 +326,7 @@ def lr_find(
     learning_rates = sweep_learning_rates(float(start_lr), float(end_lr), num_steps, mode)
     batches = _batches(data, int(batch_size), seed)
     first = next(batches)
+    _check_targets(model, first)
     if not model.built:
         model(keras.utils.unpack_x_y_sample_weight(first)[0])
     control.build_optimizer(model)
@@ -370,6 +371,18 @@ def _check_arguments(model, start_lr, end_lr, num_steps, mode, smoothing, diverg
         raise ValueError(
             "Argument `model` must be a keras.Model compiled with an optimizer and a loss "
             f"(call model.compile first). Received: model={model!r}"
+        )
+
+
+def _check_targets(model, batch) -> None:
+    """Refuse data without targets where the compiled loss reads them (``(x,)``, or a dataset
+    of inputs alone): Keras failed in the sweep's first step, "None values not supported"."""
+    _, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    own_loss = type(model).compute_loss is not keras.Model.compute_loss
+    if y is None and getattr(model, "loss", None) is not None and not own_loss:
+        raise ValueError(
+            "Argument `data` must hold targets, `(x, y[, sample_weight])` arrays or a dataset of such "
+            f"batches: the compiled loss ({model.loss!r:.60}) needs them. Received: data without targets"
         )
 
 

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_trainkit as tk
 from keras_trainkit.diagnostics import LRFinderResult, lr_find
@@ -149,6 +150,14 @@ def test_uncompiled_model_and_bad_data_are_refused():
     model.compile("sgd", "mse")
     with pytest.raises(TypeError, match="Received: data="):
         lr_find(model, np.zeros((4, 2)))
+    # Before: accepted, then "None values not supported" from Keras inside the sweep.
+    x = np.zeros((4, 2), "float32")
+    weights = [w.copy() for w in model.get_weights()]
+    for no_targets in ((x,), (x, None), tf.data.Dataset.from_tensor_slices(x).batch(2)):
+        with pytest.raises(ValueError, match=r"`data` must hold targets.*the compiled loss \('mse'\) needs "
+                                             r"them. Received: data without targets"):
+            lr_find(model, no_targets)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
 
 
 def test_plot_marks_the_true_minimum_and_names_each_rule():
