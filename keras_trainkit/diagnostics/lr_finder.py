@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_trainkit import regularizers
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import variable_arrays
 from keras_trainkit.utils.validation import (
@@ -386,17 +387,6 @@ def _check_targets(model, batch) -> None:
         )
 
 
-def _stateful_regularizers(model) -> list:
-    """The weight regularizers of ``model`` that keep state outside the model's variables
-    and can put it back (``regularizers.SpectralNorm``'s power-iteration vectors), once each."""
-    found = {}
-    for variable in model.weights:
-        regularizer = getattr(variable, "regularizer", None)
-        if hasattr(regularizer, "restore_state"):
-            found.setdefault(id(regularizer), regularizer)
-    return list(found.values())
-
-
 @contextlib.contextmanager
 def _restored_afterwards(model, leaves, start_lr):
     """Yield the leaves' rate handles, overridden for the sweep; afterwards put every variable back exactly.
@@ -404,9 +394,10 @@ def _restored_afterwards(model, leaves, start_lr):
     A float learning rate's own variable is swept; a schedule is replaced by a
     variable for the sweep (the traced train function with it). Model and
     optimizer variables (of the wrapper and of every leaf) are copied first, and the
-    state of the weights' regularizers (``SpectralNorm``'s ``u``).
+    state the weights' regularizers keep (``regularizers.state_variables``:
+    ``SpectralNorm``'s ``u``).
     """
-    model_variables = list(model.variables)
+    model_variables = list(model.variables) + regularizers.state_variables(model)
     optimizer_variables, seen = [], set()
     for variable in [*model.optimizer.variables, *(v for leaf in leaves for v in leaf.variables)]:
         if id(variable) not in seen:
@@ -414,7 +405,6 @@ def _restored_afterwards(model, leaves, start_lr):
             optimizer_variables.append(variable)
     model_state = variable_arrays(model_variables)
     optimizer_state = variable_arrays(optimizer_variables)
-    regularizer_states = [(r, r.state_snapshot()) for r in _stateful_regularizers(model)]
     saved_train_function = model.train_function
     saved_stop = getattr(model, "stop_training", False)
     handles = [control.LearningRateHandle(leaf) for leaf in leaves]
@@ -428,8 +418,6 @@ def _restored_afterwards(model, leaves, start_lr):
             variable.assign(value)
         for variable, value in zip(optimizer_variables, optimizer_state):
             variable.assign(value)
-        for regularizer, snapshot in regularizer_states:
-            regularizer.restore_state(snapshot)
         for handle in handles:
             handle.end_override()
         if swapped:

@@ -23,7 +23,7 @@ from keras_trainkit.regularizers.penalties import (
     ModelPenalty,
     PenalizedModel,
 )
-from keras_trainkit.regularizers.weight import SRIP, SoftOrthogonality, SpectralNorm
+from keras_trainkit.regularizers.weight import SRIP, SoftOrthogonality, SpectralNorm, state_variables
 
 
 def get(identifier, **kwargs):
@@ -52,4 +52,5 @@ __all__ = [
     "SpectralNorm",
     "get",
     "penalties",
+    "state_variables",
 ]

@@ -143,19 +143,16 @@ class SpectralNorm(keras.regularizers.Regularizer):
                     )
                 self._initial_state[key] = [float(v) for v in values]
         self._vectors: dict[str, keras.Variable] = {}
-        self._creation_values: dict[str, np.ndarray] = {}  # each vector's value when made
 
-    def state_snapshot(self) -> dict:
-        """The power-iteration vectors ``u`` as they are now, ``{key: array}``, for
-        :meth:`restore_state` (``diagnostics.lr_find`` puts them back after its sweep)."""
-        return {key: np.array(keras.ops.convert_to_numpy(v), copy=True) for key, v in self._vectors.items()}
-
-    def restore_state(self, snapshot: dict) -> None:
-        """Put every vector back to its value in ``snapshot`` (from :meth:`state_snapshot`);
-        one made since gets the value it was made with (a saved or start vector), so the
-        next call iterates as if nothing had run in between."""
-        for key, variable in self._vectors.items():
-            variable.assign(snapshot[key] if key in snapshot else self._creation_values[key])
+    def state_variables(self, variable, create: bool = True) -> list:
+        """The state kept for the weight ``variable``: its ``u``. With ``create``, one not
+        made yet is made as the first call would make it (from ``state`` or the start
+        vector, no iteration), so a checkpoint can hold it before the first step;
+        without, ``[]`` until a call made it (:func:`state_variables`)."""
+        if not create:
+            return [self._vectors[variable.path]] if variable.path in self._vectors else []
+        shape = tuple(variable.shape)
+        return [self._vector(variable.path, int(shape[-1]) if shape else 1)]
 
     def _vector(self, key: str, size: int) -> keras.Variable:
         if key in self._vectors:
@@ -174,7 +171,6 @@ class SpectralNorm(keras.regularizers.Regularizer):
             variable = keras.Variable(value, trainable=False, name="spectral_norm_u",
                                       aggregation="only_first_replica")
         self._vectors[key] = variable
-        self._creation_values[key] = value
         return variable
 
     def _saved_vector(self, key: str, size: int):
@@ -229,6 +225,25 @@ class SpectralNorm(keras.regularizers.Regularizer):
             state[key] = [float(v) for v in keras.ops.convert_to_numpy(variable)]
         return {"factor": self.factor, "power_iterations": self.power_iterations,
                 "squared": self.squared, "state": state or None}
+
+
+def state_variables(model) -> list:
+    """The variables the weight regularizers of ``model`` keep between steps, in the order
+    of ``model.weights``: ``SpectralNorm``'s power-iteration vectors ``u``.
+
+    They are not model variables, yet every step reads and updates them; the
+    Trainer's and the tuning trials' checkpoints, ``control.training_state_variables``
+    and ``diagnostics.lr_find`` hold them beside the model's and the optimizer's. A
+    missing one is made (as the first call would make it) on TensorFlow and PyTorch;
+    on JAX, whose ``fit`` keeps no such state (``SpectralNorm`` takes an SVD there),
+    only those an eager call made are listed.
+    """
+    found = []
+    for variable in model.weights:
+        regularizer = getattr(variable, "regularizer", None)
+        if hasattr(regularizer, "state_variables"):
+            found.extend(regularizer.state_variables(variable, create=keras.backend.backend() != "jax"))
+    return found
 
 
 @register(aliases=("soft_orthogonality", "so"))

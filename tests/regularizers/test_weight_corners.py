@@ -56,3 +56,32 @@ def test_srip_float16_orthogonal_kernel_is_finite_and_right():
         expected = _srip_reference(kernel.numpy())
         np.testing.assert_allclose(float(value), expected, rtol=1e-2)
         assert np.all(np.isfinite(gradient))
+
+
+def _penalized_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(5, kernel_regularizer=SpectralNorm(0.5), name="sn"),
+                              keras.layers.Dense(2, kernel_regularizer="l2", name="l2")], name="net")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model
+
+
+def test_state_variables_lists_u_made_as_the_first_step_would_make_it():
+    """``regularizers.state_variables``: what checkpoints and ``training_state_variables``
+    hold beside the model's variables. Made before any step, ``u`` is the vector the first
+    step would have made (so training is unchanged), and it is one of the state variables."""
+    from keras_trainkit.optimizers import control
+    from keras_trainkit.regularizers import state_variables
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    made_first, untouched = _penalized_model(), _penalized_model()
+    state = state_variables(made_first)
+    assert [v.shape for v in state] == [(5,)]
+    assert any(v is state[0] for v in control.training_state_variables(made_first))
+    assert state_variables(made_first)[0] is state[0]  # made once
+    a = made_first.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history["loss"]
+    b = untouched.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history["loss"]
+    assert a == b
+    np.testing.assert_array_equal(state[0].numpy(), state_variables(untouched)[0].numpy())

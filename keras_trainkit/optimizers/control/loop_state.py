@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import weakref
 
+from keras_trainkit import regularizers
+
 # model -> (the function naming its state variables, the steps of one call)
 _LOOP_STATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -55,4 +57,5 @@ def training_state_variables(model) -> list:
     if model in _LOOP_STATES:
         return list(_LOOP_STATES[model][0]())
     optimizer = getattr(model, "optimizer", None)
-    return list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+    return (list(model.variables) + regularizers.state_variables(model)
+            + (list(optimizer.variables) if optimizer is not None else []))
