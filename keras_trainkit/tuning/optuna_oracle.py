@@ -57,6 +57,7 @@ from keras_trainkit.tuning.optuna_storage import (
     Heartbeat,
     check_heartbeat,
     check_storage,
+    check_study_holds,
     fail_dead_workers_trials,
     has_heartbeat,
     make_storage,
@@ -190,12 +191,14 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         """The Optuna study (created in, or loaded from, the storage on first use)."""
         if self._study is None:
             project_dir = os.path.dirname(kt_compat.oracle_state_path(self))
+            name = self.study_name or os.path.basename(project_dir)
+            # before a study is made in a storage the search did not run on
+            check_study_holds(self.storage, name, self.trials, project_dir, self.storage_argument)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._study = optuna.create_study(
                     storage=self.storage, sampler=self.sampler,
-                    pruner=self.optuna_pruner or optuna.pruners.NopPruner(),
-                    study_name=self.study_name or os.path.basename(project_dir),
+                    pruner=self.optuna_pruner or optuna.pruners.NopPruner(), study_name=name,
                     directions=_directions(self.objective), load_if_exists=True)
                 if self._study.metric_names is None:  # the dashboard's axis titles
                     self._study.set_metric_names(
@@ -395,6 +398,13 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         super().end_trial(trial)
         if trial.trial_id in kt_compat.pending_retries(self):
             return  # KerasTuner runs it again: the Optuna trial goes on
+        # A finished trial asks the study no more: a hyperparameter first registered after
+        # it (building its model again in this process, where an isolated trial's process
+        # gave the ones it registered their defaults) takes its default, as it did there;
+        # asking raised UpdateFinishedTrialError in get_best_models.
+        for record in (trial, self.trials.get(trial.trial_id)):
+            if isinstance(getattr(record, "hyperparameters", None), AskingHyperParameters):
+                record.hyperparameters.ask = None
         heartbeat = self.heartbeats.pop(trial.trial_id, None)
         if heartbeat is not None:
             heartbeat.stop()

@@ -382,7 +382,37 @@ class Heartbeat:
         self.thread.join()
 
 
+def check_study_holds(storage, study_name: str, trials: dict, project_dir: str, argument) -> None:
+    """Refuse a ``storage`` whose study ``study_name`` lacks trials the search in
+    ``project_dir`` recorded (``trials``: KerasTuner's records by id, reloaded from
+    ``oracle.json`` and the trial files), before a study is made there. A search resumed
+    with another storage (``storage`` changed or left out, a journal file moved) found an
+    empty study, handed out the trial numbers 0, 1, ... again and trained its completed
+    trials anew, over their records and checkpoints. ``argument``: the ``storage`` given."""
+    recorded = sorted(int(trial_id) for trial_id in trials if trial_id.isdigit())
+    if not recorded:
+        return
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+        known = {trial.number for trial in storage.get_all_trials(study_id, deepcopy=False)}
+    except KeyError:  # no such study
+        known = set()
+    missing = [number for number in recorded if number not in known]
+    if not missing:
+        return
+    shown = shown_storage(argument) if isinstance(argument, str) else (
+        "None (the SQLite file in the search folder)" if argument is None else type(argument).__name__)
+    raise ValueError(
+        f"Argument `storage` must be the storage this search ran on: the search in {project_dir} "
+        f"recorded {len(recorded)} trial(s), and the study {study_name!r} in this storage "
+        f"lacks {len(missing)} of them (numbers {', '.join(map(str, missing[:5]))}"
+        f"{', ...' if len(missing) > 5 else ''}). Give the storage it ran on, or start anew with "
+        f"overwrite=True or another project_name (trainkit tune: --storage; --overwrite or "
+        f"another --output). Received: storage={shown}")
+
+
 __all__ = ["DATABASE_FILE", "HEARTBEAT_ATTR", "Heartbeat", "HeartbeatJournalStorage",
-           "JOURNAL_FILE", "check_heartbeat", "check_storage", "fail_dead_workers_trials",
-           "has_heartbeat", "make_storage", "shown_storage", "storage_file", "storage_trial_id",
-           "storage_url"]
+           "JOURNAL_FILE", "check_heartbeat", "check_storage", "check_study_holds",
+           "fail_dead_workers_trials", "has_heartbeat", "make_storage", "shown_storage",
+           "storage_file", "storage_trial_id", "storage_url"]
+

@@ -79,6 +79,19 @@ class Synthetic(keras_tuner.HyperModel):
         return model.fit(X, Y, epochs=self.epochs, **kwargs)
 
 
+class LazyBranch(Synthetic):
+    """``Synthetic``'s model and a hyperparameter registered only inside a branch that is not
+    the default one, as the recipe spaces register theirs (the first build, at the defaults,
+    does not reach it)."""
+
+    def build(self, hp):
+        model = super().build(hp)
+        if hp.Choice("branch", ["plain", "scaled"]) == "scaled":
+            with hp.conditional_scope("branch", "scaled"):
+                hp.Float("scale", 0.5, 2.0)
+        return model
+
+
 def _wait_until(condition, failure, timeout=600):
     deadline = time.time() + timeout
     while not condition():

@@ -207,6 +207,23 @@ def test_a_rerun_continues_the_study_in_its_storage(tmp_path):
     assert sorted(second.oracle.trials) == ["0", "1", "2", "3", "4"]
 
 
+@pytest.mark.parametrize("first, second", [(None, "journal"), ("journal", None)])
+def test_a_search_resumed_on_another_storage_is_refused_untouched(tmp_path, first, second):
+    """Before, the other storage's empty study handed out numbers 0, 1, ... again: the
+    completed trials trained anew over their records (checkpoints set aside as damaged)."""
+    done = _search(tmp_path, "moved", storage=first, sampler="random", seed=1, max_trials=2, epochs=1)
+    records = {t: done.oracle.trials[t].get_state() for t in done.oracle.trials}
+    folder = tmp_path / "moved"
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if "optuna" not in p.name)
+    with pytest.raises(ValueError, match=r"Argument `storage` must be the storage this search ran on: .* "
+                                         r"recorded 2 trial\(s\), and the study 'moved' in this storage lacks 2 "
+                                         r"of them \(numbers 0, 1\)"):
+        _search(tmp_path, "moved", storage=second, sampler="random", seed=2, max_trials=3, epochs=1)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if "optuna" not in p.name) == files
+    again = _search(tmp_path, "moved", storage=first, sampler="random", seed=1, max_trials=2, epochs=1)
+    assert {t: again.oracle.trials[t].get_state() for t in again.oracle.trials} == records
+
+
 def test_a_trial_started_during_a_reload_is_read(tmp_path):
     """KerasTuner's reload reads the trial files, then oracle.json; another worker of
     the search may start a trial in between (its record, then oracle.json). The
@@ -291,6 +308,27 @@ def test_isolated_trials_report_their_epochs_to_the_study(tmp_path):
         assert frozen.intermediate_values == pytest.approx(
             {0: frozen.params["x"], 1: 2 * frozen.params["x"]})
     assert tuner.get_best_models(1)[0].count_params() > 0
+
+
+@pytest.mark.slow
+def test_isolated_trials_of_a_lazily_registered_branch_load_in_the_search_process(tmp_path):
+    """A trial whose process registered ``scale`` (the non-default branch) left it out of the
+    search process's record; building the model there asked the finished Optuna trial for it:
+    UpdateFinishedTrialError from get_best_models. It takes the default the trial's process
+    gave it (documented for isolated trials)."""
+    from tests.tuning._optuna_helpers import LazyBranch
+
+    tuner = tuning.OptunaSearch(LazyBranch(epochs=1), objective=SCORE, max_trials=3, seed=0,
+                                sampler="random", isolate_trials=True, directory=str(tmp_path),
+                                project_name="lazy")
+    tuner.search()
+    scaled = [t for t in tuner.oracle.trials.values() if t.hyperparameters.values["branch"] == "scaled"]
+    assert scaled, "the seed must draw the non-default branch"
+    for trial in scaled:
+        model = tuner.load_model(trial)
+        assert model.count_params() > 0
+        assert "scale" not in tuner.study.trials[int(trial.trial_id)].params
+    assert len(tuner.get_best_models(3)) == 3
 
 
 def test_time_budget_and_report(tmp_path):
