@@ -41,12 +41,8 @@ def _old_search(folder):
     # named their Python names (`start_lr`, `depth`), not the flags
     (["lr-find", "--start-lr", "0"], "--start-lr", "--start-lr=0"),
     (["check-init", "--depth", "0"], "--depth", "--depth=0"),
-    # refused only after `--output` / `--plot`'s folder was created
-    (["lr-find", "--optimizer", "no_such_optimizer"], "--optimizer", "no_such_optimizer"),
-    (["check-init", "--initializer", "no_such_init", "--plot", "{output}/init.png"], "--initializer",
-     "no_such_init"),
-    (["check-init", "--activation", "no_such_activation", "--plot", "{output}/init.png"], "--activation",
-     "no_such_activation"),
+    # a missing --plot folder is checked, not created, before the other checks passed
+    (["check-init", "--depth", "0", "--plot", "{output}/init.png"], "--depth", "--depth=0"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, option,
                                                 value):
@@ -144,6 +140,24 @@ def test_the_progress_line_names_the_objective(capsys):
     line = capsys.readouterr().out
     assert line.startswith("trial 1 of 2: completed val_loss=1.2500  best so far=1.2500")
     assert "val_accuracy" not in line
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["lr-find", "--optimizer", "no_such_optimizer", "--output", "{output}"], "--optimizer"),
+    (["check-init", "--initializer", "no_such_init", "--plot", "{output}/init.png"], "--initializer"),
+    (["check-init", "--activation", "no_such_activation", "--plot", "{output}/init.png"], "--activation"),
+])
+def test_a_bad_name_leaves_no_new_output_folder(tmp_path, capsys, monkeypatch, argv, option):
+    """The names need TensorFlow, so they are checked after it is imported, before the data;
+    the output folder was created before they were, and stayed behind empty."""
+    from keras_trainkit import datasets
+
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: pytest.fail("the data were loaded"))
+    output = tmp_path / "out"
+    assert cli.main([arg.replace("{output}", str(output)) for arg in argv]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"trainkit {argv[0]}: error: Argument `{option}` must name")
+    assert not output.exists()
 
 
 def test_lr_find_names_the_flag_of_an_optimizer_it_cannot_build(tmp_path, capsys):

@@ -66,9 +66,9 @@ def output_folder(path, flag: str, command: str, create: bool = True) -> Path:
     return folder
 
 
-def output_file(path, flag: str, command: str) -> Path:
+def output_file(path, flag: str, command: str, create: bool = True) -> Path:
     """Check that the file ``path`` can be written (its folder by :func:`output_folder`'s
-    rule); nothing is written to ``path`` itself. Returns it as a ``Path``.
+    rule, ``create`` as there); nothing is written to ``path`` itself. Returns it as a ``Path``.
 
     Raises:
         ValueError: the file cannot be written.
@@ -79,6 +79,9 @@ def output_file(path, flag: str, command: str) -> Path:
             raise IsADirectoryError(21, "Is a directory", str(file))
         if file.parent.exists() and not file.parent.is_dir():
             raise NotADirectoryError(20, "Not a directory", str(file.parent))
+        if not create and not file.parent.exists():
+            output_folder(file.parent, flag, command, create=False)
+            return file
         _make_folder(file.parent, command)
         if file.exists():
             with open(file, "ab"):  # opens for writing without changing it

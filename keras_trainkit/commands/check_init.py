@@ -32,11 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The sizes, the initializer (built: ``args.initializer_object``) and the activation, then
-    the plot's path (its folder created if missing), before any work."""
-    import keras
-
-    from keras_trainkit import initializers
+    """The sizes and the plot's path, before TensorFlow is imported. The plot's folder is
+    created in :func:`run` once ``--initializer`` and ``--activation`` (which need
+    TensorFlow) passed too, so a refused command leaves no empty folder behind."""
     from keras_trainkit.commands._paths import output_file
     from keras_trainkit.utils.validation import check_number, check_positive
 
@@ -44,13 +42,8 @@ def check(args: argparse.Namespace) -> None:
     check_positive("--width", args.width, integer=True)
     check_positive("--batch-size", args.batch_size, integer=True)
     check_number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
-    lsuv = args.initializer.lower() == "lsuv"
-    args.initializer_object = _named(
-        "--initializer", args.initializer, "an initializer that keras_trainkit.initializers.get knows, or lsuv",
-        lambda name: initializers.get("orthogonal" if lsuv else name))
-    _named("--activation", args.activation, "a Keras activation", keras.activations.get)
     if args.plot is not None:
-        args.plot = str(output_file(args.plot, "--plot", "check-init"))  # "~" expanded
+        args.plot = str(output_file(args.plot, "--plot", "check-init", create=False))  # "~" expanded
 
 
 def _named(flag: str, value: str, what: str, get):
@@ -66,8 +59,15 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     from keras_trainkit import datasets, initializers, models
+    from keras_trainkit.commands._paths import output_file
     from keras_trainkit.diagnostics import check_initialization
     lsuv = args.initializer.lower() == "lsuv"
+    initializer = _named("--initializer", args.initializer,
+                         "an initializer that keras_trainkit.initializers.get knows, or lsuv",
+                         lambda name: initializers.get("orthogonal" if lsuv else name))
+    _named("--activation", args.activation, "a Keras activation", keras.activations.get)
+    if args.plot is not None:
+        output_file(args.plot, "--plot", "check-init")  # its folder, once the names passed
     (x, y), _ = datasets.load(args.dataset)
     num_classes = int(y.max()) + 1  # the data set's, whatever labels the batch holds
     x, y = x[: args.batch_size], y[: args.batch_size]
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         extra = {"filters": (args.width,) * args.depth, "batch_norm": False}
     model = models.build(args.model, x.shape[1:], num_classes, activation=args.activation,
-                         kernel_initializer=args.initializer_object, **extra)
+                         kernel_initializer=initializer, **extra)
     if lsuv:
         initializers.lsuv_initialize(model, x, seed=args.seed)
     result = check_initialization(model, x, y, plot_path=Path(args.plot) if args.plot else None,

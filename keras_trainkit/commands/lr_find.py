@@ -29,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The sweep's arguments, the optimizer (built: ``args.optimizer_object``) and the output
-    folder (created if missing, once everything else passed), before any work."""
+    """The sweep's arguments and the output folder, before TensorFlow is imported. The folder
+    is created in :func:`run` once ``--optimizer`` (which needs TensorFlow) passed too, so a
+    refused command leaves no empty folder behind."""
     from keras_trainkit.commands._paths import output_folder
     from keras_trainkit.utils.validation import check_number, check_positive
 
@@ -40,8 +41,7 @@ def check(args: argparse.Namespace) -> None:
     check_number("--num-steps", args.num_steps, minimum=2, integer=True)
     check_positive("--batch-size", args.batch_size, integer=True)
     check_number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
-    args.optimizer_object = _optimizer(args.optimizer)
-    args.output = str(output_folder(args.output, "--output", "lr-find"))  # "~" expanded
+    args.output = str(output_folder(args.output, "--output", "lr-find", create=False))  # "~" expanded
 
 
 def _optimizer(name: str):
@@ -61,14 +61,17 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     from keras_trainkit import datasets, models
+    from keras_trainkit.commands._paths import output_folder
     from keras_trainkit.diagnostics import lr_find
     from keras_trainkit.diagnostics.lr_finder import SUGGESTION_RULES
 
+    optimizer = _optimizer(args.optimizer)  # before the folder, the data and the model
+    output_folder(args.output, "--output", "lr-find")
     (x, y), _ = datasets.load(args.dataset)
     keras.utils.set_random_seed(args.seed)
     model = models.build(args.model, x.shape[1:], int(y.max()) + 1)
     model.compile(
-        optimizer=args.optimizer_object,
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     result = lr_find(
