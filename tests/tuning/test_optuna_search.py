@@ -318,7 +318,7 @@ def test_isolated_trials_of_a_lazily_registered_branch_load_in_the_search_proces
     gave it (documented for isolated trials)."""
     from tests.tuning._optuna_helpers import LazyBranch
 
-    tuner = tuning.OptunaSearch(LazyBranch(epochs=1), objective=SCORE, max_trials=3, seed=0,
+    tuner = tuning.OptunaSearch(LazyBranch(epochs=1), objective=SCORE, max_trials=2, seed=0,
                                 sampler="random", isolate_trials=True, directory=str(tmp_path),
                                 project_name="lazy")
     tuner.search()
@@ -328,7 +328,7 @@ def test_isolated_trials_of_a_lazily_registered_branch_load_in_the_search_proces
         model = tuner.load_model(trial)
         assert model.count_params() > 0
         assert "scale" not in tuner.study.trials[int(trial.trial_id)].params
-    assert len(tuner.get_best_models(3)) == 3
+    assert len(tuner.get_best_models(2)) == 2
 
 
 def test_time_budget_and_report(tmp_path):
