@@ -18,11 +18,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_trainkit import regularizers
 from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import variable_arrays
 from keras_trainkit.utils.validation import (
     check_in,
+    compiled_loss_reads_targets,
     check_non_negative,
     check_number,
     check_positive,
@@ -379,8 +379,7 @@ def _check_targets(model, batch) -> None:
     """Refuse data without targets where the compiled loss reads them (``(x,)``, or a dataset
     of inputs alone): Keras failed in the sweep's first step, "None values not supported"."""
     _, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    own_loss = type(model).compute_loss is not keras.Model.compute_loss
-    if y is None and getattr(model, "loss", None) is not None and not own_loss:
+    if y is None and compiled_loss_reads_targets(model):
         raise ValueError(
             "Argument `data` must hold targets, `(x, y[, sample_weight])` arrays or a dataset of such "
             f"batches: the compiled loss ({model.loss!r:.60}) needs them. Received: data without targets"
@@ -397,7 +396,7 @@ def _restored_afterwards(model, leaves, start_lr):
     state the weights' regularizers keep (``regularizers.state_variables``:
     ``SpectralNorm``'s ``u``).
     """
-    model_variables = list(model.variables) + regularizers.state_variables(model)
+    model_variables = control.model_state_variables(model)
     optimizer_variables, seen = [], set()
     for variable in [*model.optimizer.variables, *(v for leaf in leaves for v in leaf.variables)]:
         if id(variable) not in seen:

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_trainkit._compat.tensorflow import dataset_graph_def
 from keras_trainkit.training._labels import label_problem
+from keras_trainkit.utils.validation import compiled_loss_reads_targets
 
 
 def _flat(structure):
@@ -352,9 +353,8 @@ def check_targets(model, x, y, name: str, loss_needs_targets: bool = True) -> No
     ``add_loss`` alone) and a ``compute_loss`` of its own (``loss_needs_targets``
     false, or the model's override), which may not need ``y``.
     """
-    custom = type(model).compute_loss is not keras.Model.compute_loss
-    if (y is not None or x is None or is_dataset(x) or getattr(model, "loss", None) is None
-            or custom or not loss_needs_targets):
+    if (y is not None or x is None or is_dataset(x) or not compiled_loss_reads_targets(model)
+            or not loss_needs_targets):
         return
     if name == "validation_data":
         raise ValueError("Argument `validation_data` must be `(x_val, y_val)` or `(x_val, y_val, "

@@ -22,7 +22,6 @@ from keras_trainkit._compat.keras import (
     compute_loss_with_training_flag,
     initial_epoch_set_by_callbacks,
 )
-from keras_trainkit import regularizers
 from keras_trainkit.optimizers import control
 from keras_trainkit.optimizers.transforms import GradientChain, SkipNonFinite
 from keras_trainkit.training import replicas
@@ -477,10 +476,9 @@ class Trainer(TrainerLoops):
 
     def _checkpoint_variables(self):
         """What a checkpoint saves, in a fixed order: model, optimizer as compiled, transforms, counters."""
-        # model.variables: the weights and the layers' seed-generator states (dropout, ...). The
-        # optimizer as compiled: callbacks may wrap it during fit, its variables stay.
-        return (list(self.model.variables) + regularizers.state_variables(self.model)
-                + list(self._compiled_optimizer.variables) + self._own_variables())
+        # The optimizer as compiled: callbacks may wrap it during fit, its variables stay.
+        return (control.model_state_variables(self.model) + list(self._compiled_optimizer.variables)
+                + self._own_variables())
 
     def _training_state_variables(self):
         """Every variable the next step reads (``control.training_state_variables`` while fitting).
@@ -488,8 +486,8 @@ class Trainer(TrainerLoops):
         Unlike a checkpoint, the optimizer as it is now: transforms a callback
         attached (``GradientClipping``) keep state in the wrapper.
         """
-        return (list(self.model.variables) + regularizers.state_variables(self.model)
-                + list(self.model.optimizer.variables) + self._own_variables())
+        return (control.model_state_variables(self.model) + list(self.model.optimizer.variables)
+                + self._own_variables())
 
     def _own_variables(self):
         """The state the Trainer keeps outside the model and optimizer: transforms, skip count, accumulated sum."""

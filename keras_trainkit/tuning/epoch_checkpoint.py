@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import h5py
 import keras
 
-from keras_trainkit import regularizers
+from keras_trainkit.optimizers import control
 from keras_trainkit.utils.checkpoints import (
     CheckpointError,
     assign_arrays,
@@ -302,8 +302,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             optimizer = None
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        return (list(self.model.variables) + regularizers.state_variables(self.model)
-                + (list(optimizer.variables) if optimizer is not None else []))
+        return control.model_state_variables(self.model) + (
+            list(optimizer.variables) if optimizer is not None else [])
 
     def on_train_begin(self, logs=None):
         if not self.restore:

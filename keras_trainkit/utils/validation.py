@@ -265,3 +265,13 @@ def check_model_batch(name: str, batch, model, *, minimum: int = 1, finite: bool
     if finite and not all(np.all(np.isfinite(leaf)) for leaf in leaves):
         raise ValueError(f"Argument `{name}` must be finite. Received: {name} with non-finite values")
     return arrays, sizes[0]
+
+
+def compiled_loss_reads_targets(model) -> bool:
+    """Whether a training step of ``model`` needs targets ``y``: it has a compiled loss and
+    Keras's own ``compute_loss`` applies it. A model trained by ``add_loss`` alone, or whose
+    class overrides ``compute_loss``, may train on inputs alone."""
+    import keras
+
+    return (getattr(model, "loss", None) is not None
+            and type(model).compute_loss is keras.Model.compute_loss)

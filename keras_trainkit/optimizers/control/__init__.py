@@ -26,7 +26,8 @@ optimizer's private attributes or walks its wrappers:
   :func:`assigned_outside_state` after assigning a variable that Keras's JAX
   trainer does not carry through its jitted step (it froze the value).
 * **The training state**: :func:`training_state_variables`, every variable the
-  next step reads, also the Trainer's own (:func:`loop_state`).
+  next step reads, also the Trainer's own (:func:`loop_state`); its model's share,
+  :func:`model_state_variables`.
 
 What a compiled step sees (``model.fit`` traces ``train_step`` lazily, on the
 first batch, after ``on_train_begin``): a Python float read by ``update_step``
@@ -63,7 +64,12 @@ from keras_trainkit.optimizers.control.learning_rate import (
     LearningRateHandle,
     learning_rate_handles,
 )
-from keras_trainkit.optimizers.control.loop_state import loop_state, steps_per_call, training_state_variables
+from keras_trainkit.optimizers.control.loop_state import (
+    loop_state,
+    model_state_variables,
+    steps_per_call,
+    training_state_variables,
+)
 
 __all__ = [
     "HeldLearningRate",
@@ -79,6 +85,7 @@ __all__ = [
     "learning_rate_handles",
     "loop_state",
     "model_leaf_optimizers",
+    "model_state_variables",
     "retrace",
     "retrace_requests",
     "schedule_hyperparameter",

@@ -57,5 +57,12 @@ def training_state_variables(model) -> list:
     if model in _LOOP_STATES:
         return list(_LOOP_STATES[model][0]())
     optimizer = getattr(model, "optimizer", None)
-    return (list(model.variables) + regularizers.state_variables(model)
-            + (list(optimizer.variables) if optimizer is not None else []))
+    return model_state_variables(model) + (list(optimizer.variables) if optimizer is not None else [])
+
+
+def model_state_variables(model) -> list:
+    """The model's share of its training state, in a fixed order: ``model.variables`` (the
+    weights and the layers' seed-generator states), then the state its weights'
+    regularizers keep between steps (``regularizers.state_variables``: ``SpectralNorm``'s
+    ``u``). The start of every list of training state: checkpoints, undo copies, sweeps."""
+    return list(model.variables) + regularizers.state_variables(model)
