@@ -151,6 +151,27 @@ def _tensor(array, dtype):
     return keras.ops.convert_to_tensor(array)
 
 
+def _targets_per_output(model, y) -> list:
+    """``y`` as a list of one target array per output of ``model`` (one output: ``[y]``).
+
+    A model with several outputs takes a list or tuple in the order of ``model.outputs``
+    or a dict by output name; anything else is refused before any work.
+    """
+    outputs = len(getattr(model, "outputs", None) or ())
+    if outputs <= 1:
+        return [y]
+    names = list(model.output_names)
+    if isinstance(y, dict) and sorted(y) == sorted(names):
+        return [y[name] for name in names]
+    if isinstance(y, (list, tuple)) and not isinstance(y, dict) and len(y) == outputs:
+        return list(y)
+    received = (f"a dict with keys {sorted(y)}" if isinstance(y, dict) else
+                f"a {type(y).__name__} of {len(y)}" if isinstance(y, (list, tuple)) else
+                f"{type(y).__name__} of shape {np.shape(y)}")
+    raise ValueError(f"Argument `y` must hold one target array per output of the model ({outputs}: "
+                     f"{names}), a list in that order or a dict by output name. Received: y={received}")
+
+
 def _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed,
                      abs_tolerance):
     """Validate the arguments; returns the loss function."""
@@ -231,7 +252,9 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     digits, and its central differences are rounding noise (a correct model
     would fail). ``model`` itself is never modified. Runs on every Keras
     backend (the gradient through ``keras_trainkit.utils.gradients``). The loss
-    is ``mean(loss(y, model(x, training=False)))`` (dropout off); a
+    is ``mean(loss(y, model(x, training=False)))`` (dropout off), and for a model
+    with several outputs the sum of that over the outputs, as ``compile(loss=...)``
+    with one loss does; a
     ``keras.losses.Loss`` instance is evaluated through its unreduced ``call``
     so that it runs in the model's dtype. Every trainable variable gets at least one coordinate while
     ``num_coordinates`` allows, the rest are drawn uniformly over all
@@ -241,7 +264,8 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
         model: the model to check (a functional, Sequential or subclassed model;
             subclassed ones run in their own dtype unless they clone).
         x: an input batch (keep it small).
-        y: the targets.
+        y: the targets; for a model with several outputs one array per output, a
+            list in the order of ``model.outputs`` or a dict by output name.
         loss: a Keras loss identifier/instance or a callable ``loss(y_true, y_pred)``.
         num_coordinates: how many weight coordinates to check (positive integer).
         epsilon: the finite-difference step ``h`` (default ``1e-6`` in float64,
@@ -264,6 +288,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     """
     loss_fn = _check_arguments(model, loss, num_coordinates, epsilon, threshold, float64, seed,
                                abs_tolerance)
+    targets = _targets_per_output(model, y)
     if float64 and not _computes_in_float64():
         logger.warning("gradient_check: Keras computes float64 in float32 on the %s backend; "
                        "checking %s in its own dtype with the float32 step and threshold",
@@ -278,7 +303,7 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
     h = epsilon if epsilon is not None else (1e-6 if wide else 5e-3)
     limit = threshold if threshold is not None else (1e-6 if wide else 5e-2)
     x_in = keras.tree.map_structure(lambda a: _tensor(a, dtype), x)
-    y_in = _tensor(y, dtype)
+    y_in = [_tensor(part, dtype) for part in targets]
     half = sorted(_compute_dtypes(target) & set(HALF_FLOATS))
     if half:  # the float32 clone failed: say which dtype the numbers come from
         logger.warning("gradient_check: %s computes in %s; the finite differences are unreliable",
@@ -289,7 +314,12 @@ def gradient_check(model: keras.Model, x, y, loss, num_coordinates: int = 20, *,
 
     def loss_value():
         prediction = target(x_in, training=False)
-        return keras.ops.mean(keras.ops.cast(per_example(y_in, prediction), dtype))
+        if isinstance(prediction, dict):
+            predictions = [prediction[name] for name in target.output_names]
+        else:
+            predictions = list(prediction) if len(y_in) > 1 else [prediction]
+        return sum(keras.ops.mean(keras.ops.cast(per_example(part, output), dtype))
+                   for part, output in zip(y_in, predictions))
 
     _, _, grads = value_and_gradients(lambda: (loss_value(), None), variables)
 

@@ -103,3 +103,44 @@ def test_float32_fallback_and_bad_arguments():
         gradient_check(model, x, y, LOSS, abs_tolerance=-1)
     with pytest.raises(ValueError, match="Received: abs_tolerance=nan"):
         gradient_check(model, x, y, LOSS, abs_tolerance=float("nan"))
+
+
+def _two_output_model():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="tanh", name="hidden")(inputs)
+    return keras.Model(inputs, {"b": keras.layers.Dense(1, name="b")(hidden),
+                                "a": keras.layers.Dense(2, name="a")(hidden)})
+
+
+def test_several_outputs_sum_the_loss_over_them():
+    """A list (or dict) of targets for a two-output model raised NumPy's "inhomogeneous
+    shape" error. The loss is now each output's mean loss, summed, as ``compile(loss="mse")``
+    computes it, so the gradient of the second head is checked, not zero."""
+    model = _two_output_model()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3))
+    y = {"a": rng.normal(size=(6, 2)), "b": rng.normal(size=(6, 1))}
+    with tf.GradientTape() as tape:
+        prediction = model(x.astype("float32"))
+        total = sum(tf.reduce_mean(keras.losses.mean_squared_error(y[k], prediction[k])) for k in "ab")
+    expected = {v.path: g.numpy() for v, g in zip(model.trainable_variables,
+                                                    tape.gradient(total, model.trainable_variables))}
+    for targets in (y, [y["a"], y["b"]]):  # outputs in the order of model.output_names
+        result = gradient_check(model, x, targets, "mse", num_coordinates=40)
+        assert result.passed, result
+        checked = {c.weight for c in result.coordinates}
+        assert {"a/kernel", "b/kernel", "hidden/kernel"} <= checked
+        for check in result.coordinates:
+            np.testing.assert_allclose(check.analytic, expected[check.weight][check.index],
+                                       rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("targets, received", [
+    (np.zeros((6, 2)), r"ndarray of shape \(6, 2\)"),
+    ([np.zeros((6, 2))], "a list of 1"),
+    ({"a": np.zeros((6, 2)), "c": np.zeros((6, 1))}, r"a dict with keys \['a', 'c'\]"),
+])
+def test_several_outputs_need_one_target_each(targets, received):
+    with pytest.raises(ValueError, match=r"Argument `y` must hold one target array per output of "
+                                         r"the model \(2: \['a', 'b'\]\).*Received: y=" + received):
+        gradient_check(_two_output_model(), np.zeros((6, 3)), targets, "mse")
