@@ -26,7 +26,13 @@ import math
 import keras
 from keras import ops
 
-from keras_trainkit.utils.validation import check_bool, check_in, check_positive, check_probability
+from keras_trainkit.utils.validation import (
+    check_bool,
+    check_in,
+    check_positive,
+    check_probability,
+    check_shape,
+)
 
 
 def mlp(
@@ -59,7 +65,8 @@ def mlp(
     check_positive("num_classes", num_classes, integer=True)
     check_probability("dropout", dropout)
     check_bool("batch_norm", batch_norm)
-    inputs = keras.Input(tuple(input_shape), name="inputs")
+    input_shape = check_shape("input_shape", input_shape, minimum_rank=1)
+    inputs = keras.Input(input_shape, name="inputs")
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for i in range(int(depth)):
         x = keras.layers.Dense(
@@ -120,9 +127,10 @@ def cnn(
         raise ValueError(f"Argument `filters` must name at least one block. Received: filters={filters!r}")
     for f in filters:
         check_positive("filters", f, integer=True)
+    input_shape = check_shape("input_shape", input_shape, minimum_rank=1)
     rank = len(input_shape)
     check_in("len(input_shape)", rank, (1, 2, 3))
-    inputs = keras.Input(tuple(input_shape), name="inputs")
+    inputs = keras.Input(input_shape, name="inputs")
     x = inputs
     if rank == 1:
         x = keras.layers.Reshape((input_shape[0], 1), name="add_channel")(x)
@@ -176,7 +184,7 @@ class ProbabilityAverage(keras.layers.Layer):
 
     def __init__(self, from_logits: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_bool("from_logits", from_logits)
 
     def call(self, inputs):
         stacked = ops.stack(list(inputs), axis=0)

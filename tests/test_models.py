@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -36,6 +38,25 @@ def test_bad_arguments():
     members = [models.mlp((4,), 3, depth=1, width=4) for _ in range(2)]
     with pytest.raises(TypeError, match="Argument `from_logits` must be of type bool.*'False'"):
         models.average_models(members, from_logits="False")
+    # the layer on its own: "no" was truthy, so probabilities were averaged as logits
+    with pytest.raises(TypeError, match="Argument `from_logits` must be of type bool.*'no'"):
+        models.ProbabilityAverage(from_logits="no")
+
+
+@pytest.mark.parametrize("builder", [models.mlp, models.cnn])
+@pytest.mark.parametrize("input_shape", [40, "40", (), (40, 0), (40.0,), (True,)])
+def test_input_shape_must_be_sizes(builder, input_shape):
+    """``mlp(40, 10)`` raised "'int' object is not iterable"; a 0 or float size failed later,
+    inside Keras, without naming the argument."""
+    with pytest.raises(ValueError, match=r"Argument `input_shape` must be a shape: a tuple of positive "
+                                         r"integers.*Received: input_shape=" + re.escape(repr(input_shape))):
+        builder(input_shape, 10)
+
+
+def test_input_shape_takes_lists_numpy_sizes_and_none():
+    assert models.mlp([40], 10).input_shape == (None, 40)
+    assert models.cnn((np.int64(40), 1), 10).input_shape == (None, 40, 1)
+    assert models.cnn((None, 1), 10).input_shape == (None, None, 1)
 
 
 @pytest.mark.parametrize("shape, kernel_size, expected", [

@@ -29,7 +29,6 @@ import tensorflow as tf
 from keras_trainkit.datasets import random_shift
 from keras_trainkit.models import ClassCrossentropy
 from keras_trainkit.tuning.architectures import ARCHITECTURES
-from keras_trainkit.tuning.space_checks import check_shape
 from keras_trainkit.tuning.spaces import (
     InitializerSpace,
     OptimizerSpace,
@@ -38,7 +37,7 @@ from keras_trainkit.tuning.spaces import (
     TrainingSpace,
 )
 from keras_trainkit.utils.pipelines import array_dataset
-from keras_trainkit.utils.validation import check_in, check_positive, check_seed, check_type
+from keras_trainkit.utils.validation import check_in, check_positive, check_seed, check_shape, check_type
 
 # The keyword arguments the recipe passes to an architecture that accepts them.
 LAYER_KWARGS = ("kernel_initializer", "dropout", "kernel_regularizer")

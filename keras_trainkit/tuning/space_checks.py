@@ -42,20 +42,6 @@ def check_sizes(name: str, values: Sequence[int]) -> tuple:
     return tuple(values)
 
 
-def check_shape(name: str, value) -> tuple:
-    """An example's shape (a tuple, list or ``TensorShape``): positive integers
-    (``None`` for a length that varies)."""
-    try:
-        shape = tuple(value)
-    except TypeError:  # not iterable
-        shape = None
-    ok = (shape is not None and not isinstance(value, str)
-          and all(d is None or (is_number(d, integer=True) and d > 0) for d in shape))
-    check_condition(name, value, ok, "must be a shape: a tuple of positive integers "
-                    "(None for a length that varies)")
-    return shape
-
-
 def check_keras_names(name: str, values: Sequence[str], get: Callable, what: str) -> tuple:
     """A non-empty sequence of identifiers that ``get`` (``keras.activations.get``,
     ``keras.initializers.get``) resolves, as the layers will when a trial builds."""
@@ -79,5 +65,5 @@ def default_in(low, high, preferred):
     return min(max(preferred, low), high)
 
 
-__all__ = ["check_keras_names", "check_range", "check_shape", "check_sizes", "default_in",
+__all__ = ["check_keras_names", "check_range", "check_sizes", "default_in",
            "is_number"]

@@ -238,6 +238,22 @@ def check_learning_rate(name: str, value: Any) -> Any:
     return check_non_negative(name, value)
 
 
+def check_shape(name: str, value: Any, *, minimum_rank: int = 0) -> tuple:
+    """An example's shape (a tuple, list or ``TensorShape``) as a tuple: positive integers
+    (``None`` for a length that varies), at least ``minimum_rank`` of them."""
+    try:
+        shape = tuple(value)
+    except TypeError:  # not iterable
+        shape = None
+    ok = (shape is not None and not isinstance(value, str) and len(shape) >= minimum_rank
+          and all(d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
+                  for d in shape))
+    at_least = f", at least {minimum_rank}" if minimum_rank else ""
+    check_condition(name, value, ok, "must be a shape: a tuple of positive integers "
+                    f"(None for a length that varies{at_least})")
+    return tuple(d if d is None else int(d) for d in shape)
+
+
 def check_model_batch(name: str, batch, model, *, minimum: int = 1, finite: bool = False):
     """``batch`` for ``model`` as NumPy arrays and its number of examples: ``(batch, n)``.
 
