@@ -47,7 +47,8 @@ run_backend() {
     shift
     local start status=0
     start=$(date +%s)
-    KERAS_BACKEND="$backend" python -m pytest -p no:cacheprovider -q "${selection[@]}" -k "$deselect" \
+    local TIMEFORMAT="backend lane: $backend tests %R s wall, %U s user + %S s system CPU"
+    time KERAS_BACKEND="$backend" python -m pytest -p no:cacheprovider -q "${selection[@]}" -k "$deselect" \
         --junitxml="$out/$backend.xml" -o junit_suite_name="$backend" "$@" > "$out/$backend.log" 2>&1 || status=$?
     echo "backend lane: $backend exit $status, $(( $(date +%s) - start )) s: $(tail -n 1 "$out/$backend.log")"
     return "$status"

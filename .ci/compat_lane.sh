@@ -44,7 +44,8 @@ print(f"compat lane: Keras {keras.__version__}, TensorFlow {tf.__version__}, Ker
 EOF
 
 status=0
-"$venv/bin/python" -m pytest -p no:cacheprovider -q \
+TIMEFORMAT="compat lane tests: %R s wall, %U s user + %S s system CPU"
+time "$venv/bin/python" -m pytest -p no:cacheprovider -q \
     tests/conformance tests/optimizers/test_matrix.py tests/_compat \
     tests/callbacks/test_monitor_direction.py \
     tests/tuning/test_optuna_space.py tests/tuning/test_optuna_search.py \
