@@ -130,7 +130,10 @@ class EarlyStopping(MonitorBase):
         check_every_n_steps: check every this many training steps (counted from
             the batch index, so also with ``steps_per_execution``; reading the
             batch logs, which in ``model.fit`` hold the epoch's running means and
-            no ``val_*`` keys) instead of at each epoch end.
+            no ``val_*`` keys) instead of at each epoch end. The check runs at the
+            end of the batch call whose steps reach a multiple; a call of
+            ``steps_per_execution`` steps that passes two multiples checks once,
+            as it has one set of logs.
 
     Example:
         >>> import keras, numpy as np
