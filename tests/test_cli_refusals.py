@@ -186,3 +186,20 @@ def test_overwrite_removes_the_old_searchs_report_and_models_and_nothing_else(tm
     tune._prepare_output(args)
     assert sorted(p.name for p in output.iterdir()) == ["my_notes.txt", "search"]
     assert [p.name for p in (output / "search").iterdir()] == ["trainkit_tune.json"]
+
+
+def test_overwrite_in_a_folder_that_held_no_search_removes_none_of_its_files(tmp_path):
+    """With no search recorded in --output, files named like the report's are the user's:
+    --overwrite removed best_model.keras, summary.txt and hparams/ there (found by a helper)."""
+    output = tmp_path / "out"
+    (output / "hparams").mkdir(parents=True)
+    (output / "hparams" / "keep.txt").write_text("mine")
+    for name in ("best_model.keras", "summary.txt", "score_vs_width.png"):
+        (output / name).write_text("mine")
+    args = cli.build_parser().parse_args(["tune", *TINY, "--overwrite", "--output", str(output)])
+    tune._prepare_output(args)
+    assert sorted(p.name for p in output.iterdir()) == [
+        "best_model.keras", "hparams", "score_vs_width.png", "search", "summary.txt"]
+    assert (output / "hparams" / "keep.txt").read_text() == "mine"
+    assert all((output / name).read_text() == "mine"
+               for name in ("best_model.keras", "summary.txt", "score_vs_width.png"))
