@@ -47,6 +47,7 @@ asks for a trial fails it and queues a copy with the same hyperparameters
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -174,13 +175,41 @@ def storage_file(storage: str) -> str | None:
     return None
 
 
-def _check_folder(storage: str) -> None:
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _check_file(storage: str) -> None:
+    """A SQLite or journal file must sit in an existing folder and, where it exists, be a
+    file of its kind (an empty file is a new one): a folder or another file failed inside
+    Optuna or SQLAlchemy, with a traceback that named neither the argument nor the file."""
     path = storage_file(storage)
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise _refuse_storage(storage, f"{folder} is a file, not a folder")
     if not os.path.isdir(folder):
         raise _refuse_storage(storage, f"its file's folder {folder} does not exist (create it)")
+    if os.path.isdir(path):
+        raise _refuse_storage(storage, f"{path} is a folder, not a file")
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb") as handle:
+        start = handle.readline(1 << 16)
+    journal = storage.startswith(JOURNAL_PREFIX)
+    if journal and not _is_json_object(start):
+        raise _refuse_storage(storage, f"{path} is not an Optuna journal (its first line is "
+                                       "not a JSON record)")
+    if not journal and not start.startswith(SQLITE_HEADER):
+        raise _refuse_storage(storage, f"{path} is not a SQLite database")
+
+
+def _is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
 
 
 def _check_database_url(storage: str) -> None:
@@ -205,7 +234,7 @@ def _check_database_url(storage: str) -> None:
             "'postgresql+psycopg://...', 'mysql+pymysql://...'). "
             f"Received: storage={shown_storage(storage)!r}") from error
     engine.dispose()
-    _check_folder(storage)
+    _check_file(storage)
 
 
 def check_storage(storage) -> None:
@@ -224,7 +253,7 @@ def check_storage(storage) -> None:
         raise TypeError(f"Argument `storage` must be {STORAGE_FORMS}. "
                         f"Received: storage={storage!r}")
     if storage == "journal" or storage.startswith(JOURNAL_PREFIX):
-        _check_folder(storage)
+        _check_file(storage)
         return
     _check_database_url(storage)
 

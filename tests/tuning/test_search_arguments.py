@@ -108,15 +108,39 @@ class TestStorage:
          r"its file's folder {tmp}/missing does not exist"),
         ("journal:{tmp}/missing/study.journal", ValueError,
          r"its file's folder {tmp}/missing does not exist"),
+        # these failed inside Optuna or SQLAlchemy with a traceback (IsADirectoryError,
+        # "file is not a database", a JSON decode error), or called a file a missing folder
+        ("journal:{tmp}", ValueError, r"{tmp} is a folder, not a file"),
+        ("sqlite:///{tmp}", ValueError, r"{tmp} is a folder, not a file"),
+        ("sqlite:///{tmp}/notes.txt", ValueError, r"{tmp}/notes.txt is not a SQLite database"),
+        ("journal:{tmp}/notes.txt", ValueError,
+         r"{tmp}/notes.txt is not an Optuna journal \(its first line is not a JSON record\)"),
+        ("sqlite:///{tmp}/notes.txt/study.db", ValueError, r"{tmp}/notes.txt is a file, not a folder"),
     ])
     def test_a_storage_that_cannot_open_is_refused_before_the_folder_is_made(
             self, tmp_path, storage, error, message):
+        (tmp_path / "notes.txt").write_text("my notes\n")
         if isinstance(storage, str):
             storage = storage.format(tmp=tmp_path)
         with pytest.raises(error, match="Argument `storage` .*" + message.format(tmp=tmp_path)):
             tuning.OptunaSearch(build, objective=SCORE, max_trials=2, storage=storage,
                                 directory=str(tmp_path), project_name="p")
         assert not (tmp_path / "p").exists()
+        assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+    def test_an_empty_file_or_an_earlier_search_s_storage_is_taken(self, tmp_path):
+        """An empty file is a new database or journal; files Optuna wrote pass the check."""
+        from keras_trainkit.tuning.optuna_storage import check_storage, make_storage
+
+        for storage in (f"sqlite:///{tmp_path}/empty.db", f"journal:{tmp_path}/empty.journal"):
+            (tmp_path / storage.rsplit("/", 1)[1]).touch()
+            check_storage(storage)
+        import optuna
+
+        for storage in (f"sqlite:///{tmp_path}/used.db", f"journal:{tmp_path}/used.journal"):
+            optuna.create_study(storage=make_storage(storage, str(tmp_path), None, None, None),
+                                study_name="s")
+            check_storage(storage)
 
     @pytest.mark.parametrize("arguments, error, message", [
         ({"max_retry": -1}, ValueError, "Argument `max_retry` must be >= 0"),
