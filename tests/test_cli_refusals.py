@@ -43,6 +43,8 @@ def _old_search(folder):
     (["check-init", "--depth", "0"], "--depth", "--depth=0"),
     # a missing --plot folder is checked, not created, before the other checks passed
     (["check-init", "--depth", "0", "--plot", "{output}/init.png"], "--depth", "--depth=0"),
+    # named `x_batch` (an inner argument), after TensorFlow and the data loaded
+    (["check-init", "--initializer", "lsuv", "--batch-size", "1"], "--batch-size", "--batch-size=1"),
 ])
 def test_bad_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, option,
                                                 value):

@@ -41,6 +41,10 @@ def check(args: argparse.Namespace) -> None:
     check_positive("--depth", args.depth, integer=True)
     check_positive("--width", args.width, integer=True)
     check_positive("--batch-size", args.batch_size, integer=True)
+    if args.initializer.lower() == "lsuv" and args.batch_size < 2:  # its variances need 2
+        raise ValueError("Argument `--batch-size` must be >= 2 with --initializer lsuv (it scales "
+                         "each layer by the variance of its outputs over the batch). "
+                         f"Received: --batch-size={args.batch_size}")
     check_number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
     if args.plot is not None:
         args.plot = str(output_file(args.plot, "--plot", "check-init", create=False))  # "~" expanded
