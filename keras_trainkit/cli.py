@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     A user error (a bad argument value, an output path that cannot be written, a
     package an argument needs that is not installed) prints one line,
     ``trainkit <command>: error: ...``, and returns 2; checks that need no
-    TensorFlow run before it is imported.
+    TensorFlow run before it is imported. Ctrl-C prints one line and returns 130.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, MissingPackage) as error:
         print(f"trainkit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through TensorFlow
+        resume = "; run the same command again to resume the search" if args.command == "tune" else ""
+        print(f"trainkit {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C stopped
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -205,3 +205,19 @@ def test_overwrite_in_a_folder_that_held_no_search_removes_none_of_its_files(tmp
     assert (output / "hparams" / "keep.txt").read_text() == "mine"
     assert all((output / name).read_text() == "mine"
                for name in ("best_model.keras", "summary.txt", "score_vs_width.png"))
+
+
+@pytest.mark.parametrize("command, argv, hint", [
+    ("tune", ["tune", *TINY, "--trials", "1"], "; run the same command again to resume the search"),
+    ("check-init", ["check-init", "--depth", "1", "--width", "4"], ""),
+])
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch, command, argv, hint):
+    """Ctrl-C in a command printed a KeyboardInterrupt traceback of about 190 lines."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr({"tune": tune, "check-init": check_init}[command], "run", interrupted)
+    if command == "tune":
+        argv = [*argv, "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [f"trainkit {command}: interrupted{hint}"]
