@@ -357,10 +357,14 @@ def _final_models(args, tuner, train, validation, test_accuracy, started) -> Non
         ensemble = ensemble_best_models(tuner, ensemble_size)
         members = [layer.name.removeprefix("trial_") for layer in ensemble.layers
                    if isinstance(layer, keras.Model)]
-        path = os.path.join(args.output, "ensemble_model.keras")
-        ensemble.save(path)
-        print(f"Ensemble of the {len(members)} best trials' models (trials {', '.join(members)}): "
-              f"test accuracy {test_accuracy(ensemble):.4f} (saved to {path})", flush=True)
+        if len(members) < 2:  # an "ensemble" of one is the best trial's model again
+            print(f"No ensemble: only trial {members[0]}'s model could join it (the model above)",
+                  flush=True)
+        else:
+            path = os.path.join(args.output, "ensemble_model.keras")
+            ensemble.save(path)
+            print(f"Ensemble of the {len(members)} best trials' models (trials {', '.join(members)}): "
+                  f"test accuracy {test_accuracy(ensemble):.4f} (saved to {path})", flush=True)
     if args.refit:
         model, examples = refit(tuner, train, validation)
         path = os.path.join(args.output, "best_model.keras")

@@ -196,3 +196,16 @@ def test_hyperband_searches_get_a_seed_stream_of_their_own(tmp_path, seed):
 
     resumed = tune.make_tuner(args, (64,), 10).oracle
     assert resumed._seed_state == drawn
+
+
+@pytest.mark.slow
+def test_one_finished_trial_makes_no_ensemble(tmp_path, capsys):
+    """With the default --ensemble 5 and one trial, an "ensemble" of that one model was
+    printed and saved, though --ensemble 1 (the best trial alone) skips it."""
+    output = tmp_path / "out"
+    assert cli.main(["tune", "--dataset", "digits", "--model", "mlp", "--trials", "1",
+                     "--epochs", "1", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "No ensemble: only trial 0's model could join it (the model above)" in printed
+    assert "Ensemble of the" not in printed
+    assert not (output / "ensemble_model.keras").exists()
