@@ -352,8 +352,9 @@ def _holds_hparams(path: str) -> bool:
     by :func:`write_hparams_logs`); a file cut short counts by what it holds."""
     import tensorflow as tf
 
-    try:
-        for event in tf.compat.v1.train.summary_iterator(path):
+    try:  # read as TFRecords: tf.compat.v1.train.summary_iterator prints a deprecation warning
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
             if any(value.metadata.plugin_data.plugin_name == "hparams"
                    for value in event.summary.value):
                 return True
