@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging level of the library (default: WARNING)")
+                        help="logging level of the library and of Optuna (default: WARNING)")
     parser.add_argument("--verbose", dest="show_tensorflow_logs", action="store_true",
                         help="show TensorFlow's C++ log lines (start-up messages, device and "
                              "kernel warnings), hidden by default; give it before the command")

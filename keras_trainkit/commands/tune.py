@@ -386,6 +386,10 @@ def run(args: argparse.Namespace) -> int:
     from keras_trainkit.tuning.report import write_report
 
     _prepare_output(args)
+    if args.tuner == "optuna":  # its INFO lines ("A new study created ...") only at --log-level INFO
+        import optuna
+
+        optuna.logging.set_verbosity(getattr(optuna.logging, args.log_level))
     train, validation, (x_test, y_test) = split(args.dataset, args.seed)
     input_shape, num_classes = train[0].shape[1:], int(np.max(train[1]) + 1)
     started = time.time()

@@ -317,9 +317,11 @@ def make_storage(storage, project_dir: str, heartbeat_interval: int | None,
     attempt = 1
     while True:
         try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period, heartbeat_stale_trial_callback=callback)
+            with warnings.catch_warnings():  # the heartbeat is the search's default, not the user's pick
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period, heartbeat_stale_trial_callback=callback)
         except sqlalchemy.exc.DBAPIError:
             # Workers started together race to create a new database's tables (and
             # Alembic's version row): the losers find them made on the next try.

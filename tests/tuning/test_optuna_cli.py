@@ -22,6 +22,8 @@ def test_tune_with_a_sampler_runs_an_optuna_study_from_the_demo_recipe(tmp_path,
     printed = capsys.readouterr().out
     database = output / "search" / "optuna.db"
     assert f"optuna-dashboard sqlite:///{database}" in printed
+    # --log-level (WARNING by default) is Optuna's too: no "[I ...] A new study created" lines
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{database}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     # the focused space's first trial is the demo recipe (enqueued at the defaults)

@@ -53,6 +53,18 @@ def test_make_storage_gives_a_journal_with_a_heartbeat_unless_turned_off(tmp_pat
     assert type(plain) is optuna.storages.JournalStorage and not has_heartbeat(plain)
 
 
+def test_the_default_heartbeat_warns_of_no_experimental_feature(tmp_path):
+    """The heartbeat is the search's default, not the user's choice: Optuna's
+    ExperimentalWarning for heartbeat_interval reached every trainkit tune --tuner optuna."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_storage(None, str(tmp_path), 10, 20, 3)
+        make_storage("journal", str(tmp_path), 10, 20, 3)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+
 def test_a_stale_trial_is_failed_once_and_its_values_queued_again(tmp_path, monkeypatch):
     path = tmp_path / "j.journal"
     storage_a, study_a = _worker(path)
