@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         resume = "; run the same command again to resume the search" if args.command == "tune" else ""
         print(f"trainkit {args.command}: interrupted{resume}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C stopped
+    except BrokenPipeError:  # `trainkit datasets --json | head`: the reader left, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 141  # 128 + SIGPIPE, as a shell reports a command whose reader left
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -221,3 +221,20 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch, com
         argv = [*argv, "--output", str(tmp_path / "out")]
     assert cli.main(argv) == 130
     assert capsys.readouterr().err.strip().splitlines() == [f"trainkit {command}: interrupted{hint}"]
+
+
+def test_a_reader_that_leaves_ends_the_output_quietly():
+    """`trainkit datasets --json | true` printed a BrokenPipeError traceback and exited 1."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before the command writes
+    try:
+        result = subprocess.run([sys.executable, "-m", "keras_trainkit_cli", "datasets", "--json"],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
