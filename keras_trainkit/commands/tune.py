@@ -313,7 +313,7 @@ def _prepare_output(args: argparse.Namespace) -> None:
     # there); in a folder that held none, files of the same names are the user's own.
     old_search = os.path.isdir(args.project_dir)
     if args.overwrite:
-        if os.path.isdir(args.project_dir):
+        if old_search:
             shutil.rmtree(args.project_dir)
         for pattern in SEARCH_OUTPUTS if old_search else ():  # a new search need not write them all
             for path in glob.glob(os.path.join(glob.escape(args.output), pattern)):

@@ -163,7 +163,7 @@ def _targets_per_output(model, y) -> list:
     names = list(model.output_names)
     if isinstance(y, dict) and sorted(y) == sorted(names):
         return [y[name] for name in names]
-    if isinstance(y, (list, tuple)) and not isinstance(y, dict) and len(y) == outputs:
+    if isinstance(y, (list, tuple)) and len(y) == outputs:
         return list(y)
     received = (f"a dict with keys {sorted(y)}" if isinstance(y, dict) else
                 f"a {type(y).__name__} of {len(y)}" if isinstance(y, (list, tuple)) else
