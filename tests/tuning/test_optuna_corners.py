@@ -1,7 +1,8 @@
 """OptunaSearch in KerasTuner's corners: ``tune_new_entries=False``, the defaults trial
 of ``start_from_defaults`` with hyperparameters registered in ``HyperModel.fit``,
-``executions_per_trial > 1``, and a multi-objective search resumed with a larger
-``max_trials`` (its trial ids padded wider). Tiny models, one or two epochs."""
+``executions_per_trial > 1``, a trial KerasTuner retries (``max_retries_per_trial``),
+and a multi-objective search resumed with a larger ``max_trials`` (its trial ids padded
+wider). Tiny models, one or two epochs."""
 
 import warnings
 
@@ -131,6 +132,46 @@ def test_each_epochs_value_is_the_mean_over_the_executions(tmp_path, storage):
     assert not [w for w in caught if "already reported" in str(w.message)]
     assert pruner.seen == [{0: 0.0}, {0: 0.0, 1: 1.0}]
     assert frozen.value == 6.0
+
+
+class _FailsOnce(keras_tuner.HyperModel):
+    """The first trial's first ``fit`` raises; every other one trains two epochs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fitted = []
+
+    def build(self, hp):
+        hp.Int("units", 1, 100)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        self.fitted.append(hp.values["units"])
+        if len(self.fitted) == 1:
+            raise RuntimeError("this trial fails once")
+        return model.fit(X, Y, epochs=2, verbose=0, callbacks=kwargs.get("callbacks"))
+
+
+def test_a_trial_keras_tuner_retries_runs_again_as_the_same_optuna_trial(tmp_path):
+    """KerasTuner hands a failed trial out again, same id and values; the study's trial of
+    that number takes its epochs and its end: no trial is lost or added on either side."""
+    hypermodel = _FailsOnce()
+    tuner = tuning.OptunaSearch(hypermodel, objective="loss", max_trials=2, sampler="random",
+                                seed=3, max_retries_per_trial=1, directory=str(tmp_path),
+                                project_name="retry")
+    tuner.search()
+    failed, retried, second = hypermodel.fitted
+    assert retried == failed
+    assert {i: (t.status, t.hyperparameters.values["units"])
+            for i, t in tuner.oracle.trials.items()} == {"0": ("COMPLETED", failed),
+                                                         "1": ("COMPLETED", second)}
+    assert [(t.number, t.state.name, t.params) for t in tuner.study.trials] == [
+        (0, "COMPLETE", {"units": failed}), (1, "COMPLETE", {"units": second})]
+    first = tuner.study.trials[0]
+    assert sorted(first.intermediate_values) == [0, 1]
+    assert first.value == first.intermediate_values[1] == tuner.oracle.trials["0"].score
 
 
 def test_the_pareto_front_keeps_its_trials_after_a_resume_with_more_trials(tmp_path):
