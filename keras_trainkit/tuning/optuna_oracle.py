@@ -213,7 +213,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         self._keep_own_retries()
         if kt_compat.pending_retries(self):  # KerasTuner hands these out first, same ids
             trial = super().create_trial(tuner_id)
-            self._attach(trial.trial_id, self._reopen(trial.trial_id))
+            self._reopen(trial.trial_id)
             return trial
         response = self.populate_space(None)
         if response["status"] != RUNNING:
@@ -223,7 +223,8 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         hyperparameters = AskingHyperParameters.from_config(self.hyperparameters.get_config())
         hyperparameters.values = response["values"]
         trial_id = self.trial_id_of(optuna_trial.number)
-        self._attach(trial_id, optuna_trial)
+        self._attach(trial_id, optuna_trial,
+                     storage_trial_id(self.study, self.storage, optuna_trial.number))
         if self.tune_new_entries:  # else KerasTuner's: new entries keep their defaults
             hyperparameters.ask = self._asker(trial_id, optuna_trial)
         return kt_compat.start_trial(self, tuner_id, trial_id, hyperparameters, RUNNING)
@@ -324,17 +325,19 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         if has_heartbeat(self.storage):
             self.storage.record_heartbeat(storage_trial_id(self.study, self.storage, number))
 
-    def _reopen(self, trial_id: str):
-        """The running Optuna trial of KerasTuner's trial ``trial_id``, claimed by this process."""
-        number = int(trial_id)
-        optuna_trial = optuna.Trial(self.study, storage_trial_id(self.study, self.storage, number))
+    def _reopen(self, trial_id: str) -> None:
+        """Claim the running Optuna trial of KerasTuner's trial ``trial_id`` for this
+        process and attach it."""
+        storage_id = storage_trial_id(self.study, self.storage, int(trial_id))
+        optuna_trial = optuna.Trial(self.study, storage_id)
         optuna_trial.set_user_attr(WORKER_ATTR, _this_worker())
-        return optuna_trial
+        self._attach(trial_id, optuna_trial, storage_id)
 
-    def _attach(self, trial_id: str, optuna_trial) -> None:
+    def _attach(self, trial_id: str, optuna_trial, storage_id: int) -> None:
+        """Track ``optuna_trial`` (the storage's trial ``storage_id``) as KerasTuner's
+        trial ``trial_id``, with a heartbeat where the storage keeps one."""
         self.optuna_trials[trial_id] = optuna_trial
-        self.storage_ids[trial_id] = storage_trial_id(self.study, self.storage,
-                                                      optuna_trial.number)
+        self.storage_ids[trial_id] = storage_id
         if has_heartbeat(self.storage) and trial_id not in self.heartbeats:
             self.heartbeats[trial_id] = Heartbeat(self.storage, self.storage_ids[trial_id])
 
