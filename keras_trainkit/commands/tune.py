@@ -311,11 +311,9 @@ def _prepare_output(args: argparse.Namespace) -> None:
     output_folder(args.output, "--output", "tune")
     # The report's files are the old search's only where one ran (its `search` folder is
     # there); in a folder that held none, files of the same names are the user's own.
-    old_search = os.path.isdir(args.project_dir)
-    if args.overwrite:
-        if old_search:
-            shutil.rmtree(args.project_dir)
-        for pattern in SEARCH_OUTPUTS if old_search else ():  # a new search need not write them all
+    if args.overwrite and os.path.isdir(args.project_dir):
+        shutil.rmtree(args.project_dir)
+        for pattern in SEARCH_OUTPUTS:  # a new search need not write them all again
             for path in glob.glob(os.path.join(glob.escape(args.output), pattern)):
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
