@@ -339,7 +339,7 @@ class OptunaOracle(PruningOracleMixin, keras_tuner.Oracle):
         self.optuna_trials[trial_id] = optuna_trial
         self.storage_ids[trial_id] = storage_id
         if has_heartbeat(self.storage) and trial_id not in self.heartbeats:
-            self.heartbeats[trial_id] = Heartbeat(self.storage, self.storage_ids[trial_id])
+            self.heartbeats[trial_id] = Heartbeat(self.storage, storage_id)
 
     # -- epochs and pruning -------------------------------------------------------
     @keras_tuner.synchronized
