@@ -5,7 +5,9 @@ Every epoch end a tuner's trial replaces one file in its trial folder,
 :mod:`keras_trainkit.utils.checkpoints` (an ``.npz`` with a JSON header,
 written atomically). Its arrays are the model's variables (``model.variables``:
 the weights and the layers' seed-generator states) followed by the optimizer's
-variables; its metadata (``meta``) is the trial's :class:`ResumeState`:
+variables, and, when the trial's ``fit`` runs a :class:`~keras_trainkit.training.Trainer`,
+the Trainer's own state (its gradient transforms', its partial gradient sum, its count
+of skipped steps), as its own checkpoints hold; its metadata (``meta``) is the trial's :class:`ResumeState`:
 
 * ``kind``: ``"tuner_trial"``, so no other checkpoint is taken for a trial's;
 * ``trial_id`` and ``hyperparameters`` (``HyperParameters.get_config()``);
@@ -23,7 +25,7 @@ A resumed search reads the state with :func:`read_resume_state`, which checks
 the header and every entry's CRC without loading the arrays, and refuses (with
 :class:`DamagedCheckpoint`) a file that is not a complete checkpoint of this
 kind; :class:`EpochCheckpoint` then loads the arrays, which must match the
-model's and optimizer's variables in count and shapes.
+training state's variables in count and shapes.
 
 Trial folders written by keras_trainkit before this format (``resume.json``
 naming ``epoch_<k>.weights.h5``, or ``execution_<e>_epoch_<k>.weights.h5`` for
@@ -238,7 +240,8 @@ def save_weights_atomically(model: keras.Model, path: str) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Write the model's and optimizer's variables with the trial's state to
+    """Write the model's training state (its and its optimizer's variables, and a
+    running ``Trainer``'s own state) with the trial's state to
     ``checkpoint.npz`` at every epoch end; restore them at train begin when
     ``restore`` is true.
 
@@ -295,15 +298,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return state.epoch
 
     def _variables(self) -> list:
-        """What the checkpoint holds, in order: the model's variables, then the optimizer's
-        (none when the model has no Keras optimizer, as KerasTuner's own test models)."""
+        """What the checkpoint holds, in order: the model's training state
+        (``control.training_state_variables``: under ``model.fit`` the model's variables,
+        then the optimizer's, none when the model has no Keras optimizer, as KerasTuner's
+        own test models; under a running ``Trainer`` also its transforms' state, partial
+        gradient sum and skip count)."""
         optimizer = getattr(self.model, "optimizer", None)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
-            optimizer = None
-        if optimizer is not None and not optimizer.built:
+            return control.model_state_variables(self.model)
+        if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        return control.model_state_variables(self.model) + (
-            list(optimizer.variables) if optimizer is not None else [])
+        return control.training_state_variables(self.model)
 
     def on_train_begin(self, logs=None):
         if not self.restore:

@@ -155,3 +155,34 @@ def test_a_damaged_checkpoint_is_refused_without_loading(tmp_path, cut):
     with pytest.raises(DamagedCheckpoint, match=f"{CHECKPOINT_FILE}: it is damaged"):
         read_resume_state(str(tmp_path))
     assert EpochCheckpoint.last_epoch(str(tmp_path)) is None
+
+
+def _trainer(seed):
+    """A Trainer whose state outside the model and optimizer changes what it trains: AutoClip's
+    history of gradient norms, and a partial sum carried across epochs (4 batches, 3 per step)."""
+    from keras_trainkit.optimizers import transforms
+    from keras_trainkit.training import Trainer
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    return Trainer(model, keras.optimizers.Adam(0.01), "mse", gradient_transforms=[transforms.AutoClip(10)],
+                   gradient_accumulation_steps=3, shuffle=False)
+
+
+def test_a_trial_trained_by_a_trainer_resumes_with_the_trainers_whole_state(tmp_path):
+    """A HyperModel whose ``fit`` runs a ``Trainer``: the trial's checkpoint holds what the
+    Trainer's own checkpoints hold (its transforms' state, partial sum and skip count too),
+    so the resumed trial ends where the uninterrupted one does."""
+    uninterrupted = _trainer(0)
+    uninterrupted.fit(X, Y, batch_size=16, epochs=4, verbose=0)
+    first = _trainer(0)
+    first.fit(X, Y, batch_size=16, epochs=2, verbose=0, callbacks=[_checkpoint(tmp_path)])
+    arrays, _, _ = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert len(arrays) == len(first._checkpoint_variables())
+    resumed = _trainer(1)
+    resumed.fit(X, Y, batch_size=16, epochs=4, initial_epoch=2, verbose=0,
+                callbacks=[_checkpoint(tmp_path, restore=True)])
+    expected, actual = uninterrupted._checkpoint_variables(), resumed._checkpoint_variables()
+    assert len(actual) == len(expected)
+    for left, right in zip(actual, expected):
+        np.testing.assert_allclose(np.asarray(left), np.asarray(right), rtol=1e-6, atol=1e-7)
