@@ -265,6 +265,35 @@ def callback_list(callbacks, model, *, verbose, epochs, steps, history):
     )
 
 
+def check_backup_and_restore(callbacks, carried_transform_state, gradient_accumulation_steps) -> None:
+    """Refuse ``keras.callbacks.BackupAndRestore`` where it cannot restore the Trainer's run.
+
+    It saves ``model.save_weights`` (the model and its optimizer) and an epoch, not
+    the Trainer's own state: the state its gradient transforms carry from step to step
+    (``carried_transform_state``, ``GradientChain.carried_variables``: e.g.
+    ``AutoClip``'s norm history; per-step statistics such as ``ClipByGlobalNorm``'s
+    ``grad_norm`` are not carried) and, with
+    ``gradient_accumulation_steps > 1``, the partial gradient sum that carries
+    over epochs. A run it restored would train differently from the
+    uninterrupted one, so it raises a ``ValueError`` pointing at ``checkpoint_dir``,
+    which saves all of it. (The count of skipped non-finite steps, a report,
+    restarts at 0 after a restore.)
+    """
+    listed = callbacks.callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else callbacks or []
+    backups = [c for c in listed if isinstance(c, keras.callbacks.BackupAndRestore)]
+    unsaved = (["the gradient transforms' state"] if carried_transform_state else []) + (
+        ["the partial gradient sum"] if gradient_accumulation_steps > 1 else [])
+    if not backups or not unsaved:
+        return
+    raise ValueError(
+        "Argument `callbacks` holds keras.callbacks.BackupAndRestore, which saves the model and its "
+        f"optimizer but not {' or '.join(unsaved)} of this Trainer, so a run it restores would train "
+        "differently from the uninterrupted one. Use `Trainer.fit(checkpoint_dir=...)`, which saves "
+        f"them too. Received: callbacks={list(listed)!r:.200}, "
+        f"gradient_accumulation_steps={gradient_accumulation_steps}"
+    )
+
+
 def restore_checkpoint(checkpointer, plan, initial_epoch, verbose):
     """``(epoch, step)`` a ``fit`` starts from: its checkpoint's, when ``checkpointer`` holds
     one (``plan`` moved to its data position; "Resumed from ..." printed unless ``verbose``

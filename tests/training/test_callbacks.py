@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_trainkit.optimizers.transforms import ClipByGlobalNorm
 from keras_trainkit.training import Trainer
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -98,6 +99,58 @@ def test_backup_and_restore_resumes_the_epoch(tmp_path):
     trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
     history = trainer.fit(x, y, epochs=4, callbacks=[backup], verbose=0)
     assert history.epoch == [2, 3]  # epoch 1 was backed up before the crash
+
+
+@pytest.mark.parametrize("options, named", [
+    (dict(gradient_transforms=["autoclip"]), "gradient transforms' state"),
+    (dict(gradient_accumulation_steps=3), "partial gradient sum"),
+])
+def test_backup_and_restore_is_refused_where_it_cannot_hold_the_trainers_state(tmp_path, options, named):
+    """``BackupAndRestore`` saves the model and its optimizer: not a stateful transform's state
+    nor a partial gradient sum, so a run it restored would train differently. Refused before
+    any training, naming the argument and ``checkpoint_dir``; nothing is written."""
+    x, y, _, _ = problem()
+    net = model()
+    before = [w.copy() for w in net.get_weights()]
+    trainer = Trainer(net, keras.optimizers.SGD(0.1), SCE, jit_compile=False, **options)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(ValueError, match=r"callbacks.*BackupAndRestore") as refusal:
+        trainer.fit(x, y, batch_size=16, epochs=2, callbacks=[backup], verbose=0)
+    assert named in str(refusal.value) and "checkpoint_dir" in str(refusal.value)
+    assert int(trainer.optimizer.iterations) == 0 and not (tmp_path / "backup").exists()
+    for a, b in zip(net.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    # the same Trainer trains with its own checkpoints instead
+    trainer.fit(x, y, batch_size=16, epochs=2, checkpoint_dir=str(tmp_path / "own"), verbose=0)
+    assert int(trainer.optimizer.iterations) > 0
+
+
+def test_backup_and_restore_with_transforms_that_carry_nothing_resumes_exactly(tmp_path):
+    """``ClipByGlobalNorm`` keeps only per-step statistics (``grad_norm``, ``clip_fraction``):
+    nothing is lost, so ``BackupAndRestore`` is accepted and the restored run ends where the
+    uninterrupted one does."""
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("crash")
+
+    x, y, _, _ = problem()
+
+    def trainer():
+        return Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False, shuffle=False,
+                       gradient_transforms=[ClipByGlobalNorm(0.05)])
+
+    uninterrupted = trainer()
+    uninterrupted.fit(x, y, batch_size=16, epochs=4, verbose=0)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer().fit(x, y, batch_size=16, epochs=4, callbacks=[backup, Crash()], verbose=0)
+    resumed = trainer()
+    history = resumed.fit(x, y, batch_size=16, epochs=4, callbacks=[backup], verbose=0)
+    assert history.epoch == [2, 3]
+    assert float(resumed.gradient_transforms[0].clip_fraction) > 0  # the clipping acted
+    for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_progress_bar_like_fit(capsys):

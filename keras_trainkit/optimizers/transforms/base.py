@@ -115,14 +115,17 @@ class GradientTransform:
         self.built = False
         self._variables = []
         self._statistics = {}
+        self._per_step = []
 
     # ------------------------------------------------------------- state
     def build(self, variables):
         """Create the state for the model ``variables`` (subclasses: call first)."""
         self.built = True
 
-    def add_variable(self, name, shape=(), dtype="float32", initializer="zeros", statistic=False):
-        """Create a non-trainable state variable; ``statistic=True`` lists it in ``statistics``."""
+    def add_variable(self, name, shape=(), dtype="float32", initializer="zeros", statistic=False, per_step=False):
+        """Create a non-trainable state variable; ``statistic=True`` lists it in ``statistics``;
+        ``per_step=True`` marks a value each step writes from that step alone and no step
+        reads (a statistic of the last step), left out of :attr:`carried_variables`."""
         with keras.name_scope(self.name, caller=self):
             variable = keras.Variable(
                 initializer=initializer,
@@ -135,12 +138,21 @@ class GradientTransform:
         self._variables.append(variable)
         if statistic:
             self._statistics[name] = variable
+        if per_step:
+            self._per_step.append(variable)
         return variable
 
     @property
     def variables(self):
         """The transform's state variables (empty before ``build``)."""
         return list(self._variables)
+
+    @property
+    def carried_variables(self):
+        """The state a step reads from earlier steps (``AutoClip``'s norm history,
+        ``GradientNoise``'s step): :attr:`variables` less the per-step statistics.
+        A restored run that lost these would train differently."""
+        return [v for v in self._variables if not any(v is p for p in self._per_step)]
 
     @property
     def statistics(self):

@@ -116,6 +116,11 @@ class GradientChain:
         """The state variables of every transform, in chain order."""
         return [v for t in self.transforms if isinstance(t, GradientTransform) for v in t.variables]
 
+    @property
+    def carried_variables(self):
+        """The transforms' state a step reads from earlier steps (``carried_variables`` of each)."""
+        return [v for t in self.transforms if isinstance(t, GradientTransform) for v in t.carried_variables]
+
     def get_statistics(self):
         """``{"<transform name>/<statistic>": float}`` of every transform (for logs)."""
         return {

@@ -24,8 +24,8 @@ class _ClippingTransform(GradientTransform):
 
     def build(self, variables):
         super().build(variables)
-        self.grad_norm = self.add_variable("grad_norm", statistic=True)
-        self.clip_fraction = self.add_variable("clip_fraction", statistic=True)
+        self.grad_norm = self.add_variable("grad_norm", statistic=True, per_step=True)
+        self.clip_fraction = self.add_variable("clip_fraction", statistic=True, per_step=True)
 
 
 def _clip_global(grads, norm, threshold):
@@ -268,7 +268,7 @@ class AutoClip(_ClippingTransform):
         super().build(variables)
         self.history = self.add_variable("history", shape=(self.history_size,))
         self.count = self.add_variable("count", dtype="int32")
-        self.threshold = self.add_variable("threshold", statistic=True)
+        self.threshold = self.add_variable("threshold", statistic=True, per_step=True)
 
     def call(self, grads, variables):
         norm = global_norm(grads)

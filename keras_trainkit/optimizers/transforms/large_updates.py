@@ -97,7 +97,7 @@ class SkipLargeUpdates(SkipTransform):
 
     def build(self, variables):
         super().build(variables)
-        self.grad_norm = self.add_variable("grad_norm", statistic=True)
+        self.grad_norm = self.add_variable("grad_norm", statistic=True, per_step=True)
         self.norm_mean = self.add_variable("norm_mean", statistic=True)
         self.norm_variance = self.add_variable("norm_variance", statistic=True)
         self.applied_steps = self.add_variable("applied_steps", dtype="int32", statistic=True)

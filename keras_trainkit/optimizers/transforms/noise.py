@@ -121,7 +121,7 @@ class GradientNoise(GradientTransform):
     def build(self, variables):
         super().build(variables)
         self.step = self.add_variable("step", dtype="int32")
-        self.noise_std = self.add_variable("noise_std", statistic=True)
+        self.noise_std = self.add_variable("noise_std", statistic=True, per_step=True)
         with keras.name_scope(self.name, caller=self):
             self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self._variables.append(self.seed_generator.state)
