@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import numpy as np
 
+from keras_trainkit._compat.keras import initial_epoch_set_by_callbacks
 from keras_trainkit.callbacks._monitor import TrainkitCallback, sync_model_state
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
@@ -48,7 +50,10 @@ class GradientClipping(TrainkitCallback):
     and the train function is retraced on its first batch (``model.fit`` traces lazily, after
     ``on_train_begin``; works with ``jit_compile`` True or False). In
     ``on_train_end`` the original optimizer is put back. Checkpoints written
-    during training hold the original optimizer's variables only. Under
+    during training hold the original optimizer's variables only, so a run that
+    ``keras.callbacks.BackupAndRestore`` resumes starts AutoClip's history empty
+    and logs a warning saying so; for an exact resume compile
+    ``TransformedOptimizer(optimizer, [AutoClip(...)])``. Under
     ``tf.distribute`` the clipping sees the all-reduced (global) gradient.
     A ``LossScaleOptimizer`` (``mixed_float16``) is refused: use
     ``TransformedOptimizer`` in ``compile()`` there.
@@ -136,6 +141,7 @@ class GradientClipping(TrainkitCallback):
         self._trained = None  # (model, optimizer, variable ids) the transform was built for
         self._batch_stats = []
         self._checked = False
+        self._first_epoch_seen = False
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs=None):
@@ -155,6 +161,27 @@ class GradientClipping(TrainkitCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batch_stats = []
+        if not self._first_epoch_seen:
+            self._first_epoch_seen = True
+            self._report_a_lost_history(epoch)
+
+    def _report_a_lost_history(self, epoch):
+        """Warn when a backup was restored (``keras.callbacks.BackupAndRestore`` set the first
+        epoch) but AutoClip's history starts empty: the backup holds the model and the compiled
+        optimizer, not the attached transform, so this run clips differently from an
+        uninterrupted one. Only a warning: the backup is there to be resumed from."""
+        carried = self.transform.carried_variables
+        if initial_epoch_set_by_callbacks(self.model, default=None) != epoch or not carried:
+            return
+        sync_model_state(self.model)
+        if any(np.any(keras.ops.convert_to_numpy(v)) for v in carried):
+            return  # the history carried over from an earlier fit in this process
+        logger.warning(
+            "GradientClipping(%r): keras.callbacks.BackupAndRestore resumed training at epoch %d with "
+            "the model and optimizer it saved, but AutoClip's history of gradient norms is not in the "
+            "backup and starts empty, so this run clips differently from an uninterrupted one. For "
+            "an exact resume compile TransformedOptimizer(optimizer, [AutoClip(...)]) instead, whose "
+            "history is optimizer state that the backup holds.", self.mode, epoch)
 
     def _statistics(self):
         sync_model_state(self.model)
