@@ -53,7 +53,9 @@ class GradientClipping(TrainkitCallback):
     during training hold the original optimizer's variables only, so a run that
     ``keras.callbacks.BackupAndRestore`` resumes starts AutoClip's history empty
     and logs a warning saying so; for an exact resume compile
-    ``TransformedOptimizer(optimizer, [AutoClip(...)])``. Under
+    ``TransformedOptimizer(optimizer, [AutoClip(...)])`` (the ``Trainer`` refuses
+    ``"autoclip"`` with ``BackupAndRestore`` or ``checkpoint_dir``: pass ``AutoClip`` in
+    its ``gradient_transforms``). Under
     ``tf.distribute`` the clipping sees the all-reduced (global) gradient.
     A ``LossScaleOptimizer`` (``mixed_float16``) is refused: use
     ``TransformedOptimizer`` in ``compile()`` there.
@@ -126,6 +128,12 @@ class GradientClipping(TrainkitCallback):
         self.percentile, self.history_size = float(percentile), int(history_size)
         self._reset_state()
 
+    @property
+    def carries_state(self) -> bool:
+        """Whether the transform it attaches carries state from step to step (``"autoclip"``:
+        the history of norms), which checkpoints of the model and optimizer do not hold."""
+        return self.mode == "autoclip"
+
     def _make_transform(self, mode):
         name = f"gradient_clipping_{mode}"
         if mode == "global_norm":
@@ -169,7 +177,9 @@ class GradientClipping(TrainkitCallback):
         """Warn when a backup was restored (``keras.callbacks.BackupAndRestore`` set the first
         epoch) but AutoClip's history starts empty: the backup holds the model and the compiled
         optimizer, not the attached transform, so this run clips differently from an
-        uninterrupted one. Only a warning: the backup is there to be resumed from."""
+        uninterrupted one. Only a warning: under ``model.fit`` a callback cannot see the others
+        before the backup exists, and the backup is there to be resumed from (the Trainer,
+        which sees them, refuses the combination before training)."""
         carried = self.transform.carried_variables
         if initial_epoch_set_by_callbacks(self.model, default=None) != epoch or not carried:
             return

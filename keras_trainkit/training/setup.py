@@ -7,6 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_trainkit.callbacks.gradient_clipping import GradientClipping
 from keras_trainkit.training import _data
 from keras_trainkit.training._fit_options import apply_class_weight
 from keras_trainkit.training.checkpointer import (
@@ -265,32 +266,46 @@ def callback_list(callbacks, model, *, verbose, epochs, steps, history):
     )
 
 
-def check_backup_and_restore(callbacks, carried_transform_state, gradient_accumulation_steps) -> None:
-    """Refuse ``keras.callbacks.BackupAndRestore`` where it cannot restore the Trainer's run.
+def check_resumable(callbacks, carried_transform_state, gradient_accumulation_steps, checkpoint_dir) -> None:
+    """Refuse a resume mechanism that cannot hold the state this fit carries from step to step.
 
-    It saves ``model.save_weights`` (the model and its optimizer) and an epoch, not
-    the Trainer's own state: the state its gradient transforms carry from step to step
-    (``carried_transform_state``, ``GradientChain.carried_variables``: e.g.
-    ``AutoClip``'s norm history; per-step statistics such as ``ClipByGlobalNorm``'s
-    ``grad_norm`` are not carried) and, with
-    ``gradient_accumulation_steps > 1``, the partial gradient sum that carries
-    over epochs. A run it restored would train differently from the
-    uninterrupted one, so it raises a ``ValueError`` pointing at ``checkpoint_dir``,
-    which saves all of it. (The count of skipped non-finite steps, a report,
-    restarts at 0 after a restore.)
+    * ``keras.callbacks.BackupAndRestore`` saves ``model.save_weights`` (the model and
+      its optimizer) and an epoch, not the Trainer's own state: the state its gradient
+      transforms carry (``carried_transform_state``, ``GradientChain.carried_variables``:
+      e.g. ``AutoClip``'s norm history; per-step statistics such as ``ClipByGlobalNorm``'s
+      ``grad_norm`` are not carried), with ``gradient_accumulation_steps > 1`` the partial
+      gradient sum that carries over epochs, or the state of a transform a callback
+      attaches (``GradientClipping.carries_state``).
+    * ``checkpoint_dir`` saves the Trainer's own state but not a callback's attached
+      transform (the checkpoint holds the optimizer as compiled).
+
+    A run either restored would train differently from the uninterrupted one, so this
+    raises a ``ValueError`` naming the remedy. (The count of skipped non-finite steps, a
+    report, restarts at 0 after a ``BackupAndRestore``.)
     """
     listed = callbacks.callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else callbacks or []
+    clippers = [f"GradientClipping({c.mode!r})" for c in listed
+                if isinstance(c, GradientClipping) and c.carries_state]
+    if checkpoint_dir is not None and clippers:
+        raise ValueError(
+            f"Argument `callbacks` holds {clippers[0]}, whose AutoClip history "
+            "lives on the callback, not in the Trainer's checkpoints (`checkpoint_dir`), so a resumed "
+            "run would clip differently from the uninterrupted one. Pass "
+            "`gradient_transforms=[AutoClip(...)]` to the Trainer instead: its checkpoints save that "
+            f"history. Received: callbacks={list(listed)!r:.200}, checkpoint_dir={checkpoint_dir!r}"
+        )
     backups = [c for c in listed if isinstance(c, keras.callbacks.BackupAndRestore)]
     unsaved = (["the gradient transforms' state"] if carried_transform_state else []) + (
-        ["the partial gradient sum"] if gradient_accumulation_steps > 1 else [])
+        ["the partial gradient sum"] if gradient_accumulation_steps > 1 else []) + [
+        f"{name}'s AutoClip history" for name in clippers]
     if not backups or not unsaved:
         return
     raise ValueError(
         "Argument `callbacks` holds keras.callbacks.BackupAndRestore, which saves the model and its "
-        f"optimizer but not {' or '.join(unsaved)} of this Trainer, so a run it restores would train "
-        "differently from the uninterrupted one. Use `Trainer.fit(checkpoint_dir=...)`, which saves "
-        f"them too. Received: callbacks={list(listed)!r:.200}, "
-        f"gradient_accumulation_steps={gradient_accumulation_steps}"
+        f"optimizer but not {' or '.join(unsaved)} of this fit, so a run it restores would train "
+        "differently from the uninterrupted one. Use `Trainer.fit(checkpoint_dir=...)`, with any "
+        "AutoClip in `gradient_transforms`, which saves them too. Received: "
+        f"callbacks={list(listed)!r:.200}, gradient_accumulation_steps={gradient_accumulation_steps}"
     )
 
 

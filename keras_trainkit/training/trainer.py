@@ -32,8 +32,8 @@ from keras_trainkit.training.evaluation import TrainingBatches
 from keras_trainkit.training.loops import TrainerLoops
 from keras_trainkit.training.setup import (
     build_on_one_batch,
-    check_backup_and_restore,
     check_penalties,
+    check_resumable,
     check_backend,
     check_trainer_arguments,
     callback_list,
@@ -397,7 +397,8 @@ class Trainer(TrainerLoops):
             validation_split: fraction of array inputs held out (the last examples).
             callbacks: Keras callbacks, run unchanged (``BackupAndRestore``, which saves only
                 the model and optimizer, is refused when transforms carry state or
-                gradients accumulate: use ``checkpoint_dir``).
+                gradients accumulate: use ``checkpoint_dir``; ``GradientClipping("autoclip")``
+                is refused with ``checkpoint_dir``: pass ``AutoClip`` in ``gradient_transforms``).
             initial_epoch: epoch to start from.
             verbose: ``"auto"``/1 progress bar, 2 one line per epoch, 0 silent.
             sample_weight: per-example weights for array inputs.
@@ -444,7 +445,8 @@ class Trainer(TrainerLoops):
             validation_batch_size=validation_batch_size,
             needs_targets=self._loss_reads_targets())
         self._ensure_built(plan.dataset)
-        check_backup_and_restore(callbacks, self._chain.carried_variables, self.gradient_accumulation_steps)
+        check_resumable(callbacks, self._chain.carried_variables, self.gradient_accumulation_steps,
+                        checkpoint_dir)
         self._training_batches.remember(plan, self.model)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)

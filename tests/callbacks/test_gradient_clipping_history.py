@@ -119,3 +119,14 @@ def test_autoclip_compiled_in_resumes_exactly_from_a_backup(tmp_path):
     assert int(uninterrupted.optimizer.transforms[0].count) == 16
     for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["global_norm", "value", "agc", "autoclip"])
+def test_carries_state_says_whether_the_attached_transform_does(mode):
+    """What the Trainer's refusals read (``GradientClipping.carries_state``) agrees with the
+    transform the callback attaches (``carried_variables``, checked in
+    tests/optimizers/test_transform_carried_state.py)."""
+    x, y = _data()
+    clip = GradientClipping(mode)
+    _model().fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[clip])
+    assert clip.carries_state == bool(clip.transform.carried_variables) == (mode == "autoclip")

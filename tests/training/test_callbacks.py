@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_trainkit.callbacks import GradientClipping
 from keras_trainkit.optimizers.transforms import ClipByGlobalNorm
 from keras_trainkit.training import Trainer
 
@@ -101,28 +102,50 @@ def test_backup_and_restore_resumes_the_epoch(tmp_path):
     assert history.epoch == [2, 3]  # epoch 1 was backed up before the crash
 
 
-@pytest.mark.parametrize("options, named", [
-    (dict(gradient_transforms=["autoclip"]), "gradient transforms' state"),
-    (dict(gradient_accumulation_steps=3), "partial gradient sum"),
+@pytest.mark.parametrize("options, clipping, named", [
+    (dict(gradient_transforms=["autoclip"]), None, "gradient transforms' state"),
+    (dict(gradient_accumulation_steps=3), None, "partial gradient sum"),
+    ({}, "autoclip", "GradientClipping('autoclip')'s AutoClip history"),
 ])
-def test_backup_and_restore_is_refused_where_it_cannot_hold_the_trainers_state(tmp_path, options, named):
+def test_backup_and_restore_is_refused_where_it_cannot_hold_the_trainers_state(tmp_path, options, clipping, named):
     """``BackupAndRestore`` saves the model and its optimizer: not a stateful transform's state
-    nor a partial gradient sum, so a run it restored would train differently. Refused before
-    any training, naming the argument and ``checkpoint_dir``; nothing is written."""
+    (the Trainer's, or one a callback attaches) nor a partial gradient sum, so a run it
+    restored would train differently. Refused before any training, naming the argument and
+    ``checkpoint_dir``; nothing is written."""
     x, y, _, _ = problem()
     net = model()
     before = [w.copy() for w in net.get_weights()]
     trainer = Trainer(net, keras.optimizers.SGD(0.1), SCE, jit_compile=False, **options)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    callbacks = [backup] + ([GradientClipping(clipping)] if clipping else [])
     with pytest.raises(ValueError, match=r"callbacks.*BackupAndRestore") as refusal:
-        trainer.fit(x, y, batch_size=16, epochs=2, callbacks=[backup], verbose=0)
+        trainer.fit(x, y, batch_size=16, epochs=2, callbacks=callbacks, verbose=0)
     assert named in str(refusal.value) and "checkpoint_dir" in str(refusal.value)
     assert int(trainer.optimizer.iterations) == 0 and not (tmp_path / "backup").exists()
     for a, b in zip(net.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+    if clipping:
+        return  # its remedy, AutoClip in gradient_transforms, is the first case
     # the same Trainer trains with its own checkpoints instead
     trainer.fit(x, y, batch_size=16, epochs=2, checkpoint_dir=str(tmp_path / "own"), verbose=0)
     assert int(trainer.optimizer.iterations) > 0
+
+
+def test_checkpoint_dir_is_refused_with_a_clipping_callback_whose_state_it_cannot_hold(tmp_path):
+    """The Trainer's checkpoints hold its own ``gradient_transforms``' state, not that of a
+    transform a callback attaches: ``GradientClipping("autoclip")`` keeps AutoClip's history on
+    the callback, so a resumed run would clip differently. Refused before any training, naming
+    the remedy; ``GradientClipping("global_norm")`` (per-step statistics only) is accepted."""
+    x, y, _, _ = problem()
+    trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
+    with pytest.raises(ValueError, match=r"callbacks.*GradientClipping\('autoclip'\).*checkpoint_dir") as refusal:
+        trainer.fit(x, y, batch_size=16, epochs=2, checkpoint_dir=str(tmp_path / "refused"), verbose=0,
+                    callbacks=[GradientClipping("autoclip")])
+    assert "gradient_transforms=[AutoClip(" in str(refusal.value)
+    assert int(trainer.optimizer.iterations) == 0 and not (tmp_path / "refused").exists()
+    trainer.fit(x, y, batch_size=16, epochs=2, checkpoint_dir=str(tmp_path / "own"), verbose=0,
+                callbacks=[GradientClipping("global_norm", max_norm=0.5)])
+    assert int(trainer.optimizer.iterations) > 0 and (tmp_path / "own").exists()
 
 
 def test_backup_and_restore_with_transforms_that_carry_nothing_resumes_exactly(tmp_path):
