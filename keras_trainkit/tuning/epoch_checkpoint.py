@@ -5,9 +5,10 @@ Every epoch end a tuner's trial replaces one file in its trial folder,
 :mod:`keras_trainkit.utils.checkpoints` (an ``.npz`` with a JSON header,
 written atomically). Its arrays are the model's variables (``model.variables``:
 the weights and the layers' seed-generator states) followed by the optimizer's
-variables, and, when the trial's ``fit`` runs a :class:`~keras_trainkit.training.Trainer`,
-the Trainer's own state (its gradient transforms', its partial gradient sum, its count
-of skipped steps), as its own checkpoints hold; its metadata (``meta``) is the trial's :class:`ResumeState`:
+variables and, when the trial's ``fit`` runs a
+:class:`~keras_trainkit.training.Trainer`, the Trainer's own state (its gradient
+transforms', its partial gradient sum, its count of skipped steps), as its own
+checkpoints hold. Its metadata (``meta``) is the trial's :class:`ResumeState`:
 
 * ``kind``: ``"tuner_trial"``, so no other checkpoint is taken for a trial's;
 * ``trial_id`` and ``hyperparameters`` (``HyperParameters.get_config()``);
