@@ -233,10 +233,13 @@ class SWA(TrainkitCallback):
             checkpoint format, ``keras_trainkit.utils.checkpoints``) and read back at
             ``on_train_begin`` when it exists, so an interrupted run resumed
             with ``keras.callbacks.BackupAndRestore`` or the Trainer's
-            ``checkpoint_dir`` keeps its average. A damaged file, or one
-            written for other weights, is refused with a ``CheckpointError``
-            naming it (nothing is overwritten); delete it to start a new
-            average. Files of keras_trainkit 0.1 are still read.
+            ``checkpoint_dir`` keeps its average. A damaged file, one
+            written for other weights, or one whose average does not end
+            before the epoch the ``fit`` starts from (a finished run's, another
+            trial's) is refused with a ``CheckpointError`` naming it before any
+            step (nothing is overwritten); delete it to start a new average. A
+            ``fit`` starting after ``start_epoch`` with no average to resume logs
+            a warning. Files of keras_trainkit 0.1 are still read.
         verbose: 0 logs at INFO level, 1 at WARNING level.
 
     Attributes:
@@ -313,6 +316,7 @@ class SWA(TrainkitCallback):
         self._training = False
         self._backup = None
         self._resumed_lr_start = False
+        self._resume_point_checked = False
 
     # ----------------------------------------------------------------- helpers
     def _log(self, message, *args):
@@ -377,7 +381,28 @@ class SWA(TrainkitCallback):
             return (1.0 - t) * lr0 + t * lr1
         return lr1 + (lr0 - lr1) * (1.0 + math.cos(math.pi * t)) / 2.0
 
+    def _check_resume_point(self, epoch):
+        """The average read from ``state_path`` must end before ``epoch``, this fit's first:
+        otherwise it is not the interrupted run's (a finished run's, another trial's) and
+        would replace this run's average. Raised before any step; nothing is changed."""
+        if self.n_averaged and max(self.averaged_epochs) >= epoch:
+            raise CheckpointError(
+                f"The SWA state {self.state_path!r} averages epochs "
+                f"{', '.join(str(e + 1) for e in self.averaged_epochs)}, but this fit starts at epoch "
+                f"{epoch + 1}: it is not the average of the run being resumed (a finished run's, or "
+                "another run's). Nothing was changed. Delete it, or point `state_path` to another "
+                "file, to start a new average.")
+        if not self.n_averaged and epoch > self.start_epoch:
+            logger.warning(
+                "SWA: this fit starts at epoch %d with no average of epochs %d to %d to resume "
+                "(state_path=%r), so the average holds only this fit's epochs. To resume an "
+                "interrupted run's average, give the run a `state_path`.",
+                epoch + 1, self.start_epoch + 1, epoch, self.state_path)
+
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._resume_point_checked:
+            self._resume_point_checked = True
+            self._check_resume_point(epoch)
         if self.swa_learning_rate is None or epoch < self.start_epoch:
             return
         if self._swa_lr_start is None:
