@@ -86,17 +86,20 @@ def test_tensorboard_reduce_lr_scheduler_terminate(tmp_path):
         assert float(net.optimizer.learning_rate) == pytest.approx(0.0125)
 
 
-def test_backup_and_restore_resumes_the_epoch(tmp_path):
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("crash")
+class _CrashAfterEpoch1(keras.callbacks.Callback):
+    """Interrupts a fit after its second epoch, once that epoch is backed up."""
 
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("crash")
+
+
+def test_backup_and_restore_resumes_the_epoch(tmp_path):
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     x, y, _, _ = problem()
     trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
     with pytest.raises(RuntimeError, match="crash"):
-        trainer.fit(x, y, epochs=4, callbacks=[backup, Crash()], verbose=0)
+        trainer.fit(x, y, epochs=4, callbacks=[backup, _CrashAfterEpoch1()], verbose=0)
     trainer = Trainer(model(), keras.optimizers.SGD(0.1), SCE, jit_compile=False)
     history = trainer.fit(x, y, epochs=4, callbacks=[backup], verbose=0)
     assert history.epoch == [2, 3]  # epoch 1 was backed up before the crash
@@ -152,11 +155,6 @@ def test_backup_and_restore_with_transforms_that_carry_nothing_resumes_exactly(t
     """``ClipByGlobalNorm`` keeps only per-step statistics (``grad_norm``, ``clip_fraction``):
     nothing is lost, so ``BackupAndRestore`` is accepted and the restored run ends where the
     uninterrupted one does."""
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("crash")
-
     x, y, _, _ = problem()
 
     def trainer():
@@ -167,7 +165,7 @@ def test_backup_and_restore_with_transforms_that_carry_nothing_resumes_exactly(t
     uninterrupted.fit(x, y, batch_size=16, epochs=4, verbose=0)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="crash"):
-        trainer().fit(x, y, batch_size=16, epochs=4, callbacks=[backup, Crash()], verbose=0)
+        trainer().fit(x, y, batch_size=16, epochs=4, callbacks=[backup, _CrashAfterEpoch1()], verbose=0)
     resumed = trainer()
     history = resumed.fit(x, y, batch_size=16, epochs=4, callbacks=[backup], verbose=0)
     assert history.epoch == [2, 3]
