@@ -64,10 +64,54 @@ def test_a_demo_started_in_the_same_second_gets_its_own_default_folder(tmp_path,
     folders = []
     for _ in range(3):
         args = argparse.Namespace(dataset="digits", models="mlp", epochs=None, seed=0,
-                                  subset=None, output=None)
+                                  subset=None, output=None, overwrite=False)
         demo.check(args)
         folders.append(args.output)
     assert folders == ["trainkit-demo/digits-20261206-150405",
                        "trainkit-demo/digits-20261206-150405-2",
                        "trainkit-demo/digits-20261206-150405-3"]
     assert all((tmp_path / folder).is_dir() for folder in folders)
+
+
+def _event_files(folder):
+    return sorted(path.name for path in folder.rglob("events.out.tfevents.*"))
+
+
+def test_a_second_demo_into_the_same_output_is_refused_without_overwrite(tmp_path, capsys):
+    """Before, a second demo into one ``--output`` replaced the first one's results.json
+    (a run with other ``--models`` lost the first's models) and added its event files to the
+    first's TensorBoard folders, which then drew both runs' curves as one."""
+    out = tmp_path / "demo"
+    first = ["demo", "--dataset", "digits", "--models", "mlp", "--epochs", "1", "--subset", "100",
+             "--verbose", "0", "--output", str(out)]
+    assert cli.main(first) == 0
+    capsys.readouterr()
+    results = (out / "results.json").read_text()
+    events = _event_files(out / "tensorboard")
+    user_file = out / "notes.txt"
+    user_file.write_text("mine")
+
+    second = ["demo", "--dataset", "digits", "--models", "cnn", "--epochs", "1", "--subset", "100",
+              "--verbose", "0", "--output", str(out)]
+    assert cli.main(second) == 2
+    err = capsys.readouterr().err
+    assert "Argument `--output` must name a folder without an earlier demo's outputs" in err
+    assert "results.json, learning_curves.png, tensorboard/mlp" in err and "--overwrite" in err
+    assert (out / "results.json").read_text() == results  # nothing touched
+    assert _event_files(out / "tensorboard") == events
+
+    assert cli.main(second + ["--overwrite"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in summary["results"]] == ["cnn"]
+    assert not (out / "tensorboard" / "mlp").exists()  # the replaced run's curves are gone
+    assert len(_event_files(out / "tensorboard" / "cnn" / "train")) == 1
+    assert user_file.read_text() == "mine"  # only the demo's own outputs are removed
+
+
+def test_a_demo_into_a_folder_of_other_files_runs_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "data.csv").write_text("1,2\n")
+    assert cli.main(["demo", "--dataset", "digits", "--models", "mlp", "--epochs", "1",
+                     "--subset", "100", "--verbose", "0", "--output", str(out)]) == 0
+    assert (out / "results.json").exists() and (out / "data.csv").read_text() == "1,2\n"

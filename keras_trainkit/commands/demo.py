@@ -63,6 +63,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None,
                         help="output directory, created with any missing parents "
                              "(default: ./trainkit-demo/<dataset>-<time>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier demo's results.json, learning_curves.png and "
+                             "TensorBoard logs in --output (refused without it)")
     parser.add_argument("--subset", type=int, default=None,
                         help="train on the first N training examples only (quick checks)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -237,6 +240,14 @@ def _new_default_output(dataset: str) -> Path:
     return folder
 
 
+def earlier_outputs(output: Path) -> list[Path]:
+    """The files and folders an earlier demo wrote in ``output`` (none for a new folder)."""
+    models = sorted({name for recipes in RECIPES.values() for name in recipes})
+    candidates = [output / "results.json", output / "learning_curves.png",
+                  *(output / "tensorboard" / name for name in models)]
+    return [path for path in candidates if path.exists()]
+
+
 def check(args: argparse.Namespace) -> None:
     """The argument checks and the output folder (created if missing), before any work."""
     from keras_trainkit.commands._paths import output_folder
@@ -256,7 +267,28 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"Argument `--subset` must be >= 10. Received: --subset={args.subset}")
     if args.output is None:
         args.output = str(_new_default_output(args.dataset))
+    folder = Path(args.output).expanduser()
+    earlier = earlier_outputs(folder)
+    if earlier and not args.overwrite:  # its results.json would be lost, its curves mixed with ours
+        raise ValueError(
+            f"Argument `--output` must name a folder without an earlier demo's outputs, or add "
+            f"--overwrite to replace them: it holds {', '.join(str(p.relative_to(folder)) for p in earlier)} "
+            f"(TensorBoard would show both runs' curves as one). Received: --output={args.output}")
     args.output = str(output_folder(args.output, "--output", "demo"))  # "~" expanded
+
+
+def _remove_earlier_outputs(output: Path) -> None:
+    """With ``--overwrite``: delete an earlier demo's outputs (only the demo's own names)."""
+    import shutil
+
+    for path in earlier_outputs(output):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    board = output / "tensorboard"
+    if board.is_dir() and not any(board.iterdir()):
+        board.rmdir()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     output = Path(args.output)
+    if args.overwrite:
+        _remove_earlier_outputs(output)
     print(f"trainkit demo: {args.dataset}, models {', '.join(names)}, seed {args.seed}")
     print(f"output directory: {output.resolve()}")
     data = split(args.dataset, args.seed, args.subset)
