@@ -126,7 +126,10 @@ class EarlyStopping(MonitorBase):
         strip_length: Prechelt's strip length ``k`` (default 5).
         training_monitor: the log key of the training error ``E_tr`` used by PQ.
         restore_optimizer_state: also restore the optimizer's variables (slots
-            and iteration counter) from the best check when weights are restored.
+            and iteration counter) from the best check when weights are restored;
+            under a ``Trainer`` also its gradient transforms' state (AutoClip's
+            history), partial gradient sum and skip count, so that a later
+            ``fit`` continues as a run stopped at the best check would.
         check_every_n_steps: check every this many training steps (counted from
             the batch index, so also with ``steps_per_execution``; reading the
             batch logs, which in ``model.fit`` hold the epoch's running means and
@@ -263,8 +266,14 @@ class EarlyStopping(MonitorBase):
         if self._keep_optimizer_state():
             # Kept with the variables themselves: a wrapper that another callback puts
             # around the optimizer (GradientClipping) may be gone again when they are restored.
-            variables = list(self.model.optimizer.variables)
+            variables = self._optimizer_state_variables()
             self.best_optimizer_state = list(zip(variables, variable_arrays(variables)))
+
+    def _optimizer_state_variables(self):
+        """The training state beside the model's own: the optimizer's variables and, under a
+        ``Trainer``, its gradient transforms' state, partial gradient sum and skip count."""
+        model_variables = {id(v) for v in control.model_state_variables(self.model)}
+        return [v for v in control.training_state_variables(self.model) if id(v) not in model_variables]
 
     def _restore(self, optimizer_too=None):
         """Put back the kept weights and, with ``optimizer_too`` (default: ``restore_optimizer_state``), the
@@ -279,7 +288,7 @@ class EarlyStopping(MonitorBase):
         for variable, value in kept:
             variable.assign(value)
         restored = {id(variable) for variable, _ in kept}
-        missing = [v for v in self.model.optimizer.variables if id(v) not in restored]
+        missing = [v for v in self._optimizer_state_variables() if id(v) not in restored]
         if not missing:
             return
         reset = [v.path for v in missing if not is_finite(keras.ops.convert_to_numpy(v))]
