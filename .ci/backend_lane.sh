@@ -19,6 +19,7 @@
 # test_batched_linalg.py: Shampoo's and SOAP's decompositions on JAX's CPU runtime,
 # test_gradient_noise_backends.py: each backend's GradientNoise sampler,
 # test_skip_contract_backends.py: the skip contract in model.fit,
+# test_transform_carried_state.py: every transform's state that outlives a step,
 # tests/schedules/test_closed_form.py, test_against_optax.py, test_against_torch.py).
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -36,6 +37,7 @@ selection=(
     tests/optimizers/test_batched_linalg.py
     tests/optimizers/test_gradient_noise_backends.py
     tests/optimizers/test_skip_contract_backends.py
+    tests/optimizers/test_transform_carried_state.py
     tests/schedules/test_closed_form.py
     tests/schedules/test_against_optax.py
     tests/schedules/test_against_torch.py
