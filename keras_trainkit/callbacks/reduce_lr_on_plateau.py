@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from keras_trainkit._compat.keras import initial_epoch_set_by_callbacks
 from keras_trainkit.callbacks._monitor import MonitorBase
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
@@ -53,7 +54,12 @@ class ReduceLROnPlateau(MonitorBase):
     as a JSON-serializable dict. The accumulated scale is optimizer-side: the
     float learning-rate variable, or the ``ScaledSchedule``'s scale, written
     into the optimizer config, so ``model.save``/``load_model`` keep it and a
-    new callback reuses it.
+    new callback reuses it; the ``Trainer``'s ``checkpoint_dir`` and a tuning
+    trial's checkpoints save the scale beside the variables
+    (``control.learning_rate_scales``). ``keras.callbacks.BackupAndRestore``
+    saves only the variables: under ``model.fit`` a run it resumes with a
+    schedule logs a warning (a reduction made before the interruption is lost);
+    the ``Trainer`` refuses that combination before training.
 
     Args:
         monitor: the log key to watch, e.g. ``"val_loss"``.
@@ -182,6 +188,29 @@ class ReduceLROnPlateau(MonitorBase):
             self._lower_is_better = None
         self._warned = set()
         self._install_scales()
+        self._first_epoch_seen = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._first_epoch_seen:
+            self._first_epoch_seen = True
+            self._report_a_lost_reduction(epoch)
+
+    def _report_a_lost_reduction(self, epoch):
+        """Warn when ``keras.callbacks.BackupAndRestore`` set the first epoch while a schedule's
+        scale is 1: its backup holds the optimizer's variables, not the scale, so a reduction
+        made before the interruption is lost (a scale below 1 came from this process or a
+        loaded model's config and is kept)."""
+        if initial_epoch_set_by_callbacks(self.model, default=None) != epoch:
+            return
+        if not any(scale == 1.0 for scale in control.learning_rate_scales(self.model)):
+            return
+        logger.warning(
+            "ReduceLROnPlateau: keras.callbacks.BackupAndRestore resumed training at epoch %d with "
+            "the model and optimizer variables it saved, but a reduction of a learning-rate schedule "
+            "is a scale kept outside them (ScaledSchedule), so a reduction made before the "
+            "interruption is lost and this run trains at the schedule's full rate. For an exact "
+            "resume train with keras_trainkit.training.Trainer(...).fit(checkpoint_dir=...), whose "
+            "checkpoints save the scale, or use a float learning rate.", epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

@@ -28,7 +28,9 @@ class ScaledSchedule(LearningRateSchedule):
 
     The variable is not an optimizer variable (adding one would change the
     layout of saved optimizer states); the current scale is written into
-    :meth:`get_config`, so ``model.save``/``load_model`` keep it.
+    :meth:`get_config`, so ``model.save``/``load_model`` keep it, and the
+    Trainer's and tuning trials' checkpoints save it beside the variables
+    (``optimizers.control.learning_rate_scales``).
 
     Args:
         schedule: the wrapped ``LearningRateSchedule`` (or its config dict), or

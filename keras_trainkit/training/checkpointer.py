@@ -4,7 +4,9 @@ A checkpoint (one file, ``<checkpoint_dir>/checkpoint.npz``, in the format of
 :mod:`keras_trainkit.utils.checkpoints`, written atomically) holds the model's
 variables (weights and the layers' seed-generator states), the optimizer's and
 the gradient transforms' variables, the Trainer's own counters and gradient
-accumulators, and metadata: the epoch and step it was written at, the seed of
+accumulators, and metadata: the learning-rate schedules' scales
+(``control.learning_rate_scales``: ``ReduceLROnPlateau``'s reductions of a
+schedule, kept outside the optimizer's variables), the epoch and step it was written at, the seed of
 the array order, and what the run was (array or dataset inputs, batch size,
 steps per epoch, a fingerprint of the data). A resume with other data, another
 batch size or a position the run cannot have reached is refused with a message
@@ -37,6 +39,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_trainkit.optimizers import control
 from keras_trainkit.training.epoch_plan import Position
 from keras_trainkit.utils.checkpoints import (
     CheckpointError,
@@ -94,10 +97,11 @@ class Checkpointer:
         cursor: a :class:`DatasetCursor` for a dataset input, else ``None``.
     """
 
-    def __init__(self, directory, variables, run: dict, seed=None, cursor=None):
+    def __init__(self, directory, variables, run: dict, seed=None, cursor=None, model=None):
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, CHECKPOINT_FILE)
         self._variables = variables
+        self.model = model  # whose learning-rate scales are saved beside the variables
         self.run = json.loads(json.dumps(run))  # compared with what a saved header holds
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
         self.cursor = cursor
@@ -112,6 +116,7 @@ class Checkpointer:
             return initial_epoch, 0, Position(initial_epoch, 0)
         arrays, meta, blobs = loaded
         self._check_run(meta)
+        self._restore_learning_rate_scales(meta.get("learning_rate_scales"))  # refused: nothing restored
         assign_arrays(self._variables(), arrays, self._shown_path())
         if self.cursor is not None:
             self.cursor.restore(blobs)
@@ -139,8 +144,20 @@ class Checkpointer:
                 "variables": variable_names(variables)}
         if self.run.get("steps_per_epoch"):
             meta.update({"pass": int(position.pass_index), "pass_step": int(position.pass_step)})
+        if self.model is not None:
+            meta["learning_rate_scales"] = control.learning_rate_scales(self.model)
         save_checkpoint(self.path, variable_arrays(variables), meta, blobs=blobs)
         self._remove_legacy()
+
+    def _restore_learning_rate_scales(self, scales) -> None:
+        """Put back the saved scales (none in a checkpoint written before they were saved)."""
+        if self.model is None:
+            return
+        try:
+            control.restore_learning_rate_scales(self.model, scales)
+        except ValueError as error:
+            raise CheckpointError(f"The checkpoint {self._shown_path()!r} has learning-rate scales that do "
+                                  f"not fit this optimizer ({error}). Delete it to start over.") from None
 
     # ------------------------------------------------------------------ checks
     def _shown_path(self):

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_trainkit.callbacks.gradient_clipping import GradientClipping
+from keras_trainkit.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from keras_trainkit.training import _data
 from keras_trainkit.training._fit_options import apply_class_weight
 from keras_trainkit.training.checkpointer import (
@@ -224,10 +225,10 @@ def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, val
     return plan, validation
 
 
-def make_checkpointer(checkpoint_dir, plan, variables, seed, steps_per_epoch):
+def make_checkpointer(checkpoint_dir, plan, variables, seed, steps_per_epoch, model=None):
     """The :class:`Checkpointer` of a fit with ``checkpoint_dir`` (``None`` without one).
 
-    ``variables`` returns what to save. The run is identified by its input
+    ``variables`` returns what to save; ``model``'s learning-rate scales are saved too. The run is identified by its input
     kind, batch size (or schedule), steps per epoch and a fingerprint of the
     data (``plan.data``).
     """
@@ -240,7 +241,8 @@ def make_checkpointer(checkpoint_dir, plan, variables, seed, steps_per_epoch):
            "batch_size": schedule.get_config() if schedule is not None else plan.batch_size,
            "data": dataset_fingerprint(x) if plan.is_dataset else data_fingerprint(x, y, sample_weight),
            "steps_per_epoch": steps_per_epoch}
-    checkpointer = Checkpointer(os.fspath(checkpoint_dir), variables, run, seed=seed, cursor=cursor)
+    checkpointer = Checkpointer(os.fspath(checkpoint_dir), variables, run, seed=seed, cursor=cursor,
+                                model=model)
     checkpointer.run["steps"] = plan.steps if schedule is None else None
     return checkpointer
 
@@ -266,7 +268,8 @@ def callback_list(callbacks, model, *, verbose, epochs, steps, history):
     )
 
 
-def check_resumable(callbacks, carried_transform_state, gradient_accumulation_steps, checkpoint_dir) -> None:
+def check_resumable(callbacks, carried_transform_state, gradient_accumulation_steps, checkpoint_dir,
+                    schedule_learning_rate=False) -> None:
     """Refuse a resume mechanism that cannot hold the state this fit carries from step to step.
 
     * ``keras.callbacks.BackupAndRestore`` saves ``model.save_weights`` (the model and
@@ -275,7 +278,9 @@ def check_resumable(callbacks, carried_transform_state, gradient_accumulation_st
       e.g. ``AutoClip``'s norm history; per-step statistics such as ``ClipByGlobalNorm``'s
       ``grad_norm`` are not carried), with ``gradient_accumulation_steps > 1`` the partial
       gradient sum that carries over epochs, or the state of a transform a callback
-      attaches (``GradientClipping.carries_state``).
+      attaches (``GradientClipping.carries_state``), or ``ReduceLROnPlateau``'s reductions of
+      a learning-rate schedule (``schedule_learning_rate``: the ``ScaledSchedule`` scale,
+      kept outside the optimizer's variables; the checkpoints save it).
     * ``checkpoint_dir`` saves the Trainer's own state but not a callback's attached
       transform (the checkpoint holds the optimizer as compiled).
 
@@ -297,7 +302,9 @@ def check_resumable(callbacks, carried_transform_state, gradient_accumulation_st
     backups = [c for c in listed if isinstance(c, keras.callbacks.BackupAndRestore)]
     unsaved = (["the gradient transforms' state"] if carried_transform_state else []) + (
         ["the partial gradient sum"] if gradient_accumulation_steps > 1 else []) + [
-        f"{name}'s AutoClip history" for name in clippers]
+        f"{name}'s AutoClip history" for name in clippers] + (
+        ["ReduceLROnPlateau's reductions of the learning-rate schedule"]
+        if schedule_learning_rate and any(isinstance(c, ReduceLROnPlateau) for c in listed) else [])
     if not backups or not unsaved:
         return
     raise ValueError(

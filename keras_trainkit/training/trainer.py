@@ -396,8 +396,9 @@ class Trainer(TrainerLoops):
                 after each epoch (``val_`` logs).
             validation_split: fraction of array inputs held out (the last examples).
             callbacks: Keras callbacks, run unchanged (``BackupAndRestore``, which saves only
-                the model and optimizer, is refused when transforms carry state or
-                gradients accumulate: use ``checkpoint_dir``; ``GradientClipping("autoclip")``
+                the model and optimizer, is refused when transforms carry state, gradients
+                accumulate or ``ReduceLROnPlateau`` scales a learning-rate schedule: use
+                ``checkpoint_dir``; ``GradientClipping("autoclip")``
                 is refused with ``checkpoint_dir``: pass ``AutoClip`` in ``gradient_transforms``).
             initial_epoch: epoch to start from.
             verbose: ``"auto"``/1 progress bar, 2 one line per epoch, 0 silent.
@@ -446,13 +447,14 @@ class Trainer(TrainerLoops):
             needs_targets=self._loss_reads_targets())
         self._ensure_built(plan.dataset)
         check_resumable(callbacks, self._chain.carried_variables, self.gradient_accumulation_steps,
-                        checkpoint_dir)
+                        checkpoint_dir, schedule_learning_rate=any(
+                            handle.is_schedule for handle in control.learning_rate_handles(self.model)))
         self._training_batches.remember(plan, self.model)
         callbacks = callback_list(callbacks, self.model, verbose=verbose, epochs=epochs, steps=plan.steps,
                                   history=True)
         self._compiled_optimizer = self.optimizer
         checkpointer = make_checkpointer(checkpoint_dir, plan, self._checkpoint_variables, self.seed,
-                                         steps_per_epoch)
+                                         steps_per_epoch, model=self.model)
         initial_epoch, resume_step = restore_checkpoint(checkpointer, plan, initial_epoch, verbose)
         self.model.stop_training = False
         self.non_finite.begin_fit()

@@ -19,7 +19,11 @@ checkpoints hold. Its metadata (``meta``) is the trial's :class:`ResumeState`:
 * ``pruned_epoch``: ``epoch`` when the oracle pruned the trial at that epoch
   (a resumed search then ends the trial as pruned at once, without training
   it again), else ``null``. Checkpoints written before this field load as
-  not pruned.
+  not pruned;
+* ``learning_rate_scales``: the learning-rate schedules' scales
+  (``control.learning_rate_scales``: ``ReduceLROnPlateau``'s reductions of a
+  schedule, kept outside the optimizer's variables), or ``null`` (no Keras
+  optimizer, or a checkpoint written before this field: nothing to restore).
 
 A kill at any moment leaves the previous complete checkpoint or the new one.
 A resumed search reads the state with :func:`read_resume_state`, which checks
@@ -85,6 +89,7 @@ class ResumeState:
     histories: list = field(default_factory=list)  # finished executions' results
     weights: str = CHECKPOINT_FILE  # the file inside the trial folder holding the arrays
     pruned_epoch: int | None = None  # ``epoch`` when the oracle pruned the trial there
+    learning_rate_scales: list | None = None  # ``control.learning_rate_scales`` of the model
 
     @property
     def values(self) -> dict:
@@ -106,7 +111,7 @@ class ResumeState:
         return {"kind": KIND, "trial_id": self.trial_id, "hyperparameters": self.hyperparameters,
                 "execution": self.execution, "epoch": self.epoch, "best_value": self.best_value,
                 "reported": self.reported, "histories": self.histories,
-                "pruned_epoch": self.pruned_epoch}
+                "pruned_epoch": self.pruned_epoch, "learning_rate_scales": self.learning_rate_scales}
 
 
 def _field(state: dict, name: str, kind, path: str, optional=False):
@@ -138,7 +143,8 @@ def _state_from(state: dict, path: str, weights: str) -> ResumeState:
                        execution=execution, epoch=epoch,
                        best_value=None if best is None else float(best),
                        reported=_field(state, "reported", bool, path), histories=histories,
-                       weights=weights, pruned_epoch=pruned_epoch)
+                       weights=weights, pruned_epoch=pruned_epoch,
+                       learning_rate_scales=_field(state, "learning_rate_scales", list, path, optional=True))
 
 
 def _read_legacy_state(path: str) -> ResumeState | None:
@@ -311,6 +317,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             optimizer.build(self.model.trainable_variables)
         return control.training_state_variables(self.model)
 
+    def _learning_rate_scales(self) -> list | None:
+        """``control.learning_rate_scales`` of the model (``None`` without a Keras optimizer)."""
+        if not isinstance(getattr(self.model, "optimizer", None), keras.optimizers.Optimizer):
+            return None
+        return control.learning_rate_scales(self.model)
+
     def on_train_begin(self, logs=None):
         if not self.restore:
             return
@@ -332,6 +344,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.load_weights(path)
             return
         arrays, _, _ = load_checkpoint(path, expected_shapes=[v.shape for v in variables])
+        if state.learning_rate_scales is not None:  # checked before anything is restored
+            try:
+                control.restore_learning_rate_scales(self.model, state.learning_rate_scales)
+            except ValueError as error:
+                raise CheckpointError(f"The checkpoint {path!r} cannot be restored: {error}") from None
         assign_arrays(variables, arrays, path)
 
     def _orphaned(self) -> bool:
@@ -348,7 +365,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             execution=self.execution, epoch=int(epoch),
             best_value=float(best) if best is not None and abs(best) != float("inf") else None,
             reported=bool(getattr(self.reporter, "reported", False)), histories=self.histories,
-            pruned_epoch=int(epoch) if pruned else None)
+            pruned_epoch=int(epoch) if pruned else None,
+            learning_rate_scales=self._learning_rate_scales())
         save_checkpoint(self.path, variable_arrays(self._variables()), state.meta())
         self._remove_stale()
 

@@ -27,7 +27,9 @@ optimizer's private attributes or walks its wrappers:
   trainer does not carry through its jitted step (it froze the value).
 * **The training state**: :func:`training_state_variables`, every variable the
   next step reads, also the Trainer's own (:func:`loop_state`); its model's share,
-  :func:`model_state_variables`.
+  :func:`model_state_variables`; and the one piece kept outside variables that a
+  checkpoint saves beside them, the schedules' scales (:func:`learning_rate_scales`,
+  :func:`restore_learning_rate_scales`).
 
 What a compiled step sees (``model.fit`` traces ``train_step`` lazily, on the
 first batch, after ``on_train_begin``): a Python float read by ``update_step``
@@ -63,6 +65,8 @@ from keras_trainkit.optimizers.control.learning_rate import (
     HeldLearningRate,
     LearningRateHandle,
     learning_rate_handles,
+    learning_rate_scales,
+    restore_learning_rate_scales,
 )
 from keras_trainkit.optimizers.control.loop_state import (
     loop_state,
@@ -83,9 +87,11 @@ __all__ = [
     "find_optimizer",
     "leaf_optimizers",
     "learning_rate_handles",
+    "learning_rate_scales",
     "loop_state",
     "model_leaf_optimizers",
     "model_state_variables",
+    "restore_learning_rate_scales",
     "retrace",
     "retrace_requests",
     "schedule_hyperparameter",

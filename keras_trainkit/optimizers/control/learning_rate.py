@@ -7,7 +7,12 @@ import contextlib
 import keras
 
 from keras_trainkit._compat.keras import raw_learning_rate, replace_raw_learning_rate
-from keras_trainkit.optimizers.control.chain_walk import _children, model_leaf_optimizers
+from keras_trainkit.optimizers.control.chain_walk import (
+    _children,
+    assigned_outside_state,
+    model_leaf_optimizers,
+    retrace,
+)
 from keras_trainkit.utils.validation import check_number
 from keras_trainkit.utils.values import to_float
 from keras_trainkit.schedules.scaled import ScaledSchedule
@@ -227,3 +232,63 @@ def learning_rate_handles(model) -> list[LearningRateHandle]:
             f"Received: model.optimizer={getattr(model, 'optimizer', None)!r}"
         )
     return [LearningRateHandle(leaf) for leaf in leaves]
+
+
+def _scaled_schedule(raw):
+    """The ``ScaledSchedule`` a learning rate is (or holds under a :class:`HeldLearningRate`), else ``None``."""
+    if isinstance(raw, HeldLearningRate):
+        raw = raw.schedule
+    return raw if isinstance(raw, ScaledSchedule) else None
+
+
+def learning_rate_scales(model) -> list:
+    """For each leaf optimizer of ``model``, the scale of its ``ScaledSchedule`` learning rate, or ``None``.
+
+    ``ReduceLROnPlateau``'s reductions of a schedule live in that scale, which is
+    kept outside the optimizer's variables (``ScaledSchedule`` says why). A
+    checkpoint that saves the variables saves this list beside them and puts it
+    back with :func:`restore_learning_rate_scales`; without it a resumed run
+    would train at the schedule's unreduced rate.
+    """
+    scales = []
+    for leaf in model_leaf_optimizers(model):
+        scaled = _scaled_schedule(raw_learning_rate(leaf))
+        scales.append(None if scaled is None else scaled.scale)
+    return scales
+
+
+def restore_learning_rate_scales(model, scales) -> None:
+    """Put back the :func:`learning_rate_scales` a checkpoint saved (``None``: it saved none).
+
+    A schedule is wrapped in a ``ScaledSchedule`` where the saved list has a
+    scale (then :func:`retrace`); a ``ScaledSchedule`` where it has ``None``
+    goes back to scale 1.
+
+    Raises:
+        ValueError: ``scales`` does not fit ``model``'s optimizers (another
+            count, a scale where the learning rate is a float, a value that is
+            not a number >= 0).
+    """
+    if scales is None:
+        return
+    handles = learning_rate_handles(model)
+    if not isinstance(scales, list) or len(scales) != len(handles) or not all(
+            scale is None or (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale >= 0)
+            for scale in scales):
+        raise ValueError(f"Argument `scales` must hold a scale >= 0 or None for each of the model's "
+                         f"{len(handles)} optimizer(s). Received: scales={scales!r}")
+    for handle, scale in zip(handles, scales):  # all checked before anything changes
+        if scale is not None and not handle.is_schedule and _scaled_schedule(handle.raw) is None:
+            raise ValueError(f"{handle.optimizer.name}'s learning rate is a float, which has no "
+                             f"schedule scale to restore. Received: scales={scales!r}")
+    wrapped = False
+    for handle, scale in zip(handles, scales):
+        if scale is not None:
+            wrapped = handle.make_scalable() or wrapped
+        scaled = _scaled_schedule(handle.raw)
+        if scaled is not None:
+            scaled.set_scale(1.0 if scale is None else scale)
+    if wrapped:
+        retrace(model)  # a step traced before reads the bare schedule
+    else:
+        assigned_outside_state(model)
