@@ -6,9 +6,9 @@ variables (weights and the layers' seed-generator states), the optimizer's and
 the gradient transforms' variables, the Trainer's own counters and gradient
 accumulators, and metadata: the learning-rate schedules' scales
 (``control.learning_rate_scales``: ``ReduceLROnPlateau``'s reductions of a
-schedule, kept outside the optimizer's variables), the epoch and step it was written at, the seed of
-the array order, and what the run was (array or dataset inputs, batch size,
-steps per epoch, a fingerprint of the data). A resume with other data, another
+schedule, kept outside the optimizer's variables), the epoch and step it was
+written at, the seed of the array order, and what the run was (array or
+dataset inputs, batch size, steps per epoch, a fingerprint of the data). A resume with other data, another
 batch size or a position the run cannot have reached is refused with a message
 that says what differs.
 

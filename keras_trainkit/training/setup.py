@@ -228,9 +228,9 @@ def fit_inputs(trainer, x, y, sample_weight, *, batch_size, validation_data, val
 def make_checkpointer(checkpoint_dir, plan, variables, seed, steps_per_epoch, model=None):
     """The :class:`Checkpointer` of a fit with ``checkpoint_dir`` (``None`` without one).
 
-    ``variables`` returns what to save; ``model``'s learning-rate scales are saved too. The run is identified by its input
-    kind, batch size (or schedule), steps per epoch and a fingerprint of the
-    data (``plan.data``).
+    ``variables`` returns what to save; ``model``'s learning-rate scales are saved
+    too. The run is identified by its input kind, batch size (or schedule), steps
+    per epoch and a fingerprint of the data (``plan.data``).
     """
     if checkpoint_dir is None:
         return None
