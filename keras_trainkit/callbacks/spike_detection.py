@@ -101,6 +101,10 @@ class SpikeDetection(TrainkitCallback):
       (and at the start of training): the spike and the batches just before it
       are undone, as PaLM restarts from a checkpoint ~100 steps before a spike.
 
+    The callback builds the optimizer at ``on_train_begin`` (``fit`` would in
+    its first step), so every copy holds its slots: an undo of the first
+    batches puts them back too.
+
     After ``max_consecutive`` spikes in a row training is stopped whatever the
     policy (the loss is not coming back). Each spike is recorded in
     :attr:`spikes` as ``{"epoch", "step", "loss"}`` and logged: batch logs get
@@ -213,6 +217,9 @@ class SpikeDetection(TrainkitCallback):
         if loss_total_and_count(self.model) is None:
             raise ValueError("SpikeDetection needs a compiled model (its loss tracker gives the batch loss). "
                              "Call model.compile(...) before fit.")
+        # Built now, not in fit's first step: every copy must hold the optimizer's slots, or an
+        # undo before a copy that has them leaves the undone batches' (a NaN's) values in them.
+        control.build_optimizer(self.model)
         if self.policy == "restore":
             self._good_state = _StateCopy(self.model)
 
