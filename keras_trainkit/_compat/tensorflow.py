@@ -28,6 +28,22 @@ def in_xla_context() -> bool:
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
 
 
+def gradient_tape_recording() -> bool:
+    """Whether a ``tf.GradientTape`` may be recording the ops run (or traced) now.
+
+    Upstream: ``tensorflow/python/eager/record.py`` (``could_possibly_record``),
+    TensorFlow 2.18-2.21; there is no public twin. Inside a traced function it
+    answers for the trace: a training step computes its loss under a tape, an
+    evaluation step without one. Without the internal module the answer is
+    ``True`` (the caller then acts as in training, its behaviour before it asked).
+    """
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TensorFlow without this internal
+        return True
+    return bool(record.could_possibly_record())
+
+
 def xla_optimization_barrier(*tensors):
     """Pass ``tensors`` through XLA's optimization barrier; returns them (a list).
 

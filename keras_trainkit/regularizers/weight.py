@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_trainkit._compat.keras import in_stateless_scope
+from keras_trainkit._compat.tensorflow import gradient_tape_recording
 from keras_trainkit.regularizers._registry import register
 from keras_trainkit.utils.dtypes import float32_if_half
 from keras_trainkit.utils.validation import (
@@ -95,6 +96,13 @@ class SpectralNorm(keras.regularizers.Regularizer):
 
     ``u`` and ``v`` are held constant in the gradient, which is then
     ``d sigma / d W = v u^T`` (exact at convergence).
+
+    ``u`` advances only in a training step (where gradients are recorded: under
+    a ``tf.GradientTape``, or with PyTorch's autograd on), as
+    ``keras.layers.SpectralNormalization`` advances its vector only with
+    ``training=True``: an evaluation (``model.evaluate``, a validation pass)
+    reads the same penalty but leaves ``u`` as it was, so training is the same
+    with or without validation.
 
     **State.** ``u`` lives in a non-trainable ``keras.Variable`` created on the
     first call (outside any ``tf.function``) and updated in place every call. It
@@ -215,7 +223,7 @@ class SpectralNorm(keras.regularizers.Regularizer):
         return ops.sum(v * ops.matmul(matrix, u))
 
     def __call__(self, x):
-        sigma = self.sigma(x)
+        sigma = self.sigma(x, update=_in_training_step())
         value = ops.square(sigma) if self.squared else sigma
         return ops.convert_to_tensor(self.factor, dtype=value.dtype) * value
 
@@ -225,6 +233,20 @@ class SpectralNorm(keras.regularizers.Regularizer):
             state[key] = [float(v) for v in keras.ops.convert_to_numpy(variable)]
         return {"factor": self.factor, "power_iterations": self.power_iterations,
                 "squared": self.squared, "state": state or None}
+
+
+def _in_training_step() -> bool:
+    """Whether the penalty is computed for a training step: gradients are being recorded
+    (TensorFlow: a ``GradientTape``, through ``_compat.tensorflow``; PyTorch: autograd on).
+    JAX's jitted steps keep no ``u`` (SVD) and an eager call there counts as training."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return gradient_tape_recording()
+    if backend == "torch":
+        import torch
+
+        return torch.is_grad_enabled()
+    return True
 
 
 def state_variables(model) -> list:
