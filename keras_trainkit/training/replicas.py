@@ -55,16 +55,26 @@ def is_loss_scaled(optimizer) -> bool:
 
 
 def _loss_scale(optimizer):
-    """The dynamic loss scale of a ``LossScaleOptimizer`` (``mixed_float16``), else ``None``."""
-    return optimizer.dynamic_scale if is_loss_scaled(optimizer) else None
+    """What ``optimizer.scale_loss`` multiplies the loss by, and ``optimizer.apply`` divides the
+    gradients by again: a ``LossScaleOptimizer``'s dynamic scale (``mixed_float16``), else the
+    static ``loss_scale_factor`` (``None`` when unset)."""
+    return optimizer.dynamic_scale if is_loss_scaled(optimizer) else optimizer.loss_scale_factor
 
 
 def unscale(optimizer, grads):
-    """The gradients of ``optimizer.scale_loss(loss)`` divided by the loss scale (if any)."""
+    """The gradients of ``optimizer.scale_loss(loss)`` divided by the loss scale (if any), so
+    that accumulation and the gradient transforms see the loss's own gradients."""
     scale = _loss_scale(optimizer)
     if scale is None:
         return grads
-    return [None if g is None else g / tf.cast(scale, g.dtype) for g in grads]
+    return [None if g is None else _divided(g, scale) for g in grads]
+
+
+def _divided(g, divisor):
+    """``g / divisor`` for a scalar ``divisor``; a ``tf.IndexedSlices`` is divided in its values."""
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values / tf.cast(divisor, g.values.dtype), g.indices, g.dense_shape)
+    return g / tf.cast(divisor, g.dtype)
 
 
 def _scaled(g, factor):
@@ -77,8 +87,9 @@ def _scaled(g, factor):
 def apply_from_cross_replica(strategy, optimizer, grads, variables) -> None:
     """``optimizer.apply(grads, variables)`` for summed, unscaled ``grads``, from the cross-replica context.
 
-    A ``LossScaleOptimizer`` gets the gradients scaled back (it checks them
-    for finiteness and unscales itself). Keras optimizers all-reduce (sum) the
+    The gradients are scaled back by the loss scale (:func:`unscale` took it off):
+    a ``LossScaleOptimizer`` checks them for finiteness and unscales itself, and
+    ``apply`` divides by a static ``loss_scale_factor``. Keras optimizers all-reduce (sum) the
     gradients they get in a replica context, but clip them (``clipnorm``,
     ``global_clipnorm``, ``clipvalue``) before that, on each replica's own
     part: so the first replica is handed the whole summed gradient and the
