@@ -106,7 +106,13 @@ def apply_from_cross_replica(strategy, optimizer, grads, variables) -> None:
         # Copies made here, in the graph of the update's branch: the default replica
         # context's all-reduce refuses gradients from two graphs (outer tensors next to
         # ones an optimizer made here, such as a sparse gradient made dense).
-        optimizer.apply([None if g is None else tf.identity(g) for g in grads], variables)
+        def apply_one():
+            optimizer.apply([None if g is None else tf.identity(g) for g in grads], variables)
+
+        if tf.distribute.in_cross_replica_context():  # a fit inside a one-device strategy's scope
+            strategy.extended.call_for_each_replica(apply_one)
+        else:
+            apply_one()
         return
     shares = strategy.experimental_distribute_values_from_function(
         lambda context: [None if g is None else _scaled(tf.identity(g), context.replica_id_in_sync_group == 0)

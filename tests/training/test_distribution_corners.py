@@ -11,6 +11,7 @@ same global batch, where the two used to differ.
 * ``RecipeHyperModel`` under a tuner's ``distribution_strategy`` recompiled with an
   optimizer made outside the strategy's scope ("Mixing different tf.distribute.Strategy
   objects").
+* A Trainer's ``fit`` inside a ``OneDeviceStrategy``'s scope failed at the first update.
 """
 
 import keras
@@ -106,3 +107,24 @@ def test_a_recipe_search_under_a_distribution_strategy(two_cpu_strategy, tmp_pat
     assert trial.status == "COMPLETED" and np.isfinite(trial.score), (trial.status, trial.score)
     model = tuner.get_best_models(1)[0]
     assert model.distribute_strategy is two_cpu_strategy
+
+
+def test_a_fit_inside_a_one_device_strategys_scope_trains_as_outside_it():
+    """Before, a Trainer's ``fit`` called inside ``OneDeviceStrategy().scope()`` (as Keras allows
+    for ``model.fit``) failed at the first update: the optimizer was applied in the
+    cross-replica context, where Keras's update step finds no replica context."""
+    x, y = _data()
+    weights = []
+    for inside in (True, False):
+        strategy = _one_device()
+        with strategy.scope():
+            model = _mlp()
+            trainer = Trainer(model, keras.optimizers.Adam(0.05), "mse", strategy=strategy, shuffle=False)
+            if inside:
+                trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        if not inside:
+            trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        assert int(trainer.optimizer.iterations.numpy()) == 8
+        weights.append(model.get_weights())
+    for left, right in zip(*weights, strict=True):
+        np.testing.assert_array_equal(left, right)
