@@ -42,7 +42,11 @@ class ReduceLROnPlateau(MonitorBase):
       step of the reduction: ``scale`` is lowered at most to
       ``min_lr / s(t)``; the schedule's own later decay may go below it.
 
-    Nothing is reduced once the effective rate is ``<= min_lr``. The patience
+    Nothing is reduced once the effective rate is ``<= min_lr``. A float rate
+    it lowered must stay as it set it: when another callback sets it too
+    (Keras's ``LearningRateScheduler``, ``HyperparameterScheduler("learning_rate")``,
+    SWA's annealing), every reduction would be undone, so the next epoch end
+    raises a ``ValueError`` naming both rates. The patience
     and cooldown counting follows Keras (``wait >= patience``); torch reduces
     one epoch later (``num_bad_epochs > patience``). The current learning
     rate is logged as ``learning_rate`` (``learning_rate_<name>`` for each
@@ -171,12 +175,32 @@ class ReduceLROnPlateau(MonitorBase):
         if not current > np.float32(self.min_lr):
             return False
         new = handle.scale(self.factor, minimum=self.min_lr)
+        if not handle.is_schedule:
+            self._lowered[handle.optimizer.name] = (epoch, handle.value())
         message = (f"Epoch {epoch + 1}: ReduceLROnPlateau reducing the learning rate of "
                    f"{handle.optimizer.name} from {current:.4g} to {new:.4g}.")
         logger.info(message)
         if self.verbose:
             print("\n" + message)
         return True
+
+    def _check_rates_kept(self, handles, epoch):
+        """Refuse to go on when a float rate this callback lowered was set to another value since:
+        another callback sets it too (it would undo every reduction, silently)."""
+        for handle in handles:
+            lowered = self._lowered.get(handle.optimizer.name)
+            if lowered is None or handle.is_schedule:
+                continue
+            when, rate = lowered
+            current = handle.value()
+            if not np.isclose(current, rate, rtol=1e-6, atol=0.0):
+                raise ValueError(
+                    f"ReduceLROnPlateau lowered the learning rate of {handle.optimizer.name} to {rate:.6g} "
+                    f"at the end of epoch {when + 1}, but at the end of epoch {epoch + 1} it was "
+                    f"{current:.6g}: another callback sets it too (keras.callbacks.LearningRateScheduler, "
+                    "HyperparameterScheduler('learning_rate'), SWA's annealing) and would undo every "
+                    "reduction. Let one callback control the learning rate (a schedule can be reduced: "
+                    f"give the optimizer a LearningRateSchedule). Received: learning_rate={current!r}")
 
     # -- hooks ----------------------------------------------------------------
 
@@ -189,6 +213,7 @@ class ReduceLROnPlateau(MonitorBase):
         self._warned = set()
         self._install_scales()
         self._first_epoch_seen = False
+        self._lowered = {}  # leaf optimizer name -> (epoch, the float rate a reduction set)
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._first_epoch_seen:
@@ -215,6 +240,7 @@ class ReduceLROnPlateau(MonitorBase):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         handles = self._handles()
+        self._check_rates_kept(handles, epoch)
         if len(handles) == 1:
             logs["learning_rate"] = handles[0].value()
         else:
