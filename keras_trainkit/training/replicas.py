@@ -67,21 +67,19 @@ def unscale(optimizer, grads):
     scale = _loss_scale(optimizer)
     if scale is None:
         return grads
-    return [None if g is None else _divided(g, scale) for g in grads]
+    return [None if g is None else _on_values(g, lambda v: v / tf.cast(scale, v.dtype)) for g in grads]
 
 
-def _divided(g, divisor):
-    """``g / divisor`` for a scalar ``divisor``; a ``tf.IndexedSlices`` is divided in its values."""
+def _on_values(g, function):
+    """``function`` applied to a gradient: to a dense tensor, or to a ``tf.IndexedSlices``'s values."""
     if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(g.values / tf.cast(divisor, g.values.dtype), g.indices, g.dense_shape)
-    return g / tf.cast(divisor, g.dtype)
+        return tf.IndexedSlices(function(g.values), g.indices, g.dense_shape)
+    return function(g)
 
 
 def _scaled(g, factor):
     """``g * factor`` for a scalar ``factor``; a ``tf.IndexedSlices`` is scaled in its values."""
-    if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
-    return g * tf.cast(factor, g.dtype)
+    return _on_values(g, lambda v: v * tf.cast(factor, v.dtype))
 
 
 def apply_from_cross_replica(strategy, optimizer, grads, variables) -> None:
