@@ -184,15 +184,15 @@ class ReduceLROnPlateau(MonitorBase):
             print("\n" + message)
         return True
 
-    def _check_rates_kept(self, handles, epoch):
-        """Refuse to go on when a float rate this callback lowered was set to another value since:
-        another callback sets it too (it would undo every reduction, silently)."""
-        for handle in handles:
+    def _check_rates_kept(self, handles, rates, epoch):
+        """Refuse to go on when a float rate this callback lowered was set to another value since
+        (``rates``: each handle's rate now): another callback sets it too (it would undo every
+        reduction, silently)."""
+        for handle, current in zip(handles, rates):
             lowered = self._lowered.get(handle.optimizer.name)
             if lowered is None or handle.is_schedule:
                 continue
             when, rate = lowered
-            current = handle.value()
             if not np.isclose(current, rate, rtol=1e-6, atol=0.0):
                 raise ValueError(
                     f"ReduceLROnPlateau lowered the learning rate of {handle.optimizer.name} to {rate:.6g} "
@@ -240,12 +240,13 @@ class ReduceLROnPlateau(MonitorBase):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         handles = self._handles()
-        self._check_rates_kept(handles, epoch)
+        rates = [handle.value() for handle in handles]  # one read each, for the check and the logs
+        self._check_rates_kept(handles, rates, epoch)
         if len(handles) == 1:
-            logs["learning_rate"] = handles[0].value()
+            logs["learning_rate"] = rates[0]
         else:
-            for handle in handles:
-                logs[f"learning_rate_{handle.optimizer.name}"] = handle.value()
+            for handle, rate in zip(handles, rates):
+                logs[f"learning_rate_{handle.optimizer.name}"] = rate
         current = self._monitor_value(logs, self._warned)
         if current is None:
             return
