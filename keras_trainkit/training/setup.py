@@ -300,11 +300,14 @@ def check_resumable(callbacks, carried_transform_state, gradient_accumulation_st
             f"history. Received: callbacks={list(listed)!r:.200}, checkpoint_dir={checkpoint_dir!r}"
         )
     backups = [c for c in listed if isinstance(c, keras.callbacks.BackupAndRestore)]
-    unsaved = (["the gradient transforms' state"] if carried_transform_state else []) + (
-        ["the partial gradient sum"] if gradient_accumulation_steps > 1 else []) + [
-        f"{name}'s AutoClip history" for name in clippers] + (
-        ["ReduceLROnPlateau's reductions of the learning-rate schedule"]
-        if schedule_learning_rate and any(isinstance(c, ReduceLROnPlateau) for c in listed) else [])
+    unsaved = []  # what a BackupAndRestore backup would not hold
+    if carried_transform_state:
+        unsaved.append("the gradient transforms' state")
+    if gradient_accumulation_steps > 1:
+        unsaved.append("the partial gradient sum")
+    unsaved.extend(f"{name}'s AutoClip history" for name in clippers)
+    if schedule_learning_rate and any(isinstance(c, ReduceLROnPlateau) for c in listed):
+        unsaved.append("ReduceLROnPlateau's reductions of the learning-rate schedule")
     if not backups or not unsaved:
         return
     raise ValueError(
