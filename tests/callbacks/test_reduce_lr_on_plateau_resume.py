@@ -140,12 +140,6 @@ def test_restore_learning_rate_scales_refuses_what_does_not_fit():
     assert control.learning_rate_scales(scheduled) == [1.0]
 
 
-class _CrashAfterEpoch(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == CRASH_EPOCH - 1:
-            raise KeyboardInterrupt("crash")
-
-
 @pytest.mark.parametrize("schedule", [True, False], ids=["schedule", "float"])
 def test_backup_and_restore_under_fit_warns_that_a_schedules_reduction_is_lost(tmp_path, caplog, schedule):
     def run(crash):
@@ -153,8 +147,9 @@ def test_backup_and_restore_under_fit_warns_that_a_schedules_reduction_is_lost(t
         model.compile(optimizer, "mse")
         train, validation = _data()
         backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+        crashes = [_Crash(CRASH_EPOCH)] if crash else []  # at epoch 3's start, after epoch 2's backup
         model.fit(train, epochs=EPOCHS, validation_data=validation, verbose=0,
-                  callbacks=[backup, _plateau()] + ([_CrashAfterEpoch()] if crash else []))
+                  callbacks=[backup, _plateau()] + crashes)
 
     with pytest.raises(KeyboardInterrupt):
         run(crash=True)
