@@ -20,7 +20,8 @@ import warnings
 
 import keras
 
-from keras_trainkit._compat.keras import loss_total_and_count, metric_direction, set_loss_total_and_count
+from keras_trainkit._compat.keras import (
+    initial_epoch_set_by_callbacks, loss_total_and_count, metric_direction, set_loss_total_and_count)
 from keras_trainkit.utils.validation import check_in, check_non_negative, check_number, check_type
 from keras_trainkit.utils.values import to_float
 
@@ -130,9 +131,32 @@ class TrainkitCallback(keras.callbacks.Callback):
 
     Subclasses list constructor arguments that are not part of the config
     (e.g. data sets) in ``_reference_args``; deep copies share them.
+
+    A subclass with work for the first epoch of each ``fit`` (the epoch a run
+    starts or resumes at) overrides :meth:`on_first_epoch_begin`; one that
+    overrides ``on_train_begin`` or ``on_epoch_begin`` calls ``super()``'s.
     """
 
     _reference_args: tuple[str, ...] = ()
+
+    def __init__(self):
+        super().__init__()
+        self._first_epoch_pending = True
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch_pending = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch_pending:
+            self._first_epoch_pending = False
+            self.on_first_epoch_begin(epoch)
+
+    def on_first_epoch_begin(self, epoch):
+        """Called once per ``fit``, at its first ``on_epoch_begin`` (``epoch``: 0-based)."""
+
+    def _resumed_by_backup(self, epoch) -> bool:
+        """Whether ``keras.callbacks.BackupAndRestore`` set ``epoch`` as this fit's first."""
+        return initial_epoch_set_by_callbacks(self.model, default=None) == epoch
 
     def get_config(self):  # pragma: no cover - subclasses override
         return {}

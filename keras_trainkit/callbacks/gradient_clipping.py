@@ -7,7 +7,6 @@ import logging
 import keras
 import numpy as np
 
-from keras_trainkit._compat.keras import initial_epoch_set_by_callbacks
 from keras_trainkit.callbacks._monitor import TrainkitCallback, sync_model_state
 from keras_trainkit.utils.validation import check_bool
 from keras_trainkit.callbacks._registry import register
@@ -149,10 +148,10 @@ class GradientClipping(TrainkitCallback):
         self._trained = None  # (model, optimizer, variable ids) the transform was built for
         self._batch_stats = []
         self._checked = False
-        self._first_epoch_seen = False
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         # The transform (AutoClip's history of norms) carries over from one fit to the next on
         # the same model, optimizer and variables, as in a TransformedOptimizer compiled in.
         trained = self._training_key()
@@ -169,11 +168,9 @@ class GradientClipping(TrainkitCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batch_stats = []
-        if not self._first_epoch_seen:
-            self._first_epoch_seen = True
-            self._report_a_lost_history(epoch)
+        super().on_epoch_begin(epoch, logs)
 
-    def _report_a_lost_history(self, epoch):
+    def on_first_epoch_begin(self, epoch):
         """Warn when a backup was restored (``keras.callbacks.BackupAndRestore`` set the first
         epoch) but AutoClip's history starts empty: the backup holds the model and the compiled
         optimizer, not the attached transform, so this run clips differently from an
@@ -181,7 +178,7 @@ class GradientClipping(TrainkitCallback):
         before the backup exists, and the backup is there to be resumed from (the Trainer,
         which sees them, refuses the combination before training)."""
         carried = self.transform.carried_variables
-        if initial_epoch_set_by_callbacks(self.model, default=None) != epoch or not carried:
+        if not self._resumed_by_backup(epoch) or not carried:
             return
         sync_model_state(self.model)
         if any(np.any(keras.ops.convert_to_numpy(v)) for v in carried):

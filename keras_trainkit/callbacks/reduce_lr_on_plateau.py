@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 
-from keras_trainkit._compat.keras import initial_epoch_set_by_callbacks
 from keras_trainkit.callbacks._monitor import MonitorBase
 from keras_trainkit.callbacks._registry import register
 from keras_trainkit.optimizers import control
@@ -205,6 +204,7 @@ class ReduceLROnPlateau(MonitorBase):
     # -- hooks ----------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         if self._pending_state is None:
             self._reset()
         self._pending_state = None
@@ -212,20 +212,14 @@ class ReduceLROnPlateau(MonitorBase):
             self._lower_is_better = None
         self._warned = set()
         self._install_scales()
-        self._first_epoch_seen = False
         self._lowered = {}  # leaf optimizer name -> (epoch, the float rate a reduction set)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._first_epoch_seen:
-            self._first_epoch_seen = True
-            self._report_a_lost_reduction(epoch)
-
-    def _report_a_lost_reduction(self, epoch):
+    def on_first_epoch_begin(self, epoch):
         """Warn when ``keras.callbacks.BackupAndRestore`` set the first epoch while a schedule's
         scale is 1: its backup holds the optimizer's variables, not the scale, so a reduction
         made before the interruption is lost (a scale below 1 came from this process or a
         loaded model's config and is kept)."""
-        if initial_epoch_set_by_callbacks(self.model, default=None) != epoch:
+        if not self._resumed_by_backup(epoch):
             return
         if not any(scale == 1.0 for scale in control.learning_rate_scales(self.model)):
             return

@@ -316,7 +316,6 @@ class SWA(TrainkitCallback):
         self._training = False
         self._backup = None
         self._resumed_lr_start = False
-        self._resume_point_checked = False
 
     # ----------------------------------------------------------------- helpers
     def _log(self, message, *args):
@@ -367,6 +366,7 @@ class SWA(TrainkitCallback):
 
     # ------------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         _check_optimizer_keeps_weights(getattr(self.model, "optimizer", None))
         self._reset_state()
         self._training = True
@@ -381,7 +381,7 @@ class SWA(TrainkitCallback):
             return (1.0 - t) * lr0 + t * lr1
         return lr1 + (lr0 - lr1) * (1.0 + math.cos(math.pi * t)) / 2.0
 
-    def _check_resume_point(self, epoch):
+    def on_first_epoch_begin(self, epoch):
         """The average read from ``state_path`` must end before ``epoch``, this fit's first:
         otherwise it is not the interrupted run's (a finished run's, another trial's) and
         would replace this run's average. Raised before any step; nothing is changed."""
@@ -400,9 +400,7 @@ class SWA(TrainkitCallback):
                 epoch + 1, self.start_epoch + 1, epoch, self.state_path)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._resume_point_checked:
-            self._resume_point_checked = True
-            self._check_resume_point(epoch)
+        super().on_epoch_begin(epoch, logs)
         if self.swa_learning_rate is None or epoch < self.start_epoch:
             return
         if self._swa_lr_start is None:
