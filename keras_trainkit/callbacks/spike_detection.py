@@ -51,13 +51,18 @@ class _StateCopy:
 
     The model's variables and its optimizer's (slots, step counter), and in
     the ``Trainer`` also its own gradient transforms' state, accumulated
-    gradient and skip counter (``control.training_state_variables``).
+    gradient and skip counter (``control.training_state_variables``), but not
+    a float learning rate's variable: that rate is what the callbacks that
+    control it set (``ReduceLROnPlateau``, ``LearningRateScheduler``,
+    ``HyperparameterScheduler``, ``SWA``), whose own state an undo does not
+    roll back (a schedule follows the restored step counter).
     """
 
     def __init__(self, model):
         sync_model_state(model)
         self.model = model
-        self.variables = control.training_state_variables(model)
+        rates = {id(handle.variable) for handle in control.learning_rate_handles(model) if not handle.is_schedule}
+        self.variables = [v for v in control.training_state_variables(model) if id(v) not in rates]
         self.arrays = variable_arrays(self.variables)
 
     def restore(self):
@@ -100,6 +105,12 @@ class SpikeDetection(TrainkitCallback):
       same variables taken after every ``snapshot_every``-th non-spiking batch
       (and at the start of training): the spike and the batches just before it
       are undone, as PaLM restarts from a checkpoint ~100 steps before a spike.
+
+    An undo leaves a float learning rate as it is: the callbacks that set it
+    (``ReduceLROnPlateau``, Keras's ``LearningRateScheduler``,
+    ``HyperparameterScheduler``, ``SWA``) are not rolled back, and a rate put
+    back from before their last change would train on at a rate none of them
+    chose. A learning-rate schedule follows the restored step counter.
 
     The callback builds the optimizer at ``on_train_begin`` (``fit`` would in
     its first step), so every copy holds its slots: an undo of the first
