@@ -125,8 +125,10 @@ class EarlyStopping(MonitorBase):
         UP_s: number of successive rising strips for Prechelt's UP criterion.
         strip_length: Prechelt's strip length ``k`` (default 5).
         training_monitor: the log key of the training error ``E_tr`` used by PQ.
-        restore_optimizer_state: also restore the optimizer's variables (slots
-            and iteration counter) from the best check when weights are restored;
+        restore_optimizer_state: also restore the optimizer's variables (slots,
+            iteration counter and a float learning rate, which is then the best
+            check's even where ``ReduceLROnPlateau`` lowered it since) from the
+            best check when weights are restored;
             under a ``Trainer`` also its gradient transforms' state (AutoClip's
             history), partial gradient sum and skip count, so that a later
             ``fit`` continues as a run stopped at the best check would.
