@@ -191,8 +191,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         return value
 
     def _value(self, count) -> float:
-        value = to_float(self.schedule(count))
-        return value
+        return to_float(self.schedule(count))
 
     def _apply(self, count_of) -> None:
         # JAX: mid-fit the trainer holds the variables' values; put them back so the update
