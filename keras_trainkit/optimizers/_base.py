@@ -193,7 +193,10 @@ class TrainkitOptimizer(UpdateCountScheduleMixin, keras.optimizers.Optimizer):
 
     @weight_decay.setter
     def weight_decay(self, value):
-        self._weight_decay = check_weight_decay(value)
+        # Not through Keras's attribute tracker: a scheduled decay's variable
+        # (control.schedule_hyperparameter) would join `self.variables`, change the saved
+        # layout, and `load_model` would then skip the whole optimizer state.
+        object.__setattr__(self, "_weight_decay", check_weight_decay(value))
 
     def apply(self, grads, trainable_variables=None):
         """Keras's ``apply``, with gradients made dense and put in each variable's state dtype first.

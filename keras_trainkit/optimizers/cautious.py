@@ -140,7 +140,9 @@ class Cautious(OptimizerWrapper):
 
     @weight_decay.setter
     def weight_decay(self, value):
-        self.cautious_weight_decay = value
+        # Untracked, as TrainkitOptimizer.weight_decay: a scheduled decay's variable must not
+        # join `self.variables` (the saved layout).
+        object.__setattr__(self, "cautious_weight_decay", value)
 
     def wrapped_apply(self, grads, variables):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]

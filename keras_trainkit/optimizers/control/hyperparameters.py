@@ -132,12 +132,13 @@ def schedule_hyperparameter(optimizer, name: str) -> HyperparameterVariable:
             f"{type(optimizer).__name__}.{name} is {current!r}. Received: hyperparameter={name!r}"
         )
     variable = HyperparameterVariable(current, name=f"{name}_scheduled")
-    if isinstance(getattr(type(optimizer), name, None), property):
-        # A property over stored state (TrainkitOptimizer.weight_decay) takes the variable itself.
-        setattr(optimizer, name, variable)
+    # Neither goes through `setattr`: Keras's attribute tracker would add the variable to
+    # `optimizer.variables`, change the saved optimizer layout, and `load_model` would then
+    # skip the whole optimizer state.
+    stored = getattr(type(optimizer), name, None)
+    if isinstance(stored, property):
+        stored.fset(optimizer, variable)  # a property over stored state (TrainkitOptimizer.weight_decay)
     else:
-        # Plain attribute set: the Keras tracker would add the variable to
-        # `optimizer.variables` and change the saved optimizer layout.
         object.__setattr__(optimizer, name, variable)
     if not isinstance(optimizer.__dict__.get("get_config"), _ConfigWithFloats):
         object.__setattr__(optimizer, "get_config", _ConfigWithFloats(optimizer))
