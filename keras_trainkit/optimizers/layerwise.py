@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -41,6 +42,27 @@ def matching_pattern(path: str, patterns) -> str | None:
     return None
 
 
+def _checked_resolved_paths(resolved_paths, multipliers) -> dict:
+    """``resolved_paths`` as a dict, each value ``None`` or a pattern of ``multipliers``."""
+    if resolved_paths is None:
+        return {}
+    if not isinstance(resolved_paths, Mapping) or not all(
+            isinstance(path, str) and (pattern is None or pattern in multipliers)
+            for path, pattern in resolved_paths.items()):
+        raise ValueError("Argument `resolved_paths` must map variable paths to a pattern of `multipliers` "
+                         f"or None (get_config writes it). Received: resolved_paths={resolved_paths!r}")
+    return dict(resolved_paths)
+
+
+def _layer_patterns(layer) -> list[str]:
+    """Patterns matching exactly ``layer``'s trainable variables: ``"<name>/*"`` where their
+    paths start with its name, else their paths (``fnmatch`` characters escaped)."""
+    paths = [variable_path(variable) for variable in layer.trainable_weights]
+    if all(fnmatch.fnmatchcase(path, f"{layer.name}/*") for path in paths):
+        return [layer.name]
+    return [re.sub(r"([*?[])", r"[\1]", path) for path in paths]
+
+
 def depth_decay_multipliers(layers, decay: float) -> dict[str, float]:
     """Layer-wise learning-rate decay: ``{pattern: decay ** (depth - 1 - i)}``.
 
@@ -58,7 +80,10 @@ def depth_decay_multipliers(layers, decay: float) -> dict[str, float]:
 
     Returns:
         A mapping for :class:`LayerwiseLearningRate`'s ``multipliers``, with
-        patterns ``"<layer name>/*"``.
+        patterns ``"<layer name>/*"``. For a model, a layer whose variables'
+        paths do not start with its name (a functional sub-model such as a
+        ``keras.applications`` backbone: Keras names its variables after the
+        layers inside it) gets its variables' paths as patterns instead.
 
     Example:
         >>> depth_decay_multipliers(["embed", ["block1_attn", "block1_mlp"], "head"], 0.5)
@@ -66,7 +91,7 @@ def depth_decay_multipliers(layers, decay: float) -> dict[str, float]:
     """
     v.check_number("decay", decay, minimum=0.0, maximum=1.0, min_inclusive=False)
     if isinstance(layers, keras.Model):
-        levels = [[layer.name] for layer in layers.layers if layer.trainable_weights]
+        levels = [_layer_patterns(layer) for layer in layers.layers if layer.trainable_weights]
     elif isinstance(layers, Sequence) and not isinstance(layers, str):
         levels = [[item] if isinstance(item, str) else list(item) for item in layers]
     else:
@@ -125,6 +150,14 @@ class LayerwiseLearningRate(OptimizerWrapper):
             ``"head/*"``, ``"*bias"``) to factors ``>= 0``; the first match wins.
             :func:`depth_decay_multipliers` builds one for layer-wise decay.
         default: factor of variables no pattern matches, ``>= 0``. Defaults to 1.
+        resolved_paths: written by ``get_config`` once built, not by hand: the
+            pattern (or ``None``) each variable path took, ``{path: pattern}``.
+            A loaded model's variable whose path ends one of them (after a
+            ``/``; Keras's ``load_model`` drops the name of a Sequential
+            sub-model that was built by a call) takes that path's pattern.
+            Otherwise each pattern must match a variable at ``build``
+            (``ValueError``): a pattern matching none would leave the layers it
+            names at ``default``.
         name: the optimizer's name.
         **kwargs: ``loss_scale_factor``.
 
@@ -144,7 +177,7 @@ class LayerwiseLearningRate(OptimizerWrapper):
         "ELECTRA", ICLR 2020 (layer-wise learning-rate decay).
     """
 
-    def __init__(self, optimizer, multipliers=None, default=1.0, name=None, **kwargs):
+    def __init__(self, optimizer, multipliers=None, default=1.0, name=None, resolved_paths=None, **kwargs):
         multipliers = {} if multipliers is None else multipliers
         if not isinstance(multipliers, Mapping):
             raise TypeError(
@@ -164,6 +197,35 @@ class LayerwiseLearningRate(OptimizerWrapper):
         )
         self.multipliers = {str(k): float(f) for k, f in multipliers.items()}
         self.default = float(default)
+        self.resolved_paths = _checked_resolved_paths(resolved_paths, self.multipliers)
+
+    def build(self, variables):
+        """Build, resolve each variable's pattern, and refuse a pattern that matches none."""
+        super().build(variables)
+        paths = [variable_path(variable) for variable in variables]
+        self.resolved_paths = {path: self._pattern_for(path) for path in paths}
+        unmatched = [pattern for pattern in self.multipliers if pattern not in self.resolved_paths.values()]
+        if unmatched:
+            shown = ", ".join(repr(path) for path in paths[:8]) + (", ..." if len(paths) > 8 else "")
+            raise ValueError(
+                f"LayerwiseLearningRate: the pattern(s) {', '.join(map(repr, unmatched))} of `multipliers` "
+                f"match none of the {len(paths)} variables being trained (paths {shown}), so the layers "
+                f"they name would train at `default`={float(self.default):g}. Patterns match Keras's "
+                "variable paths: the variables of a functional sub-model (a keras.applications backbone) "
+                "are named after the layers inside it, not after the sub-model. Name those layers, or "
+                "build the mapping from the model with depth_decay_multipliers(model, ...); a saved "
+                "model loads with keras.saving.load_model(path, compile=False). "
+                f"Received: multipliers={self.multipliers!r}")
+
+    def _pattern_for(self, path):
+        """The pattern for a variable path: a recorded path's (see ``resolved_paths``), else the
+        first pattern that matches it, else ``None``."""
+        if path in self.resolved_paths:
+            return self.resolved_paths[path]
+        recorded = {pattern for full, pattern in self.resolved_paths.items() if full.endswith("/" + path)}
+        if len(recorded) == 1:
+            return recorded.pop()
+        return matching_pattern(path, self.multipliers)
 
     def factor_for(self, variable):
         """The multiplier applied to ``variable``'s update.
@@ -172,7 +234,7 @@ class LayerwiseLearningRate(OptimizerWrapper):
         (``control.schedule_hyperparameter(optimizer, "default")``), which a
         compiled step reads at run time.
         """
-        pattern = matching_pattern(variable_path(variable), self.multipliers)
+        pattern = self._pattern_for(variable_path(variable))
         if pattern is not None:
             return self.multipliers[pattern]
         return self.default if isinstance(self.default, keras.Variable) else float(self.default)
@@ -192,5 +254,6 @@ class LayerwiseLearningRate(OptimizerWrapper):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"multipliers": dict(self.multipliers), "default": self.default})
+        config.update({"multipliers": dict(self.multipliers), "default": self.default,
+                       "resolved_paths": dict(self.resolved_paths) or None})
         return config

@@ -27,7 +27,9 @@ CLASSES = {
     "Lookahead": ClassSpec(valid=_sgd, invalid={"sync_period": 0}),
     "SAM": ClassSpec(valid=_sgd, invalid={"rho": 0.0}, exercise=_sam_exercise),
     "LayerwiseLearningRate": ClassSpec(
-        valid=lambda: {**_sgd(), "multipliers": {"hidden/*": 0.5}}, invalid={"default": -1.0}
+        # "*kernel": the conformance model's kernels ("hidden/kernel", "out/kernel") and the
+        # constructor fuzz's bare "kernel" variable (a pattern matching none is refused at build)
+        valid=lambda: {**_sgd(), "multipliers": {"*kernel": 0.5}}, invalid={"default": -1.0}
     ),
     "Shampoo": ClassSpec(valid={"max_block_size": 4, "preconditioning_compute_steps": 2}, invalid={"max_block_size": 0}),
 }
