@@ -62,7 +62,7 @@ def _extra_cases():
         ),
         "Lookahead-RAdam": lambda: optimizers.Lookahead(optimizers.RAdam(0.01), sync_period=3),
         "LayerwiseLearningRate-Yogi": lambda: optimizers.LayerwiseLearningRate(
-            optimizers.Yogi(0.01), {"hidden/*": 0.3}
+            optimizers.Yogi(0.01), {"*kernel": 0.3}  # the model's kernels; the float64 check's bare "kernel"
         ),
         "TransformedOptimizer-clipping": lambda: optimizers.TransformedOptimizer(
             keras.optimizers.Adam(0.01),
