@@ -74,10 +74,20 @@ def seed_oracle(oracle, seed) -> None:
       a conditional hyperparameter. The stream now starts at
       ``seed * SEED_STRIDE``, so searches of fewer than a million draws with
       different seeds never share one.
+
+    Args:
+        oracle: a KerasTuner oracle, just built.
+        seed: an integer in ``[0, 2**32 - 1]``, which replaces the oracle's
+            own, or ``None`` to keep it (KerasTuner drew one if it was built
+            without).
+
+    Raises:
+        TypeError, ValueError: ``seed`` is not such an integer or ``None``.
     """
-    if seed == 0 and not isinstance(seed, bool):
-        oracle.seed = 0
-        kt_compat.reseed_bayesian_oracle(oracle, 0)
+    seed = check_seed("seed", seed)
+    if seed is not None and seed != oracle.seed:
+        oracle.seed = seed
+        kt_compat.reseed_bayesian_oracle(oracle, seed)
     kt_compat.set_random_stream_position(oracle, oracle.seed * SEED_STRIDE)
 
 
