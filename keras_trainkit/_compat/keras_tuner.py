@@ -15,6 +15,7 @@ import os
 from keras_tuner.src.engine import objective as objective_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
+from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
 
 from keras_trainkit.utils.files import write_json_atomically
 
@@ -321,6 +322,31 @@ def reload_oracle(oracle) -> None:
     for trial in oracle.ongoing_trials.values():
         retries.append(trial.trial_id)
     oracle.ongoing_trials = {}
+    if isinstance(oracle, GridSearchOracle):
+        restore_grid_order(oracle)
+
+
+def restore_grid_order(oracle) -> None:
+    """Rebuild a reloaded ``GridSearchOracle``'s place in its grid from its trials.
+
+    ``GridSearchOracle`` (``keras_tuner/src/tuners/gridsearch.py``, 1.4.8) keeps
+    its trials ordered by their values (``_ordered_ids``, a ``LinkedList``) and
+    the trials whose next combination is still to be made (``_populate_next``),
+    and saves neither: a reloaded search failed at its next trial with a
+    ``KeyError``, or ended with the rest of the grid untried. Every trial goes
+    into both, in the order of the oracle's ``_compare`` and in creation order;
+    a trial whose next combination was tried is skipped there, as in a search
+    that ran through.
+    """
+    def compare(first, second):
+        return oracle._compare(oracle.trials[first].hyperparameters.values,
+                               oracle.trials[second].hyperparameters.values)
+
+    created = sorted(oracle.trials, key=lambda trial_id: (len(trial_id), trial_id))
+    oracle._ordered_ids = LinkedList()
+    for trial_id in sorted(created, key=functools.cmp_to_key(compare)):
+        oracle._ordered_ids.insert(trial_id)
+    oracle._populate_next = list(created)
 
 
 def reload_by_listing(oracle) -> None:
@@ -348,6 +374,7 @@ __all__ = [
     "oracle_trial_path",
     "random_stream_position",
     "reseed_bayesian_oracle",
+    "restore_grid_order",
     "save_oracle_state",
     "save_trial_record",
     "set_random_stream_position",
