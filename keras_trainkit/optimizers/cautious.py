@@ -23,7 +23,7 @@ from keras_trainkit.optimizers.wrapper import (
     check_inner_ema_off,
     check_no_weight_reset_inside,
 )
-from keras_trainkit.utils.variables import variable_path
+from keras_trainkit.utils.variables import variable_path, warn_unmatched_patterns
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -143,6 +143,11 @@ class Cautious(OptimizerWrapper):
         # Untracked, as TrainkitOptimizer.weight_decay: a scheduled decay's variable must not
         # join `self.variables` (the saved layout).
         object.__setattr__(self, "cautious_weight_decay", value)
+
+    def build(self, variables):
+        super().build(variables)
+        warn_unmatched_patterns(type(self).__name__, "exclude_from_weight_decay", self._decay_patterns,
+                                variables)
 
     def wrapped_apply(self, grads, variables):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]

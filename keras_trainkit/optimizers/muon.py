@@ -22,7 +22,7 @@ from keras_trainkit.optimizers._base import (
 from keras_trainkit.optimizers._registry import register
 from keras_trainkit.optimizers.shampoo import matrix_shape
 from keras_trainkit.utils import validation
-from keras_trainkit.utils.variables import variable_path
+from keras_trainkit.utils.variables import variable_path, warn_unmatched_patterns
 
 #: The quintic Newton-Schulz coefficients of Keller Jordan's Muon (optax's "standard").
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -195,6 +195,7 @@ class Muon(adam_branch.AdamBranchMixin, TrainkitOptimizer):
         if self.built:
             return
         super().build(var_list)
+        warn_unmatched_patterns(type(self).__name__, "exclude_layers", self.exclude_layers, var_list)
         self._momentums = add_slot_variables(self, var_list, "momentum")
         self._velocities = [
             None if self.uses_muon(variable) else self.add_variable_from_reference(variable, "velocity")

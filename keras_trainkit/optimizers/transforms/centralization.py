@@ -9,7 +9,7 @@ from keras import ops
 from keras_trainkit.optimizers.transforms._registry import register
 from keras_trainkit.optimizers.transforms.base import GradientTransform, check_patterns
 from keras_trainkit.utils.dtypes import float32_if_half
-from keras_trainkit.utils.variables import variable_path
+from keras_trainkit.utils.variables import variable_path, warn_unmatched_patterns
 
 
 def _centralize(g):
@@ -51,6 +51,10 @@ class GradientCentralization(GradientTransform):
         super().__init__(name=name)
         self.exclude = check_patterns("exclude", exclude)
         self._pattern = re.compile("|".join(f"(?:{p})" for p in self.exclude)) if self.exclude else None
+
+    def build(self, variables):
+        super().build(variables)
+        warn_unmatched_patterns(type(self).__name__, "exclude", self.exclude, variables)
 
     def call(self, grads, variables):
         out = []

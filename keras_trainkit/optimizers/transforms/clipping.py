@@ -16,7 +16,7 @@ from keras_trainkit.optimizers.transforms.base import (
     scale_grads,
 )
 from keras_trainkit.utils.validation import check_number, check_positive
-from keras_trainkit.utils.variables import variable_path
+from keras_trainkit.utils.variables import variable_path, warn_unmatched_patterns
 
 
 class _ClippingTransform(GradientTransform):
@@ -178,6 +178,10 @@ class AdaptiveGradientClipping(_ClippingTransform):
         self.eps = float(check_positive("eps", eps))
         self.exclude = check_patterns("exclude", exclude)
         self._pattern = re.compile("|".join(f"(?:{p})" for p in self.exclude)) if self.exclude else None
+
+    def build(self, variables):
+        super().build(variables)
+        warn_unmatched_patterns(type(self).__name__, "exclude", self.exclude, variables)
 
     def is_excluded(self, variable):
         """Whether ``variable``'s path matches one of the ``exclude`` patterns."""
