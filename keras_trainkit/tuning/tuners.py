@@ -148,7 +148,8 @@ class TrainkitTunerMixin(kt_compat.ExecutionHook):
     Args:
         isolate_trials: run each execution of a trial in a fresh subprocess.
         time_budget: seconds from the start of ``search`` after which no new
-            trial starts and running trials stop at their next epoch end.
+            trial starts and running trials stop at their next epoch end
+            (recorded as completed, scored by their best epoch so far).
         progress: ``progress(tuner, trial)`` called after every trial (e.g. to
             print "trial k of N, best so far, pruned").
         *args, **kwargs: the tuner class's own arguments.
