@@ -40,6 +40,7 @@ import time
 import traceback
 
 import keras
+import keras_tuner
 from keras_tuner import errors
 
 from keras_trainkit._compat import keras_tuner as kt_compat
@@ -118,7 +119,8 @@ def _child_main(connection, payload: bytes, parent_pid: int) -> None:
         else:
             result = {"value": result}
         connection.send(("done", result, plan.nan_guard.where, plan.reporter.reported,
-                         plan.reporter.stopped, plan.best.best_value if plan.best else None))
+                         plan.reporter.stopped, plan.best.best_value if plan.best else None,
+                         job["trial"].hyperparameters.get_config()))
     except BaseException as error:  # reported to the parent, which fails the trial
         fatal = isinstance(error, errors.FatalError)
         connection.send(("error", traceback.format_exc(), fatal))
@@ -167,6 +169,8 @@ def run_isolated_execution(tuner, trial, args, plan):
     KerasTuner's build-and-fit returned (a ``History`` is rebuilt here), where a
     non-finite loss stopped training, whether epochs reached the oracle, why
     training was stopped, and the best objective value the execution saved.
+    ``trial.hyperparameters`` becomes the child's, with the hyperparameters its
+    build registered.
 
     Raises:
         FailedTrialError: if the child raised or died.
@@ -189,7 +193,11 @@ def run_isolated_execution(tuner, trial, args, plan):
             process.kill()
             process.join()
         parent_end.close()
-    _, result, where, reported, stopped, best_value = message
+    _, result, where, reported, stopped, best_value, hyperparameters = message
+    # The build in the child registered the hyperparameters it met first there (a conditional
+    # one, a per-optimizer one): the trial takes them, so the oracle learns them at the
+    # trial's end and samples them later, as in-process.
+    trial.hyperparameters = keras_tuner.HyperParameters.from_config(hyperparameters)
     if "history" in result:
         history = keras.callbacks.History()
         history.history = result["history"]

@@ -40,3 +40,36 @@ def test_isolated_search(tmp_path):
     assert f"process {os.getpid()}" not in second.message  # it ran elsewhere
     model = tuner.get_best_models(1)[0]  # weights written by the child, loaded here
     assert model.predict(x[:2], verbose=0).shape == (2, 10)
+
+
+def conditional_build(hp):
+    """A model whose Adam rate is registered only when Adam is drawn (as a recipe's
+    per-optimizer hyperparameters are)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(10)])
+    if hp.Choice("optimizer", ["sgd", "adam"]) == "adam":
+        optimizer = keras.optimizers.Adam(hp.Float("adam_rate", 1e-4, 1e-1, sampling="log"))
+    else:
+        optimizer = keras.optimizers.SGD(0.01)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.slow
+def test_hyperparameters_an_isolated_build_registers_are_tuned_as_in_process(tmp_path):
+    # Before, the child's registrations never reached the search: "adam_rate" was never in
+    # the oracle's space or a trial's record, and every Adam trial trained at the default.
+    (x, y), _ = datasets.load_mnist1d()
+    values = {}
+    for isolate in (False, True):
+        tuner = tuning.RandomSearch(conditional_build, objective="val_loss", max_trials=6, seed=3,
+                                    isolate_trials=isolate, directory=str(tmp_path),
+                                    project_name=f"conditional_{isolate}")
+        tuner.search(x[:128], y[:128], epochs=1, validation_data=(x[3000:3064], y[3000:3064]), verbose=0)
+        assert "adam_rate" in [hp.name for hp in tuner.oracle.hyperparameters.space]
+        values[isolate] = [tuner.oracle.get_trial(t).hyperparameters.values for t in tuner.oracle.end_order]
+    assert values[True] == values[False]
+    rates = [v["adam_rate"] for v in values[True] if v["optimizer"] == "adam"]
+    assert len(set(rates)) > 1  # sampled after the first Adam trial, not the default each time
