@@ -26,6 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=".",
                         help="folder for lr_find.png and lr_find.json, created with any missing "
                              "parents (default: current folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an lr_find.png or lr_find.json already in --output "
+                             "(refused without it)")
+
+OUTPUTS = ("lr_find.png", "lr_find.json")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -42,6 +47,11 @@ def check(args: argparse.Namespace) -> None:
     check_positive("--batch-size", args.batch_size, integer=True)
     check_number("--seed", args.seed, minimum=0, maximum=2**32 - 1, integer=True)
     args.output = str(output_folder(args.output, "--output", "lr-find", create=False))  # "~" expanded
+    found = [name for name in OUTPUTS if (Path(args.output) / name).exists()]
+    if found and not args.overwrite:  # an earlier sweep's, or the user's own
+        raise ValueError(f"Argument `--output` must name a folder without {' or '.join(OUTPUTS)}, or add "
+                         f"--overwrite to replace them: it holds {', '.join(found)}. "
+                         f"Received: output={args.output!r}")
 
 
 def _optimizer(name: str):

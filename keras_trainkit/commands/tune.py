@@ -265,6 +265,23 @@ def check(args: argparse.Namespace) -> None:
     check_tuner_flags(args)
     check_same_search(args)
     args.output = str(output_folder(args.output, "--output", "tune", create=False))  # "~" expanded
+    _check_no_foreign_report(args)
+
+
+def _check_no_foreign_report(args: argparse.Namespace) -> None:
+    """Refuse an ``--output`` that holds files of the report's names but no search to resume
+    (another command's, the user's own): the report would write over them."""
+    import glob
+
+    if args.overwrite or os.path.isdir(os.path.join(args.output, "search")):
+        return
+    found = sorted(os.path.basename(path) for pattern in SEARCH_OUTPUTS
+                   for path in glob.glob(os.path.join(glob.escape(args.output), pattern)))
+    if found:
+        raise ValueError(f"Argument `--output` must name a folder without files the search's report "
+                         f"writes, or one with a search to resume, or add --overwrite to write over "
+                         f"them: it holds {', '.join(found)} and no search/ folder. "
+                         f"Received: output={args.output!r}")
 
 
 def _print_front_models(tuner, test_accuracy, examples: int) -> None:
@@ -351,6 +368,7 @@ def _final_models(args, tuner, train, validation, test_accuracy, started) -> Non
               f"{test_accuracy(tuner.get_best_models(1)[0]):.4f} "
               f"(search took {(time.time() - started) / 60:.1f} min)", flush=True)
     ensemble_size = args.ensemble if args.ensemble is not None else (1 if several else 5)
+    written = set()
     if ensemble_size > 1:
         ensemble = ensemble_best_models(tuner, ensemble_size)
         members = [layer.name.removeprefix("trial_") for layer in ensemble.layers
@@ -361,15 +379,29 @@ def _final_models(args, tuner, train, validation, test_accuracy, started) -> Non
         else:
             path = os.path.join(args.output, "ensemble_model.keras")
             ensemble.save(path)
+            written.add(path)
             print(f"Ensemble of the {len(members)} best trials' models (trials {', '.join(members)}): "
                   f"test accuracy {test_accuracy(ensemble):.4f} (saved to {path})", flush=True)
     if args.refit:
         model, examples = refit(tuner, train, validation)
         path = os.path.join(args.output, "best_model.keras")
         model.save(path)
+        written.add(path)
         print(f"Best recipe refit on training + validation ({examples} examples): test accuracy "
               f"{test_accuracy(model):.4f} (saved to {path}; "
               f"{(time.time() - started) / 60:.1f} min in all)")
+    _remove_stale_models(args.output, written)
+
+
+def _remove_stale_models(output: str, written: set) -> None:
+    """Remove the final models an earlier run of this search saved and this run did not
+    (``--ensemble 1``, no ``--refit``, an ensemble of one): they are not the search's now."""
+    for name in ("ensemble_model.keras", "best_model.keras"):
+        path = os.path.join(output, name)
+        if path not in written and os.path.isfile(path):
+            os.remove(path)
+            print(f"Removed {path}: an earlier run's model of this search, which this run did not "
+                  "make again", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
