@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 HELP = "learning-rate range test (Smith 2017): print the suggested learning rate and plot the sweep"
+OUTPUTS = ("lr_find.png", "lr_find.json")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an lr_find.png or lr_find.json already in --output "
                              "(refused without it)")
-
-OUTPUTS = ("lr_find.png", "lr_find.json")
 
 
 def check(args: argparse.Namespace) -> None:
