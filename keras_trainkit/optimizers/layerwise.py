@@ -16,7 +16,7 @@ from keras_trainkit.optimizers.wrapper import (
     check_no_weight_reset_inside,
 )
 from keras_trainkit.utils import validation as v
-from keras_trainkit.utils.variables import variable_path
+from keras_trainkit.utils.variables import listed_paths, variable_path
 
 
 def match_multiplier(path: str, multipliers: Mapping[str, float], default: float = 1.0) -> float:
@@ -206,10 +206,9 @@ class LayerwiseLearningRate(OptimizerWrapper):
         self.resolved_paths = {path: self._pattern_for(path) for path in paths}
         unmatched = [pattern for pattern in self.multipliers if pattern not in self.resolved_paths.values()]
         if unmatched:
-            shown = ", ".join(repr(path) for path in paths[:8]) + (", ..." if len(paths) > 8 else "")
             raise ValueError(
                 f"LayerwiseLearningRate: the pattern(s) {', '.join(map(repr, unmatched))} of `multipliers` "
-                f"match none of the {len(paths)} variables being trained (paths {shown}), so the layers "
+                f"match none of the {len(paths)} variables being trained (paths {listed_paths(paths)}), so the layers "
                 f"they name would train at `default`={float(self.default):g}. Patterns match Keras's "
                 "variable paths: the variables of a functional sub-model (a keras.applications backbone) "
                 "are named after the layers inside it, not after the sub-model. Name those layers, or "

@@ -20,9 +20,16 @@ def variable_path(variable) -> str:
     return str(getattr(variable, "name", "")).split(":")[0]
 
 
-def warn_unmatched_patterns(owner: str, argument: str, patterns, variables) -> list[str]:
+def listed_paths(paths, shown: int = 8) -> str:
+    """The first ``shown`` of ``paths`` quoted and joined for a message, ``", ..."`` after
+    them when there are more."""
+    paths = list(paths)
+    return ", ".join(map(repr, paths[:shown])) + (", ..." if len(paths) > shown else "")
+
+
+def warn_unmatched_patterns(owner: str, argument: str, patterns, variables) -> None:
     """Log a warning naming the regular expressions of ``patterns`` that ``re.search``
-    finds in neither the path nor the name of any of ``variables``; returns them.
+    finds in neither the path nor the name of any of ``variables``.
 
     Such a pattern excludes nothing. Keras's paths name the layers inside a
     functional sub-model (a ``keras.applications`` backbone: ``"block1_conv1/kernel"``),
@@ -31,16 +38,15 @@ def warn_unmatched_patterns(owner: str, argument: str, patterns, variables) -> l
     silently excluded nothing.
     """
     if not patterns or variables is None:  # a transform called without its variables
-        return []
+        return
     variables = list(variables)
     names = [name for variable in variables for name in (variable_path(variable), str(variable.name))]
-    unmatched = [pattern for pattern in patterns or () if not any(re.search(pattern, name) for name in names)]
+    unmatched = [pattern for pattern in patterns if not any(re.search(pattern, name) for name in names)]
     if unmatched:
-        shown = ", ".join(repr(variable_path(v)) for v in variables[:8]) + (", ..." if len(variables) > 8 else "")
         logger.warning(
             "%s: the pattern(s) %s of `%s` match none of the %d variables it was built for (paths %s), "
             "so they exclude nothing. Patterns are searched in Keras's variable paths, which name the "
             "layers inside a functional sub-model (a keras.applications backbone), not the sub-model, "
             "and lose a Sequential sub-model's name after `load_model`: name the layers.",
-            owner, ", ".join(map(repr, unmatched)), argument, len(variables), shown)
-    return unmatched
+            owner, ", ".join(map(repr, unmatched)), argument, len(variables),
+            listed_paths(variable_path(v) for v in variables))
