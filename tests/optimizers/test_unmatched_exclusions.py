@@ -53,3 +53,12 @@ def test_a_pattern_naming_the_layers_inside_is_not_reported(name, caplog):
     with caplog.at_level(logging.WARNING, logger="keras_trainkit"):
         fit_with(OPTIMIZERS[name], "b1")
     assert not [r for r in caplog.records if "match none of the" in r.getMessage()]
+
+
+def test_listed_paths_shows_the_first_eight_and_says_when_there_are_more():
+    from keras_trainkit.utils.variables import listed_paths
+
+    assert listed_paths(["a/kernel", "a/bias"]) == "'a/kernel', 'a/bias'"
+    many = [f"dense_{i}/kernel" for i in range(10)]
+    assert listed_paths(many) == ", ".join(f"'dense_{i}/kernel'" for i in range(8)) + ", ..."
+    assert listed_paths(many[:8]).endswith("'dense_7/kernel'")
