@@ -120,7 +120,9 @@ def recipe(args: argparse.Namespace, input_shape, num_classes):
 
 def _print_progress(tuner, trial, started=None, total=None):
     """One line per finished trial; works in-process and in parallel workers
-    (whose oracle is a KerasTuner ``OracleClient``)."""
+    (whose oracle is a KerasTuner ``OracleClient``). It counts trials from 1 ("trial 1
+    of 30") and ends with the ``trial_id`` (from 0) that the summary table, the plots,
+    the Pareto front and the ``trial_<id>`` folders name the trial by."""
     from keras_trainkit.tuning.report import several_objectives
 
     oracle = tuner.oracle
@@ -136,7 +138,7 @@ def _print_progress(tuner, trial, started=None, total=None):
         values = zip(objectives, oracle.objective_values(ended))
         print(f"trial {int(trial.trial_id) + 1}{f' of {total}' if total else ''}: {status:<9} "
               + "  ".join(f"{o.name}={v:.4g}" for o, v in values)
-              + f"  elapsed={(time.time() - started) / 60:.1f} min", flush=True)
+              + f"  elapsed={(time.time() - started) / 60:.1f} min  trial_id={trial.trial_id}", flush=True)
         return
     pruned = getattr(oracle, "pruned_trials", None)
     pruned_text = f"  pruned so far={len(pruned)}" if pruned is not None else ""
@@ -144,7 +146,7 @@ def _print_progress(tuner, trial, started=None, total=None):
     of_total = f" of {total}" if total else ""
     print(f"trial {int(trial.trial_id) + 1}{of_total}{worker}: {status:<9} "
           f"{score}  best so far={best_score:.4f}{pruned_text}  "
-          f"elapsed={(time.time() - started) / 60:.1f} min", flush=True)
+          f"elapsed={(time.time() - started) / 60:.1f} min  trial_id={trial.trial_id}", flush=True)
 
 
 DEFAULT_TRIALS = 30

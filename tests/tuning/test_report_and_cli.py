@@ -37,6 +37,12 @@ def test_trainkit_tune_small_budget(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "trial 3 of 3" in printed and "best so far" in printed
     assert "rank  trial status" in printed and "Best trial's model" in printed
+    # each progress line ends with the id the table, the plots and the folders use
+    progress_ids = sorted(line.rsplit("trial_id=", 1)[1] for line in printed.splitlines()
+                          if line.startswith("trial ") and " of 3" in line)
+    folders = sorted(p.name.removeprefix("trial_") for p in (output / "search").rglob("trial_*")
+                     if p.is_dir())
+    assert progress_ids == folders and len(folders) == 3
     # --refit: the best recipe trained again on training + validation
     digits_examples = 1437  # 80% of scikit-learn's 1797 digits
     assert f"refit on training + validation ({digits_examples} examples)" in printed
