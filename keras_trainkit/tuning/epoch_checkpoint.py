@@ -23,9 +23,24 @@ checkpoints hold. Its metadata (``meta``) is the trial's :class:`ResumeState`:
 * ``learning_rate_scales``: the learning-rate schedules' scales
   (``control.learning_rate_scales``: ``ReduceLROnPlateau``'s reductions of a
   schedule, kept outside the optimizer's variables), or ``null`` (no Keras
-  optimizer, or a checkpoint written before this field: nothing to restore).
+  optimizer, or a checkpoint written before this field: nothing to restore);
+* ``best_epoch``: the epoch whose weights the trial's best-weights file holds
+  for this execution, or ``null``.
 
-A kill at any moment leaves the previous complete checkpoint or the new one.
+An epoch end is one transaction of three writes: the oracle's record of the
+epoch, the best-weights file, and the checkpoint. The checkpoint is written
+first to ``checkpoint.pending.npz`` (staged), then the epoch is reported and
+the best weights are saved, and the staged file is renamed over
+``checkpoint.npz`` (committed). A kill at any moment leaves the previous
+complete checkpoint or the new one, and never a committed checkpoint of an
+epoch the oracle has not recorded (a resumed trial would not report it).
+A resumed search settles a staged file first
+(:func:`settle_pending_checkpoint`): when the oracle recorded its epoch, the
+kill came after the report, so it is committed, and the resumed trial saves the
+best weights again from it when that epoch was the best (the kill may have
+come before their save); otherwise it is dropped and the epoch is trained
+again. The weights of a recorded epoch are therefore never lost: the model
+``get_best_models`` loads scores what the oracle recorded.
 A resumed search reads the state with :func:`read_resume_state`, which checks
 the header and every entry's CRC without loading the arrays, and refuses (with
 :class:`DamagedCheckpoint`) a file that is not a complete checkpoint of this
@@ -52,6 +67,7 @@ import h5py
 import keras
 
 from keras_trainkit.optimizers import control
+from keras_trainkit.utils.files import replace_atomically
 from keras_trainkit.utils.checkpoints import (
     CheckpointError,
     assign_arrays,
@@ -62,6 +78,7 @@ from keras_trainkit.utils.checkpoints import (
 )
 
 CHECKPOINT_FILE = "checkpoint.npz"
+PENDING_FILE = "checkpoint.pending.npz"
 KIND = "tuner_trial"
 LEGACY_RESUME_FILE = "resume.json"
 _LEGACY_WEIGHTS = re.compile(r"^(execution_\d+_)?epoch_\d+\.weights\.h5$")
@@ -90,6 +107,7 @@ class ResumeState:
     weights: str = CHECKPOINT_FILE  # the file inside the trial folder holding the arrays
     pruned_epoch: int | None = None  # ``epoch`` when the oracle pruned the trial there
     learning_rate_scales: list | None = None  # ``control.learning_rate_scales`` of the model
+    best_epoch: int | None = None  # the epoch whose weights the best-weights file holds
 
     @property
     def values(self) -> dict:
@@ -111,7 +129,8 @@ class ResumeState:
         return {"kind": KIND, "trial_id": self.trial_id, "hyperparameters": self.hyperparameters,
                 "execution": self.execution, "epoch": self.epoch, "best_value": self.best_value,
                 "reported": self.reported, "histories": self.histories,
-                "pruned_epoch": self.pruned_epoch, "learning_rate_scales": self.learning_rate_scales}
+                "pruned_epoch": self.pruned_epoch, "learning_rate_scales": self.learning_rate_scales,
+                "best_epoch": self.best_epoch}
 
 
 def _field(state: dict, name: str, kind, path: str, optional=False):
@@ -144,7 +163,8 @@ def _state_from(state: dict, path: str, weights: str) -> ResumeState:
                        best_value=None if best is None else float(best),
                        reported=_field(state, "reported", bool, path), histories=histories,
                        weights=weights, pruned_epoch=pruned_epoch,
-                       learning_rate_scales=_field(state, "learning_rate_scales", list, path, optional=True))
+                       learning_rate_scales=_field(state, "learning_rate_scales", list, path, optional=True),
+                       best_epoch=_field(state, "best_epoch", int, path, optional=True))
 
 
 def _read_legacy_state(path: str) -> ResumeState | None:
@@ -179,23 +199,57 @@ def read_resume_state(folder: str) -> ResumeState | None:
             file outside the folder).
     """
     path = os.path.join(folder, CHECKPOINT_FILE)
+    state = _read_state(path)
+    if state is None:
+        return _read_legacy_state(os.path.join(folder, LEGACY_RESUME_FILE))
+    return state
+
+
+def _read_state(path: str) -> ResumeState | None:
+    """The state of the checkpoint file ``path`` (header and CRCs checked), or ``None``."""
     try:
         meta = read_checkpoint_meta(path)
     except CheckpointError as error:
         raise DamagedCheckpoint(path, f"it {error.problem}" if error.problem else str(error)) from None
     if meta is None:
-        return _read_legacy_state(os.path.join(folder, LEGACY_RESUME_FILE))
+        return None
     if meta.get("kind") != KIND:
         raise DamagedCheckpoint(path, f"it is not a tuner trial's checkpoint (its kind is "
                                       f"{meta.get('kind')!r}, not {KIND!r})")
     return _state_from(meta, path, CHECKPOINT_FILE)
 
 
+def settle_pending_checkpoint(folder: str, recorded_epochs) -> str | None:
+    """Commit or drop the checkpoint a kill left staged in ``folder`` (see the module
+    docstring); returns a message for the search to print, or ``None``.
+
+    Args:
+        folder: the trial folder.
+        recorded_epochs: ``recorded_epochs(execution)`` gives the epochs of that
+            execution the oracle holds a value of.
+    """
+    path = os.path.join(folder, PENDING_FILE)
+    try:
+        state = _read_state(path)
+    except DamagedCheckpoint as damage:
+        where = set_aside(folder, [PENDING_FILE])
+        return (f"The staged checkpoint {path!r} is not readable ({damage.reason}); set aside in "
+                f"{where}; the trial resumes from its last committed checkpoint.")
+    if state is None:
+        return None
+    if state.epoch in recorded_epochs(state.execution):  # the kill came after the report
+        replace_atomically(path, os.path.join(folder, CHECKPOINT_FILE))
+    else:
+        os.remove(path)
+    return None
+
+
 def checkpoint_files(folder: str) -> list[str]:
     """The names of the trial checkpoint's files in ``folder`` (either format)."""
     if not os.path.isdir(folder):
         return []
-    return sorted(name for name in os.listdir(folder) if name in (CHECKPOINT_FILE, LEGACY_RESUME_FILE)
+    return sorted(name for name in os.listdir(folder)
+                  if name in (CHECKPOINT_FILE, PENDING_FILE, LEGACY_RESUME_FILE)
                   or _LEGACY_WEIGHTS.match(name))
 
 
@@ -252,6 +306,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ``checkpoint.npz`` at every epoch end; restore them at train begin when
     ``restore`` is true.
 
+    Every epoch end is one transaction (see the module docstring): the
+    checkpoint is staged, ``reporter`` and then ``best_epoch`` run their epoch
+    end (they are driven by this callback, not passed to ``fit`` themselves),
+    and the checkpoint is committed.
+
     Args:
         folder: the trial folder.
         restore: load the folder's checkpoint at train begin (the caller has
@@ -263,12 +322,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             resumed search can tell that the checkpoint is this trial's.
         execution: the execution of the trial being trained.
         histories: the results of the trial's finished executions.
-        best_epoch: the callback keeping the best epoch's weights; its
-            ``best_value`` is recorded, so a resumed trial keeps its best.
-        reporter: the callback sending epochs to the oracle; whether it did is
-            recorded, so a resumed search can check the state against the oracle,
-            and so is a pruning decision (its ``stopped`` is ``"pruned"``), so a
-            resumed search ends the trial as pruned.
+        best_epoch: the :class:`~keras_trainkit.tuning.trial_plan.BestEpochWeights`
+            keeping the best epoch's weights; its ``best_value`` is recorded, so a
+            resumed trial keeps its best, and so is the epoch it saved.
+        reporter: the :class:`~keras_trainkit.tuning.trial_plan.EpochReporter`
+            sending epochs to the oracle; whether it did is recorded, so a resumed
+            search can check the state against the oracle, and so is a pruning
+            decision (its ``stopped`` is ``"pruned"``), so a resumed search ends
+            the trial as pruned.
         parent_pid: in a trial's own process, the search's process id: when the
             search has died, nothing more is written (the resumed search owns
             the folder) and training stops.
@@ -287,11 +348,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.best_epoch = best_epoch
         self.reporter = reporter
         self.parent_pid = parent_pid
+        self._best_saved_at = None  # the epoch of this execution the best weights are from
 
     @property
     def path(self) -> str:
         """The checkpoint file, ``<folder>/checkpoint.npz``."""
         return os.path.join(self.folder, CHECKPOINT_FILE)
+
+    @property
+    def pending_path(self) -> str:
+        """The staged checkpoint, ``<folder>/checkpoint.pending.npz``."""
+        return os.path.join(self.folder, PENDING_FILE)
+
+    def _driven(self) -> list:
+        """The callbacks whose epoch end runs inside this one's: the reporter, then
+        the best-weights saver."""
+        return [callback for callback in (self.reporter, self.best_epoch) if callback is not None]
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self._driven():
+            callback.set_model(model)
 
     @staticmethod
     def last_epoch(folder: str) -> int | None:
@@ -350,30 +427,50 @@ class EpochCheckpoint(keras.callbacks.Callback):
             except ValueError as error:
                 raise CheckpointError(f"The checkpoint {path!r} cannot be restored: {error}") from None
         assign_arrays(variables, arrays, path)
+        self._best_saved_at = state.best_epoch
+        if self.best_epoch is not None and state.best_epoch == state.epoch:
+            self.best_epoch.save()  # a kill may have come between the report and this save
 
     def _orphaned(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def on_epoch_end(self, epoch, logs=None):
+        """Stage the checkpoint, report the epoch and save the best weights, commit."""
         if self._orphaned():
             self.model.stop_training = True
             return
-        best = getattr(self.best_epoch, "best_value", None)
-        pruned = getattr(self.reporter, "stopped", None) == "pruned"  # at this epoch's report
-        state = ResumeState(
-            trial_id=self.trial_id, hyperparameters=self.hyperparameters,
-            execution=self.execution, epoch=int(epoch),
-            best_value=float(best) if best is not None and abs(best) != float("inf") else None,
-            reported=bool(getattr(self.reporter, "reported", False)), histories=self.histories,
-            pruned_epoch=int(epoch) if pruned else None,
-            learning_rate_scales=self._learning_rate_scales())
-        save_checkpoint(self.path, variable_arrays(self._variables()), state.meta())
+        arrays = variable_arrays(self._variables())
+        state = self._state_after(int(epoch), logs)
+        save_checkpoint(self.pending_path, arrays, state.meta())
+        for callback in self._driven():
+            callback.on_epoch_end(epoch, logs)
+        if getattr(self.reporter, "stopped", None) == "pruned":  # at this epoch's report
+            state.pruned_epoch = int(epoch)
+            save_checkpoint(self.pending_path, arrays, state.meta())
+        replace_atomically(self.pending_path, self.path)
+        self._best_saved_at = state.best_epoch
         self._remove_stale()
+
+    def _state_after(self, epoch: int, logs) -> ResumeState:
+        """The trial's state once ``epoch`` has been reported and its best weights saved."""
+        best, best_epoch = None, self._best_saved_at
+        if self.best_epoch is not None:
+            best = self.best_epoch.best_value_after(logs)
+            best_epoch = epoch if self.best_epoch.improves(logs) else best_epoch
+        reported = self.reporter is not None and (self.reporter.reported
+                                                  or self.reporter.will_report(epoch, logs))
+        return ResumeState(
+            trial_id=self.trial_id, hyperparameters=self.hyperparameters,
+            execution=self.execution, epoch=epoch,
+            best_value=float(best) if best is not None and abs(best) != float("inf") else None,
+            reported=reported, histories=self.histories,
+            learning_rate_scales=self._learning_rate_scales(), best_epoch=best_epoch)
 
     def _remove_stale(self) -> None:
         """Remove what a complete save makes stale: older-format files, a killed writer's temporary files."""
         for name in os.listdir(self.folder):
-            stale = name.startswith(CHECKPOINT_FILE + ".tmp-") and not name.endswith(f".tmp-{os.getpid()}")
+            stale = (name.startswith((CHECKPOINT_FILE + ".tmp-", PENDING_FILE + ".tmp-"))
+                     and not name.endswith(f".tmp-{os.getpid()}"))
             if stale or name == LEGACY_RESUME_FILE or _LEGACY_WEIGHTS.match(name):
                 try:
                     os.remove(os.path.join(self.folder, name))
@@ -386,6 +483,7 @@ __all__ = [
     "DamagedCheckpoint",
     "EpochCheckpoint",
     "LEGACY_RESUME_FILE",
+    "PENDING_FILE",
     "ResumeState",
     "check_restorable",
     "check_weights_file",
@@ -393,4 +491,5 @@ __all__ = [
     "read_resume_state",
     "save_weights_atomically",
     "set_aside",
+    "settle_pending_checkpoint",
 ]

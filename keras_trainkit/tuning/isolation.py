@@ -44,8 +44,7 @@ import keras_tuner
 from keras_tuner import errors
 
 from keras_trainkit._compat import keras_tuner as kt_compat
-from keras_trainkit.tuning.epoch_checkpoint import EpochCheckpoint
-from keras_trainkit.tuning.trial_plan import EpochReporter, quiet_round_continuation
+from keras_trainkit.tuning.trial_plan import quiet_round_continuation
 
 # How often the parent checks that the child is alive while waiting.
 _POLL_SECONDS = 1.0
@@ -106,11 +105,8 @@ def _child_main(connection, payload: bytes, parent_pid: int) -> None:
     try:
         job = pickle.loads(payload)
         kwargs = job["kwargs"]
-        for callback in kwargs.get("callbacks", []):
-            if isinstance(callback, EpochReporter):
-                callback.oracle = _ParentOracle(connection)
-            if isinstance(callback, EpochCheckpoint):
-                callback.parent_pid = parent_pid
+        job["plan"].reporter.oracle = _ParentOracle(connection)
+        job["plan"].checkpoint.parent_pid = parent_pid
         with quiet_round_continuation(job["trial"]):
             result = kt_compat.build_and_fit(job["tuner"], job["trial"], job["args"], kwargs)
         plan = job["plan"]

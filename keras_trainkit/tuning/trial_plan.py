@@ -46,6 +46,7 @@ from keras_trainkit.tuning.epoch_checkpoint import (
     read_resume_state,
     save_weights_atomically,
     set_aside,
+    settle_pending_checkpoint,
 )
 from keras_trainkit.utils.values import scalar_logs
 
@@ -78,7 +79,9 @@ class EpochReporter(keras.callbacks.Callback):
 
     Works with any KerasTuner oracle, in-process, over KerasTuner's chief/worker
     protocol, or through an isolated trial's proxy; an oracle may answer with
-    the trial or with its status.
+    the trial or with its status. In a trial, the trial's
+    :class:`~keras_trainkit.tuning.epoch_checkpoint.EpochCheckpoint` runs its
+    epoch end, after staging the epoch's checkpoint.
 
     Args:
         oracle: the oracle (anything with ``update_trial``).
@@ -109,6 +112,13 @@ class EpochReporter(keras.callbacks.Callback):
         self.stopped = self.stopped or reason
         self.model.stop_training = True
 
+    def will_report(self, epoch, logs) -> bool:
+        """Whether :meth:`on_epoch_end` sends this epoch to the oracle (its logs hold a
+        finite objective value, and the oracle does not hold the epoch already)."""
+        metrics = scalar_logs(logs)
+        return (self.objective.has_value(metrics) and epoch not in self.skip_steps
+                and math.isfinite(self.objective.get_value(metrics)))
+
     def on_epoch_end(self, epoch, logs=None):
         metrics = scalar_logs(logs)
         if self.objective.has_value(metrics) and epoch not in self.skip_steps:
@@ -128,7 +138,8 @@ class EpochReporter(keras.callbacks.Callback):
 
 class BestEpochWeights(keras.callbacks.Callback):
     """Save the weights of the best epoch so far, atomically (KerasTuner's
-    ``SaveBestEpoch`` writes in place, so a kill could truncate the file).
+    ``SaveBestEpoch`` writes in place, so a kill could truncate the file). In a
+    trial, the trial's ``EpochCheckpoint`` runs its epoch end, after the report.
 
     Args:
         objective: the oracle's objective; an epoch whose logs lack it is saved.
@@ -143,13 +154,28 @@ class BestEpochWeights(keras.callbacks.Callback):
         worst = float("-inf") if objective.direction == "max" else float("inf")
         self.best_value = worst if best_value is None else float(best_value)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.objective.has_value(logs or {}):
-            value = self.objective.get_value(logs)
-            if not self.objective.better_than(value, self.best_value):
-                return
-            self.best_value = value
+    def improves(self, logs) -> bool:
+        """Whether an epoch with these logs is saved: its objective value is better
+        than the best so far, or its logs lack the objective."""
+        if not self.objective.has_value(logs or {}):
+            return True
+        return self.objective.better_than(self.objective.get_value(logs), self.best_value)
+
+    def best_value_after(self, logs) -> float:
+        """The best value once an epoch with these logs has ended."""
+        if self.objective.has_value(logs or {}) and self.improves(logs):
+            return self.objective.get_value(logs)
+        return self.best_value
+
+    def save(self) -> None:
+        """Write the model's weights as they are now to the best-weights file."""
         save_weights_atomically(self.model, self.filepath)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.improves(logs):
+            return
+        self.best_value = self.best_value_after(logs)
+        self.save()
 
 
 @contextlib.contextmanager
@@ -243,6 +269,9 @@ class TrialRun:
         """Read and check the trial's checkpoint in ``folder``; decide whether to resume."""
         run = cls(trial=trial, folder=folder, oracle=oracle, objective=objective)
         try:
+            settled = settle_pending_checkpoint(
+                folder, lambda execution: _steps_recorded(run._record(), objective, execution))
+            run.messages.extend([settled] if settled else [])
             state = read_resume_state(folder)
             if state is not None:
                 run._check_resumable(state, executions_per_trial)
@@ -326,8 +355,8 @@ class TrialRun:
             self.folder, restore=resuming, trial_id=self.trial.trial_id,
             hyperparameters=self.trial.hyperparameters.get_config(), execution=execution,
             histories=self.histories[:execution], best_epoch=best, reporter=reporter)
-        kwargs["callbacks"] = [*callbacks, nan_guard, reporter, *([best] if best else []),
-                               checkpoint]
+        # the checkpoint drives the reporter and the best-weights saver (one transaction)
+        kwargs["callbacks"] = [*callbacks, nan_guard, checkpoint]
         if resuming:
             kwargs["initial_epoch"] = self.resume.epoch + 1
         return ExecutionPlan(kwargs, nan_guard, reporter, best, keras_saver, checkpoint)

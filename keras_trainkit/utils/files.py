@@ -28,6 +28,18 @@ def write_atomically(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _sync_folder(path)
+
+
+def replace_atomically(source: str, path: str) -> None:
+    """Rename the complete file ``source`` over ``path`` (``os.replace``, atomic) and
+    sync the folder, so the rename survives a power cut as :func:`write_atomically`'s."""
+    os.replace(source, path)
+    _sync_folder(path)
+
+
+def _sync_folder(path: str) -> None:
+    """Flush the folder holding ``path`` to disk (where the system allows it)."""
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
