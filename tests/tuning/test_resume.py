@@ -20,7 +20,9 @@ SCRIPT = Path(__file__).with_name("_search_script.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(directory, log, *extra, wait=True, hold_at=None):
+def _run(directory, log, *extra, wait=True, hold_at=None, output=None):
+    """Run the search script; ``wait=False`` starts it and returns the process, its
+    output going to the file ``output`` (or nowhere)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("HOLD_AT", None)
     if hold_at is not None:
@@ -28,8 +30,8 @@ def _run(directory, log, *extra, wait=True, hold_at=None):
     command = [sys.executable, str(SCRIPT), str(directory), str(log), *extra]
     if wait:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    with open(output or os.devnull, "w") as sink:
+        return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.DEVNULL)
 
 
 def _resume_epoch(project, trial_id):
@@ -84,68 +86,44 @@ def _kill_when(process, ready, timeout=600):
     pytest.fail("the search never reached the point to kill it")
 
 
-CASES = [("in_process", 0, "started"), ("in_process", 0, 1), ("in_process", 1, 1),
-         ("in_process", 2, 1), ("isolate", 0, 1), ("isolate", 1, 1), ("isolate", 2, 1)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode, trial_index, kill_at", CASES,
-                         ids=[f"{m}-trial{t}-{k}" for m, t, k in CASES])
-def test_sigkill_then_rerun_resumes(tmp_path, mode, trial_index, kill_at):
-    log = tmp_path / "starts.jsonl"
-    project = tmp_path / "resume"
+def _run_and_kill(tmp_path, log, project, mode, hold_at, ready, output=None):
+    """Run the search until ``ready()`` (it waits at ``hold_at``), then SIGKILL it; with
+    isolated trials, also check that the trial's process died with it and wrote nothing
+    more."""
     extra = ["isolate"] if mode == "isolate" else []
-    # The search waits at the kill point (the epoch after `kill_at`, or the first
-    # epoch of a trial just started), so the kill lands there however busy the machine.
-    hold_epoch = 0 if kill_at == "started" else kill_at + 1
-    process = _run(tmp_path, log, *extra, wait=False, hold_at=(trial_index, hold_epoch))
-    if kill_at == "started":  # during the first epoch, before any checkpoint
-        def ready():
-            return _trial_started(project, trial_index) and _logged_starts(log) > trial_index
-    else:
-        def ready():
-            epoch = _resume_epoch(project, trial_index)
-            return epoch is not None and epoch >= kill_at
-    children = []
-    if mode == "isolate":
-        def ready_with_child(check=ready):
-            if check():
-                children[:] = _trial_processes(process.pid)
-                return bool(children)
-            return False
-        _kill_when(process, ready_with_child)
-        # the trial's process dies with the search and writes nothing more
-        killed = time.time()
-        while _trial_processes(process.pid) and time.time() < killed + 5:
-            time.sleep(0.05)
-        assert not _trial_processes(process.pid), "the trial process outlived the search"
-        before = _files_state(project)
-        time.sleep(1.5)
-        assert _files_state(project) == before
-    else:
+    process = _run(tmp_path, log, *extra, wait=False, hold_at=hold_at, output=output)
+    if mode != "isolate":
         _kill_when(process, ready)
-    killed_at = _resume_epoch(project, trial_index)
+        return
+    children = []
 
-    result = _run(tmp_path, log, *extra)
-    assert result.returncode == 0, result.stderr[-3000:]
+    def ready_with_child():
+        if ready():
+            children[:] = _trial_processes(process.pid)
+            return bool(children)
+        return False
 
-    starts = [json.loads(line) for line in log.read_text().splitlines()]
-    first_run = starts[0]["run"]
-    first = [s for s in starts if s["run"] == first_run]
-    second = [s for s in starts if s["run"] != first_run]
-    # the first run started trials 0..trial_index from scratch
-    assert [s["initial_epoch"] for s in first] == [0] * (trial_index + 1)
-    # the rerun ran the interrupted trial again with its hyperparameters, from
-    # its checkpoint when it had one, then the remaining trials from scratch
-    assert second[0]["values"] == first[trial_index]["values"]
-    if killed_at is None:
-        assert second[0]["initial_epoch"] == 0
-    else:
-        assert second[0]["initial_epoch"] == killed_at + 1 > 0
-    assert [s["initial_epoch"] for s in second[1:]] == [0] * (2 - trial_index)
-    for earlier in first[:trial_index]:  # finished trials are not run again
-        assert earlier["values"] not in [s["values"] for s in second]
+    _kill_when(process, ready_with_child)
+    killed = time.time()
+    while _trial_processes(process.pid) and time.time() < killed + 5:
+        time.sleep(0.05)
+    assert not _trial_processes(process.pid), "the trial process outlived the search"
+    before = _files_state(project)
+    time.sleep(1.5)
+    assert _files_state(project) == before
 
+
+def _runs(log):
+    """The logged trial starts, grouped by the search run that made them, in order."""
+    runs = {}
+    for line in log.read_text().splitlines():
+        start = json.loads(line)
+        runs.setdefault(start["run"], []).append(start)
+    return list(runs.values())
+
+
+def _assert_completed_once(project):
+    """Three completed trials, each epoch recorded once."""
     trials = sorted(project.glob("trial_*/trial.json"))
     assert len(trials) == 3
     for path in trials:
@@ -155,9 +133,70 @@ def test_sigkill_then_rerun_resumes(tmp_path, mode, trial_index, kill_at):
         steps = [obs["step"] for obs in observations]
         assert steps == list(range(5)), (path, steps)
         assert all(len(obs["value"]) == 1 for obs in observations), path  # none twice
-    if killed_at is not None:  # the rerun says what it resumed
-        assert (f"Trial {trial_index}: resuming from its checkpoint after epoch {killed_at + 1}"
-                in result.stdout)
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_first_epoch_then_rerun_starts_the_trial_again(tmp_path):
+    """Killed during the first trial's first epoch, before any checkpoint."""
+    log = tmp_path / "starts.jsonl"
+    project = tmp_path / "resume"
+    # The search waits at the first epoch of trial 0, so the kill lands there however busy
+    # the machine.
+    _run_and_kill(tmp_path, log, project, "in_process", hold_at=(0, 0),
+                  ready=lambda: _trial_started(project, 0) and _logged_starts(log) > 0)
+    assert _resume_epoch(project, 0) is None
+
+    result = _run(tmp_path, log)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = _runs(log)
+    assert [s["initial_epoch"] for s in first] == [0]
+    # the rerun ran the interrupted trial again with its hyperparameters, from its first
+    # epoch, then the remaining trials from scratch
+    assert second[0]["values"] == first[0]["values"]
+    assert [s["initial_epoch"] for s in second] == [0, 0, 0]
+    assert "resuming" not in result.stdout
+    _assert_completed_once(project)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["in_process", "isolate"])
+def test_sigkill_in_each_trial_then_rerun_resumes(tmp_path, mode):
+    """The search killed after epoch 2 of its first trial; the rerun, which resumes that
+    trial, killed after epoch 2 of the second; the next after epoch 2 of the third; the
+    last rerun resumes the third and finishes. Each kill point is checked as a search
+    killed there once (in one chain, to start a third of the processes)."""
+    log = tmp_path / "starts.jsonl"
+    project = tmp_path / "resume"
+    kill_at, killed_at, outputs = 1, [], []
+    for trial_index in range(3):
+        # The run waits at epoch kill_at + 1 of the trial; it starts the trial first, or
+        # second after resuming the trial the last run was killed in.
+        outputs.append(tmp_path / f"run_{trial_index}.out")
+        _run_and_kill(tmp_path, log, project, mode, hold_at=(min(trial_index, 1), kill_at + 1),
+                      ready=lambda: _resume_epoch(project, trial_index) in range(kill_at, 5),
+                      output=outputs[-1])
+        killed_at.append(_resume_epoch(project, trial_index))
+    result = _run(tmp_path, log, *(["isolate"] if mode == "isolate" else []))
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [path.read_text() for path in outputs[1:]] + [result.stdout]
+
+    runs = _runs(log)
+    assert len(runs) == 4
+    trials = [runs[0][0]] + [run[-1] for run in runs[1:3]]  # each trial's first start
+    # the first run started trial 0 from scratch; each rerun resumed the trial the run
+    # before was killed in, with its hyperparameters, from its checkpoint, then started
+    # the next trial from scratch
+    assert [s["initial_epoch"] for s in runs[0]] == [0]
+    for trial_index, rerun in enumerate(runs[1:]):
+        assert rerun[0]["values"] == trials[trial_index]["values"]
+        assert rerun[0]["initial_epoch"] == killed_at[trial_index] + 1 > 0
+        assert [s["initial_epoch"] for s in rerun[1:]] == [0] * (trial_index < 2)
+        for earlier in trials[:trial_index]:  # finished trials are not run again
+            assert earlier["values"] not in [s["values"] for s in rerun]
+        # the rerun says what it resumed
+        assert (f"Trial {trial_index}: resuming from its checkpoint after epoch "
+                f"{killed_at[trial_index] + 1}" in printed[trial_index])
+    _assert_completed_once(project)
 
 
 def _tiny_recipe(epochs):
