@@ -14,7 +14,9 @@ so every epoch lowers ``val_loss`` and the last epoch is the best; its batches c
 an order of the process, so an epoch trained again in a resumed process scores
 otherwise.
 Each case runs the search in a subprocess that kills itself with SIGKILL at the last
-epoch, at one point of the transaction, and reruns it in a second subprocess.
+epoch, at one point of the transaction, and reruns it in a second subprocess. The last
+tests settle staged checkpoints directly: committed when the oracle recorded the epoch,
+dropped when not, set aside when damaged.
 """
 
 import json
@@ -27,7 +29,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_trainkit.utils.checkpoints import load_checkpoint, read_checkpoint_meta
+from keras_trainkit.tuning.epoch_checkpoint import ResumeState, settle_pending_checkpoint
+from keras_trainkit.utils.checkpoints import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +128,35 @@ def test_a_kill_after_the_oracle_recorded_an_epoch_keeps_that_epoch(tmp_path, ki
     model.load_weights(folder / "checkpoint.weights.h5")
     np.testing.assert_array_equal(model.layers[0].kernel.numpy(), kernel)
     np.testing.assert_array_equal(model.layers[0].bias.numpy(), bias)
+
+
+def _stage(folder, name, epoch):
+    """A trial checkpoint of ``epoch`` (execution 0) written to ``folder/name``."""
+    state = ResumeState(trial_id="0", hyperparameters={"values": {}}, execution=0, epoch=epoch,
+                        reported=True)
+    save_checkpoint(folder / name, [np.full(3, float(epoch), "float32")], state.meta())
+
+
+@pytest.mark.parametrize("recorded, committed_epoch", [({0, 1, 2}, 2), ({0, 1}, 1)])
+def test_a_staged_checkpoint_is_committed_only_when_the_oracle_recorded_its_epoch(
+        tmp_path, recorded, committed_epoch):
+    _stage(tmp_path, "checkpoint.npz", 1)
+    _stage(tmp_path, "checkpoint.pending.npz", 2)
+    asked = []
+    message = settle_pending_checkpoint(str(tmp_path), lambda execution: asked.append(execution)
+                                        or recorded)
+    assert message is None and asked == [0]
+    assert not (tmp_path / "checkpoint.pending.npz").exists()
+    assert read_checkpoint_meta(tmp_path / "checkpoint.npz")["epoch"] == committed_epoch
+    arrays, _, _ = load_checkpoint(tmp_path / "checkpoint.npz")
+    np.testing.assert_array_equal(arrays[0], np.full(3, float(committed_epoch), "float32"))
+
+
+def test_a_damaged_staged_checkpoint_is_set_aside_and_the_committed_one_kept(tmp_path):
+    _stage(tmp_path, "checkpoint.npz", 1)
+    (tmp_path / "checkpoint.pending.npz").write_bytes(b"not a checkpoint")
+    message = settle_pending_checkpoint(str(tmp_path), lambda execution: {0, 1, 2})
+    assert "checkpoint.pending.npz" in message and "set aside in" in message
+    assert not (tmp_path / "checkpoint.pending.npz").exists()
+    assert list(tmp_path.glob("damaged_*/checkpoint.pending.npz"))
+    assert read_checkpoint_meta(tmp_path / "checkpoint.npz")["epoch"] == 1
