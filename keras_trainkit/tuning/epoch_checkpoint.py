@@ -67,7 +67,6 @@ import h5py
 import keras
 
 from keras_trainkit.optimizers import control
-from keras_trainkit.utils.files import replace_atomically
 from keras_trainkit.utils.checkpoints import (
     CheckpointError,
     assign_arrays,
@@ -76,6 +75,7 @@ from keras_trainkit.utils.checkpoints import (
     save_checkpoint,
     variable_arrays,
 )
+from keras_trainkit.utils.files import replace_atomically
 
 CHECKPOINT_FILE = "checkpoint.npz"
 PENDING_FILE = "checkpoint.pending.npz"

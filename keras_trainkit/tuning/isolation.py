@@ -104,12 +104,11 @@ def _child_main(connection, payload: bytes, parent_pid: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         job = pickle.loads(payload)
-        kwargs = job["kwargs"]
-        job["plan"].reporter.oracle = _ParentOracle(connection)
-        job["plan"].checkpoint.parent_pid = parent_pid
-        with quiet_round_continuation(job["trial"]):
-            result = kt_compat.build_and_fit(job["tuner"], job["trial"], job["args"], kwargs)
         plan = job["plan"]
+        plan.reporter.oracle = _ParentOracle(connection)
+        plan.checkpoint.parent_pid = parent_pid
+        with quiet_round_continuation(job["trial"]):
+            result = kt_compat.build_and_fit(job["tuner"], job["trial"], job["args"], job["kwargs"])
         if isinstance(result, keras.callbacks.History):
             result = {"history": dict(result.history)}
         else:
